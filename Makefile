@@ -1,0 +1,50 @@
+# icepipe: the two commands a newcomer needs are `make demo` and `make test`.
+# Everything else (venv, install, sample data) is set up on demand by those targets.
+
+SHELL := /bin/bash
+PYTHON ?= python3.12
+VENV := .venv
+PY := $(VENV)/bin/python
+DATA := data
+STAMP := $(VENV)/.icepipe-installed
+
+.PHONY: demo test lint unit data venv bench clean clean-repos
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) (Python >= 3.12): install it, or run 'make PYTHON=/path/to/python3.12 ...'"; exit 1; }
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+data: $(DATA)/.complete
+
+$(DATA)/.complete: scripts/fetch_data.sh | venv
+	PYTHON=$(PY) bash scripts/fetch_data.sh $(DATA)
+	touch $@
+
+# The main job on the embedded default: every pipeline in pipelines/ on a LocalCluster, into
+# Icechunk repositories under repos/, then a read-back check and a summary.
+demo: venv data
+	$(PY) scripts/demo.py pipelines/*.yaml
+
+lint: venv
+	$(VENV)/bin/ruff check src tests benchmarks scripts
+	$(VENV)/bin/ruff format --check src tests benchmarks scripts
+	$(VENV)/bin/mypy
+
+unit: venv data
+	$(VENV)/bin/pytest -q
+
+test: lint unit
+
+bench: venv
+	$(PY) benchmarks/run.py
+
+clean-repos:
+	rm -rf repos .repos.* repos/.*.icepipe.lock
+
+clean: clean-repos
+	rm -rf $(VENV) $(DATA) .pytest_cache .mypy_cache .ruff_cache

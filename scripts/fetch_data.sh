@@ -1,0 +1,185 @@
+#!/usr/bin/env bash
+# Fetch real sample data shipped inside public packages and lay it out under DATA_DIR.
+#
+# Usage: scripts/fetch_data.sh [DATA_DIR]   (default: <repo root>/data; a given path is
+#        taken relative to the current directory)
+#
+# Sources (pinned; override with the env vars below):
+#   iris-sample-data  PyPI sdist  -> DATA_DIR/iris-sample-data/ (whole sample_data folder)
+#                                    DATA_DIR/nemo/  (nemo_1m_2015*grid-T.nc, 3 netCDF4 files)
+#   libncarg-data     Debian .deb -> DATA_DIR/.cache/ncarg/ (dpkg-deb -x)
+#                                    DATA_DIR/ncarg -> .cache/ncarg/usr/share/ncarg/data (symlink)
+#                                    DATA_DIR/sao/   (950318{00..23}_sao.cdf, 24 netCDF3 files)
+#   cfgrib            PyPI sdist  -> DATA_DIR/cfgrib-samples/ (tests/sample-data/)
+#   zarr              PyPI sdist  -> DATA_DIR/zarr2-fixture/  (fixture/, Zarr v2 arrays)
+#
+# Downloaded archives are kept in DATA_DIR/.cache/downloads/. A source whose stamp file
+# (DATA_DIR/.cache/stamps/<source>-<version>.done) exists and whose outputs are present is
+# skipped. Everything is built in a temp dir under DATA_DIR/.cache/ and moved into place
+# before the stamp is written, so an interrupted run never leaves a stamped half-populated
+# folder. DATA_DIR gets a `.gitignore` containing `*`, so nothing in it can be added to git.
+set -euo pipefail
+
+IRIS_SAMPLE_DATA_VERSION="${IRIS_SAMPLE_DATA_VERSION:-2.5.2}"
+NCARG_DATA_VERSION="${NCARG_DATA_VERSION:-6.6.2.dfsg.1-1}"
+CFGRIB_VERSION="${CFGRIB_VERSION:-0.9.15.1}"
+ZARR2_VERSION="${ZARR2_VERSION:-2.18.7}"
+PYTHON="${PYTHON:-python3}"
+
+REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+DATA_DIR="${1:-$REPO_ROOT/data}"
+mkdir -p "$DATA_DIR"
+DATA_DIR="$(cd "$DATA_DIR" && pwd)"
+CACHE="$DATA_DIR/.cache"
+DOWNLOADS="$CACHE/downloads"
+STAMPS="$CACHE/stamps"
+mkdir -p "$DOWNLOADS" "$STAMPS"
+[[ -f "$DATA_DIR/.gitignore" ]] || printf '# fetched by scripts/fetch_data.sh; never commit\n*\n' >"$DATA_DIR/.gitignore"
+
+# One run at a time per DATA_DIR.
+if command -v flock >/dev/null 2>&1; then
+    exec 9>"$CACHE/.lock"
+    flock -n 9 || { echo "fetch_data: another run holds $CACHE/.lock; waiting" >&2; flock 9; }
+fi
+
+TMP_DIRS=()
+cleanup() { local d; for d in "${TMP_DIRS[@]+"${TMP_DIRS[@]}"}"; do rm -rf -- "$d"; done; }
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+new_tmp() {  # new_tmp NAME -> sets $tmp to a fresh dir on the same filesystem as DATA_DIR
+    tmp="$(mktemp -d "$CACHE/tmp.$1.XXXXXX")"
+    TMP_DIRS+=("$tmp")
+}
+
+die() { echo "fetch_data: error: $*" >&2; exit 1; }
+
+run_logged() {  # run_logged LOGFILE CMD...  (quiet unless the command fails)
+    local log="$1"; shift
+    if ! "$@" >"$log" 2>&1; then
+        cat "$log" >&2
+        die "command failed: $*"
+    fi
+}
+
+is_cached() {  # is_cached STAMP OUTPUT...
+    local stamp="$1" out; shift
+    [[ -f "$STAMPS/$stamp" ]] || return 1
+    for out in "$@"; do [[ -e "$DATA_DIR/$out" ]] || return 1; done
+}
+
+install_outputs() {  # install_outputs STAGE_DIR STAMP NAME...  (replace targets, then stamp)
+    local stage="$1" stamp="$2" name; shift 2
+    for name in "$@"; do
+        [[ -e "$stage/$name" || -L "$stage/$name" ]] || die "stage is missing $name"
+    done
+    for name in "$@"; do
+        rm -rf -- "${DATA_DIR:?}/$name"
+        mv -- "$stage/$name" "$DATA_DIR/$name"
+    done
+    date -u +%Y-%m-%dT%H:%M:%SZ >"$STAMPS/$stamp"
+}
+
+pip_sdist() {  # pip_sdist NAME VERSION TMP -> prints path of the sdist in DOWNLOADS
+    local name="$1" version="$2" tmp="$3" found
+    found="$(find "$DOWNLOADS" -maxdepth 1 \( -iname "$(tr - _ <<<"$name")-$version.tar.gz" \
+        -o -iname "$name-$version.tar.gz" \) -print -quit)"
+    if [[ -z "$found" ]]; then
+        mkdir -p "$tmp/dl"
+        run_logged "$tmp/pip.log" "$PYTHON" -m pip download --no-deps --no-binary "$name" \
+            --dest "$tmp/dl" "$name==$version"
+        found="$(find "$tmp/dl" -maxdepth 1 -name '*.tar.gz' -print -quit)"
+        [[ -n "$found" ]] || die "pip download of $name==$version produced no sdist"
+        mv -- "$found" "$DOWNLOADS/"
+        found="$DOWNLOADS/$(basename "$found")"
+    fi
+    printf '%s\n' "$found"
+}
+
+sdist_root() {  # sdist_root ARCHIVE -> top-level folder inside the sdist (PEP 517: <name>-<ver>)
+    basename "$1" .tar.gz
+}
+
+# --------------------------------------------------------------------------------------------
+fetch_iris() {
+    local stamp="iris-sample-data-$IRIS_SAMPLE_DATA_VERSION.done" tmp sdist root n
+    if is_cached "$stamp" iris-sample-data nemo; then
+        echo "iris-sample-data $IRIS_SAMPLE_DATA_VERSION: cached"; return
+    fi
+    rm -f -- "$STAMPS/$stamp"
+    new_tmp iris
+    sdist="$(pip_sdist iris-sample-data "$IRIS_SAMPLE_DATA_VERSION" "$tmp")"
+    root="$(sdist_root "$sdist")"
+    mkdir -p "$tmp/x" "$tmp/stage/nemo"
+    tar --no-same-owner -xzf "$sdist" -C "$tmp/x" "$root/iris_sample_data/sample_data"
+    mv -- "$tmp/x/$root/iris_sample_data/sample_data" "$tmp/stage/iris-sample-data"
+    cp -p -- "$tmp/stage/iris-sample-data"/NEMO/nemo_1m_2015*grid-T.nc "$tmp/stage/nemo/"
+    n="$(find "$tmp/stage/nemo" -name '*.nc' | wc -l)"
+    [[ "$n" -eq 3 ]] || die "expected 3 NEMO files, found $n"
+    install_outputs "$tmp/stage" "$stamp" iris-sample-data nemo
+    echo "iris-sample-data $IRIS_SAMPLE_DATA_VERSION: fetched -> iris-sample-data/, nemo/ ($n files)"
+}
+
+fetch_ncarg() {
+    local stamp="libncarg-data-$NCARG_DATA_VERSION.done" tmp deb h n
+    if is_cached "$stamp" .cache/ncarg/usr/share/ncarg/data ncarg/cdf sao; then
+        echo "libncarg-data $NCARG_DATA_VERSION: cached"; return
+    fi
+    rm -f -- "$STAMPS/$stamp"
+    new_tmp ncarg
+    deb="$DOWNLOADS/libncarg-data_${NCARG_DATA_VERSION}_all.deb"
+    if [[ ! -f "$deb" ]]; then
+        if ! apt-cache policy libncarg-data 2>/dev/null | grep -Eq 'Candidate: [^(]'; then
+            run_logged "$tmp/apt-update.log" apt-get update
+        fi
+        mkdir -p "$tmp/dl"
+        # apt-get download writes into the current directory.
+        (cd "$tmp/dl" && run_logged "$tmp/apt.log" apt-get download "libncarg-data=$NCARG_DATA_VERSION") ||
+            die "apt-get download libncarg-data=$NCARG_DATA_VERSION failed (set NCARG_DATA_VERSION?)"
+        mv -- "$tmp/dl"/libncarg-data_*_all.deb "$deb"
+    fi
+    mkdir -p "$tmp/stage/ncarg-x" "$tmp/stage/sao"
+    dpkg-deb -x "$deb" "$tmp/stage/ncarg-x"
+    [[ -d "$tmp/stage/ncarg-x/usr/share/ncarg/data/cdf" ]] || die "unexpected libncarg-data layout"
+    for h in $(seq -w 0 23); do
+        cp -p -- "$tmp/stage/ncarg-x/usr/share/ncarg/data/cdf/950318${h}_sao.cdf" "$tmp/stage/sao/"
+    done
+    n="$(find "$tmp/stage/sao" -name '*_sao.cdf' | wc -l)"
+    ln -s .cache/ncarg/usr/share/ncarg/data "$tmp/stage/ncarg"
+    # The extracted tree lives in .cache/ncarg; replace it first, then the links into it.
+    rm -rf -- "$CACHE/ncarg"
+    mv -- "$tmp/stage/ncarg-x" "$CACHE/ncarg"
+    install_outputs "$tmp/stage" "$stamp" ncarg sao
+    echo "libncarg-data $NCARG_DATA_VERSION: fetched -> .cache/ncarg/, ncarg -> .cache/ncarg/usr/share/ncarg/data, sao/ ($n files)"
+}
+
+fetch_sdist_subdir() {  # fetch_sdist_subdir PIP_NAME VERSION SUBDIR_IN_SDIST TARGET
+    local name="$1" version="$2" sub="$3" target="$4" stamp tmp sdist root n
+    stamp="$name-$version.done"
+    if is_cached "$stamp" "$target"; then
+        echo "$name $version: cached"; return
+    fi
+    rm -f -- "$STAMPS/$stamp"
+    new_tmp "$name"
+    sdist="$(pip_sdist "$name" "$version" "$tmp")"
+    root="$(sdist_root "$sdist")"
+    mkdir -p "$tmp/x" "$tmp/stage"
+    tar --no-same-owner -xzf "$sdist" -C "$tmp/x" "$root/$sub"
+    mv -- "$tmp/x/$root/$sub" "$tmp/stage/$target"
+    n="$(find "$tmp/stage/$target" -type f | wc -l)"
+    install_outputs "$tmp/stage" "$stamp" "$target"
+    echo "$name $version: fetched -> $target/ ($n files)"
+}
+
+# --------------------------------------------------------------------------------------------
+SECONDS=0
+fetch_iris
+fetch_ncarg
+fetch_sdist_subdir cfgrib "$CFGRIB_VERSION" tests/sample-data cfgrib-samples
+fetch_sdist_subdir zarr "$ZARR2_VERSION" fixture zarr2-fixture
+
+count() { find -L "$DATA_DIR/$1" -type f | wc -l | tr -d ' '; }
+echo "done in ${SECONDS}s: $DATA_DIR: nemo=$(count nemo) sao=$(count sao)" \
+    "iris-sample-data=$(count iris-sample-data) ncarg=$(count ncarg)" \
+    "cfgrib-samples=$(count cfgrib-samples) zarr2-fixture=$(count zarr2-fixture) files"

@@ -1,0 +1,32 @@
+"""icepipe: ingest scientific array data into Icechunk repositories at cluster scale, on Dask."""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from icepipe.errors import (
+    ConfigError,
+    ConflictError,
+    IcepipeError,
+    SchemaMismatchError,
+    SourceError,
+    StorageError,
+)
+from icepipe.pipeline import RunResult, run
+from icepipe.spec import Pipeline, load_pipeline
+from icepipe.xarray import open_dataset
+
+__all__ = [
+    "ConfigError",
+    "ConflictError",
+    "IcepipeError",
+    "Pipeline",
+    "RunResult",
+    "SchemaMismatchError",
+    "SourceError",
+    "StorageError",
+    "__version__",
+    "load_pipeline",
+    "open_dataset",
+    "run",
+]

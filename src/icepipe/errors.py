@@ -1,0 +1,108 @@
+"""The icepipe exception tree.
+
+Exceptions are grouped by what the caller does next, and the CLI maps each group to its own
+exit code so that schedulers can decide whether to retry:
+
+============================  =====  ==========================================
+exception                     exit   what to do
+============================  =====  ==========================================
+:class:`ConfigError`          2      fix the pipeline definition or arguments
+:class:`SourceError`          3      fix (or remove) the named source file(s)
+:class:`ConflictError`        4      retry later: someone else moved the branch
+:class:`StorageError`         5      transient storage/cluster trouble: retry
+:class:`IcepipeError`         1      anything else
+============================  =====  ==========================================
+
+Every exception pickles with its attributes, because most are raised on Dask workers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+__all__ = [
+    "ConfigError",
+    "ConflictError",
+    "IcepipeError",
+    "SchemaMismatchError",
+    "SourceError",
+    "StorageError",
+]
+
+
+class IcepipeError(Exception):
+    """Root of all icepipe errors."""
+
+    exit_code: int = 1
+
+    def __reduce__(self) -> tuple[object, ...]:
+        # Subclasses take keyword-only attributes; rebuild from the message plus __dict__.
+        return (_rebuild, (type(self), self.args, self.__dict__))
+
+
+def _rebuild(cls: type[IcepipeError], args: tuple[object, ...], state: dict[str, object]) -> object:
+    obj = cls.__new__(cls)
+    Exception.__init__(obj, *args)
+    obj.__dict__.update(state)
+    return obj
+
+
+class ConfigError(IcepipeError, ValueError):
+    """The pipeline definition or an argument is invalid: fix it and run again.
+
+    Attributes
+    ----------
+    field
+        Dotted name of the offending field (``"source.concat_dim"``), or ``None``.
+    """
+
+    exit_code = 2
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(f"{field}: {message}" if field else message)
+        self.field = field
+
+
+class SourceError(IcepipeError):
+    """A source file cannot be ingested: fix, replace or remove it.
+
+    Attributes
+    ----------
+    url
+        The offending file (the first one when several are involved).
+    urls
+        All files involved.
+    """
+
+    exit_code = 3
+
+    def __init__(self, message: str, *, url: str | None = None, urls: Sequence[str] = ()) -> None:
+        super().__init__(message)
+        self.urls = tuple(urls) if urls else ((url,) if url else ())
+        self.url = url if url is not None else (self.urls[0] if self.urls else None)
+
+
+class SchemaMismatchError(SourceError):
+    """Files (or a file and the existing target) disagree in variables, dimensions or dtypes."""
+
+
+class ConflictError(IcepipeError):
+    """The branch moved under us and the change could not be rebased: retry later.
+
+    Attributes
+    ----------
+    conflicts
+        Human-readable descriptions (``"path: conflict type, chunks [...]"``).
+    """
+
+    exit_code = 4
+
+    def __init__(self, message: str, *, conflicts: Sequence[str] = ()) -> None:
+        super().__init__(message)
+        self.conflicts = tuple(conflicts)
+
+
+class StorageError(IcepipeError):
+    """Transient trouble with storage or the cluster (I/O, network, dead workers): retry."""
+
+    exit_code = 5

@@ -1,0 +1,166 @@
+"""Dask: start or connect to a cluster and run picklable tasks on it.
+
+The embedded default is a ``LocalCluster`` of worker *processes* (spawned, since Icechunk
+deadlocks after ``fork``); ``scheduler="tcp://host:8786"`` connects to any running
+``dask.distributed`` cluster instead (dask-jobqueue, Kubernetes, ...).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from icepipe.errors import ConfigError, IcepipeError, SourceError, StorageError
+
+__all__ = ["ClusterInfo", "default_workers", "describe_client", "open_client", "run_tasks"]
+
+
+class ClusterInfo:
+    """What a run ran on, for the summary and the commit metadata."""
+
+    def __init__(self, address: str, n_workers: int, embedded: bool) -> None:
+        self.address = address
+        self.n_workers = n_workers
+        self.embedded = embedded
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"address": self.address, "workers": self.n_workers, "embedded": self.embedded}
+
+
+def describe_client(client: Any) -> ClusterInfo:
+    """What an existing ``distributed.Client`` runs on."""
+    info = client.scheduler_info()
+    return ClusterInfo(str(info.get("address", "")), len(info.get("workers", {})), embedded=False)
+
+
+def default_workers() -> int:
+    """One worker per core, at most 8."""
+    return max(1, min(8, os.cpu_count() or 1))
+
+
+@contextmanager
+def open_client(
+    *,
+    workers: int | None = None,
+    scheduler: str | None = None,
+    memory_limit: str | None = None,
+) -> Iterator[tuple[Any, ClusterInfo]]:
+    """Yield a ``distributed.Client`` (and what it runs on), closed on exit.
+
+    Parameters
+    ----------
+    workers
+        Number of worker processes of the embedded ``LocalCluster`` (ignored with ``scheduler``).
+    scheduler
+        Address of an existing scheduler to connect to instead of starting a cluster.
+    memory_limit
+        Per-worker memory limit of the embedded cluster (Dask's syntax, e.g. ``"2GiB"``).
+
+    Raises
+    ------
+    ConfigError
+        ``workers`` is not positive.
+    StorageError
+        The scheduler could not be reached.
+    """
+    from distributed import Client, LocalCluster
+
+    if scheduler:
+        try:
+            client = Client(scheduler, timeout="20s")
+        except OSError as exc:
+            raise StorageError(
+                f"cannot connect to the Dask scheduler at {scheduler!r}: {exc}; check --scheduler "
+                "and that the cluster is running"
+            ) from exc
+        try:
+            n = len(client.scheduler_info().get("workers", {}))
+            yield client, ClusterInfo(scheduler, n, embedded=False)
+        finally:
+            client.close()
+        return
+    n_workers = default_workers() if workers is None else workers
+    if n_workers < 1:
+        raise ConfigError(f"expected at least 1 worker; got {n_workers}", field="--workers")
+    cluster = LocalCluster(
+        n_workers=n_workers,
+        threads_per_worker=1,
+        processes=True,
+        dashboard_address=None,
+        memory_limit=memory_limit or "auto",
+        silence_logs=50,  # logging.CRITICAL: task errors are reported by run_tasks
+    )
+    client = Client(cluster)
+    try:
+        yield client, ClusterInfo(cluster.scheduler_address, n_workers, embedded=True)
+    finally:
+        client.close()
+        cluster.close()
+
+
+def run_tasks[T, R](
+    client: Any,
+    fn: Callable[..., R],
+    items: Sequence[T],
+    *,
+    describe: Callable[[T], str],
+    key: str,
+    **kwargs: Any,
+) -> list[R]:
+    """Run ``fn(item, **kwargs)`` for every item on the cluster; results in ``items`` order.
+
+    Every task runs to completion before errors are reported, so a run that fails names *all*
+    the bad inputs at once rather than the first one.
+
+    Raises
+    ------
+    SourceError
+        One or more tasks failed on their input (the message names each one).
+    IcepipeError
+        The first other icepipe error raised by a task.
+    StorageError
+        A worker died repeatedly while running a task (``KilledWorker``).
+    """
+    from distributed import KilledWorker, wait
+
+    if not items:
+        return []
+    futures = client.map(fn, items, key=[f"{key}-{i}" for i in range(len(items))], **kwargs)
+    wait(futures)
+    failed = [(item, f) for item, f in zip(items, futures, strict=True) if f.status != "finished"]
+    if not failed:
+        return list(client.gather(futures))
+    source_errors: list[SourceError] = []
+    other: IcepipeError | None = None
+    for item, fut in failed:
+        exc = fut.exception()
+        if isinstance(exc, SourceError):
+            source_errors.append(exc)
+        elif isinstance(exc, KilledWorker):
+            source_errors.append(
+                SourceError(
+                    f"{describe(item)}: the worker reading it died repeatedly (crash or out of "
+                    "memory); check the file, or give workers more memory",
+                    url=describe(item),
+                )
+            )
+        elif isinstance(exc, IcepipeError):
+            other = other or exc
+        else:
+            other = other or StorageError(
+                f"{describe(item)}: task failed unexpectedly: {type(exc).__name__}: {exc}"
+            )
+    if source_errors:
+        if len(source_errors) == 1:
+            raise source_errors[0]
+        lines = [str(e) for e in source_errors[:10]]
+        more = len(source_errors) - len(lines)
+        raise SourceError(
+            f"{len(source_errors)} source files cannot be ingested:\n  - "
+            + "\n  - ".join(lines)
+            + (f"\n  ... and {more} more" if more else ""),
+            urls=[u for e in source_errors for u in e.urls],
+        )
+    raise other or StorageError("tasks failed without an error")

@@ -1,0 +1,78 @@
+"""Plain, picklable value types shared by the stages (no I/O, no heavy imports)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["FileSchema", "SourceFile", "TargetSchema", "VariableSchema"]
+
+
+@dataclass(frozen=True, order=True)
+class SourceFile:
+    """One source object and its identity at listing time.
+
+    ``url`` is canonical (``file:///abs/path`` or ``s3://bucket/key``); ``size``, ``mtime`` and
+    ``etag`` identify the version of the file that was ingested.
+    """
+
+    url: str
+    size: int
+    mtime: str
+    etag: str | None = None
+
+    def identity(self) -> dict[str, Any]:
+        """The JSON-able record stored in commit metadata."""
+        out: dict[str, Any] = {"url": self.url, "size": self.size, "mtime": self.mtime}
+        if self.etag:
+            out["etag"] = self.etag
+        return out
+
+    def same_version(self, record: dict[str, Any]) -> bool:
+        """Whether a ledger record describes this very version of the file."""
+        if self.etag and record.get("etag"):
+            return bool(self.etag == record["etag"] and self.size == record.get("size"))
+        return bool(self.size == record.get("size") and self.mtime == record.get("mtime"))
+
+
+@dataclass(frozen=True)
+class VariableSchema:
+    """What must agree between files for one variable: dims, dtype and (virtual) chunk shape."""
+
+    dims: tuple[str, ...]
+    shape: tuple[int, ...]
+    dtype: str
+    chunks: tuple[int, ...] | None  # None for loaded (non-virtual) variables
+    attrs_units: str | None = None
+    attrs_calendar: str | None = None
+
+
+@dataclass(frozen=True)
+class FileSchema:
+    """The part of a scanned file that planning needs, without any array data.
+
+    ``concat_values`` are the raw (undecoded) values of the concat dimension's coordinate, or
+    ``None`` when the file has no such coordinate variable.
+    """
+
+    url: str
+    format: str
+    dims: dict[str, int]
+    variables: dict[str, VariableSchema]
+    concat_values: tuple[float, ...] | None = None
+    concat_units: str | None = None
+    concat_calendar: str | None = None
+
+
+@dataclass(frozen=True)
+class TargetSchema:
+    """The arrays already present in the target group (empty when the group is new)."""
+
+    variables: dict[str, VariableSchema] = field(default_factory=dict)
+    dims: dict[str, int] = field(default_factory=dict)
+    concat_last: float | None = None
+    concat_first: float | None = None
+
+    @property
+    def is_empty(self) -> bool:
+        return not self.variables

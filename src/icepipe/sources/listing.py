@@ -1,0 +1,165 @@
+"""WHICH files to ingest: expand globs and explicit lists into :class:`SourceFile` records.
+
+Listing goes through obstore, so local disks and object stores are listed the same way; no file
+is opened here (only listed or ``HEAD``-ed).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+import obstore
+from obstore.store import LocalStore
+
+from icepipe.errors import ConfigError, SourceError, StorageError
+from icepipe.model import SourceFile
+
+__all__ = ["glob_to_regex", "list_sources", "split_glob"]
+
+_MAGIC_CHARS = frozenset("*?[")
+
+
+def list_sources(urls: Sequence[str], *, is_glob: bool) -> list[SourceFile]:
+    """List the source files a pipeline names, sorted by URL.
+
+    Parameters
+    ----------
+    urls
+        ``file://`` URLs: one glob pattern (``is_glob=True``) or explicit files.
+    is_glob
+        Whether ``urls`` holds a single glob pattern.
+
+    Raises
+    ------
+    SourceError
+        A glob matched nothing, or a listed file does not exist.
+    StorageError
+        The storage could not be listed.
+    """
+    if is_glob:
+        (pattern,) = urls
+        files = _list_glob(pattern)
+        if not files:
+            raise SourceError(
+                f"the glob {pattern!r} matched no files; check the path in source.urls "
+                "(relative paths resolve against the pipeline file's folder)",
+                url=pattern,
+            )
+        return files
+    out = [_head(url) for url in urls]
+    seen: set[str] = set()
+    for f in out:
+        if f.url in seen:
+            raise ConfigError(f"{f.url!r} is listed twice", field="source.urls")
+        seen.add(f.url)
+    return sorted(out)
+
+
+def split_glob(path: str) -> tuple[str, str]:
+    """Split ``/a/b/*/c*.nc`` into the literal directory ``/a/b`` and the pattern ``*/c*.nc``."""
+    parts = path.split("/")
+    for i, part in enumerate(parts):
+        if any(c in _MAGIC_CHARS for c in part):
+            return "/".join(parts[:i]) or "/", "/".join(parts[i:])
+    return "/".join(parts[:-1]) or "/", parts[-1]
+
+
+def glob_to_regex(pattern: str) -> re.Pattern[str]:
+    """Translate a glob (``*``, ``?``, ``[...]``, ``**``) to a regex; ``*`` never crosses ``/``."""
+    out: list[str] = []
+    i = 0
+    while i < len(pattern):
+        c = pattern[i]
+        if pattern.startswith("**/", i):
+            out.append("(?:.*/)?")
+            i += 3
+            continue
+        if pattern.startswith("**", i):
+            out.append(".*")
+            i += 2
+            continue
+        if c == "*":
+            out.append("[^/]*")
+        elif c == "?":
+            out.append("[^/]")
+        elif c == "[":
+            j = pattern.find("]", i + 1)
+            if j == -1:
+                out.append(re.escape(c))
+            else:
+                body = pattern[i + 1 : j]
+                if body.startswith("!"):
+                    body = "^" + body[1:]
+                out.append(f"[{body}]")
+                i = j
+        else:
+            out.append(re.escape(c))
+        i += 1
+    return re.compile("".join(out) + r"\Z")
+
+
+def _local_path(url: str) -> str:
+    if not url.startswith("file://"):
+        raise ConfigError(
+            f"only file:// URLs are supported for now; got {url!r}", field="source.urls"
+        )
+    return url[len("file://") :]
+
+
+def _record(root: str, meta: Mapping[str, Any]) -> SourceFile:
+    modified: datetime = meta["last_modified"]
+    path = root.rstrip("/") + "/" + str(meta["path"])
+    return SourceFile(
+        url="file://" + path,
+        size=int(meta["size"]),
+        mtime=modified.isoformat(),
+        etag=None,  # local "etags" encode the inode: size + mtime identify a local file
+    )
+
+
+def _list_glob(pattern_url: str) -> list[SourceFile]:
+    root, pattern = split_glob(_local_path(pattern_url))
+    regex = glob_to_regex(pattern)
+    try:
+        store = LocalStore(root)
+    except Exception as exc:
+        raise SourceError(
+            f"the folder {root!r} of the glob {pattern_url!r} does not exist or cannot be read: "
+            f"{exc}; check source.urls",
+            url=pattern_url,
+        ) from exc
+    recursive = "/" in pattern or "**" in pattern
+    try:
+        metas: Iterable[Mapping[str, Any]]
+        if recursive:
+            metas = (m for batch in obstore.list(store, chunk_size=1000) for m in batch)
+        else:
+            metas = obstore.list_with_delimiter(store)["objects"]
+        files = [_record(root, m) for m in metas if regex.match(str(m["path"]))]
+    except FileNotFoundError as exc:
+        raise SourceError(
+            f"the folder {root!r} of the glob {pattern_url!r} does not exist; check source.urls",
+            url=pattern_url,
+        ) from exc
+    except OSError as exc:
+        raise StorageError(f"listing {root!r} failed: {exc}; retry") from exc
+    return sorted(files)
+
+
+def _head(url: str) -> SourceFile:
+    path = _local_path(url)
+    root, name = path.rsplit("/", 1)
+    try:
+        meta = obstore.head(LocalStore(root or "/"), name)
+    except FileNotFoundError as exc:
+        raise SourceError(
+            f"{url}: file not found; fix or remove it in source.urls", url=url
+        ) from exc
+    except Exception as exc:
+        raise SourceError(
+            f"{url}: cannot be read ({exc}); check the path and permissions", url=url
+        ) from exc
+    return _record(root or "/", meta)

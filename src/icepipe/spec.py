@@ -1,0 +1,240 @@
+"""Declarative pipeline definitions: load a YAML file into frozen, validated dataclasses.
+
+This module does no I/O beyond reading the YAML file itself, and validates everything before
+any work starts: unknown keys, wrong types and missing fields raise :class:`ConfigError` naming
+the field, what was expected and what was found.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, cast
+
+import yaml
+
+from icepipe.errors import ConfigError
+
+__all__ = [
+    "FORMATS",
+    "MODES",
+    "Pipeline",
+    "SourceSpec",
+    "TargetSpec",
+    "load_pipeline",
+    "pipeline_from_dict",
+]
+
+Format = Literal["auto", "netcdf3", "netcdf4"]
+Mode = Literal["virtual", "native"]
+FORMATS: tuple[str, ...] = ("auto", "netcdf3", "netcdf4")
+MODES: tuple[str, ...] = ("virtual", "native")
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+_URL_SCHEME_RE = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.\-]*://")
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    """Which files to ingest and how to combine them.
+
+    ``urls`` is either one glob pattern or an explicit list; every entry is an absolute
+    ``file://`` URL after loading (relative paths resolve against the pipeline file's folder).
+    """
+
+    urls: tuple[str, ...]
+    concat_dim: str
+    format: Format = "auto"
+    is_glob: bool = False
+
+
+@dataclass(frozen=True)
+class TargetSpec:
+    """Where to write: an Icechunk repository, branch and group."""
+
+    repo: str
+    branch: str = "main"
+    group: str | None = None
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    """A validated pipeline definition."""
+
+    name: str
+    source: SourceSpec
+    target: TargetSpec
+    mode: Mode = "virtual"
+    path: str | None = field(default=None, compare=False)
+
+
+def load_pipeline(path: str | os.PathLike[str]) -> Pipeline:
+    """Read and validate a pipeline definition from a YAML file.
+
+    Parameters
+    ----------
+    path
+        The YAML file. Relative paths inside it resolve against its folder.
+
+    Raises
+    ------
+    ConfigError
+        The file is missing, is not YAML, or does not follow the schema.
+    """
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot read pipeline file {str(p)!r}: {exc.strerror}") from exc
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{p} is not valid YAML: {exc}") from exc
+    return pipeline_from_dict(raw, base_dir=p.resolve().parent, path=str(p))
+
+
+def pipeline_from_dict(
+    raw: object, base_dir: str | os.PathLike[str], *, path: str | None = None
+) -> Pipeline:
+    """Validate a parsed pipeline mapping (see :func:`load_pipeline`).
+
+    Raises
+    ------
+    ConfigError
+        The mapping does not follow the schema.
+    """
+    base = Path(base_dir)
+    top = _mapping(raw, "pipeline")
+    _no_unknown(top, {"name", "source", "mode", "target"}, "")
+    name = _required_str(top, "name", "")
+    if not _NAME_RE.match(name):
+        raise ConfigError(
+            f"expected letters, digits, '_', '-' or '.', starting with a letter or digit; "
+            f"got {name!r}",
+            field="name",
+        )
+    mode = _choice(top, "mode", "", MODES, default="virtual")
+
+    src = _mapping(top.get("source"), "source")
+    _no_unknown(src, {"urls", "format", "concat_dim"}, "source.")
+    urls_raw = src.get("urls")
+    if isinstance(urls_raw, str):
+        if not urls_raw.strip():
+            raise ConfigError(
+                "expected a glob pattern or a list of paths; got ''", field="source.urls"
+            )
+        urls: tuple[str, ...] = (_resolve_url(urls_raw, base),)
+        is_glob = True
+    elif isinstance(urls_raw, list) and urls_raw:
+        if not all(isinstance(u, str) and u.strip() for u in urls_raw):
+            raise ConfigError("expected a list of non-empty path/URL strings", field="source.urls")
+        urls = tuple(_resolve_url(u, base) for u in urls_raw)
+        is_glob = False
+    elif urls_raw is None:
+        raise ConfigError(
+            "missing; expected a glob pattern or a list of paths", field="source.urls"
+        )
+    else:
+        raise ConfigError(
+            f"expected a glob pattern or a non-empty list of paths; got {_describe(urls_raw)}",
+            field="source.urls",
+        )
+    fmt = _choice(src, "format", "source.", FORMATS, default="auto")
+    concat_dim = _required_str(src, "concat_dim", "source.")
+
+    tgt = _mapping(top.get("target"), "target")
+    _no_unknown(tgt, {"repo", "branch", "group"}, "target.")
+    repo = _required_str(tgt, "repo", "target.")
+    branch = _str(tgt, "branch", "target.") or "main"
+    group = _str(tgt, "group", "target.")
+    if group is not None:
+        group = group.strip("/") or None
+
+    return Pipeline(
+        name=name,
+        source=SourceSpec(
+            urls=urls, concat_dim=concat_dim, format=cast(Format, fmt), is_glob=is_glob
+        ),
+        target=TargetSpec(repo=_resolve_repo(repo, base), branch=branch, group=group),
+        mode=cast(Mode, mode),
+        path=path,
+    )
+
+
+def _resolve_url(value: str, base: Path) -> str:
+    value = value.strip()
+    if value.startswith("file://"):
+        return "file://" + os.path.normpath(base / value[len("file://") :])
+    if _URL_SCHEME_RE.match(value):
+        raise ConfigError(
+            f"only local paths and file:// URLs are supported for now; got {value!r}",
+            field="source.urls",
+        )
+    # One canonical URL per file (no "..", no "//"): the ingest ledger compares URLs.
+    return "file://" + os.path.normpath(base / os.path.expanduser(value))
+
+
+def _resolve_repo(value: str, base: Path) -> str:
+    value = value.strip()
+    if value.startswith("file://"):
+        value = value[len("file://") :]
+    elif _URL_SCHEME_RE.match(value):
+        raise ConfigError(
+            f"only local repository paths are supported for now; got {value!r}",
+            field="target.repo",
+        )
+    return os.path.normpath(base / os.path.expanduser(value))
+
+
+def _describe(value: object) -> str:
+    return f"{type(value).__name__} {value!r}"
+
+
+def _mapping(value: object, where: str) -> Mapping[str, Any]:
+    if value is None:
+        raise ConfigError("missing; expected a mapping", field=where)
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"expected a mapping; got {_describe(value)}", field=where)
+    return cast(Mapping[str, Any], value)
+
+
+def _no_unknown(m: Mapping[str, Any], allowed: set[str], prefix: str) -> None:
+    unknown = sorted(str(k) for k in m if k not in allowed)
+    if unknown:
+        raise ConfigError(
+            f"unknown key(s) {', '.join(repr(k) for k in unknown)}; "
+            f"allowed: {', '.join(sorted(allowed))}",
+            field=(prefix + unknown[0]) if prefix else unknown[0],
+        )
+
+
+def _required_str(m: Mapping[str, Any], key: str, prefix: str) -> str:
+    value = _str(m, key, prefix)
+    if value is None:
+        raise ConfigError("missing; expected a string", field=prefix + key)
+    return value
+
+
+def _str(m: Mapping[str, Any], key: str, prefix: str) -> str | None:
+    value = m.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(
+            f"expected a non-empty string; got {_describe(value)}", field=prefix + key
+        )
+    return value.strip()
+
+
+def _choice(
+    m: Mapping[str, Any], key: str, prefix: str, choices: tuple[str, ...], *, default: str
+) -> str:
+    value = m.get(key, default)
+    if value not in choices:
+        raise ConfigError(
+            f"expected one of {', '.join(choices)}; got {_describe(value)}", field=prefix + key
+        )
+    return cast(str, value)

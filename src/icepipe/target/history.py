@@ -1,0 +1,143 @@
+"""Read what a branch already holds: the ingest ledger (from commit metadata), the commit log,
+and the schema of the arrays in the target group."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import icechunk
+import numpy as np
+import zarr
+
+from icepipe.errors import ConfigError, StorageError
+from icepipe.model import TargetSchema, VariableSchema
+
+__all__ = [
+    "METADATA_KEY",
+    "CommitInfo",
+    "read_ledger",
+    "read_log",
+    "read_target_schema",
+]
+
+#: Key of icepipe's provenance record in Icechunk commit metadata.
+METADATA_KEY = "icepipe"
+
+
+@dataclass(frozen=True)
+class CommitInfo:
+    """One commit of a branch, with icepipe's provenance when it made the commit."""
+
+    id: str
+    written_at: datetime
+    message: str
+    pipeline: str | None
+    n_files: int | None
+    mode: str | None
+    group: str | None
+
+
+def _branch_exists(repo: icechunk.Repository, branch: str) -> bool:
+    return branch in repo.list_branches()
+
+
+def read_ledger(
+    repo: icechunk.Repository, snapshot_id: str, group: str | None
+) -> dict[str, dict[str, Any]]:
+    """Every source file recorded as ingested into ``group`` as of ``snapshot_id``.
+
+    Returns ``url -> record``, the record being what :meth:`SourceFile.identity` stored (size,
+    mtime, etag). Read it from the snapshot a writable session starts at, so that the plan and
+    the commit see the same history.
+    """
+    ledger: dict[str, dict[str, Any]] = {}
+    try:
+        for snap in repo.ancestry(snapshot_id=snapshot_id):
+            record = snap.metadata.get(METADATA_KEY)
+            if not isinstance(record, dict) or record.get("group") != (group or ""):
+                continue
+            for f in record.get("files", []):
+                # Walking newest first: the newest record of a URL wins.
+                ledger.setdefault(f["url"], f)
+    except icechunk.IcechunkError as exc:
+        raise StorageError(f"cannot read the history of snapshot {snapshot_id}: {exc}") from exc
+    return ledger
+
+
+def read_log(
+    repo: icechunk.Repository, branch: str, *, limit: int | None = None
+) -> list[CommitInfo]:
+    """The commits of ``branch``, newest first.
+
+    Raises
+    ------
+    ConfigError
+        The branch does not exist.
+    """
+    if not _branch_exists(repo, branch):
+        raise ConfigError(
+            f"branch {branch!r} does not exist; branches: {', '.join(sorted(repo.list_branches()))}"
+        )
+    out: list[CommitInfo] = []
+    for snap in repo.ancestry(branch=branch):
+        record = snap.metadata.get(METADATA_KEY)
+        rec = record if isinstance(record, dict) else {}
+        files = rec.get("files")
+        out.append(
+            CommitInfo(
+                id=snap.id,
+                written_at=snap.written_at,
+                message=snap.message,
+                pipeline=rec.get("pipeline"),
+                n_files=len(files) if isinstance(files, list) else None,
+                mode=rec.get("mode"),
+                group=rec.get("group"),
+            )
+        )
+        if limit is not None and len(out) >= limit:
+            break
+    return out
+
+
+def read_target_schema(
+    session: icechunk.Session, group: str | None, concat_dim: str
+) -> TargetSchema:
+    """Summarise the arrays already stored in ``group`` (empty if the group does not exist).
+
+    Dtypes are the stored (encoded) dtypes, which is what virtual references must match.
+    """
+    try:
+        g = zarr.open_group(session.store, path=group or "", mode="r")
+    except (FileNotFoundError, zarr.errors.GroupNotFoundError, KeyError):
+        return TargetSchema()
+    variables: dict[str, VariableSchema] = {}
+    dims: dict[str, int] = {}
+    concat_first = concat_last = None
+    for name, arr in g.arrays():
+        names = arr.metadata.dimension_names if arr.metadata.zarr_format == 3 else None
+        if names is None:
+            raw = arr.attrs.get("_ARRAY_DIMENSIONS", ())
+            names = tuple(str(d) for d in raw) if isinstance(raw, list | tuple) else ()
+        arr_dims = tuple(str(d) for d in names)
+        for d, n in zip(arr_dims, arr.shape, strict=False):
+            dims[d] = int(n)
+        attrs = arr.attrs
+        variables[name] = VariableSchema(
+            dims=arr_dims,
+            shape=tuple(int(s) for s in arr.shape),
+            dtype=str(arr.dtype.to_native_dtype())
+            if hasattr(arr.dtype, "to_native_dtype")
+            else str(arr.dtype),
+            chunks=tuple(int(c) for c in arr.chunks),
+            attrs_units=str(attrs["units"]) if "units" in attrs else None,
+            attrs_calendar=str(attrs["calendar"]) if "calendar" in attrs else None,
+        )
+        if name == concat_dim and arr_dims == (concat_dim,) and arr.shape[0] > 0:
+            values = np.asarray(arr[[0, arr.shape[0] - 1]])
+            if values.dtype.kind in "iuf":
+                concat_first, concat_last = float(values[0]), float(values[-1])
+    return TargetSchema(
+        variables=variables, dims=dims, concat_first=concat_first, concat_last=concat_last
+    )
