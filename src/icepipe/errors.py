@@ -47,6 +47,11 @@ def _rebuild(cls: type[IcepipeError], args: tuple[object, ...], state: dict[str,
     return obj
 
 
+def short_message(exc: BaseException) -> str:
+    """``str(exc)`` without the multi-line ``Debug source:`` dump obstore appends to its errors."""
+    return str(exc).split("\n\nDebug source:", 1)[0].strip()
+
+
 class ConfigError(IcepipeError, ValueError):
     """The pipeline definition or an argument is invalid: fix it and run again.
 

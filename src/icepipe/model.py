@@ -51,8 +51,9 @@ class VariableSchema:
 class FileSchema:
     """The part of a scanned file that planning needs, without any array data.
 
-    ``concat_values`` are the raw (undecoded) values of the concat dimension's coordinate, or
-    ``None`` when the file has no such coordinate variable.
+    ``concat_values`` are the raw (undecoded) values of the ordering variable (``order_by``,
+    by default the concat dimension's coordinate), or ``None`` when the file has none;
+    ``concat_units``/``concat_calendar`` are that variable's CF encoding.
     """
 
     url: str

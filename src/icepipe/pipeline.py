@@ -90,6 +90,7 @@ def run(
     t_start = time.perf_counter()
     timer = _Timer()
     spec_t = pipeline.target
+    src = pipeline.source
     with timer("list"):
         listed = sources.list_sources(pipeline.source.urls, is_glob=pipeline.source.is_glob)
     containers = target.container_prefixes(f.url for f in listed)
@@ -125,7 +126,9 @@ def run(
                 )
                 selection = plan.select_new(listed, ledger)
                 existing = (
-                    target.read_target_schema(session, spec_t.group, pipeline.source.concat_dim)
+                    target.read_target_schema(
+                        session, spec_t.group, src.concat_dim, order_by=src.order_by
+                    )
                     if session
                     else TargetSchema()
                 )
@@ -157,7 +160,10 @@ def run(
                             describe=_url,
                             key=f"scan-{run_id}",
                             format=pipeline.source.format,
-                            concat_dim=pipeline.source.concat_dim,
+                            concat_dim=src.concat_dim,
+                            order_by=src.order_by,
+                            variables=src.variables,
+                            drop_variables=src.drop_variables,
                         ),
                         strict=True,
                     ):
@@ -165,7 +171,7 @@ def run(
             batch = [scanned[f.url] for f in selection.new]
             with timer("plan"):
                 p = plan.plan_append(
-                    [s.schema for s in batch], existing, pipeline.source.concat_dim
+                    [s.schema for s in batch], existing, src.concat_dim, order_by=src.order_by
                 )
                 by_url = {s.source.url: s for s in batch}
                 combined = sources.combine_virtual(
@@ -190,7 +196,8 @@ def run(
                     "pipeline_file": pipeline.path,
                     "mode": pipeline.mode,
                     "group": spec_t.group or "",
-                    "concat_dim": pipeline.source.concat_dim,
+                    "concat_dim": src.concat_dim,
+                    "order_by": src.order_by,
                     "run_id": run_id,
                     "started_at": started_at,
                     "cluster": cluster_info.as_dict() if cluster_info else {},
@@ -216,7 +223,8 @@ def run(
             after = target.read_target_schema(
                 repo.readonly_session(snapshot_id=snapshot_id),
                 spec_t.group,
-                pipeline.source.concat_dim,
+                src.concat_dim,
+                order_by=src.order_by,
             )
             return result(
                 "committed",

@@ -45,6 +45,7 @@ def select_new(listed: Sequence[SourceFile], ledger: Mapping[str, Mapping[str, A
     new: list[SourceFile] = []
     already: list[SourceFile] = []
     changed: list[str] = []
+    changed_urls: list[str] = []
     for f in listed:
         record = ledger.get(f.url)
         if record is None:
@@ -52,6 +53,7 @@ def select_new(listed: Sequence[SourceFile], ledger: Mapping[str, Mapping[str, A
         elif f.same_version(dict(record)):
             already.append(f)
         else:
+            changed_urls.append(f.url)
             changed.append(
                 f"{f.url} (ingested: size {record.get('size')}, mtime {record.get('mtime')}; "
                 f"now: size {f.size}, mtime {f.mtime})"
@@ -62,7 +64,7 @@ def select_new(listed: Sequence[SourceFile], ledger: Mapping[str, Mapping[str, A
             + "; ".join(changed[:5])
             + (f" and {len(changed) - 5} more" if len(changed) > 5 else "")
             + ". Restore the original file, or ingest the new version into a new branch or repo",
-            urls=[c.split(" ", 1)[0] for c in changed],
+            urls=changed_urls,
         )
     return Selection(new=tuple(new), already=tuple(already))
 
@@ -78,6 +80,7 @@ def _check_against(
     concat_dim: str,
     *,
     ref_url: str | None,
+    order_by: str | None = None,
 ) -> None:
     """Raise when ``other`` does not have exactly the variables of the reference."""
     urls = tuple(u for u in (other.url, ref_url) if u)
@@ -110,7 +113,7 @@ def _check_against(
                     "the file",
                     urls=urls,
                 )
-        if name == concat_dim and (
+        if name in (concat_dim, order_by) and (
             var.attrs_units != ref.attrs_units or var.attrs_calendar != ref.attrs_calendar
         ):
             raise SchemaMismatchError(
@@ -160,11 +163,33 @@ def _check_chunks(ordered: Sequence[FileSchema], target: TargetSchema, concat_di
                 )
 
 
-def plan_append(schemas: Sequence[FileSchema], target: TargetSchema, concat_dim: str) -> AppendPlan:
+def _order_hint(schema: FileSchema, concat_dim: str, order_by: str | None) -> str:
+    if order_by is not None:
+        return ""
+    others = [
+        n
+        for n, v in schema.variables.items()
+        if v.dims == (concat_dim,) and n != concat_dim and v.dtype[0] in "iuf"
+    ]
+    if not others:
+        return ""
+    return (
+        f"; or, if {concat_dim!r} does not hold real coordinates, set source.order_by to a "
+        f"variable that orders the files ({', '.join(others)})"
+    )
+
+
+def plan_append(
+    schemas: Sequence[FileSchema],
+    target: TargetSchema,
+    concat_dim: str,
+    *,
+    order_by: str | None = None,
+) -> AppendPlan:
     """Order new files along ``concat_dim`` and check they combine with each other and the target.
 
-    Files are ordered by their coordinate values, not their names (by URL when they have no
-    coordinate for ``concat_dim``).
+    Files are ordered by the values of ``order_by`` (default: the ``concat_dim`` coordinate),
+    not by their names; by URL when they have no such variable.
 
     Raises
     ------
@@ -183,6 +208,13 @@ def plan_append(schemas: Sequence[FileSchema], target: TargetSchema, concat_dim:
                 f"{', '.join(s.dims)}",
                 url=s.url,
             )
+        if s.dims[concat_dim] == 0:
+            # An empty file would switch off ordering and the duplicate checks (no values).
+            raise SourceError(
+                f"{s.url}: has no steps along {concat_dim!r} (empty, or still being written?); "
+                "remove it from source.urls, or run again once it holds data",
+                url=s.url,
+            )
     have_values = all(s.concat_values for s in schemas)
     if have_values:
         ordered = sorted(schemas, key=lambda s: (s.concat_values or (0.0,))[0])
@@ -191,9 +223,11 @@ def plan_append(schemas: Sequence[FileSchema], target: TargetSchema, concat_dim:
 
     ref = ordered[0]
     for s in ordered[1:]:
-        _check_against(ref.url, ref.variables, s, concat_dim, ref_url=ref.url)
+        _check_against(ref.url, ref.variables, s, concat_dim, ref_url=ref.url, order_by=order_by)
     if not target.is_empty:
-        _check_against("the repository", target.variables, ref, concat_dim, ref_url=None)
+        _check_against(
+            "the repository", target.variables, ref, concat_dim, ref_url=None, order_by=order_by
+        )
 
     if have_values:
         for prev, cur in itertools.pairwise(ordered):
@@ -201,8 +235,8 @@ def plan_append(schemas: Sequence[FileSchema], target: TargetSchema, concat_dim:
             if pv[-1] >= cv[0]:
                 raise SourceError(
                     f"{cur.url} and {prev.url} overlap along {concat_dim!r} (values up to "
-                    f"{pv[-1]:g} and from {cv[0]:g}): duplicate timestamps are not stored. "
-                    "Remove one of the files",
+                    f"{pv[-1]:.15g} and from {cv[0]:.15g}): duplicate timestamps are not stored. "
+                    "Remove one of the files" + _order_hint(cur, concat_dim, order_by),
                     urls=(cur.url, prev.url),
                 )
         for s in ordered:
@@ -216,8 +250,8 @@ def plan_append(schemas: Sequence[FileSchema], target: TargetSchema, concat_dim:
         first_new = (ordered[0].concat_values or (0.0,))[0]
         if target.concat_last is not None and first_new <= target.concat_last:
             raise SourceError(
-                f"{ordered[0].url}: starts at {concat_dim}={first_new:g}, which is not after the "
-                f"last value already ingested ({target.concat_last:g}); appending it would "
+                f"{ordered[0].url}: starts at {concat_dim}={first_new:.15g}, which is not after "
+                f"the last value already ingested ({target.concat_last:.15g}); appending it would "
                 "break the order or duplicate data. Remove the file, or ingest it into a new "
                 "group",
                 url=ordered[0].url,

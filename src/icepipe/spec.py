@@ -43,12 +43,18 @@ class SourceSpec:
 
     ``urls`` is either one glob pattern or an explicit list; every entry is an absolute
     ``file://`` URL after loading (relative paths resolve against the pipeline file's folder).
+    ``order_by`` names the 1-D variable along ``concat_dim`` whose values order the files and
+    detect duplicates (default: the ``concat_dim`` coordinate itself). ``variables`` keeps only
+    the named variables (and the coordinates they use); ``drop_variables`` removes some.
     """
 
     urls: tuple[str, ...]
     concat_dim: str
     format: Format = "auto"
     is_glob: bool = False
+    order_by: str | None = None
+    variables: tuple[str, ...] | None = None
+    drop_variables: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -119,7 +125,11 @@ def pipeline_from_dict(
     mode = _choice(top, "mode", "", MODES, default="virtual")
 
     src = _mapping(top.get("source"), "source")
-    _no_unknown(src, {"urls", "format", "concat_dim"}, "source.")
+    _no_unknown(
+        src,
+        {"urls", "format", "concat_dim", "order_by", "variables", "drop_variables"},
+        "source.",
+    )
     urls_raw = src.get("urls")
     if isinstance(urls_raw, str):
         if not urls_raw.strip():
@@ -144,6 +154,14 @@ def pipeline_from_dict(
         )
     fmt = _choice(src, "format", "source.", FORMATS, default="auto")
     concat_dim = _required_str(src, "concat_dim", "source.")
+    order_by = _str(src, "order_by", "source.")
+    variables = _str_list(src, "variables", "source.")
+    drop_variables = _str_list(src, "drop_variables", "source.") or ()
+    if variables is not None and drop_variables:
+        raise ConfigError(
+            "give either source.variables (keep these) or source.drop_variables, not both",
+            field="source.drop_variables",
+        )
 
     tgt = _mapping(top.get("target"), "target")
     _no_unknown(tgt, {"repo", "branch", "group"}, "target.")
@@ -156,7 +174,13 @@ def pipeline_from_dict(
     return Pipeline(
         name=name,
         source=SourceSpec(
-            urls=urls, concat_dim=concat_dim, format=cast(Format, fmt), is_glob=is_glob
+            urls=urls,
+            concat_dim=concat_dim,
+            format=cast(Format, fmt),
+            is_glob=is_glob,
+            order_by=order_by,
+            variables=variables,
+            drop_variables=drop_variables,
         ),
         target=TargetSpec(repo=_resolve_repo(repo, base), branch=branch, group=group),
         mode=cast(Mode, mode),
@@ -227,6 +251,21 @@ def _str(m: Mapping[str, Any], key: str, prefix: str) -> str | None:
             f"expected a non-empty string; got {_describe(value)}", field=prefix + key
         )
     return value.strip()
+
+
+def _str_list(m: Mapping[str, Any], key: str, prefix: str) -> tuple[str, ...] | None:
+    value = m.get(key)
+    if value is None:
+        return None
+    if (
+        not isinstance(value, list)
+        or not value
+        or not all(isinstance(v, str) and v.strip() for v in value)
+    ):
+        raise ConfigError(
+            f"expected a non-empty list of names; got {_describe(value)}", field=prefix + key
+        )
+    return tuple(v.strip() for v in value)
 
 
 def _choice(

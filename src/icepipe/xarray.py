@@ -33,7 +33,8 @@ def open_dataset(
     group
         The group to open; the root group when ``None``.
     chunks
-        Passed to :func:`xarray.open_zarr` (``None``: Dask chunks equal the stored chunks).
+        Passed to :func:`xarray.open_zarr`: ``None`` (default) opens lazily without Dask, like
+        :func:`xarray.open_dataset`; ``{}`` gives one Dask chunk per stored chunk.
 
     Raises
     ------
@@ -61,7 +62,7 @@ def open_dataset(
             session.store,
             group=group,
             consolidated=False,
-            chunks=chunks if chunks is not None else {},
+            chunks=chunks,
             zarr_format=3,
         )
         return ds

@@ -14,7 +14,7 @@ from typing import Any
 import obstore
 from obstore.store import LocalStore
 
-from icepipe.errors import ConfigError, SourceError, StorageError
+from icepipe.errors import ConfigError, SourceError, StorageError, short_message
 from icepipe.model import SourceFile
 
 __all__ = ["glob_to_regex", "list_sources", "split_glob"]
@@ -49,7 +49,21 @@ def list_sources(urls: Sequence[str], *, is_glob: bool) -> list[SourceFile]:
                 url=pattern,
             )
         return files
-    out = [_head(url) for url in urls]
+    out: list[SourceFile] = []
+    errors: list[SourceError] = []
+    for url in urls:
+        try:
+            out.append(_head(url))
+        except SourceError as exc:
+            errors.append(exc)  # name every missing file at once, not one per run
+    if len(errors) == 1:
+        raise errors[0]
+    if errors:
+        raise SourceError(
+            f"{len(errors)} files in source.urls cannot be read:\n  - "
+            + "\n  - ".join(str(e) for e in errors),
+            urls=[u for e in errors for u in e.urls],
+        )
     seen: set[str] = set()
     for f in out:
         if f.url in seen:
@@ -127,8 +141,8 @@ def _list_glob(pattern_url: str) -> list[SourceFile]:
         store = LocalStore(root)
     except Exception as exc:
         raise SourceError(
-            f"the folder {root!r} of the glob {pattern_url!r} does not exist or cannot be read: "
-            f"{exc}; check source.urls",
+            f"the folder {root!r} of the glob {pattern_url!r} does not exist or cannot be read "
+            f"({short_message(exc)}); check source.urls",
             url=pattern_url,
         ) from exc
     recursive = "/" in pattern or "**" in pattern
@@ -153,13 +167,22 @@ def _head(url: str) -> SourceFile:
     path = _local_path(url)
     root, name = path.rsplit("/", 1)
     try:
-        meta = obstore.head(LocalStore(root or "/"), name)
+        store = LocalStore(root or "/")
+    except Exception as exc:
+        raise SourceError(
+            f"{url}: file not found (its folder {root!r} does not exist or cannot be read); "
+            "fix or remove it in source.urls",
+            url=url,
+        ) from exc
+    try:
+        meta = obstore.head(store, name)
     except FileNotFoundError as exc:
         raise SourceError(
             f"{url}: file not found; fix or remove it in source.urls", url=url
         ) from exc
     except Exception as exc:
         raise SourceError(
-            f"{url}: cannot be read ({exc}); check the path and permissions", url=url
+            f"{url}: cannot be read ({short_message(exc)}); check the path and permissions",
+            url=url,
         ) from exc
     return _record(root or "/", meta)

@@ -102,7 +102,7 @@ def read_log(
 
 
 def read_target_schema(
-    session: icechunk.Session, group: str | None, concat_dim: str
+    session: icechunk.Session, group: str | None, concat_dim: str, *, order_by: str | None = None
 ) -> TargetSchema:
     """Summarise the arrays already stored in ``group`` (empty if the group does not exist).
 
@@ -134,7 +134,7 @@ def read_target_schema(
             attrs_units=str(attrs["units"]) if "units" in attrs else None,
             attrs_calendar=str(attrs["calendar"]) if "calendar" in attrs else None,
         )
-        if name == concat_dim and arr_dims == (concat_dim,) and arr.shape[0] > 0:
+        if name == (order_by or concat_dim) and arr_dims == (concat_dim,) and arr.shape[0] > 0:
             values = np.asarray(arr[[0, arr.shape[0] - 1]])
             if values.dtype.kind in "iuf":
                 concat_first, concat_last = float(values[0]), float(values[-1])

@@ -1,0 +1,500 @@
+"""Pure planning (icepipe.plan): which files are new, their order, and whether they fit together.
+
+Everything here is built by hand from the plain value types in icepipe.model: no files, no
+repositories, no cluster.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from collections.abc import Sequence
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from icepipe.errors import SchemaMismatchError, SourceError
+from icepipe.model import FileSchema, SourceFile, TargetSchema, VariableSchema
+from icepipe.plan import plan_append, select_new
+
+UNITS = "days since 2000-01-01"
+CALENDAR = "proleptic_gregorian"
+NX = 6
+
+
+def file_schema(
+    url: str,
+    values: Sequence[float] | None,
+    *,
+    steps: int | None = None,
+    ny: int = 5,
+    dtype: str = "float32",
+    time_chunk: int = 1,
+    units: str | None = UNITS,
+    calendar: str | None = CALENDAR,
+    variables: Sequence[str] = ("tas",),
+) -> FileSchema:
+    """A scanned netCDF file of ``variables`` on (time, lat, lon) with a loaded time coordinate.
+
+    ``values=None`` stands for a file without a ``time`` coordinate variable (``steps`` long).
+    """
+    n = len(values) if values is not None else (steps or 1)
+    vs = {
+        name: VariableSchema(
+            dims=("time", "lat", "lon"),
+            shape=(n, ny, NX),
+            dtype=dtype,
+            chunks=(time_chunk, ny, NX),
+            attrs_units="K",
+        )
+        for name in variables
+    }
+    vs["lat"] = VariableSchema(dims=("lat",), shape=(ny,), dtype="float64", chunks=None)
+    vs["lon"] = VariableSchema(dims=("lon",), shape=(NX,), dtype="float64", chunks=None)
+    if values is not None:
+        vs["time"] = VariableSchema(
+            dims=("time",),
+            shape=(n,),
+            dtype="int64",
+            chunks=None,
+            attrs_units=units,
+            attrs_calendar=calendar,
+        )
+    return FileSchema(
+        url=url,
+        format="netcdf4",
+        dims={"time": n, "lat": ny, "lon": NX},
+        variables=vs,
+        concat_values=tuple(float(v) for v in values) if values is not None else None,
+        concat_units=units if values is not None else None,
+        concat_calendar=calendar if values is not None else None,
+    )
+
+
+def target_of(*files: FileSchema) -> TargetSchema:
+    """The target group as it looks after ingesting ``files`` (in this order)."""
+    n = sum(f.dims["time"] for f in files)
+    variables = {}
+    for name, v in files[0].variables.items():
+        shape = tuple(n if d == "time" else s for d, s in zip(v.dims, v.shape, strict=True))
+        # Loaded coordinates are native Zarr arrays in the repository: they have chunks too.
+        variables[name] = dataclasses.replace(v, shape=shape, chunks=v.chunks or shape)
+    values = [x for f in files for x in f.concat_values or ()]
+    return TargetSchema(
+        variables=variables,
+        dims={**files[0].dims, "time": n},
+        concat_first=values[0] if values else None,
+        concat_last=values[-1] if values else None,
+    )
+
+
+def src(
+    url: str, size: int = 100, mtime: str = "2024-01-01T00:00:00+00:00", **kw: Any
+) -> SourceFile:
+    return SourceFile(url=url, size=size, mtime=mtime, **kw)
+
+
+# --- select_new ---------------------------------------------------------------------------
+
+
+def test_select_new_without_ledger_keeps_listing_order() -> None:
+    listed = [src("file:///d/b.nc"), src("file:///d/a.nc")]
+    sel = select_new(listed, {})
+    assert sel.new == tuple(listed)
+    assert sel.already == ()
+
+
+def test_select_new_skips_recorded_files_and_ignores_vanished_ones() -> None:
+    a, b, c = src("file:///d/a.nc"), src("file:///d/b.nc"), src("file:///d/c.nc")
+    ledger = {a.url: a.identity(), c.url: c.identity(), "file:///d/deleted.nc": {"size": 1}}
+    sel = select_new([a, b, c], ledger)
+    assert sel.new == (b,)
+    assert sel.already == (a, c)
+
+
+@pytest.mark.parametrize(
+    "now",
+    [
+        pytest.param(src("file:///d/a.nc", size=101), id="size"),
+        pytest.param(src("file:///d/a.nc", mtime="2024-01-01T00:00:01+00:00"), id="mtime"),
+    ],
+)
+def test_select_new_changed_file_raises_naming_it(now: SourceFile) -> None:
+    before = src("file:///d/a.nc")
+    with pytest.raises(SourceError) as info:
+        select_new([now, src("file:///d/b.nc")], {before.url: before.identity()})
+    err = info.value
+    assert err.urls == (now.url,)
+    assert err.url == now.url
+    msg = str(err)
+    assert now.url in msg
+    assert "changed after they were ingested" in msg
+    assert "size 100" in msg  # what was ingested, and what is there now
+    assert "Restore the original file" in msg
+
+
+def test_select_new_etag_wins_over_mtime() -> None:
+    before = src("file:///d/a.nc", etag="abc")
+    touched = src("file:///d/a.nc", mtime="2025-01-01T00:00:00+00:00", etag="abc")
+    assert select_new([touched], {before.url: before.identity()}).already == (touched,)
+    rewritten = src("file:///d/a.nc", etag="xyz")
+    with pytest.raises(SourceError):
+        select_new([rewritten], {before.url: before.identity()})
+
+
+def test_select_new_names_every_changed_file() -> None:
+    listed = [src(f"file:///d/f{i}.nc", size=200) for i in range(8)]
+    ledger = {f.url: src(f.url).identity() for f in listed}
+    with pytest.raises(SourceError) as info:
+        select_new(listed, ledger)
+    assert info.value.urls == tuple(f.url for f in listed)
+    assert "and 3 more" in str(info.value)
+
+
+# --- plan_append: order ---------------------------------------------------------------------
+
+
+def test_orders_by_coordinate_values_not_names() -> None:
+    z = file_schema("file:///d/z.nc", [0, 1, 2])
+    a = file_schema("file:///d/a.nc", [3, 4])
+    m = file_schema("file:///d/m.nc", [5])
+    p = plan_append([a, m, z], TargetSchema(), "time")
+    assert p.order == (z.url, a.url, m.url)
+    assert p.append is False
+    assert p.new_length == 6
+
+
+def test_orders_by_url_without_coordinate() -> None:
+    files = [file_schema(f"file:///d/{n}.nc", None, steps=2) for n in "cab"]
+    p = plan_append(files, TargetSchema(), "time")
+    assert p.order == ("file:///d/a.nc", "file:///d/b.nc", "file:///d/c.nc")
+
+
+def test_append_after_the_target() -> None:
+    old = file_schema("file:///d/a.nc", [0, 1])
+    new = file_schema("file:///d/b.nc", [2, 3])
+    p = plan_append([new], target_of(old), "time")
+    assert (p.order, p.append, p.new_length) == ((new.url,), True, 2)
+
+
+def test_needs_at_least_one_file() -> None:
+    with pytest.raises(ValueError, match="at least one file"):
+        plan_append([], TargetSchema(), "time")
+
+
+def test_missing_concat_dim_lists_the_dims() -> None:
+    f = file_schema("file:///d/a.nc", [0])
+    with pytest.raises(SourceError) as info:
+        plan_append([f], TargetSchema(), "valid_time")
+    assert info.value.url == f.url
+    assert "'valid_time'" in str(info.value)
+    assert "set source.concat_dim to one of time, lat, lon" in str(info.value)
+
+
+def test_empty_file_is_rejected_not_silently_reordered() -> None:
+    """A file with no steps must not switch off the ordering and duplicate checks."""
+    a = file_schema("file:///d/a.nc", [0, 1, 2, 3])
+    b = file_schema("file:///d/b.nc", [2, 3, 4, 5])  # overlaps a
+    empty = file_schema("file:///d/0-empty.nc", [])
+    with pytest.raises(SourceError) as info:
+        plan_append([a, b, empty], TargetSchema(), "time")
+    assert empty.url in str(info.value)
+    assert info.value.urls == (empty.url,)
+
+
+# --- plan_append: schema checks ----------------------------------------------------------
+
+
+BASE = file_schema("file:///d/a.nc", [0, 1])
+
+
+@pytest.mark.parametrize(
+    ("other", "expected"),
+    [
+        pytest.param(
+            file_schema("file:///d/b.nc", [2, 3], variables=("tas", "pr")),
+            ["variables differ", "has extra pr", "fix or remove the file"],
+            id="extra-variable",
+        ),
+        pytest.param(
+            file_schema("file:///d/b.nc", [2, 3], variables=()),
+            ["variables differ", "lacks tas"],
+            id="missing-variable",
+        ),
+        pytest.param(
+            file_schema("file:///d/b.nc", [2, 3], dtype="float64"),
+            ["'tas'", "dtype float64", "dtype float32", "fix or remove the file"],
+            id="dtype",
+        ),
+        pytest.param(
+            file_schema("file:///d/b.nc", [2, 3], ny=7),
+            ["'lat'", "length 7", "only 'time' may differ"],
+            id="other-dim-size",
+        ),
+        pytest.param(
+            file_schema("file:///d/b.nc", [2, 3], units="hours since 2000-01-01"),
+            ["'hours since 2000-01-01'", "'days since 2000-01-01'", "same time encoding"],
+            id="time-units",
+        ),
+        pytest.param(
+            file_schema("file:///d/b.nc", [2, 3], calendar="noleap"),
+            ["'noleap'", "same time encoding"],
+            id="calendar",
+        ),
+    ],
+)
+def test_schema_mismatch_between_files(other: FileSchema, expected: list[str]) -> None:
+    for files in ([BASE, other], [other, BASE]):
+        with pytest.raises(SchemaMismatchError) as info:
+            plan_append(files, TargetSchema(), "time")
+        msg = str(info.value)
+        assert other.url in msg
+        assert BASE.url in msg
+        assert set(info.value.urls) == {other.url, BASE.url}
+        for text in expected:
+            assert text in msg
+
+
+@pytest.mark.parametrize(
+    "new",
+    [
+        pytest.param(file_schema("file:///d/b.nc", [2, 3], dtype="float64"), id="dtype"),
+        pytest.param(file_schema("file:///d/b.nc", [2, 3], variables=("pr",)), id="variables"),
+        pytest.param(
+            file_schema("file:///d/b.nc", [2, 3], units="hours since 2000-01-01"), id="units"
+        ),
+        pytest.param(file_schema("file:///d/b.nc", [2, 3], ny=4), id="lat"),
+    ],
+)
+def test_schema_mismatch_with_the_repository(new: FileSchema) -> None:
+    with pytest.raises(SchemaMismatchError) as info:
+        plan_append([new], target_of(BASE), "time")
+    assert info.value.urls == (new.url,)
+    assert new.url in str(info.value)
+    assert "the repository" in str(info.value)
+
+
+# --- plan_append: coordinate checks -------------------------------------------------------
+
+
+def test_overlap_names_both_files() -> None:
+    a = file_schema("file:///d/a.nc", [0, 1, 2, 3])
+    b = file_schema("file:///d/b.nc", [3, 4])
+    with pytest.raises(SourceError) as info:
+        plan_append([b, a], TargetSchema(), "time")
+    assert type(info.value) is SourceError
+    assert info.value.urls == (b.url, a.url)
+    assert "duplicate timestamps" in str(info.value)
+    assert "Remove one of the files" in str(info.value)
+
+
+def test_not_increasing_inside_a_file() -> None:
+    f = file_schema("file:///d/a.nc", [0, 2, 1])
+    with pytest.raises(SourceError, match="not strictly increasing") as info:
+        plan_append([f], TargetSchema(), "time")
+    assert info.value.url == f.url
+
+
+@pytest.mark.parametrize("start", [0, 1, 3])
+def test_new_file_must_start_after_the_target(start: int) -> None:
+    target = target_of(file_schema("file:///d/a.nc", [0, 1, 2, 3]))
+    new = file_schema("file:///d/b.nc", [start, 10])
+    with pytest.raises(SourceError) as info:
+        plan_append([new], target, "time")
+    assert info.value.url == new.url
+    assert "not after the last value already ingested (3)" in str(info.value)
+    assert "Remove the file, or ingest it into a new group" in str(info.value)
+
+
+def test_large_coordinate_values_are_printed_exactly() -> None:
+    """Seconds since 1970 must not print as 1.57784e+09 in an error: the user has to compare."""
+    t0 = 1_577_836_800
+    target = target_of(file_schema("file:///d/a.nc", [t0, t0 + 1]))
+    new = file_schema("file:///d/b.nc", [t0 + 1, t0 + 2])
+    with pytest.raises(SourceError) as info:
+        plan_append([new], target, "time")
+    assert f"time={t0 + 1}" in str(info.value)
+    assert f"({t0 + 1})" in str(info.value)
+
+
+# --- plan_append: chunk grids -------------------------------------------------------------
+
+
+def test_different_chunk_shapes_need_native_mode() -> None:
+    a = file_schema("file:///d/a.nc", range(8), time_chunk=4)
+    b = file_schema("file:///d/b.nc", range(8, 18), time_chunk=5)
+    with pytest.raises(SourceError) as info:
+        plan_append([a, b], TargetSchema(), "time")
+    assert type(info.value) is SourceError
+    assert info.value.urls == (b.url,)
+    assert "(5, 5, 6)" in str(info.value)
+    assert "mode: native" in str(info.value)
+
+
+def test_whole_file_chunks_of_different_years_need_native_mode() -> None:
+    a = file_schema("file:///d/1999.nc", range(365), time_chunk=365)
+    b = file_schema("file:///d/2000.nc", range(365, 731), time_chunk=366)
+    with pytest.raises(SourceError, match="mode: native"):
+        plan_append([a, b], TargetSchema(), "time")
+
+
+def test_partial_last_chunk_only_allowed_in_the_last_file() -> None:
+    a = file_schema("file:///d/a.nc", range(10), time_chunk=4)
+    b = file_schema("file:///d/b.nc", range(10, 20), time_chunk=4)
+    assert plan_append(
+        [b], target_of(file_schema("file:///d/x.nc", range(8), time_chunk=4)), "time"
+    )
+    with pytest.raises(SourceError, match="last chunk is partial") as info:
+        plan_append([a, b], TargetSchema(), "time")
+    assert info.value.urls == (a.url,)
+    assert "mode: native" in str(info.value)
+    assert plan_append([a], TargetSchema(), "time").new_length == 10
+
+
+def test_chunks_must_match_the_repository() -> None:
+    target = target_of(file_schema("file:///d/a.nc", range(8), time_chunk=4))
+    new = file_schema("file:///d/b.nc", range(8, 16), time_chunk=8)
+    with pytest.raises(SourceError, match="the repository uses") as info:
+        plan_append([new], target, "time")
+    assert info.value.urls == (new.url,)
+
+
+def test_repository_ending_in_a_partial_chunk_cannot_grow() -> None:
+    target = target_of(file_schema("file:///d/a.nc", range(6), time_chunk=4))
+    new = file_schema("file:///d/b.nc", range(6, 10), time_chunk=4)
+    with pytest.raises(SourceError, match="ends with a partial chunk") as info:
+        plan_append([new], target, "time")
+    assert "mode: native" in str(info.value)
+
+
+# --- properties -----------------------------------------------------------------------------
+
+PROPERTY_SETTINGS = settings(max_examples=50, deadline=None)
+
+# Names with spaces and dots: real archives have them, and URLs are compared as strings.
+names = st.text(alphabet="ab xyz_-.0", min_size=1, max_size=6)
+urls = st.lists(names, min_size=1, max_size=8, unique=True).map(
+    lambda ns: [f"file:///data/{n}.nc" for n in ns]
+)
+
+
+@st.composite
+def listings(draw: st.DrawFn) -> tuple[list[SourceFile], dict[str, dict[str, Any]], set[str]]:
+    """A listing, a ledger, and the URLs whose listed version differs from the ledger's."""
+    listed = [
+        src(u, size=draw(st.integers(0, 3)), mtime=f"2024-01-0{draw(st.integers(1, 3))}")
+        for u in draw(urls)
+    ]
+    ledger: dict[str, dict[str, Any]] = {}
+    changed: set[str] = set()
+    for f in listed:
+        status = draw(st.sampled_from(["new", "already", "changed"]))
+        if status == "already":
+            ledger[f.url] = f.identity()
+        elif status == "changed":
+            bump_size = draw(st.booleans())
+            old = dataclasses.replace(
+                f,
+                size=f.size + 1 if bump_size else f.size,
+                mtime=f.mtime if bump_size else f.mtime + "x",
+            )
+            ledger[old.url] = old.identity()
+            changed.add(f.url)
+    for n in draw(st.lists(names, max_size=3)):  # ingested once, gone from the listing now
+        ledger.setdefault(f"file:///gone/{n}.nc", {"url": n, "size": 0, "mtime": "x"})
+    return listed, ledger, changed
+
+
+@PROPERTY_SETTINGS
+@given(listings())
+def test_select_new_partitions_the_listing(
+    case: tuple[list[SourceFile], dict[str, dict[str, Any]], set[str]],
+) -> None:
+    listed, ledger, changed = case
+    if changed:
+        with pytest.raises(SourceError) as info:
+            select_new(listed, ledger)
+        assert set(info.value.urls) == changed
+        return
+    sel = select_new(listed, ledger)
+    assert set(sel.new) | set(sel.already) == set(listed)
+    assert not set(sel.new) & set(sel.already)
+    assert len(sel.new) + len(sel.already) == len(listed)
+    assert all(f.url in ledger for f in sel.already)
+    assert not any(f.url in ledger for f in sel.new)
+    # Each part keeps the listing's order.
+    assert list(sel.new) == [f for f in listed if f in sel.new]
+    assert list(sel.already) == [f for f in listed if f in sel.already]
+
+
+@st.composite
+def consecutive_files(draw: st.DrawFn) -> list[FileSchema]:
+    """Files holding consecutive, non-overlapping runs of strictly increasing values."""
+    lengths = draw(st.lists(st.integers(1, 4), min_size=1, max_size=6))
+    values = sorted(
+        draw(
+            st.lists(
+                st.integers(-(10**6), 10**6),
+                min_size=sum(lengths),
+                max_size=sum(lengths),
+                unique=True,
+            )
+        )
+    )
+    file_names = draw(st.lists(names, min_size=len(lengths), max_size=len(lengths), unique=True))
+    bounds = list(itertools.accumulate(lengths, initial=0))
+    return [
+        file_schema(f"file:///data/{n}.nc", values[lo:hi])
+        for n, lo, hi in zip(file_names, bounds[:-1], bounds[1:], strict=True)
+    ]
+
+
+@PROPERTY_SETTINGS
+@given(files=consecutive_files(), data=st.data())
+def test_plan_order_is_independent_of_input_order(
+    files: list[FileSchema], data: st.DataObject
+) -> None:
+    shuffled = data.draw(st.permutations(files))
+    plan = plan_append(shuffled, TargetSchema(), "time")
+    assert plan == plan_append(files, TargetSchema(), "time")
+    by_first = sorted(files, key=lambda f: (f.concat_values or ())[0])
+    assert plan.order == tuple(f.url for f in by_first)
+    assert plan.new_length == sum(f.dims["time"] for f in files)
+
+
+@st.composite
+def increasing(draw: st.DrawFn) -> list[int]:
+    return sorted(draw(st.lists(st.integers(0, 30), min_size=1, max_size=4, unique=True)))
+
+
+def _intersect(a: Sequence[float], b: Sequence[float]) -> bool:
+    return max(a[0], b[0]) <= min(a[-1], b[-1])
+
+
+@PROPERTY_SETTINGS
+@given(
+    ranges=st.lists(increasing(), min_size=1, max_size=5),
+    ingested=st.none() | increasing(),
+)
+def test_overlapping_ranges_always_raise(
+    ranges: list[list[int]], ingested: list[int] | None
+) -> None:
+    files = [file_schema(f"file:///data/f{i}.nc", r) for i, r in enumerate(ranges)]
+    target = target_of(file_schema("file:///data/old.nc", ingested)) if ingested else TargetSchema()
+    overlap = any(_intersect(a, b) for a, b in itertools.combinations(ranges, 2))
+    before_target = ingested is not None and min(r[0] for r in ranges) <= ingested[-1]
+    if not (overlap or before_target):
+        plan_append(files, target, "time")
+        return
+    with pytest.raises(SourceError) as info:
+        plan_append(files, target, "time")
+    assert type(info.value) is SourceError
+    named = [f for f in files if f.url in info.value.urls]
+    assert named, info.value
+    for f in named:
+        assert f.url in str(info.value)
+    if len(named) == 2:  # two new files collide: their ranges really do intersect
+        a, b = (f.concat_values or () for f in named)
+        assert _intersect(a, b)
