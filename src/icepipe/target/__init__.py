@@ -3,6 +3,7 @@
 from icepipe.target.history import (
     METADATA_KEY,
     CommitInfo,
+    read_ingested,
     read_ledger,
     read_log,
     read_target_schema,
@@ -18,6 +19,7 @@ __all__ = [
     "commit_lock",
     "container_prefixes",
     "open_repo",
+    "read_ingested",
     "read_ledger",
     "read_log",
     "read_target_schema",

@@ -17,6 +17,7 @@ from icepipe.model import TargetSchema, VariableSchema
 __all__ = [
     "METADATA_KEY",
     "CommitInfo",
+    "read_ingested",
     "read_ledger",
     "read_log",
     "read_target_schema",
@@ -64,6 +65,19 @@ def read_ledger(
     except icechunk.IcechunkError as exc:
         raise StorageError(f"cannot read the history of snapshot {snapshot_id}: {exc}") from exc
     return ledger
+
+
+def read_ingested(
+    repo: icechunk.Repository, snapshot_id: str, group: str | None
+) -> list[dict[str, Any]]:
+    """The ledger records of ``group`` as of ``snapshot_id``, in the order the data holds them
+    (oldest commit first, each commit's files in concat order)."""
+    commits = []
+    for snap in repo.ancestry(snapshot_id=snapshot_id):
+        record = snap.metadata.get(METADATA_KEY)
+        if isinstance(record, dict) and record.get("group") == (group or ""):
+            commits.append(record.get("files", []))
+    return [f for files in reversed(commits) for f in files]
 
 
 def read_log(

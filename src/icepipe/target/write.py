@@ -26,8 +26,15 @@ def write_virtual(
 ) -> None:
     """Write a virtual dataset's references (and its loaded coordinates) into ``session``.
 
-    A new group is created; with ``append_dim`` the dataset is appended to the existing arrays.
+    A new group is created; with ``append_dim`` the dataset is appended to the existing arrays,
+    keeping their attributes: an incremental run stores exactly what one run over all the
+    files would have stored (attributes of the first file, like ``xarray.open_mfdataset``).
     """
+    if append_dim is not None:
+        ds = ds.copy()
+        ds.attrs = {}
+        for var in ds.variables.values():
+            var.attrs = {}
     with warnings.catch_warnings():
         # See sources/scan.py: netCDF char arrays have no Zarr v3 dtype spec yet.
         warnings.filterwarnings("ignore", message=".*does not have a Zarr V3 specification")
