@@ -259,13 +259,15 @@ def source_state() -> dict[str, Any]:
             )
         except (OSError, subprocess.CalledProcessError):
             return None
-        return done.stdout.strip()
+        return done.stdout
 
-    dirty = git("status", "--porcelain", "--", str(package))
+    commit = git("rev-parse", "HEAD")
+    dirty = git("status", "--porcelain", "--", str(package)) or ""
     return {
         "package": str(package),
-        "commit": git("rev-parse", "HEAD"),
-        "uncommitted": [line[3:] for line in dirty.splitlines()] if dirty else [],
+        "commit": commit.strip() if commit else None,
+        # Porcelain lines are "XY path": two status letters, a space, the path.
+        "uncommitted": [line[3:] for line in dirty.splitlines() if line.strip()],
     }
 
 
@@ -287,7 +289,6 @@ def bench_n(
     cut = False
     t_start = time.perf_counter()
     for rep in range(repeats):
-        t_round = time.perf_counter()
         repos: dict[str, Path] = {}
         # Interleaved (A, B, C, A, B, C, ...) so that machine noise hits every method alike.
         for method in METHODS:
@@ -304,7 +305,7 @@ def bench_n(
             print(f"  N={n:<5} read-back check: all three repositories are equal", flush=True)
         for repo in repos.values():
             shutil.rmtree(repo, ignore_errors=True)
-        round_seconds = time.perf_counter() - t_round
+        round_seconds = sum(samples[m][-1] for m in METHODS)  # without the read-back check
         elapsed = time.perf_counter() - t_start
         if rep + 1 < repeats and elapsed + round_seconds > budget:
             cut = True

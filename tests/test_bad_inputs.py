@@ -25,6 +25,7 @@ from icepipe.errors import (
     IcepipeError,
     SchemaMismatchError,
     SourceError,
+    StaleWriteError,
     StorageError,
 )
 from icepipe.target import RepoNotFoundError
@@ -336,13 +337,13 @@ def concat_dim_absent(d: Path, series: Series) -> Bad:
     )
 
 
-def native_mode(d: Path, series: Series) -> Bad:
+def chunks_without_native(d: Path, series: Series) -> Bad:
     series(1)
     return Bad(
-        write_pipeline(d, urls="src/*.nc", extra="mode: native\n"),
+        write_pipeline(d, urls="src/*.nc", extra="chunks: {time: 4}\n"),
         ConfigError,
-        ["mode"],
-        ["not implemented", "mode: virtual"],
+        ["chunks"],
+        ["mode: native"],
     )
 
 
@@ -369,7 +370,7 @@ FIRST_RUN_CASES = [
     overlapping_times,
     empty_time_axis,
     concat_dim_absent,
-    native_mode,
+    chunks_without_native,
 ]
 
 
@@ -400,7 +401,29 @@ def starts_before_last_ingested(d: Path, series: Series, paths: list[Path]) -> B
         d / "test.yaml",
         SourceError,
         [url(new)],
-        ["not after the last value already ingested", "Remove the file"],
+        ["straddles the end of the data already ingested", "Remove or fix the file"],
+    )
+
+
+def late_file_duplicates_ingested_data(d: Path, series: Series, paths: list[Path]) -> Bad:
+    # Exactly the values of an ingested file, under another name: a duplicate, not stored.
+    (new,) = series(1, prefix="g", start="2020-01-05")
+    return Bad(
+        d / "test.yaml",
+        SourceError,
+        [url(new), url(paths[1])],
+        ["duplicates data already ingested from", "duplicates are not stored"],
+    )
+
+
+def late_file_not_contiguous(d: Path, series: Series, paths: list[Path]) -> Bad:
+    # Inside the ingested range, every other day: not one region of the stored axis.
+    (new,) = series(1, prefix="g", start="2020-01-02", freq="2D", steps=2)
+    return Bad(
+        d / "test.yaml",
+        SourceError,
+        [url(new)],
+        ["not contiguous on the stored axis"],
     )
 
 
@@ -413,7 +436,7 @@ def rewritten_after_ingest(d: Path, series: Series, paths: list[Path]) -> Bad:
         d / "test.yaml",
         SourceError,
         [url(paths[0])],
-        ["changed after they were ingested", "Restore the original file"],
+        ["changed after they were ingested", "Restore the original file", "on_changed: reingest"],
     )
 
 
@@ -465,6 +488,8 @@ def new_file_chunks_differ(d: Path, series: Series, paths: list[Path]) -> Bad:
 
 LATER_RUN_CASES = [
     starts_before_last_ingested,
+    late_file_duplicates_ingested_data,
+    late_file_not_contiguous,
     rewritten_after_ingest,
     new_file_truncated,
     new_file_dtype_differs,
@@ -554,7 +579,7 @@ def test_all_missing_listed_files_are_named_in_one_error(
         (missing_listed_file, 3),
         (truncated_netcdf4, 3),  # starts a 1-worker cluster: the full path through scanning
         (listed_twice, 2),
-        (native_mode, 2),
+        (chunks_without_native, 2),
     ],
     ids=lambda v: getattr(v, "__name__", str(v)),
 )
@@ -601,6 +626,7 @@ EXCEPTIONS = [
     SourceError("no file"),
     SchemaMismatchError("differ", urls=("file:///d/b.nc", "file:///d/a.nc")),
     ConflictError("branch moved", conflicts=["/g/tas: ChunkDoubleUpdate, chunks [(0, 0, 0)]"]),
+    StaleWriteError("redo on the tip", conflicts=["/g/tas: Zarr metadata double update"]),
     StorageError("listing failed; retry"),
 ]
 

@@ -141,3 +141,33 @@ def test_runs_on_an_existing_scheduler_address(tmp_path: Path, client: Any) -> N
     assert result.status == "committed"
     assert result.cluster["embedded"] is False
     assert result.cluster["address"] == address
+
+
+class _KillBatchScans:
+    """A worker plugin that kills its worker whenever a batch scan task starts."""
+
+    name = "kill-batch-scans"
+
+    def transition(self, key: Any, start: str, finish: str, **kwargs: Any) -> None:
+        import os
+
+        name = key[0] if isinstance(key, tuple) else key
+        if finish == "executing" and str(name).startswith("scan-"):
+            os._exit(1)
+
+
+def test_batches_killing_workers_are_rescanned_file_by_file(tmp_path: Path) -> None:
+    from distributed.diagnostics.plugin import WorkerPlugin
+
+    from icepipe.execute import open_client
+
+    plugin = type("KillBatchScans", (_KillBatchScans, WorkerPlugin), {})()
+    files = write_series(tmp_path / "src", 3)
+    spec = write_pipeline(tmp_path, urls="src/*.nc")
+    with open_client(workers=2) as (c, _):
+        c.register_plugin(plugin)
+        result = icepipe.run(icepipe.load_pipeline(spec), client=c)
+    assert result.status == "committed"
+    assert len(result.files_new) == 3
+    stored = icepipe.open_dataset(str(tmp_path / "repo"), group="g").load()
+    xr.testing.assert_identical(stored, _open_sources(files))

@@ -304,8 +304,9 @@ def test_new_file_must_start_after_the_target(start: int) -> None:
     with pytest.raises(SourceError) as info:
         plan_append([new], target, "time")
     assert info.value.url == new.url
-    assert "not after the last value already ingested (3)" in str(info.value)
-    assert "Remove the file, or ingest it into a new group" in str(info.value)
+    assert "straddles the end of the data already ingested" in str(info.value)
+    assert "the stored ones end at 3" in str(info.value)
+    assert "Remove or fix the file" in str(info.value)
 
 
 def test_large_coordinate_values_are_printed_exactly() -> None:
@@ -315,8 +316,8 @@ def test_large_coordinate_values_are_printed_exactly() -> None:
     new = file_schema("file:///d/b.nc", [t0 + 1, t0 + 2])
     with pytest.raises(SourceError) as info:
         plan_append([new], target, "time")
-    assert f"time={t0 + 1}" in str(info.value)
-    assert f"({t0 + 1})" in str(info.value)
+    assert f"run from {t0 + 1} to {t0 + 2}" in str(info.value)
+    assert f"end at {t0 + 1}" in str(info.value)
 
 
 # --- plan_append: chunk grids -------------------------------------------------------------
@@ -498,3 +499,47 @@ def test_overlapping_ranges_always_raise(
     if len(named) == 2:  # two new files collide: their ranges really do intersect
         a, b = (f.concat_values or () for f in named)
         assert _intersect(a, b)
+
+
+# --- late arrivals and re-ingests ---------------------------------------------------------
+
+
+def test_late_file_goes_into_room_left_on_the_axis() -> None:
+    from icepipe.plan import Slot
+
+    # The stored axis has 8 values; a file covering values 4..7 was never ingested.
+    target = target_of(file_schema("file:///d/a.nc", range(8), time_chunk=4))
+    target = dataclasses.replace(target, order_values=tuple(float(v) for v in range(8)))
+    ledger = [Slot("file:///d/a.nc", 0, 4)]
+    late = file_schema("file:///d/late.nc", [4, 5, 6, 7], time_chunk=4)
+    p = plan_append([late], target, "time", ledger_slots=ledger)
+    assert p.regions == (Slot("file:///d/late.nc", 4, 4),)
+    assert p.order == ()
+
+
+def test_late_file_covered_by_the_ledger_is_a_duplicate() -> None:
+    from icepipe.plan import Slot
+
+    target = target_of(file_schema("file:///d/a.nc", range(8), time_chunk=4))
+    target = dataclasses.replace(target, order_values=tuple(float(v) for v in range(8)))
+    ledger = [Slot("file:///d/a.nc", 0, 8)]
+    dup = file_schema("file:///d/dup.nc", [4, 5, 6, 7], time_chunk=4)
+    with pytest.raises(SourceError, match=r"duplicates data already ingested from file:///d/a\.nc"):
+        plan_append([dup], target, "time", ledger_slots=ledger)
+
+
+def test_late_file_without_room_fails() -> None:
+    target = target_of(file_schema("file:///d/a.nc", range(8), time_chunk=4))
+    target = dataclasses.replace(target, order_values=tuple(float(v) for v in range(8)))
+    odd = file_schema("file:///d/odd.nc", [2.5, 3.5])
+    with pytest.raises(SourceError, match="has no room"):
+        plan_append([odd], target, "time")
+
+
+def test_virtual_late_file_must_sit_on_chunk_boundaries() -> None:
+    target = target_of(file_schema("file:///d/a.nc", range(8), time_chunk=4))
+    target = dataclasses.replace(target, order_values=tuple(float(v) for v in range(8)))
+    late = file_schema("file:///d/late.nc", [2, 3], time_chunk=4)
+    with pytest.raises(SourceError, match="only replace whole chunks"):
+        plan_append([late], target, "time", virtual=True)
+    assert plan_append([late], target, "time", virtual=False).regions[0].start == 2

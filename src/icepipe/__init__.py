@@ -14,7 +14,7 @@ from icepipe.errors import (
 )
 from icepipe.pipeline import RunResult, run
 from icepipe.spec import Pipeline, load_pipeline
-from icepipe.xarray import open_dataset
+from icepipe.xarray import open_dataset, to_icechunk
 
 __all__ = [
     "ConfigError",
@@ -29,4 +29,5 @@ __all__ = [
     "load_pipeline",
     "open_dataset",
     "run",
+    "to_icechunk",
 ]

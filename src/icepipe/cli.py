@@ -12,6 +12,7 @@ import json
 import sys
 from collections.abc import Sequence
 from dataclasses import asdict
+from datetime import timedelta
 
 from icepipe import __version__
 from icepipe.errors import IcepipeError
@@ -33,6 +34,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         print(json.dumps(asdict(result), indent=2, default=str))
         return 0
     where = f"{result.repo} [{result.branch}] {result.group or '/'}"
+    for url, reason in result.files_skipped.items():
+        print(f"{pipeline.name}: skipped {url} (retried next run): {reason}", file=sys.stderr)
     if result.status == "nothing-new":
         print(
             f"{pipeline.name}: nothing new ({result.files_already} file(s) already ingested) "
@@ -69,6 +72,45 @@ def _cmd_log(args: argparse.Namespace) -> int:
     return 0
 
 
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_duration(text: str) -> timedelta:
+    """``90s``, ``15m``, ``6h``, ``7d``, ``2w`` (a bare number means seconds)."""
+    from icepipe.errors import ConfigError
+
+    t = text.strip().lower()
+    unit = t[-1] if t and t[-1] in _UNITS else "s"
+    number = t[:-1] if t and t[-1] in _UNITS else t
+    try:
+        value = float(number)
+    except ValueError:
+        raise ConfigError(
+            f"expected a duration like 90s, 15m, 6h, 7d or 2w; got {text!r}", field="--older-than"
+        ) from None
+    return timedelta(seconds=value * _UNITS[unit])
+
+
+def _cmd_gc(args: argparse.Namespace) -> int:
+    from icepipe.target import collect_garbage, open_repo
+
+    older_than = parse_duration(args.older_than)  # bad input fails before any I/O
+    report = collect_garbage(open_repo(args.repo), older_than, delete=args.delete)
+    if args.json:
+        print(json.dumps(asdict(report), indent=2, default=str))
+        return 0
+    verb = "would delete" if report.dry_run else "deleted"
+    print(
+        f"{args.repo}: {verb} {report.chunks} chunk(s), {report.manifests} manifest(s), "
+        f"{report.snapshots} snapshot(s), {report.transaction_logs} transaction log(s), "
+        f"{report.bytes} bytes unreferenced by any branch or tag and older than "
+        f"{report.cutoff:%Y-%m-%d %H:%M:%S} UTC"
+    )
+    if report.dry_run:
+        print("dry run: nothing was deleted; add --delete to delete them")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="icepipe",
@@ -94,6 +136,23 @@ def build_parser() -> argparse.ArgumentParser:
     p_log.add_argument("-n", type=int, default=None, help="show at most N commits")
     p_log.add_argument("--json", action="store_true")
     p_log.set_defaults(func=_cmd_log)
+
+    p_gc = sub.add_parser(
+        "gc",
+        help="find (or --delete) chunks and manifests of runs that never committed",
+        description="Garbage-collect objects no branch or tag references (left by failed or "
+        "killed runs). Dry run unless --delete. History is never expired: commit metadata is "
+        "the ledger of ingested files.",
+    )
+    p_gc.add_argument("repo", help="repository location")
+    p_gc.add_argument(
+        "--older-than",
+        default="1d",
+        help="only objects older than this (default 1d); keep it longer than your longest run",
+    )
+    p_gc.add_argument("--delete", action="store_true", help="delete (default: dry run)")
+    p_gc.add_argument("--json", action="store_true")
+    p_gc.set_defaults(func=_cmd_gc)
     return parser
 
 

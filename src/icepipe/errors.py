@@ -26,6 +26,7 @@ __all__ = [
     "IcepipeError",
     "SchemaMismatchError",
     "SourceError",
+    "StaleWriteError",
     "StorageError",
 ]
 
@@ -105,6 +106,16 @@ class ConflictError(IcepipeError):
     def __init__(self, message: str, *, conflicts: Sequence[str] = ()) -> None:
         super().__init__(message)
         self.conflicts = tuple(conflicts)
+
+
+class StaleWriteError(ConflictError):
+    """The branch moved under a write in a way only redoing the write on the new tip resolves.
+
+    Raised for appends (which resize arrays and so never rebase) and for writes into arrays
+    another writer resized meanwhile. Nothing was committed; :func:`icepipe.to_icechunk`
+    redoes the write itself, so users see this only as a :class:`ConflictError` once its
+    attempts run out.
+    """
 
 
 class StorageError(IcepipeError):

@@ -14,7 +14,16 @@ from typing import Any
 
 from icepipe.errors import ConfigError, IcepipeError, SourceError, StorageError
 
-__all__ = ["ClusterInfo", "default_workers", "describe_client", "open_client", "run_tasks"]
+__all__ = [
+    "ClusterInfo",
+    "default_workers",
+    "describe_client",
+    "open_client",
+    "run_tasks",
+    "run_tasks_collect",
+    "batches",
+    "raise_source_errors",
+]
 
 
 class ClusterInfo:
@@ -88,7 +97,7 @@ def open_client(
         n_workers=n_workers,
         threads_per_worker=1,
         processes=True,
-        dashboard_address=None,
+        dashboard_address=":0",  # a free port: several clusters may run on one machine
         memory_limit=memory_limit or "auto",
         silence_logs=50,  # logging.CRITICAL: task errors are reported by run_tasks
     )
@@ -121,29 +130,89 @@ def run_tasks[T, R](
     IcepipeError
         The first other icepipe error raised by a task.
     StorageError
-        A worker died repeatedly while running a task (``KilledWorker``).
+        A task failed unexpectedly.
+    """
+    done, failed = run_tasks_collect(client, fn, items, describe=describe, key=key, **kwargs)
+    raise_source_errors([e for _, e in failed])
+    return [r for _, r in done]
+
+
+def raise_source_errors(errors: Sequence[SourceError]) -> None:
+    """Raise one :class:`SourceError` naming every failed input (nothing when there is none)."""
+    if not errors:
+        return
+    if len(errors) == 1:
+        raise errors[0]
+    lines = [str(e) for e in errors[:10]]
+    more = len(errors) - len(lines)
+    raise SourceError(
+        f"{len(errors)} source files cannot be ingested:\n  - "
+        + "\n  - ".join(lines)
+        + (f"\n  ... and {more} more" if more else ""),
+        urls=[u for e in errors for u in e.urls],
+    )
+
+
+def batches[T](items: Sequence[T], n_workers: int, *, per_worker: int = 4) -> list[list[T]]:
+    """Split ``items`` into about ``per_worker`` batches per worker, of near-equal sizes."""
+    n = max(1, min(len(items), max(1, n_workers) * per_worker))
+    size, extra = divmod(len(items), n)
+    out, i = [], 0
+    for b in range(n):
+        step = size + (1 if b < extra else 0)
+        out.append(list(items[i : i + step]))
+        i += step
+    return [b for b in out if b]
+
+
+def run_tasks_collect[T, R](
+    client: Any,
+    fn: Callable[..., R],
+    items: Sequence[T],
+    *,
+    describe: Callable[[T], str],
+    key: str,
+    **kwargs: Any,
+) -> tuple[list[tuple[T, R]], list[tuple[T, SourceError]]]:
+    """Like :func:`run_tasks`, but return the items that failed on their input with their
+    errors instead of raising (for ``on_error: skip``).
+
+    A worker that died repeatedly on an item (``KilledWorker``: a parser crashing the process,
+    or running out of memory) counts as that item's failure.
+
+    Raises
+    ------
+    IcepipeError
+        The first error that is not about an input (configuration, storage, ...).
+    StorageError
+        A task failed unexpectedly.
     """
     from distributed import KilledWorker, wait
 
     if not items:
-        return []
+        return [], []
     futures = client.map(fn, items, key=[f"{key}-{i}" for i in range(len(items))], **kwargs)
     wait(futures)
-    failed = [(item, f) for item, f in zip(items, futures, strict=True) if f.status != "finished"]
-    if not failed:
-        return list(client.gather(futures))
-    source_errors: list[SourceError] = []
+    ok = [(item, f) for item, f in zip(items, futures, strict=True) if f.status == "finished"]
+    results = client.gather([f for _, f in ok]) if ok else []
+    done = [(item, r) for (item, _), r in zip(ok, results, strict=True)]
+    failed: list[tuple[T, SourceError]] = []
     other: IcepipeError | None = None
-    for item, fut in failed:
+    for item, fut in zip(items, futures, strict=True):
+        if fut.status == "finished":
+            continue
         exc = fut.exception()
         if isinstance(exc, SourceError):
-            source_errors.append(exc)
+            failed.append((item, exc))
         elif isinstance(exc, KilledWorker):
-            source_errors.append(
-                SourceError(
-                    f"{describe(item)}: the worker reading it died repeatedly (crash or out of "
-                    "memory); check the file, or give workers more memory",
-                    url=describe(item),
+            failed.append(
+                (
+                    item,
+                    SourceError(
+                        f"{describe(item)}: the worker reading it died repeatedly (crash or out "
+                        "of memory); check the file, or give workers more memory",
+                        url=describe(item),
+                    ),
                 )
             )
         elif isinstance(exc, IcepipeError):
@@ -152,15 +221,6 @@ def run_tasks[T, R](
             other = other or StorageError(
                 f"{describe(item)}: task failed unexpectedly: {type(exc).__name__}: {exc}"
             )
-    if source_errors:
-        if len(source_errors) == 1:
-            raise source_errors[0]
-        lines = [str(e) for e in source_errors[:10]]
-        more = len(source_errors) - len(lines)
-        raise SourceError(
-            f"{len(source_errors)} source files cannot be ingested:\n  - "
-            + "\n  - ".join(lines)
-            + (f"\n  ... and {more} more" if more else ""),
-            urls=[u for e in source_errors for u in e.urls],
-        )
-    raise other or StorageError("tasks failed without an error")
+    if other is not None:
+        raise other
+    return done, failed

@@ -73,6 +73,8 @@ class TargetSchema:
     dims: dict[str, int] = field(default_factory=dict)
     concat_last: float | None = None
     concat_first: float | None = None
+    #: Every stored value of the ordering variable (for late arrivals and duplicates).
+    order_values: tuple[float, ...] | None = None
 
     @property
     def is_empty(self) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import time
 import uuid
 from collections.abc import Iterator
@@ -11,7 +12,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
 from icepipe import __version__, execute, plan, sources, target
-from icepipe.errors import ConfigError, ConflictError
+from icepipe.errors import ConflictError, SourceError
 from icepipe.model import SourceFile, TargetSchema
 from icepipe.spec import Pipeline
 
@@ -33,6 +34,7 @@ class RunResult:
     snapshot_id: str | None
     files_new: tuple[str, ...]
     files_already: int
+    files_skipped: dict[str, str]
     variables: tuple[str, ...]
     dims: dict[str, int]
     seconds: float
@@ -85,8 +87,6 @@ def run(
     ConfigError, SourceError, ConflictError, StorageError
         See :mod:`icepipe.errors`; nothing is committed when any is raised.
     """
-    if pipeline.mode != "virtual":
-        raise ConfigError("mode: native is not implemented yet; use mode: virtual", field="mode")
     t_start = time.perf_counter()
     timer = _Timer()
     spec_t = pipeline.target
@@ -95,6 +95,7 @@ def run(
         listed = sources.list_sources(pipeline.source.urls, is_glob=pipeline.source.is_glob)
     containers = target.container_prefixes(f.url for f in listed)
     scanned: dict[str, sources.ScannedFile] = {}
+    skipped: dict[str, str] = {}  # on_error: skip: url -> reason, retried by the next run
     started_at = datetime.now(UTC).isoformat()
     run_id = uuid.uuid4().hex
 
@@ -124,7 +125,7 @@ def run(
                     if repo and session
                     else {}
                 )
-                selection = plan.select_new(listed, ledger)
+                selection = plan.select_new(listed, ledger, on_changed=pipeline.on_changed)
                 existing = (
                     target.read_target_schema(
                         session, spec_t.group, src.concat_dim, order_by=src.order_by
@@ -132,18 +133,8 @@ def run(
                     if session
                     else TargetSchema()
                 )
-            if not selection.new:
-                return result(
-                    "nothing-new",
-                    snapshot_id=session.snapshot_id if session else None,
-                    files_new=(),
-                    files_already=len(selection.already),
-                    variables=tuple(sorted(existing.variables)),
-                    dims=dict(existing.dims),
-                    attempts=attempt,
-                    cluster={},
-                )
-            to_scan = [f for f in selection.new if f.url not in scanned]
+            todo = [*selection.new, *(f for f, _ in selection.changed)]
+            to_scan = [f for f in todo if f.url not in scanned and f.url not in skipped]
             if to_scan:
                 if dask_client is None:
                     # Started lazily: a run with nothing new costs no cluster start-up.
@@ -151,44 +142,51 @@ def run(
                         execute.open_client(workers=workers, scheduler=scheduler)
                     )
                 with timer("scan"):
-                    for f, s in zip(
-                        to_scan,
-                        execute.run_tasks(
-                            dask_client,
-                            sources.scan_file,
-                            to_scan,
-                            describe=_url,
-                            key=f"scan-{run_id}",
-                            format=pipeline.source.format,
-                            concat_dim=src.concat_dim,
-                            order_by=src.order_by,
-                            variables=src.variables,
-                            drop_variables=src.drop_variables,
-                        ),
-                        strict=True,
-                    ):
-                        scanned[f.url] = s
-            batch = [scanned[f.url] for f in selection.new]
+                    n_workers = cluster_info.n_workers if cluster_info else 1
+                    done, failed = _scan(dask_client, pipeline, to_scan, run_id, n_workers)
+                scanned.update({f.url: s for f, s in done})
+                skipped.update({f.url: str(e) for f, e in failed})
+            new = [scanned[f.url] for f in selection.new if f.url in scanned]
+            changed = [(scanned[f.url], r) for f, r in selection.changed if f.url in scanned]
+            if not new and not changed:
+                return result(
+                    "nothing-new",
+                    snapshot_id=session.snapshot_id if session else None,
+                    files_new=(),
+                    files_already=len(selection.already),
+                    files_skipped=dict(skipped),
+                    variables=tuple(sorted(existing.variables)),
+                    dims=dict(existing.dims),
+                    attempts=attempt,
+                    cluster=cluster_info.as_dict() if cluster_info else {},
+                )
+            virtual = pipeline.mode == "virtual"
             with timer("plan"):
-                p = plan.plan_append(
-                    [s.schema for s in batch], existing, src.concat_dim, order_by=src.order_by
+                p = (
+                    plan.plan_append(
+                        [s.schema for s in new],
+                        existing,
+                        src.concat_dim,
+                        order_by=src.order_by,
+                        virtual=virtual,
+                        ledger_slots=_slots(ledger),
+                    )
+                    if new
+                    else plan.AppendPlan(order=(), append=True, new_length=0)
                 )
-                by_url = {s.source.url: s for s in batch}
-                combined = sources.combine_virtual(
-                    [by_url[u] for u in p.order], pipeline.source.concat_dim
-                )
+                reingest = [
+                    plan.plan_reingest(s.schema, r, existing, src.concat_dim, virtual=virtual)
+                    for s, r in changed
+                ]
             if session is None:
                 repo = target.open_repo(spec_t.repo, create=True, containers=containers)
                 session = target.writable_session(repo, spec_t.branch)
                 if target.read_ledger(repo, session.snapshot_id, spec_t.group):
                     continue  # another run created the repository meanwhile: re-plan
+            by_url = {s.source.url: s for s in [*new, *(c for c, _ in changed)]}
             with timer("write"):
-                target.write_virtual(
-                    session,
-                    combined,
-                    group=spec_t.group,
-                    append_dim=pipeline.source.concat_dim if p.append else None,
-                )
+                layout = _write(pipeline, session, by_url, p, [*p.regions, *reingest], existing)
+            slots = [*p.regions, *reingest, *p.appends]
             metadata = {
                 target.METADATA_KEY: {
                     "version": __version__,
@@ -201,13 +199,20 @@ def run(
                     "run_id": run_id,
                     "started_at": started_at,
                     "cluster": cluster_info.as_dict() if cluster_info else {},
-                    "files": [by_url[u].source.identity() for u in p.order],
+                    "files": [
+                        {**by_url[s.url].source.identity(), "start": s.start, "length": s.length}
+                        for s in slots
+                    ],
+                    "reingested": [s.url for s in reingest],
+                    "skipped": [{"url": u, "reason": r} for u, r in skipped.items()],
+                    **layout,
                 }
             }
-            n = len(p.order)
+            n = len(slots)
+            verb = "append" if p.append else "ingest"
             message = (
-                f"icepipe {pipeline.name}: {'append' if p.append else 'ingest'} {n} file"
-                f"{'s' if n != 1 else ''} into {spec_t.group or '/'}"
+                f"icepipe {pipeline.name}: {verb} {n} file{'s' if n != 1 else ''} into "
+                f"{spec_t.group or '/'}"
             )
             try:
                 with timer("commit"):
@@ -217,26 +222,152 @@ def run(
             except ConflictError:
                 if attempt == max_attempts:
                     raise
-                time.sleep(min(2.0, 0.1 * 2**attempt))
+                # Someone else moved the branch and our change could not be rebased onto it
+                # (e.g. both appended to the same arrays): redo against the new tip.
+                time.sleep(min(2.0, 0.1 * 2**attempt) * (0.5 + random.random()))
                 continue
-            assert repo is not None
             after = target.read_target_schema(
-                repo.readonly_session(snapshot_id=snapshot_id),
-                spec_t.group,
-                src.concat_dim,
-                order_by=src.order_by,
+                session, spec_t.group, src.concat_dim, order_by=src.order_by
             )
             return result(
                 "committed",
                 snapshot_id=snapshot_id,
-                files_new=p.order,
+                files_new=tuple(s.url for s in slots),
                 files_already=len(selection.already),
+                files_skipped=dict(skipped),
                 variables=tuple(sorted(after.variables)),
                 dims=dict(after.dims),
                 attempts=attempt,
                 cluster=cluster_info.as_dict() if cluster_info else {},
             )
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _scan(
+    client: Any,
+    pipeline: Pipeline,
+    files: list[SourceFile],
+    run_id: str,
+    n_workers: int,
+) -> tuple[list[tuple[SourceFile, sources.ScannedFile]], list[tuple[SourceFile, SourceError]]]:
+    """Scan ``files`` on the cluster in batches; return what was scanned and what failed.
+
+    A batch whose worker died (a parser crashing the process) is scanned again file by file,
+    so the error names the file that kills workers.
+    """
+    src = pipeline.source
+    opts: dict[str, Any] = {
+        "format": src.format,
+        "concat_dim": src.concat_dim,
+        "order_by": src.order_by,
+        "variables": src.variables,
+        "drop_variables": src.drop_variables,
+    }
+    done, crashed = execute.run_tasks_collect(
+        client,
+        sources.scan_files,
+        execute.batches(files, n_workers),
+        describe=lambda b: ", ".join(f.url for f in b),
+        key=f"scan-{run_id}",
+        **opts,
+    )
+    retried, failed = execute.run_tasks_collect(
+        client,
+        sources.scan_file,
+        [f for batch, _ in crashed for f in batch],
+        describe=_url,
+        key=f"rescan-{run_id}",
+        **opts,
+    )
+    scanned = [(f, s) for batch, results in done for f, s in zip(batch, results, strict=True)]
+    scanned += retried
+    ok = [(f, s) for f, s in scanned if isinstance(s, sources.ScannedFile)]
+    failed += [(f, s) for f, s in scanned if isinstance(s, SourceError)]
+    if pipeline.on_error == "fail":
+        execute.raise_source_errors([e for _, e in failed])
+    return ok, failed
+
+
+def _slots(ledger: dict[str, dict[str, Any]]) -> list[plan.Slot]:
+    return [
+        plan.Slot(url, int(r["start"]), int(r["length"]))
+        for url, r in ledger.items()
+        if isinstance(r.get("start"), int) and isinstance(r.get("length"), int)
+    ]
+
+
+def _write(
+    pipeline: Pipeline,
+    session: Any,
+    files: dict[str, sources.ScannedFile],
+    p: plan.AppendPlan,
+    regions: list[plan.Slot],
+    existing: TargetSchema,
+) -> dict[str, Any]:
+    """Write regions then appends into ``session``; return the layout for the commit metadata."""
+    from icepipe.target.native import write_dataset
+
+    src, group = pipeline.source, pipeline.target.group
+    dim = src.concat_dim
+    virtual = pipeline.mode == "virtual"
+    for slot in regions:
+        region = {dim: slice(slot.start, slot.start + slot.length)}
+        if virtual:
+            target.write_virtual(
+                session, files[slot.url].dataset, group=group, region=region, urls=[slot.url]
+            )
+        else:
+            ds = _open_native(pipeline, [files[slot.url]])
+            ds = ds.drop_vars([n for n, v in ds.variables.items() if dim not in v.dims])
+            write_dataset(session, target.without_attrs(ds), group=group, region=region)
+    if not p.order:
+        return {}
+    ordered = [files[u] for u in p.order]
+    append_dim = dim if p.append else None
+    if virtual:
+        combined = sources.combine_virtual(ordered, dim)
+        target.write_virtual(
+            session, combined, group=group, append_dim=append_dim, urls=list(p.order)
+        )
+        return {}
+    ds = _open_native(pipeline, ordered)
+    native = pipeline.native
+    if p.append:
+        # The stored chunk (shard) grid stays: write_dataset aligns the write tasks to it.
+        ds = target.without_attrs(ds)
+        # xarray's append replaces the group's attributes: write back the stored ones.
+        ds.attrs = target.read_group_attrs(session, group)
+        write_dataset(session, ds, group=group, append_dim=append_dim)
+        return {}
+    chunk_len, task_len = plan.plan_chunks(
+        {str(d): n for d, n in ds.sizes.items()},
+        dim,
+        ordered[0].schema.dims[dim],
+        chunks=native.chunks,
+        shards=native.shards,
+    )
+    encoding = target.native_encoding(
+        ds, chunk_len, shard_len=task_len if native.shards else None, compression=native.compression
+    )
+    write_dataset(session, ds.chunk(task_len), group=group, mode="w-", encoding=encoding)
+    return {
+        "chunks": chunk_len,
+        "shards": task_len if native.shards else None,
+        "compression": native.compression,
+    }
+
+
+def _open_native(pipeline: Pipeline, files: list[sources.ScannedFile]) -> Any:
+    src = pipeline.source
+    ds = sources.open_lazy(
+        [f.source.url for f in files],
+        [f.schema.format for f in files],
+        src.concat_dim,
+        variables=src.variables,
+        drop_variables=src.drop_variables,
+        keep=(src.order_by,) if src.order_by else (),
+    )
+    return sources.sanitize_attrs(ds)
 
 
 def _url(f: SourceFile) -> str:

@@ -14,7 +14,16 @@ from typing import Any
 from icepipe.errors import SchemaMismatchError, SourceError
 from icepipe.model import FileSchema, SourceFile, TargetSchema, VariableSchema
 
-__all__ = ["AppendPlan", "Selection", "plan_append", "select_new"]
+__all__ = [
+    "AppendPlan",
+    "Selection",
+    "Slot",
+    "plan_append",
+    "plan_chunks",
+    "plan_regions",
+    "plan_reingest",
+    "select_new",
+]
 
 
 @dataclass(frozen=True)
@@ -23,35 +32,59 @@ class Selection:
 
     new: tuple[SourceFile, ...]
     already: tuple[SourceFile, ...]
+    #: Files ingested before that changed since, with their ledger record (``on_changed:
+    #: reingest``); empty otherwise.
+    changed: tuple[tuple[SourceFile, Mapping[str, Any]], ...] = ()
+
+
+@dataclass(frozen=True)
+class Slot:
+    """Where one file's data goes along ``concat_dim``: ``start`` and ``length`` positions."""
+
+    url: str
+    start: int
+    length: int
 
 
 @dataclass(frozen=True)
 class AppendPlan:
-    """The new files in concat order, and whether they extend an existing group."""
+    """What a run writes: files appended in concat order, and files written into regions
+    of the existing arrays (late arrivals into room left on the axis, re-ingested files)."""
 
     order: tuple[str, ...]
     append: bool
     new_length: int
+    regions: tuple[Slot, ...] = ()
+    appends: tuple[Slot, ...] = ()
 
 
-def select_new(listed: Sequence[SourceFile], ledger: Mapping[str, Mapping[str, Any]]) -> Selection:
+def select_new(
+    listed: Sequence[SourceFile],
+    ledger: Mapping[str, Mapping[str, Any]],
+    *,
+    on_changed: str = "fail",
+) -> Selection:
     """Split ``listed`` into files not yet ingested and files already in the ledger.
 
     Raises
     ------
     SourceError
-        A file was ingested before and has changed since (same URL, different size or mtime).
+        A file was ingested before and has changed since (same URL, different size or mtime),
+        and ``on_changed`` is ``"fail"``.
     """
     new: list[SourceFile] = []
     already: list[SourceFile] = []
     changed: list[str] = []
     changed_urls: list[str] = []
+    changed_files: list[tuple[SourceFile, Mapping[str, Any]]] = []
     for f in listed:
         record = ledger.get(f.url)
         if record is None:
             new.append(f)
         elif f.same_version(dict(record)):
             already.append(f)
+        elif on_changed == "reingest":
+            changed_files.append((f, record))
         else:
             changed_urls.append(f.url)
             changed.append(
@@ -63,10 +96,11 @@ def select_new(listed: Sequence[SourceFile], ledger: Mapping[str, Mapping[str, A
             "source file(s) changed after they were ingested: "
             + "; ".join(changed[:5])
             + (f" and {len(changed) - 5} more" if len(changed) > 5 else "")
-            + ". Restore the original file, or ingest the new version into a new branch or repo",
+            + ". Restore the original file, or set on_changed: reingest to overwrite its data "
+            "in place",
             urls=changed_urls,
         )
-    return Selection(new=tuple(new), already=tuple(already))
+    return Selection(new=tuple(new), already=tuple(already), changed=tuple(changed_files))
 
 
 def _fmt_var(v: VariableSchema) -> str:
@@ -185,6 +219,8 @@ def plan_append(
     concat_dim: str,
     *,
     order_by: str | None = None,
+    virtual: bool = True,
+    ledger_slots: Sequence[Slot] = (),
 ) -> AppendPlan:
     """Order new files along ``concat_dim`` and check they combine with each other and the target.
 
@@ -247,19 +283,197 @@ def plan_append(
                     "file; fix the file",
                     url=s.url,
                 )
-        first_new = (ordered[0].concat_values or (0.0,))[0]
-        if target.concat_last is not None and first_new <= target.concat_last:
-            raise SourceError(
-                f"{ordered[0].url}: starts at {concat_dim}={first_new:.15g}, which is not after "
-                f"the last value already ingested ({target.concat_last:.15g}); appending it would "
-                "break the order or duplicate data. Remove the file, or ingest it into a new "
-                "group",
-                url=ordered[0].url,
-            )
+    late: list[FileSchema] = []
+    if have_values and target.concat_last is not None:
+        last = target.concat_last
+        late = [s for s in ordered if (s.concat_values or (0.0,))[0] <= last]
+        for s in late:
+            if (s.concat_values or (0.0,))[-1] > last:
+                raise SourceError(
+                    f"{s.url}: straddles the end of the data already ingested along "
+                    f"{concat_dim!r} (its values run from {(s.concat_values or (0.0,))[0]:.15g} "
+                    f"to {(s.concat_values or (0.0,))[-1]:.15g}, the stored ones end at "
+                    f"{last:.15g}): it would duplicate data. Remove or fix the file",
+                    url=s.url,
+                )
+        ordered = [s for s in ordered if s not in late]
+    regions = plan_regions(late, target, concat_dim, ledger_slots, virtual=virtual)
 
-    _check_chunks(ordered, target, concat_dim)
+    if virtual and ordered:
+        # Native ingests rewrite the data into their own chunk grid: any source chunking works.
+        _check_chunks(ordered, target, concat_dim)
+    start = target.dims.get(concat_dim, 0) if not target.is_empty else 0
+    appends = []
+    for s in ordered:
+        appends.append(Slot(s.url, start, s.dims[concat_dim]))
+        start += s.dims[concat_dim]
     return AppendPlan(
         order=tuple(s.url for s in ordered),
         append=not target.is_empty,
         new_length=sum(s.dims[concat_dim] for s in ordered),
+        regions=tuple(regions),
+        appends=tuple(appends),
     )
+
+
+def plan_chunks(
+    dims: Mapping[str, int],
+    concat_dim: str,
+    first_length: int,
+    *,
+    chunks: Mapping[str, int],
+    shards: Mapping[str, int] | None = None,
+) -> tuple[dict[str, int], dict[str, int]]:
+    """Target chunk lengths per dimension, and the Dask chunk lengths that write them.
+
+    Missing dimensions get one chunk for the whole dimension, except ``concat_dim``, which grows
+    with every append and defaults to ``first_length`` (the first file's length along it). Every
+    Dask chunk covers whole shards (or whole chunks without sharding), so no two write tasks ever
+    touch one stored object: merging forks that overlap would silently keep only one of them.
+
+    Returns
+    -------
+    (chunk_lengths, task_lengths)
+        Both map every dimension in ``dims`` to a length.
+
+    Raises
+    ------
+    ConfigError
+        ``chunks`` or ``shards`` name a dimension the data does not have.
+    """
+    from icepipe.errors import ConfigError
+
+    for key, mapping in (("chunks", chunks), ("shards", shards or {})):
+        unknown = sorted(set(mapping) - set(dims))
+        if unknown:
+            raise ConfigError(
+                f"no dimension(s) {', '.join(unknown)} in the data; dimensions: {', '.join(dims)}",
+                field=f"{key}.{unknown[0]}",
+            )
+    chunk_len = {
+        d: min(chunks.get(d, first_length if d == concat_dim else n), max(n, 1))
+        if d != concat_dim
+        else chunks.get(d, max(first_length, 1))
+        for d, n in dims.items()
+    }
+    task_len = dict(chunk_len)
+    for d, n in (shards or {}).items():
+        task_len[d] = n
+    return chunk_len, task_len
+
+
+def _covering(ledger_slots: Sequence[Slot], start: int, length: int) -> Slot | None:
+    for s in ledger_slots:
+        if s.start < start + length and start < s.start + s.length:
+            return s
+    return None
+
+
+def _check_region_chunks(
+    f: FileSchema, target: TargetSchema, concat_dim: str, start: int, length: int
+) -> None:
+    """Virtual region writes replace whole chunks: the region must sit on chunk boundaries."""
+    n = target.dims.get(concat_dim, 0)
+    for name, var in target.variables.items():
+        fvar = f.variables.get(name)
+        # Loaded variables (coordinates) are native arrays: partial chunks are rewritten whole.
+        if var.chunks is None or concat_dim not in var.dims or fvar is None or fvar.chunks is None:
+            continue
+        c = var.chunks[var.dims.index(concat_dim)]
+        if start % c or (length % c and start + length != n):
+            raise SourceError(
+                f"{f.url}: belongs at positions {start}..{start + length - 1} of {concat_dim!r}, "
+                f"which do not fall on the stored chunks of {name!r} (chunks of {c}); virtual "
+                "references can only replace whole chunks. Use mode: native, or re-ingest the "
+                "group",
+                url=f.url,
+            )
+
+
+def plan_regions(
+    late: Sequence[FileSchema],
+    target: TargetSchema,
+    concat_dim: str,
+    ledger_slots: Sequence[Slot],
+    *,
+    virtual: bool,
+) -> list[Slot]:
+    """Place files whose values fall inside the ingested range.
+
+    A file goes into its region when the stored axis already holds exactly its values at
+    positions no ingested file covers (room left on a pre-allocated axis); a file whose values
+    are covered is a duplicate; any other file does not fit.
+
+    Raises
+    ------
+    SourceError
+        Duplicates, or no room on the axis.
+    """
+    stored = target.order_values or ()
+    index = {v: i for i, v in enumerate(stored)}
+    slots: list[Slot] = []
+    for f in late:
+        vals = f.concat_values or ()
+        pos = [index.get(v) for v in vals]
+        if not vals or any(p is None for p in pos):
+            raise SourceError(
+                f"{f.url}: its {concat_dim!r} values ({vals[0]:.15g} .. {vals[-1]:.15g}) fall "
+                "inside the range already ingested, but the stored axis has no room for them "
+                "(they are not all among its values): it cannot be appended without breaking "
+                "the order. Ingest it into a new group, or rebuild the group with all files",
+                url=f.url,
+            )
+        start = int(pos[0])  # type: ignore[arg-type]
+        if pos != list(range(start, start + len(vals))):
+            raise SourceError(
+                f"{f.url}: its {concat_dim!r} values are not contiguous on the stored axis; "
+                "fix the file or rebuild the group",
+                url=f.url,
+            )
+        holder = _covering([*ledger_slots, *slots], start, len(vals))
+        if holder is not None:
+            raise SourceError(
+                f"{f.url}: duplicates data already ingested from {holder.url} (the same "
+                f"{concat_dim!r} values, positions {start}..{start + len(vals) - 1}); "
+                "duplicates are not stored. Remove one of the files",
+                urls=(f.url, holder.url),
+            )
+        if virtual:
+            _check_region_chunks(f, target, concat_dim, start, len(vals))
+        slots.append(Slot(f.url, start, len(vals)))
+    return slots
+
+
+def plan_reingest(
+    schema: FileSchema,
+    record: Mapping[str, Any],
+    target: TargetSchema,
+    concat_dim: str,
+    *,
+    virtual: bool,
+) -> Slot:
+    """Place a changed file back into the region its previous version was ingested into.
+
+    Raises
+    ------
+    SourceError
+        The ledger has no position for it, or its length along ``concat_dim`` changed.
+    """
+    start, length = record.get("start"), record.get("length")
+    if not isinstance(start, int) or not isinstance(length, int):
+        raise SourceError(
+            f"{schema.url}: changed after it was ingested, but its position was not recorded "
+            "(ingested by an older icepipe); rebuild the group to re-ingest it",
+            url=schema.url,
+        )
+    if schema.dims.get(concat_dim) != length:
+        raise SourceError(
+            f"{schema.url}: changed after it was ingested and now has "
+            f"{schema.dims.get(concat_dim)} steps along {concat_dim!r} instead of {length}; it "
+            "cannot be re-ingested in place. Rebuild the group",
+            url=schema.url,
+        )
+    _check_against("the repository", target.variables, schema, concat_dim, ref_url=None)
+    if virtual:
+        _check_region_chunks(schema, target, concat_dim, start, length)
+    return Slot(schema.url, start, length)

@@ -19,7 +19,9 @@ import yaml
 from icepipe.errors import ConfigError
 
 __all__ = [
+    "COMPRESSIONS",
     "FORMATS",
+    "NativeSpec",
     "MODES",
     "Pipeline",
     "SourceSpec",
@@ -30,7 +32,10 @@ __all__ = [
 
 Format = Literal["auto", "netcdf3", "netcdf4"]
 Mode = Literal["virtual", "native"]
+OnError = Literal["fail", "skip"]
+OnChanged = Literal["fail", "reingest"]
 FORMATS: tuple[str, ...] = ("auto", "netcdf3", "netcdf4")
+COMPRESSIONS: tuple[str, ...] = ("zstd", "blosc", "gzip", "none")
 MODES: tuple[str, ...] = ("virtual", "native")
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
@@ -67,6 +72,20 @@ class TargetSpec:
 
 
 @dataclass(frozen=True)
+class NativeSpec:
+    """How ``mode: native`` lays out the rewritten data.
+
+    ``chunks`` maps dimension names to chunk lengths (missing dimensions: the whole dimension,
+    except ``concat_dim``, which defaults to the first file's length along it); ``shards``
+    optionally groups chunks into Zarr shards (each a multiple of the chunk length).
+    """
+
+    chunks: dict[str, int] = field(default_factory=dict)
+    shards: dict[str, int] | None = None
+    compression: str = "zstd"
+
+
+@dataclass(frozen=True)
 class Pipeline:
     """A validated pipeline definition."""
 
@@ -75,6 +94,9 @@ class Pipeline:
     target: TargetSpec
     mode: Mode = "virtual"
     path: str | None = field(default=None, compare=False)
+    native: NativeSpec = field(default_factory=lambda: NativeSpec())
+    on_error: OnError = "fail"
+    on_changed: OnChanged = "fail"
 
 
 def load_pipeline(path: str | os.PathLike[str]) -> Pipeline:
@@ -114,7 +136,21 @@ def pipeline_from_dict(
     """
     base = Path(base_dir)
     top = _mapping(raw, "pipeline")
-    _no_unknown(top, {"name", "source", "mode", "target"}, "")
+    _no_unknown(
+        top,
+        {
+            "name",
+            "source",
+            "mode",
+            "target",
+            "chunks",
+            "shards",
+            "compression",
+            "on_error",
+            "on_changed",
+        },
+        "",
+    )
     name = _required_str(top, "name", "")
     if not _NAME_RE.match(name):
         raise ConfigError(
@@ -123,6 +159,8 @@ def pipeline_from_dict(
             field="name",
         )
     mode = _choice(top, "mode", "", MODES, default="virtual")
+    on_error = _choice(top, "on_error", "", ("fail", "skip"), default="fail")
+    on_changed = _choice(top, "on_changed", "", ("fail", "reingest"), default="fail")
 
     src = _mapping(top.get("source"), "source")
     _no_unknown(
@@ -171,7 +209,29 @@ def pipeline_from_dict(
     if group is not None:
         group = group.strip("/") or None
 
+    chunks = _dim_map(top, "chunks") or {}
+    shards = _dim_map(top, "shards")
+    compression = _choice(top, "compression", "", COMPRESSIONS, default="zstd")
+    if mode != "native" and (chunks or shards or "compression" in top):
+        raise ConfigError(
+            "chunks, shards and compression apply to mode: native only; remove them or set "
+            "mode: native",
+            field="chunks" if chunks else ("shards" if shards else "compression"),
+        )
+    if shards:
+        for dim, n in shards.items():
+            c = chunks.get(dim)
+            if c is None or n % c:
+                raise ConfigError(
+                    f"the shard length of {dim!r} ({n}) must be a multiple of its chunk length "
+                    f"(chunks.{dim}: {c if c is not None else 'not set'})",
+                    field=f"shards.{dim}",
+                )
+
     return Pipeline(
+        native=NativeSpec(chunks=chunks, shards=shards, compression=compression),
+        on_error=cast(OnError, on_error),
+        on_changed=cast(OnChanged, on_changed),
         name=name,
         source=SourceSpec(
             urls=urls,
@@ -251,6 +311,24 @@ def _str(m: Mapping[str, Any], key: str, prefix: str) -> str | None:
             f"expected a non-empty string; got {_describe(value)}", field=prefix + key
         )
     return value.strip()
+
+
+def _dim_map(m: Mapping[str, Any], key: str) -> dict[str, int] | None:
+    value = m.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, Mapping) or not value:
+        raise ConfigError(
+            f"expected a mapping of dimension name to length; got {_describe(value)}", field=key
+        )
+    out: dict[str, int] = {}
+    for dim, n in value.items():
+        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+            raise ConfigError(
+                f"expected a positive integer; got {_describe(n)}", field=f"{key}.{dim}"
+            )
+        out[str(dim)] = n
+    return out
 
 
 def _str_list(m: Mapping[str, Any], key: str, prefix: str) -> tuple[str, ...] | None:

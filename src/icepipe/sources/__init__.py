@@ -1,7 +1,23 @@
 """Sources: WHICH files to ingest (listing) and HOW to read them (format detection, scanning)."""
 
 from icepipe.sources.combine import combine_virtual
+from icepipe.sources.lazy import open_lazy
 from icepipe.sources.listing import list_sources
-from icepipe.sources.scan import ScannedFile, detect_format, scan_file
+from icepipe.sources.scan import (
+    ScannedFile,
+    detect_format,
+    sanitize_attrs,
+    scan_file,
+    scan_files,
+)
 
-__all__ = ["ScannedFile", "combine_virtual", "detect_format", "list_sources", "scan_file"]
+__all__ = [
+    "ScannedFile",
+    "combine_virtual",
+    "detect_format",
+    "list_sources",
+    "open_lazy",
+    "sanitize_attrs",
+    "scan_file",
+    "scan_files",
+]

@@ -17,6 +17,7 @@ from icepipe.model import TargetSchema, VariableSchema
 __all__ = [
     "METADATA_KEY",
     "CommitInfo",
+    "read_group_attrs",
     "read_ingested",
     "read_ledger",
     "read_log",
@@ -115,6 +116,15 @@ def read_log(
     return out
 
 
+def read_group_attrs(session: icechunk.Session, group: str | None) -> dict[str, Any]:
+    """The attributes stored on ``group`` (empty when it does not exist)."""
+    try:
+        g = zarr.open_group(session.store, path=group or "", mode="r")
+    except (FileNotFoundError, zarr.errors.GroupNotFoundError, KeyError):
+        return {}
+    return dict(g.attrs)
+
+
 def read_target_schema(
     session: icechunk.Session, group: str | None, concat_dim: str, *, order_by: str | None = None
 ) -> TargetSchema:
@@ -129,6 +139,7 @@ def read_target_schema(
     variables: dict[str, VariableSchema] = {}
     dims: dict[str, int] = {}
     concat_first = concat_last = None
+    order_values: tuple[float, ...] | None = None
     for name, arr in g.arrays():
         names = arr.metadata.dimension_names if arr.metadata.zarr_format == 3 else None
         if names is None:
@@ -149,9 +160,14 @@ def read_target_schema(
             attrs_calendar=str(attrs["calendar"]) if "calendar" in attrs else None,
         )
         if name == (order_by or concat_dim) and arr_dims == (concat_dim,) and arr.shape[0] > 0:
-            values = np.asarray(arr[[0, arr.shape[0] - 1]])
+            values = np.asarray(arr[:])
             if values.dtype.kind in "iuf":
                 concat_first, concat_last = float(values[0]), float(values[-1])
+                order_values = tuple(float(v) for v in values)
     return TargetSchema(
-        variables=variables, dims=dims, concat_first=concat_first, concat_last=concat_last
+        variables=variables,
+        dims=dims,
+        concat_first=concat_first,
+        concat_last=concat_last,
+        order_values=order_values,
     )

@@ -1,0 +1,686 @@
+"""Write xarray Datasets into Icechunk sessions, and commit them against a moving branch.
+
+:func:`write_dataset` is the building block: one dataset into one writable session, no commit.
+Dask variables are written by :func:`icechunk.xarray.to_icechunk`, which forks the session on
+the active scheduler (a ``distributed.Client`` when one exists) and merges the forks back with a
+tree reduction. What icepipe adds on top:
+
+* **Every write task owns whole target chunks (or whole shards).** Icechunk merges forks without
+  looking at chunks, so two tasks writing parts of one chunk silently lose one part (measured:
+  misaligned Dask chunks with ``safe_chunks=False`` corrupt data on a ``LocalCluster``). Dask
+  chunks are therefore always rechunked onto the target grid (xarray's ``align_chunks``, which
+  uses the shard shape when the encoding has ``"shards"`` and the existing arrays' grid,
+  offset by the current length, for appends). Regions must cover whole chunks, checked here,
+  since a region sharing a chunk with another writer's region can never commit cleanly.
+* **Errors say what to fix.** Library errors become :mod:`icepipe.errors` exceptions.
+* **Virtual datasets** (VirtualiZarr ``ManifestArray`` variables) go through
+  ``ds.vz.to_icechunk(session.store, ...)``, after checking the repository has a virtual chunk
+  container for every location they reference.
+
+:func:`commit_write` and :func:`write_and_commit` implement the policy when another writer
+moved the branch meanwhile (see ``shared/ICECHUNK_NOTES.md``):
+
+=====================================================  ========================================
+what the other writer changed                          what happens to this write
+=====================================================  ========================================
+other arrays, other groups, other chunks of an array   rebased (``ConflictDetector``), committed
+metadata of an array we wrote chunks into (a resize)   redone on the new tip
+attributes of the group we wrote into                  redone on the new tip
+anything, when this write is an append                 redone on the new tip (appends resize,
+                                                       which never rebases)
+the same chunks / created the same array or group      :class:`~icepipe.errors.ConflictError`
+=====================================================  ========================================
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+import time
+import warnings
+from collections.abc import Mapping
+from contextlib import nullcontext
+from typing import Any, Literal, TypeGuard
+
+import dask
+import icechunk
+import icechunk.xarray
+import numpy as np
+import xarray as xr
+import zarr
+import zarr.errors
+
+from icepipe.errors import ConfigError, ConflictError, IcepipeError, StaleWriteError, StorageError
+from icepipe.target.repo import commit_lock, container_prefixes
+from icepipe.target.write import describe_conflicts
+
+__all__ = [
+    "Region",
+    "WriteMode",
+    "check_write_args",
+    "commit_write",
+    "is_repository",
+    "is_session",
+    "is_virtual",
+    "local_path",
+    "virtual_locations",
+    "write_and_commit",
+    "write_dataset",
+]
+
+WriteMode = Literal["w", "w-", "a", "a-", "r+"]
+Region = Mapping[str, slice | Literal["auto"]] | Literal["auto"]
+
+_MODES: tuple[str, ...] = ("w", "w-", "a", "a-", "r+")
+_VIRTUAL_MODES: tuple[str, ...] = ("w", "w-", "a")
+# Commits of local repositories are serialised by commit_lock, so a rebase inside it only has
+# to catch up once; the extra tries cover writers that do not take icepipe's lock.
+_REBASE_TRIES = 5
+_BACKOFF_BASE = 0.05
+_BACKOFF_CAP = 2.0
+
+
+# ----------------------------------------------------------------------------------------------
+# Writing
+# ----------------------------------------------------------------------------------------------
+
+
+def is_session(obj: object) -> TypeGuard[icechunk.Session]:
+    """Whether ``obj`` is an Icechunk session (writable or not)."""
+    return isinstance(obj, icechunk.Session)
+
+
+def is_repository(obj: object) -> TypeGuard[icechunk.Repository]:
+    """Whether ``obj`` is an Icechunk repository."""
+    return isinstance(obj, icechunk.Repository)
+
+
+def is_virtual(ds: xr.Dataset) -> bool:
+    """Whether any variable of ``ds`` holds VirtualiZarr references (a ``ManifestArray``)."""
+    try:
+        from virtualizarr.manifests import ManifestArray
+    except ImportError:  # pragma: no cover - virtualizarr is a dependency
+        return False
+    return any(isinstance(v.data, ManifestArray) for v in ds.variables.values())
+
+
+def virtual_locations(ds: xr.Dataset) -> list[str]:
+    """The virtual chunk container prefixes (folders) the references of ``ds`` point into."""
+    from virtualizarr.manifests import ManifestArray
+
+    urls: set[str] = set()
+    for var in ds.variables.values():
+        if isinstance(var.data, ManifestArray):
+            urls.update(var.data.manifest.iter_nonempty_paths())
+    return container_prefixes(urls)
+
+
+def write_dataset(
+    session: icechunk.Session,
+    ds: xr.Dataset,
+    *,
+    group: str | None = None,
+    mode: WriteMode | None = None,
+    append_dim: str | None = None,
+    region: Region | None = None,
+    encoding: Mapping[str, Mapping[str, Any]] | None = None,
+) -> None:
+    """Write ``ds`` into a writable ``session``, without committing.
+
+    Numpy variables and all metadata are written by the calling process; Dask variables are
+    computed on the active scheduler (the default ``distributed.Client`` if there is one),
+    every task writing whole target chunks (or shards) into a fork of ``session``, and the
+    forks are merged back into ``session``.
+
+    Parameters
+    ----------
+    session
+        A writable session (``repo.writable_session(branch)``).
+    ds
+        The data: numpy- or Dask-backed, or a virtual dataset from VirtualiZarr.
+    group
+        The group to write into; the root group when ``None``.
+    mode
+        As :meth:`xarray.Dataset.to_zarr`: ``"w-"`` create (the default), ``"w"`` overwrite,
+        ``"a"`` add or overwrite variables (the default with ``append_dim``), ``"a-"`` append
+        only variables that have ``append_dim``, ``"r+"`` change values only (the default
+        with ``region``).
+    append_dim
+        Append along this existing dimension.
+    region
+        Write into this region of the existing arrays: ``{"dim": slice(start, stop)}``, with
+        ``"auto"`` to locate a dimension by its coordinate values. Every region must start
+        and end on the arrays' chunk (shard) boundaries, or end at the array's end.
+    encoding
+        Per-variable Zarr encoding of new arrays (``{"var": {"chunks": ..., "shards": ...}}``).
+        Existing arrays keep theirs.
+
+    Raises
+    ------
+    ConfigError
+        Bad arguments: unknown mode, a region not aligned to chunks, an ``append_dim`` the
+        target does not have, a group that exists (``"w-"``) or does not (appends, regions),
+        virtual references without a virtual chunk container, ... The message says the fix.
+    StorageError
+        Storage failed, or Dask workers died while writing.
+    """
+    _check_dataset_and_mode(ds, mode)
+    if not isinstance(session, icechunk.Session) or session.read_only:
+        raise ConfigError(
+            "expected a writable icechunk.Session; open one with repo.writable_session(branch)"
+        )
+    what = f"{_names(ds)} into {_group_label(group)}"
+    if is_virtual(ds):
+        _write_virtual(session, ds, group=group, mode=mode, append_dim=append_dim, region=region)
+        return
+    if append_dim is not None or region is not None or mode == "r+":
+        target = _existing_group(session, group, append_dim=append_dim, region=region)
+        if append_dim is not None:
+            _check_append_dim(target, append_dim, group)
+        if region is not None:
+            _check_region(session, target, ds, region, group)
+    try:
+        # align_chunks rechunks every Dask variable onto the target's chunk (shard) grid: the
+        # existing arrays' grid offset by their length for appends, the region's start for
+        # region writes, the encoding's for new arrays. safe_chunks can then never trigger.
+        icechunk.xarray.to_icechunk(
+            ds,
+            session,
+            group=group,
+            mode=mode,
+            append_dim=append_dim,
+            region=region,
+            encoding=encoding,
+            align_chunks=True,
+        )
+    except Exception as exc:
+        raise _convert_write_error(exc, what, group=group) from exc
+
+
+def _check_dataset_and_mode(ds: object, mode: str | None) -> None:
+    if not isinstance(ds, xr.Dataset):
+        hint = " (convert it with .to_dataset(name=...))" if isinstance(ds, xr.DataArray) else ""
+        raise ConfigError(f"expected an xarray.Dataset; got {type(ds).__name__}{hint}")
+    if mode is not None and mode not in _MODES:
+        raise ConfigError(f"expected one of {', '.join(_MODES)}; got {mode!r}", field="mode")
+
+
+def _names(ds: xr.Dataset) -> str:
+    names = sorted(str(n) for n in ds.data_vars) or sorted(str(n) for n in ds.variables)
+    shown = ", ".join(names[:5]) + (f" (+{len(names) - 5} more)" if len(names) > 5 else "")
+    return shown or "an empty dataset"
+
+
+def _group_label(group: str | None) -> str:
+    return repr(group) if group else "the root group"
+
+
+def _group_path(group: str | None) -> str:
+    return (group or "").strip("/")
+
+
+def _existing_group(
+    session: icechunk.Session,
+    group: str | None,
+    *,
+    append_dim: str | None,
+    region: Region | None,
+) -> zarr.Group:
+    try:
+        return zarr.open_group(session.store, path=_group_path(group), mode="r")
+    except (FileNotFoundError, KeyError, zarr.errors.NodeTypeValidationError) as exc:
+        action = (
+            f"append along {append_dim!r} to"
+            if append_dim is not None
+            else "write a region of"
+            if region is not None
+            else "change values (mode 'r+') in"
+        )
+        raise ConfigError(
+            f"cannot {action} {_group_label(group)}: it does not exist on branch "
+            f"{session.branch!r}; create it first (mode='w-', without append_dim or region)"
+        ) from exc
+
+
+def _array_dims(arr: zarr.Array[Any]) -> tuple[str, ...]:
+    names = getattr(arr.metadata, "dimension_names", None)
+    if names is None:
+        raw = arr.attrs.get("_ARRAY_DIMENSIONS", ())
+        names = raw if isinstance(raw, list | tuple) else ()
+    return tuple(str(d) for d in names)
+
+
+def _target_dims(target: zarr.Group) -> dict[str, int]:
+    dims: dict[str, int] = {}
+    for _, arr in target.arrays():
+        for d, n in zip(_array_dims(arr), arr.shape, strict=False):
+            dims[d] = int(n)
+    return dims
+
+
+def _check_append_dim(target: zarr.Group, append_dim: str, group: str | None) -> None:
+    dims = _target_dims(target)
+    if append_dim not in dims:
+        listed = ", ".join(f"{d} ({n})" for d, n in sorted(dims.items())) or "none"
+        raise ConfigError(
+            f"{_group_label(group)} has no dimension {append_dim!r} to append along; its "
+            f"dimensions are: {listed}. Pass one of them as append_dim, or write a new group "
+            "with mode='w-'",
+            field="append_dim",
+        )
+
+
+def _write_grid(arr: zarr.Array[Any]) -> tuple[int, ...]:
+    """The unit a write must own whole: the shard shape when sharded, else the chunk shape."""
+    shards = getattr(arr, "shards", None)
+    return tuple(int(c) for c in (shards or arr.chunks))
+
+
+def _check_region(
+    session: icechunk.Session,
+    target: zarr.Group,
+    ds: xr.Dataset,
+    region: Region,
+    group: str | None,
+) -> None:
+    """Reject regions that cover chunks (shards) of the existing arrays only partly."""
+    if region == "auto":
+        region = dict.fromkeys((str(d) for d in ds.dims), "auto")
+    if not isinstance(region, Mapping):
+        raise ConfigError(
+            f"expected a mapping of dimension names to slices, or 'auto'; got {region!r}",
+            field="region",
+        )
+    slices = _resolve_region(session, ds, region, group)
+    arrays = dict(target.arrays())
+    problems: list[str] = []
+    # Index coordinates are not written by region writes (xarray drops them).
+    for name, var in ds.variables.items():
+        if name in ds.indexes or str(name) not in arrays:
+            continue
+        arr = arrays[str(name)]
+        grid = _write_grid(arr)
+        for axis, dim in enumerate(_array_dims(arr)):
+            sl = slices.get(dim)
+            if sl is None or axis >= len(grid):
+                continue
+            size, step = int(arr.shape[axis]), grid[axis]
+            start = 0 if sl.start is None else int(sl.start)
+            stop = start + int(var.sizes[dim]) if sl.stop is None else int(sl.stop)
+            if start % step == 0 and (stop % step == 0 or stop == size):
+                continue
+            lo = start - start % step
+            hi = min(size, -(-stop // step) * step)
+            unit = "shards" if getattr(arr, "shards", None) else "chunks"
+            problems.append(
+                f"{name!r} along {dim!r}: slice({start}, {stop}) cuts through its {unit} of "
+                f"{step} (length {size}); widen it to slice({lo}, {hi})"
+            )
+    if problems:
+        raise ConfigError(
+            "region writes must cover whole chunks (or shards), so that no two writers ever "
+            "share one: " + "; ".join(problems[:10]),
+            field="region",
+        )
+
+
+def _resolve_region(
+    session: icechunk.Session, ds: xr.Dataset, region: Mapping[str, Any], group: str | None
+) -> dict[str, slice]:
+    """Explicit slices for the region; ``"auto"`` dims located by coordinate value when possible.
+
+    Dimensions that cannot be located are left out: xarray reports those itself, precisely.
+    """
+    out: dict[str, slice] = {}
+    existing: xr.Dataset | None = None
+    for dim, sl in region.items():
+        if isinstance(sl, slice):
+            if sl.step not in (None, 1):
+                raise ConfigError(
+                    f"region slices must be contiguous; got {dim}={sl!r}", field="region"
+                )
+            out[str(dim)] = sl
+            continue
+        if sl != "auto":
+            raise ConfigError(
+                f"expected a slice or 'auto' for dimension {dim!r}; got {sl!r}", field="region"
+            )
+        if dim not in ds.indexes:
+            out[str(dim)] = slice(0, int(ds.sizes[dim])) if dim in ds.sizes else slice(None)
+            continue
+        if existing is None:
+            try:
+                existing = xr.open_zarr(
+                    session.store,
+                    group=group,
+                    consolidated=False,
+                    chunks=None,
+                    zarr_format=3,
+                )
+            except (FileNotFoundError, KeyError, ValueError):
+                return out
+        if dim not in existing.indexes:
+            continue
+        positions = existing.indexes[dim].get_indexer(ds.indexes[dim])
+        if len(positions) and (positions >= 0).all() and (np.diff(positions) == 1).all():
+            out[str(dim)] = slice(int(positions[0]), int(positions[-1]) + 1)
+    return out
+
+
+def _write_virtual(
+    session: icechunk.Session,
+    ds: xr.Dataset,
+    *,
+    group: str | None,
+    mode: str | None,
+    append_dim: str | None,
+    region: Region | None,
+) -> None:
+    if mode == "r+" and region is not None:
+        mode = None  # VirtualiZarr opens the existing group for region writes by itself
+    if mode is not None and mode not in _VIRTUAL_MODES:
+        raise ConfigError(
+            f"virtual datasets are written with mode 'w', 'w-' or 'a' (or None); got {mode!r}",
+            field="mode",
+        )
+    configured = [c.url_prefix for c in (session.config.virtual_chunk_containers or {}).values()]
+    missing = [p for p in virtual_locations(ds) if not any(p.startswith(c) for c in configured)]
+    if missing:
+        raise ConfigError(
+            f"the virtual references point into {', '.join(missing)}, for which the repository "
+            "has no virtual chunk container; pass the repository as a path to "
+            "icepipe.to_icechunk (it adds them), or add an icechunk.VirtualChunkContainer per "
+            "location to its config and save_config()"
+        )
+    what = f"virtual {_names(ds)} into {_group_label(group)}"
+    try:
+        with warnings.catch_warnings():
+            # netCDF char arrays have no Zarr v3 dtype spec yet (see sources/scan.py).
+            warnings.filterwarnings("ignore", message=".*does not have a Zarr V3 specification")
+            ds.vz.to_icechunk(
+                session.store,
+                group=group,
+                mode=mode,  # type: ignore[arg-type]
+                append_dim=append_dim,
+                region=region,
+            )
+    except Exception as exc:
+        raise _convert_write_error(exc, what, group=group) from exc
+
+
+def _convert_write_error(exc: Exception, what: str, *, group: str | None) -> Exception:
+    """The icepipe error for an exception raised while writing (the exception itself if none)."""
+    if isinstance(exc, IcepipeError):
+        return exc
+    exists = zarr.errors.ContainsGroupError | zarr.errors.ContainsArrayError | FileExistsError
+    if isinstance(exc, exists):
+        return ConfigError(
+            f"cannot write {what}: {_group_label(group)} already holds data; pass mode='w' to "
+            "replace it, mode='a' to add or overwrite variables, append_dim to append, or "
+            "region to overwrite part of it",
+            field="mode",
+        )
+    if isinstance(exc, icechunk.IcechunkError) and not isinstance(exc, ValueError):
+        hint = (
+            " (worker processes cannot reach an in-memory repository: write it with the "
+            "threaded scheduler, dask.config.set(scheduler='threads'), or use a repository on "
+            "disk or object storage)"
+            if getattr(exc, "kind", None) == "object-not-found"
+            else ""
+        )
+        return StorageError(f"cannot write {what}: {exc}{hint}; retry")
+    if type(exc).__name__ == "KilledWorker":
+        return StorageError(
+            f"cannot write {what}: a Dask worker died repeatedly while writing ({exc}); give "
+            "workers more memory or smaller chunks, and retry"
+        )
+    if isinstance(exc, ValueError | KeyError | TypeError):
+        return ConfigError(f"cannot write {what}: {exc}")
+    if isinstance(exc, OSError):
+        return StorageError(f"cannot write {what}: {exc}; retry")
+    return exc
+
+
+# ----------------------------------------------------------------------------------------------
+# Committing
+# ----------------------------------------------------------------------------------------------
+
+_STORAGE_TYPE = re.compile(r"^\s*type:\s*(.+?)\s*$", re.MULTILINE)
+_LOCAL_PATH = re.compile(r"^\s*path:\s*(.+?)\s*$", re.MULTILINE)
+
+
+def local_path(repo: icechunk.Repository) -> str | None:
+    """The folder of a repository on local-filesystem storage, ``None`` for any other storage.
+
+    Raises
+    ------
+    StorageError
+        The storage is local but its folder cannot be determined.
+    """
+    # Storage exposes its kind and location only through its repr.
+    text = repr(repo.storage)
+    kind, path = _STORAGE_TYPE.search(text), _LOCAL_PATH.search(text)
+    if kind is not None and kind.group(1) != "local filesystem":
+        return None
+    if kind is None or path is None:
+        # Committing a local repository without the lock would silently lose racing commits.
+        raise StorageError(
+            f"cannot tell the kind and location of this repository's storage from {text!r} "
+            "(did icechunk change its Storage repr?); pass the repository as a path instead"
+        )
+    return path.group(1)
+
+
+def _group_paths(group: str | None) -> set[str]:
+    """Icechunk node paths of ``group`` and its parents (the groups a write rewrites)."""
+    parts = [p for p in _group_path(group).split("/") if p]
+    return {"/"} | {"/" + "/".join(parts[: i + 1]) for i in range(len(parts))}
+
+
+def _redo_resolves(conflict: Any, group: str | None) -> bool:
+    """Whether replaying this write on the new tip loses nothing the other writer wrote.
+
+    True when the other writer changed an array's metadata (e.g. resized it) we only wrote
+    chunks into, or rewrote the attributes of our group: our region indices and variables
+    stay valid on the tip. False when it wrote the same chunks, created the same nodes or
+    deleted what we wrote into: replaying would overwrite it.
+    """
+    kind = conflict.conflict_type
+    if kind == icechunk.ConflictType.ChunksUpdatedInUpdatedArray:
+        return True
+    return bool(
+        kind == icechunk.ConflictType.ZarrMetadataDoubleUpdate
+        and conflict.path in _group_paths(group)
+    )
+
+
+def commit_write(
+    session: icechunk.Session,
+    *,
+    message: str,
+    metadata: Mapping[str, Any],
+    group: str | None = None,
+    appending: bool = False,
+    lock: str | None = None,
+) -> str:
+    """Commit a session written by :func:`write_dataset`; return the snapshot id.
+
+    When the branch moved since the session started, the session is rebased with
+    ``icechunk.ConflictDetector`` (disjoint changes). Local repositories (``lock`` = their
+    folder) commit under :func:`~icepipe.target.commit_lock`, because Icechunk's local storage
+    silently loses racing commits.
+
+    Parameters
+    ----------
+    session
+        The written session.
+    message, metadata
+        Of the commit.
+    group
+        The group written (to tell group attribute updates from array conflicts).
+    appending
+        Whether the write appended (resized arrays): such writes never rebase over another
+        writer's change to the same arrays, and are redone instead.
+    lock
+        The repository folder for local repositories, else ``None``.
+
+    Raises
+    ------
+    StaleWriteError
+        The branch moved in a way only redoing the write on the new tip resolves; nothing was
+        committed.
+    ConflictError
+        Another writer wrote the same chunks (or created the same arrays); nothing was
+        committed, their data stands. The message names the arrays and chunks.
+    StorageError
+        Storage failed while committing.
+    """
+    branch = session.branch
+    try:
+        with commit_lock(lock) if lock else nullcontext():
+            return session.commit(
+                message,
+                metadata=dict(metadata),
+                rebase_with=icechunk.ConflictDetector(),
+                rebase_tries=_REBASE_TRIES,
+                allow_empty=True,
+            )
+    except icechunk.RebaseFailedError as exc:  # before ConflictError: it subclasses it
+        conflicts = list(exc.conflicts)
+        lines = describe_conflicts(exc)
+        if appending or all(_redo_resolves(c, group) for c in conflicts):
+            raise StaleWriteError(
+                f"branch {branch!r} moved under this write and the change cannot be rebased: "
+                f"{'; '.join(lines[:5])}; redo the write on the new tip",
+                conflicts=lines,
+            ) from exc
+        real = [
+            (c.path, line)
+            for c, line in zip(conflicts, lines, strict=True)
+            if not _redo_resolves(c, group)
+        ]
+        raise ConflictError(
+            f"another writer changed {', '.join(sorted({p for p, _ in real}))} on branch "
+            f"{branch!r} while this write was running, and this write changes the same parts: "
+            f"{'; '.join(line for _, line in real[:10])}. Nothing of this write was committed "
+            "and the other writer's data stands; read the branch again and re-run the write if "
+            "it should replace theirs",
+            conflicts=lines,
+        ) from exc
+    except icechunk.ConflictError as exc:
+        raise StaleWriteError(
+            f"branch {branch!r} kept moving while this write committed ({exc}); redo the "
+            "write on the new tip"
+        ) from exc
+    except icechunk.IcechunkError as exc:
+        raise StorageError(f"commit to branch {branch!r} failed: {exc}; retry") from exc
+
+
+def _backoff(attempt: int) -> None:
+    delay = min(_BACKOFF_CAP, _BACKOFF_BASE * 2 ** (attempt - 1))
+    time.sleep(delay * random.uniform(0.5, 1.5))
+
+
+def _writable_session(repo: icechunk.Repository, branch: str) -> icechunk.Session:
+    try:
+        if branch not in repo.list_branches():
+            try:
+                repo.create_branch(branch, repo.lookup_branch("main"))
+            except icechunk.IcechunkError:
+                if branch not in repo.list_branches():  # not just another writer's creation
+                    raise
+        return repo.writable_session(branch)
+    except icechunk.IcechunkError as exc:
+        raise StorageError(f"cannot open branch {branch!r} for writing: {exc}") from exc
+
+
+def check_write_args(
+    ds: object, *, mode: str | None, metadata: Mapping[str, Any], max_attempts: int
+) -> None:
+    """The checks of :func:`write_and_commit` that need no storage: run them before creating
+    a repository for the write.
+
+    Raises
+    ------
+    ConfigError
+        ``ds`` is not a Dataset, ``mode`` is unknown, ``max_attempts`` is below 1, or
+        ``metadata`` is not JSON.
+    """
+    _check_dataset_and_mode(ds, mode)
+    if max_attempts < 1:
+        raise ConfigError(f"expected at least 1; got {max_attempts}", field="max_attempts")
+    try:
+        json.dumps(dict(metadata))
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"commit metadata must be JSON: {exc}", field="metadata") from exc
+
+
+def write_and_commit(
+    repo: icechunk.Repository,
+    ds: xr.Dataset,
+    *,
+    branch: str = "main",
+    group: str | None = None,
+    mode: WriteMode | None = None,
+    append_dim: str | None = None,
+    region: Region | None = None,
+    encoding: Mapping[str, Mapping[str, Any]] | None = None,
+    message: str,
+    metadata: Mapping[str, Any],
+    max_attempts: int = 5,
+) -> str:
+    """Write ``ds`` into ``branch`` of ``repo`` and commit it; return the snapshot id.
+
+    The write starts from the branch tip. If the branch moves before the commit, the commit
+    rebases over disjoint changes; when that cannot work (appends, resized arrays) the session
+    is discarded and the whole write is redone on the new tip, up to ``max_attempts`` writes
+    with exponential backoff and jitter. Chunks written by discarded attempts stay in storage
+    unreferenced until ``garbage_collect``.
+
+    Raises
+    ------
+    ConfigError
+        Bad arguments (see :func:`write_dataset`); ``max_attempts`` below 1; metadata that is
+        not JSON.
+    ConflictError
+        Another writer wrote the same chunks meanwhile (the message names arrays and chunks),
+        or the branch kept moving for ``max_attempts`` attempts.
+    StorageError
+        Storage or cluster failure.
+    """
+    check_write_args(ds, mode=mode, metadata=metadata, max_attempts=max_attempts)
+    lock = local_path(repo)
+    # Worker processes cannot reach an in-memory repository: its forks must stay in-process.
+    in_process = "type: in-memory" in repr(repo.storage)
+    last: StaleWriteError | None = None
+    for attempt in range(1, max_attempts + 1):
+        session = _writable_session(repo, branch)
+        with dask.config.set(scheduler="threads") if in_process else nullcontext():
+            write_dataset(
+                session,
+                ds,
+                group=group,
+                mode=mode,
+                append_dim=append_dim,
+                region=region,
+                encoding=encoding,
+            )
+        try:
+            return commit_write(
+                session,
+                message=message,
+                metadata=metadata,
+                group=group,
+                appending=append_dim is not None,
+                lock=lock,
+            )
+        except StaleWriteError as exc:
+            last = exc
+        if attempt < max_attempts:
+            _backoff(attempt)
+    raise ConflictError(
+        f"gave up after {max_attempts} attempts: branch {branch!r} kept moving under this write "
+        f"({last}); retry later, or raise max_attempts",
+        conflicts=last.conflicts if last else (),
+    ) from last

@@ -1,0 +1,68 @@
+"""Checks shared by the crash-safety, concurrency and re-run tests: what a branch tip holds.
+
+The invariant behind "exactly once": at every snapshot of a branch, the files in the ledger
+(icepipe's commit metadata) tile the ``time`` axis without gap or overlap, and the data at each
+file's positions equals that file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import icechunk
+import xarray as xr
+
+import icepipe
+from icepipe import target
+
+
+def sources(files: Sequence[Path]) -> xr.Dataset:
+    """What one uninterrupted run over ``files`` stores (``xarray.open_mfdataset`` semantics)."""
+    return xr.open_mfdataset(
+        sorted(files),
+        combine="nested",
+        concat_dim="time",
+        data_vars="minimal",
+        coords="minimal",
+        compat="override",
+    ).load()
+
+
+def url(path: Path) -> str:
+    return f"file://{path}"
+
+
+def ancestry(repo: Path, snapshot: str) -> list[icechunk.SnapshotInfo]:
+    """The snapshots from ``snapshot`` back to the repository's root, newest first."""
+    return list(target.open_repo(str(repo)).ancestry(snapshot_id=snapshot))
+
+
+def check_tip(repo: Path, group: str, snapshot: str) -> list[dict[str, Any]]:
+    """Assert the data at ``snapshot`` is what its ledger says; return the ledger records.
+
+    Every file recorded has its data at its ``start``/``length`` positions, equal to the
+    source file (which must be unchanged: same size and mtime); the records tile the ``time``
+    axis exactly (no duplicate, no gap, nothing unrecorded).
+    """
+    records = target.read_ingested(target.open_repo(str(repo)), snapshot, group)
+    urls = [r["url"] for r in records]
+    assert len(urls) == len(set(urls)), f"a file is recorded twice at {snapshot}: {urls}"
+    if not records:
+        return records
+    stored = icepipe.open_dataset(str(repo), snapshot_id=snapshot, group=group).load()
+    spans = sorted((int(r["start"]), int(r["length"]), r) for r in records)
+    position = 0
+    for start, length, record in spans:
+        assert start == position, f"gap or overlap before {record['url']} at {snapshot}: {spans}"
+        position += length
+        path = Path(record["url"].removeprefix("file://"))
+        assert path.stat().st_size == record["size"], f"{path} changed since it was ingested"
+        with xr.open_dataset(path) as src:
+            xr.testing.assert_equal(stored.isel(time=slice(start, start + length)), src.load())
+    assert stored.sizes["time"] == position, (
+        f"{stored.sizes['time']} steps stored at {snapshot}, but the ledger accounts for "
+        f"{position}"
+    )
+    return records

@@ -1,0 +1,155 @@
+"""Native (data-rewriting) pipelines: layout, appends, killed workers, killed processes."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import icechunk
+import pytest
+import xarray as xr
+import zarr
+from distributed.diagnostics.plugin import WorkerPlugin
+
+import icepipe
+from tests.conftest import REPO_ROOT, branch_tip, write_pipeline, write_series
+
+NATIVE = "mode: native\nchunks: {time: 4, lat: 3}\n"
+
+
+def _sources(files: list[Path]) -> xr.Dataset:
+    return xr.open_mfdataset(
+        sorted(files),
+        combine="nested",
+        concat_dim="time",
+        data_vars="minimal",
+        coords="minimal",
+        compat="override",
+    ).load()
+
+
+def _array(repo: Path, group: str, name: str) -> zarr.Array[Any]:
+    r = icechunk.Repository.open(icechunk.local_filesystem_storage(str(repo)))
+    g = zarr.open_group(r.readonly_session(branch="main").store, path=group, mode="r")
+    arr = g[name]
+    assert isinstance(arr, zarr.Array)
+    return arr
+
+
+@pytest.mark.parametrize("fmt", ["netcdf4", "netcdf3"])
+def test_native_ingest_rechunks_and_reads_back_equal(tmp_path: Path, client: Any, fmt: str) -> None:
+    files = write_series(tmp_path / "src", 3, fmt=fmt, steps=5, ny=7, nx=6)
+    spec = write_pipeline(tmp_path, urls="src/*.nc", extra=NATIVE + "compression: zstd\n")
+    result = icepipe.run(icepipe.load_pipeline(spec), client=client)
+    assert result.status == "committed"
+    stored = icepipe.open_dataset(str(tmp_path / "repo"), group="g").load()
+    xr.testing.assert_identical(stored, _sources(files))
+    arr = _array(tmp_path / "repo", "g", "tas")
+    assert arr.chunks == (4, 3, 6)  # lon not given: whole dimension
+    assert type(arr.compressors[0]).__name__ == "ZstdCodec"
+    # No virtual references: the repository no longer needs the source files.
+    for f in files:
+        f.unlink()
+    xr.testing.assert_identical(
+        icepipe.open_dataset(str(tmp_path / "repo"), group="g").load(), stored
+    )
+
+
+def test_native_with_shards(tmp_path: Path, client: Any) -> None:
+    files = write_series(tmp_path / "src", 4, steps=3)
+    spec = write_pipeline(tmp_path, urls="src/*.nc", extra=NATIVE + "shards: {time: 8}\n")
+    icepipe.run(icepipe.load_pipeline(spec), client=client)
+    arr = _array(tmp_path / "repo", "g", "tas")
+    assert arr.shards == (8, 3, 6) and arr.chunks == (4, 3, 6)
+    xr.testing.assert_identical(
+        icepipe.open_dataset(str(tmp_path / "repo"), group="g").load(), _sources(files)
+    )
+
+
+def test_native_rerun_appends_into_partial_chunk(tmp_path: Path, client: Any) -> None:
+    # 3-step files into 4-step chunks: every append starts inside a partial chunk.
+    files = write_series(tmp_path / "src", 5, steps=3, fmt="netcdf3")
+    for f in files[2:]:
+        f.rename(f.with_suffix(".later"))
+    spec = write_pipeline(tmp_path, urls="src/*.nc", extra=NATIVE + "shards: {time: 8}\n")
+    pipeline = icepipe.load_pipeline(spec)
+    assert icepipe.run(pipeline, client=client).dims["time"] == 6
+    assert icepipe.run(pipeline, client=client).status == "nothing-new"
+    for f in files[2:]:
+        f.with_suffix(".later").rename(f)
+    result = icepipe.run(pipeline, client=client)
+    assert result.files_new == tuple(f"file://{f}" for f in files[2:])
+    xr.testing.assert_identical(
+        icepipe.open_dataset(str(tmp_path / "repo"), group="g").load(), _sources(files)
+    )
+
+
+class _KillOnFirstWrite(WorkerPlugin):
+    """Kill the worker process when it starts its first chunk-writing task (once per run)."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def transition(self, key: Any, start: str, finish: str, **kwargs: Any) -> None:
+        name = key[0] if isinstance(key, tuple) else key
+        if finish == "executing" and str(name).startswith("ice-changeset-"):
+            try:
+                fd = os.open(self.marker, os.O_CREAT | os.O_EXCL)
+            except FileExistsError:
+                return
+            os.close(fd)
+            os._exit(1)
+
+
+def test_worker_killed_mid_write_gives_identical_data(tmp_path: Path) -> None:
+    from icepipe.execute import open_client
+
+    files = write_series(tmp_path / "src", 6, steps=4, ny=20, nx=30)
+    spec = write_pipeline(tmp_path, urls="src/*.nc", extra=NATIVE)
+    marker = tmp_path / "killed"
+    with open_client(workers=2) as (c, _):
+        c.register_plugin(_KillOnFirstWrite(str(marker)))
+        result = icepipe.run(icepipe.load_pipeline(spec), client=c)
+    assert marker.exists(), "no worker was killed: the test did not test anything"
+    assert result.status == "committed"
+    xr.testing.assert_identical(
+        icepipe.open_dataset(str(tmp_path / "repo"), group="g").load(), _sources(files)
+    )
+
+
+def test_process_killed_at_random_points_leaves_previous_or_new_commit(tmp_path: Path) -> None:
+    files = write_series(tmp_path / "src", 4, steps=4, ny=30, nx=40)
+    spec = write_pipeline(tmp_path, urls="src/*.nc", extra=NATIVE)
+    cmd = [sys.executable, "-m", "icepipe.cli", "run", str(spec), "--workers", "1"]
+    rng = random.Random(7)
+    outcomes = []
+    for _trial in range(4):
+        before = branch_tip(tmp_path / "repo")
+        proc = subprocess.Popen(
+            cmd,
+            cwd=REPO_ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        time.sleep(rng.uniform(0.5, 5.0))
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        after = branch_tip(tmp_path / "repo")
+        outcomes.append(after != before)
+        if after is not None and after != before:
+            # It committed before the kill: then the data must be complete.
+            break
+    final = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, check=False)
+    assert final.returncode == 0, final.stderr
+    xr.testing.assert_identical(
+        icepipe.open_dataset(str(tmp_path / "repo"), group="g").load(), _sources(files)
+    )
+    log = icepipe.target.read_log(icepipe.target.open_repo(str(tmp_path / "repo")), "main")
+    assert sum(e.n_files or 0 for e in log) == len(files)  # each file exactly once
