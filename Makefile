@@ -42,6 +42,7 @@ test: lint unit
 
 bench: venv
 	$(PY) benchmarks/run.py
+	$(PY) benchmarks/native.py
 
 clean-repos:
 	rm -rf repos .repos.* repos/.*.icepipe.lock

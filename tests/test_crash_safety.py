@@ -241,10 +241,10 @@ def _phases(repo: Path, out: Path) -> dict[str, list[str]]:
         # Icechunk writes the root snapshot, then links the ``repo`` file that makes the
         # repository exist: the first ``linkat`` of a first run.
         "while creating the repository": ["-e", "trace=linkat", "-e", "inject=linkat:signal=KILL"],
-        # A commit writes its snapshot, then renames ``repo#1`` onto ``repo`` (the branch ref).
+        # A commit writes its snapshot, then renames a temporary ``repo#N`` onto ``repo`` (the
+        # branch ref); a killed commit leaves its ``repo#N`` behind, so the next one takes N+1.
         "at the commit point": [
-            "-P",
-            f"{repo}/repo#1",
+            *(a for n in range(1, 10) for a in ("-P", f"{repo}/repo#{n}")),
             "-e",
             "trace=rename",
             "-e",

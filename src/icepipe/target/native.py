@@ -53,7 +53,7 @@ import zarr.errors
 
 from icepipe.errors import ConfigError, ConflictError, IcepipeError, StaleWriteError, StorageError
 from icepipe.target.repo import commit_lock, container_prefixes
-from icepipe.target.write import describe_conflicts
+from icepipe.target.write import describe_conflicts, writable_session
 
 __all__ = [
     "Region",
@@ -582,19 +582,6 @@ def _backoff(attempt: int) -> None:
     time.sleep(delay * random.uniform(0.5, 1.5))
 
 
-def _writable_session(repo: icechunk.Repository, branch: str) -> icechunk.Session:
-    try:
-        if branch not in repo.list_branches():
-            try:
-                repo.create_branch(branch, repo.lookup_branch("main"))
-            except icechunk.IcechunkError:
-                if branch not in repo.list_branches():  # not just another writer's creation
-                    raise
-        return repo.writable_session(branch)
-    except icechunk.IcechunkError as exc:
-        raise StorageError(f"cannot open branch {branch!r} for writing: {exc}") from exc
-
-
 def check_write_args(
     ds: object, *, mode: str | None, metadata: Mapping[str, Any], max_attempts: int
 ) -> None:
@@ -655,7 +642,7 @@ def write_and_commit(
     in_process = "type: in-memory" in repr(repo.storage)
     last: StaleWriteError | None = None
     for attempt in range(1, max_attempts + 1):
-        session = _writable_session(repo, branch)
+        session = writable_session(repo, branch)
         with dask.config.set(scheduler="threads") if in_process else nullcontext():
             write_dataset(
                 session,

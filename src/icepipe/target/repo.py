@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import fcntl
 import os
+import shutil
+import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -41,8 +43,13 @@ def storage_for(repo: str) -> icechunk.Storage:
     """
     if "://" in repo and not repo.startswith("file://"):
         raise ConfigError(f"only local repositories are supported for now; got {repo!r}")
+    return icechunk.local_filesystem_storage(str(_local_path(repo)))
+
+
+def _local_path(repo: str) -> Path:
+    # The storage and its lock must agree on the folder, wherever the process runs from.
     path = repo[len("file://") :] if repo.startswith("file://") else repo
-    return icechunk.local_filesystem_storage(str(Path(path).expanduser().absolute()))
+    return Path(path).expanduser().absolute()
 
 
 @contextmanager
@@ -55,7 +62,7 @@ def commit_lock(repo: str) -> Iterator[None]:
     a sibling file ``.<name>.icepipe.lock``: Icechunk refuses to create a repository in a
     folder that already holds files.
     """
-    path = Path(repo[len("file://") :] if repo.startswith("file://") else repo).absolute()
+    path = _local_path(repo)
     path.parent.mkdir(parents=True, exist_ok=True)
     lock_path = path.parent / f".{path.name}.icepipe.lock"
     with open(lock_path, "a+") as fh:
@@ -98,6 +105,36 @@ def _existing_prefixes(config: icechunk.RepositoryConfig | None) -> list[str]:
     return [c.url_prefix for c in config.virtual_chunk_containers.values()]
 
 
+def _create_in_place(
+    repo: str, config: icechunk.RepositoryConfig, containers: Sequence[str]
+) -> None:
+    """Create the repository beside ``repo``, then rename it into place (hold ``commit_lock``).
+
+    Icechunk writes the root snapshot before the ``repo`` file that makes a repository exist,
+    and never creates one where files already are: a process killed in between would leave a
+    folder that no later run can open or create. A rename is atomic, so the repository appears
+    whole or not at all. Leftovers of killed creations are removed first: under the lock, no
+    one else is creating this repository.
+    """
+    path = _local_path(repo)
+    for stale in path.parent.glob(f".{path.name}.icepipe-creating-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    staging = path.parent / f".{path.name}.icepipe-creating-{uuid.uuid4().hex}"
+    icechunk.Repository.create(
+        icechunk.local_filesystem_storage(str(staging)),
+        config=config,
+        authorize_virtual_chunk_access=_credentials(containers),
+    )
+    try:
+        os.rename(staging, path)  # replaces an empty folder, never a non-empty one
+    except OSError as exc:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise ConfigError(
+            f"cannot create a repository at {repo!r}: the folder holds files but no Icechunk "
+            f"repository ({exc.strerror}); remove it, or point target.repo elsewhere"
+        ) from exc
+
+
 def open_repo(
     repo: str, *, create: bool = False, containers: Sequence[str] = ()
 ) -> icechunk.Repository:
@@ -133,11 +170,7 @@ def open_repo(
                     config = icechunk.RepositoryConfig.default()
                     for prefix in containers:
                         config.set_virtual_chunk_container(_container(prefix))
-                    icechunk.Repository.create(
-                        storage,
-                        config=config,
-                        authorize_virtual_chunk_access=_credentials(containers),
-                    )
+                    _create_in_place(repo, config, containers)
         existing = _existing_prefixes(icechunk.Repository.fetch_config(storage))
         missing = [p for p in containers if not any(p.startswith(e) for e in existing)]
         if missing:

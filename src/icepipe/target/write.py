@@ -16,10 +16,25 @@ __all__ = ["commit", "describe_conflicts", "without_attrs", "writable_session", 
 
 
 def writable_session(repo: icechunk.Repository, branch: str) -> icechunk.Session:
-    """A writable session on ``branch``, creating the branch from ``main`` when it is new."""
-    if branch not in repo.list_branches():
-        repo.create_branch(branch, repo.lookup_branch("main"))
-    return repo.writable_session(branch)
+    """A writable session on ``branch``, creating the branch from ``main`` when it is new.
+
+    Two writers may create the same new branch at once: losing that race is fine.
+
+    Raises
+    ------
+    StorageError
+        The branch cannot be created or opened.
+    """
+    try:
+        if branch not in repo.list_branches():
+            try:
+                repo.create_branch(branch, repo.lookup_branch("main"))
+            except icechunk.IcechunkError:
+                if branch not in repo.list_branches():  # not just another writer's creation
+                    raise
+        return repo.writable_session(branch)
+    except icechunk.IcechunkError as exc:
+        raise StorageError(f"cannot open branch {branch!r} for writing: {exc}") from exc
 
 
 def write_virtual(
