@@ -30,11 +30,11 @@ __all__ = [
     "pipeline_from_dict",
 ]
 
-Format = Literal["auto", "netcdf3", "netcdf4"]
+Format = Literal["auto", "netcdf3", "netcdf4", "zarr"]
 Mode = Literal["virtual", "native"]
 OnError = Literal["fail", "skip"]
 OnChanged = Literal["fail", "reingest"]
-FORMATS: tuple[str, ...] = ("auto", "netcdf3", "netcdf4")
+FORMATS: tuple[str, ...] = ("auto", "netcdf3", "netcdf4", "zarr")
 COMPRESSIONS: tuple[str, ...] = ("zstd", "blosc", "gzip", "none")
 MODES: tuple[str, ...] = ("virtual", "native")
 

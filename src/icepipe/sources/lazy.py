@@ -17,7 +17,7 @@ __all__ = ["ENGINES", "open_lazy"]
 
 #: xarray engine per detected format.
 # netCDF4-python reads every netCDF3 variant (CDF-1, CDF-2 and CDF-5; scipy misses CDF-5).
-ENGINES = {"netcdf4": "h5netcdf", "netcdf3": "netcdf4"}
+ENGINES = {"netcdf4": "h5netcdf", "netcdf3": "netcdf4", "zarr": "zarr"}
 
 
 def _open_one(

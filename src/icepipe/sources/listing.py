@@ -6,8 +6,9 @@ is opened here (only listed or ``HEAD``-ed).
 
 from __future__ import annotations
 
+import os
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -17,7 +18,7 @@ from obstore.store import LocalStore
 from icepipe.errors import ConfigError, SourceError, StorageError, short_message
 from icepipe.model import SourceFile
 
-__all__ = ["glob_to_regex", "list_sources", "split_glob"]
+__all__ = ["ZARR_METADATA", "glob_to_regex", "list_sources", "split_glob"]
 
 _MAGIC_CHARS = frozenset("*?[")
 
@@ -147,12 +148,32 @@ def _list_glob(pattern_url: str) -> list[SourceFile]:
         ) from exc
     recursive = "/" in pattern or "**" in pattern
     try:
-        metas: Iterable[Mapping[str, Any]]
+        metas: list[Mapping[str, Any]]
+        dirs: set[str]
         if recursive:
-            metas = (m for batch in obstore.list(store, chunk_size=1000) for m in batch)
+            metas = [m for batch in obstore.list(store, chunk_size=1000) for m in batch]
+            dirs = {
+                "/".join(parts[:d])
+                for m in metas
+                for parts in [str(m["path"]).split("/")]
+                for d in range(1, len(parts))
+            }
         else:
-            metas = obstore.list_with_delimiter(store)["objects"]
-        files = [_record(root, m) for m in metas if regex.match(str(m["path"]))]
+            listing = obstore.list_with_delimiter(store)
+            metas = list(listing["objects"])
+            dirs = {p.rstrip("/") for p in listing["common_prefixes"]}
+        stores = [
+            r
+            for d in sorted(x for x in dirs if regex.match(x))
+            if (r := _zarr_store_record(root, d)) is not None
+        ]
+        inside = tuple(f.url + "/" for f in stores)
+        files = [
+            f
+            for f in (_record(root, m) for m in metas if regex.match(str(m["path"])))
+            if not f.url.startswith(inside)
+        ]
+        files += stores
     except FileNotFoundError as exc:
         raise SourceError(
             f"the folder {root!r} of the glob {pattern_url!r} does not exist; check source.urls",
@@ -163,8 +184,44 @@ def _list_glob(pattern_url: str) -> list[SourceFile]:
     return sorted(files)
 
 
+#: Objects at the root of a Zarr store (v3, v2 group, v2 array, v2 consolidated).
+ZARR_METADATA = ("zarr.json", ".zgroup", ".zarray", ".zmetadata")
+
+
+def _zarr_store_record(root: str, rel: str) -> SourceFile | None:
+    """A Zarr store (a folder with Zarr metadata at its root) as one source, or None.
+
+    Its identity is the total size and the newest modification time of its objects, so that
+    any chunk or metadata rewritten inside it counts as a change.
+    """
+    folder = f"{root.rstrip('/')}/{rel}" if rel else root
+    try:
+        store = LocalStore(folder)
+        metas = [m for batch in obstore.list(store, chunk_size=1000) for m in batch]
+    except Exception:
+        return None
+    if not any(str(m["path"]) in ZARR_METADATA for m in metas):
+        return None
+    newest = max(m["last_modified"] for m in metas)
+    return SourceFile(
+        url="file://" + folder,
+        size=sum(int(m["size"]) for m in metas),
+        mtime=newest.isoformat(),
+        etag=None,
+    )
+
+
 def _head(url: str) -> SourceFile:
     path = _local_path(url)
+    if os.path.isdir(path):
+        record = _zarr_store_record(path, "")
+        if record is None:
+            raise SourceError(
+                f"{url}: is a folder, not a file or a Zarr store (no {' or '.join(ZARR_METADATA)} "
+                "in it); list files, or use a glob like 'folder/*.nc' in source.urls",
+                url=url,
+            )
+        return record
     root, name = path.rsplit("/", 1)
     try:
         store = LocalStore(root or "/")

@@ -7,6 +7,7 @@ every failure of the underlying parsers into a :class:`SourceError` that names t
 from __future__ import annotations
 
 import math
+import os
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from obstore.store import LocalStore
 
 from icepipe.errors import ConfigError, SourceError, short_message
 from icepipe.model import FileSchema, SourceFile, VariableSchema
+from icepipe.sources.listing import ZARR_METADATA
 
 __all__ = [
     "ScannedFile",
@@ -60,6 +62,11 @@ def detect_format(url: str) -> str:
     SourceError
         The file cannot be read or is not a format icepipe knows.
     """
+    local = url.removeprefix("file://")
+    if os.path.isdir(local):
+        if any(os.path.exists(os.path.join(local, m)) for m in ZARR_METADATA):
+            return "zarr"
+        raise SourceError(f"{url}: is a folder but not a Zarr store", url=url)
     store, path = _store_and_path(url)
     try:
         size = int(obstore.head(store, path)["size"])
@@ -95,12 +102,14 @@ def detect_format(url: str) -> str:
 
 
 def _parser(fmt: str) -> Any:
-    from virtualizarr.parsers import HDFParser, NetCDF3Parser
+    from virtualizarr.parsers import HDFParser, NetCDF3Parser, ZarrParser
 
     if fmt == "netcdf3":
         return NetCDF3Parser()
     if fmt == "netcdf4":
         return HDFParser()
+    if fmt == "zarr":
+        return ZarrParser()
     raise ConfigError(f"unsupported format {fmt!r}", field="source.format")
 
 
@@ -139,6 +148,13 @@ def scan_file(
     except SourceError:
         raise
     except BaseException as exc:  # parsers written in Rust raise PanicException (BaseException)
+        if fmt == "zarr" and "without dimension names" in str(exc):
+            raise SourceError(
+                f"{url}: has arrays without dimension names (Zarr v2 '_ARRAY_DIMENSIONS' or "
+                "v3 'dimension_names'), so they cannot become xarray variables; write the store "
+                "with xarray, or add the dimension names to its metadata",
+                url=url,
+            ) from exc
         raise SourceError(
             f"{url}: cannot be read as {fmt} ({type(exc).__name__}: {short_message(exc)}); "
             "the file may be truncated or corrupt: replace it, or remove it from source.urls"
