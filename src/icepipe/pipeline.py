@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
 from icepipe import __version__, execute, plan, sources, target
-from icepipe.errors import ConflictError, SourceError
+from icepipe.errors import ConfigError, ConflictError, SourceError
 from icepipe.model import SourceFile, TargetSchema
 from icepipe.spec import Pipeline
 
@@ -87,6 +87,14 @@ def run(
     ConfigError, SourceError, ConflictError, StorageError
         See :mod:`icepipe.errors`; nothing is committed when any is raised.
     """
+    if pipeline.on_changed == "reingest" and pipeline.source.stack_dims:
+        raise ConfigError(
+            "on_changed: reingest is not supported with concat_dims yet; re-ingest the group",
+            field="on_changed",
+        )
+    if pipeline.source.preprocess:
+        # Fail before any work when the hook cannot be imported (workers import it again).
+        sources.load_hook(pipeline.source.preprocess, pipeline.source.search_path)
     t_start = time.perf_counter()
     timer = _Timer()
     spec_t = pipeline.target
@@ -146,7 +154,13 @@ def run(
                     done, failed = _scan(dask_client, pipeline, to_scan, run_id, n_workers)
                 scanned.update({f.url: s for f, s in done})
                 skipped.update({f.url: str(e) for f, e in failed})
-            new = [scanned[f.url] for f in selection.new if f.url in scanned]
+            new = sources.assemble_steps(
+                [scanned[f.url] for f in selection.new if f.url in scanned],
+                src.concat_dim,
+                stack_dims=src.stack_dims,
+                merge=src.merge,
+                order_by=src.order_by,
+            )
             changed = [(scanned[f.url], r) for f, r in selection.changed if f.url in scanned]
             if not new and not changed:
                 return result(
@@ -200,15 +214,17 @@ def run(
                     "started_at": started_at,
                     "cluster": cluster_info.as_dict() if cluster_info else {},
                     "files": [
-                        {**by_url[s.url].source.identity(), "start": s.start, "length": s.length}
+                        {**f.identity(), "start": s.start, "length": s.length}
                         for s in slots
+                        for f in by_url[s.url].sources
                     ],
                     "reingested": [s.url for s in reingest],
                     "skipped": [{"url": u, "reason": r} for u, r in skipped.items()],
                     **layout,
                 }
             }
-            n = len(slots)
+            ingested = tuple(f.url for s in slots for f in by_url[s.url].sources)
+            n = len(ingested)
             verb = "append" if p.append else "ingest"
             message = (
                 f"icepipe {pipeline.name}: {verb} {n} file{'s' if n != 1 else ''} into "
@@ -232,7 +248,7 @@ def run(
             return result(
                 "committed",
                 snapshot_id=snapshot_id,
-                files_new=tuple(s.url for s in slots),
+                files_new=ingested,
                 files_already=len(selection.already),
                 files_skipped=dict(skipped),
                 variables=tuple(sorted(after.variables)),
@@ -262,6 +278,8 @@ def _scan(
         "order_by": src.order_by,
         "variables": src.variables,
         "drop_variables": src.drop_variables,
+        "preprocess": src.preprocess,
+        "search_path": src.search_path,
     }
     done, crashed = execute.run_tasks_collect(
         client,
@@ -360,12 +378,14 @@ def _write(
 def _open_native(pipeline: Pipeline, files: list[sources.ScannedFile]) -> Any:
     src = pipeline.source
     ds = sources.open_lazy(
-        [f.source.url for f in files],
-        [f.schema.format for f in files],
+        [[m.url for m in f.members] if f.members else f.source.url for f in files],
+        [[f.schema.format] * len(f.members) if f.members else f.schema.format for f in files],
         src.concat_dim,
         variables=src.variables,
         drop_variables=src.drop_variables,
         keep=(src.order_by,) if src.order_by else (),
+        preprocess=src.preprocess,
+        search_path=src.search_path,
     )
     return sources.sanitize_attrs(ds)
 

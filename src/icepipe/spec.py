@@ -60,6 +60,13 @@ class SourceSpec:
     order_by: str | None = None
     variables: tuple[str, ...] | None = None
     drop_variables: tuple[str, ...] = ()
+    preprocess: str | None = None
+    #: Other dimensions files are combined along (``concat_dims`` after the first).
+    stack_dims: tuple[str, ...] = ()
+    #: Files holding the same concat_dim values but different variables are merged.
+    merge: bool = False
+    #: Folder searched first for the preprocess module: the pipeline file's folder.
+    search_path: str | None = None
 
 
 @dataclass(frozen=True)
@@ -165,7 +172,17 @@ def pipeline_from_dict(
     src = _mapping(top.get("source"), "source")
     _no_unknown(
         src,
-        {"urls", "format", "concat_dim", "order_by", "variables", "drop_variables"},
+        {
+            "urls",
+            "format",
+            "concat_dim",
+            "concat_dims",
+            "merge",
+            "order_by",
+            "variables",
+            "drop_variables",
+            "preprocess",
+        },
         "source.",
     )
     urls_raw = src.get("urls")
@@ -191,10 +208,33 @@ def pipeline_from_dict(
             field="source.urls",
         )
     fmt = _choice(src, "format", "source.", FORMATS, default="auto")
-    concat_dim = _required_str(src, "concat_dim", "source.")
+    concat_dims = _str_list(src, "concat_dims", "source.")
+    if concat_dims is not None:
+        if "concat_dim" in src:
+            raise ConfigError(
+                "give either concat_dim or concat_dims (whose first entry is the dimension "
+                "new files are appended along)",
+                field="source.concat_dims",
+            )
+        if len(set(concat_dims)) != len(concat_dims):
+            raise ConfigError(
+                f"repeated dimension in {list(concat_dims)}", field="source.concat_dims"
+            )
+        concat_dim, stack_dims = concat_dims[0], concat_dims[1:]
+    else:
+        concat_dim, stack_dims = _required_str(src, "concat_dim", "source."), ()
+    merge = src.get("merge", False)
+    if not isinstance(merge, bool):
+        raise ConfigError(f"expected true or false; got {_describe(merge)}", field="source.merge")
     order_by = _str(src, "order_by", "source.")
     variables = _str_list(src, "variables", "source.")
     drop_variables = _str_list(src, "drop_variables", "source.") or ()
+    preprocess = _str(src, "preprocess", "source.")
+    if preprocess is not None and not re.match(r"^[\w.]+:\w+$", preprocess):
+        raise ConfigError(
+            f"expected 'module:function' (e.g. 'fixes:drop_bad_attrs'); got {preprocess!r}",
+            field="source.preprocess",
+        )
     if variables is not None and drop_variables:
         raise ConfigError(
             "give either source.variables (keep these) or source.drop_variables, not both",
@@ -241,6 +281,10 @@ def pipeline_from_dict(
             order_by=order_by,
             variables=variables,
             drop_variables=drop_variables,
+            preprocess=preprocess,
+            stack_dims=stack_dims,
+            merge=merge,
+            search_path=str(base),
         ),
         target=TargetSpec(repo=_resolve_repo(repo, base), branch=branch, group=group),
         mode=cast(Mode, mode),

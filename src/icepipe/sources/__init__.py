@@ -1,6 +1,7 @@
 """Sources: WHICH files to ingest (listing) and HOW to read them (format detection, scanning)."""
 
-from icepipe.sources.combine import combine_virtual
+from icepipe.sources.combine import assemble_steps, combine_step, combine_virtual
+from icepipe.sources.hooks import load_hook
 from icepipe.sources.lazy import open_lazy
 from icepipe.sources.listing import list_sources
 from icepipe.sources.scan import (
@@ -13,9 +14,12 @@ from icepipe.sources.scan import (
 
 __all__ = [
     "ScannedFile",
+    "assemble_steps",
+    "combine_step",
     "combine_virtual",
     "detect_format",
     "list_sources",
+    "load_hook",
     "open_lazy",
     "sanitize_attrs",
     "scan_file",

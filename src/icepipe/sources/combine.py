@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 
 import xarray as xr
 
 from icepipe.errors import SchemaMismatchError
-from icepipe.sources.scan import ScannedFile
+from icepipe.sources.scan import ScannedFile, schema_of
 
-__all__ = ["combine_virtual"]
+__all__ = ["assemble_steps", "combine_step", "combine_virtual"]
 
 
 def combine_virtual(files: Sequence[ScannedFile], concat_dim: str) -> xr.Dataset:
@@ -48,3 +49,65 @@ def combine_virtual(files: Sequence[ScannedFile], concat_dim: str) -> xr.Dataset
         combine_attrs="override",
         join="override",
     )
+
+
+def combine_step(datasets: Sequence[xr.Dataset], urls: Sequence[str]) -> xr.Dataset:
+    """Combine the datasets of one step (same ``concat_dim`` values) by their coordinates:
+    different variables are merged, different values of the other combine dims stacked.
+
+    Raises
+    ------
+    SchemaMismatchError
+        They cannot be combined (overlapping variables, missing or conflicting coordinates).
+    """
+    try:
+        out = xr.combine_by_coords(
+            list(datasets),
+            data_vars="minimal",
+            coords="minimal",
+            compat="override",
+            combine_attrs="override",
+            join="exact",
+        )
+        return out if isinstance(out, xr.Dataset) else out.to_dataset()
+    except (ValueError, KeyError) as exc:
+        raise SchemaMismatchError(
+            f"files {', '.join(urls)} hold the same {'values'} along the concat dimension but "
+            f"cannot be combined into one step: {exc}. With merge: true they must hold "
+            "different variables on the same grid; with concat_dims they must differ in the "
+            "other combine dimensions' coordinates",
+            urls=list(urls),
+        ) from exc
+
+
+def assemble_steps(
+    files: Sequence[ScannedFile],
+    concat_dim: str,
+    *,
+    stack_dims: Sequence[str] = (),
+    merge: bool = False,
+    order_by: str | None = None,
+) -> list[ScannedFile]:
+    """Group files that hold the same ``concat_dim`` values into one step each.
+
+    Without ``merge`` and ``stack_dims`` every file is its own step. Otherwise the files of a
+    step are combined by coordinates (:func:`combine_step`) and summarised again, so planning
+    treats the step like one file; its ``members`` are the files.
+    """
+    if not merge and not stack_dims:
+        return list(files)
+    groups: dict[object, list[ScannedFile]] = {}
+    for f in files:
+        key = f.schema.concat_values if f.schema.concat_values is not None else f.source.url
+        groups.setdefault(key, []).append(f)
+    steps = []
+    for members in groups.values():
+        members.sort(key=lambda m: m.source.url)
+        urls = [m.source.url for m in members]
+        ds = combine_step([m.dataset for m in members], urls)
+        first = members[0]
+        schema = schema_of(ds, first.source.url, first.schema.format, concat_dim, order_by=order_by)
+        steps.append(
+            replace(first, schema=schema, dataset=ds, members=tuple(m.source for m in members))
+        )
+    return steps

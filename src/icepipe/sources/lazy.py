@@ -12,6 +12,7 @@ from collections.abc import Sequence
 import xarray as xr
 
 from icepipe.errors import SchemaMismatchError, SourceError, short_message
+from icepipe.sources.hooks import apply_preprocess
 
 __all__ = ["ENGINES", "open_lazy"]
 
@@ -27,6 +28,8 @@ def _open_one(
     variables: tuple[str, ...] | None,
     drop_variables: tuple[str, ...],
     keep: tuple[str, ...],
+    preprocess: str | None,
+    search_path: str | None,
 ) -> xr.Dataset:
     path = url.removeprefix("file://")
     try:
@@ -45,19 +48,23 @@ def _open_one(
         ds = ds[list(dict.fromkeys([*variables, *(k for k in keep if k in ds.variables)]))]
     if drop_variables:
         ds = ds.drop_vars(list(drop_variables))
-    return ds
+    return apply_preprocess(ds, preprocess, search_path, url)
 
 
 def open_lazy(
-    urls: Sequence[str],
-    formats: Sequence[str],
+    urls: Sequence[str | Sequence[str]],
+    formats: Sequence[str | Sequence[str]],
     concat_dim: str,
     *,
     variables: tuple[str, ...] | None = None,
     drop_variables: tuple[str, ...] = (),
     keep: tuple[str, ...] = (),
+    preprocess: str | None = None,
+    search_path: str | None = None,
 ) -> xr.Dataset:
     """Open ``urls`` (already in concat order) as one Dask-backed dataset along ``concat_dim``.
+
+    An entry of ``urls`` may be a list of files forming one step (``merge``/``concat_dims``).
 
     Times stay undecoded (raw values with ``units``), exactly as in virtual mode, so appends and
     every CF calendar round-trip; packed data keep their encoding (re-packed on write).
@@ -69,10 +76,23 @@ def open_lazy(
     SchemaMismatchError
         The files cannot be combined.
     """
-    parts = [
-        _open_one(u, f, variables=variables, drop_variables=drop_variables, keep=keep)
-        for u, f in zip(urls, formats, strict=True)
-    ]
+    opts = {
+        "variables": variables,
+        "drop_variables": drop_variables,
+        "keep": keep,
+        "preprocess": preprocess,
+        "search_path": search_path,
+    }
+    parts = []
+    for u, f in zip(urls, formats, strict=True):
+        if isinstance(u, str) and isinstance(f, str):
+            parts.append(_open_one(u, f, **opts))  # type: ignore[arg-type]
+        else:
+            # A step of several files (merge / concat_dims): combined by coordinates.
+            from icepipe.sources.combine import combine_step
+
+            group = [_open_one(a, b, **opts) for a, b in zip(u, f, strict=True)]  # type: ignore[arg-type]
+            parts.append(combine_step(group, list(u)))
     if len(parts) == 1:
         return parts[0]
     try:
@@ -86,6 +106,7 @@ def open_lazy(
             join="override",
         )
     except ValueError as exc:
+        flat = [x for u in urls for x in ([u] if isinstance(u, str) else u)]
         raise SchemaMismatchError(
-            f"the files cannot be combined along {concat_dim!r}: {exc}", urls=list(urls)
+            f"the files cannot be combined along {concat_dim!r}: {exc}", urls=flat
         ) from exc

@@ -20,6 +20,7 @@ from obstore.store import LocalStore
 
 from icepipe.errors import ConfigError, SourceError, short_message
 from icepipe.model import FileSchema, SourceFile, VariableSchema
+from icepipe.sources.hooks import apply_preprocess
 from icepipe.sources.listing import ZARR_METADATA
 
 __all__ = [
@@ -43,6 +44,13 @@ class ScannedFile:
     source: SourceFile
     schema: FileSchema
     dataset: xr.Dataset
+    #: The files combined into this one step (``merge``/``concat_dims``); empty for one file.
+    members: tuple[SourceFile, ...] = ()
+
+    @property
+    def sources(self) -> tuple[SourceFile, ...]:
+        """Every source file whose data this holds."""
+        return self.members or (self.source,)
 
 
 def _store_and_path(url: str) -> tuple[LocalStore, str]:
@@ -121,6 +129,8 @@ def scan_file(
     order_by: str | None = None,
     variables: tuple[str, ...] | None = None,
     drop_variables: tuple[str, ...] = (),
+    preprocess: str | None = None,
+    search_path: str | None = None,
 ) -> ScannedFile:
     """Open one file as a virtual dataset (data variables as references, coordinates loaded).
 
@@ -163,6 +173,7 @@ def scan_file(
         ) from exc
     _check_refs_inside(ds, source)
     ds = _select(ds, url, variables, drop_variables, keep=(order_by,) if order_by else ())
+    ds = apply_preprocess(ds, preprocess, search_path, url)
     ds = sanitize_attrs(ds)
     if concat_dim not in ds.dims:
         raise SourceError(
@@ -191,6 +202,8 @@ def scan_files(
     order_by: str | None = None,
     variables: tuple[str, ...] | None = None,
     drop_variables: tuple[str, ...] = (),
+    preprocess: str | None = None,
+    search_path: str | None = None,
 ) -> list[ScannedFile | SourceError]:
     """:func:`scan_file` for a batch of files in one task: per file, the result or its error.
 
@@ -208,6 +221,8 @@ def scan_files(
                     order_by=order_by,
                     variables=variables,
                     drop_variables=drop_variables,
+                    preprocess=preprocess,
+                    search_path=search_path,
                 )
             )
         except SourceError as exc:
