@@ -35,6 +35,7 @@ def write_series(
     seed: int = 0,
     variables: tuple[str, ...] = ("tas",),
     dtype: str = "f4",
+    calendar: str | None = None,
 ) -> list[Path]:
     """Write ``n_files`` consecutive files of a gridded time series; return their paths.
 
@@ -66,6 +67,8 @@ def write_series(
             ds[v].attrs.update(units="K", long_name=f"variable {v}")
         path = folder / f"{prefix}{i:03d}.nc"
         encoding: dict[str, Any] = {"time": {"units": time_units, "dtype": "i8"}}
+        if calendar:
+            encoding["time"]["calendar"] = calendar
         if fmt == "netcdf4":
             for v in variables:
                 encoding[v] = {

@@ -11,7 +11,7 @@ import pytest
 import xarray as xr
 
 import icepipe
-from icepipe.errors import ConfigError, SourceError
+from icepipe.errors import ConfigError, SchemaMismatchError, SourceError
 from tests.conftest import write_pipeline
 
 
@@ -128,3 +128,156 @@ def test_preprocess_errors(tmp_path: Path, client: Any) -> None:
     )
     with pytest.raises(ConfigError, match="module:function"):
         icepipe.load_pipeline(spec)
+
+
+# --- time encodings that drift between files ----------------------------------------------
+
+
+def _series_file(
+    path: Path, t0: str, n: int, *, units: str, dtype: str, bounds: bool
+) -> xr.Dataset:
+    times = pd.date_range(t0, periods=n, freq="D")
+    ds = xr.Dataset(
+        {"tas": (("time", "lat"), np.arange(n * 3, dtype="f4").reshape(n, 3))},
+        coords={"time": times, "lat": np.array([-10.0, 0.0, 10.0])},
+    )
+    enc: dict[str, Any] = {"time": {"units": units, "dtype": dtype}}
+    if bounds:
+        ds["time_bnds"] = (("time", "nb"), np.stack([times, times + pd.Timedelta("1D")], axis=1))
+        ds["time"].attrs["bounds"] = "time_bnds"
+        enc["time_bnds"] = {"units": units, "dtype": dtype}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ds.to_netcdf(path, engine="netcdf4", encoding=enc)
+    return ds
+
+
+@pytest.mark.parametrize("mode", ["virtual", "native"])
+def test_time_units_and_dtype_drift_is_normalised(tmp_path: Path, client: Any, mode: str) -> None:
+    _series_file(
+        tmp_path / "src" / "a.nc",
+        "2020-01-01",
+        4,
+        units="days since 2000-01-01",
+        dtype="i8",
+        bounds=False,
+    )
+    _series_file(
+        tmp_path / "src" / "b.nc",
+        "2020-01-05",
+        4,
+        units="hours since 1990-01-01",
+        dtype="i4",
+        bounds=False,
+    )
+    spec = write_pipeline(tmp_path, urls="src/*.nc", extra=f"mode: {mode}\n")
+    icepipe.run(icepipe.load_pipeline(spec), client=client)
+    stored = icepipe.open_dataset(str(tmp_path / "repo"), group="g").load()
+    assert stored["time"].encoding["units"] == "days since 2000-01-01"
+    expected = pd.date_range("2020-01-01", periods=8, freq="D")
+    np.testing.assert_array_equal(stored["time"].values, expected.values)
+    # A third file in minutes is appended into the stored encoding too.
+    _series_file(
+        tmp_path / "src" / "c.nc",
+        "2020-01-09",
+        4,
+        units="minutes since 2020-01-01",
+        dtype="i8",
+        bounds=False,
+    )
+    icepipe.run(icepipe.load_pipeline(spec), client=client)
+    stored = icepipe.open_dataset(str(tmp_path / "repo"), group="g").load()
+    np.testing.assert_array_equal(
+        stored["time"].values, pd.date_range("2020-01-01", periods=12, freq="D").values
+    )
+
+
+def test_time_drift_that_is_not_exact_is_refused(tmp_path: Path, client: Any) -> None:
+    _series_file(
+        tmp_path / "src" / "a.nc",
+        "2020-01-01",
+        4,
+        units="days since 2000-01-01",
+        dtype="i8",
+        bounds=False,
+    )
+    # 12:00 steps cannot be stored as whole days.
+    ds = _series_file(
+        tmp_path / "tmp" / "b.nc",
+        "2020-01-05",
+        4,
+        units="hours since 2000-01-01",
+        dtype="i8",
+        bounds=False,
+    )
+    ds = ds.assign_coords(time=ds["time"] + pd.Timedelta("12h"))
+    ds.to_netcdf(
+        tmp_path / "src" / "b.nc",
+        encoding={"time": {"units": "hours since 2000-01-01", "dtype": "i8"}},
+    )
+    spec = write_pipeline(tmp_path, urls="src/*.nc")
+    with pytest.raises(
+        SchemaMismatchError, match=r"b\.nc: 'time' values .* cannot be stored exactly"
+    ):
+        icepipe.run(icepipe.load_pipeline(spec), client=client)
+
+
+def test_virtual_time_bounds_in_other_units_need_native_mode(tmp_path: Path, client: Any) -> None:
+    _series_file(
+        tmp_path / "src" / "a.nc",
+        "2020-01-01",
+        4,
+        units="days since 2000-01-01",
+        dtype="i8",
+        bounds=True,
+    )
+    _series_file(
+        tmp_path / "src" / "b.nc",
+        "2020-01-05",
+        4,
+        units="hours since 2000-01-01",
+        dtype="i8",
+        bounds=True,
+    )
+    spec = write_pipeline(tmp_path, urls="src/*.nc")
+    with pytest.raises(SchemaMismatchError, match=r"time_bnds.*virtual references.*mode: native"):
+        icepipe.run(icepipe.load_pipeline(spec), client=client)
+    native = write_pipeline(
+        tmp_path, name="nat", urls="src/*.nc", repo="repo2", extra="mode: native\n"
+    )
+    icepipe.run(icepipe.load_pipeline(native), client=client)
+    stored = icepipe.open_dataset(str(tmp_path / "repo2"), group="g").load()
+    ref = xr.open_mfdataset(
+        sorted((tmp_path / "src").glob("*.nc")),
+        combine="nested",
+        concat_dim="time",
+        data_vars="minimal",
+        coords="minimal",
+        compat="override",
+    ).load()
+    np.testing.assert_array_equal(stored["time_bnds"].values, ref["time_bnds"].values)
+
+
+def test_calendar_drift_is_refused(tmp_path: Path, client: Any) -> None:
+    _series_file(
+        tmp_path / "src" / "a.nc",
+        "2020-01-01",
+        4,
+        units="days since 2000-01-01",
+        dtype="i8",
+        bounds=False,
+    )
+    b = tmp_path / "src" / "b.nc"
+    xr.Dataset(
+        {"tas": (("time", "lat"), np.zeros((2, 3), "f4"))},
+        coords={
+            "time": (
+                "time",
+                np.array([7309, 7310]),
+                {"units": "days since 2000-01-01", "calendar": "noleap"},
+            ),
+            "lat": np.array([-10.0, 0.0, 10.0]),
+        },
+    ).to_netcdf(b)
+    spec = write_pipeline(tmp_path, urls="src/*.nc")
+    with pytest.raises(SchemaMismatchError, match="different calendars"):
+        icepipe.run(icepipe.load_pipeline(spec), client=client)

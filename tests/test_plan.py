@@ -234,13 +234,13 @@ BASE = file_schema("file:///d/a.nc", [0, 1])
             id="other-dim-size",
         ),
         pytest.param(
-            file_schema("file:///d/b.nc", [2, 3], units="hours since 2000-01-01"),
-            ["'hours since 2000-01-01'", "'days since 2000-01-01'", "same time encoding"],
+            file_schema("file:///d/b.nc", [2, 3], units="months since 2000-01-01"),
+            ["'months since 2000-01-01'", "'days since 2000-01-01'", "not a fixed multiple"],
             id="time-units",
         ),
         pytest.param(
             file_schema("file:///d/b.nc", [2, 3], calendar="noleap"),
-            ["'noleap'", "same time encoding"],
+            ["'noleap'", "different calendars"],
             id="calendar",
         ),
     ],
@@ -263,7 +263,7 @@ def test_schema_mismatch_between_files(other: FileSchema, expected: list[str]) -
         pytest.param(file_schema("file:///d/b.nc", [2, 3], dtype="float64"), id="dtype"),
         pytest.param(file_schema("file:///d/b.nc", [2, 3], variables=("pr",)), id="variables"),
         pytest.param(
-            file_schema("file:///d/b.nc", [2, 3], units="hours since 2000-01-01"), id="units"
+            file_schema("file:///d/b.nc", [2, 3], units="months since 2000-01-01"), id="units"
         ),
         pytest.param(file_schema("file:///d/b.nc", [2, 3], ny=4), id="lat"),
     ],
@@ -543,3 +543,16 @@ def test_virtual_late_file_must_sit_on_chunk_boundaries() -> None:
     with pytest.raises(SourceError, match="only replace whole chunks"):
         plan_append([late], target, "time", virtual=True)
     assert plan_append([late], target, "time", virtual=False).regions[0].start == 2
+
+
+def test_time_units_drift_is_converted_for_ordering_and_recorded() -> None:
+    a = file_schema("file:///d/a.nc", [0, 1])
+    # The same kind of axis in hours since another epoch: 2 and 3 days after a's epoch.
+    b = file_schema(
+        "file:///d/b.nc", [24 * 367 + 48, 24 * 367 + 72], units="hours since 1998-12-30"
+    )
+    p = plan_append([b, a], TargetSchema(), "time")
+    assert p.order == (a.url, b.url)
+    conv = p.conversions[b.url]["time"]
+    assert conv.units == "days since 2000-01-01"
+    assert [v * conv.scale + conv.offset for v in b.concat_values or ()] == [2.0, 3.0]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["FileSchema", "SourceFile", "TargetSchema", "VariableSchema"]
+__all__ = ["FileSchema", "SourceFile", "TargetSchema", "TimeConversion", "VariableSchema"]
 
 
 @dataclass(frozen=True, order=True)
@@ -79,3 +79,14 @@ class TargetSchema:
     @property
     def is_empty(self) -> bool:
         return not self.variables
+
+
+@dataclass(frozen=True)
+class TimeConversion:
+    """``new = old * scale + offset``, stored as ``dtype`` with ``units``/``calendar``."""
+
+    scale: float
+    offset: float
+    dtype: str
+    units: str
+    calendar: str | None

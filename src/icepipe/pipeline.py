@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -13,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from icepipe import __version__, execute, plan, sources, target
 from icepipe.errors import ConfigError, ConflictError, SourceError
-from icepipe.model import SourceFile, TargetSchema
+from icepipe.model import SourceFile, TargetSchema, TimeConversion
 from icepipe.spec import Pipeline
 
 if TYPE_CHECKING:
@@ -331,11 +332,12 @@ def _write(
     for slot in regions:
         region = {dim: slice(slot.start, slot.start + slot.length)}
         if virtual:
-            target.write_virtual(
-                session, files[slot.url].dataset, group=group, region=region, urls=[slot.url]
+            ds = sources.normalize_times(
+                files[slot.url].dataset, p.conversions.get(slot.url, {}), slot.url
             )
+            target.write_virtual(session, ds, group=group, region=region, urls=[slot.url])
         else:
-            ds = _open_native(pipeline, [files[slot.url]])
+            ds = _open_native(pipeline, [files[slot.url]], p.conversions)
             ds = ds.drop_vars([n for n, v in ds.variables.items() if dim not in v.dims])
             write_dataset(session, target.without_attrs(ds), group=group, region=region)
     if not p.order:
@@ -343,12 +345,21 @@ def _write(
     ordered = [files[u] for u in p.order]
     append_dim = dim if p.append else None
     if virtual:
+        ordered = [
+            dataclasses.replace(
+                f,
+                dataset=sources.normalize_times(
+                    f.dataset, p.conversions.get(f.source.url, {}), f.source.url
+                ),
+            )
+            for f in ordered
+        ]
         combined = sources.combine_virtual(ordered, dim)
         target.write_virtual(
             session, combined, group=group, append_dim=append_dim, urls=list(p.order)
         )
         return {}
-    ds = _open_native(pipeline, ordered)
+    ds = _open_native(pipeline, ordered, p.conversions)
     native = pipeline.native
     if p.append:
         # The stored chunk (shard) grid stays: write_dataset aligns the write tasks to it.
@@ -375,7 +386,11 @@ def _write(
     }
 
 
-def _open_native(pipeline: Pipeline, files: list[sources.ScannedFile]) -> Any:
+def _open_native(
+    pipeline: Pipeline,
+    files: list[sources.ScannedFile],
+    conversions: Mapping[str, Mapping[str, TimeConversion]],
+) -> Any:
     src = pipeline.source
     ds = sources.open_lazy(
         [[m.url for m in f.members] if f.members else f.source.url for f in files],
@@ -386,6 +401,7 @@ def _open_native(pipeline: Pipeline, files: list[sources.ScannedFile]) -> Any:
         keep=(src.order_by,) if src.order_by else (),
         preprocess=src.preprocess,
         search_path=src.search_path,
+        conversions=conversions,
     )
     return sources.sanitize_attrs(ds)
 

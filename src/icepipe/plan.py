@@ -9,15 +9,19 @@ from __future__ import annotations
 import itertools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from dataclasses import field as dataclass_field
+from dataclasses import replace as dataclass_replace
 from typing import Any
 
 from icepipe.errors import SchemaMismatchError, SourceError
-from icepipe.model import FileSchema, SourceFile, TargetSchema, VariableSchema
+from icepipe.model import FileSchema, SourceFile, TargetSchema, TimeConversion, VariableSchema
 
 __all__ = [
     "AppendPlan",
     "Selection",
     "Slot",
+    "TimeConversion",
+    "time_conversion",
     "plan_append",
     "plan_chunks",
     "plan_regions",
@@ -56,6 +60,119 @@ class AppendPlan:
     new_length: int
     regions: tuple[Slot, ...] = ()
     appends: tuple[Slot, ...] = ()
+    #: url -> variable -> how to rewrite its time values into the stored encoding.
+    conversions: Mapping[str, Mapping[str, TimeConversion]] = dataclass_field(default_factory=dict)
+
+
+def _is_time_units(units: str | None) -> bool:
+    return bool(units) and " since " in str(units)
+
+
+def time_conversion(
+    units_from: str, units_to: str, calendar: str | None
+) -> tuple[float, float] | None:
+    """``(scale, offset)`` mapping values in ``units_from`` to ``units_to``, or None when the
+    units are not a fixed multiple of each other (e.g. months vs days)."""
+    import cftime
+
+    fixed = {"second": 1.0, "minute": 60.0, "hour": 3600.0, "day": 86400.0, "week": 604800.0}
+    aliases = {
+        "sec": "second",
+        "min": "minute",
+        "hr": "hour",
+        "h": "hour",
+        "d": "day",
+        "s": "second",
+    }
+
+    def seconds(u: str) -> float | None:
+        word = u.split(" since ")[0].strip().lower().rstrip("s") or "s"
+        word = aliases.get(word, word)
+        return fixed.get(word)
+
+    a, b = seconds(units_from), seconds(units_to)
+    if a is None or b is None:
+        return None
+    cal = calendar or "standard"
+    try:
+        epoch = cftime.num2date(0, units_from, cal)
+        offset = float(cftime.date2num(epoch, units_to, cal))
+    except (ValueError, TypeError):
+        return None
+    return a / b, offset
+
+
+def _normalized(
+    s: FileSchema, conversions: Mapping[str, TimeConversion], order_var: str
+) -> FileSchema:
+    """``s`` as it will be once its time variables are converted to the stored encoding."""
+    if not conversions:
+        return s
+    variables = dict(s.variables)
+    for name, conv in conversions.items():
+        variables[name] = dataclass_replace(
+            variables[name], dtype=conv.dtype, attrs_units=conv.units, attrs_calendar=conv.calendar
+        )
+    c = conversions.get(order_var)
+    if c is None:
+        return dataclass_replace(s, variables=variables)
+    return dataclass_replace(
+        s,
+        variables=variables,
+        concat_values=tuple(v * c.scale + c.offset for v in s.concat_values or ()),
+        concat_units=c.units,
+        concat_calendar=c.calendar,
+    )
+
+
+def _conversions(
+    ordered: Sequence[FileSchema],
+    ref_vars: Mapping[str, VariableSchema],
+    ref_name: str,
+    *,
+    virtual: bool,
+    ref_url: str | None = None,
+) -> dict[str, dict[str, TimeConversion]]:
+    """How to bring each file's time variables to the reference encoding (lossless only)."""
+    out: dict[str, dict[str, TimeConversion]] = {}
+    for f in ordered:
+        for name, var in f.variables.items():
+            ref = ref_vars.get(name)
+            if ref is None or not _is_time_units(var.attrs_units):
+                continue
+            if (var.attrs_units, var.attrs_calendar, var.dtype) == (
+                ref.attrs_units,
+                ref.attrs_calendar,
+                ref.dtype,
+            ):
+                continue
+            where = (
+                f"{f.url}: {name!r} is encoded as {var.dtype} {var.attrs_units!r} "
+                f"(calendar {var.attrs_calendar!r}) but {ref_name} uses {ref.dtype} "
+                f"{ref.attrs_units!r} (calendar {ref.attrs_calendar!r})"
+            )
+            if (var.attrs_calendar or "standard") != (ref.attrs_calendar or "standard"):
+                raise SchemaMismatchError(
+                    f"{where}: different calendars cannot be combined; rewrite the file",
+                    urls=[f.url, *([ref_url] if ref_url else [])],
+                )
+            if virtual and var.chunks is not None:
+                raise SchemaMismatchError(
+                    f"{where}: it is stored as virtual references, which cannot be re-encoded; "
+                    "use mode: native, or rewrite the file with the same time encoding",
+                    urls=[f.url, *([ref_url] if ref_url else [])],
+                )
+            conv = time_conversion(str(var.attrs_units), str(ref.attrs_units), var.attrs_calendar)
+            if conv is None:
+                raise SchemaMismatchError(
+                    f"{where}: the units are not a fixed multiple of each other; rewrite the "
+                    "file with the same time encoding",
+                    urls=[f.url, *([ref_url] if ref_url else [])],
+                )
+            out.setdefault(f.url, {})[name] = TimeConversion(
+                conv[0], conv[1], ref.dtype, str(ref.attrs_units), ref.attrs_calendar
+            )
+    return out
 
 
 def select_new(
@@ -133,7 +250,8 @@ def _check_against(
         )
     for name, ref in ref_vars.items():
         var = other.variables[name]
-        if var.dims != ref.dims or var.dtype != ref.dtype:
+        time_drift = _is_time_units(var.attrs_units) and _is_time_units(ref.attrs_units)
+        if var.dims != ref.dims or (var.dtype != ref.dtype and not time_drift):
             raise SchemaMismatchError(
                 f"{other.url}: variable {name!r} has {_fmt_var(var)} but {ref_name} has "
                 f"{_fmt_var(ref)}; fix or remove the file",
@@ -147,8 +265,10 @@ def _check_against(
                     "the file",
                     urls=urls,
                 )
-        if name in (concat_dim, order_by) and (
-            var.attrs_units != ref.attrs_units or var.attrs_calendar != ref.attrs_calendar
+        if (
+            name in (concat_dim, order_by)
+            and not time_drift
+            and (var.attrs_units != ref.attrs_units or var.attrs_calendar != ref.attrs_calendar)
         ):
             raise SchemaMismatchError(
                 f"{other.url}: coordinate {name!r} has units {var.attrs_units!r} / calendar "
@@ -251,6 +371,19 @@ def plan_append(
                 "remove it from source.urls, or run again once it holds data",
                 url=s.url,
             )
+    # Time encodings that drift between files (units, dtype) are brought to the stored
+    # encoding, or the first file's for a new group, where that is lossless.
+    by_url_first = sorted(schemas, key=lambda s: s.url)[0]
+    ref_vars = target.variables if not target.is_empty else by_url_first.variables
+    ref_name = "the repository" if not target.is_empty else by_url_first.url
+    conversions = _conversions(
+        schemas,
+        ref_vars,
+        ref_name,
+        virtual=virtual,
+        ref_url=None if not target.is_empty else by_url_first.url,
+    )
+    schemas = [_normalized(s, conversions.get(s.url, {}), order_by or concat_dim) for s in schemas]
     have_values = all(s.concat_values for s in schemas)
     if have_values:
         ordered = sorted(schemas, key=lambda s: (s.concat_values or (0.0,))[0])
@@ -313,6 +446,7 @@ def plan_append(
         new_length=sum(s.dims[concat_dim] for s in ordered),
         regions=tuple(regions),
         appends=tuple(appends),
+        conversions=conversions,
     )
 
 

@@ -1,6 +1,11 @@
 """Sources: WHICH files to ingest (listing) and HOW to read them (format detection, scanning)."""
 
-from icepipe.sources.combine import assemble_steps, combine_step, combine_virtual
+from icepipe.sources.combine import (
+    assemble_steps,
+    combine_step,
+    combine_virtual,
+    normalize_times,
+)
 from icepipe.sources.hooks import load_hook
 from icepipe.sources.lazy import open_lazy
 from icepipe.sources.listing import list_sources
@@ -20,6 +25,7 @@ __all__ = [
     "detect_format",
     "list_sources",
     "load_hook",
+    "normalize_times",
     "open_lazy",
     "sanitize_attrs",
     "scan_file",

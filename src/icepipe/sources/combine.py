@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 
+import numpy as np
 import xarray as xr
 
 from icepipe.errors import SchemaMismatchError
+from icepipe.model import TimeConversion
 from icepipe.sources.scan import ScannedFile, schema_of
 
-__all__ = ["assemble_steps", "combine_step", "combine_virtual"]
+__all__ = ["assemble_steps", "combine_step", "combine_virtual", "normalize_times"]
 
 
 def combine_virtual(files: Sequence[ScannedFile], concat_dim: str) -> xr.Dataset:
@@ -111,3 +113,58 @@ def assemble_steps(
             replace(first, schema=schema, dataset=ds, members=tuple(m.source for m in members))
         )
     return steps
+
+
+def normalize_times(
+    ds: xr.Dataset, conversions: Mapping[str, TimeConversion], url: str
+) -> xr.Dataset:
+    """Rewrite time variables of ``ds`` into the stored encoding (see ``plan.TimeConversion``).
+
+    Raises
+    ------
+    SchemaMismatchError
+        A value is not exactly representable in the stored encoding (the message names the
+        file): e.g. a 12:00 step into whole days.
+    """
+    if not conversions:
+        return ds
+    ds = ds.copy()
+    for name, c in conversions.items():
+        var = ds.variables[name]
+        new = var.data * c.scale + c.offset
+        dtype = np.dtype(c.dtype)
+        if dtype.kind in "iu" and not isinstance(new, np.ndarray):
+            # Lazy (Dask) values are checked when the write computes them.
+            new = new.map_blocks(_exact_integers, dtype=new.dtype, what=f"{url}: {name!r}")
+        elif dtype.kind in "iu":
+            rounded = np.round(new)
+            if not np.array_equal(rounded, new):
+                raise SchemaMismatchError(
+                    f"{url}: {name!r} values in {var.attrs.get('units')!r} cannot be stored "
+                    f"exactly as {c.dtype} {c.units!r} (e.g. {new[rounded != new][0]!r}); "
+                    "rewrite the file with the same time encoding",
+                    url=url,
+                )
+            new = rounded
+        attrs = dict(var.attrs)
+        if "units" in attrs or name in ds.indexes:  # bounds keep inheriting their parent's
+            attrs["units"] = c.units
+            if c.calendar is not None:
+                attrs["calendar"] = c.calendar
+        encoding = {**var.encoding, "dtype": dtype}
+        replaced = xr.Variable(var.dims, new.astype(dtype), attrs, encoding)
+        if name in ds.indexes:
+            ds = ds.assign_coords({name: replaced})
+        else:
+            ds[name] = replaced
+    return ds
+
+
+def _exact_integers(block: np.ndarray, what: str) -> np.ndarray:
+    rounded = np.round(block)
+    if not np.array_equal(rounded, block):
+        raise ValueError(
+            f"{what} values cannot be stored exactly in the stored time encoding; rewrite the "
+            "file with the same time encoding"
+        )
+    return rounded

@@ -7,11 +7,12 @@ the target chunks, on the workers.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import xarray as xr
 
 from icepipe.errors import SchemaMismatchError, SourceError, short_message
+from icepipe.model import TimeConversion
 from icepipe.sources.hooks import apply_preprocess
 
 __all__ = ["ENGINES", "open_lazy"]
@@ -61,10 +62,12 @@ def open_lazy(
     keep: tuple[str, ...] = (),
     preprocess: str | None = None,
     search_path: str | None = None,
+    conversions: Mapping[str, Mapping[str, TimeConversion]] | None = None,
 ) -> xr.Dataset:
     """Open ``urls`` (already in concat order) as one Dask-backed dataset along ``concat_dim``.
 
     An entry of ``urls`` may be a list of files forming one step (``merge``/``concat_dims``).
+    ``conversions`` (keyed by an entry's first URL) re-encode drifting time variables.
 
     Times stay undecoded (raw values with ``units``), exactly as in virtual mode, so appends and
     every CF calendar round-trip; packed data keep their encoding (re-packed on write).
@@ -93,6 +96,11 @@ def open_lazy(
 
             group = [_open_one(a, b, **opts) for a, b in zip(u, f, strict=True)]  # type: ignore[arg-type]
             parts.append(combine_step(group, list(u)))
+    from icepipe.sources.combine import normalize_times
+
+    for i, u in enumerate(urls):
+        key = u if isinstance(u, str) else u[0]
+        parts[i] = normalize_times(parts[i], (conversions or {}).get(key, {}), key)
     if len(parts) == 1:
         return parts[0]
     try:

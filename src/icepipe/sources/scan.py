@@ -305,15 +305,19 @@ def schema_of(
 ) -> FileSchema:
     """Summarise a (virtual) dataset into the picklable schema that planning compares."""
     variables: dict[str, VariableSchema] = {}
+    # CF bounds variables have no units of their own: they are in their parent's encoding.
+    parent_of = {str(v.attrs["bounds"]): v for v in ds.variables.values() if "bounds" in v.attrs}
     for name, var in ds.variables.items():
+        parent = parent_of.get(str(name))
+        units_from = var.attrs if "units" in var.attrs or parent is None else parent.attrs
         chunks = tuple(int(c) for c in var.data.metadata.chunks) if _is_virtual(var) else None
         variables[str(name)] = VariableSchema(
             dims=tuple(str(d) for d in var.dims),
             shape=tuple(int(s) for s in var.shape),
             dtype=str(var.dtype),
             chunks=chunks,
-            attrs_units=_str_attr(var.attrs, "units"),
-            attrs_calendar=_str_attr(var.attrs, "calendar"),
+            attrs_units=_str_attr(units_from, "units"),
+            attrs_calendar=_str_attr(units_from, "calendar"),
         )
     concat_values: tuple[float, ...] | None = None
     units = calendar = None
