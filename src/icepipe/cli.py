@@ -1,18 +1,24 @@
 """The ``icepipe`` command line: thin commands over :mod:`icepipe.pipeline` and ``target``.
 
-Exit codes (for schedulers): 0 success (also "nothing new"), 1 unexpected error, 2 bad
-configuration or arguments, 3 bad source data, 4 conflict (retry later), 5 transient storage or
-cluster error (retry).
+Exit codes (for schedulers): 0 success (also "nothing new", unless ``icepipe run
+--nothing-new-exit-code N``), 1 unexpected error, 2 bad configuration or arguments, 3 bad
+source data, 4 conflict (retry later), 5 transient storage or cluster error (retry), 6
+validation failed (stored data differs from the sources), 130 interrupted.
+
+The operations commands (status, validate, schedule, repo, diff, tag, branch, info) parse
+their arguments here and call into :mod:`icepipe.ops`, which also renders their output.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from dataclasses import asdict
 from datetime import timedelta
+from typing import Any
 
 from icepipe import __version__
 from icepipe.errors import IcepipeError
@@ -24,15 +30,37 @@ def _fmt_dims(dims: dict[str, int]) -> str:
     return ", ".join(f"{k}={v}" for k, v in dims.items()) or "-"
 
 
-def _cmd_run(args: argparse.Namespace) -> int:
-    from icepipe.pipeline import run
-    from icepipe.spec import load_pipeline
+#: Exit codes with a meaning of their own, which --nothing-new-exit-code must not reuse.
+_RESERVED_EXIT_CODES = (1, 2, 3, 4, 5, 6, 130)
 
-    pipeline = load_pipeline(args.pipeline)
-    result = run(pipeline, workers=args.workers, scheduler=args.scheduler)
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from icepipe.errors import ConfigError
+    from icepipe.ops.runner import run_pipeline_file
+
+    nothing_new = args.nothing_new_exit_code
+    if not 0 <= nothing_new <= 255 or nothing_new in _RESERVED_EXIT_CODES:
+        raise ConfigError(
+            f"expected 0 or a code in 7..255 other than 130 (1-6 and 130 mean errors); got "
+            f"{nothing_new}",
+            field="--nothing-new-exit-code",
+        )
+    outcome = run_pipeline_file(
+        args.pipeline,
+        workers=args.workers,
+        scheduler=args.scheduler,
+        state=args.state_dir,
+        stage=args.stage,
+        stage_sample=args.stage_sample,
+        progress=args.progress,
+        nothing_new_exit_code=nothing_new,
+        argv=sys.argv,
+    )
+    pipeline, result = outcome.pipeline, outcome.result
     if args.json:
-        print(json.dumps(asdict(result), indent=2, default=str))
-        return 0
+        doc = {**asdict(result), "exit_code": outcome.exit_code}
+        print(json.dumps({**doc, "report_file": str(outcome.report_file)}, indent=2, default=str))
+        return outcome.exit_code
     where = f"{result.repo} [{result.branch}] {result.group or '/'}"
     for url, reason in result.files_skipped.items():
         print(f"{pipeline.name}: skipped {url} (retried next run): {reason}", file=sys.stderr)
@@ -41,7 +69,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
             f"{pipeline.name}: nothing new ({result.files_already} file(s) already ingested) "
             f"in {where}; snapshot {result.snapshot_id}"
         )
-        return 0
+        return outcome.exit_code
     stages = ", ".join(f"{k} {v:.2f}s" for k, v in result.stages.items())
     print(
         f"{pipeline.name}: ingested {len(result.files_new)} new file(s) "
@@ -50,15 +78,41 @@ def _cmd_run(args: argparse.Namespace) -> int:
         f"  variables  {', '.join(result.variables)}\n"
         f"  dimensions {_fmt_dims(result.dims)}\n"
         f"  mode       {pipeline.mode}, {result.cluster.get('workers', '?')} Dask worker(s)\n"
-        f"  time       {result.seconds:.2f}s ({stages})"
+        f"  time       {result.seconds:.2f}s ({stages})\n"
+        f"  report     {outcome.report_file}"
     )
     return 0
 
 
-def _cmd_log(args: argparse.Namespace) -> int:
-    from icepipe.target import open_repo, read_log
+def _open_repo(location: str) -> tuple[Any, str]:
+    """The repository a command names, and its default branch: a repository location, or a
+    pipeline file (whose ``target`` says how to reach an object-store repository)."""
+    from icepipe.target import open_repo
 
-    entries = read_log(open_repo(args.repo), args.branch, limit=args.n)
+    if location.endswith((".yaml", ".yml")) and os.path.isfile(location):
+        from icepipe.spec import load_pipeline
+
+        pipeline = load_pipeline(location)
+        t = pipeline.target
+        repo = open_repo(
+            t.repo,
+            storage=t.storage,
+            source_storage=pipeline.source.storage,
+            config=t.config,
+        )
+        return repo, t.branch
+    if location.startswith("catalog:"):
+        from icepipe.ops.repos import open_location
+
+        return open_location(location)[0], "main"
+    return open_repo(location), "main"
+
+
+def _cmd_log(args: argparse.Namespace) -> int:
+    from icepipe.target import read_log
+
+    repo, branch = _open_repo(args.repo)
+    entries = read_log(repo, args.branch or branch, limit=args.n)
     if args.json:
         print(json.dumps([asdict(e) for e in entries], indent=2, default=str))
         return 0
@@ -92,10 +146,11 @@ def parse_duration(text: str) -> timedelta:
 
 
 def _cmd_gc(args: argparse.Namespace) -> int:
-    from icepipe.target import collect_garbage, open_repo
+    from icepipe.target import collect_garbage
 
     older_than = parse_duration(args.older_than)  # bad input fails before any I/O
-    report = collect_garbage(open_repo(args.repo), older_than, delete=args.delete)
+    repo, _ = _open_repo(args.repo)
+    report = collect_garbage(repo, older_than, delete=args.delete)
     if args.json:
         print(json.dumps(asdict(report), indent=2, default=str))
         return 0
@@ -117,6 +172,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="Ingest netCDF/GRIB/Zarr files into Icechunk repositories on Dask.",
     )
     parser.add_argument("--version", action="version", version=f"icepipe {__version__}")
+    parser.add_argument(
+        "--catalog",
+        default=None,
+        help="repository catalog file (default: $ICEPIPE_CATALOG, else "
+        "~/.config/icepipe/catalog.yaml)",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     p_run = sub.add_parser("run", help="run a pipeline: ingest new source files in one commit")
@@ -128,11 +189,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--scheduler", default=None, help="address of an existing Dask scheduler to use instead"
     )
     p_run.add_argument("--json", action="store_true", help="print the run result as JSON")
+    _add_run_options(p_run)
     p_run.set_defaults(func=_cmd_run)
 
     p_log = sub.add_parser("log", help="list the commits of a branch")
-    p_log.add_argument("repo", help="repository location")
-    p_log.add_argument("--branch", default="main")
+    p_log.add_argument(
+        "repo", help="repository location, or a pipeline file (for object-store options)"
+    )
+    p_log.add_argument(
+        "--branch", default=None, help="default: main (or the pipeline file's target.branch)"
+    )
     p_log.add_argument("-n", type=int, default=None, help="show at most N commits")
     p_log.add_argument("--json", action="store_true")
     p_log.set_defaults(func=_cmd_log)
@@ -144,7 +210,9 @@ def build_parser() -> argparse.ArgumentParser:
         "killed runs). Dry run unless --delete. History is never expired: commit metadata is "
         "the ledger of ingested files.",
     )
-    p_gc.add_argument("repo", help="repository location")
+    p_gc.add_argument(
+        "repo", help="repository location, or a pipeline file (for object-store options)"
+    )
     p_gc.add_argument(
         "--older-than",
         default="1d",
@@ -153,12 +221,18 @@ def build_parser() -> argparse.ArgumentParser:
     p_gc.add_argument("--delete", action="store_true", help="delete (default: dry run)")
     p_gc.add_argument("--json", action="store_true")
     p_gc.set_defaults(func=_cmd_gc)
+    _add_ops_commands(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``icepipe`` command; returns the exit code."""
     args = build_parser().parse_args(argv)
+    if args.catalog:
+        from icepipe.catalog import CATALOG_ENV
+
+        # The environment carries it to pipeline loading and to scheduled runs' processes.
+        os.environ[CATALOG_ENV] = args.catalog
     try:
         code: int = args.func(args)
         return code
@@ -168,6 +242,452 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("icepipe: interrupted; nothing was committed", file=sys.stderr)
         return 130
+
+
+# ----------------------------------------------------------------------------------------------
+# Operations commands (icepipe.ops): run options, status, validate, schedule, repo, history, info
+# ----------------------------------------------------------------------------------------------
+
+
+def _add_run_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--state-dir",
+        default=None,
+        help="where run reports go (default: $ICEPIPE_STATE_DIR, else .icepipe/ beside the "
+        "pipeline file)",
+    )
+    p.add_argument(
+        "--nothing-new-exit-code",
+        type=int,
+        default=0,
+        metavar="N",
+        help="exit with N (7-255) instead of 0 when there was nothing new to ingest",
+    )
+    p.add_argument(
+        "--stage",
+        action="store_true",
+        help="ingest into a fresh branch stage/NAME-RUNID, validate it there, then move the "
+        "target branch to it with a compare-and-set (exit 4 if the branch moved meanwhile)",
+    )
+    p.add_argument(
+        "--stage-sample",
+        type=int,
+        default=3,
+        metavar="N",
+        help="with --stage: how many newly ingested files to validate (default 3; 0: none)",
+    )
+    p.add_argument(
+        "--progress",
+        choices=("auto", "bar", "log", "none"),
+        default="auto",
+        help="stage progress on stderr: a bar on a terminal, log lines otherwise (auto)",
+    )
+
+
+def _print_json(obj: Any) -> None:
+    print(json.dumps(obj, indent=2, default=str))
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    from icepipe.errors import ConfigError
+    from icepipe.ops.render import render_status
+    from icepipe.ops.status import find_pipelines, pipeline_status
+    from icepipe.spec import load_pipeline
+
+    statuses, errors = [], []
+    files = find_pipelines(args.path)
+    if not files:
+        raise ConfigError(f"no pipeline files (*.yaml, *.yml) in {args.path!r}")
+    for f in files:
+        try:
+            pipeline = load_pipeline(f)
+        except IcepipeError as exc:
+            if len(files) == 1:
+                raise
+            errors.append(f"{f}: {exc}")
+            continue
+        statuses.append(pipeline_status(pipeline, state=args.state_dir, runs=args.runs))
+    if args.json:
+        _print_json({"pipelines": [asdict(s) for s in statuses], "errors": errors})
+    else:
+        print(render_status(statuses, errors), end="")
+    return 0
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    from icepipe.ops.render import render_validation
+    from icepipe.ops.validate import validate_pipeline
+    from icepipe.spec import load_pipeline
+
+    pipeline = load_pipeline(args.pipeline)
+    report = validate_pipeline(
+        pipeline, sample=None if args.all else args.sample, branch=args.branch
+    )
+    if args.json:
+        _print_json(asdict(report))
+    else:
+        print(render_validation(report), end="")
+    return 0
+
+
+def _until(text: str | None) -> Any:
+    """``--until``: an ISO time (UTC unless it says otherwise) or a duration from now."""
+    from datetime import UTC, datetime
+
+    from icepipe.errors import ConfigError
+
+    if text is None:
+        return None
+    try:
+        t = datetime.fromisoformat(text)
+        return t if t.tzinfo else t.replace(tzinfo=UTC)
+    except ValueError:
+        pass
+    try:
+        return datetime.now(UTC) + parse_duration(text)
+    except ConfigError:
+        raise ConfigError(
+            f"expected an ISO time (2026-01-01T02:00) or a duration (90s, 2h); got {text!r}",
+            field="--until",
+        ) from None
+
+
+def _pass_through(args: argparse.Namespace) -> list[str]:
+    out: list[str] = []
+    if args.workers is not None:
+        out += ["--workers", str(args.workers)]
+    if args.scheduler:
+        out += ["--scheduler", args.scheduler]
+    if getattr(args, "nothing_new_exit_code", 0):
+        out += ["--nothing-new-exit-code", str(args.nothing_new_exit_code)]
+    return out
+
+
+def _cmd_schedule_serve(args: argparse.Namespace) -> int:
+    import logging
+    import time as _time
+    from pathlib import Path
+
+    from icepipe.ops.reports import state_dir
+    from icepipe.ops.schedule import Scheduler, load_scheduled
+
+    until = _until(args.until)
+    pipelines, notes = load_scheduled(args.path)
+    folder = Path(args.path) if Path(args.path).is_dir() else Path(args.path).parent
+    state = state_dir(folder / "_", args.state_dir)
+    logger = logging.getLogger("icepipe.schedule")
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    handler: logging.Handler = (
+        logging.FileHandler(args.log) if args.log else logging.StreamHandler(sys.stderr)
+    )
+    formatter = logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%dT%H:%M:%SZ")
+    formatter.converter = _time.gmtime
+    handler.setFormatter(formatter)
+    logger.addHandler(handler)
+    try:
+        for note in notes:
+            logger.info(note)
+        logger.info("state folder %s; %d pipeline(s) scheduled", state, len(pipelines))
+        scheduler = Scheduler(
+            pipelines,
+            state=state,
+            run_args=_pass_through(args),
+            logger=logger,
+            max_runs=args.max_runs,
+            until=until,
+            once=args.once,
+            grace=args.grace,
+        )
+        scheduler.install_signal_handlers()
+        return scheduler.serve()
+    finally:
+        logger.removeHandler(handler)
+        handler.close()
+
+
+def _cmd_schedule_export(args: argparse.Namespace) -> int:
+    import shlex
+    from pathlib import Path
+
+    from icepipe.ops.schedule import export_schedules, load_scheduled
+
+    pipelines, _ = load_scheduled(args.path)
+    if args.command:
+        command = shlex.split(args.command)
+    elif args.format == "kubernetes":
+        command = ["icepipe"]
+    else:
+        command = [sys.executable, "-m", "icepipe.cli"]
+    files = export_schedules(
+        pipelines,
+        args.format,
+        command=command,
+        state=Path(args.state_dir).absolute() if args.state_dir else None,
+        run_args=_pass_through(args),
+        image=args.image,
+        namespace=args.namespace,
+        pipeline_dir=args.pipeline_dir,
+        configmap=args.configmap,
+    )
+    if args.output_dir:
+        out = Path(args.output_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        for name, text in files.items():
+            (out / name).write_text(text)
+            print(out / name)
+        return 0
+    for i, (name, text) in enumerate(files.items()):
+        if len(files) > 1:
+            print(f"{'' if i == 0 else chr(10)}# ---- {name} ----")
+        print(text, end="")
+    return 0
+
+
+def _cmd_repo(args: argparse.Namespace) -> int:
+    from icepipe.catalog import catalog_path
+    from icepipe.ops import repos
+    from icepipe.ops.render import render_repo, render_repos
+
+    if args.repo_command == "create":
+        entry, created = repos.create_repo(
+            args.name, args.url, description=args.description or "", exists_ok=args.exists_ok
+        )
+        verb = "created" if created else "registered the existing repository"
+        print(f"{entry.name}: {verb} at {entry.url} (catalog {catalog_path()})")
+    elif args.repo_command == "list":
+        found = repos.list_repos(check=not args.no_check)
+        if args.json:
+            _print_json([asdict(r) for r in found])
+        else:
+            print(render_repos(found, str(catalog_path())), end="")
+    elif args.repo_command == "info":
+        info = repos.repo_info(args.name)
+        if args.json:
+            _print_json(asdict(info))
+        else:
+            print(render_repo(info), end="")
+    else:
+        entry = repos.delete_repo(args.name, confirm=args.yes_delete_all_data, forget=args.forget)
+        what = "removed from the catalog" if args.forget else f"deleted ({entry.url})"
+        print(f"{entry.name}: {what}")
+    return 0
+
+
+def _cmd_diff(args: argparse.Namespace) -> int:
+    from icepipe.ops.render import render_diff
+    from icepipe.target import diff_refs
+
+    repo, _ = _open_repo(args.repo)
+    d = diff_refs(repo, args.a, args.b)
+    if args.json:
+        _print_json(asdict(d))
+    else:
+        print(render_diff(d), end="")
+    return 0
+
+
+def _cmd_tag(args: argparse.Namespace) -> int:
+    from icepipe.ops.render import render_refs
+    from icepipe.target import create_tag, list_refs, resolve_ref
+
+    repo, branch = _open_repo(args.repo)
+    if args.name is None:
+        print(render_refs(list_refs(repo), "tag"), end="")
+        return 0
+    snapshot = resolve_ref(repo, args.snapshot or f"branch:{branch}")
+    create_tag(repo, args.name, snapshot)
+    print(f"tag {args.name} -> {snapshot}")
+    return 0
+
+
+def _cmd_branch(args: argparse.Namespace) -> int:
+    from icepipe.errors import ConfigError
+    from icepipe.ops.render import render_refs
+    from icepipe.target import create_branch, delete_branch, list_refs, resolve_ref
+
+    repo, _ = _open_repo(args.repo)
+    words = list(args.words)
+    action = words.pop(0) if words else "list"
+    if action == "list" and not words:
+        refs = list_refs(repo)
+        if args.json:
+            _print_json([asdict(r) for r in refs])
+        else:
+            print(render_refs(refs), end="")
+    elif action == "create" and len(words) == 2:
+        snapshot = resolve_ref(repo, words[1])
+        create_branch(repo, words[0], snapshot)
+        print(f"branch {words[0]} -> {snapshot}")
+    elif action == "delete" and len(words) == 1:
+        tip = delete_branch(repo, words[0])
+        print(f"deleted branch {words[0]} (was at {tip})")
+    else:
+        raise ConfigError(
+            "expected `branch REPO list`, `branch REPO create NAME FROM` (FROM: a branch, tag "
+            f"or snapshot) or `branch REPO delete NAME`; got {' '.join(args.words)!r}"
+        )
+    return 0
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    from icepipe.ops.render import render_tree
+    from icepipe.target import resolve_ref, tree_info
+
+    repo, branch = _open_repo(args.repo)
+    ref = args.ref or f"branch:{args.branch or branch}"
+    snapshot = resolve_ref(repo, ref)
+    nodes = tree_info(repo, snapshot, exact=args.exact)
+    if args.json:
+        _print_json(
+            {
+                "snapshot_id": snapshot,
+                "nodes": [{**asdict(n), "empty": n.empty} for n in nodes],
+            }
+        )
+    else:
+        print(render_tree(nodes, header=f"{args.repo} @ {ref} ({snapshot})"), end="")
+    return 0
+
+
+def _add_ops_commands(sub: Any) -> None:
+    p = sub.add_parser(
+        "status",
+        help="last runs, last commit and lag of a pipeline (or a folder of pipelines)",
+    )
+    p.add_argument("path", help="a pipeline file or a folder of them")
+    p.add_argument("--state-dir", default=None, help="where run reports are (see `run`)")
+    p.add_argument("--runs", type=int, default=5, help="how many recent runs to show")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_cmd_status)
+
+    p = sub.add_parser(
+        "validate",
+        help="re-read ingested data from the repository and compare it with the source files",
+    )
+    p.add_argument("pipeline", help="pipeline definition (YAML)")
+    p.add_argument(
+        "--sample", type=int, default=3, help="how many ingested files to compare (default 3)"
+    )
+    p.add_argument("--all", action="store_true", help="compare every ingested file")
+    p.add_argument("--branch", default=None, help="default: the pipeline's target.branch")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_cmd_validate)
+
+    p_sched = sub.add_parser("schedule", help="run pipelines on their schedule: serve or export")
+    sched = p_sched.add_subparsers(dest="schedule_command", required=True)
+    p = sched.add_parser(
+        "serve",
+        help="embedded scheduler: run due pipelines as subprocesses until SIGTERM/SIGINT",
+    )
+    p.add_argument("path", help="a folder of pipeline files (or one file)")
+    p.add_argument("--log", default=None, help="log to this file (default: stderr)")
+    p.add_argument("--state-dir", default=None, help="run reports and locks (see `run`)")
+    p.add_argument("--max-runs", type=int, default=None, help="stop after N runs finished")
+    p.add_argument("--until", default=None, help="stop at a time (ISO) or after a duration")
+    p.add_argument(
+        "--once", action="store_true", help="stop after the first scheduled runs finished"
+    )
+    p.add_argument(
+        "--grace",
+        type=float,
+        default=60.0,
+        help="on SIGTERM/SIGINT, seconds to let runs finish before interrupting them",
+    )
+    p.add_argument("--workers", type=int, default=None, help="passed to every `icepipe run`")
+    p.add_argument("--scheduler", default=None, help="passed to every `icepipe run`")
+    p.add_argument("--nothing-new-exit-code", type=int, default=0, help=argparse.SUPPRESS)
+    p.set_defaults(func=_cmd_schedule_serve)
+
+    p = sched.add_parser(
+        "export", help="crontab lines, systemd units or Kubernetes CronJobs calling icepipe run"
+    )
+    p.add_argument("path", help="a folder of pipeline files (or one file)")
+    p.add_argument("--format", choices=("cron", "systemd", "kubernetes"), required=True)
+    p.add_argument("--output-dir", default=None, help="write files there instead of stdout")
+    p.add_argument(
+        "--command",
+        default=None,
+        help="how to invoke icepipe (default: this Python's `-m icepipe.cli`; `icepipe` for "
+        "kubernetes)",
+    )
+    p.add_argument("--state-dir", default=None, help="--state-dir of every run")
+    p.add_argument("--workers", type=int, default=None, help="passed to every `icepipe run`")
+    p.add_argument("--scheduler", default=None, help="passed to every `icepipe run`")
+    p.add_argument(
+        "--nothing-new-exit-code", type=int, default=0, help="passed to every `icepipe run`"
+    )
+    p.add_argument("--image", default="icepipe:latest", help="kubernetes: container image")
+    p.add_argument("--namespace", default=None, help="kubernetes: namespace")
+    p.add_argument(
+        "--pipeline-dir", default=None, help="kubernetes: where pipeline files are in the pod"
+    )
+    p.add_argument(
+        "--configmap", default=None, help="kubernetes: ConfigMap holding the pipeline files"
+    )
+    p.set_defaults(func=_cmd_schedule_export)
+
+    p_repo = sub.add_parser("repo", help="repositories by name: the catalog")
+    repo = p_repo.add_subparsers(dest="repo_command", required=True)
+    p = repo.add_parser("create", help="create a repository and name it in the catalog")
+    p.add_argument("name", help="org/name")
+    p.add_argument("url", help="local path or s3://bucket/prefix")
+    p.add_argument("--description", default=None)
+    p.add_argument(
+        "--exists-ok", action="store_true", help="register a repository that already exists"
+    )
+    p = repo.add_parser("list", help="the catalog's repositories")
+    p.add_argument("--no-check", action="store_true", help="do not check that they exist")
+    p.add_argument("--json", action="store_true")
+    p = repo.add_parser("info", help="a repository's location, branches, tags and containers")
+    p.add_argument("name", help="org/name, catalog:org/name or a location")
+    p.add_argument("--json", action="store_true")
+    p = repo.add_parser("delete", help="delete a repository and all its data")
+    p.add_argument("name", help="org/name")
+    p.add_argument(
+        "--yes-delete-all-data",
+        metavar="NAME",
+        default=None,
+        help="confirm by repeating the repository's name",
+    )
+    p.add_argument(
+        "--forget", action="store_true", help="only remove it from the catalog; keep the data"
+    )
+    p_repo.set_defaults(func=_cmd_repo)
+
+    repo_help = "repository location, catalog:org/name, or a pipeline file"
+    p = sub.add_parser("diff", help="what changed between two branches, tags or snapshots")
+    p.add_argument("repo", help=repo_help)
+    p.add_argument("a", help="the older ref (branch, tag, snapshot id; REF~N for ancestors)")
+    p.add_argument("b", help="the newer ref")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_cmd_diff)
+
+    p = sub.add_parser("tag", help="tag a snapshot (tags are immutable); no NAME: list tags")
+    p.add_argument("repo", help=repo_help)
+    p.add_argument("name", nargs="?", default=None, help="the new tag (never reusable)")
+    p.add_argument("snapshot", nargs="?", default=None, help="a ref (default: the branch tip)")
+    p.set_defaults(func=_cmd_tag)
+
+    p = sub.add_parser(
+        "branch", help="list, create (NAME FROM) or delete (NAME) branches of a repository"
+    )
+    p.add_argument("repo", help=repo_help)
+    p.add_argument("words", nargs="*", help="list | create NAME FROM | delete NAME")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_cmd_branch)
+
+    p = sub.add_parser("info", help="tree of groups and arrays, with virtual vs native chunks")
+    p.add_argument("repo", help=repo_help)
+    p.add_argument("--branch", default=None, help="default: main (or the pipeline's branch)")
+    p.add_argument("--ref", default=None, help="a tag, snapshot id or REF~N instead")
+    p.add_argument(
+        "--exact",
+        action="store_true",
+        help="ask every chunk its type instead of reading manifest statistics",
+    )
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_cmd_info)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -10,6 +10,7 @@ exception                     exit   what to do
 :class:`SourceError`          3      fix (or remove) the named source file(s)
 :class:`ConflictError`        4      retry later: someone else moved the branch
 :class:`StorageError`         5      transient storage/cluster trouble: retry
+:class:`ValidationError`      6      stored data differs from the sources: inspect
 :class:`IcepipeError`         1      anything else
 ============================  =====  ==========================================
 
@@ -28,6 +29,7 @@ __all__ = [
     "SourceError",
     "StaleWriteError",
     "StorageError",
+    "ValidationError",
 ]
 
 
@@ -122,3 +124,25 @@ class StorageError(IcepipeError):
     """Transient trouble with storage or the cluster (I/O, network, dead workers): retry."""
 
     exit_code = 5
+
+
+class ValidationError(IcepipeError):
+    """Data read back from a repository differs from its source files (or cannot be read).
+
+    Raised by ``icepipe validate`` and by staged runs (``icepipe run --stage``), which then
+    leave the target branch untouched.
+
+    Attributes
+    ----------
+    url
+        The source file whose data differs.
+    variable
+        The variable that differs (``None`` when the file could not be compared at all).
+    """
+
+    exit_code = 6
+
+    def __init__(self, message: str, *, url: str | None = None, variable: str | None = None):
+        super().__init__(message)
+        self.url = url
+        self.variable = variable

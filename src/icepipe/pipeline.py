@@ -10,7 +10,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from icepipe import __version__, execute, plan, sources, target
 from icepipe.errors import ConfigError, ConflictError, SourceError
@@ -20,7 +20,7 @@ from icepipe.spec import Pipeline
 if TYPE_CHECKING:
     import icechunk
 
-__all__ = ["RunResult", "run"]
+__all__ = ["RunObserver", "RunResult", "run"]
 
 
 @dataclass(frozen=True)
@@ -42,19 +42,42 @@ class RunResult:
     attempts: int
     stages: dict[str, float] = field(default_factory=dict)
     cluster: dict[str, Any] = field(default_factory=dict)
+    run_id: str = ""
+    #: Total size of the files ingested by this run.
+    bytes_new: int = 0
+
+
+class RunObserver(Protocol):
+    """Told about a run's stages as they happen (run reports, progress bars).
+
+    ``stage_started`` gets the run's ``distributed.Client`` once the cluster is up (``None``
+    before: listing and planning run on the client alone). A stage may run several times
+    (``plan`` once per attempt). Observers must not raise.
+    """
+
+    def stage_started(self, stage: str, client: Any) -> None: ...
+
+    def stage_finished(self, stage: str, seconds: float) -> None: ...
 
 
 class _Timer:
-    def __init__(self) -> None:
+    def __init__(self, observer: RunObserver | None = None, client: Any = None) -> None:
         self.stages: dict[str, float] = {}
+        self.observer = observer
+        self.client = client
 
     @contextmanager
     def __call__(self, stage: str) -> Iterator[None]:
+        if self.observer is not None:
+            self.observer.stage_started(stage, self.client)
         t0 = time.perf_counter()
         try:
             yield
         finally:
-            self.stages[stage] = self.stages.get(stage, 0.0) + time.perf_counter() - t0
+            seconds = time.perf_counter() - t0
+            self.stages[stage] = self.stages.get(stage, 0.0) + seconds
+            if self.observer is not None:
+                self.observer.stage_finished(stage, seconds)
 
 
 def run(
@@ -64,6 +87,8 @@ def run(
     scheduler: str | None = None,
     client: Any = None,
     max_attempts: int = 5,
+    run_id: str | None = None,
+    observer: RunObserver | None = None,
 ) -> RunResult:
     """Ingest the pipeline's new source files into its target in one commit.
 
@@ -82,6 +107,10 @@ def run(
         An existing ``distributed.Client`` to use instead (``workers``/``scheduler`` ignored).
     max_attempts
         How many times to re-plan when the branch moved under the run.
+    run_id
+        The id recorded in the commit metadata (default: a new random one).
+    observer
+        Told when each stage starts and ends (see :class:`RunObserver`).
 
     Raises
     ------
@@ -97,16 +126,18 @@ def run(
         # Fail before any work when the hook cannot be imported (workers import it again).
         sources.load_hook(pipeline.source.preprocess, pipeline.source.search_path)
     t_start = time.perf_counter()
-    timer = _Timer()
+    timer = _Timer(observer, client)
     spec_t = pipeline.target
     src = pipeline.source
     with timer("list"):
-        listed = sources.list_sources(pipeline.source.urls, is_glob=pipeline.source.is_glob)
+        listed = sources.list_sources(
+            pipeline.source.urls, is_glob=pipeline.source.is_glob, storage=pipeline.source.storage
+        )
     containers = target.container_prefixes(f.url for f in listed)
     scanned: dict[str, sources.ScannedFile] = {}
     skipped: dict[str, str] = {}  # on_error: skip: url -> reason, retried by the next run
     started_at = datetime.now(UTC).isoformat()
-    run_id = uuid.uuid4().hex
+    run_id = run_id or uuid.uuid4().hex
 
     def result(status: Literal["committed", "nothing-new"], **kw: Any) -> RunResult:
         return RunResult(
@@ -117,6 +148,7 @@ def run(
             group=spec_t.group,
             seconds=time.perf_counter() - t_start,
             stages=dict(timer.stages),
+            run_id=run_id,
             **kw,
         )
 
@@ -127,7 +159,7 @@ def run(
             with timer("plan"):
                 # The repository is created only when there is something valid to commit, so
                 # a first run on bad files leaves nothing behind.
-                repo = _open_if_exists(spec_t.repo, containers)
+                repo = _open_if_exists(pipeline, containers)
                 session = target.writable_session(repo, spec_t.branch) if repo else None
                 ledger = (
                     target.read_ledger(repo, session.snapshot_id, spec_t.group)
@@ -150,6 +182,7 @@ def run(
                     dask_client, cluster_info = stack.enter_context(
                         execute.open_client(workers=workers, scheduler=scheduler)
                     )
+                    timer.client = dask_client
                 with timer("scan"):
                     n_workers = cluster_info.n_workers if cluster_info else 1
                     done, failed = _scan(dask_client, pipeline, to_scan, run_id, n_workers)
@@ -194,7 +227,14 @@ def run(
                     for s, r in changed
                 ]
             if session is None:
-                repo = target.open_repo(spec_t.repo, create=True, containers=containers)
+                repo = target.open_repo(
+                    spec_t.repo,
+                    create=True,
+                    containers=containers,
+                    storage=spec_t.storage,
+                    source_storage=src.storage,
+                    config=spec_t.config,
+                )
                 session = target.writable_session(repo, spec_t.branch)
                 if target.read_ledger(repo, session.snapshot_id, spec_t.group):
                     continue  # another run created the repository meanwhile: re-plan
@@ -256,6 +296,7 @@ def run(
                 dims=dict(after.dims),
                 attempts=attempt,
                 cluster=cluster_info.as_dict() if cluster_info else {},
+                bytes_new=sum(f.size for s in slots for f in by_url[s.url].sources),
             )
     raise AssertionError("unreachable")  # pragma: no cover
 
@@ -281,6 +322,10 @@ def _scan(
         "drop_variables": src.drop_variables,
         "preprocess": src.preprocess,
         "search_path": src.search_path,
+        # Names of credential variables, never values: workers read their own environment.
+        "storage": src.storage,
+        "grib_cube": src.grib_cube,
+        "mode": pipeline.mode,
     }
     done, crashed = execute.run_tasks_collect(
         client,
@@ -337,7 +382,7 @@ def _write(
             )
             target.write_virtual(session, ds, group=group, region=region, urls=[slot.url])
         else:
-            ds = _open_native(pipeline, [files[slot.url]], p.conversions)
+            ds = _open_native(pipeline, [files[slot.url]], p.conversions, _stored_grid(existing))
             ds = ds.drop_vars([n for n, v in ds.variables.items() if dim not in v.dims])
             write_dataset(session, target.without_attrs(ds), group=group, region=region)
     if not p.order:
@@ -359,22 +404,20 @@ def _write(
             session, combined, group=group, append_dim=append_dim, urls=list(p.order)
         )
         return {}
-    ds = _open_native(pipeline, ordered, p.conversions)
     native = pipeline.native
     if p.append:
+        ds = _open_native(pipeline, ordered, p.conversions, _stored_grid(existing))
         # The stored chunk (shard) grid stays: write_dataset aligns the write tasks to it.
         ds = target.without_attrs(ds)
         # xarray's append replaces the group's attributes: write back the stored ones.
         ds.attrs = target.read_group_attrs(session, group)
         write_dataset(session, ds, group=group, append_dim=append_dim)
         return {}
+    dims = {**ordered[0].schema.dims, dim: p.new_length}
     chunk_len, task_len = plan.plan_chunks(
-        {str(d): n for d, n in ds.sizes.items()},
-        dim,
-        ordered[0].schema.dims[dim],
-        chunks=native.chunks,
-        shards=native.shards,
+        dims, dim, ordered[0].schema.dims[dim], chunks=native.chunks, shards=native.shards
     )
+    ds = _open_native(pipeline, ordered, p.conversions, task_len)
     encoding = target.native_encoding(
         ds, chunk_len, shard_len=task_len if native.shards else None, compression=native.compression
     )
@@ -386,12 +429,26 @@ def _write(
     }
 
 
+def _stored_grid(existing: TargetSchema) -> dict[str, int]:
+    """Chunk lengths of the stored arrays per dimension (the largest where they differ)."""
+    grid: dict[str, int] = {}
+    for var in existing.variables.values():
+        for d, c in zip(var.dims, var.chunks or (), strict=False):
+            grid[d] = max(grid.get(d, 0), c)
+    return grid
+
+
 def _open_native(
     pipeline: Pipeline,
     files: list[sources.ScannedFile],
     conversions: Mapping[str, Mapping[str, TimeConversion]],
+    grid: Mapping[str, int] | None = None,
 ) -> Any:
+    """Open ``files`` lazily, each aligned to ``grid`` (target task lengths) except along
+    the concat dimension, where every file is one Dask chunk."""
     src = pipeline.source
+    chunks = {d: n for d, n in (grid or {}).items() if d != src.concat_dim}
+    chunks[src.concat_dim] = -1
     ds = sources.open_lazy(
         [[m.url for m in f.members] if f.members else f.source.url for f in files],
         [[f.schema.format] * len(f.members) if f.members else f.schema.format for f in files],
@@ -402,6 +459,8 @@ def _open_native(
         preprocess=src.preprocess,
         search_path=src.search_path,
         conversions=conversions,
+        storage=src.storage,
+        chunks=chunks,
     )
     return sources.sanitize_attrs(ds)
 
@@ -410,8 +469,16 @@ def _url(f: SourceFile) -> str:
     return f.url
 
 
-def _open_if_exists(repo: str, containers: list[str]) -> icechunk.Repository | None:
+def _open_if_exists(pipeline: Pipeline, containers: list[str]) -> icechunk.Repository | None:
+    t = pipeline.target
     try:
-        return target.open_repo(repo, create=False, containers=containers)
+        return target.open_repo(
+            t.repo,
+            create=False,
+            containers=containers,
+            storage=t.storage,
+            source_storage=pipeline.source.storage,
+            config=t.config,
+        )
     except target.RepoNotFoundError:
         return None

@@ -8,6 +8,7 @@ the field, what was expected and what was found.
 from __future__ import annotations
 
 import os
+import posixpath
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -16,7 +17,20 @@ from typing import Any, Literal, cast
 
 import yaml
 
+from icepipe.catalog import resolve_target as _catalog_target
+from icepipe.cron import Schedule, parse_schedule
 from icepipe.errors import ConfigError
+from icepipe.storage import (
+    REPO_SCHEMES,
+    SOURCE_SCHEMES,
+    STORAGE_KEYS,
+    StorageOptions,
+    is_local,
+    parse_repo_config,
+    parse_storage_options,
+    scheme_of,
+    split_url,
+)
 
 __all__ = [
     "COMPRESSIONS",
@@ -30,11 +44,11 @@ __all__ = [
     "pipeline_from_dict",
 ]
 
-Format = Literal["auto", "netcdf3", "netcdf4", "zarr"]
+Format = Literal["auto", "netcdf3", "netcdf4", "zarr", "grib"]
 Mode = Literal["virtual", "native"]
 OnError = Literal["fail", "skip"]
 OnChanged = Literal["fail", "reingest"]
-FORMATS: tuple[str, ...] = ("auto", "netcdf3", "netcdf4", "zarr")
+FORMATS: tuple[str, ...] = ("auto", "netcdf3", "netcdf4", "zarr", "grib")
 COMPRESSIONS: tuple[str, ...] = ("zstd", "blosc", "gzip", "none")
 MODES: tuple[str, ...] = ("virtual", "native")
 
@@ -47,7 +61,8 @@ class SourceSpec:
     """Which files to ingest and how to combine them.
 
     ``urls`` is either one glob pattern or an explicit list; every entry is an absolute
-    ``file://`` URL after loading (relative paths resolve against the pipeline file's folder).
+    ``file://`` URL after loading (relative paths resolve against the pipeline file's folder),
+    or an ``s3://``, ``gs://``, ``az://`` or ``http(s)://`` URL reached as ``storage`` says.
     ``order_by`` names the 1-D variable along ``concat_dim`` whose values order the files and
     detect duplicates (default: the ``concat_dim`` coordinate itself). ``variables`` keeps only
     the named variables (and the coordinates they use); ``drop_variables`` removes some.
@@ -65,17 +80,27 @@ class SourceSpec:
     stack_dims: tuple[str, ...] = ()
     #: Files holding the same concat_dim values but different variables are merged.
     merge: bool = False
+    #: The GRIB hypercube (cfgrib's split of a file into datasets) this pipeline ingests.
+    grib_cube: str | None = None
     #: Folder searched first for the preprocess module: the pipeline file's folder.
     search_path: str | None = None
+    #: How to reach object-store sources (``source.storage``); names, never secrets.
+    storage: StorageOptions = field(default_factory=StorageOptions)
 
 
 @dataclass(frozen=True)
 class TargetSpec:
-    """Where to write: an Icechunk repository, branch and group."""
+    """Where to write: an Icechunk repository, branch and group.
+
+    ``storage`` says how to reach an object-store repository (``s3://...``); ``config`` holds
+    validated Icechunk repository settings (``target.config``).
+    """
 
     repo: str
     branch: str = "main"
     group: str | None = None
+    storage: StorageOptions = field(default_factory=StorageOptions)
+    config: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -104,6 +129,8 @@ class Pipeline:
     native: NativeSpec = field(default_factory=lambda: NativeSpec())
     on_error: OnError = "fail"
     on_changed: OnChanged = "fail"
+    #: When to run (``schedule:``), for ``icepipe schedule serve|export``.
+    schedule: Schedule | None = None
 
 
 def load_pipeline(path: str | os.PathLike[str]) -> Pipeline:
@@ -155,6 +182,7 @@ def pipeline_from_dict(
             "compression",
             "on_error",
             "on_changed",
+            "schedule",
         },
         "",
     )
@@ -182,6 +210,8 @@ def pipeline_from_dict(
             "variables",
             "drop_variables",
             "preprocess",
+            "storage",
+            "grib_cube",
         },
         "source.",
     )
@@ -241,9 +271,13 @@ def pipeline_from_dict(
             field="source.drop_variables",
         )
 
+    source_storage = _source_storage(src, urls)
+
     tgt = _mapping(top.get("target"), "target")
-    _no_unknown(tgt, {"repo", "branch", "group"}, "target.")
+    target_storage = parse_storage_options(tgt, "target.")  # first: it refuses pasted secrets
+    _no_unknown(tgt, {"repo", "branch", "group", "config", *STORAGE_KEYS}, "target.")
     repo = _required_str(tgt, "repo", "target.")
+    repo_settings = parse_repo_config(tgt.get("config"), "target.config")
     branch = _str(tgt, "branch", "target.") or "main"
     group = _str(tgt, "group", "target.")
     if group is not None:
@@ -284,11 +318,14 @@ def pipeline_from_dict(
             preprocess=preprocess,
             stack_dims=stack_dims,
             merge=merge,
+            grib_cube=_str(src, "grib_cube", "source."),
             search_path=str(base),
+            storage=source_storage,
         ),
-        target=TargetSpec(repo=_resolve_repo(repo, base), branch=branch, group=group),
+        target=_target(repo, base, branch, group, target_storage, repo_settings, tgt),
         mode=cast(Mode, mode),
         path=path,
+        schedule=parse_schedule(top.get("schedule")),
     )
 
 
@@ -297,12 +334,28 @@ def _resolve_url(value: str, base: Path) -> str:
     if value.startswith("file://"):
         return "file://" + os.path.normpath(base / value[len("file://") :])
     if _URL_SCHEME_RE.match(value):
-        raise ConfigError(
-            f"only local paths and file:// URLs are supported for now; got {value!r}",
-            field="source.urls",
-        )
+        return _canonical_object_url(value, SOURCE_SCHEMES, "source.urls")
     # One canonical URL per file (no "..", no "//"): the ingest ledger compares URLs.
     return "file://" + os.path.normpath(base / os.path.expanduser(value))
+
+
+def _canonical_object_url(value: str, schemes: tuple[str, ...], where: str) -> str:
+    scheme, bucket, key = split_url(value)
+    if scheme not in schemes:
+        raise ConfigError(
+            f"unsupported URL scheme {scheme!r} in {value!r}; use a local path or one of "
+            f"{', '.join(s + '://' for s in schemes)}",
+            field=where,
+        )
+    key = key.strip("/")
+    if not bucket or not key:
+        raise ConfigError(
+            f"expected {scheme}://{'HOST' if scheme.startswith('http') else 'BUCKET'}/PATH; "
+            f"got {value!r}",
+            field=where,
+        )
+    # One canonical URL per object (no "..", no "//"): the ingest ledger compares URLs.
+    return f"{scheme}://{bucket}/{posixpath.normpath(key)}"
 
 
 def _resolve_repo(value: str, base: Path) -> str:
@@ -310,11 +363,52 @@ def _resolve_repo(value: str, base: Path) -> str:
     if value.startswith("file://"):
         value = value[len("file://") :]
     elif _URL_SCHEME_RE.match(value):
-        raise ConfigError(
-            f"only local repository paths are supported for now; got {value!r}",
-            field="target.repo",
-        )
+        return _canonical_object_url(value, REPO_SCHEMES, "target.repo")
     return os.path.normpath(base / os.path.expanduser(value))
+
+
+def _source_storage(src: Mapping[str, Any], urls: tuple[str, ...]) -> StorageOptions:
+    """``source.storage``: how to reach object-store sources (not allowed for local ones)."""
+    raw = src.get("storage")
+    if raw is None:
+        return StorageOptions()
+    m = _mapping(raw, "source.storage")
+    options = parse_storage_options(m, "source.storage.")
+    _no_unknown(m, set(STORAGE_KEYS), "source.storage.")
+    if all(scheme_of(u) == "file" for u in urls):
+        raise ConfigError(
+            "applies to sources in object stores or on http(s) servers, and source.urls names "
+            "local files; remove it",
+            field="source.storage",
+        )
+    return options
+
+
+def _target(
+    repo: str,
+    base: Path,
+    branch: str,
+    group: str | None,
+    storage: StorageOptions,
+    settings: dict[str, Any],
+    raw: Mapping[str, Any],
+) -> TargetSpec:
+    repo, storage, settings = _catalog_target(repo, storage, settings)  # catalog:org/name
+    location = _resolve_repo(repo, base)
+    if is_local(location) and not storage.is_default:
+        key = next(k for k in sorted(STORAGE_KEYS) if k in raw)
+        raise ConfigError(
+            f"applies to repositories in object stores (s3://BUCKET/PREFIX), and target.repo "
+            f"is the local path {location!r}; remove it",
+            field=f"target.{key}",
+        )
+    return TargetSpec(
+        repo=location,
+        branch=branch,
+        group=group,
+        storage=storage,
+        config=settings,
+    )
 
 
 def _describe(value: object) -> str:

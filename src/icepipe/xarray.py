@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
@@ -9,7 +10,8 @@ from typing import TYPE_CHECKING, Any
 import xarray as xr
 
 from icepipe import __version__, target
-from icepipe.errors import ConfigError
+from icepipe.errors import ConfigError, SourceError
+from icepipe.storage import StorageOptions, coerce_storage_options, scheme_of
 
 if TYPE_CHECKING:
     import icechunk
@@ -32,6 +34,8 @@ def to_icechunk(
     message: str | None = None,
     metadata: Mapping[str, Any] | None = None,
     max_attempts: int = 5,
+    storage: StorageOptions | Mapping[str, Any] | None = None,
+    source_storage: StorageOptions | Mapping[str, Any] | None = None,
 ) -> str | None:
     """Write an xarray Dataset into an Icechunk repository and commit it.
 
@@ -80,6 +84,13 @@ def to_icechunk(
         (``version``, ``mode``: ``native``/``virtual``, ``api``, ``group``).
     max_attempts
         How many times to write when the branch keeps moving under appends.
+    storage
+        How to reach a repository given as an object-store URL (``s3://bucket/prefix``): the
+        keys of a pipeline's ``target`` section (``endpoint``, ``region``,
+        ``force_path_style``, ``allow_http``, ``anonymous``, ``access_key_id_env``, ...).
+    source_storage
+        How to reach the object store that virtual references of ``ds`` point into (the keys
+        of ``source.storage``).
 
     Returns
     -------
@@ -133,6 +144,8 @@ def to_icechunk(
                 path,
                 create=creates,
                 containers=target.virtual_locations(ds) if virtual else (),
+                storage=coerce_storage_options(storage, "storage"),
+                source_storage=coerce_storage_options(source_storage, "source_storage"),
             )
         except target.RepoNotFoundError as exc:
             raise target.RepoNotFoundError(
@@ -179,11 +192,17 @@ def open_dataset(
     group: str | None = None,
     snapshot_id: str | None = None,
     chunks: Any = None,
+    storage: StorageOptions | Mapping[str, Any] | None = None,
+    source_storage: StorageOptions | Mapping[str, Any] | None = None,
 ) -> xr.Dataset:
     """Open an ingested group as an xarray Dataset (lazily, backed by Dask).
 
     Virtual chunk access is authorized for every container the repository's config lists, so
-    virtual references resolve exactly like native chunks.
+    virtual references resolve exactly like native chunks: local folders and HTTP need
+    nothing; object stores use the endpoint and addressing persisted with the container and
+    credentials from this process's environment (``source_storage`` may name the variables, or
+    ask for anonymous access). Access to one ingested file per object-store location is
+    checked here, so a reader without access gets an error now, not at compute time.
 
     Parameters
     ----------
@@ -196,17 +215,31 @@ def open_dataset(
     chunks
         Passed to :func:`xarray.open_zarr`: ``None`` (default) opens lazily without Dask, like
         :func:`xarray.open_dataset`; ``{}`` gives one Dask chunk per stored chunk.
+    storage
+        How to reach a repository in an object store (the keys of a pipeline's ``target``
+        section: ``endpoint``, ``region``, ``force_path_style``, ``allow_http``,
+        ``anonymous``, ``access_key_id_env``, ``secret_access_key_env``, ...).
+    source_storage
+        Credentials for the sources of virtual references (``anonymous``, or
+        ``access_key_id_env``/``secret_access_key_env``); endpoints come from the repository.
 
     Raises
     ------
     RepoNotFoundError
         No repository at ``repo``.
     ConfigError
-        The branch or group does not exist.
+        The branch or group does not exist, or this reader may not read the source files
+        that virtual references point into (the message names the location and the fix).
+    SourceError
+        A source file that virtual references point into no longer exists.
     """
-    from icepipe.errors import ConfigError
-
-    r = target.open_repo(repo, create=False)
+    source_options = coerce_storage_options(source_storage, "source_storage")
+    r = target.open_repo(
+        repo,
+        create=False,
+        storage=coerce_storage_options(storage, "storage"),
+        source_storage=source_options,
+    )
     try:
         session = (
             r.readonly_session(snapshot_id=snapshot_id)
@@ -226,8 +259,88 @@ def open_dataset(
             chunks=chunks,
             zarr_format=3,
         )
-        return ds
     except (FileNotFoundError, KeyError) as exc:
         raise ConfigError(
             f"no group {group or '/'!r} on {branch!r} of {repo!r}; check target.group"
         ) from exc
+    _check_source_access(r, session.snapshot_id, group, source_options)
+    return ds
+
+
+def _check_source_access(
+    repo: icechunk.Repository, snapshot_id: str, group: str | None, source: StorageOptions
+) -> None:
+    """HEAD one ingested file per object-store container with this reader's credentials.
+
+    Icechunk raises when a virtual chunk cannot be fetched, but only when it is read, deep
+    inside a computation; this names the location and the fix when the dataset is opened.
+    """
+    import obstore
+
+    from icepipe.sources.stores import access_error, store_and_path
+
+    containers = [
+        c
+        for c in (repo.config.virtual_chunk_containers or {}).values()
+        if scheme_of(c.url_prefix) != "file"
+    ]
+    if not containers:
+        return
+    urls = _virtual_urls(repo, snapshot_id, group)
+    for c in containers:
+        url = next((u for u in urls if u.startswith(c.url_prefix)), None)
+        if url is None:
+            continue
+        options = _container_options(c, source)
+        try:
+            store, name = store_and_path(url, options)
+            obstore.head(store, name)
+        except Exception as exc:
+            err = access_error(exc, url)
+            if isinstance(err, SourceError):
+                raise SourceError(
+                    f"{url}: ingested into {group or '/'!r} as virtual references, but it no "
+                    "longer exists there; restore it, or re-ingest the data",
+                    url=url,
+                ) from exc
+            if isinstance(err, ConfigError):
+                raise ConfigError(
+                    f"this reader may not read the source files that the virtual references of "
+                    f"{group or '/'!r} point into ({c.url_prefix}): {url}: access denied. Give "
+                    "this process credentials for that location (the standard AWS_* variables "
+                    "or profile, or source_storage={'access_key_id_env': ..., "
+                    "'secret_access_key_env': ...}), or source_storage={'anonymous': True} for a "
+                    "public bucket",
+                    field="source_storage",
+                ) from exc
+            raise err from exc
+
+
+def _virtual_urls(repo: icechunk.Repository, snapshot_id: str, group: str | None) -> list[str]:
+    """The source files ingested into ``group`` as virtual references (newest commit first)."""
+    urls: list[str] = []
+    for snap in repo.ancestry(snapshot_id=snapshot_id):
+        record = snap.metadata.get(target.METADATA_KEY)
+        if not isinstance(record, dict) or record.get("group") != (group or ""):
+            continue
+        if record.get("mode") == "virtual":
+            urls.extend(str(f.get("url", "")) for f in record.get("files", []))
+    return urls
+
+
+def _container_options(container: Any, source: StorageOptions) -> StorageOptions:
+    """How to reach a container's store: persisted endpoint options + the reader's
+    credential choice."""
+    persisted = getattr(container.store, "_0", None)
+    if scheme_of(container.url_prefix) in ("http", "https"):
+        return dataclasses.replace(source, allow_http=True)
+    if persisted is None or not hasattr(persisted, "endpoint_url"):
+        return source
+    return dataclasses.replace(
+        source,
+        endpoint=persisted.endpoint_url,
+        region=persisted.region,
+        force_path_style=bool(persisted.force_path_style),
+        allow_http=bool(persisted.allow_http),
+        anonymous=source.anonymous or bool(persisted.anonymous),
+    )

@@ -1,7 +1,9 @@
 """WHICH files to ingest: expand globs and explicit lists into :class:`SourceFile` records.
 
-Listing goes through obstore, so local disks and object stores are listed the same way; no file
-is opened here (only listed or ``HEAD``-ed).
+Listing goes through obstore, so local disks and object stores (S3 and S3-compatible, GCS,
+Azure) are listed the same way; HTTP(S) servers cannot be listed, so they take explicit lists
+only. No file is opened here (only listed or ``HEAD``-ed). Objects in object stores are
+identified by ETag and size, local files by size and modification time.
 """
 
 from __future__ import annotations
@@ -13,36 +15,45 @@ from datetime import datetime
 from typing import Any
 
 import obstore
-from obstore.store import LocalStore
 
 from icepipe.errors import ConfigError, SourceError, StorageError, short_message
 from icepipe.model import SourceFile
+from icepipe.sources.stores import access_error, is_not_found, store_and_path, store_for
+from icepipe.storage import StorageOptions, scheme_of, split_url
 
 __all__ = ["ZARR_METADATA", "glob_to_regex", "list_sources", "split_glob"]
 
 _MAGIC_CHARS = frozenset("*?[")
 
 
-def list_sources(urls: Sequence[str], *, is_glob: bool) -> list[SourceFile]:
+def list_sources(
+    urls: Sequence[str], *, is_glob: bool, storage: StorageOptions | None = None
+) -> list[SourceFile]:
     """List the source files a pipeline names, sorted by URL.
 
     Parameters
     ----------
     urls
-        ``file://`` URLs: one glob pattern (``is_glob=True``) or explicit files.
+        Canonical URLs (``file://``, ``s3://``, ``gs://``, ``az://``, ``http(s)://``): one glob
+        pattern (``is_glob=True``) or explicit files.
     is_glob
         Whether ``urls`` holds a single glob pattern.
+    storage
+        How to reach object stores (``source.storage``); credentials are read from this
+        process's environment.
 
     Raises
     ------
     SourceError
         A glob matched nothing, or a listed file does not exist.
+    ConfigError
+        Access was denied, or a glob names an HTTP(S) location (which cannot be listed).
     StorageError
         The storage could not be listed.
     """
     if is_glob:
         (pattern,) = urls
-        files = _list_glob(pattern)
+        files = _list_glob(pattern, storage)
         if not files:
             raise SourceError(
                 f"the glob {pattern!r} matched no files; check the path in source.urls "
@@ -54,7 +65,7 @@ def list_sources(urls: Sequence[str], *, is_glob: bool) -> list[SourceFile]:
     errors: list[SourceError] = []
     for url in urls:
         try:
-            out.append(_head(url))
+            out.append(_head(url, storage))
         except SourceError as exc:
             errors.append(exc)  # name every missing file at once, not one per run
     if len(errors) == 1:
@@ -116,34 +127,52 @@ def glob_to_regex(pattern: str) -> re.Pattern[str]:
     return re.compile("".join(out) + r"\Z")
 
 
-def _local_path(url: str) -> str:
-    if not url.startswith("file://"):
+def _join(base_url: str, rel: str) -> str:
+    return (base_url if base_url.endswith("/") else base_url + "/") + rel if rel else base_url
+
+
+def _split_url_glob(url: str) -> tuple[str, str]:
+    """``s3://b/a/*/c*.nc`` -> ``("s3://b/a", "*/c*.nc")``; the first part is listed."""
+    scheme, bucket, key = split_url(url)
+    if scheme == "file":
+        root, pattern = split_glob(key)
+        return "file://" + root, pattern
+    if scheme in ("http", "https"):
         raise ConfigError(
-            f"only file:// URLs are supported for now; got {url!r}", field="source.urls"
+            f"{url!r}: {scheme}:// locations cannot be listed, so globs do not work there; give "
+            "an explicit list of URLs in source.urls",
+            field="source.urls",
         )
-    return url[len("file://") :]
+    root, pattern = split_glob("/" + key)
+    return f"{scheme}://{bucket}{root.rstrip('/')}", pattern
 
 
-def _record(root: str, meta: Mapping[str, Any]) -> SourceFile:
+def _record(base_url: str, meta: Mapping[str, Any]) -> SourceFile:
     modified: datetime = meta["last_modified"]
-    path = root.rstrip("/") + "/" + str(meta["path"])
+    remote = scheme_of(base_url) != "file"
+    etag = meta.get("e_tag") if remote else None
     return SourceFile(
-        url="file://" + path,
+        url=_join(base_url, str(meta["path"])),
         size=int(meta["size"]),
         mtime=modified.isoformat(),
-        etag=None,  # local "etags" encode the inode: size + mtime identify a local file
+        # Local "etags" encode the inode: size + mtime identify a local file. Object stores'
+        # ETags change with every rewrite, even one of the same size within the same second.
+        etag=str(etag).strip('"') if etag else None,
     )
 
 
-def _list_glob(pattern_url: str) -> list[SourceFile]:
-    root, pattern = split_glob(_local_path(pattern_url))
+def _list_glob(pattern_url: str, storage: StorageOptions | None) -> list[SourceFile]:
+    base_url, pattern = _split_url_glob(pattern_url)
     regex = glob_to_regex(pattern)
+    remote = scheme_of(base_url) != "file"
     try:
-        store = LocalStore(root)
+        store = store_for(base_url, storage)
+    except ConfigError:
+        raise
     except Exception as exc:
         raise SourceError(
-            f"the folder {root!r} of the glob {pattern_url!r} does not exist or cannot be read "
-            f"({short_message(exc)}); check source.urls",
+            f"the folder {base_url!r} of the glob {pattern_url!r} does not exist or cannot be "
+            f"read ({short_message(exc)}); check source.urls",
             url=pattern_url,
         ) from exc
     recursive = "/" in pattern or "**" in pattern
@@ -165,22 +194,33 @@ def _list_glob(pattern_url: str) -> list[SourceFile]:
         stores = [
             r
             for d in sorted(x for x in dirs if regex.match(x))
-            if (r := _zarr_store_record(root, d)) is not None
+            if (r := _zarr_store_record(_join(base_url, d), storage)) is not None
         ]
         inside = tuple(f.url + "/" for f in stores)
         files = [
             f
-            for f in (_record(root, m) for m in metas if regex.match(str(m["path"])))
+            for f in (_record(base_url, m) for m in metas if regex.match(str(m["path"])))
             if not f.url.startswith(inside)
         ]
         files += stores
     except FileNotFoundError as exc:
         raise SourceError(
-            f"the folder {root!r} of the glob {pattern_url!r} does not exist; check source.urls",
+            f"the folder {base_url!r} of the glob {pattern_url!r} does not exist; check "
+            "source.urls",
             url=pattern_url,
         ) from exc
     except OSError as exc:
-        raise StorageError(f"listing {root!r} failed: {exc}; retry") from exc
+        raise StorageError(f"listing {base_url!r} failed: {exc}; retry") from exc
+    except Exception as exc:
+        if not remote:
+            raise
+        if is_not_found(exc):
+            raise SourceError(
+                f"the bucket of the glob {pattern_url!r} does not exist "
+                f"({short_message(exc).splitlines()[0]}); check source.urls",
+                url=pattern_url,
+            ) from exc
+        raise access_error(exc, base_url, "list") from exc
     return sorted(files)
 
 
@@ -188,15 +228,14 @@ def _list_glob(pattern_url: str) -> list[SourceFile]:
 ZARR_METADATA = ("zarr.json", ".zgroup", ".zarray", ".zmetadata")
 
 
-def _zarr_store_record(root: str, rel: str) -> SourceFile | None:
+def _zarr_store_record(url: str, storage: StorageOptions | None) -> SourceFile | None:
     """A Zarr store (a folder with Zarr metadata at its root) as one source, or None.
 
     Its identity is the total size and the newest modification time of its objects, so that
     any chunk or metadata rewritten inside it counts as a change.
     """
-    folder = f"{root.rstrip('/')}/{rel}" if rel else root
     try:
-        store = LocalStore(folder)
+        store = store_for(url, storage)
         metas = [m for batch in obstore.list(store, chunk_size=1000) for m in batch]
     except Exception:
         return None
@@ -204,17 +243,38 @@ def _zarr_store_record(root: str, rel: str) -> SourceFile | None:
         return None
     newest = max(m["last_modified"] for m in metas)
     return SourceFile(
-        url="file://" + folder,
+        url=url,
         size=sum(int(m["size"]) for m in metas),
         mtime=newest.isoformat(),
         etag=None,
     )
 
 
-def _head(url: str) -> SourceFile:
-    path = _local_path(url)
+def _head(url: str, storage: StorageOptions | None) -> SourceFile:
+    scheme = scheme_of(url)
+    if scheme == "file":
+        return _head_local(url)
+    try:
+        store, name = store_and_path(url, storage)
+        meta = obstore.head(store, name)
+    except ConfigError:
+        raise
+    except Exception as exc:
+        if not is_not_found(exc):
+            raise access_error(exc, url, "read") from exc
+        record = _zarr_store_record(url, storage) if scheme in ("s3", "gs", "az") else None
+        if record is None:
+            raise SourceError(
+                f"{url}: not found; fix or remove it in source.urls", url=url
+            ) from exc
+        return record
+    return _record(url.rpartition("/")[0], meta)
+
+
+def _head_local(url: str) -> SourceFile:
+    path = url[len("file://") :]
     if os.path.isdir(path):
-        record = _zarr_store_record(path, "")
+        record = _zarr_store_record(url, None)
         if record is None:
             raise SourceError(
                 f"{url}: is a folder, not a file or a Zarr store (no {' or '.join(ZARR_METADATA)} "
@@ -224,7 +284,7 @@ def _head(url: str) -> SourceFile:
         return record
     root, name = path.rsplit("/", 1)
     try:
-        store = LocalStore(root or "/")
+        store = store_for("file://" + (root or "/"))
     except Exception as exc:
         raise SourceError(
             f"{url}: file not found (its folder {root!r} does not exist or cannot be read); "
@@ -242,4 +302,4 @@ def _head(url: str) -> SourceFile:
             f"{url}: cannot be read ({short_message(exc)}); check the path and permissions",
             url=url,
         ) from exc
-    return _record(root or "/", meta)
+    return _record("file://" + (root or "/"), meta)

@@ -16,12 +16,13 @@ from typing import Any
 import numpy as np
 import obstore
 import xarray as xr
-from obstore.store import LocalStore
 
-from icepipe.errors import ConfigError, SourceError, short_message
+from icepipe.errors import ConfigError, IcepipeError, SourceError, short_message
 from icepipe.model import FileSchema, SourceFile, VariableSchema
 from icepipe.sources.hooks import apply_preprocess
 from icepipe.sources.listing import ZARR_METADATA
+from icepipe.sources.stores import access_error, is_not_found, registry_for, store_and_path
+from icepipe.storage import StorageOptions, scheme_of
 
 __all__ = [
     "ScannedFile",
@@ -53,36 +54,53 @@ class ScannedFile:
         return self.members or (self.source,)
 
 
-def _store_and_path(url: str) -> tuple[LocalStore, str]:
-    if not url.startswith("file://"):
-        raise ConfigError(f"only file:// URLs are supported for now; got {url!r}")
-    root, name = url[len("file://") :].rsplit("/", 1)
-    return LocalStore(root or "/"), name
+def _store_and_path(url: str, storage: StorageOptions | None = None) -> tuple[Any, str]:
+    return store_and_path(url, storage)
 
 
-def detect_format(url: str) -> str:
+def _is_remote_zarr(url: str, storage: StorageOptions | None) -> bool:
+    store, _ = store_and_path(url + "/" + ZARR_METADATA[0], storage)
+    for name in ZARR_METADATA:
+        try:
+            obstore.head(store, name)
+            return True
+        except Exception:
+            continue
+    return False
+
+
+def detect_format(url: str, storage: StorageOptions | None = None) -> str:
     """Detect a file's format from its magic bytes: ``netcdf3`` or ``netcdf4`` (HDF5).
 
     File extensions are not trusted (HDF5 files named ``.cdf`` exist in real archives).
+    ``storage`` reaches object stores (credentials are read from this process's environment).
 
     Raises
     ------
     SourceError
         The file cannot be read or is not a format icepipe knows.
+    ConfigError
+        Access to the object was denied.
     """
+    remote = scheme_of(url) != "file"
     local = url.removeprefix("file://")
-    if os.path.isdir(local):
+    if not remote and os.path.isdir(local):
         if any(os.path.exists(os.path.join(local, m)) for m in ZARR_METADATA):
             return "zarr"
         raise SourceError(f"{url}: is a folder but not a Zarr store", url=url)
-    store, path = _store_and_path(url)
+    store, path = _store_and_path(url, storage)
     try:
         size = int(obstore.head(store, path)["size"])
         # A range past the end of a file is an error in obstore: empty files need a guard.
         head = bytes(obstore.get_range(store, path, start=0, length=min(8, size))) if size else b""
-    except FileNotFoundError as exc:
-        raise SourceError(f"{url}: file not found (deleted after listing?)", url=url) from exc
     except Exception as exc:
+        # An object store has no folders: a Zarr store is a prefix with metadata objects.
+        if remote and is_not_found(exc) and _is_remote_zarr(url, storage):
+            return "zarr"
+        if is_not_found(exc):
+            raise SourceError(f"{url}: file not found (deleted after listing?)", url=url) from exc
+        if remote:
+            raise access_error(exc, url) from exc
         raise SourceError(
             f"{url}: cannot be read ({short_message(exc)}); check the file and its permissions",
             url=url,
@@ -101,9 +119,9 @@ def detect_format(url: str) -> str:
         if bytes(obstore.get_range(store, path, start=offset, length=8)) == _HDF5_MAGIC:
             return "netcdf4"
     if head[:4] == b"GRIB":
-        raise SourceError(f"{url}: is a GRIB file; GRIB sources are not supported yet", url=url)
+        return "grib"
     raise SourceError(
-        f"{url}: not a netCDF3 or netCDF4/HDF5 file (first bytes {head!r}); "
+        f"{url}: not a netCDF3, netCDF4/HDF5 or GRIB file (first bytes {head!r}); "
         "remove it from source.urls or fix the glob",
         url=url,
     )
@@ -131,6 +149,9 @@ def scan_file(
     drop_variables: tuple[str, ...] = (),
     preprocess: str | None = None,
     search_path: str | None = None,
+    storage: StorageOptions | None = None,
+    grib_cube: str | None = None,
+    mode: str = "virtual",
 ) -> ScannedFile:
     """Open one file as a virtual dataset (data variables as references, coordinates loaded).
 
@@ -141,23 +162,29 @@ def scan_file(
     ------
     SourceError
         The file is missing, truncated, corrupt, of another format, or lacks ``concat_dim``.
+    ConfigError
+        Access to an object store was denied (``storage`` names how to reach it).
     """
-    from obspec_utils.registry import ObjectStoreRegistry
-
     url = source.url
-    fmt = detect_format(url) if format == "auto" else format
-    registry = ObjectStoreRegistry({"file:///": LocalStore("/")})
+    fmt = detect_format(url, storage) if format == "auto" else format
+    registry = registry_for(url, storage)
     try:
         with warnings.catch_warnings():
             # netCDF char arrays map to Zarr dtypes without a v3 spec yet: zarr warns per
             # variable per file, which buries real messages. The data round-trips exactly.
             warnings.filterwarnings("ignore", message=".*does not have a Zarr V3 specification")
-            ds = _open_virtual(url, fmt, registry, order_by)
+            if fmt == "grib":
+                ds, fallback = _open_grib(source, grib_cube, mode)
+                drop_variables = tuple(v for v in drop_variables if v not in fallback)
+            else:
+                ds = _open_virtual(url, fmt, registry, order_by)
     except (KeyboardInterrupt, SystemExit):
         raise
-    except SourceError:
+    except IcepipeError:
         raise
     except BaseException as exc:  # parsers written in Rust raise PanicException (BaseException)
+        if scheme_of(url) != "file" and _is_access_error(exc):
+            raise access_error(exc, url) from exc
         if fmt == "zarr" and "without dimension names" in str(exc):
             raise SourceError(
                 f"{url}: has arrays without dimension names (Zarr v2 '_ARRAY_DIMENSIONS' or "
@@ -190,6 +217,7 @@ def scan_file(
             f"set source.order_by to one of: {', '.join(candidates) or '(none)'}",
             url=url,
         )
+    fmt = str(ds.encoding.get("icepipe_format", fmt))
     schema = schema_of(ds, url, fmt, concat_dim, order_by=order_by)
     return ScannedFile(source=source, schema=schema, dataset=ds)
 
@@ -204,6 +232,9 @@ def scan_files(
     drop_variables: tuple[str, ...] = (),
     preprocess: str | None = None,
     search_path: str | None = None,
+    storage: StorageOptions | None = None,
+    grib_cube: str | None = None,
+    mode: str = "virtual",
 ) -> list[ScannedFile | SourceError]:
     """:func:`scan_file` for a batch of files in one task: per file, the result or its error.
 
@@ -223,11 +254,70 @@ def scan_files(
                     drop_variables=drop_variables,
                     preprocess=preprocess,
                     search_path=search_path,
+                    storage=storage,
+                    grib_cube=grib_cube,
+                    mode=mode,
                 )
             )
         except SourceError as exc:
             out.append(exc)
     return out
+
+
+def _is_access_error(exc: BaseException) -> bool:
+    from obstore.exceptions import PermissionDeniedError, UnauthenticatedError
+
+    seen: BaseException | None = exc
+    while seen is not None:  # parsers wrap the store's error
+        if isinstance(seen, PermissionDeniedError | UnauthenticatedError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def _open_grib(
+    source: SourceFile, cube_name: str | None, mode: str
+) -> tuple[xr.Dataset, dict[str, str]]:
+    """The selected hypercube of a GRIB file as a virtual dataset, and its fallback variables.
+
+    ``encoding["icepipe_format"]`` records ``grib:<cube index>`` for native reads.
+    """
+    from icepipe.sources.grib import scan_grib
+
+    url = source.url
+    # Length-1 time/step/level dimensions stay, so that files concatenate along them.
+    cubes = scan_grib(url, size=source.size, squeeze=False)
+    names = [c.name for c in cubes]
+    if cube_name is not None:
+        matching = [c for c in cubes if c.name == cube_name]
+        if not matching:
+            raise SourceError(
+                f"{url}: has no GRIB hypercube {cube_name!r}; it holds {', '.join(names)}. "
+                "Fix source.grib_cube",
+                url=url,
+            )
+        cube = matching[0]
+    elif len(cubes) == 1:
+        cube = cubes[0]
+    else:
+        raise SourceError(
+            f"{url}: holds {len(cubes)} GRIB hypercubes that cannot be combined into one "
+            f"dataset ({', '.join(names)}); set source.grib_cube to one of them (one pipeline "
+            "and group per hypercube)",
+            url=url,
+        )
+    fallback = dict(cube.fallback)
+    if fallback and mode == "virtual":
+        reasons = "; ".join(f"{n}: {r}" for n, r in fallback.items())
+        raise SourceError(
+            f"{url}: variable(s) {', '.join(fallback)} of hypercube {cube.name!r} cannot be "
+            f"decoded correctly from virtual references ({reasons}); use mode: native (read "
+            "through cfgrib), or list them in source.drop_variables",
+            url=url,
+        )
+    ds = cube.dataset
+    ds.encoding["icepipe_format"] = f"grib:{cube.index}"
+    return ds, fallback
 
 
 def _open_virtual(url: str, fmt: str, registry: Any, order_by: str | None) -> xr.Dataset:

@@ -22,10 +22,38 @@ from icepipe.target.native import (
     write_and_commit,
     write_dataset,
 )
+from icepipe.target.refs import (
+    ArrayInfo,
+    RefInfo,
+    RepoDiff,
+    container_urls,
+    create_branch,
+    create_tag,
+    delete_branch,
+    delete_local_repo,
+    diff_refs,
+    list_refs,
+    move_branch,
+    resolve_ref,
+    tree_info,
+)
 from icepipe.target.repo import RepoNotFoundError, commit_lock, container_prefixes, open_repo
 from icepipe.target.write import commit, without_attrs, writable_session, write_virtual
 
 __all__ = [
+    "ArrayInfo",
+    "RefInfo",
+    "RepoDiff",
+    "container_urls",
+    "create_branch",
+    "create_tag",
+    "delete_branch",
+    "delete_local_repo",
+    "diff_refs",
+    "list_refs",
+    "move_branch",
+    "resolve_ref",
+    "tree_info",
     "METADATA_KEY",
     "CommitInfo",
     "GcReport",

@@ -1,4 +1,11 @@
-"""Open and create Icechunk repositories; configure and authorize virtual chunk containers."""
+"""Open and create Icechunk repositories; configure and authorize virtual chunk containers.
+
+Repositories live on a local disk or in an object store (``s3://``, and ``gs://``/``az://``
+through Icechunk's own constructors). Credentials are never baked into what pickles: object
+store repositories and S3 containers get either Icechunk's ``from_env`` chain or an
+:class:`EnvS3Credentials` callback that reads *named* environment variables in whichever
+process (client or Dask worker) talks to storage.
+"""
 
 from __future__ import annotations
 
@@ -6,20 +13,25 @@ import fcntl
 import os
 import shutil
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import icechunk
 
 from icepipe.errors import ConfigError, StorageError
+from icepipe.storage import StorageOptions, is_local, resolve_s3_credentials, split_url
 
 __all__ = [
+    "EnvS3Credentials",
     "RepoNotFoundError",
     "commit_lock",
+    "container_credentials",
     "container_prefixes",
     "open_repo",
+    "repo_config",
     "storage_for",
 ]
 
@@ -33,17 +45,201 @@ class RepoNotFoundError(ConfigError):
     """No Icechunk repository exists at the given location."""
 
 
-def storage_for(repo: str) -> icechunk.Storage:
-    """Icechunk storage for a repository location (a local path for now).
+@dataclass(frozen=True)
+class EnvS3Credentials:
+    """An Icechunk credential callback reading S3 credentials from named environment variables.
+
+    It pickles as the variable *names*: Icechunk sends it with repositories and forks to Dask
+    workers, where it is called to read that worker's environment.
+    """
+
+    access_key_id_env: str
+    secret_access_key_env: str
+    session_token_env: str | None = None
+
+    @classmethod
+    def from_options(cls, options: StorageOptions) -> EnvS3Credentials | None:
+        """The callback for ``options``' named variables (``None`` when it names none)."""
+        if options.anonymous or not options.access_key_id_env or not options.secret_access_key_env:
+            return None
+        return cls(
+            options.access_key_id_env, options.secret_access_key_env, options.session_token_env
+        )
+
+    def options(self) -> StorageOptions:
+        return StorageOptions(
+            access_key_id_env=self.access_key_id_env,
+            secret_access_key_env=self.secret_access_key_env,
+            session_token_env=self.session_token_env,
+        )
+
+    def __call__(self) -> icechunk.S3StaticCredentials:
+        secrets = resolve_s3_credentials(self.options())
+        if secrets is None:  # pragma: no cover - names are always set
+            raise ConfigError("no credential environment variables named")
+        return icechunk.S3StaticCredentials(
+            access_key_id=secrets.access_key_id,
+            secret_access_key=secrets.secret_access_key,
+            session_token=secrets.session_token,
+        )
+
+
+def _s3_credential_kwargs(options: StorageOptions) -> dict[str, Any]:
+    """``s3_storage`` keyword arguments choosing where credentials come from (never values)."""
+    if options.anonymous:
+        return {"anonymous": True}
+    callback = EnvS3Credentials.from_options(options)
+    if callback is None:
+        return {"from_env": True}
+    resolve_s3_credentials(options)  # fail now, naming the missing variable
+    return {"get_credentials": callback, "scatter_initial_credentials": False}
+
+
+def storage_for(repo: str, storage: StorageOptions | None = None) -> icechunk.Storage:
+    """Icechunk storage for a repository location.
+
+    ``repo`` is a local path or ``file://`` URL, ``s3://bucket/prefix`` (reached as
+    ``storage`` says), or ``gs://bucket/prefix`` / ``az://container/prefix`` (passed to
+    ``icechunk.gcs_storage`` / ``icechunk.azure_storage`` with credentials from the
+    environment; ``AZURE_STORAGE_ACCOUNT_NAME`` names the Azure account).
 
     Raises
     ------
     ConfigError
-        The location is not supported.
+        The location is not supported, has no prefix, or names missing credential variables.
     """
-    if "://" in repo and not repo.startswith("file://"):
-        raise ConfigError(f"only local repositories are supported for now; got {repo!r}")
-    return icechunk.local_filesystem_storage(str(_local_path(repo)))
+    options = storage or StorageOptions()
+    if is_local(repo):
+        return icechunk.local_filesystem_storage(str(_local_path(repo)))
+    scheme, bucket, key = split_url(repo)
+    prefix = key.strip("/")
+    if not bucket or not prefix:
+        raise ConfigError(
+            f"expected {scheme}://BUCKET/PREFIX (Icechunk does not create repositories at a "
+            f"bucket's root); got {repo!r}",
+            field="target.repo",
+        )
+    if scheme == "s3":
+        return icechunk.s3_storage(
+            bucket=bucket,
+            prefix=prefix,
+            region=options.effective_region,
+            endpoint_url=options.endpoint,
+            allow_http=options.allow_http,
+            force_path_style=options.force_path_style,
+            **_s3_credential_kwargs(options),
+        )
+    if scheme == "gs":
+        return icechunk.gcs_storage(
+            bucket=bucket,
+            prefix=prefix,
+            anonymous=True if options.anonymous else None,
+            from_env=None if options.anonymous else True,
+        )
+    if scheme == "az":
+        return icechunk.azure_storage(
+            account=_azure_account(),
+            container=bucket,
+            prefix=prefix,
+            anonymous=True if options.anonymous else None,
+            from_env=None if options.anonymous else True,
+        )
+    raise ConfigError(
+        f"unsupported repository location {repo!r}; use a local path, s3://, gs:// or az://",
+        field="target.repo",
+    )
+
+
+def _azure_account() -> str:
+    account = os.environ.get("AZURE_STORAGE_ACCOUNT_NAME")
+    if not account:
+        raise ConfigError(
+            "az:// locations need the storage account name in the environment variable "
+            "AZURE_STORAGE_ACCOUNT_NAME"
+        )
+    return account
+
+
+def repo_config(settings: Mapping[str, Any] | None) -> icechunk.RepositoryConfig:
+    """An ``icechunk.RepositoryConfig`` from validated ``target.config`` settings.
+
+    Unset settings stay ``None``, so Icechunk's defaults (and what a repository persisted)
+    apply. The storage's conditional-write settings are never touched.
+
+    Raises
+    ------
+    ConfigError
+        Icechunk refuses a value.
+    """
+    s = dict(settings or {})
+    cfg = icechunk.RepositoryConfig.default()
+    try:
+        for key in (
+            "inline_chunk_threshold_bytes",
+            "get_partial_values_concurrency",
+            "max_concurrent_requests",
+        ):
+            if key in s:
+                setattr(cfg, key, s[key])
+        if "compression" in s:
+            cfg.compression = icechunk.CompressionConfig(level=s["compression"].get("level"))
+        if "caching" in s:
+            cfg.caching = icechunk.CachingConfig(**s["caching"])
+        if "storage" in s:
+            st = dict(s["storage"])
+            cfg.storage = icechunk.StorageSettings(
+                concurrency=icechunk.StorageConcurrencySettings(**st.pop("concurrency"))
+                if "concurrency" in st
+                else None,
+                retries=icechunk.StorageRetriesSettings(**st.pop("retries"))
+                if "retries" in st
+                else None,
+                timeouts=icechunk.StorageTimeoutSettings(**st.pop("timeouts"))
+                if "timeouts" in st
+                else None,
+                **st,
+            )
+        if "manifest" in s:
+            cfg.manifest = _manifest_config(s["manifest"])
+    except (TypeError, ValueError, icechunk.IcechunkError) as exc:
+        raise ConfigError(f"Icechunk refuses these settings: {exc}", field="target.config") from exc
+    return cfg
+
+
+def _manifest_config(m: Mapping[str, Any]) -> icechunk.ManifestConfig:
+    preload = None
+    if m.get("preload") is False:
+        preload = icechunk.ManifestPreloadConfig(
+            preload_if=icechunk.ManifestPreloadCondition.false()
+        )
+    elif "preload" in m:
+        p = m["preload"]
+        preload = icechunk.ManifestPreloadConfig(
+            max_total_refs=p.get("max_total_refs"),
+            max_arrays_to_scan=p.get("max_arrays_to_scan"),
+            preload_if=icechunk.ManifestPreloadCondition.name_matches(p["names"])
+            if "names" in p
+            else None,
+        )
+    splitting = None
+    if "splitting" in m:
+        sizes: dict[Any, Any] = {}
+        for rule in m["splitting"]:
+            cond = (
+                icechunk.ManifestSplitCondition.name_matches(rule["arrays"])
+                if "arrays" in rule
+                else icechunk.ManifestSplitCondition.AnyArray()
+            )
+            sizes[cond] = {
+                (
+                    icechunk.ManifestSplitDimCondition.Any()
+                    if dim == "*"
+                    else icechunk.ManifestSplitDimCondition.DimensionName(dim)
+                ): n
+                for dim, n in rule["dims"].items()
+            }
+        splitting = icechunk.ManifestSplittingConfig.from_dict(sizes)
+    return icechunk.ManifestConfig(preload=preload, splitting=splitting)
 
 
 def _local_path(repo: str) -> Path:
@@ -54,14 +250,19 @@ def _local_path(repo: str) -> Path:
 
 @contextmanager
 def commit_lock(repo: str) -> Iterator[None]:
-    """Hold an exclusive OS lock for ``repo`` (local repositories only).
+    """Hold an exclusive OS lock for ``repo`` (local repositories only; a no-op otherwise).
 
     Icechunk's local-filesystem storage silently loses commits that race each other (see
     ``shared/ICECHUNK_NOTES.md``), and creating a repository twice at one location is unsafe,
     so icepipe takes this lock around every create and commit of a local repository. The lock is
     a sibling file ``.<name>.icepipe.lock``: Icechunk refuses to create a repository in a
-    folder that already holds files.
+    folder that already holds files. Object stores need no lock: Icechunk commits there with
+    conditional writes (``If-Match``/``If-None-Match``), so of racing commits exactly one wins
+    and the others fail with a conflict (tested against a real S3 server).
     """
+    if not is_local(repo):
+        yield
+        return
     path = _local_path(repo)
     path.parent.mkdir(parents=True, exist_ok=True)
     lock_path = path.parent / f".{path.name}.icepipe.lock"
@@ -83,20 +284,83 @@ def container_prefixes(urls: Iterable[str]) -> list[str]:
     return out
 
 
-def _container(prefix: str) -> icechunk.VirtualChunkContainer:
-    if prefix.startswith("file://"):
-        return icechunk.VirtualChunkContainer(
-            prefix, icechunk.local_filesystem_store(prefix[len("file://") :])
+def _container(prefix: str, source: StorageOptions | None = None) -> icechunk.VirtualChunkContainer:
+    """The virtual chunk container for a source location, reached as ``source`` says.
+
+    Only how to reach the store is persisted (endpoint, region, addressing, anonymous);
+    credentials are given by each reader when it opens the repository.
+    """
+    options = source or StorageOptions()
+    scheme, _, _ = split_url(prefix)
+    store: Any
+    if scheme == "file":
+        store = icechunk.local_filesystem_store(prefix[len("file://") :])
+    elif scheme == "s3":
+        store = icechunk.s3_store(
+            region=options.effective_region,
+            endpoint_url=options.endpoint,
+            allow_http=options.allow_http,
+            anonymous=options.anonymous,
+            s3_compatible=options.endpoint is not None,
+            force_path_style=options.force_path_style,
         )
-    raise ConfigError(f"virtual references to {prefix!r} are not supported yet")
+    elif scheme == "gs":
+        store = icechunk.gcs_store()
+    elif scheme == "az":
+        store = icechunk.storage.azure_store(account=_azure_account())
+    elif scheme in ("http", "https"):
+        store = icechunk.http_store({"allow_http": "true"} if options.allow_http else None)
+    else:
+        raise ConfigError(f"virtual references to {prefix!r} are not supported")
+    return icechunk.VirtualChunkContainer(prefix, store)
 
 
-def _credentials(prefixes: Iterable[str]) -> dict[str, Any]:
+def _persisted_anonymous(container: icechunk.VirtualChunkContainer) -> bool:
+    # The S3 options a container was created with (``ObjectStoreConfig.S3*`` wraps S3Options).
+    options = getattr(container.store, "_0", None)
+    return bool(getattr(options, "anonymous", False))
+
+
+def container_credentials(
+    containers: Iterable[icechunk.VirtualChunkContainer], source: StorageOptions | None = None
+) -> dict[str, Any]:
+    """Authorize every container: local and HTTP need none; object stores get anonymous
+    access (when the container or ``source`` says so), credentials from the variables
+    ``source`` names (read where chunks are fetched), or the environment's standard chain."""
+    options = source or StorageOptions()
+    callback = EnvS3Credentials.from_options(options)
     creds: dict[str, Any] = {}
-    for prefix in prefixes:
-        if prefix.startswith("file://"):
-            creds[prefix] = icechunk.credentials.LocalFileSystemAccess
+    for c in containers:
+        scheme, _, _ = split_url(c.url_prefix)
+        anonymous = options.anonymous or _persisted_anonymous(c)
+        if scheme == "file":
+            creds[c.url_prefix] = icechunk.credentials.LocalFileSystemAccess
+        elif scheme in ("http", "https"):
+            creds[c.url_prefix] = icechunk.credentials.HttpAccess
+        elif scheme == "s3":
+            if anonymous:
+                creds[c.url_prefix] = icechunk.s3_anonymous_credentials()
+            elif callback is not None:
+                creds[c.url_prefix] = icechunk.s3_refreshable_credentials(callback)
+            else:
+                creds[c.url_prefix] = icechunk.s3_from_env_credentials()
+        elif scheme == "gs":
+            creds[c.url_prefix] = (
+                icechunk.credentials.gcs_anonymous_credentials()
+                if anonymous
+                else icechunk.gcs_from_env_credentials()
+            )
+        elif scheme == "az":
+            creds[c.url_prefix] = (
+                icechunk.azure_anonymous_credentials()
+                if anonymous
+                else icechunk.azure_from_env_credentials()
+            )
     return icechunk.containers_credentials(creds) if creds else {}
+
+
+def _credentials(prefixes: Iterable[str], source: StorageOptions | None = None) -> dict[str, Any]:
+    return container_credentials([_container(p, source) for p in prefixes], source)
 
 
 def _existing_prefixes(config: icechunk.RepositoryConfig | None) -> list[str]:
@@ -105,8 +369,30 @@ def _existing_prefixes(config: icechunk.RepositoryConfig | None) -> list[str]:
     return [c.url_prefix for c in config.virtual_chunk_containers.values()]
 
 
+def _existing_containers(config: icechunk.RepositoryConfig | None) -> list[Any]:
+    if config is None or not config.virtual_chunk_containers:
+        return []
+    return list(config.virtual_chunk_containers.values())
+
+
+def _create_remote(
+    storage: icechunk.Storage, config: icechunk.RepositoryConfig, credentials: dict[str, Any]
+) -> None:
+    """Create a repository in an object store; losing a creation race to another run is fine."""
+    try:
+        icechunk.Repository.create(
+            storage, config=config, authorize_virtual_chunk_access=credentials
+        )
+    except icechunk.IcechunkError:
+        if not icechunk.Repository.exists(storage):
+            raise
+
+
 def _create_in_place(
-    repo: str, config: icechunk.RepositoryConfig, containers: Sequence[str]
+    repo: str,
+    config: icechunk.RepositoryConfig,
+    containers: Sequence[str],
+    source_storage: StorageOptions | None = None,
 ) -> None:
     """Create the repository beside ``repo``, then rename it into place (hold ``commit_lock``).
 
@@ -123,7 +409,7 @@ def _create_in_place(
     icechunk.Repository.create(
         icechunk.local_filesystem_storage(str(staging)),
         config=config,
-        authorize_virtual_chunk_access=_credentials(containers),
+        authorize_virtual_chunk_access=_credentials(containers, source_storage),
     )
     try:
         os.rename(staging, path)  # replaces an empty folder, never a non-empty one
@@ -135,55 +421,94 @@ def _create_in_place(
         ) from exc
 
 
+# Adding containers to a repository's config is read-modify-write: when two runs add theirs
+# at once, one may overwrite the other's. Each run re-reads until its own are persisted.
+_CONFIG_UPDATE_TRIES = 8
+
+
 def open_repo(
-    repo: str, *, create: bool = False, containers: Sequence[str] = ()
+    repo: str,
+    *,
+    create: bool = False,
+    containers: Sequence[str] = (),
+    storage: StorageOptions | None = None,
+    source_storage: StorageOptions | None = None,
+    config: Mapping[str, Any] | None = None,
 ) -> icechunk.Repository:
     """Open (or create) the repository at ``repo`` with every virtual chunk container authorized.
 
     Parameters
     ----------
     repo
-        The repository location.
+        The repository location: a local path, ``s3://bucket/prefix``, ``gs://...``,
+        ``az://...``.
     create
         Create the repository when it does not exist.
     containers
-        ``file://`` folder prefixes that virtual references will point into. Missing ones are
-        added to the repository's persisted config.
+        Folder prefixes (``file://``, ``s3://``, ``http(s)://``, ...) that virtual references
+        will point into. Missing ones are added to the repository's persisted config.
+    storage
+        How to reach the repository's object store (``target:`` options).
+    source_storage
+        How to reach the sources (``source.storage``): the containers of new prefixes are
+        configured with it, and S3 containers are authorized with its credentials.
+    config
+        Validated ``target.config`` settings: persisted when the repository is created, and
+        applied (not persisted) when an existing one is opened.
 
     Raises
     ------
     RepoNotFoundError
         No repository at ``repo`` and ``create`` is false.
+    ConfigError
+        Bad location, settings or credentials.
     StorageError
         The storage could not be read or written.
     """
-    storage = storage_for(repo)
+    ic_storage = storage_for(repo, storage)
+    settings = repo_config(config)
     try:
-        if not icechunk.Repository.exists(storage):
+        if not icechunk.Repository.exists(ic_storage):
             if not create:
                 raise RepoNotFoundError(
                     f"no Icechunk repository at {repo!r}; check the path, or run a pipeline "
                     "that targets it to create it"
                 )
             with commit_lock(repo):
-                if not icechunk.Repository.exists(storage):
-                    config = icechunk.RepositoryConfig.default()
+                if not icechunk.Repository.exists(ic_storage):
+                    new = repo_config(config)
                     for prefix in containers:
-                        config.set_virtual_chunk_container(_container(prefix))
-                    _create_in_place(repo, config, containers)
-        existing = _existing_prefixes(icechunk.Repository.fetch_config(storage))
-        missing = [p for p in containers if not any(p.startswith(e) for e in existing)]
-        if missing:
+                        new.set_virtual_chunk_container(_container(prefix, source_storage))
+                    creds = _credentials(containers, source_storage)
+                    if is_local(repo):
+                        _create_in_place(repo, new, containers, source_storage)
+                    else:
+                        _create_remote(ic_storage, new, creds)
+        for _ in range(_CONFIG_UPDATE_TRIES):
+            persisted = icechunk.Repository.fetch_config(ic_storage)
+            existing = _existing_prefixes(persisted)
+            missing = [p for p in containers if not any(p.startswith(e) for e in existing)]
+            if not missing:
+                break
             with commit_lock(repo):
-                config = (
-                    icechunk.Repository.fetch_config(storage) or icechunk.RepositoryConfig.default()
+                updated = (
+                    icechunk.Repository.fetch_config(ic_storage)
+                    or icechunk.RepositoryConfig.default()
                 )
                 for prefix in missing:
-                    config.set_virtual_chunk_container(_container(prefix))
-                icechunk.Repository.open(storage, config=config).save_config()
-            existing = _existing_prefixes(icechunk.Repository.fetch_config(storage))
+                    updated.set_virtual_chunk_container(_container(prefix, source_storage))
+                icechunk.Repository.open(ic_storage, config=updated).save_config()
+        else:
+            raise StorageError(
+                f"could not add the virtual chunk containers {missing} to the config of "
+                f"{repo!r}: other writers kept changing it; retry"
+            )
         return icechunk.Repository.open(
-            storage, authorize_virtual_chunk_access=_credentials(existing)
+            ic_storage,
+            config=settings,
+            authorize_virtual_chunk_access=container_credentials(
+                _existing_containers(persisted), source_storage
+            ),
         )
     except ConfigError:
         raise

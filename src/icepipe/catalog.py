@@ -1,0 +1,285 @@
+"""The repository catalog: short names (``org/name``) for repository locations and settings.
+
+A YAML file, by default ``~/.config/icepipe/catalog.yaml`` (``$XDG_CONFIG_HOME`` respected),
+elsewhere with ``icepipe --catalog FILE`` or the ``ICEPIPE_CATALOG`` environment variable::
+
+    repos:
+      acme/nemo:
+        url: /data/repos/nemo          # a path (relative: to this file's folder) or s3://...
+        description: NEMO ocean model output
+      acme/era5:
+        url: s3://bucket/era5
+        storage: {endpoint: "https://s3.example", region: eu-west-1,
+                  access_key_id_env: ERA5_KEY, secret_access_key_env: ERA5_SECRET}
+        config: {inline_chunk_threshold_bytes: 512}
+
+Pipelines target a catalog entry with ``target: {repo: "catalog:acme/nemo"}``, and every
+command taking a repository accepts ``catalog:acme/nemo``. Like pipelines, the catalog holds
+environment variable *names*, never secrets.
+
+A leaf module (YAML and :mod:`icepipe.storage` only): :mod:`icepipe.spec` resolves references
+with it; :mod:`icepipe.ops.repos` creates and deletes the repositories it names.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import re
+import tempfile
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, cast
+
+import yaml
+
+from icepipe.errors import ConfigError
+from icepipe.storage import (
+    STORAGE_KEYS,
+    StorageOptions,
+    is_local,
+    parse_repo_config,
+    parse_storage_options,
+)
+
+__all__ = [
+    "CATALOG_ENV",
+    "CATALOG_PREFIX",
+    "Catalog",
+    "CatalogEntry",
+    "catalog_path",
+    "edit_catalog",
+    "load_catalog",
+    "resolve_target",
+]
+
+#: Environment variable naming the catalog file.
+CATALOG_ENV = "ICEPIPE_CATALOG"
+#: Prefix of catalog references in ``target.repo`` and on the command line.
+CATALOG_PREFIX = "catalog:"
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*/[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+_ENTRY_KEYS = frozenset({"url", "description", "storage", "config"})
+
+
+@dataclass(frozen=True)
+class CatalogEntry:
+    """One named repository: where it is and how to reach it."""
+
+    name: str
+    url: str
+    description: str = ""
+    storage: StorageOptions = field(default_factory=StorageOptions)
+    config: dict[str, Any] = field(default_factory=dict)
+
+    def to_yaml(self) -> dict[str, Any]:
+        """The mapping written into the catalog (local paths absolute)."""
+        out: dict[str, Any] = {"url": self.url}
+        if self.description:
+            out["description"] = self.description
+        if not self.storage.is_default:
+            defaults = StorageOptions()
+            out["storage"] = {
+                k: getattr(self.storage, k)
+                for k in sorted(STORAGE_KEYS)
+                if getattr(self.storage, k) != getattr(defaults, k)
+            }
+        if self.config:
+            out["config"] = self.config
+        return out
+
+
+@dataclass(frozen=True)
+class Catalog:
+    """A loaded catalog file (``entries`` is empty when the file does not exist)."""
+
+    path: Path
+    entries: dict[str, CatalogEntry]
+
+    def get(self, name: str) -> CatalogEntry:
+        """The entry named ``name``.
+
+        Raises
+        ------
+        ConfigError
+            No such entry; the message lists the known names and the catalog file.
+        """
+        check_name(name)
+        try:
+            return self.entries[name]
+        except KeyError:
+            known = ", ".join(sorted(self.entries)) or "none"
+            raise ConfigError(
+                f"no repository named {name!r} in the catalog {str(self.path)!r} (known: "
+                f"{known}); add it with `icepipe repo create {name} URL`, or point "
+                f"--catalog / {CATALOG_ENV} at another catalog"
+            ) from None
+
+
+def catalog_path(path: str | os.PathLike[str] | None = None) -> Path:
+    """The catalog file: ``path``, else ``$ICEPIPE_CATALOG``, else the user's config folder."""
+    if path:
+        return Path(path).expanduser()
+    env = os.environ.get(CATALOG_ENV)
+    if env:
+        return Path(env).expanduser()
+    config_home = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(config_home) / "icepipe" / "catalog.yaml"
+
+
+def check_name(name: str) -> str:
+    """Validate a catalog name (``org/name``).
+
+    Raises
+    ------
+    ConfigError
+        Not two parts of letters, digits, ``_ - .`` separated by one ``/``.
+    """
+    if not _NAME_RE.match(name):
+        raise ConfigError(
+            f"expected a catalog name like 'org/name' (letters, digits, '_', '-', '.'); "
+            f"got {name!r}"
+        )
+    return name
+
+
+def load_catalog(path: str | os.PathLike[str] | None = None) -> Catalog:
+    """Read and validate the catalog (see :func:`catalog_path` for where it is).
+
+    Raises
+    ------
+    ConfigError
+        The file is not YAML or an entry is invalid (the message names the entry and key).
+    """
+    p = catalog_path(path)
+    try:
+        text = p.read_text()
+    except FileNotFoundError:
+        return Catalog(path=p, entries={})
+    except OSError as exc:
+        raise ConfigError(f"cannot read the catalog {str(p)!r}: {exc.strerror}") from exc
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"the catalog {str(p)!r} is not valid YAML: {exc}") from exc
+    if raw is None:
+        return Catalog(path=p, entries={})
+    where = str(p)
+    if not isinstance(raw, Mapping) or set(raw) - {"repos"}:
+        raise ConfigError(f"{where}: expected a mapping with one key, 'repos'")
+    repos = raw.get("repos") or {}
+    if not isinstance(repos, Mapping):
+        raise ConfigError(f"{where}: 'repos' must map org/name to {{url: ...}}")
+    base = p.resolve().parent
+    entries = {str(name): _entry(str(name), value, base, where) for name, value in repos.items()}
+    return Catalog(path=p, entries=entries)
+
+
+def _entry(name: str, value: object, base: Path, where: str) -> CatalogEntry:
+    try:
+        check_name(name)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+    at = f"repos.{name}"
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{where}: expected a mapping with a 'url'", field=at)
+    m = cast(Mapping[str, Any], value)
+    unknown = sorted(str(k) for k in m if k not in _ENTRY_KEYS)
+    if unknown:
+        raise ConfigError(
+            f"{where}: unknown key(s) {', '.join(map(repr, unknown))}; allowed: "
+            f"{', '.join(sorted(_ENTRY_KEYS))}",
+            field=f"{at}.{unknown[0]}",
+        )
+    url = m.get("url")
+    if not isinstance(url, str) or not url.strip():
+        raise ConfigError(f"{where}: missing; expected a path or URL", field=f"{at}.url")
+    url = url.strip()
+    if is_local(url):
+        url = os.path.normpath(base / os.path.expanduser(url.removeprefix("file://")))
+    description = m.get("description") or ""
+    if not isinstance(description, str):
+        raise ConfigError(f"{where}: expected a string", field=f"{at}.description")
+    raw_storage = m.get("storage") or {}
+    if not isinstance(raw_storage, Mapping):
+        raise ConfigError(f"{where}: expected a mapping", field=f"{at}.storage")
+    unknown = sorted(str(k) for k in raw_storage if k not in STORAGE_KEYS)
+    storage = parse_storage_options(raw_storage, f"{at}.storage.")
+    if unknown:
+        raise ConfigError(
+            f"{where}: unknown key(s) {', '.join(map(repr, unknown))}; allowed: "
+            f"{', '.join(sorted(STORAGE_KEYS))}",
+            field=f"{at}.storage.{unknown[0]}",
+        )
+    if is_local(url) and not storage.is_default:
+        raise ConfigError(
+            f"{where}: storage options apply to object-store repositories (s3://...), and "
+            f"the url is the local path {url!r}; remove them",
+            field=f"{at}.storage",
+        )
+    config = parse_repo_config(m.get("config"), f"{at}.config")
+    return CatalogEntry(
+        name=name, url=url, description=description.strip(), storage=storage, config=config
+    )
+
+
+@contextmanager
+def edit_catalog(path: str | os.PathLike[str] | None = None) -> Iterator[dict[str, CatalogEntry]]:
+    """Yield the catalog's entries for editing; write them back atomically on success.
+
+    An OS lock serialises concurrent editors; the file is replaced by a rename, so readers see
+    the old or the new catalog, never half of one.
+
+    Raises
+    ------
+    ConfigError
+        The catalog cannot be read or written.
+    """
+    p = catalog_path(path)
+    try:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        lock = open(p.parent / f".{p.name}.lock", "a+")  # noqa: SIM115 - held across the yield
+    except OSError as exc:
+        raise ConfigError(f"cannot write the catalog {str(p)!r}: {exc.strerror}") from exc
+    with lock:
+        fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+        entries = dict(load_catalog(p).entries)
+        yield entries
+        doc = {"repos": {n: entries[n].to_yaml() for n in sorted(entries)}}
+        fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w") as fh:
+                fh.write("# icepipe repository catalog (see `icepipe repo --help`)\n")
+                yaml.safe_dump(doc, fh, sort_keys=False)
+            os.replace(tmp, p)
+        except OSError as exc:
+            Path(tmp).unlink(missing_ok=True)
+            raise ConfigError(f"cannot write the catalog {str(p)!r}: {exc.strerror}") from exc
+
+
+def resolve_target(
+    repo: str, storage: StorageOptions, settings: dict[str, Any]
+) -> tuple[str, StorageOptions, dict[str, Any]]:
+    """Replace a ``catalog:org/name`` reference in ``target.repo`` by the entry's location,
+    storage options and settings (other values are returned unchanged).
+
+    Raises
+    ------
+    ConfigError
+        The entry does not exist, or the pipeline also sets storage options or ``config``
+        (they belong to the catalog entry then).
+    """
+    if not repo.startswith(CATALOG_PREFIX):
+        return repo, storage, settings
+    if not storage.is_default or settings:
+        raise ConfigError(
+            f"{repo!r} takes its storage options and config from the catalog; remove them "
+            "from the pipeline, or edit the catalog entry",
+            field="target.repo",
+        )
+    try:
+        entry = load_catalog().get(repo.removeprefix(CATALOG_PREFIX))
+    except ConfigError as exc:
+        raise ConfigError(str(exc), field="target.repo") from None
+    return entry.url, entry.storage, dict(entry.config)

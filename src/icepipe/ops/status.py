@@ -1,0 +1,197 @@
+"""``icepipe status``: the last runs of a pipeline (from its run reports), the last commit it
+made, and how far the repository lags behind the source files."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from icepipe import sources, target
+from icepipe.errors import IcepipeError
+from icepipe.ops.reports import read_reports, runs_dir, state_dir
+from icepipe.spec import Pipeline, load_pipeline
+
+__all__ = ["PipelineStatus", "find_pipelines", "pipeline_status"]
+
+
+@dataclass(frozen=True)
+class PipelineStatus:
+    """Everything ``icepipe status`` shows for one pipeline (JSON-able with ``asdict``).
+
+    ``lag`` holds ``files_pending`` / ``bytes_pending`` (listed files not ingested yet, or
+    changed since), ``newest_source_mtime`` / ``newest_ingested_mtime`` and their difference
+    ``mtime_lag_seconds``, and ``last_coordinate`` (the last stored value along
+    ``concat_dim``, or ``order_by``) with ``data_age_seconds`` (now minus that value, for
+    time coordinates).
+    """
+
+    pipeline: str
+    pipeline_file: str
+    repo: str
+    branch: str
+    group: str | None
+    schedule: str | None = None
+    next_run: str | None = None
+    runs: list[dict[str, Any]] = field(default_factory=list)
+    tip: str | None = None
+    last_commit: dict[str, Any] | None = None
+    lag: dict[str, Any] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+
+
+def find_pipelines(path: str | os.PathLike[str]) -> list[Path]:
+    """``path`` itself, or the ``*.yaml``/``*.yml`` files of a folder (sorted)."""
+    p = Path(path)
+    if p.is_dir():
+        return sorted(f for f in p.iterdir() if f.suffix in (".yaml", ".yml") and f.is_file())
+    return [p]
+
+
+def _iso(t: datetime) -> str:
+    return t.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def _parse_time(text: str | None) -> datetime | None:
+    if not text:
+        return None
+    try:
+        t = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return t if t.tzinfo else t.replace(tzinfo=UTC)
+
+
+def _run_summary(r: dict[str, Any]) -> dict[str, Any]:
+    files = r.get("files") or {}
+    error = r.get("error") or {}
+    return {
+        "run_id": r.get("run_id"),
+        "started_at": r.get("started_at"),
+        "status": r.get("status"),
+        "exit_code": r.get("exit_code"),
+        "files_new": len(files.get("new") or []),
+        "files_failed": len(files.get("failed") or []) + len(files.get("skipped") or []),
+        "seconds": r.get("seconds"),
+        "snapshot_id": r.get("snapshot_id"),
+        "error": error.get("message"),
+        "report_file": r.get("report_file"),
+    }
+
+
+def pipeline_status(
+    pipeline: Pipeline, *, state: str | None = None, runs: int = 5, now: datetime | None = None
+) -> PipelineStatus:
+    """Collect the status of ``pipeline`` (never raises for a missing repository or sources:
+    those are listed in ``problems``)."""
+    now = now or datetime.now(UTC)
+    t, src = pipeline.target, pipeline.source
+    folder = runs_dir(state_dir(pipeline.path, state), pipeline.name)
+    status = PipelineStatus(
+        pipeline=pipeline.name,
+        pipeline_file=str(Path(pipeline.path).absolute()) if pipeline.path else "",
+        repo=t.repo,
+        branch=t.branch,
+        group=t.group,
+        schedule=_describe_schedule(pipeline),
+        next_run=_iso(pipeline.schedule.next_after(now)) if pipeline.schedule else None,
+        runs=[_run_summary(r) for r in read_reports(folder, limit=runs)],
+    )
+    ledger: dict[str, dict[str, Any]] = {}
+    try:
+        repo = target.open_repo(
+            t.repo, storage=t.storage, source_storage=src.storage, config=t.config
+        )
+        tip = target.resolve_ref(repo, f"branch:{t.branch}")
+        status = _replace(status, tip=tip)
+        for c in target.read_log(repo, t.branch):
+            if c.pipeline == pipeline.name and (c.group or None) == (t.group or None):
+                status = _replace(
+                    status,
+                    last_commit={
+                        "snapshot_id": c.id,
+                        "written_at": _iso(c.written_at),
+                        "message": c.message,
+                        "files": c.n_files,
+                    },
+                )
+                break
+        ledger = target.read_ledger(repo, tip, t.group)
+    except IcepipeError as exc:
+        status.problems.append(f"repository: {exc}")
+        repo = None
+    lag: dict[str, Any] = {}
+    try:
+        listed = sources.list_sources(src.urls, is_glob=src.is_glob, storage=src.storage)
+        pending = [f for f in listed if f.url not in ledger or not f.same_version(ledger[f.url])]
+        newest_source = max((_parse_time(f.mtime) for f in listed), default=None, key=_key)
+        newest_ingested = max(
+            (_parse_time(r.get("mtime")) for r in ledger.values()), default=None, key=_key
+        )
+        lag.update(
+            files_listed=len(listed),
+            files_ingested=len(ledger),
+            files_pending=len(pending),
+            bytes_pending=sum(f.size for f in pending),
+            newest_source_mtime=_iso(newest_source) if newest_source else None,
+            newest_ingested_mtime=_iso(newest_ingested) if newest_ingested else None,
+            mtime_lag_seconds=(
+                max(0.0, (newest_source - newest_ingested).total_seconds())
+                if newest_source and newest_ingested
+                else None
+            ),
+        )
+    except IcepipeError as exc:
+        status.problems.append(f"sources: {exc}")
+    if repo is not None and ledger:
+        lag.update(_last_coordinate(pipeline, status.tip, now))
+    return _replace(status, lag=lag)
+
+
+def _key(t: datetime | None) -> datetime:
+    return t or datetime.min.replace(tzinfo=UTC)
+
+
+def _replace(s: PipelineStatus, **kw: Any) -> PipelineStatus:
+    from dataclasses import replace
+
+    return replace(s, **kw)
+
+
+def _describe_schedule(pipeline: Pipeline) -> str | None:
+    s = pipeline.schedule
+    return f"{s.cron} ({s.timezone})" if s else None
+
+
+def _last_coordinate(pipeline: Pipeline, tip: str | None, now: datetime) -> dict[str, Any]:
+    from icepipe.xarray import open_dataset
+
+    t, src = pipeline.target, pipeline.source
+    name = src.order_by or src.concat_dim
+    try:
+        ds = open_dataset(
+            t.repo, snapshot_id=tip, group=t.group, storage=t.storage, source_storage=src.storage
+        )
+        if name not in ds.variables or ds[name].ndim != 1 or ds[name].size == 0:
+            return {}
+        value = ds[name].values[-1]
+    except Exception:  # status is best effort: a coordinate that cannot be read is no error
+        return {}
+    if isinstance(value, np.datetime64):
+        last = datetime.fromisoformat(str(value.astype("datetime64[us]"))).replace(tzinfo=UTC)
+        return {
+            "last_coordinate": _iso(last),
+            "data_age_seconds": round((now - last).total_seconds(), 3),
+        }
+    if hasattr(value, "isoformat"):  # cftime dates: no age across calendars
+        return {"last_coordinate": value.isoformat()}
+    return {"last_coordinate": value.item() if hasattr(value, "item") else value}
+
+
+def status_of_path(path: str | os.PathLike[str], *, state: str | None, runs: int) -> PipelineStatus:
+    """The status of the pipeline file ``path`` (see :func:`pipeline_status`)."""
+    return pipeline_status(load_pipeline(path), state=state, runs=runs)

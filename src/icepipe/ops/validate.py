@@ -1,0 +1,257 @@
+"""Read ingested data back from the repository and compare it with the source files.
+
+For a sample of the files in the ledger, the region of the stored dataset that each file
+filled (its ``start``/``length`` along ``concat_dim``, from the commit metadata) is read
+through Icechunk, which resolves virtual references exactly like a user's read would, and
+compared value by value with the file opened by xarray, both decoded (CF times, scale and
+offset). NaNs compare equal; nothing else is tolerated.
+
+Catches what no write-time check can: virtual references into files that were later replaced
+or removed, misconfigured virtual chunk containers that read back as fill values, and time
+encodings normalised the wrong way.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+from icepipe import sources, target
+from icepipe.errors import ConfigError, IcepipeError, ValidationError, short_message
+from icepipe.spec import Pipeline
+from icepipe.xarray import open_dataset
+
+__all__ = ["ValidationReport", "sample_records", "validate_pipeline"]
+
+
+@dataclass(frozen=True)
+class ValidationReport:
+    """What :func:`validate_pipeline` compared (it raises on the first difference)."""
+
+    pipeline: str
+    repo: str
+    branch: str
+    group: str | None
+    snapshot_id: str
+    files_ingested: int
+    files_checked: list[str] = field(default_factory=list)
+    variables_checked: int = 0
+    values_checked: int = 0
+    seconds: float = 0.0
+
+
+def sample_records(records: Sequence[dict[str, Any]], n: int | None) -> list[dict[str, Any]]:
+    """``n`` records spread evenly over the data (first and last always in), or all of them
+    when ``n`` is ``None``."""
+    if n is None or n >= len(records):
+        return list(records)
+    if n <= 0:
+        return []
+    idx = np.unique(np.linspace(0, len(records) - 1, n).round().astype(int))
+    return [records[int(i)] for i in idx]
+
+
+def validate_pipeline(
+    pipeline: Pipeline,
+    *,
+    sample: int | None = 3,
+    branch: str | None = None,
+    urls: Sequence[str] | None = None,
+) -> ValidationReport:
+    """Compare a sample of the files ingested by ``pipeline`` with what the repository holds.
+
+    Parameters
+    ----------
+    pipeline
+        The pipeline whose target is checked.
+    sample
+        How many files to compare (spread over the data); ``None`` for all.
+    branch
+        The branch to read (default: the pipeline's).
+    urls
+        Only sample among these files (e.g. the files a run just ingested).
+
+    Raises
+    ------
+    ValidationError
+        A value differs, a variable or file is missing, or stored data cannot be read; the
+        message names every such file and the variable.
+    ConfigError
+        No repository or branch, or nothing ingested into the group yet.
+    """
+    t0 = time.perf_counter()
+    t, src = pipeline.target, pipeline.source
+    branch = branch or t.branch
+    repo = target.open_repo(t.repo, storage=t.storage, source_storage=src.storage, config=t.config)
+    try:
+        snapshot_id = target.resolve_ref(repo, f"branch:{branch}")
+    except ConfigError:
+        raise ConfigError(f"branch {branch!r} does not exist in {t.repo!r}") from None
+    records = [r for r in target.read_ingested(repo, snapshot_id, t.group) if "start" in r]
+    if not records:
+        raise ConfigError(
+            f"nothing ingested into {t.group or '/'!r} on {branch!r} of {t.repo!r} yet; run the "
+            "pipeline first"
+        )
+    candidates = [r for r in records if urls is None or r["url"] in set(urls)]
+    chosen = sample_records(candidates, sample)
+    stored = open_dataset(
+        t.repo,
+        snapshot_id=snapshot_id,
+        group=t.group,
+        storage=t.storage,
+        source_storage=src.storage,
+    )
+    n_vars = n_values = 0
+    failures: list[ValidationError] = []
+    for record in chosen:
+        try:
+            v, n = _compare_file(pipeline, stored, record)
+        except ValidationError as exc:
+            failures.append(exc)  # name every bad file at once, not one per run
+            continue
+        n_vars += v
+        n_values += n
+    if len(failures) == 1:
+        raise failures[0]
+    if failures:
+        raise ValidationError(
+            f"{len(failures)} of {len(chosen)} checked file(s) differ from the repository:\n  - "
+            + "\n  - ".join(str(e) for e in failures),
+            url=failures[0].url,
+            variable=failures[0].variable,
+        )
+    return ValidationReport(
+        pipeline=pipeline.name,
+        repo=t.repo,
+        branch=branch,
+        group=t.group,
+        snapshot_id=snapshot_id,
+        files_ingested=len(records),
+        files_checked=[r["url"] for r in chosen],
+        variables_checked=n_vars,
+        values_checked=n_values,
+        seconds=time.perf_counter() - t0,
+    )
+
+
+def _open_source(pipeline: Pipeline, url: str) -> xr.Dataset:
+    src = pipeline.source
+    try:
+        fmt = src.format if src.format != "auto" else sources.detect_format(url, src.storage)
+        ds = sources.open_lazy(
+            [url],
+            [fmt],
+            src.concat_dim,
+            variables=src.variables,
+            drop_variables=src.drop_variables,
+            keep=(src.order_by,) if src.order_by else (),
+            preprocess=src.preprocess,
+            search_path=src.search_path,
+            storage=src.storage,
+        )
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=xr.SerializationWarning)
+            return xr.decode_cf(ds)
+    except IcepipeError as exc:
+        raise ValidationError(
+            f"{url}: the source file cannot be read back ({exc}); its virtual references "
+            "cannot resolve either: restore the file, or re-ingest the group",
+            url=url,
+        ) from exc
+
+
+def _compare_file(
+    pipeline: Pipeline, stored: xr.Dataset, record: dict[str, Any]
+) -> tuple[int, int]:
+    """Compare one file with its region of ``stored``; return (variables, values) compared."""
+    url, dim = record["url"], pipeline.source.concat_dim
+    start, length = int(record["start"]), int(record["length"])
+    src = _open_source(pipeline, url)
+    region: dict[str, Any] = {dim: slice(start, start + length)}
+    n_vars = n_values = 0
+    for name in [*src.data_vars, *src.coords]:
+        if name not in stored.variables:
+            if name in src.data_vars:
+                raise ValidationError(
+                    f"{url}: variable {name!r} is in the source file but not in the repository "
+                    f"group {pipeline.target.group or '/'!r}",
+                    url=url,
+                    variable=name,
+                )
+            continue
+        s_var = src[name]
+        t_var = stored[name]
+        if dim in t_var.dims:
+            t_var = t_var.isel({dim: region[dim]})
+        for d in pipeline.source.stack_dims:
+            # Files stacked along other dimensions fill the positions of their coordinates.
+            if d in t_var.dims and d in src.coords:
+                t_var = t_var.sel({d: src[d].values})
+        try:
+            expected = np.asarray(s_var.values)
+        except Exception as exc:
+            raise ValidationError(
+                f"{url}: variable {name!r} cannot be read from the source file: "
+                f"{short_message(exc)}",
+                url=url,
+                variable=name,
+            ) from exc
+        try:
+            got = np.asarray(t_var.values)
+        except Exception as exc:
+            raise ValidationError(
+                f"{url}: variable {name!r} cannot be read from the repository (a virtual "
+                f"reference that does not resolve?): {_short(exc)}",
+                url=url,
+                variable=name,
+            ) from exc
+        if expected.shape != got.shape:
+            raise ValidationError(
+                f"{url}: variable {name!r} has shape {expected.shape} in the file but "
+                f"{got.shape} at {dim}[{start}:{start + length}] in the repository",
+                url=url,
+                variable=name,
+            )
+        bad = _differences(expected, got)
+        if bad:
+            where, want, have = bad
+            raise ValidationError(
+                f"{url}: variable {name!r} differs at {dim}[{start}:{start + length}], index "
+                f"{where}: the file holds {want!r}, the repository {have!r}",
+                url=url,
+                variable=name,
+            )
+        n_vars += 1
+        n_values += int(expected.size)
+    return n_vars, n_values
+
+
+def _short(exc: BaseException) -> str:
+    """An error message without the trace dumps obstore and Icechunk append."""
+    return short_message(exc).split("\n\ncontext:", 1)[0].strip()
+
+
+def _differences(a: np.ndarray, b: np.ndarray) -> tuple[tuple[int, ...], Any, Any] | None:
+    """The first differing position and values, or ``None`` when ``a`` equals ``b``."""
+    if a.dtype.kind in "mM" and b.dtype.kind in "mM":
+        same = (a == b) | (np.isnat(a) & np.isnat(b))
+    elif a.dtype.kind in "fc" or b.dtype.kind in "fc":
+        try:
+            same = (a == b) | (np.isnan(a) & np.isnan(b))
+        except TypeError:
+            same = np.asarray(a == b)
+    else:
+        same = np.asarray(a == b)
+    if np.all(same):
+        return None
+    if same.shape != a.shape:  # an elementwise comparison numpy could not do
+        return (), a, b
+    where = tuple(int(i) for i in np.argwhere(~same)[0])
+    return where, a[where].item() if a.ndim else a.item(), b[where].item() if b.ndim else b.item()
