@@ -14,17 +14,7 @@ import icepipe
 from icepipe import target
 from icepipe.errors import SchemaMismatchError, SourceError
 from tests.conftest import write_pipeline, write_series
-
-
-def _sources(files: list[Path]) -> xr.Dataset:
-    return xr.open_mfdataset(
-        sorted(files),
-        combine="nested",
-        concat_dim="time",
-        data_vars="minimal",
-        coords="minimal",
-        compat="override",
-    ).load()
+from tests.ingest_checks import sources
 
 
 def _meta(repo: Path, snapshot: str | None) -> dict[str, Any]:
@@ -59,7 +49,7 @@ def test_on_error_skip_leaves_out_unreadable_files_and_retries_them(
     fixed = icepipe.run(pipeline, client=client)
     assert fixed.files_new == (f"file://{files[2]}",) and not fixed.files_skipped
     stored = icepipe.open_dataset(str(tmp_path / "repo"), group="g").load()
-    xr.testing.assert_identical(stored, _sources(files))
+    xr.testing.assert_identical(stored, sources(sorted(files)))
 
 
 def test_on_error_fail_is_the_default(tmp_path: Path, client: Any) -> None:
@@ -93,7 +83,7 @@ def test_on_changed_reingest_overwrites_the_files_region(
     assert (meta["files"][0]["start"], meta["files"][0]["length"]) == (4, 4)
 
     stored = icepipe.open_dataset(str(tmp_path / "repo"), group="g").load()
-    xr.testing.assert_identical(stored, _sources(files))
+    xr.testing.assert_identical(stored, sources(sorted(files)))
     assert icepipe.run(pipeline, client=client).status == "nothing-new"
 
 
@@ -142,7 +132,9 @@ def test_late_files_fill_a_preallocated_axis(tmp_path: Path, client: Any, mode: 
     stored = icepipe.open_dataset(str(tmp_path / "repo"), group="g").load()
     assert stored.sizes["time"] == 16  # nothing appended
     for i in (0, 2):
-        xr.testing.assert_equal(stored.isel(time=slice(4 * i, 4 * i + 4)), _sources([files[i]]))
+        xr.testing.assert_equal(
+            stored.isel(time=slice(4 * i, 4 * i + 4)), sources([files[i]])
+        )
     assert np.isnan(stored["tas"].isel(time=slice(4, 8)).values).all()
 
     # The same data again under another name is a duplicate, not stored twice.

@@ -19,19 +19,9 @@ from distributed.diagnostics.plugin import WorkerPlugin
 
 import icepipe
 from tests.conftest import REPO_ROOT, branch_tip, write_pipeline, write_series
+from tests.ingest_checks import sources
 
 NATIVE = "mode: native\nchunks: {time: 4, lat: 3}\n"
-
-
-def _sources(files: list[Path]) -> xr.Dataset:
-    return xr.open_mfdataset(
-        sorted(files),
-        combine="nested",
-        concat_dim="time",
-        data_vars="minimal",
-        coords="minimal",
-        compat="override",
-    ).load()
 
 
 def _array(repo: Path, group: str, name: str) -> zarr.Array[Any]:
@@ -49,7 +39,7 @@ def test_native_ingest_rechunks_and_reads_back_equal(tmp_path: Path, client: Any
     result = icepipe.run(icepipe.load_pipeline(spec), client=client)
     assert result.status == "committed"
     stored = icepipe.open_dataset(str(tmp_path / "repo"), group="g").load()
-    xr.testing.assert_identical(stored, _sources(files))
+    xr.testing.assert_identical(stored, sources(sorted(files)))
     arr = _array(tmp_path / "repo", "g", "tas")
     assert arr.chunks == (4, 3, 6)  # lon not given: whole dimension
     assert type(arr.compressors[0]).__name__ == "ZstdCodec"
@@ -68,7 +58,7 @@ def test_native_with_shards(tmp_path: Path, client: Any) -> None:
     arr = _array(tmp_path / "repo", "g", "tas")
     assert arr.shards == (8, 3, 6) and arr.chunks == (4, 3, 6)
     xr.testing.assert_identical(
-        icepipe.open_dataset(str(tmp_path / "repo"), group="g").load(), _sources(files)
+        icepipe.open_dataset(str(tmp_path / "repo"), group="g").load(), sources(sorted(files))
     )
 
 
@@ -86,7 +76,7 @@ def test_native_rerun_appends_into_partial_chunk(tmp_path: Path, client: Any) ->
     result = icepipe.run(pipeline, client=client)
     assert result.files_new == tuple(f"file://{f}" for f in files[2:])
     xr.testing.assert_identical(
-        icepipe.open_dataset(str(tmp_path / "repo"), group="g").load(), _sources(files)
+        icepipe.open_dataset(str(tmp_path / "repo"), group="g").load(), sources(sorted(files))
     )
 
 
@@ -119,7 +109,7 @@ def test_worker_killed_mid_write_gives_identical_data(tmp_path: Path) -> None:
     assert marker.exists(), "no worker was killed: the test did not test anything"
     assert result.status == "committed"
     xr.testing.assert_identical(
-        icepipe.open_dataset(str(tmp_path / "repo"), group="g").load(), _sources(files)
+        icepipe.open_dataset(str(tmp_path / "repo"), group="g").load(), sources(sorted(files))
     )
 
 
@@ -149,7 +139,7 @@ def test_process_killed_at_random_points_leaves_previous_or_new_commit(tmp_path:
     final = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, check=False)
     assert final.returncode == 0, final.stderr
     xr.testing.assert_identical(
-        icepipe.open_dataset(str(tmp_path / "repo"), group="g").load(), _sources(files)
+        icepipe.open_dataset(str(tmp_path / "repo"), group="g").load(), sources(sorted(files))
     )
     log = icepipe.target.read_log(icepipe.target.open_repo(str(tmp_path / "repo")), "main")
     assert sum(e.n_files or 0 for e in log) == len(files)  # each file exactly once

@@ -12,17 +12,7 @@ import xarray as xr
 import icepipe
 from icepipe import target
 from tests.conftest import branch_tip, write_pipeline, write_series
-
-
-def _open_sources(paths: list[Path]) -> xr.Dataset:
-    return xr.open_mfdataset(
-        sorted(paths),
-        combine="nested",
-        concat_dim="time",
-        data_vars="minimal",
-        coords="minimal",
-        compat="override",
-    ).load()
+from tests.ingest_checks import sources
 
 
 @pytest.mark.parametrize("fmt", ["netcdf4", "netcdf3"])
@@ -35,7 +25,7 @@ def test_ingest_reads_back_equal_to_sources(tmp_path: Path, client: Any, fmt: st
     assert [Path(u.removeprefix("file://")) for u in result.files_new] == files
     assert result.dims["time"] == 12
     stored = icepipe.open_dataset(str(tmp_path / "repo"), group="tas").load()
-    xr.testing.assert_identical(stored, _open_sources(files))
+    xr.testing.assert_identical(stored, sources(sorted(files)))
 
 
 def test_files_are_ordered_by_time_not_name(tmp_path: Path, client: Any) -> None:
@@ -73,7 +63,7 @@ def test_rerun_is_incremental_and_exactly_once(tmp_path: Path, client: Any) -> N
     assert third.dims["time"] == 20
 
     stored = icepipe.open_dataset(str(tmp_path / "repo"), group="g").load()
-    xr.testing.assert_identical(stored, _open_sources(files))
+    xr.testing.assert_identical(stored, sources(sorted(files)))
     log = target.read_log(target.open_repo(str(tmp_path / "repo")), "main")
     assert [e.n_files for e in log[:2]] == [2, 3]
     assert all(e.pipeline == "test" for e in log[:2])
@@ -170,4 +160,4 @@ def test_batches_killing_workers_are_rescanned_file_by_file(tmp_path: Path) -> N
     assert result.status == "committed"
     assert len(result.files_new) == 3
     stored = icepipe.open_dataset(str(tmp_path / "repo"), group="g").load()
-    xr.testing.assert_identical(stored, _open_sources(files))
+    xr.testing.assert_identical(stored, sources(sorted(files)))
