@@ -132,9 +132,7 @@ def test_late_files_fill_a_preallocated_axis(tmp_path: Path, client: Any, mode: 
     stored = icepipe.open_dataset(str(tmp_path / "repo"), group="g").load()
     assert stored.sizes["time"] == 16  # nothing appended
     for i in (0, 2):
-        xr.testing.assert_equal(
-            stored.isel(time=slice(4 * i, 4 * i + 4)), sources([files[i]])
-        )
+        xr.testing.assert_equal(stored.isel(time=slice(4 * i, 4 * i + 4)), sources([files[i]]))
     assert np.isnan(stored["tas"].isel(time=slice(4, 8)).values).all()
 
     # The same data again under another name is a duplicate, not stored twice.

@@ -204,9 +204,14 @@ def select_new(
             changed_files.append((f, record))
         else:
             changed_urls.append(f.url)
+            # Object stores identify versions by ETag: show it when that is what differs.
+            etags = (
+                f", etag {record.get('etag')}" if f.etag and record.get("etag") else "",
+                f", etag {f.etag}" if f.etag and record.get("etag") else "",
+            )
             changed.append(
-                f"{f.url} (ingested: size {record.get('size')}, mtime {record.get('mtime')}; "
-                f"now: size {f.size}, mtime {f.mtime})"
+                f"{f.url} (ingested: size {record.get('size')}, mtime {record.get('mtime')}"
+                f"{etags[0]}; now: size {f.size}, mtime {f.mtime}{etags[1]})"
             )
     if changed:
         raise SourceError(

@@ -275,9 +275,7 @@ def _check_source_access(
     Icechunk raises when a virtual chunk cannot be fetched, but only when it is read, deep
     inside a computation; this names the location and the fix when the dataset is opened.
     """
-    import obstore
-
-    from icepipe.sources.stores import access_error, store_and_path
+    from icepipe.sources.stores import check_readable
 
     containers = [
         c
@@ -293,17 +291,15 @@ def _check_source_access(
             continue
         options = _container_options(c, source)
         try:
-            store, name = store_and_path(url, options)
-            obstore.head(store, name)
-        except Exception as exc:
-            err = access_error(exc, url)
-            if isinstance(err, SourceError):
-                raise SourceError(
-                    f"{url}: ingested into {group or '/'!r} as virtual references, but it no "
-                    "longer exists there; restore it, or re-ingest the data",
-                    url=url,
-                ) from exc
-            if isinstance(err, ConfigError):
+            check_readable(url, options)
+        except SourceError as err:
+            raise SourceError(
+                f"{url}: ingested into {group or '/'!r} as virtual references, but it no "
+                "longer exists there; restore it, or re-ingest the data",
+                url=url,
+            ) from err
+        except ConfigError as err:
+            if err.field == "source.storage":  # access denied (not, e.g., a missing variable)
                 raise ConfigError(
                     f"this reader may not read the source files that the virtual references of "
                     f"{group or '/'!r} point into ({c.url_prefix}): {url}: access denied. Give "
@@ -312,8 +308,8 @@ def _check_source_access(
                     "'secret_access_key_env': ...}), or source_storage={'anonymous': True} for a "
                     "public bucket",
                     field="source_storage",
-                ) from exc
-            raise err from exc
+                ) from err
+            raise
 
 
 def _virtual_urls(repo: icechunk.Repository, snapshot_id: str, group: str | None) -> list[str]:

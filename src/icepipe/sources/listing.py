@@ -51,6 +51,8 @@ def list_sources(
     StorageError
         The storage could not be listed.
     """
+    if is_glob and scheme_of(urls[0]).startswith("http") and not _MAGIC_CHARS & set(urls[0]):
+        is_glob = False  # one https:// URL: a file, not a pattern (servers cannot be listed)
     if is_glob:
         (pattern,) = urls
         files = _list_glob(pattern, storage)

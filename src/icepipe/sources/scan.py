@@ -21,7 +21,13 @@ from icepipe.errors import ConfigError, IcepipeError, SourceError, short_message
 from icepipe.model import FileSchema, SourceFile, VariableSchema
 from icepipe.sources.hooks import apply_preprocess
 from icepipe.sources.listing import ZARR_METADATA
-from icepipe.sources.stores import access_error, is_not_found, registry_for, store_and_path
+from icepipe.sources.stores import (
+    access_error,
+    is_not_found,
+    is_remote_zarr,
+    registry_for,
+    store_and_path,
+)
 from icepipe.storage import StorageOptions, scheme_of
 
 __all__ = [
@@ -58,17 +64,6 @@ def _store_and_path(url: str, storage: StorageOptions | None = None) -> tuple[An
     return store_and_path(url, storage)
 
 
-def _is_remote_zarr(url: str, storage: StorageOptions | None) -> bool:
-    store, _ = store_and_path(url + "/" + ZARR_METADATA[0], storage)
-    for name in ZARR_METADATA:
-        try:
-            obstore.head(store, name)
-            return True
-        except Exception:
-            continue
-    return False
-
-
 def detect_format(url: str, storage: StorageOptions | None = None) -> str:
     """Detect a file's format from its magic bytes: ``netcdf3`` or ``netcdf4`` (HDF5).
 
@@ -95,7 +90,7 @@ def detect_format(url: str, storage: StorageOptions | None = None) -> str:
         head = bytes(obstore.get_range(store, path, start=0, length=min(8, size))) if size else b""
     except Exception as exc:
         # An object store has no folders: a Zarr store is a prefix with metadata objects.
-        if remote and is_not_found(exc) and _is_remote_zarr(url, storage):
+        if remote and is_not_found(exc) and is_remote_zarr(url, storage):
             return "zarr"
         if is_not_found(exc):
             raise SourceError(f"{url}: file not found (deleted after listing?)", url=url) from exc

@@ -30,7 +30,9 @@ from icepipe.storage import (
 __all__ = [
     "RemoteFile",
     "access_error",
+    "check_readable",
     "is_not_found",
+    "is_remote_zarr",
     "netcdf3_store",
     "registry_for",
     "store_and_path",
@@ -267,3 +269,44 @@ class _NetCDF3Store(WrapperStore):  # type: ignore[type-arg]
 
     def __reduce__(self) -> Any:
         return (_NetCDF3Store, self._icepipe_location)
+
+
+#: Objects at the root of a Zarr store (v3, v2 group, v2 array, v2 consolidated).
+_ZARR_METADATA = ("zarr.json", ".zgroup", ".zarray", ".zmetadata")
+
+
+def is_remote_zarr(url: str, storage: StorageOptions | None = None) -> bool:
+    """Whether the object-store prefix ``url`` is a Zarr store (has Zarr metadata at its root)."""
+    store = store_for(url, storage)
+    for name in _ZARR_METADATA:
+        try:
+            obstore.head(store, name)
+            return True
+        except Exception:
+            continue
+    return False
+
+
+def check_readable(url: str, storage: StorageOptions | None = None) -> None:
+    """``HEAD`` a source (a file, or a Zarr store's metadata) with this process's credentials.
+
+    Raises
+    ------
+    SourceError
+        It does not exist.
+    ConfigError
+        Access is denied.
+    StorageError
+        Anything else.
+    """
+    store, name = store_and_path(url, storage)
+    try:
+        obstore.head(store, name)
+    except Exception as exc:
+        if is_not_found(exc) and scheme_of(url) in ("s3", "gs", "az"):
+            try:
+                if is_remote_zarr(url, storage):
+                    return
+            except Exception as inner:
+                raise access_error(inner, url) from inner
+        raise access_error(exc, url) from exc
