@@ -20,6 +20,8 @@ import yaml
 from icepipe.catalog import resolve_target as _catalog_target
 from icepipe.cron import Schedule, parse_schedule
 from icepipe.errors import ConfigError
+from icepipe.fields import describe as _describe
+from icepipe.fields import optional_str as _str
 from icepipe.storage import (
     REPO_SCHEMES,
     SOURCE_SCHEMES,
@@ -411,10 +413,6 @@ def _target(
     )
 
 
-def _describe(value: object) -> str:
-    return f"{type(value).__name__} {value!r}"
-
-
 def _mapping(value: object, where: str) -> Mapping[str, Any]:
     if value is None:
         raise ConfigError("missing; expected a mapping", field=where)
@@ -438,17 +436,6 @@ def _required_str(m: Mapping[str, Any], key: str, prefix: str) -> str:
     if value is None:
         raise ConfigError("missing; expected a string", field=prefix + key)
     return value
-
-
-def _str(m: Mapping[str, Any], key: str, prefix: str) -> str | None:
-    value = m.get(key)
-    if value is None:
-        return None
-    if not isinstance(value, str) or not value.strip():
-        raise ConfigError(
-            f"expected a non-empty string; got {_describe(value)}", field=prefix + key
-        )
-    return value.strip()
 
 
 def _dim_map(m: Mapping[str, Any], key: str) -> dict[str, int] | None:

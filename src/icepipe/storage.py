@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 from icepipe.errors import ConfigError
+from icepipe.fields import describe as _describe
+from icepipe.fields import optional_str
 
 __all__ = [
     "OBJECT_SCHEMES",
@@ -206,10 +208,6 @@ def split_url(url: str) -> tuple[str, str, str]:
 # ----------------------------------------------------------------------------------------------
 
 
-def _describe(value: object) -> str:
-    return f"{type(value).__name__} {value!r}"
-
-
 def parse_storage_options(m: Mapping[str, Any], prefix: str) -> StorageOptions:
     """Validate the :data:`STORAGE_KEYS` of a mapping (other keys are the caller's business).
 
@@ -238,14 +236,7 @@ def parse_storage_options(m: Mapping[str, Any], prefix: str) -> StorageOptions:
         return value
 
     def text(key: str) -> str | None:
-        value = m.get(key)
-        if value is None:
-            return None
-        if not isinstance(value, str) or not value.strip():
-            raise ConfigError(
-                f"expected a non-empty string; got {_describe(value)}", field=prefix + key
-            )
-        return value.strip()
+        return optional_str(m, key, prefix)
 
     def env_name(key: str) -> str | None:
         value = m.get(key)
