@@ -13,6 +13,15 @@
 #   cfgrib            PyPI sdist  -> DATA_DIR/cfgrib-samples/ (tests/sample-data/)
 #   zarr              PyPI sdist  -> DATA_DIR/zarr2-fixture/  (fixture/, Zarr v2 arrays)
 #
+# Derived from those (no package ships them), by scripts/derive_samples.py run with $PYTHON,
+# which must have the project installed (the Makefile passes the venv's):
+#   DATA_DIR/nemo-zarr-v3/<nemo stem>.zarr  the 3 NEMO files as Zarr v3 stores, sharded arrays
+#   DATA_DIR/nemo-zarr-v2/<nemo stem>.zarr  the 3 NEMO files as Zarr v2 stores, consolidated
+#   DATA_DIR/era5-series/era5-<YYYYMMDDHH>.grib  cfgrib's era5-levels-members.grib split into
+#                                    one file per analysis time (4 files, messages unchanged)
+# Their stamps name the source version and a hash of derive_samples.py, so editing the script
+# derives them again.
+#
 # Downloaded archives are kept in DATA_DIR/.cache/downloads/. A source whose stamp file
 # (DATA_DIR/.cache/stamps/<source>-<version>.done) exists and whose outputs are present is
 # skipped. Everything is built in a temp dir under DATA_DIR/.cache/ and moved into place
@@ -172,14 +181,55 @@ fetch_sdist_subdir() {  # fetch_sdist_subdir PIP_NAME VERSION SUBDIR_IN_SDIST TA
     echo "$name $version: fetched -> $target/ ($n files)"
 }
 
+DERIVE="$REPO_ROOT/scripts/derive_samples.py"
+DERIVE_HASH="$(sha256sum "$DERIVE" | cut -c1-12)"
+
+derive_nemo_zarr() {  # derive_nemo_zarr ZARR_FORMAT  (2 or 3)
+    local format="$1" target="nemo-zarr-v$1" stamp tmp n
+    stamp="$target-$IRIS_SAMPLE_DATA_VERSION-$DERIVE_HASH.done"
+    if is_cached "$stamp" "$target"; then
+        echo "$target: cached"; return
+    fi
+    rm -f -- "$STAMPS/$target"-*.done
+    new_tmp "$target"
+    run_logged "$tmp/derive.log" "$PYTHON" "$DERIVE" nemo-zarr --zarr-format "$format" \
+        "$tmp/stage/$target" "$DATA_DIR"/nemo/nemo_1m_2015*grid-T.nc
+    n="$(find "$tmp/stage/$target" -mindepth 1 -maxdepth 1 -name '*.zarr' | wc -l)"
+    [[ "$n" -eq 3 ]] || die "expected 3 Zarr v$format stores, found $n"
+    install_outputs "$tmp/stage" "$stamp" "$target"
+    echo "$target: derived from nemo/ -> $target/ ($n Zarr v$format stores)"
+}
+
+derive_era5_series() {
+    local target="era5-series" stamp tmp n
+    stamp="$target-$CFGRIB_VERSION-$DERIVE_HASH.done"
+    if is_cached "$stamp" "$target"; then
+        echo "$target: cached"; return
+    fi
+    rm -f -- "$STAMPS/$target"-*.done
+    new_tmp "$target"
+    run_logged "$tmp/derive.log" "$PYTHON" "$DERIVE" grib-series \
+        "$tmp/stage/$target" "$DATA_DIR/cfgrib-samples/era5-levels-members.grib"
+    n="$(find "$tmp/stage/$target" -name 'era5-*.grib' | wc -l)"
+    [[ "$n" -eq 4 ]] || die "expected 4 GRIB files (one per analysis time), found $n"
+    install_outputs "$tmp/stage" "$stamp" "$target"
+    echo "$target: derived from cfgrib-samples/era5-levels-members.grib -> $target/ ($n files)"
+}
+
 # --------------------------------------------------------------------------------------------
 SECONDS=0
 fetch_iris
 fetch_ncarg
 fetch_sdist_subdir cfgrib "$CFGRIB_VERSION" tests/sample-data cfgrib-samples
 fetch_sdist_subdir zarr "$ZARR2_VERSION" fixture zarr2-fixture
+derive_nemo_zarr 3
+derive_nemo_zarr 2
+derive_era5_series
 
 count() { find -L "$DATA_DIR/$1" -type f | wc -l | tr -d ' '; }
+stores() { find "$DATA_DIR/$1" -mindepth 1 -maxdepth 1 -name '*.zarr' | wc -l | tr -d ' '; }
 echo "done in ${SECONDS}s: $DATA_DIR: nemo=$(count nemo) sao=$(count sao)" \
     "iris-sample-data=$(count iris-sample-data) ncarg=$(count ncarg)" \
-    "cfgrib-samples=$(count cfgrib-samples) zarr2-fixture=$(count zarr2-fixture) files"
+    "cfgrib-samples=$(count cfgrib-samples) zarr2-fixture=$(count zarr2-fixture)" \
+    "era5-series=$(count era5-series) files;" \
+    "nemo-zarr-v3=$(stores nemo-zarr-v3) nemo-zarr-v2=$(stores nemo-zarr-v2) stores"
