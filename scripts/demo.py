@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -24,7 +25,26 @@ from icepipe.execute import open_client
 warnings.filterwarnings("ignore", message=".*does not have a Zarr V3 specification")
 
 
-def reference(pipeline: icepipe.Pipeline, urls: list[str]) -> xr.Dataset:
+def _cfgrib_cube(path: str, cube: str | None) -> xr.Dataset:
+    """cfgrib's dataset of one hypercube (by icepipe's name for it), length-1 dims kept."""
+    import cfgrib
+
+    from icepipe.sources.grib import scan_grib
+
+    if cube is None:
+        return xr.open_dataset(
+            path, engine="cfgrib", backend_kwargs={"indexpath": "", "squeeze": False}
+        )
+    names = [c.name for c in scan_grib("file://" + path, squeeze=False)]
+    with tempfile.TemporaryDirectory() as folder, warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # cfgrib's merge, about xarray defaults
+        cubes = cfgrib.open_datasets(
+            path, backend_kwargs={"indexpath": folder + "/{short_hash}.idx", "squeeze": False}
+        )
+        return cubes[names.index(cube)].load()
+
+
+def reference(pipeline: icepipe.Pipeline, urls: list[str], cube: str | None = None) -> xr.Dataset:
     """The source files opened and combined by plain xarray, as icepipe combines them."""
     src = pipeline.source
     parts = []
@@ -32,12 +52,11 @@ def reference(pipeline: icepipe.Pipeline, urls: list[str]) -> xr.Dataset:
         path = url.removeprefix("file://")
         if path.endswith((".grib", ".grib2", ".grb", ".grb2")):
             # cfgrib, keeping length-1 dimensions as icepipe does to combine files.
-            ds = xr.open_dataset(
-                path, engine="cfgrib", backend_kwargs={"indexpath": "", "squeeze": False}
-            )
+            ds = _cfgrib_cube(path, cube)
             ds.attrs.pop("history", None)  # cfgrib stamps the time of reading; icepipe drops it
         elif path.endswith(".zarr"):
-            ds = xr.open_zarr(path)
+            consolidated = Path(path, ".zmetadata").exists()  # v2 stores; v3 has no standard
+            ds = xr.open_zarr(path, consolidated=consolidated)
         else:
             ds = xr.open_dataset(path)
         if src.variables is not None:
@@ -56,13 +75,35 @@ def reference(pipeline: icepipe.Pipeline, urls: list[str]) -> xr.Dataset:
 
 
 def check_read_back(pipeline: icepipe.Pipeline, samples: int = 64) -> tuple[bool, str]:
-    """Compare up to ``samples`` positions along the concat dim, for every variable."""
+    """Compare up to ``samples`` positions along the concat dim, for every variable (of every
+    hypercube group, with ``grib_cubes``)."""
     t = pipeline.target
     repo = target.open_repo(t.repo)
     tip = repo.lookup_branch(t.branch)
-    urls = [f["url"] for f in target.read_ingested(repo, tip, t.group)]
-    stored = icepipe.open_dataset(t.repo, branch=t.branch, group=t.group)
-    ref = reference(pipeline, urls)
+    records = target.read_ingested(repo, tip, t.group)
+    if pipeline.source.grib_cubes is None:
+        return _check_group(pipeline, t.group, [r["url"] for r in records], None, samples)
+    cubes = sorted({c for r in records for c in r.get("cubes", {})})
+    notes = []
+    for cube in cubes:
+        group = f"{t.group}/{cube}" if t.group else cube
+        urls = [r["url"] for r in records if cube in r.get("cubes", {})]
+        ok, note = _check_group(pipeline, group, urls, cube, samples)
+        if not ok:
+            return False, f"{group}: {note}"
+        notes.append(note)
+    return (
+        True,
+        f"{len(cubes)} hypercube groups, each {notes[0] if len(set(notes)) == 1 else notes}",
+    )
+
+
+def _check_group(
+    pipeline: icepipe.Pipeline, group: str | None, urls: list[str], cube: str | None, samples: int
+) -> tuple[bool, str]:
+    t = pipeline.target
+    stored = icepipe.open_dataset(t.repo, branch=t.branch, group=group)
+    ref = reference(pipeline, urls, cube)
     dim = pipeline.source.concat_dim
     n = stored.sizes[dim]
     if n != ref.sizes[dim]:

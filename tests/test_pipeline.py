@@ -113,11 +113,11 @@ def test_branch_other_than_main(tmp_path: Path, client: Any) -> None:
 
 
 def test_scan_results_pickle(tmp_path: Path) -> None:
-    from icepipe.sources import list_sources, scan_file
+    from icepipe.sources import ScanOptions, list_sources, scan_file
 
     write_series(tmp_path / "src", 1)
     (f,) = list_sources([f"file://{tmp_path}/src/*.nc"], is_glob=True)
-    scanned = scan_file(f, format="auto", concat_dim="time")
+    scanned = scan_file(f, ScanOptions(format="auto", concat_dim="time"))
     again = pickle.loads(pickle.dumps(scanned))
     assert again.schema == scanned.schema
     assert again.source == f

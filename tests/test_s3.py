@@ -522,7 +522,7 @@ def test_secrets_never_leak(tmp_path: Path, s3: S3Server, s3_client: Any) -> Non
     for obj in (p, listed, lazy, repo, fork):
         assert SECRET not in cloudpickle.dumps(obj)
     scanned = sources.scan_file(
-        listed[0], format="auto", concat_dim="time", storage=p.source.storage
+        listed[0], sources.ScanOptions(format="auto", concat_dim="time", storage=p.source.storage)
     )
     assert SECRET not in pickle.dumps(scanned)
     # Error messages: a run against a bucket that does not exist, and a missing variable.

@@ -71,12 +71,28 @@ def _cmd_run(args: argparse.Namespace) -> int:
         )
         return outcome.exit_code
     stages = ", ".join(f"{k} {v:.2f}s" for k, v in result.stages.items())
+    variables = f"  variables  {', '.join(result.variables)}\n"
+    dimensions = f"  dimensions {_fmt_dims(result.dims)}\n"
+    if result.groups:
+        # One line per hypercube group instead of hundreds of qualified names.
+        variables, dimensions = "", ""
+        base = result.group + "/" if result.group else ""
+        for group in result.groups:
+            cube = group.removeprefix(base)
+            names = [v.split("/", 1)[1] for v in result.variables if v.startswith(cube + "/")]
+            dims = {
+                k.split("/", 1)[1]: n for k, n in result.dims.items() if k.startswith(cube + "/")
+            }
+            variables += f"  group      {group}: {', '.join(names)} ({_fmt_dims(dims)})\n"
+    fallback = "".join(
+        f"  native     {name} (GRIB fallback, copied not referenced: {reason})\n"
+        for name, reason in result.native_fallback.items()
+    )
     print(
         f"{pipeline.name}: ingested {len(result.files_new)} new file(s) "
         f"({result.files_already} already present) into {where}\n"
         f"  snapshot   {result.snapshot_id}\n"
-        f"  variables  {', '.join(result.variables)}\n"
-        f"  dimensions {_fmt_dims(result.dims)}\n"
+        f"{variables}{dimensions}{fallback}"
         f"  mode       {pipeline.mode}, {result.cluster.get('workers', '?')} Dask worker(s)\n"
         f"  time       {result.seconds:.2f}s ({stages})\n"
         f"  report     {outcome.report_file}"

@@ -45,6 +45,12 @@ class RunResult:
     run_id: str = ""
     #: Total size of the files ingested by this run.
     bytes_new: int = 0
+    #: With ``source.grib_cubes``: the hypercube groups (``variables`` and ``dims`` are then
+    #: qualified by them: ``isobaricInhPa/t``).
+    groups: tuple[str, ...] = ()
+    #: Variables of a virtual ingest written as native chunks instead (GRIB messages the
+    #: codec cannot decode correctly), with the reason.
+    native_fallback: dict[str, str] = field(default_factory=dict)
 
 
 class RunObserver(Protocol):
@@ -134,7 +140,7 @@ def run(
             pipeline.source.urls, is_glob=pipeline.source.is_glob, storage=pipeline.source.storage
         )
     containers = target.container_prefixes(f.url for f in listed)
-    scanned: dict[str, sources.ScannedFile] = {}
+    scanned: dict[str, sources.ScannedFile | sources.ScannedCubes] = {}
     skipped: dict[str, str] = {}  # on_error: skip: url -> reason, retried by the next run
     started_at = datetime.now(UTC).isoformat()
     run_id = run_id or uuid.uuid4().hex
@@ -167,13 +173,6 @@ def run(
                     else {}
                 )
                 selection = plan.select_new(listed, ledger, on_changed=pipeline.on_changed)
-                existing = (
-                    target.read_target_schema(
-                        session, spec_t.group, src.concat_dim, order_by=src.order_by
-                    )
-                    if session
-                    else TargetSchema()
-                )
             todo = [*selection.new, *(f for f, _ in selection.changed)]
             to_scan = [f for f in todo if f.url not in scanned and f.url not in skipped]
             if to_scan:
@@ -188,44 +187,42 @@ def run(
                     done, failed = _scan(dask_client, pipeline, to_scan, run_id, n_workers)
                 scanned.update({f.url: s for f, s in done})
                 skipped.update({f.url: str(e) for f, e in failed})
-            new = sources.assemble_steps(
-                [scanned[f.url] for f in selection.new if f.url in scanned],
-                src.concat_dim,
-                stack_dims=src.stack_dims,
-                merge=src.merge,
-                order_by=src.order_by,
-            )
-            changed = [(scanned[f.url], r) for f, r in selection.changed if f.url in scanned]
-            if not new and not changed:
+            with timer("plan"):
+                parts = _parts(pipeline, selection, scanned, session, ledger)
+            if not any(part.new or part.changed for part in parts):
                 return result(
                     "nothing-new",
                     snapshot_id=session.snapshot_id if session else None,
                     files_new=(),
                     files_already=len(selection.already),
                     files_skipped=dict(skipped),
-                    variables=tuple(sorted(existing.variables)),
-                    dims=dict(existing.dims),
+                    variables=_variables(parts),
+                    dims=_dims(parts),
                     attempts=attempt,
                     cluster=cluster_info.as_dict() if cluster_info else {},
+                    groups=tuple(p.group or "" for p in parts if p.cube),
                 )
             virtual = pipeline.mode == "virtual"
             with timer("plan"):
-                p = (
-                    plan.plan_append(
-                        [s.schema for s in new],
-                        existing,
-                        src.concat_dim,
-                        order_by=src.order_by,
-                        virtual=virtual,
-                        ledger_slots=_slots(ledger),
+                for part in parts:
+                    part.append_plan = (
+                        plan.plan_append(
+                            [s.schema for s in part.new],
+                            part.existing,
+                            src.concat_dim,
+                            order_by=src.order_by,
+                            virtual=virtual,
+                            ledger_slots=part.ledger_slots,
+                        )
+                        if part.new
+                        else plan.AppendPlan(order=(), append=True, new_length=0)
                     )
-                    if new
-                    else plan.AppendPlan(order=(), append=True, new_length=0)
-                )
-                reingest = [
-                    plan.plan_reingest(s.schema, r, existing, src.concat_dim, virtual=virtual)
-                    for s, r in changed
-                ]
+                    part.reingest = [
+                        plan.plan_reingest(
+                            s.schema, r, part.existing, src.concat_dim, virtual=virtual
+                        )
+                        for s, r in part.changed
+                    ]
             if session is None:
                 repo = target.open_repo(
                     spec_t.repo,
@@ -238,10 +235,12 @@ def run(
                 session = target.writable_session(repo, spec_t.branch)
                 if target.read_ledger(repo, session.snapshot_id, spec_t.group):
                     continue  # another run created the repository meanwhile: re-plan
-            by_url = {s.source.url: s for s in [*new, *(c for c, _ in changed)]}
+            layout: dict[str, Any] = {}
             with timer("write"):
-                layout = _write(pipeline, session, by_url, p, [*p.regions, *reingest], existing)
-            slots = [*p.regions, *reingest, *p.appends]
+                for part in parts:
+                    layout = _write(pipeline, session, part) or layout
+            records, ingested = _file_records(parts)
+            fallback = _fallback(parts)
             metadata = {
                 target.METADATA_KEY: {
                     "version": __version__,
@@ -254,23 +253,26 @@ def run(
                     "run_id": run_id,
                     "started_at": started_at,
                     "cluster": cluster_info.as_dict() if cluster_info else {},
-                    "files": [
-                        {**f.identity(), "start": s.start, "length": s.length}
-                        for s in slots
-                        for f in by_url[s.url].sources
-                    ],
-                    "reingested": [s.url for s in reingest],
+                    "files": records,
+                    "reingested": [s.url for part in parts for s in part.reingest],
                     "skipped": [{"url": u, "reason": r} for u, r in skipped.items()],
+                    **({"cubes": [p.cube for p in parts if p.cube]} if src.grib_cubes else {}),
+                    **({"native_fallback": fallback} if fallback else {}),
                     **layout,
                 }
             }
-            ingested = tuple(f.url for s in slots for f in by_url[s.url].sources)
             n = len(ingested)
-            verb = "append" if p.append else "ingest"
-            message = (
-                f"icepipe {pipeline.name}: {verb} {n} file{'s' if n != 1 else ''} into "
-                f"{spec_t.group or '/'}"
+            verb = (
+                "append"
+                if all(p.append_plan is None or p.append_plan.append for p in parts)
+                else "ingest"
             )
+            into = spec_t.group or "/"
+            if src.grib_cubes is not None:
+                into = (
+                    f"{len([p for p in parts if p.new or p.changed])} hypercube group(s) of {into}"
+                )
+            message = f"icepipe {pipeline.name}: {verb} {n} file{'s' if n != 1 else ''} into {into}"
             try:
                 with timer("commit"):
                     snapshot_id = target.commit(
@@ -283,22 +285,159 @@ def run(
                 # (e.g. both appended to the same arrays): redo against the new tip.
                 time.sleep(min(2.0, 0.1 * 2**attempt) * (0.5 + random.random()))
                 continue
-            after = target.read_target_schema(
-                session, spec_t.group, src.concat_dim, order_by=src.order_by
-            )
+            for part in parts:
+                part.existing = target.read_target_schema(
+                    session, part.group, src.concat_dim, order_by=src.order_by
+                )
             return result(
                 "committed",
                 snapshot_id=snapshot_id,
                 files_new=ingested,
                 files_already=len(selection.already),
                 files_skipped=dict(skipped),
-                variables=tuple(sorted(after.variables)),
-                dims=dict(after.dims),
+                variables=_variables(parts),
+                dims=_dims(parts),
                 attempts=attempt,
                 cluster=cluster_info.as_dict() if cluster_info else {},
-                bytes_new=sum(f.size for s in slots for f in by_url[s.url].sources),
+                bytes_new=sum(f.size for f in _ingested_files(parts)),
+                groups=tuple(p.group or "" for p in parts if p.cube),
+                native_fallback=fallback,
             )
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+@dataclass
+class _Part:
+    """What one run writes into one group: the pipeline's group, or (``source.grib_cubes``)
+    the subgroup of one GRIB hypercube."""
+
+    cube: str | None
+    group: str | None
+    existing: TargetSchema
+    new: list[sources.ScannedFile]
+    changed: list[tuple[sources.ScannedFile, Mapping[str, Any]]]
+    ledger_slots: list[plan.Slot]
+    append_plan: plan.AppendPlan | None = None
+    reingest: list[plan.Slot] = field(default_factory=list)
+
+    @property
+    def slots(self) -> list[plan.Slot]:
+        p = self.append_plan
+        return [*(p.regions if p else ()), *self.reingest, *(p.appends if p else ())]
+
+    @property
+    def by_url(self) -> dict[str, sources.ScannedFile]:
+        return {s.source.url: s for s in [*self.new, *(c for c, _ in self.changed)]}
+
+
+def _parts(
+    pipeline: Pipeline,
+    selection: plan.Selection,
+    scanned: Mapping[str, sources.ScannedFile | sources.ScannedCubes],
+    session: Any,
+    ledger: Mapping[str, dict[str, Any]],
+) -> list[_Part]:
+    """Split the scanned new (and changed) files by target group, each with its stored schema."""
+    src, group = pipeline.source, pipeline.target.group
+
+    def existing(g: str | None) -> TargetSchema:
+        if session is None:
+            return TargetSchema()
+        return target.read_target_schema(session, g, src.concat_dim, order_by=src.order_by)
+
+    def steps(files: list[sources.ScannedFile]) -> list[sources.ScannedFile]:
+        return sources.assemble_steps(
+            files, src.concat_dim, stack_dims=src.stack_dims, merge=src.merge, order_by=src.order_by
+        )
+
+    if src.grib_cubes is None:
+        new = [scanned[f.url] for f in selection.new if f.url in scanned]
+        changed = [(scanned[f.url], r) for f, r in selection.changed if f.url in scanned]
+        return [
+            _Part(
+                cube=None,
+                group=group,
+                existing=existing(group),
+                new=steps([s for s in new if isinstance(s, sources.ScannedFile)]),
+                changed=[(s, r) for s, r in changed if isinstance(s, sources.ScannedFile)],
+                ledger_slots=_slots(ledger),
+            )
+        ]
+    # One part per hypercube found in the new files, plus those stored already (reported).
+    by_cube: dict[str, list[sources.ScannedFile]] = {}
+    for f in selection.new:
+        s = scanned.get(f.url)
+        if isinstance(s, sources.ScannedCubes):
+            for name, cube in s.cubes.items():
+                by_cube.setdefault(name, []).append(cube)
+    recorded = {c for r in ledger.values() for c in (r.get("cubes") or {})}
+    names = sorted(set(by_cube) | recorded)
+    return [
+        _Part(
+            cube=name,
+            group=_join(group, name),
+            existing=existing(_join(group, name)),
+            new=steps(by_cube.get(name, [])),
+            changed=[],
+            ledger_slots=_slots(ledger, cube=name),
+        )
+        for name in names
+    ]
+
+
+def _join(group: str | None, name: str) -> str:
+    return f"{group}/{name}" if group else name
+
+
+def _file_records(parts: list[_Part]) -> tuple[list[dict[str, Any]], tuple[str, ...]]:
+    """The ledger records of a commit (one per source file) and the URLs ingested, in order.
+
+    Files of one group record their place (``start``, ``length``) along the concat dimension;
+    with ``grib_cubes`` a file's place in each hypercube group is under ``cubes``.
+    """
+    records: dict[str, dict[str, Any]] = {}
+    for part in parts:
+        by_url = part.by_url
+        for slot in part.slots:
+            for f in by_url[slot.url].sources:
+                if part.cube is None:
+                    records[f.url] = {**f.identity(), "start": slot.start, "length": slot.length}
+                else:
+                    rec = records.setdefault(f.url, {**f.identity(), "cubes": {}})
+                    rec["cubes"][part.cube] = [slot.start, slot.length]
+    return list(records.values()), tuple(records)
+
+
+def _ingested_files(parts: list[_Part]) -> list[SourceFile]:
+    seen: dict[str, SourceFile] = {}
+    for part in parts:
+        by_url = part.by_url
+        for slot in part.slots:
+            for f in by_url[slot.url].sources:
+                seen.setdefault(f.url, f)
+    return list(seen.values())
+
+
+def _fallback(parts: list[_Part]) -> dict[str, str]:
+    """Variables written natively inside a virtual ingest (``cube/var`` with grib_cubes)."""
+    out: dict[str, str] = {}
+    for part in parts:
+        for s in [*part.new, *(c for c, _ in part.changed)]:
+            for name, reason in s.fallback.items():
+                out.setdefault(_join(part.cube, name) if part.cube else name, reason)
+    return out
+
+
+def _variables(parts: list[_Part]) -> tuple[str, ...]:
+    return tuple(
+        sorted(_join(p.cube, v) if p.cube else v for p in parts for v in p.existing.variables)
+    )
+
+
+def _dims(parts: list[_Part]) -> dict[str, int]:
+    if len(parts) == 1 and parts[0].cube is None:
+        return dict(parts[0].existing.dims)
+    return {_join(p.cube or "", d): n for p in parts for d, n in p.existing.dims.items()}
 
 
 def _scan(
@@ -307,33 +446,37 @@ def _scan(
     files: list[SourceFile],
     run_id: str,
     n_workers: int,
-) -> tuple[list[tuple[SourceFile, sources.ScannedFile]], list[tuple[SourceFile, SourceError]]]:
+) -> tuple[
+    list[tuple[SourceFile, sources.ScannedFile | sources.ScannedCubes]],
+    list[tuple[SourceFile, SourceError]],
+]:
     """Scan ``files`` on the cluster in batches; return what was scanned and what failed.
 
     A batch whose worker died (a parser crashing the process) is scanned again file by file,
     so the error names the file that kills workers.
     """
     src = pipeline.source
-    opts: dict[str, Any] = {
-        "format": src.format,
-        "concat_dim": src.concat_dim,
-        "order_by": src.order_by,
-        "variables": src.variables,
-        "drop_variables": src.drop_variables,
-        "preprocess": src.preprocess,
-        "search_path": src.search_path,
+    options = sources.ScanOptions(
+        format=src.format,
+        concat_dim=src.concat_dim,
+        order_by=src.order_by,
+        variables=src.variables,
+        drop_variables=src.drop_variables,
+        preprocess=src.preprocess,
+        search_path=src.search_path,
         # Names of credential variables, never values: workers read their own environment.
-        "storage": src.storage,
-        "grib_cube": src.grib_cube,
-        "mode": pipeline.mode,
-    }
+        storage=src.storage,
+        grib_cube=src.grib_cube,
+        grib_cubes=src.grib_cubes,
+        mode=pipeline.mode,
+    )
     done, crashed = execute.run_tasks_collect(
         client,
         sources.scan_files,
         execute.batches(files, n_workers),
         describe=lambda b: ", ".join(f.url for f in b),
         key=f"scan-{run_id}",
-        **opts,
+        options=options,
     )
     retried, failed = execute.run_tasks_collect(
         client,
@@ -341,46 +484,44 @@ def _scan(
         [f for batch, _ in crashed for f in batch],
         describe=_url,
         key=f"rescan-{run_id}",
-        **opts,
+        options=options,
     )
     scanned = [(f, s) for batch, results in done for f, s in zip(batch, results, strict=True)]
     scanned += retried
-    ok = [(f, s) for f, s in scanned if isinstance(s, sources.ScannedFile)]
+    ok = [(f, s) for f, s in scanned if not isinstance(s, SourceError)]
     failed += [(f, s) for f, s in scanned if isinstance(s, SourceError)]
     if pipeline.on_error == "fail":
         execute.raise_source_errors([e for _, e in failed])
     return ok, failed
 
 
-def _slots(ledger: dict[str, dict[str, Any]]) -> list[plan.Slot]:
-    return [
-        plan.Slot(url, int(r["start"]), int(r["length"]))
-        for url, r in ledger.items()
-        if isinstance(r.get("start"), int) and isinstance(r.get("length"), int)
-    ]
+def _slots(ledger: Mapping[str, dict[str, Any]], *, cube: str | None = None) -> list[plan.Slot]:
+    """Where the ledger's files sit along the concat dimension (of one hypercube group)."""
+    out = []
+    for url, r in ledger.items():
+        place = (r.get("cubes") or {}).get(cube) if cube else [r.get("start"), r.get("length")]
+        if isinstance(place, list) and len(place) == 2 and all(isinstance(v, int) for v in place):
+            out.append(plan.Slot(url, place[0], place[1]))
+    return out
 
 
-def _write(
-    pipeline: Pipeline,
-    session: Any,
-    files: dict[str, sources.ScannedFile],
-    p: plan.AppendPlan,
-    regions: list[plan.Slot],
-    existing: TargetSchema,
-) -> dict[str, Any]:
-    """Write regions then appends into ``session``; return the layout for the commit metadata."""
+def _write(pipeline: Pipeline, session: Any, part: _Part) -> dict[str, Any]:
+    """Write one part's regions then appends into ``session``; return the layout for the
+    commit metadata."""
     from icepipe.target.native import write_dataset
 
-    src, group = pipeline.source, pipeline.target.group
-    dim = src.concat_dim
+    assert part.append_plan is not None
+    p, files, group, existing = part.append_plan, part.by_url, part.group, part.existing
+    dim = pipeline.source.concat_dim
     virtual = pipeline.mode == "virtual"
-    for slot in regions:
+    for slot in [*p.regions, *part.reingest]:
         region = {dim: slice(slot.start, slot.start + slot.length)}
         if virtual:
             ds = sources.normalize_times(
                 files[slot.url].dataset, p.conversions.get(slot.url, {}), slot.url
             )
             target.write_virtual(session, ds, group=group, region=region, urls=[slot.url])
+            _write_fallback(pipeline, session, [files[slot.url]], group, region=region)
         else:
             ds = _open_native(pipeline, [files[slot.url]], p.conversions, _stored_grid(existing))
             ds = ds.drop_vars([n for n, v in ds.variables.items() if dim not in v.dims])
@@ -403,6 +544,7 @@ def _write(
         target.write_virtual(
             session, combined, group=group, append_dim=append_dim, urls=list(p.order)
         )
+        _write_fallback(pipeline, session, ordered, group, append_dim=append_dim)
         return {}
     native = pipeline.native
     if p.append:
@@ -427,6 +569,57 @@ def _write(
         "shards": task_len if native.shards else None,
         "compression": native.compression,
     }
+
+
+def _write_fallback(
+    pipeline: Pipeline,
+    session: Any,
+    files: list[sources.ScannedFile],
+    group: str | None,
+    *,
+    append_dim: str | None = None,
+    region: dict[str, slice] | None = None,
+) -> None:
+    """Write the variables a virtual ingest reads natively (GRIB fallback) as ordinary chunks.
+
+    Called after the virtual write of the same files: the coordinates are stored already, so
+    only the data variables are written, on the chunk grid their virtual twins would have had
+    (one chunk per GRIB message), with the attributes the scan gave them.
+    """
+    from icepipe.target.native import write_dataset
+
+    names = list(dict.fromkeys(n for f in files for n in f.fallback))
+    if not names:
+        return
+    src = pipeline.source
+    schema = files[0].schema.variables
+    ds = sources.open_lazy(
+        [f.source.url for f in files],
+        [f.schema.format for f in files],
+        src.concat_dim,
+        variables=tuple(names),
+        storage=src.storage,
+        chunks={src.concat_dim: -1},
+    )
+    ds = ds[names]
+    ds = ds.drop_vars(list(ds.coords))
+    ds = ds.chunk(
+        {d: c for n in names for d, c in zip(schema[n].dims, schema[n].chunks or (), strict=True)}
+    )
+    ds = sources.sanitize_attrs(ds)
+    for n in names:
+        ds[n].attrs = {k: v for k, v in ds[n].attrs.items() if k != "coordinates"}
+        ds[n].encoding = {}
+    # xarray replaces the group's attributes (the coordinates list among them) with the
+    # dataset's: hand it the stored ones.
+    ds.attrs = target.read_group_attrs(session, group)
+    if region is not None:
+        write_dataset(session, ds, group=group, region=region)
+    elif append_dim is not None:
+        write_dataset(session, ds, group=group, append_dim=append_dim)
+    else:
+        encoding = {n: {"chunks": schema[n].chunks} for n in names}
+        write_dataset(session, ds, group=group, mode="a", encoding=encoding)
 
 
 def _stored_grid(existing: TargetSchema) -> dict[str, int]:

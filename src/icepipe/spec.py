@@ -84,6 +84,9 @@ class SourceSpec:
     merge: bool = False
     #: The GRIB hypercube (cfgrib's split of a file into datasets) this pipeline ingests.
     grib_cube: str | None = None
+    #: Several GRIB hypercubes, each into the group ``<target.group>/<cube name>``: these
+    #: names, or every cube when empty (``grib_cubes: all``). ``None``: one cube.
+    grib_cubes: tuple[str, ...] | None = None
     #: Folder searched first for the preprocess module: the pipeline file's folder.
     search_path: str | None = None
     #: How to reach object-store sources (``source.storage``); names, never secrets.
@@ -214,6 +217,7 @@ def pipeline_from_dict(
             "preprocess",
             "storage",
             "grib_cube",
+            "grib_cubes",
         },
         "source.",
     )
@@ -261,6 +265,7 @@ def pipeline_from_dict(
     order_by = _str(src, "order_by", "source.")
     variables = _str_list(src, "variables", "source.")
     drop_variables = _str_list(src, "drop_variables", "source.") or ()
+    grib_cubes = _grib_cubes(src, fmt, top)
     preprocess = _str(src, "preprocess", "source.")
     if preprocess is not None and not re.match(r"^[\w.]+:\w+$", preprocess):
         raise ConfigError(
@@ -321,6 +326,7 @@ def pipeline_from_dict(
             stack_dims=stack_dims,
             merge=merge,
             grib_cube=_str(src, "grib_cube", "source."),
+            grib_cubes=grib_cubes,
             search_path=str(base),
             storage=source_storage,
         ),
@@ -454,6 +460,43 @@ def _dim_map(m: Mapping[str, Any], key: str) -> dict[str, int] | None:
             )
         out[str(dim)] = n
     return out
+
+
+def _grib_cubes(src: Mapping[str, Any], fmt: str, top: Mapping[str, Any]) -> tuple[str, ...] | None:
+    """``source.grib_cubes``: ``all`` (every hypercube: ``()``) or a list of cube names."""
+    raw = src.get("grib_cubes")
+    if raw is None:
+        return None
+    if fmt != "grib":
+        raise ConfigError(
+            f"applies to format: grib only; got format: {fmt}", field="source.grib_cubes"
+        )
+    if src.get("grib_cube") is not None:
+        raise ConfigError(
+            "set either grib_cube (one hypercube, into target.group) or grib_cubes (several, "
+            "each into <target.group>/<cube>), not both",
+            field="source.grib_cubes",
+        )
+    if src.get("concat_dims") is not None or src.get("merge"):
+        raise ConfigError(
+            "grib_cubes cannot be combined with concat_dims or merge yet; run one pipeline per "
+            "hypercube (grib_cube) instead",
+            field="source.grib_cubes",
+        )
+    if top.get("on_changed") == "reingest":
+        raise ConfigError(
+            "on_changed: reingest is not supported with grib_cubes yet; remove it",
+            field="on_changed",
+        )
+    if raw == "all":
+        return ()
+    names = _str_list(src, "grib_cubes", "source.") if isinstance(raw, list) and raw else None
+    if not names:
+        raise ConfigError(
+            f"expected 'all' or a non-empty list of hypercube names; got {_describe(raw)}",
+            field="source.grib_cubes",
+        )
+    return names
 
 
 def _str_list(m: Mapping[str, Any], key: str, prefix: str) -> tuple[str, ...] | None:

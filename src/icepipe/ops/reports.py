@@ -161,6 +161,8 @@ class RunRecorder:
                 group=result.group,
                 snapshot_id=result.snapshot_id,
                 bytes_new=result.bytes_new,
+                groups=list(result.groups),
+                native_fallback=dict(result.native_fallback),
                 attempts=result.attempts,
                 cluster=dict(result.cluster) or report["cluster"],
                 stages={k: round(v, 3) for k, v in (result.stages or self.stages).items()},

@@ -93,7 +93,9 @@ def validate_pipeline(
         snapshot_id = target.resolve_ref(repo, f"branch:{branch}")
     except ConfigError:
         raise ConfigError(f"branch {branch!r} does not exist in {t.repo!r}") from None
-    records = [r for r in target.read_ingested(repo, snapshot_id, t.group) if "start" in r]
+    records = [
+        r for r in target.read_ingested(repo, snapshot_id, t.group) if "start" in r or "cubes" in r
+    ]
     if not records:
         raise ConfigError(
             f"nothing ingested into {t.group or '/'!r} on {branch!r} of {t.repo!r} yet; run the "
@@ -101,23 +103,30 @@ def validate_pipeline(
         )
     candidates = [r for r in records if urls is None or r["url"] in set(urls)]
     chosen = sample_records(candidates, sample)
-    stored = open_dataset(
-        t.repo,
-        snapshot_id=snapshot_id,
-        group=t.group,
-        storage=t.storage,
-        source_storage=src.storage,
-    )
+    groups: dict[str | None, xr.Dataset] = {}
+
+    def stored(group: str | None) -> xr.Dataset:
+        if group not in groups:
+            groups[group] = open_dataset(
+                t.repo,
+                snapshot_id=snapshot_id,
+                group=group,
+                storage=t.storage,
+                source_storage=src.storage,
+            )
+        return groups[group]
+
     n_vars = n_values = 0
     failures: list[ValidationError] = []
     for record in chosen:
-        try:
-            v, n = _compare_file(pipeline, stored, record)
-        except ValidationError as exc:
-            failures.append(exc)  # name every bad file at once, not one per run
-            continue
-        n_vars += v
-        n_values += n
+        for part in _parts(pipeline, record):
+            try:
+                v, n = _compare_file(pipeline, stored(part.group), part)
+            except ValidationError as exc:
+                failures.append(exc)  # name every bad file at once, not one per run
+                continue
+            n_vars += v
+            n_values += n
     if len(failures) == 1:
         raise failures[0]
     if failures:
@@ -141,10 +150,51 @@ def validate_pipeline(
     )
 
 
-def _open_source(pipeline: Pipeline, url: str) -> xr.Dataset:
+@dataclass(frozen=True)
+class _Part:
+    """Where one ingested file sits: its group (a hypercube's with ``grib_cubes``), its GRIB
+    hypercube if any, and its region along the concat dimension."""
+
+    url: str
+    group: str | None
+    cube: str | None
+    start: int
+    length: int
+
+
+def _parts(pipeline: Pipeline, record: dict[str, Any]) -> list[_Part]:
+    group, url = pipeline.target.group, record["url"]
+    if "start" in record:
+        cube = pipeline.source.grib_cube
+        return [_Part(url, group, cube, int(record["start"]), int(record["length"]))]
+    return [
+        _Part(url, f"{group}/{cube}" if group else cube, cube, int(place[0]), int(place[1]))
+        for cube, place in sorted(record.get("cubes", {}).items())
+    ]
+
+
+def _grib_format(url: str, cube: str | None) -> str:
+    """``grib:<index>``: the position of hypercube ``cube`` (the only one when ``None``)."""
+    from icepipe.sources.grib import scan_grib
+
+    names = [c.name for c in scan_grib(url, squeeze=False)]
+    if cube is None and len(names) == 1:
+        return "grib:0"
+    if cube not in names:
+        raise ValidationError(
+            f"{url}: holds no GRIB hypercube {cube!r} any more (it holds {', '.join(names)}); "
+            "the file changed since it was ingested: restore it, or re-ingest the group",
+            url=url,
+        )
+    return f"grib:{names.index(cube)}"
+
+
+def _open_source(pipeline: Pipeline, url: str, cube: str | None = None) -> xr.Dataset:
     src = pipeline.source
     try:
         fmt = src.format if src.format != "auto" else sources.detect_format(url, src.storage)
+        if fmt == "grib":
+            fmt = _grib_format(url, cube)
         ds = sources.open_lazy(
             [url],
             [fmt],
@@ -160,6 +210,8 @@ def _open_source(pipeline: Pipeline, url: str) -> xr.Dataset:
             warnings.filterwarnings("ignore", category=xr.SerializationWarning)
             return xr.decode_cf(ds)
     except IcepipeError as exc:
+        if isinstance(exc, ValidationError):
+            raise
         raise ValidationError(
             f"{url}: the source file cannot be read back ({exc}); its virtual references "
             "cannot resolve either: restore the file, or re-ingest the group",
@@ -167,13 +219,11 @@ def _open_source(pipeline: Pipeline, url: str) -> xr.Dataset:
         ) from exc
 
 
-def _compare_file(
-    pipeline: Pipeline, stored: xr.Dataset, record: dict[str, Any]
-) -> tuple[int, int]:
+def _compare_file(pipeline: Pipeline, stored: xr.Dataset, part: _Part) -> tuple[int, int]:
     """Compare one file with its region of ``stored``; return (variables, values) compared."""
-    url, dim = record["url"], pipeline.source.concat_dim
-    start, length = int(record["start"]), int(record["length"])
-    src = _open_source(pipeline, url)
+    url, dim = part.url, pipeline.source.concat_dim
+    start, length = part.start, part.length
+    src = _open_source(pipeline, url, part.cube)
     region: dict[str, Any] = {dim: slice(start, start + length)}
     n_vars = n_values = 0
     for name in [*src.data_vars, *src.coords]:
@@ -181,7 +231,7 @@ def _compare_file(
             if name in src.data_vars:
                 raise ValidationError(
                     f"{url}: variable {name!r} is in the source file but not in the repository "
-                    f"group {pipeline.target.group or '/'!r}",
+                    f"group {part.group or '/'!r}",
                     url=url,
                     variable=name,
                 )

@@ -10,7 +10,9 @@ from icepipe.sources.hooks import load_hook
 from icepipe.sources.lazy import open_lazy
 from icepipe.sources.listing import list_sources
 from icepipe.sources.scan import (
+    ScannedCubes,
     ScannedFile,
+    ScanOptions,
     detect_format,
     sanitize_attrs,
     scan_file,
@@ -18,6 +20,8 @@ from icepipe.sources.scan import (
 )
 
 __all__ = [
+    "ScanOptions",
+    "ScannedCubes",
     "ScannedFile",
     "assemble_steps",
     "combine_step",

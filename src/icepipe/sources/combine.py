@@ -8,7 +8,7 @@ from dataclasses import replace
 import numpy as np
 import xarray as xr
 
-from icepipe.errors import SchemaMismatchError
+from icepipe.errors import SchemaMismatchError, SourceError
 from icepipe.model import TimeConversion
 from icepipe.sources.scan import ScannedFile, schema_of
 
@@ -98,6 +98,14 @@ def assemble_steps(
     """
     if not merge and not stack_dims:
         return list(files)
+    for f in files:
+        if f.fallback:
+            raise SourceError(
+                f"{f.source.url}: variable(s) {', '.join(f.fallback)} must be read natively "
+                "(the GRIB codec cannot decode them correctly), which merge/concat_dims do not "
+                "support yet; set mode: native, or list them in source.drop_variables",
+                url=f.source.url,
+            )
     groups: dict[object, list[ScannedFile]] = {}
     for f in files:
         key = f.schema.concat_values if f.schema.concat_values is not None else f.source.url

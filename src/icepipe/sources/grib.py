@@ -34,6 +34,7 @@ from icepipe.errors import ConfigError, SourceError
 
 __all__ = [
     "GRIB_MAGIC",
+    "encode_times",
     "GribCube",
     "GribVariable",
     "open_grib_native",
@@ -67,12 +68,21 @@ class GribVariable:
         Why not, when ``decodable`` is false; read it natively (:func:`open_grib_native`).
     messages
         How many messages (chunks) it references.
+    dims, shape, chunks
+        The variable as stored: cfgrib's dimensions (geographic ones last), one chunk per
+        message. A fallback variable is written natively with this same chunk grid.
+    units
+        Its ``units`` attribute (cfgrib's, from ecCodes), if any.
     """
 
     name: str
     decodable: bool
     reason: str | None = None
     messages: int = 0
+    dims: tuple[str, ...] = ()
+    shape: tuple[int, ...] = ()
+    chunks: tuple[int, ...] = ()
+    units: str | None = None
 
 
 @dataclass(frozen=True)
@@ -399,8 +409,9 @@ def _cube_names(cubes: list[xr.Dataset]) -> list[str]:
         out = {k: str(attrs.get(f"GRIB_{k}", ds.attrs.get(f"GRIB_{k}", ""))) for k in _NAME_KEYS}
         out["typeOfLevel"] = str(attrs.get("GRIB_typeOfLevel", "undef"))
         level = out["typeOfLevel"]
-        scalar = level in ds.coords and ds.coords[level].ndim == 0
-        out["level"] = f"{ds.coords[level].values.item():g}" if scalar else ""
+        # One level (a scalar, or a length-1 dimension when not squeezed) names the cube.
+        single = level in ds.coords and ds.coords[level].size == 1
+        out["level"] = f"{ds.coords[level].values.reshape(-1)[0].item():g}" if single else ""
         out["vars"] = "+".join(sorted(str(v) for v in ds.data_vars))
         return out
 
@@ -497,9 +508,20 @@ def scan_grib(url: str, *, size: int | None = None, squeeze: bool = True) -> lis
                 var = da.variable
                 n_messages = int(np.count_nonzero(np.asarray(var.values) >= 0))
                 ok, reason = _check_decodable(fh, var, fields, squeeze=squeeze)
-                infos[str(var_name)] = GribVariable(str(var_name), ok, reason, n_messages)
+                manifest = _manifest_variable(url, var, fields, squeeze=squeeze)
+                units = var.attrs.get("units")
+                infos[str(var_name)] = GribVariable(
+                    str(var_name),
+                    ok,
+                    reason,
+                    n_messages,
+                    dims=tuple(str(d) for d in manifest.dims),
+                    shape=tuple(int(n) for n in manifest.shape),
+                    chunks=tuple(int(c) for c in manifest.data.metadata.chunks),
+                    units=str(units) if units is not None else None,
+                )
                 if ok:
-                    virtual[str(var_name)] = _manifest_variable(url, var, fields, squeeze=squeeze)
+                    virtual[str(var_name)] = manifest
             coords = {k: v.variable for k, v in ds.coords.items()}
             out_ds = xr.Dataset(
                 {k: v for k, v in virtual.items()}, coords=coords, attrs=_clean_attrs(ds.attrs)
@@ -514,6 +536,31 @@ def scan_grib(url: str, *, size: int | None = None, squeeze: bool = True) -> lis
             out.append(
                 GribCube(url=url, index=position, name=name, dataset=out_ds, variables=infos)
             )
+    return out
+
+
+def encode_times(ds: xr.Dataset) -> xr.Dataset:
+    """CF-encode the datetime and timedelta variables (``time``, ``step``, ``valid_time``) the
+    way xarray writes them, with cfgrib's units: raw numbers plus ``units``/``calendar``.
+
+    netCDF sources are scanned undecoded; this puts GRIB cubes in the same form, so a file
+    ingested tomorrow compares equal (dtype, units) to what today's run stored, and planning
+    orders, appends and checks GRIB times exactly like netCDF ones.
+    """
+    out = ds.copy()
+    for name, var in ds.variables.items():
+        if var.dtype.kind not in "mM":
+            continue
+        encoded = xr.conventions.encode_cf_variable(var, name=str(name))
+        attrs = dict(encoded.attrs)
+        encoding = {}
+        if "_FillValue" in attrs:  # as a decode_times=False open leaves it
+            encoding["_FillValue"] = attrs.pop("_FillValue")
+        replaced = xr.Variable(encoded.dims, encoded.values, attrs, encoding)
+        if name in ds.coords:
+            out = out.assign_coords({name: replaced})
+        else:
+            out[name] = replaced
     return out
 
 

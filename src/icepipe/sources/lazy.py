@@ -42,11 +42,12 @@ def _open_one(
     chunks: Mapping[str, int] | None = None,
 ) -> xr.Dataset:
     if fmt.startswith("grib:"):
-        from icepipe.sources.grib import open_grib_native
+        from icepipe.sources.grib import encode_times, open_grib_native
 
         # GRIB is read through cfgrib (local files); the cube index comes from the scan.
-        ds = open_grib_native(url, squeeze=False)[int(fmt.split(":", 1)[1])]
-        ds = ds.chunk({d: n for d, n in (chunks or {}).items() if d in ds.dims} or None)
+        # Times raw, with their units, as the scan has them (and as netCDF is opened).
+        ds = encode_times(open_grib_native(url, squeeze=False)[int(fmt.split(":", 1)[1])])
+        ds = ds.chunk({d: n for d, n in (chunks or {}).items() if d in ds.dims})
         if variables is not None:
             ds = ds[list(dict.fromkeys([*variables, *(k for k in keep if k in ds.variables)]))]
         if drop_variables:

@@ -6,11 +6,12 @@ every failure of the underlying parsers into a :class:`SourceError` that names t
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import warnings
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -31,6 +32,8 @@ from icepipe.sources.stores import (
 from icepipe.storage import StorageOptions, scheme_of
 
 __all__ = [
+    "ScanOptions",
+    "ScannedCubes",
     "ScannedFile",
     "detect_format",
     "sanitize_attrs",
@@ -53,6 +56,9 @@ class ScannedFile:
     dataset: xr.Dataset
     #: The files combined into this one step (``merge``/``concat_dims``); empty for one file.
     members: tuple[SourceFile, ...] = ()
+    #: Variables in the schema but not in ``dataset``: read natively (GRIB messages the codec
+    #: cannot decode correctly), with the reason.
+    fallback: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def sources(self) -> tuple[SourceFile, ...]:
@@ -134,24 +140,60 @@ def _parser(fmt: str) -> Any:
     raise ConfigError(f"unsupported format {fmt!r}", field="source.format")
 
 
-def scan_file(
-    source: SourceFile,
-    *,
-    format: str,
-    concat_dim: str,
-    order_by: str | None = None,
-    variables: tuple[str, ...] | None = None,
-    drop_variables: tuple[str, ...] = (),
-    preprocess: str | None = None,
-    search_path: str | None = None,
-    storage: StorageOptions | None = None,
-    grib_cube: str | None = None,
-    mode: str = "virtual",
-) -> ScannedFile:
+@dataclass(frozen=True)
+class ScanOptions:
+    """How to scan the files of one pipeline (``source.*`` fields); pickles, sent to workers.
+
+    Attributes
+    ----------
+    format
+        ``auto`` (magic bytes) or one of ``netcdf3``, ``netcdf4``, ``zarr``, ``grib``.
+    concat_dim, order_by, variables, drop_variables, preprocess
+        As in the pipeline's ``source`` section.
+    search_path
+        Folder searched first for the ``preprocess`` module.
+    storage
+        How to reach object stores: names of credential variables, never values.
+    grib_cube
+        The one GRIB hypercube to ingest (files holding several need it, or ``grib_cubes``).
+    grib_cubes
+        Ingest several hypercubes, each into its own group: these names, or every cube when
+        empty. ``None``: one cube per pipeline.
+    mode
+        ``virtual`` or ``native``.
+    """
+
+    format: str = "auto"
+    concat_dim: str = "time"
+    order_by: str | None = None
+    variables: tuple[str, ...] | None = None
+    drop_variables: tuple[str, ...] = ()
+    preprocess: str | None = None
+    search_path: str | None = None
+    storage: StorageOptions | None = None
+    grib_cube: str | None = None
+    grib_cubes: tuple[str, ...] | None = None
+    mode: str = "virtual"
+
+
+@dataclass(frozen=True)
+class ScannedCubes:
+    """A GRIB file scanned with ``grib_cubes``: one :class:`ScannedFile` per hypercube name."""
+
+    source: SourceFile
+    cubes: Mapping[str, ScannedFile]
+
+
+def scan_file(source: SourceFile, options: ScanOptions) -> ScannedFile | ScannedCubes:
     """Open one file as a virtual dataset (data variables as references, coordinates loaded).
 
     Times are kept undecoded (raw numbers plus ``units``/``calendar`` attributes): that
     round-trips every CF calendar and unit exactly, and readers decode them as usual.
+
+    Returns
+    -------
+    ScannedFile | ScannedCubes
+        ``ScannedCubes`` for GRIB files scanned with ``options.grib_cubes``.
 
     Raises
     ------
@@ -161,18 +203,19 @@ def scan_file(
         Access to an object store was denied (``storage`` names how to reach it).
     """
     url = source.url
-    fmt = detect_format(url, storage) if format == "auto" else format
-    registry = registry_for(url, storage)
+    o = options
+    fmt = detect_format(url, o.storage) if o.format == "auto" else o.format
+    registry = registry_for(url, o.storage)
+    cubes: list[tuple[str, xr.Dataset, dict[str, VariableSchema]]]
     try:
         with warnings.catch_warnings():
             # netCDF char arrays map to Zarr dtypes without a v3 spec yet: zarr warns per
             # variable per file, which buries real messages. The data round-trips exactly.
             warnings.filterwarnings("ignore", message=".*does not have a Zarr V3 specification")
             if fmt == "grib":
-                ds, fallback = _open_grib(source, grib_cube, mode)
-                drop_variables = tuple(v for v in drop_variables if v not in fallback)
+                cubes = _open_grib(source, o)
             else:
-                ds = _open_virtual(url, fmt, registry, order_by)
+                cubes = [("", _open_virtual(url, fmt, registry, o.order_by), {})]
     except (KeyboardInterrupt, SystemExit):
         raise
     except IcepipeError:
@@ -190,70 +233,92 @@ def scan_file(
         raise SourceError(
             f"{url}: cannot be read as {fmt} ({type(exc).__name__}: {short_message(exc)}); "
             "the file may be truncated or corrupt: replace it, or remove it from source.urls"
-            + ("" if format == "auto" else f"; if it is not {fmt}, set source.format: auto"),
+            + ("" if o.format == "auto" else f"; if it is not {fmt}, set source.format: auto"),
             url=url,
         ) from exc
+    scanned = {
+        name: _finish(source, ds, fmt, o, native, cube=name or None) for name, ds, native in cubes
+    }
+    if o.grib_cubes is None:
+        return scanned[cubes[0][0]]
+    return ScannedCubes(source=source, cubes=scanned)
+
+
+def _finish(
+    source: SourceFile,
+    ds: xr.Dataset,
+    fmt: str,
+    o: ScanOptions,
+    native: dict[str, VariableSchema],
+    *,
+    cube: str | None,
+) -> ScannedFile:
+    """Select, preprocess and check one opened dataset; summarise it into its schema.
+
+    ``native`` holds variables that are not in ``ds`` because they are read natively (GRIB
+    fallback); they are part of the schema all the same.
+    """
+    url = source.url
+    where = f"{url} (GRIB hypercube {cube!r})" if cube else url
     _check_refs_inside(ds, source)
-    ds = _select(ds, url, variables, drop_variables, keep=(order_by,) if order_by else ())
-    ds = apply_preprocess(ds, preprocess, search_path, url)
+    if native:
+        # Selection applies to the variables read natively as to the virtual ones.
+        wanted = tuple(o.variables or ()) + tuple(o.drop_variables)
+        missing = [v for v in wanted if v not in ds.variables and v not in native]
+        if missing:
+            _select(ds, where, o.variables, o.drop_variables, keep=())  # raises, naming them
+        variables = (
+            None if o.variables is None else tuple(v for v in o.variables if v not in native)
+        )
+        drop = tuple(v for v in o.drop_variables if v not in native)
+        native = {
+            n: v
+            for n, v in native.items()
+            if (o.variables is None or n in o.variables) and n not in o.drop_variables
+        }
+    else:
+        variables, drop = o.variables, o.drop_variables
+    ds = _select(ds, where, variables, drop, keep=(o.order_by,) if o.order_by else ())
+    ds = apply_preprocess(ds, o.preprocess, o.search_path, url)
     ds = sanitize_attrs(ds)
-    if concat_dim not in ds.dims:
+    if o.concat_dim not in ds.dims:
         raise SourceError(
-            f"{url}: has no dimension {concat_dim!r} (dimensions: {', '.join(map(str, ds.dims))}); "
-            "set source.concat_dim to one of these, or remove the file",
+            f"{where}: has no dimension {o.concat_dim!r} (dimensions: "
+            f"{', '.join(map(str, ds.dims))}); set source.concat_dim to one of these, or remove "
+            "the file",
             url=url,
         )
-    if order_by is not None and (
-        order_by not in ds.variables or ds.variables[order_by].dims != (concat_dim,)
+    if o.order_by is not None and (
+        o.order_by not in ds.variables or ds.variables[o.order_by].dims != (o.concat_dim,)
     ):
-        candidates = [str(k) for k, v in ds.variables.items() if v.dims == (concat_dim,)]
+        candidates = [str(k) for k, v in ds.variables.items() if v.dims == (o.concat_dim,)]
         raise SourceError(
-            f"{url}: has no 1-D variable {order_by!r} along {concat_dim!r} to order files by; "
-            f"set source.order_by to one of: {', '.join(candidates) or '(none)'}",
+            f"{where}: has no 1-D variable {o.order_by!r} along {o.concat_dim!r} to order files "
+            f"by; set source.order_by to one of: {', '.join(candidates) or '(none)'}",
             url=url,
         )
     fmt = str(ds.encoding.get("icepipe_format", fmt))
-    schema = schema_of(ds, url, fmt, concat_dim, order_by=order_by)
-    return ScannedFile(source=source, schema=schema, dataset=ds)
+    schema = schema_of(ds, url, fmt, o.concat_dim, order_by=o.order_by)
+    if native:
+        schema = dataclasses.replace(schema, variables={**schema.variables, **native})
+    # In native mode every variable is read natively anyway: nothing falls back.
+    reasons = ds.encoding.get("icepipe_fallback", {})
+    fallback = {n: str(reasons.get(n, "")) for n in native} if o.mode == "virtual" else {}
+    return ScannedFile(source=source, schema=schema, dataset=ds, fallback=fallback)
 
 
 def scan_files(
-    sources: list[SourceFile],
-    *,
-    format: str,
-    concat_dim: str,
-    order_by: str | None = None,
-    variables: tuple[str, ...] | None = None,
-    drop_variables: tuple[str, ...] = (),
-    preprocess: str | None = None,
-    search_path: str | None = None,
-    storage: StorageOptions | None = None,
-    grib_cube: str | None = None,
-    mode: str = "virtual",
-) -> list[ScannedFile | SourceError]:
+    sources: list[SourceFile], options: ScanOptions
+) -> list[ScannedFile | ScannedCubes | SourceError]:
     """:func:`scan_file` for a batch of files in one task: per file, the result or its error.
 
     One task per batch instead of per file keeps scheduler round trips and result transfers
     few when there are thousands of small files.
     """
-    out: list[ScannedFile | SourceError] = []
+    out: list[ScannedFile | ScannedCubes | SourceError] = []
     for source in sources:
         try:
-            out.append(
-                scan_file(
-                    source,
-                    format=format,
-                    concat_dim=concat_dim,
-                    order_by=order_by,
-                    variables=variables,
-                    drop_variables=drop_variables,
-                    preprocess=preprocess,
-                    search_path=search_path,
-                    storage=storage,
-                    grib_cube=grib_cube,
-                    mode=mode,
-                )
-            )
+            out.append(scan_file(source, options))
         except SourceError as exc:
             out.append(exc)
     return out
@@ -271,48 +336,61 @@ def _is_access_error(exc: BaseException) -> bool:
 
 
 def _open_grib(
-    source: SourceFile, cube_name: str | None, mode: str
-) -> tuple[xr.Dataset, dict[str, str]]:
-    """The selected hypercube of a GRIB file as a virtual dataset, and its fallback variables.
+    source: SourceFile, o: ScanOptions
+) -> list[tuple[str, xr.Dataset, dict[str, VariableSchema]]]:
+    """The selected hypercubes of a GRIB file: (name, virtual dataset, natively read variables).
 
+    A variable the codec cannot decode correctly is left out of the virtual dataset; in
+    virtual mode it is read natively (through cfgrib) and written as ordinary chunks, with
+    the same chunk grid: ``encoding["icepipe_fallback"]`` gives the reasons.
     ``encoding["icepipe_format"]`` records ``grib:<cube index>`` for native reads.
     """
-    from icepipe.sources.grib import scan_grib
+    from icepipe.sources.grib import encode_times, scan_grib
 
     url = source.url
     # Length-1 time/step/level dimensions stay, so that files concatenate along them.
     cubes = scan_grib(url, size=source.size, squeeze=False)
     names = [c.name for c in cubes]
-    if cube_name is not None:
-        matching = [c for c in cubes if c.name == cube_name]
-        if not matching:
+    if o.grib_cubes is not None:
+        chosen = [c for c in cubes if not o.grib_cubes or c.name in o.grib_cubes]
+        if not chosen:
             raise SourceError(
-                f"{url}: has no GRIB hypercube {cube_name!r}; it holds {', '.join(names)}. "
+                f"{url}: holds none of the GRIB hypercubes {', '.join(o.grib_cubes)} named in "
+                f"source.grib_cubes; it holds {', '.join(names)}. Fix source.grib_cubes, or "
+                "remove the file",
+                url=url,
+            )
+    elif o.grib_cube is not None:
+        chosen = [c for c in cubes if c.name == o.grib_cube]
+        if not chosen:
+            raise SourceError(
+                f"{url}: has no GRIB hypercube {o.grib_cube!r}; it holds {', '.join(names)}. "
                 "Fix source.grib_cube",
                 url=url,
             )
-        cube = matching[0]
     elif len(cubes) == 1:
-        cube = cubes[0]
+        chosen = cubes
     else:
         raise SourceError(
             f"{url}: holds {len(cubes)} GRIB hypercubes that cannot be combined into one "
-            f"dataset ({', '.join(names)}); set source.grib_cube to one of them (one pipeline "
-            "and group per hypercube)",
+            f"dataset ({', '.join(names)}); set source.grib_cubes: all (one group per hypercube, "
+            "under target.group), or source.grib_cube to one of them",
             url=url,
         )
-    fallback = dict(cube.fallback)
-    if fallback and mode == "virtual":
-        reasons = "; ".join(f"{n}: {r}" for n, r in fallback.items())
-        raise SourceError(
-            f"{url}: variable(s) {', '.join(fallback)} of hypercube {cube.name!r} cannot be "
-            f"decoded correctly from virtual references ({reasons}); use mode: native (read "
-            "through cfgrib), or list them in source.drop_variables",
-            url=url,
-        )
-    ds = cube.dataset
-    ds.encoding["icepipe_format"] = f"grib:{cube.index}"
-    return ds, fallback
+    out = []
+    for cube in chosen:
+        ds = encode_times(cube.dataset)
+        ds.encoding["icepipe_format"] = f"grib:{cube.index}"
+        ds.encoding["icepipe_fallback"] = dict(cube.fallback)
+        native = {
+            n: VariableSchema(
+                dims=v.dims, shape=v.shape, dtype="float32", chunks=v.chunks, attrs_units=v.units
+            )
+            for n, v in cube.variables.items()
+            if not v.decodable
+        }
+        out.append((cube.name, ds, native))
+    return out
 
 
 def _open_virtual(url: str, fmt: str, registry: Any, order_by: str | None) -> xr.Dataset:
