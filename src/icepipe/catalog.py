@@ -36,6 +36,7 @@ from typing import Any, cast
 import yaml
 
 from icepipe.errors import ConfigError
+from icepipe.fields import no_unknown
 from icepipe.storage import (
     STORAGE_KEYS,
     StorageOptions,
@@ -185,13 +186,7 @@ def _entry(name: str, value: object, base: Path, where: str) -> CatalogEntry:
     if not isinstance(value, Mapping):
         raise ConfigError(f"{where}: expected a mapping with a 'url'", field=at)
     m = cast(Mapping[str, Any], value)
-    unknown = sorted(str(k) for k in m if k not in _ENTRY_KEYS)
-    if unknown:
-        raise ConfigError(
-            f"{where}: unknown key(s) {', '.join(map(repr, unknown))}; allowed: "
-            f"{', '.join(sorted(_ENTRY_KEYS))}",
-            field=f"{at}.{unknown[0]}",
-        )
+    no_unknown(m, _ENTRY_KEYS, f"{at}.", context=where)
     url = m.get("url")
     if not isinstance(url, str) or not url.strip():
         raise ConfigError(f"{where}: missing; expected a path or URL", field=f"{at}.url")
@@ -204,14 +199,9 @@ def _entry(name: str, value: object, base: Path, where: str) -> CatalogEntry:
     raw_storage = m.get("storage") or {}
     if not isinstance(raw_storage, Mapping):
         raise ConfigError(f"{where}: expected a mapping", field=f"{at}.storage")
-    unknown = sorted(str(k) for k in raw_storage if k not in STORAGE_KEYS)
+    # Parsed first: it says more than "unknown key" about a secret written in the file.
     storage = parse_storage_options(raw_storage, f"{at}.storage.")
-    if unknown:
-        raise ConfigError(
-            f"{where}: unknown key(s) {', '.join(map(repr, unknown))}; allowed: "
-            f"{', '.join(sorted(STORAGE_KEYS))}",
-            field=f"{at}.storage.{unknown[0]}",
-        )
+    no_unknown(raw_storage, STORAGE_KEYS, f"{at}.storage.", context=where)
     if is_local(url) and not storage.is_default:
         raise ConfigError(
             f"{where}: storage options apply to object-store repositories (s3://...), and "

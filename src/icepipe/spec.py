@@ -21,6 +21,7 @@ from icepipe.catalog import resolve_target as _catalog_target
 from icepipe.cron import Schedule, parse_schedule
 from icepipe.errors import ConfigError
 from icepipe.fields import describe as _describe
+from icepipe.fields import no_unknown as _no_unknown
 from icepipe.fields import optional_str as _str
 from icepipe.storage import (
     REPO_SCHEMES,
@@ -425,16 +426,6 @@ def _mapping(value: object, where: str) -> Mapping[str, Any]:
     if not isinstance(value, Mapping):
         raise ConfigError(f"expected a mapping; got {_describe(value)}", field=where)
     return cast(Mapping[str, Any], value)
-
-
-def _no_unknown(m: Mapping[str, Any], allowed: set[str], prefix: str) -> None:
-    unknown = sorted(str(k) for k in m if k not in allowed)
-    if unknown:
-        raise ConfigError(
-            f"unknown key(s) {', '.join(repr(k) for k in unknown)}; "
-            f"allowed: {', '.join(sorted(allowed))}",
-            field=(prefix + unknown[0]) if prefix else unknown[0],
-        )
 
 
 def _required_str(m: Mapping[str, Any], key: str, prefix: str) -> str:

@@ -21,7 +21,7 @@ from typing import Any, cast
 
 from icepipe.errors import ConfigError
 from icepipe.fields import describe as _describe
-from icepipe.fields import optional_str
+from icepipe.fields import no_unknown, optional_str
 
 __all__ = [
     "OBJECT_SCHEMES",
@@ -372,13 +372,7 @@ def _check(value: object, schema: Any, where: str) -> Any:
                 "racing commit; this setting cannot be changed from a pipeline",
                 field=f"{where}.{key}",
             )
-        unknown = sorted(str(k) for k in value if k not in schema)
-        if unknown:
-            raise ConfigError(
-                f"unknown key(s) {', '.join(repr(k) for k in unknown)}; allowed: "
-                f"{', '.join(sorted(schema))}",
-                field=f"{where}.{unknown[0]}",
-            )
+        no_unknown(value, schema, f"{where}.")
         return {str(k): _check(v, schema[k], f"{where}.{k}") for k, v in value.items()}
     if schema == "preload":
         if value is False:
@@ -415,12 +409,7 @@ def _splitting(value: object, where: str) -> list[dict[str, Any]]:
         at = f"{where}[{i}]"
         if not isinstance(rule, Mapping):
             raise ConfigError(f"expected a mapping; got {_describe(rule)}", field=at)
-        unknown = sorted(str(k) for k in rule if k not in ("arrays", "dims"))
-        if unknown:
-            raise ConfigError(
-                f"unknown key(s) {', '.join(map(repr, unknown))}; allowed: arrays, dims",
-                field=f"{at}.{unknown[0]}",
-            )
+        no_unknown(rule, ("arrays", "dims"), f"{at}.")
         dims = rule.get("dims")
         if not isinstance(dims, Mapping) or not dims:
             raise ConfigError(
