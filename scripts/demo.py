@@ -9,6 +9,7 @@ Exits non-zero when a pipeline fails or a read-back differs.
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 import tempfile
 import time
@@ -27,21 +28,27 @@ warnings.filterwarnings("ignore", message=".*does not have a Zarr V3 specificati
 
 def _cfgrib_cube(path: str, cube: str | None) -> xr.Dataset:
     """cfgrib's dataset of one hypercube (by icepipe's name for it), length-1 dims kept."""
-    import cfgrib
-
-    from icepipe.sources.grib import scan_grib
-
     if cube is None:
         return xr.open_dataset(
             path, engine="cfgrib", backend_kwargs={"indexpath": "", "squeeze": False}
         )
+    return _cfgrib_cubes(path)[cube]
+
+
+@functools.lru_cache(maxsize=2)
+def _cfgrib_cubes(path: str) -> dict[str, xr.Dataset]:
+    """Every hypercube of a GRIB file through cfgrib, by icepipe's names (read once per file)."""
+    import cfgrib
+
+    from icepipe.sources.grib import scan_grib
+
     names = [c.name for c in scan_grib("file://" + path, squeeze=False)]
     with tempfile.TemporaryDirectory() as folder, warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # cfgrib's merge, about xarray defaults
         cubes = cfgrib.open_datasets(
             path, backend_kwargs={"indexpath": folder + "/{short_hash}.idx", "squeeze": False}
         )
-        return cubes[names.index(cube)].load()
+        return {name: ds.load() for name, ds in zip(names, cubes, strict=True)}
 
 
 def reference(pipeline: icepipe.Pipeline, urls: list[str], cube: str | None = None) -> xr.Dataset:

@@ -230,6 +230,11 @@ def test_every_hypercube_of_a_real_file_into_its_own_group(
     assert sum(c.pipeline == "gfs" for c in log) == 1
     assert icepipe.run(pipeline, client=client).status == "nothing-new"
     assert validate_pipeline(pipeline).variables_checked > 50
+    # `icepipe status` reads the newest time over the cube groups.
+    from icepipe.ops.status import pipeline_status
+
+    lag = pipeline_status(pipeline, state=str(tmp_path / "state"), runs=1).lag
+    assert lag["files_pending"] == 0 and lag["last_coordinate"].startswith("2007-01-24")
 
 
 @pytest.mark.parametrize("mode", ["virtual", "native"])

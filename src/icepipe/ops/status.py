@@ -148,7 +148,15 @@ def pipeline_status(
     except IcepipeError as exc:
         status.problems.append(f"sources: {exc}")
     if repo is not None and ledger:
-        lag.update(_last_coordinate(pipeline, status.tip, now))
+        groups: list[str | None] = [t.group]
+        if src.grib_cubes is not None:  # one group per GRIB hypercube: the newest of them
+            cubes = sorted({c for r in ledger.values() for c in r.get("cubes", {})})
+            groups = [f"{t.group}/{c}" if t.group else c for c in cubes]
+        coords = [_last_coordinate(pipeline, status.tip, now, g) for g in groups]
+        coords = [last for last in coords if last]
+        if coords:
+            newest: dict[str, Any] = max(coords, key=lambda last: str(last["last_coordinate"]))
+            lag.update(newest)
     return _replace(status, lag=lag)
 
 
@@ -167,14 +175,16 @@ def _describe_schedule(pipeline: Pipeline) -> str | None:
     return f"{s.cron} ({s.timezone})" if s else None
 
 
-def _last_coordinate(pipeline: Pipeline, tip: str | None, now: datetime) -> dict[str, Any]:
+def _last_coordinate(
+    pipeline: Pipeline, tip: str | None, now: datetime, group: str | None
+) -> dict[str, Any]:
     from icepipe.xarray import open_dataset
 
     t, src = pipeline.target, pipeline.source
     name = src.order_by or src.concat_dim
     try:
         ds = open_dataset(
-            t.repo, snapshot_id=tip, group=t.group, storage=t.storage, source_storage=src.storage
+            t.repo, snapshot_id=tip, group=group, storage=t.storage, source_storage=src.storage
         )
         if name not in ds.variables or ds[name].ndim != 1 or ds[name].size == 0:
             return {}

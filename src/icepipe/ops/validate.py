@@ -13,6 +13,8 @@ encodings normalised the wrong way.
 
 from __future__ import annotations
 
+import functools
+import os
 import time
 import warnings
 from collections.abc import Sequence
@@ -173,11 +175,23 @@ def _parts(pipeline: Pipeline, record: dict[str, Any]) -> list[_Part]:
     ]
 
 
-def _grib_format(url: str, cube: str | None) -> str:
-    """``grib:<index>``: the position of hypercube ``cube`` (the only one when ``None``)."""
+@functools.lru_cache(maxsize=8)
+def _grib_cube_names(url: str, size: int, mtime_ns: int) -> list[str]:
+    """The hypercube names of a GRIB file, scanned once per file version (not once per cube)."""
     from icepipe.sources.grib import scan_grib
 
-    names = [c.name for c in scan_grib(url, squeeze=False)]
+    return [c.name for c in scan_grib(url, squeeze=False)]
+
+
+def _grib_format(url: str, cube: str | None) -> str:
+    """``grib:<index>``: the position of hypercube ``cube`` (the only one when ``None``)."""
+    try:
+        st = os.stat(url.removeprefix("file://"))
+    except OSError as exc:
+        raise ValidationError(
+            f"{url}: cannot be read ({exc}): restore the file, or re-ingest the group", url=url
+        ) from exc
+    names = _grib_cube_names(url, st.st_size, st.st_mtime_ns)
     if cube is None and len(names) == 1:
         return "grib:0"
     if cube not in names:
