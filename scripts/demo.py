@@ -123,6 +123,19 @@ def _check_group(
     return True, f"identical ({len(idx)} of {n} {dim} positions, all variables)"
 
 
+def _describe_layout(result: icepipe.RunResult) -> str:
+    """Variables and dimensions; one line per group for GRIB hypercube groups."""
+    if not result.groups:
+        dims = ", ".join(f"{k}={v}" for k, v in result.dims.items())
+        return f"  variables:  {', '.join(result.variables)}\n  dimensions: {dims}\n"
+    lines = ""
+    for group in result.groups:
+        cube = group.rsplit("/", 1)[-1]
+        names = [v.split("/", 1)[1] for v in result.variables if v.startswith(cube + "/")]
+        lines += f"  group:      {group}: {', '.join(names)}\n"
+    return lines
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("pipelines", nargs="+")
@@ -148,8 +161,7 @@ def main() -> int:
             print(
                 f"{pipeline.name}: {result.status}, {len(result.files_new)} new of {n_total} "
                 f"file(s) -> {result.repo} [{result.branch}] {result.group or '/'}\n"
-                f"  variables:  {', '.join(result.variables)}\n"
-                f"  dimensions: {', '.join(f'{k}={v}' for k, v in result.dims.items())}\n"
+                f"{_describe_layout(result)}"
                 f"  read-back:  {'OK' if good else 'DIFFERENT'}: {note}\n"
             )
             rows.append(
@@ -158,7 +170,11 @@ def main() -> int:
                     result.status,
                     f"{len(result.files_new)}/{n_total}",
                     str(len(result.variables)),
-                    " ".join(f"{k}={v}" for k, v in result.dims.items()),
+                    (
+                        f"{len(result.groups)} hypercube groups"
+                        if result.groups
+                        else " ".join(f"{k}={v}" for k, v in result.dims.items())
+                    ),
                     result.snapshot_id or "-",
                     f"{result.seconds:.1f}",
                     "OK" if good else "DIFFERENT",
