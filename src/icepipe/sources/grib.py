@@ -17,6 +17,7 @@ Everything here runs on Dask workers: inputs and outputs pickle, and every failu
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import tempfile
@@ -568,13 +569,25 @@ def open_grib_native(url: str, *, squeeze: bool = True) -> list[xr.Dataset]:
     """Open a GRIB file lazily through cfgrib: the same cubes as :func:`scan_grib`, same order.
 
     For the variables :func:`scan_grib` reports as fallback, and for ``mode: native``. No
-    ``.idx`` file is written next to the source.
+    ``.idx`` file is written next to the source. Opening indexes the whole file, so the cubes
+    of one file version are opened once per process and shared (callers must not modify
+    them in place).
 
     Raises
     ------
     SourceError
         cfgrib cannot open the file.
     """
+    path = _local_path(url)
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        raise SourceError(f"{url}: cannot be read ({exc})", url=url) from exc
+    return list(_open_grib_native(url, squeeze, st.st_size, st.st_mtime_ns))
+
+
+@functools.lru_cache(maxsize=4)
+def _open_grib_native(url: str, squeeze: bool, size: int, mtime_ns: int) -> tuple[xr.Dataset, ...]:
     import cfgrib
 
     path = _local_path(url)
@@ -599,4 +612,4 @@ def open_grib_native(url: str, *, squeeze: bool = True) -> list[xr.Dataset]:
             f"{url}: cfgrib cannot open it ({type(exc).__name__}: {exc}); {_fix_hint(url)}",
             url=url,
         ) from exc
-    return datasets
+    return tuple(datasets)
