@@ -175,6 +175,36 @@ def test_undecodable_variables_fall_back_to_native_chunks_in_a_virtual_ingest(
     assert len(report.files_checked) == 3 and report.variables_checked > 0
 
 
+def test_a_changed_file_is_reingested_into_its_region_virtual_and_fallback_alike(
+    tmp_path: Path, client: Any
+) -> None:
+    import os
+
+    import yaml
+
+    paths = _series(tmp_path / "src", [1, 2, 3])
+    pipeline_file = _pipeline(
+        tmp_path,
+        "winds",
+        {"urls": str(tmp_path / "src" / "*.grib2"), "format": "grib"},
+        repo=tmp_path / "repo",
+    )
+    doc = yaml.safe_load(pipeline_file.read_text())
+    pipeline_file.write_text(yaml.safe_dump({**doc, "on_changed": "reingest"}))
+    icepipe.run(icepipe.load_pipeline(pipeline_file), client=client)
+    # The provider re-issues day 2 with other values (same times).
+    stat = paths[1].stat()
+    fixed = _wind_message(20240102, 50) + _field(np.arange(12.0) + 500, 20240102, shortName="10si")
+    paths[1].write_bytes(fixed)
+    os.utime(paths[1], ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    again = icepipe.run(icepipe.load_pipeline(pipeline_file), client=client)
+    assert again.files_new == ("file://" + str(paths[1]),)
+    (ref,) = _cfgrib(paths)
+    stored = _stored(tmp_path / "repo", "")
+    xr.testing.assert_equal(stored[["si10", "u10", "v10"]], ref[["si10", "u10", "v10"]])
+    assert float(stored.u10.isel(time=1).max()) == 61.0  # 11 + 50: the new values
+
+
 def test_dropping_the_fallback_variables_keeps_the_ingest_purely_virtual(
     tmp_path: Path, client: Any
 ) -> None:
