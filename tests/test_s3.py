@@ -728,3 +728,81 @@ def test_aws_profile_is_the_default_credential_source(tmp_path: Path, seaweedfs:
     assert json.loads(done.stdout)["status"] == "committed"
     assert S3_SECRET not in done.stdout + done.stderr
     xr.testing.assert_identical(read_back(icepipe.load_pipeline(spec)), local_sources(paths))
+
+
+def test_grib_in_s3_ingests_virtually_and_equals_cfgrib(
+    tmp_path: Path, s3: S3Server, s3_client: Any, sample_data: Path
+) -> None:
+    """Real GRIB1 (ERA5, one file per time) and GRIB2 (GFS, 17 hypercubes) in a bucket: the
+    scan downloads each file once to index it; the references (and reads) go to the bucket."""
+    import warnings
+
+    import cfgrib
+
+    unsqueezed = {"indexpath": "", "squeeze": False}
+    series = sorted((sample_data / "era5-series").glob("*.grib"))
+    gfs = sample_data / "ncarg/grb/fh.0012_tl.press_gr.awp211.grb2"
+    src = s3.bucket("grib")
+    s3.upload(series, src, "era5")
+    (gfs_url,) = s3.upload([gfs], src, "gfs")
+    era5 = load(
+        tmp_path,
+        pipeline_doc(
+            "era5-s3",
+            f"s3://{src}/era5/*.grib",
+            str(tmp_path / "repo"),
+            source_storage=s3.options(),
+            extra={"mode": "virtual"},
+        ),
+    )
+    era5 = dataclasses.replace(era5, source=dataclasses.replace(era5.source, format="grib"))
+    assert icepipe.run(era5, client=s3_client).status == "committed"
+    stored = read_back(era5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref = xr.concat(
+            [xr.open_dataset(p, engine="cfgrib", backend_kwargs=unsqueezed) for p in series],
+            dim="time",
+            data_vars="minimal",
+            coords="minimal",
+            compat="override",
+        )
+    xr.testing.assert_equal(stored[["t", "z"]], ref[["t", "z"]])
+    refs = open_repo(era5).readonly_session("main").all_virtual_chunk_locations()
+    assert {r.rsplit("/", 1)[0] for r in refs} == {f"s3://{src}/era5"}
+    assert icepipe.run(era5, client=s3_client).status == "nothing-new"
+
+    cubes = load(
+        tmp_path / "gfs",
+        {
+            "name": "gfs-s3",
+            "source": {
+                "urls": [gfs_url],
+                "format": "grib",
+                "concat_dim": "time",
+                "grib_cubes": "all",
+                "storage": s3.options(),
+            },
+            "target": {"repo": str(tmp_path / "gfs-repo"), "group": "gfs"},
+        },
+    )
+    result = icepipe.run(cubes, client=s3_client)
+    assert len(result.groups) == 17
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        surface = next(
+            d
+            for d in cfgrib.open_datasets(str(gfs), backend_kwargs=unsqueezed)
+            if "surface" in d.coords
+        )
+    back = icepipe.open_dataset(
+        cubes.target.repo, group="gfs/surface", source_storage=cubes.source.storage
+    )
+    np.testing.assert_array_equal(back.sp.values, surface.sp.values)
+
+    # Native reads need files every worker can open: refused, naming the fix.
+    native = dataclasses.replace(
+        era5, mode="native", target=dataclasses.replace(era5.target, repo=str(tmp_path / "native"))
+    )
+    with pytest.raises(SourceError, match="virtually only"):
+        icepipe.run(native, client=s3_client)

@@ -24,6 +24,7 @@ import tempfile
 import threading
 import warnings
 from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,6 +33,7 @@ import xarray as xr
 
 from icepipe.codecs import GRIB_CODEC_NAME, GribDecodeError, decode_grib_message
 from icepipe.errors import ConfigError, SourceError
+from icepipe.storage import StorageOptions, scheme_of
 
 __all__ = [
     "GRIB_MAGIC",
@@ -141,7 +143,7 @@ def _local_path(url: str) -> str:
     path = url[len("file://") :] if url.startswith("file://") else ""
     if not path.startswith("/"):
         raise ConfigError(
-            f"GRIB sources need an absolute file:// URL (file:///abs/path) for now; got {url!r}"
+            f"GRIB sources need an absolute file:// URL (file:///abs/path); got {url!r}"
         )
     return path
 
@@ -434,7 +436,38 @@ def _cube_names(cubes: list[xr.Dataset]) -> list[str]:
     return names
 
 
-def scan_grib(url: str, *, size: int | None = None, squeeze: bool = True) -> list[GribCube]:
+@contextmanager
+def _local_copy(url: str, storage: StorageOptions | None) -> Iterator[str]:
+    """A local path holding ``url``'s bytes: the file itself, or (object storage) a temporary
+    download, removed afterwards. ecCodes and cfgrib read local files only."""
+    if scheme_of(url) == "file":
+        yield _local_path(url)
+        return
+    import obstore
+
+    from icepipe.sources.stores import access_error, is_not_found, store_and_path
+
+    store, name = store_and_path(url, storage)
+    with tempfile.TemporaryDirectory(prefix="icepipe-grib-") as folder:
+        path = os.path.join(folder, "source.grib")
+        try:
+            with open(path, "wb") as fh:
+                for chunk in obstore.get(store, name):
+                    fh.write(chunk)
+        except Exception as exc:
+            if is_not_found(exc):
+                raise SourceError(f"{url}: not found (deleted after listing?)", url=url) from exc
+            raise access_error(exc, url) from exc
+        yield path
+
+
+def scan_grib(
+    url: str,
+    *,
+    size: int | None = None,
+    squeeze: bool = True,
+    storage: StorageOptions | None = None,
+) -> list[GribCube]:
     """Map a GRIB file's messages onto cfgrib's hypercubes, as virtual references.
 
     Parameters
@@ -448,6 +481,9 @@ def scan_grib(url: str, *, size: int | None = None, squeeze: bool = True) -> lis
         Drop length-1 dimensions, as ``cfgrib.open_datasets`` does (default). Pass ``False`` to
         keep ``time``, ``step``, ``number`` and level dimensions of length 1, which
         concatenating many files along them needs.
+    storage
+        How to reach ``url`` on object storage (``s3://...``, ``https://...``): the file is
+        downloaded once to a temporary file to be indexed; the references point at ``url``.
 
     Returns
     -------
@@ -460,11 +496,15 @@ def scan_grib(url: str, *, size: int | None = None, squeeze: bool = True) -> lis
         The file is missing, empty, not GRIB, truncated, holds a corrupt message, or cannot be
         mapped to cubes (e.g. an inconsistent grid description).
     ConfigError
-        ``url`` is not a ``file://`` URL.
+        ``url`` is a relative ``file://`` URL, or access to the object was denied.
     """
+    with _local_copy(url, storage) as path:
+        return _scan_path(url, path, size, squeeze)
+
+
+def _scan_path(url: str, path: str, size: int | None, squeeze: bool) -> list[GribCube]:
     from cfgrib import dataset as cfgrib_dataset
 
-    path = _local_path(url)
     try:
         actual = os.path.getsize(path)
     except FileNotFoundError as exc:
@@ -578,6 +618,17 @@ def open_grib_native(url: str, *, squeeze: bool = True) -> list[xr.Dataset]:
     SourceError
         cfgrib cannot open the file.
     """
+    if scheme_of(url) != "file":
+        # cfgrib reads local files, and Dask workers on other machines would not see a copy
+        # made here: reading natively needs the files on a file system every worker mounts.
+        raise SourceError(
+            f"{url}: GRIB on object storage can be ingested virtually only (the codec reads "
+            "the messages from the bucket); reading it natively (mode: native, or variables "
+            "the codec cannot decode) needs the files on a file system every Dask worker "
+            "mounts: copy them there, use mode: virtual, or list such variables in "
+            "source.drop_variables",
+            url=url,
+        )
     path = _local_path(url)
     try:
         st = os.stat(path)

@@ -301,6 +301,14 @@ def _finish(
     schema = schema_of(ds, url, fmt, o.concat_dim, order_by=o.order_by)
     if native:
         schema = dataclasses.replace(schema, variables={**schema.variables, **native})
+    if native and o.mode == "virtual" and scheme_of(url) != "file":
+        raise SourceError(
+            f"{where}: variable(s) {', '.join(native)} cannot be decoded correctly from virtual "
+            f"references ({next(iter(ds.encoding.get('icepipe_fallback', {}).values()), '')}), "
+            "and GRIB on object storage cannot be read natively; list them in "
+            "source.drop_variables, or copy the files to a file system every worker mounts",
+            url=url,
+        )
     # In native mode every variable is read natively anyway: nothing falls back.
     reasons = ds.encoding.get("icepipe_fallback", {})
     fallback = {n: str(reasons.get(n, "")) for n in native} if o.mode == "virtual" else {}
@@ -349,7 +357,14 @@ def _open_grib(
 
     url = source.url
     # Length-1 time/step/level dimensions stay, so that files concatenate along them.
-    cubes = scan_grib(url, size=source.size, squeeze=False)
+    if o.mode == "native" and scheme_of(url) != "file":
+        raise SourceError(
+            f"{url}: GRIB on object storage can be ingested virtually only (cfgrib reads local "
+            "files, which Dask workers on other machines would not see); set mode: virtual, "
+            "or copy the files to a file system every worker mounts",
+            url=url,
+        )
+    cubes = scan_grib(url, size=source.size, squeeze=False, storage=o.storage)
     names = [c.name for c in cubes]
     if o.grib_cubes is not None:
         chosen = [c for c in cubes if not o.grib_cubes or c.name in o.grib_cubes]
