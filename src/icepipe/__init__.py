@@ -1,8 +1,14 @@
-"""icepipe: ingest scientific array data into Icechunk repositories at cluster scale, on Dask."""
+"""icepipe: ingest scientific array data into Icechunk repositories at cluster scale, on Dask.
+
+The public names below are imported on first use: a process that only needs the
+``icepipe.grib`` Zarr codec (any reader of a GRIB repository, through zarr's entry point)
+does not pay for importing the pipeline machinery (xarray, Dask, VirtualiZarr).
+"""
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from icepipe.errors import (
     ConfigError,
@@ -13,9 +19,23 @@ from icepipe.errors import (
     StorageError,
     ValidationError,
 )
-from icepipe.pipeline import RunResult, run
-from icepipe.spec import Pipeline, load_pipeline
-from icepipe.xarray import open_dataset, to_icechunk
+
+__version__ = "0.1.0"
+
+if TYPE_CHECKING:
+    from icepipe.pipeline import RunResult, run
+    from icepipe.spec import Pipeline, load_pipeline
+    from icepipe.xarray import open_dataset, to_icechunk
+
+#: Where each lazily imported public name lives.
+_LAZY = {
+    "RunResult": "icepipe.pipeline",
+    "run": "icepipe.pipeline",
+    "Pipeline": "icepipe.spec",
+    "load_pipeline": "icepipe.spec",
+    "open_dataset": "icepipe.xarray",
+    "to_icechunk": "icepipe.xarray",
+}
 
 __all__ = [
     "ConfigError",
@@ -33,3 +53,16 @@ __all__ = [
     "run",
     "to_icechunk",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'icepipe' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
