@@ -40,9 +40,10 @@ unit: venv data
 
 test: lint unit
 
-bench: venv
+bench: venv data
 	$(PY) benchmarks/run.py
 	$(PY) benchmarks/native.py
+	$(PY) benchmarks/grib.py
 
 clean-repos:
 	rm -rf repos .repos.* repos/.*.icepipe.lock
