@@ -277,19 +277,22 @@ def test_a_series_of_multi_cube_files_appends_to_every_cube_group_once(
         tmp_path, "series", source, repo=tmp_path / "repo", group="nwp", mode=mode
     )
     first = icepipe.run(icepipe.load_pipeline(pipeline_file), client=client)
-    assert first.groups == ("nwp/heightAboveGround", "nwp/isobaricInhPa")
+    assert first.groups == ("nwp/heightAboveGround-level-10", "nwp/isobaricInhPa")
     if mode == "virtual":
-        assert sorted(first.native_fallback) == ["heightAboveGround/u10", "heightAboveGround/v10"]
+        assert sorted(first.native_fallback) == [
+            "heightAboveGround-level-10/u10",
+            "heightAboveGround-level-10/v10",
+        ]
     else:
         assert first.native_fallback == {}
     paths += _series(tmp_path / "src", [3, 4], isobaric=True)
     second = icepipe.run(icepipe.load_pipeline(pipeline_file), client=client)
     assert len(second.files_new) == 2
-    assert second.dims["isobaricInhPa/time"] == second.dims["heightAboveGround/time"] == 4
+    assert second.dims["isobaricInhPa/time"] == second.dims["heightAboveGround-level-10/time"] == 4
     sfc, iso = _cfgrib(paths)
     xr.testing.assert_equal(_stored(tmp_path / "repo", "nwp/isobaricInhPa")[["t"]], iso[["t"]])
     xr.testing.assert_equal(
-        _stored(tmp_path / "repo", "nwp/heightAboveGround")[["si10", "u10", "v10"]],
+        _stored(tmp_path / "repo", "nwp/heightAboveGround-level-10")[["si10", "u10", "v10"]],
         sfc[["si10", "u10", "v10"]],
     )
     assert icepipe.run(icepipe.load_pipeline(pipeline_file), client=client).status == "nothing-new"
@@ -363,3 +366,27 @@ def test_a_real_grib_series_ingested_natively_over_two_nights(
     stored = _stored(tmp_path / "repo", "")
     xr.testing.assert_equal(stored[["t", "z"]], ref[["t", "z"]])
     assert validate_pipeline(icepipe.load_pipeline(pipeline_file), sample=None).values_checked
+
+
+def test_cube_names_do_not_depend_on_the_other_cubes_of_a_file(tmp_path: Path) -> None:
+    """A forecast file lacking one cube names the others as its siblings do."""
+    from icepipe.sources.grib import scan_grib
+
+    both = tmp_path / "both.grib2"
+    both.write_bytes(
+        _field(np.arange(12.0), 20240101, shortName="10si")
+        + _field(np.arange(12.0), 20240101, shortName="2t")
+        + _field(np.arange(12.0), 20240101, shortName="tp", stepType="accum", endStep=6)
+    )
+    one = tmp_path / "one.grib2"
+    one.write_bytes(_field(np.arange(12.0), 20240101, shortName="10si"))
+
+    def names(path: Path) -> list[str]:
+        return sorted(c.name for c in scan_grib("file://" + str(path), squeeze=False))
+
+    assert names(one) == ["heightAboveGround-level-10"]
+    assert names(both) == [
+        "heightAboveGround-level-10",
+        "heightAboveGround-level-2",
+        "surface-stepType-accum",
+    ]

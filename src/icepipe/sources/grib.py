@@ -399,40 +399,54 @@ def _clean_attrs(attrs: Mapping[Any, Any]) -> dict[str, Any]:
 
 
 def _cube_names(cubes: list[xr.Dataset]) -> list[str]:
-    """Group names: typeOfLevel, plus the facts that tell apart the cubes sharing it.
+    """Group names that stay the same across the files of a product.
 
-    Only facts that differ within the file are used (in a fixed order: scalar level value,
-    stepType, dataType, gridType, numberOfPoints, edition, then the variable names), so files
-    of one product get the same names.
+    A name is built from the cube's own facts: its ``typeOfLevel``, its level when it has a
+    single non-zero one (``heightAboveGround-level-2``), and its step type when every variable
+    shares one other than ``instant`` (``surface-stepType-accum``). Only where two cubes of the
+    file would still share a name are more facts added, the first that tell them apart
+    (dataType, gridType, numberOfPoints, edition, then the variable names). So a forecast file
+    that lacks a cube, or holds one more, names the others as its siblings do.
     """
 
     def facts(ds: xr.Dataset) -> dict[str, str]:
-        first = next(iter(ds.data_vars.values()), None)
-        attrs = first.attrs if first is not None else {}
-        out = {k: str(attrs.get(f"GRIB_{k}", ds.attrs.get(f"GRIB_{k}", ""))) for k in _NAME_KEYS}
-        out["typeOfLevel"] = str(attrs.get("GRIB_typeOfLevel", "undef"))
+        attrs = [v.attrs for v in ds.data_vars.values()] or [{}]
+
+        def shared(key: str) -> str:
+            values = {str(a.get(f"GRIB_{key}", ds.attrs.get(f"GRIB_{key}", ""))) for a in attrs}
+            return values.pop() if len(values) == 1 else ""
+
+        out = {k: shared(k) for k in _NAME_KEYS}
+        out["typeOfLevel"] = shared("typeOfLevel") or "undef"
         level = out["typeOfLevel"]
         # One level (a scalar, or a length-1 dimension when not squeezed) names the cube.
         single = level in ds.coords and ds.coords[level].size == 1
-        out["level"] = f"{ds.coords[level].values.reshape(-1)[0].item():g}" if single else ""
+        value = ds.coords[level].values.reshape(-1)[0].item() if single else 0
+        out["level"] = f"{value:g}" if single and value != 0 else ""
+        if out["stepType"] == "instant":
+            out["stepType"] = ""
         out["vars"] = "+".join(sorted(str(v) for v in ds.data_vars))
         return out
 
+    def name(f: dict[str, str], keys: list[str]) -> str:
+        parts = [f["typeOfLevel"]] + [f"{k}-{f[k]}" for k in keys if f[k]]
+        return "-".join(parts).replace("/", "_")
+
     all_facts = [facts(ds) for ds in cubes]
+    base = ["level", "stepType"]
     names: list[str] = []
     for mine in all_facts:
-        peers = [f for f in all_facts if f["typeOfLevel"] == mine["typeOfLevel"]]
-        chosen: list[str] = []
-        for key in ("level", *_NAME_KEYS, "vars"):
-            if len(peers) == len({tuple(p[k] for k in chosen) for p in peers}):
+        peers = [f for f in all_facts if name(f, base) == name(mine, base)]
+        chosen = list(base)
+        for key in (*(k for k in _NAME_KEYS if k != "stepType"), "vars"):
+            if len(peers) == len({name(p, chosen) for p in peers}):
                 break
             if len({p[key] for p in peers}) > 1:
                 chosen.append(key)
-        parts = [mine["typeOfLevel"]] + [f"{k}-{mine[k]}" for k in chosen if mine[k]]
-        name = "-".join(parts).replace("/", "_")
-        while name in names:  # identical facts: cannot happen for cfgrib's split, but be safe
-            name += "-bis"
-        names.append(name)
+        mine_name = name(mine, chosen)
+        while mine_name in names:  # identical facts: cannot happen for cfgrib's split
+            mine_name += "-bis"
+        names.append(mine_name)
     return names
 
 
