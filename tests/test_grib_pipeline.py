@@ -178,8 +178,6 @@ def test_undecodable_variables_fall_back_to_native_chunks_in_a_virtual_ingest(
 def test_a_changed_file_is_reingested_into_its_region_virtual_and_fallback_alike(
     tmp_path: Path, client: Any
 ) -> None:
-    import os
-
     import yaml
 
     paths = _series(tmp_path / "src", [1, 2, 3])
@@ -193,10 +191,10 @@ def test_a_changed_file_is_reingested_into_its_region_virtual_and_fallback_alike
     pipeline_file.write_text(yaml.safe_dump({**doc, "on_changed": "reingest"}))
     icepipe.run(icepipe.load_pipeline(pipeline_file), client=client)
     # The provider re-issues day 2 with other values (same times).
-    stat = paths[1].stat()
+    before = paths[1].stat().st_mtime_ns
     fixed = _wind_message(20240102, 50) + _field(np.arange(12.0) + 500, 20240102, shortName="10si")
-    paths[1].write_bytes(fixed)
-    os.utime(paths[1], ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    paths[1].write_bytes(fixed)  # same size; a real (never future) modification time
+    assert paths[1].stat().st_mtime_ns != before
     again = icepipe.run(icepipe.load_pipeline(pipeline_file), client=client)
     assert again.files_new == ("file://" + str(paths[1]),)
     (ref,) = _cfgrib(paths)
@@ -390,3 +388,71 @@ def test_cube_names_do_not_depend_on_the_other_cubes_of_a_file(tmp_path: Path) -
         "heightAboveGround-level-2",
         "surface-stepType-accum",
     ]
+
+
+def test_grid_sections_that_differ_but_place_points_alike_stay_virtual(
+    tmp_path: Path, client: Any
+) -> None:
+    """Two messages of one variable whose grid sections differ (earth shape) but whose points
+    are the same: each decodes in place, so the variable stays virtual."""
+    path = tmp_path / "src" / "shapes.grib2"
+    path.parent.mkdir()
+    path.write_bytes(
+        _field(np.arange(12.0), 20240101, shortName="2t", step=0)
+        + _field(np.arange(12.0) + 1, 20240101, shortName="2t", step=6, shapeOfTheEarth=0)
+    )
+    pipeline_file = _pipeline(
+        tmp_path, "shapes", {"urls": [str(path)], "format": "grib"}, repo=tmp_path / "repo"
+    )
+    result = icepipe.run(icepipe.load_pipeline(pipeline_file), client=client)
+    assert result.native_fallback == {}
+    (ref,) = _cfgrib([path])
+    xr.testing.assert_equal(_stored(tmp_path / "repo", "")[["t2m"]], ref[["t2m"]])
+
+
+def test_a_variable_on_moving_grids_is_refused_naming_the_fix(tmp_path: Path, client: Any) -> None:
+    """Messages of one variable on other areas: cfgrib labels them all with the first area's
+    coordinates, so neither route stores them correctly; the run fails before writing."""
+    path = tmp_path / "src" / "moving.grib2"
+    path.parent.mkdir()
+    path.write_bytes(
+        _field(np.arange(12.0), 20240101, shortName="2t", step=0)
+        + _field(
+            np.arange(12.0),
+            20240101,
+            shortName="2t",
+            step=6,
+            latitudeOfFirstGridPointInDegrees=20.0,
+            latitudeOfLastGridPointInDegrees=18.0,
+        )
+        + _field(np.arange(12.0), 20240101, shortName="10si", step=0)
+    )
+    for mode in ("virtual", "native"):
+        pipeline_file = _pipeline(
+            tmp_path,
+            mode,
+            {"urls": [str(path)], "format": "grib", "grib_cubes": "all"},
+            repo=tmp_path / mode,
+            mode=mode,
+        )
+        with pytest.raises(SourceError, match=r"t2m cannot be ingested correctly.*drop_variables"):
+            icepipe.run(icepipe.load_pipeline(pipeline_file), client=client)
+        assert not (tmp_path / mode).exists()
+    doc = {"urls": [str(path)], "format": "grib", "grib_cubes": "all", "drop_variables": ["t2m"]}
+    pipeline_file = _pipeline(tmp_path, "dropped", doc, repo=tmp_path / "dropped")
+    result = icepipe.run(icepipe.load_pipeline(pipeline_file), client=client)
+    assert result.groups == ("heightAboveGround-level-10",)
+
+
+def test_variables_and_drop_variables_apply_to_the_file_with_grib_cubes(
+    tmp_path: Path, client: Any
+) -> None:
+    _series(tmp_path / "src", [1], isobaric=True)
+    urls = str(tmp_path / "src" / "*.grib2")
+    only_t = {"urls": urls, "format": "grib", "grib_cubes": "all", "variables": ["t"]}
+    p = _pipeline(tmp_path, "only-t", only_t, repo=tmp_path / "r1")
+    assert icepipe.run(icepipe.load_pipeline(p), client=client).groups == ("isobaricInhPa",)
+    typo = {"urls": urls, "format": "grib", "grib_cubes": "all", "drop_variables": ["t2"]}
+    p = _pipeline(tmp_path, "typo", typo, repo=tmp_path / "r2")
+    with pytest.raises(SourceError, match=r"has no variable.*t2.*in any of its GRIB hypercubes"):
+        icepipe.run(icepipe.load_pipeline(p), client=client)

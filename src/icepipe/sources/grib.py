@@ -76,6 +76,8 @@ class GribVariable:
         message. A fallback variable is written natively with this same chunk grid.
     units
         Its ``units`` attribute (cfgrib's, from ecCodes), if any.
+    refused
+        Not even cfgrib reads it correctly (``reason`` says why): it cannot be ingested.
     """
 
     name: str
@@ -86,6 +88,7 @@ class GribVariable:
     shape: tuple[int, ...] = ()
     chunks: tuple[int, ...] = ()
     units: str | None = None
+    refused: bool = False
 
 
 @dataclass(frozen=True)
@@ -125,7 +128,16 @@ class GribCube:
     @property
     def fallback(self) -> dict[str, str]:
         """Data variables that must be read natively, with the reason."""
-        return {n: v.reason or "" for n, v in self.variables.items() if not v.decodable}
+        return {
+            n: v.reason or ""
+            for n, v in self.variables.items()
+            if not v.decodable and not v.refused
+        }
+
+    @property
+    def refused(self) -> dict[str, str]:
+        """Data variables no route reads correctly (not even cfgrib), with the reason."""
+        return {n: v.reason or "" for n, v in self.variables.items() if v.refused}
 
 
 @dataclass(frozen=True)
@@ -340,27 +352,54 @@ def _manifest_variable(
     return xr.Variable(dims, ManifestArray(metadata=metadata, chunkmanifest=manifest), var.attrs)
 
 
+def _points(fh: Any, f: _Field) -> np.ndarray | None:
+    """The latitudes and longitudes of a message's points, in storage order (None: unknown)."""
+    import eccodes
+
+    fh.seek(f.offset)
+    handle = eccodes.codes_new_from_message(fh.read(f.length))
+    try:
+        lats = eccodes.codes_get_array(handle, "latitudes")
+        lons = eccodes.codes_get_array(handle, "longitudes")
+    except Exception:  # spectral fields and grids ecCodes cannot iterate
+        return None
+    finally:
+        eccodes.codes_release(handle)
+    return np.stack([np.asarray(lats), np.asarray(lons)])
+
+
 def _check_decodable(
     fh: Any, var: xr.Variable, fields: list[_Field], *, squeeze: bool
-) -> tuple[bool, str | None]:
-    """Whether the codec decodes this variable's messages correctly; the reason if not."""
+) -> tuple[bool, str | None, bool]:
+    """Whether the codec decodes this variable's messages correctly; the reason if not; and
+    whether cfgrib cannot read it correctly either (no route stores it correctly)."""
     ids = np.asarray(var.values).reshape(-1)
     used = [fields[i] for i in np.unique(ids[ids >= 0])]
     multi = next((f for f in used if f.fields_in_message > 1), None)
     if multi is not None:
-        return False, (
+        return (
+            False,
             f"the GRIB message at byte {multi.offset} holds {multi.fields_in_message} fields; "
-            "a virtual chunk is a whole message and the codec decodes only its first field"
+            "a virtual chunk is a whole message and the codec decodes only its first field",
+            False,
         )
-    grids = {f.grid for f in used}
-    if len(grids) > 1:
+    by_grid = {f.grid: f for f in reversed(used)}  # the first message of each grid
+    if len(by_grid) > 1:
         # cfgrib keeps them in one variable (same gridType and number of points) with the
-        # coordinates of the first message: a different area or scanning direction would put
-        # the others' values at the wrong places, through the codec as through cfgrib.
-        return False, (
-            f"its {len(used)} messages have {len(grids)} different grid definitions, and "
-            "cfgrib's coordinates describe only the first one"
-        )
+        # coordinates of the first message. Where the grid sections differ but place every
+        # point at the same latitude and longitude, each message decodes in place; otherwise
+        # the others' values would land at the wrong places, through the codec as through
+        # cfgrib: no route stores them correctly.
+        points = [_points(fh, f) for f in by_grid.values()]
+        known = [p for p in points if p is not None]
+        if len(known) < len(points) or not all(np.array_equal(p, known[0]) for p in known):
+            return (
+                False,
+                f"its {len(used)} messages are on {len(by_grid)} different grids (other areas "
+                "or point orders), and cfgrib's coordinates describe only the first: cfgrib "
+                "places the others' values wrongly, so no route stores them correctly",
+                True,
+            )
     _, geo_shape = var.encoding["_icepipe_geo"]
     shape = tuple(n for n in geo_shape if not (squeeze and n == 1)) or (1,)
     first = used[0]
@@ -369,8 +408,8 @@ def _check_decodable(
     try:
         decode_grib_message(data, shape=shape)
     except GribDecodeError as exc:
-        return False, f"the message at byte {first.offset} does not decode: {exc}"
-    return True, None
+        return False, f"the message at byte {first.offset} does not decode: {exc}", False
+    return True, None, False
 
 
 def _json_safe(value: Any) -> tuple[bool, Any]:
@@ -562,7 +601,7 @@ def _scan_path(url: str, path: str, size: int | None, squeeze: bool) -> list[Gri
             for var_name, da in ds.data_vars.items():
                 var = da.variable
                 n_messages = int(np.count_nonzero(np.asarray(var.values) >= 0))
-                ok, reason = _check_decodable(fh, var, fields, squeeze=squeeze)
+                ok, reason, refused = _check_decodable(fh, var, fields, squeeze=squeeze)
                 manifest = _manifest_variable(url, var, fields, squeeze=squeeze)
                 units = var.attrs.get("units")
                 infos[str(var_name)] = GribVariable(
@@ -574,6 +613,7 @@ def _scan_path(url: str, path: str, size: int | None, squeeze: bool) -> list[Gri
                     shape=tuple(int(n) for n in manifest.shape),
                     chunks=tuple(int(c) for c in manifest.data.metadata.chunks),
                     units=str(units) if units is not None else None,
+                    refused=refused,
                 )
                 if ok:
                     virtual[str(var_name)] = manifest

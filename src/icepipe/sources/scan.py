@@ -236,12 +236,63 @@ def scan_file(source: SourceFile, options: ScanOptions) -> ScannedFile | Scanned
             + ("" if o.format == "auto" else f"; if it is not {fmt}, set source.format: auto"),
             url=url,
         ) from exc
+    if o.grib_cubes is not None:
+        return ScannedCubes(source=source, cubes=_finish_cubes(source, cubes, fmt, o))
     scanned = {
         name: _finish(source, ds, fmt, o, native, cube=name or None) for name, ds, native in cubes
     }
-    if o.grib_cubes is None:
-        return scanned[cubes[0][0]]
-    return ScannedCubes(source=source, cubes=scanned)
+    return scanned[cubes[0][0]]
+
+
+def _finish_cubes(
+    source: SourceFile,
+    cubes: list[tuple[str, xr.Dataset, dict[str, VariableSchema]]],
+    fmt: str,
+    o: ScanOptions,
+) -> dict[str, ScannedFile]:
+    """:func:`_finish` for each hypercube of a file, ``variables``/``drop_variables`` applying
+    to the file as a whole: a name must be in one of its cubes, and a cube holding none of the
+    ``variables`` is left out."""
+    url = source.url
+
+    def names(ds: xr.Dataset, native: dict[str, VariableSchema]) -> set[str]:
+        return (
+            {str(v) for v in ds.variables}
+            | set(native)
+            | set(ds.encoding.get("icepipe_refused", {}))
+        )
+
+    present = set().union(*(names(ds, native) for _, ds, native in cubes))
+    missing = [v for v in (*(o.variables or ()), *o.drop_variables) if v not in present]
+    if missing:
+        raise SourceError(
+            f"{url}: has no variable(s) {', '.join(missing)} named in source.variables / "
+            f"source.drop_variables, in any of its GRIB hypercubes; variables: "
+            f"{', '.join(sorted(present))}",
+            url=url,
+        )
+    out = {}
+    for name, ds, native in cubes:
+        mine = names(ds, native)
+        data = {str(v) for v in ds.data_vars} | set(native)
+        data |= set(ds.encoding.get("icepipe_refused", {}))  # to be refused, not skipped
+        if o.variables is not None:
+            data &= set(o.variables)
+        if not data - set(o.drop_variables):
+            continue  # nothing of this cube is wanted
+        options = dataclasses.replace(
+            o,
+            variables=None if o.variables is None else tuple(v for v in o.variables if v in mine),
+            drop_variables=tuple(v for v in o.drop_variables if v in mine),
+        )
+        out[name] = _finish(source, ds, fmt, options, native, cube=name)
+    if not out:
+        raise SourceError(
+            f"{url}: source.variables / source.drop_variables leave no variable of any of its "
+            "GRIB hypercubes; fix them, or remove the file",
+            url=url,
+        )
+    return out
 
 
 def _finish(
@@ -261,16 +312,31 @@ def _finish(
     url = source.url
     where = f"{url} (GRIB hypercube {cube!r})" if cube else url
     _check_refs_inside(ds, source)
-    if native:
+    refused = {
+        n: r
+        for n, r in ds.encoding.get("icepipe_refused", {}).items()
+        if (o.variables is None or n in o.variables) and n not in o.drop_variables
+    }
+    if refused:
+        reasons = "; ".join(f"{n}: {r}" for n, r in refused.items())
+        raise SourceError(
+            f"{where}: variable(s) {', '.join(refused)} cannot be ingested correctly ({reasons}); "
+            "list them in source.drop_variables, or split the file so that each variable's "
+            "messages share one grid",
+            url=url,
+        )
+    # Variables absent from ``ds`` but in the file: read natively, or refused (and dropped).
+    elsewhere = set(native) | set(ds.encoding.get("icepipe_refused", {}))
+    if elsewhere:
         # Selection applies to the variables read natively as to the virtual ones.
         wanted = tuple(o.variables or ()) + tuple(o.drop_variables)
-        missing = [v for v in wanted if v not in ds.variables and v not in native]
+        missing = [v for v in wanted if v not in ds.variables and v not in elsewhere]
         if missing:
             _select(ds, where, o.variables, o.drop_variables, keep=())  # raises, naming them
         variables = (
-            None if o.variables is None else tuple(v for v in o.variables if v not in native)
+            None if o.variables is None else tuple(v for v in o.variables if v not in elsewhere)
         )
-        drop = tuple(v for v in o.drop_variables if v not in native)
+        drop = tuple(v for v in o.drop_variables if v not in elsewhere)
         native = {
             n: v
             for n, v in native.items()
@@ -397,12 +463,13 @@ def _open_grib(
         ds = encode_times(cube.dataset)
         ds.encoding["icepipe_format"] = f"grib:{cube.index}"
         ds.encoding["icepipe_fallback"] = dict(cube.fallback)
+        ds.encoding["icepipe_refused"] = dict(cube.refused)
         native = {
             n: VariableSchema(
                 dims=v.dims, shape=v.shape, dtype="float32", chunks=v.chunks, attrs_units=v.units
             )
             for n, v in cube.variables.items()
-            if not v.decodable
+            if not v.decodable and not v.refused
         }
         out.append((cube.name, ds, native))
     return out
