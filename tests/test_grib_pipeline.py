@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import pytest
 import xarray as xr
+import yaml
 
 import icepipe
 from icepipe.errors import ConfigError, SourceError
@@ -456,3 +457,53 @@ def test_variables_and_drop_variables_apply_to_the_file_with_grib_cubes(
     p = _pipeline(tmp_path, "typo", typo, repo=tmp_path / "r2")
     with pytest.raises(SourceError, match=r"has no variable.*t2.*in any of its GRIB hypercubes"):
         icepipe.run(icepipe.load_pipeline(p), client=client)
+
+
+@pytest.mark.parametrize("mode", ["virtual", "native"])
+def test_members_whose_files_order_cubes_differently_combine_along_two_dims(
+    tmp_path: Path, client: Any, mode: str
+) -> None:
+    """One file per (day, ensemble member); some members' files hold one more hypercube, so the
+    wanted cube sits at another position in them."""
+    src = tmp_path / "src"
+    src.mkdir()
+    paths = []
+    for day in (1, 2):
+        for member in (0, 1, 2):
+            data = b"".join(
+                _field(
+                    np.arange(12.0) + 100 * member + day + level,
+                    20240100 + day,
+                    productDefinitionTemplateNumber=1,  # an ensemble member's field
+                    typeOfProcessedData=4,
+                    perturbationNumber=member,
+                    shortName="t",
+                    typeOfFirstFixedSurface=100,
+                    scaleFactorOfFirstFixedSurface=0,
+                    scaledValueOfFirstFixedSurface=level * 100,
+                )
+                for level in (500, 850)
+            )
+            if member == 1:  # an extra cube sorted before isobaricInhPa
+                data = _field(np.arange(12.0), 20240100 + day, shortName="2t") + data
+            path = src / f"d{day}_m{member}.grib2"
+            path.write_bytes(data)
+            paths.append(path)
+    source = {
+        "urls": str(src / "*.grib2"),
+        "format": "grib",
+        "grib_cube": "isobaricInhPa",
+        "concat_dims": ["time", "number"],
+    }
+    p = _pipeline(tmp_path, "members", source, repo=tmp_path / "repo", mode=mode)
+    doc = yaml.safe_load(p.read_text())
+    del doc["source"]["concat_dim"]
+    p.write_text(yaml.safe_dump(doc))
+    result = icepipe.run(icepipe.load_pipeline(p), client=client)
+    assert result.dims["number"] == 3 and result.dims["time"] == 2
+    stored = _stored(tmp_path / "repo", "")
+    for path in paths:
+        (ref,) = [c for c in _cfgrib([path]) if "isobaricInhPa" in c.dims]
+        n, t = int(ref.number.values.reshape(-1)[0]), ref.time.values
+        got = stored.t.sel(number=n, time=t)
+        np.testing.assert_array_equal(got.values, ref.t.sel(number=n).values, err_msg=path.name)

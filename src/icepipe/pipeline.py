@@ -644,7 +644,8 @@ def _open_native(
     chunks[src.concat_dim] = -1
     ds = sources.open_lazy(
         [[m.url for m in f.members] if f.members else f.source.url for f in files],
-        [[f.schema.format] * len(f.members) if f.members else f.schema.format for f in files],
+        # Members' own formats: a GRIB hypercube's position differs between files.
+        [list(f.member_formats) if f.members else f.schema.format for f in files],
         src.concat_dim,
         variables=src.variables,
         drop_variables=src.drop_variables,

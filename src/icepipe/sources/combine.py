@@ -118,7 +118,13 @@ def assemble_steps(
         first = members[0]
         schema = schema_of(ds, first.source.url, first.schema.format, concat_dim, order_by=order_by)
         steps.append(
-            replace(first, schema=schema, dataset=ds, members=tuple(m.source for m in members))
+            replace(
+                first,
+                schema=schema,
+                dataset=ds,
+                members=tuple(m.source for m in members),
+                member_formats=tuple(m.schema.format for m in members),
+            )
         )
     return steps
 

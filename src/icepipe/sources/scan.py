@@ -56,6 +56,8 @@ class ScannedFile:
     dataset: xr.Dataset
     #: The files combined into this one step (``merge``/``concat_dims``); empty for one file.
     members: tuple[SourceFile, ...] = ()
+    #: Each member's format as scanned (for GRIB, ``grib:<index>`` of its own hypercube).
+    member_formats: tuple[str, ...] = ()
     #: Variables in the schema but not in ``dataset``: read natively (GRIB messages the codec
     #: cannot decode correctly), with the reason.
     fallback: Mapping[str, str] = field(default_factory=dict)
