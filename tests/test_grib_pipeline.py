@@ -507,3 +507,36 @@ def test_members_whose_files_order_cubes_differently_combine_along_two_dims(
         n, t = int(ref.number.values.reshape(-1)[0]), ref.time.values
         got = stored.t.sel(number=n, time=t)
         np.testing.assert_array_equal(got.values, ref.t.sel(number=n).values, err_msg=path.name)
+
+
+def test_a_reissued_multi_cube_file_is_reingested_into_every_cube_group(
+    tmp_path: Path, client: Any
+) -> None:
+    paths = _series(tmp_path / "src", [1, 2, 3], isobaric=True)
+    source = {"urls": str(tmp_path / "src" / "*.grib2"), "format": "grib", "grib_cubes": "all"}
+    p = _pipeline(tmp_path, "cubes", source, repo=tmp_path / "repo", group="nwp")
+    doc = yaml.safe_load(p.read_text())
+    p.write_text(yaml.safe_dump({**doc, "on_changed": "reingest"}))
+    icepipe.run(icepipe.load_pipeline(p), client=client)
+    # Day 2 re-issued with other values, same size, same cubes.
+    other = _series(tmp_path / "other", [2], isobaric=True)[0].read_bytes()
+    data = bytearray(other)
+    assert len(data) == paths[1].stat().st_size
+    paths[1].write_bytes(
+        _wind_message(20240102, 40)
+        + _field(np.arange(12.0) + 700, 20240102, shortName="10si")
+        + other[len(_wind_message(20240102, 2)) + len(_field(np.arange(12.0), 20240102)) :]
+    )
+    again = icepipe.run(icepipe.load_pipeline(p), client=client)
+    assert again.files_new == ("file://" + str(paths[1]),)
+    sfc, iso = _cfgrib(paths)
+    xr.testing.assert_equal(
+        _stored(tmp_path / "repo", "nwp/heightAboveGround-level-10")[["si10", "u10", "v10"]],
+        sfc[["si10", "u10", "v10"]],
+    )
+    xr.testing.assert_equal(_stored(tmp_path / "repo", "nwp/isobaricInhPa")[["t"]], iso[["t"]])
+    assert float(sfc.si10.isel(time=1).max()) == 711.0  # the re-issued values
+    # A re-issue that drops a cube cannot go back in place: refused, naming the file.
+    paths[2].write_bytes(_series(tmp_path / "flat", [3])[0].read_bytes())
+    with pytest.raises(SourceError, match="now holds the GRIB hypercubes"):
+        icepipe.run(icepipe.load_pipeline(p), client=client)

@@ -370,15 +370,35 @@ def _parts(
         if isinstance(s, sources.ScannedCubes):
             for name, cube in s.cubes.items():
                 by_cube.setdefault(name, []).append(cube)
+    # A changed file goes back into the region of each cube it filled (on_changed: reingest).
+    changed_by_cube: dict[str, list[tuple[sources.ScannedFile, Mapping[str, Any]]]] = {}
+    for f, record in selection.changed:
+        s = scanned.get(f.url)
+        if not isinstance(s, sources.ScannedCubes):
+            continue
+        places = record.get("cubes") or {}
+        if set(s.cubes) != set(places):
+            raise SourceError(
+                f"{f.url}: changed after it was ingested, and now holds the GRIB hypercubes "
+                f"{', '.join(sorted(s.cubes)) or '(none)'} instead of "
+                f"{', '.join(sorted(places)) or '(none)'}; it cannot be re-ingested in place. "
+                "Rebuild the groups, or restore the file",
+                url=f.url,
+            )
+        for name, cube in s.cubes.items():
+            start, length = places[name]
+            changed_by_cube.setdefault(name, []).append(
+                (cube, {**record, "start": start, "length": length})
+            )
     recorded = {c for r in ledger.values() for c in (r.get("cubes") or {})}
-    names = sorted(set(by_cube) | recorded)
+    names = sorted(set(by_cube) | set(changed_by_cube) | recorded)
     return [
         _Part(
             cube=name,
             group=_join(group, name),
             existing=existing(_join(group, name)),
             new=steps(by_cube.get(name, [])),
-            changed=[],
+            changed=changed_by_cube.get(name, []),
             ledger_slots=_slots(ledger, cube=name),
         )
         for name in names

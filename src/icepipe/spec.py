@@ -266,7 +266,7 @@ def pipeline_from_dict(
     order_by = _str(src, "order_by", "source.")
     variables = _str_list(src, "variables", "source.")
     drop_variables = _str_list(src, "drop_variables", "source.") or ()
-    grib_cubes = _grib_cubes(src, fmt, top)
+    grib_cubes = _grib_cubes(src, fmt)
     preprocess = _str(src, "preprocess", "source.")
     if preprocess is not None and not re.match(r"^[\w.]+:\w+$", preprocess):
         raise ConfigError(
@@ -453,7 +453,7 @@ def _dim_map(m: Mapping[str, Any], key: str) -> dict[str, int] | None:
     return out
 
 
-def _grib_cubes(src: Mapping[str, Any], fmt: str, top: Mapping[str, Any]) -> tuple[str, ...] | None:
+def _grib_cubes(src: Mapping[str, Any], fmt: str) -> tuple[str, ...] | None:
     """``source.grib_cubes``: ``all`` (every hypercube: ``()``) or a list of cube names."""
     raw = src.get("grib_cubes")
     if raw is None:
@@ -473,11 +473,6 @@ def _grib_cubes(src: Mapping[str, Any], fmt: str, top: Mapping[str, Any]) -> tup
             "grib_cubes cannot be combined with concat_dims or merge yet; run one pipeline per "
             "hypercube (grib_cube) instead",
             field="source.grib_cubes",
-        )
-    if top.get("on_changed") == "reingest":
-        raise ConfigError(
-            "on_changed: reingest is not supported with grib_cubes yet; remove it",
-            field="on_changed",
         )
     if raw == "all":
         return ()
