@@ -17,7 +17,7 @@ import xarray as xr
 import yaml
 
 import icepipe
-from icepipe.errors import ConfigError, SourceError
+from icepipe.errors import ConfigError, SchemaMismatchError, SourceError
 from icepipe.ops.validate import validate_pipeline
 from tests.sources.test_grib import _grib2_sections
 
@@ -540,3 +540,39 @@ def test_a_reissued_multi_cube_file_is_reingested_into_every_cube_group(
     paths[2].write_bytes(_series(tmp_path / "flat", [3])[0].read_bytes())
     with pytest.raises(SourceError, match="now holds the GRIB hypercubes"):
         icepipe.run(icepipe.load_pipeline(p), client=client)
+
+
+def _separate_winds(date: int, seed: float) -> bytes:
+    """u and v wind as two ordinary messages (decodable), plus 10si."""
+    return (
+        _field(np.arange(12.0) + seed, date, shortName="10u")
+        + _field(np.arange(12.0) + seed + 100, date, shortName="10v")
+        + _field(np.arange(12.0) + seed * 10, date, shortName="10si")
+    )
+
+
+def _paired_winds(date: int, seed: float) -> bytes:
+    return _wind_message(date, seed) + _field(np.arange(12.0) + seed * 10, date, shortName="10si")
+
+
+@pytest.mark.parametrize(
+    ("first", "second"), [(_paired_winds, _separate_winds), (_separate_winds, _paired_winds)]
+)
+def test_a_provider_switching_message_packing_mid_series_is_refused_naming_the_file(
+    tmp_path: Path, client: Any, first: Any, second: Any
+) -> None:
+    """Night 1 stores u10 natively (fallback) or as references; night 2's file needs the other
+    route. Appending either way would mix codecs in one array: refused, nothing committed."""
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "d1.grib2").write_bytes(first(20240101, 1))
+    p = _pipeline(
+        tmp_path, "winds", {"urls": str(src / "*.grib2"), "format": "grib"}, repo=tmp_path / "repo"
+    )
+    night1 = icepipe.run(icepipe.load_pipeline(p), client=client)
+    (src / "d2.grib2").write_bytes(second(20240102, 2))
+    with pytest.raises(SchemaMismatchError, match=r"d2\.grib2.*(codecs|GRIB references)"):
+        icepipe.run(icepipe.load_pipeline(p), client=client)
+    from icepipe.target import open_repo
+
+    assert open_repo(str(tmp_path / "repo")).lookup_branch("main") == night1.snapshot_id

@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from icepipe import __version__, execute, plan, sources, target
-from icepipe.errors import ConfigError, ConflictError, SourceError
+from icepipe.errors import ConfigError, ConflictError, SchemaMismatchError, SourceError
 from icepipe.model import SourceFile, TargetSchema, TimeConversion
 from icepipe.spec import Pipeline
 
@@ -611,6 +611,19 @@ def _write_fallback(
     names = list(dict.fromkeys(n for f in files for n in f.fallback))
     if not names:
         return
+    if append_dim is not None or region is not None:
+        from icepipe.codecs import GRIB_CODEC_NAME
+
+        referenced = target.arrays_with_codec(session, group, names, GRIB_CODEC_NAME)
+        if referenced:
+            urls = ", ".join(f.source.url for f in files[:3])
+            raise SchemaMismatchError(
+                f"{urls}: variable(s) {', '.join(referenced)} must be read natively from these "
+                "files (the GRIB codec cannot decode their messages), but the repository "
+                f"stores them as GRIB references in {group or '/'!r}; ingest these files into a "
+                "new group, or list the variable(s) in source.drop_variables",
+                urls=[f.source.url for f in files],
+            )
     src = pipeline.source
     schema = files[0].schema.variables
     ds = sources.open_lazy(

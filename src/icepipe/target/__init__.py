@@ -3,6 +3,7 @@
 from icepipe.target.history import (
     METADATA_KEY,
     CommitInfo,
+    arrays_with_codec,
     read_group_attrs,
     read_ingested,
     read_ledger,
@@ -70,6 +71,7 @@ __all__ = [
     "is_virtual",
     "local_path",
     "open_repo",
+    "arrays_with_codec",
     "read_group_attrs",
     "read_ingested",
     "read_ledger",

@@ -3,6 +3,7 @@ and the schema of the arrays in the target group."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -17,6 +18,7 @@ from icepipe.model import TargetSchema, VariableSchema
 __all__ = [
     "METADATA_KEY",
     "CommitInfo",
+    "arrays_with_codec",
     "read_group_attrs",
     "read_ingested",
     "read_ledger",
@@ -123,6 +125,24 @@ def read_group_attrs(session: icechunk.Session, group: str | None) -> dict[str, 
     except (FileNotFoundError, zarr.errors.GroupNotFoundError, KeyError):
         return {}
     return dict(g.attrs)
+
+
+def arrays_with_codec(
+    session: icechunk.Session, group: str | None, names: Sequence[str], codec: str
+) -> list[str]:
+    """Which of the arrays ``names`` of ``group`` use the Zarr codec named ``codec``."""
+    try:
+        g = zarr.open_group(session.store, path=group or "", mode="r")
+    except (FileNotFoundError, zarr.errors.GroupNotFoundError, KeyError):
+        return []
+    out = []
+    for name in names:
+        arr = g.get(name)
+        if isinstance(arr, zarr.Array) and arr.metadata.zarr_format == 3:
+            configs = [c.to_dict() for c in arr.metadata.codecs]
+            if any(isinstance(c, dict) and c.get("name") == codec for c in configs):
+                out.append(name)
+    return out
 
 
 def read_target_schema(
