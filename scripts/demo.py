@@ -90,10 +90,10 @@ def check_read_back(pipeline: icepipe.Pipeline, samples: int = 64) -> tuple[bool
     records = target.read_ingested(repo, tip, t.group)
     if pipeline.source.grib_cubes is None:
         return _check_group(pipeline, t.group, [r["url"] for r in records], None, samples)
-    cubes = sorted({c for r in records for c in r.get("cubes", {})})
+    cubes = target.ledger_cubes(records)
     notes = []
     for cube in cubes:
-        group = f"{t.group}/{cube}" if t.group else cube
+        group = target.subgroup(t.group, cube)
         urls = [r["url"] for r in records if cube in r.get("cubes", {})]
         ok, note = _check_group(pipeline, group, urls, cube, samples)
         if not ok:
@@ -128,12 +128,10 @@ def _describe_layout(result: icepipe.RunResult) -> str:
     if not result.groups:
         dims = ", ".join(f"{k}={v}" for k, v in result.dims.items())
         return f"  variables:  {', '.join(result.variables)}\n  dimensions: {dims}\n"
-    lines = ""
-    for group in result.groups:
-        cube = group.rsplit("/", 1)[-1]
-        names = [v.split("/", 1)[1] for v in result.variables if v.startswith(cube + "/")]
-        lines += f"  group:      {group}: {', '.join(names)}\n"
-    return lines
+    return "".join(
+        f"  group:      {group}: {', '.join(names)}\n"
+        for group, (names, _) in result.by_group().items()
+    )
 
 
 def main() -> int:

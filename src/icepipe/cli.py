@@ -75,15 +75,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
     dimensions = f"  dimensions {_fmt_dims(result.dims)}\n"
     if result.groups:
         # One line per hypercube group instead of hundreds of qualified names.
-        variables, dimensions = "", ""
-        base = result.group + "/" if result.group else ""
-        for group in result.groups:
-            cube = group.removeprefix(base)
-            names = [v.split("/", 1)[1] for v in result.variables if v.startswith(cube + "/")]
-            dims = {
-                k.split("/", 1)[1]: n for k, n in result.dims.items() if k.startswith(cube + "/")
-            }
-            variables += f"  group      {group}: {', '.join(names)} ({_fmt_dims(dims)})\n"
+        variables = "".join(
+            f"  group      {group}: {', '.join(names)} ({_fmt_dims(dims)})\n"
+            for group, (names, dims) in result.by_group().items()
+        )
+        dimensions = ""
     fallback = "".join(
         f"  native     {name} (GRIB fallback, copied not referenced: {reason})\n"
         for name, reason in result.native_fallback.items()

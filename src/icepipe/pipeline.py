@@ -52,6 +52,18 @@ class RunResult:
     #: codec cannot decode correctly), with the reason.
     native_fallback: dict[str, str] = field(default_factory=dict)
 
+    def by_group(self) -> dict[str, tuple[tuple[str, ...], dict[str, int]]]:
+        """With ``source.grib_cubes``: each hypercube group's variables and dimensions, by
+        group (``variables`` and ``dims`` hold them qualified by the cube name)."""
+        base = f"{self.group}/" if self.group else ""
+        out = {}
+        for group in self.groups:
+            prefix = group.removeprefix(base) + "/"
+            names = tuple(v.removeprefix(prefix) for v in self.variables if v.startswith(prefix))
+            dims = {k.removeprefix(prefix): n for k, n in self.dims.items() if k.startswith(prefix)}
+            out[group] = (names, dims)
+        return out
+
 
 class RunObserver(Protocol):
     """Told about a run's stages as they happen (run reports, progress bars).
@@ -239,7 +251,8 @@ def run(
             with timer("write"):
                 for part in parts:
                     layout = _write(pipeline, session, part) or layout
-            records, ingested = _file_records(parts)
+            records, files = _file_records(parts)
+            ingested = tuple(f.url for f in files)
             fallback = _fallback(parts)
             metadata = {
                 target.METADATA_KEY: {
@@ -299,7 +312,7 @@ def run(
                 dims=_dims(parts),
                 attempts=attempt,
                 cluster=cluster_info.as_dict() if cluster_info else {},
-                bytes_new=sum(f.size for f in _ingested_files(parts)),
+                bytes_new=sum(f.size for f in files),
                 groups=tuple(p.group or "" for p in parts if p.cube),
                 native_fallback=fallback,
             )
@@ -390,13 +403,13 @@ def _parts(
             changed_by_cube.setdefault(name, []).append(
                 (cube, {**record, "start": start, "length": length})
             )
-    recorded = {c for r in ledger.values() for c in (r.get("cubes") or {})}
-    names = sorted(set(by_cube) | set(changed_by_cube) | recorded)
+    recorded = target.ledger_cubes(ledger.values())
+    names = sorted(set(by_cube) | set(changed_by_cube) | set(recorded))
     return [
         _Part(
             cube=name,
-            group=_join(group, name),
-            existing=existing(_join(group, name)),
+            group=target.subgroup(group, name),
+            existing=existing(target.subgroup(group, name)),
             new=steps(by_cube.get(name, [])),
             changed=changed_by_cube.get(name, []),
             ledger_slots=_slots(ledger, cube=name),
@@ -405,37 +418,25 @@ def _parts(
     ]
 
 
-def _join(group: str | None, name: str) -> str:
-    return f"{group}/{name}" if group else name
-
-
-def _file_records(parts: list[_Part]) -> tuple[list[dict[str, Any]], tuple[str, ...]]:
-    """The ledger records of a commit (one per source file) and the URLs ingested, in order.
+def _file_records(parts: list[_Part]) -> tuple[list[dict[str, Any]], list[SourceFile]]:
+    """The ledger records of a commit (one per source file) and the files ingested, in order.
 
     Files of one group record their place (``start``, ``length``) along the concat dimension;
     with ``grib_cubes`` a file's place in each hypercube group is under ``cubes``.
     """
     records: dict[str, dict[str, Any]] = {}
+    files: dict[str, SourceFile] = {}
     for part in parts:
         by_url = part.by_url
         for slot in part.slots:
             for f in by_url[slot.url].sources:
+                files.setdefault(f.url, f)
                 if part.cube is None:
                     records[f.url] = {**f.identity(), "start": slot.start, "length": slot.length}
                 else:
                     rec = records.setdefault(f.url, {**f.identity(), "cubes": {}})
                     rec["cubes"][part.cube] = [slot.start, slot.length]
-    return list(records.values()), tuple(records)
-
-
-def _ingested_files(parts: list[_Part]) -> list[SourceFile]:
-    seen: dict[str, SourceFile] = {}
-    for part in parts:
-        by_url = part.by_url
-        for slot in part.slots:
-            for f in by_url[slot.url].sources:
-                seen.setdefault(f.url, f)
-    return list(seen.values())
+    return list(records.values()), list(files.values())
 
 
 def _fallback(parts: list[_Part]) -> dict[str, str]:
@@ -444,20 +445,18 @@ def _fallback(parts: list[_Part]) -> dict[str, str]:
     for part in parts:
         for s in [*part.new, *(c for c, _ in part.changed)]:
             for name, reason in s.fallback.items():
-                out.setdefault(_join(part.cube, name) if part.cube else name, reason)
+                out.setdefault(target.subgroup(part.cube, name), reason)
     return out
 
 
 def _variables(parts: list[_Part]) -> tuple[str, ...]:
-    return tuple(
-        sorted(_join(p.cube, v) if p.cube else v for p in parts for v in p.existing.variables)
-    )
+    return tuple(sorted(target.subgroup(p.cube, v) for p in parts for v in p.existing.variables))
 
 
 def _dims(parts: list[_Part]) -> dict[str, int]:
     if len(parts) == 1 and parts[0].cube is None:
         return dict(parts[0].existing.dims)
-    return {_join(p.cube or "", d): n for p in parts for d, n in p.existing.dims.items()}
+    return {target.subgroup(p.cube, d): n for p in parts for d, n in p.existing.dims.items()}
 
 
 def _scan(

@@ -150,8 +150,7 @@ def pipeline_status(
     if repo is not None and ledger:
         groups: list[str | None] = [t.group]
         if src.grib_cubes is not None:  # one group per GRIB hypercube: the newest of them
-            cubes = sorted({c for r in ledger.values() for c in r.get("cubes", {})})
-            groups = [f"{t.group}/{c}" if t.group else c for c in cubes]
+            groups = [target.subgroup(t.group, c) for c in target.ledger_cubes(ledger.values())]
         coords = [_last_coordinate(pipeline, status.tip, now, g) for g in groups]
         coords = [last for last in coords if last]
         if coords:

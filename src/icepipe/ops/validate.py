@@ -170,7 +170,7 @@ def _parts(pipeline: Pipeline, record: dict[str, Any]) -> list[_Part]:
         cube = pipeline.source.grib_cube
         return [_Part(url, group, cube, int(record["start"]), int(record["length"]))]
     return [
-        _Part(url, f"{group}/{cube}" if group else cube, cube, int(place[0]), int(place[1]))
+        _Part(url, target.subgroup(group, cube), cube, int(place[0]), int(place[1]))
         for cube, place in sorted(record.get("cubes", {}).items())
     ]
 

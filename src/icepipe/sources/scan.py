@@ -177,6 +177,44 @@ class ScanOptions:
     grib_cubes: tuple[str, ...] | None = None
     mode: str = "virtual"
 
+    def selects(self, name: str) -> bool:
+        """Whether ``variables``/``drop_variables`` keep the variable ``name``."""
+        return (self.variables is None or name in self.variables) and (
+            name not in self.drop_variables
+        )
+
+
+@dataclass(frozen=True)
+class _Opened:
+    """One dataset of a file before selection: the whole file, or one GRIB hypercube.
+
+    Attributes
+    ----------
+    name
+        The hypercube's name (empty for other formats).
+    dataset
+        The virtual dataset.
+    format
+        The format native reads use (``grib:<cube index>`` for GRIB).
+    native
+        Schemas of the variables not in ``dataset`` because they must be read natively
+        (GRIB fallback), with ``fallback`` giving the reasons.
+    refused
+        Variables no route reads correctly, with the reasons.
+    """
+
+    name: str
+    dataset: xr.Dataset
+    format: str
+    native: Mapping[str, VariableSchema] = field(default_factory=dict)
+    fallback: Mapping[str, str] = field(default_factory=dict)
+    refused: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def elsewhere(self) -> set[str]:
+        """Variables of the file that are not in ``dataset``."""
+        return set(self.native) | set(self.refused)
+
 
 @dataclass(frozen=True)
 class ScannedCubes:
@@ -208,16 +246,16 @@ def scan_file(source: SourceFile, options: ScanOptions) -> ScannedFile | Scanned
     o = options
     fmt = detect_format(url, o.storage) if o.format == "auto" else o.format
     registry = registry_for(url, o.storage)
-    cubes: list[tuple[str, xr.Dataset, dict[str, VariableSchema]]]
+    opened: list[_Opened]
     try:
         with warnings.catch_warnings():
             # netCDF char arrays map to Zarr dtypes without a v3 spec yet: zarr warns per
             # variable per file, which buries real messages. The data round-trips exactly.
             warnings.filterwarnings("ignore", message=".*does not have a Zarr V3 specification")
             if fmt == "grib":
-                cubes = _open_grib(source, o)
+                opened = _open_grib(source, o)
             else:
-                cubes = [("", _open_virtual(url, fmt, registry, o.order_by), {})]
+                opened = [_Opened("", _open_virtual(url, fmt, registry, o.order_by), fmt)]
     except (KeyboardInterrupt, SystemExit):
         raise
     except IcepipeError:
@@ -239,32 +277,23 @@ def scan_file(source: SourceFile, options: ScanOptions) -> ScannedFile | Scanned
             url=url,
         ) from exc
     if o.grib_cubes is not None:
-        return ScannedCubes(source=source, cubes=_finish_cubes(source, cubes, fmt, o))
-    scanned = {
-        name: _finish(source, ds, fmt, o, native, cube=name or None) for name, ds, native in cubes
-    }
-    return scanned[cubes[0][0]]
+        return ScannedCubes(source=source, cubes=_finish_cubes(source, opened, o))
+    (only,) = opened  # one dataset unless grib_cubes
+    return _finish(source, only, o)
 
 
 def _finish_cubes(
-    source: SourceFile,
-    cubes: list[tuple[str, xr.Dataset, dict[str, VariableSchema]]],
-    fmt: str,
-    o: ScanOptions,
+    source: SourceFile, cubes: list[_Opened], o: ScanOptions
 ) -> dict[str, ScannedFile]:
     """:func:`_finish` for each hypercube of a file, ``variables``/``drop_variables`` applying
     to the file as a whole: a name must be in one of its cubes, and a cube holding none of the
     ``variables`` is left out."""
     url = source.url
 
-    def names(ds: xr.Dataset, native: dict[str, VariableSchema]) -> set[str]:
-        return (
-            {str(v) for v in ds.variables}
-            | set(native)
-            | set(ds.encoding.get("icepipe_refused", {}))
-        )
+    def names(c: _Opened) -> set[str]:
+        return {str(v) for v in c.dataset.variables} | c.elsewhere
 
-    present = set().union(*(names(ds, native) for _, ds, native in cubes))
+    present = set().union(*(names(c) for c in cubes))
     missing = [v for v in (*(o.variables or ()), *o.drop_variables) if v not in present]
     if missing:
         raise SourceError(
@@ -274,20 +303,18 @@ def _finish_cubes(
             url=url,
         )
     out = {}
-    for name, ds, native in cubes:
-        mine = names(ds, native)
-        data = {str(v) for v in ds.data_vars} | set(native)
-        data |= set(ds.encoding.get("icepipe_refused", {}))  # to be refused, not skipped
-        if o.variables is not None:
-            data &= set(o.variables)
-        if not data - set(o.drop_variables):
+    for cube in cubes:
+        mine = names(cube)
+        # Refused variables count: the cube is refused naming them, not skipped.
+        data = {str(v) for v in cube.dataset.data_vars} | cube.elsewhere
+        if not any(o.selects(v) for v in data):
             continue  # nothing of this cube is wanted
         options = dataclasses.replace(
             o,
             variables=None if o.variables is None else tuple(v for v in o.variables if v in mine),
             drop_variables=tuple(v for v in o.drop_variables if v in mine),
         )
-        out[name] = _finish(source, ds, fmt, options, native, cube=name)
+        out[cube.name] = _finish(source, cube, options)
     if not out:
         raise SourceError(
             f"{url}: source.variables / source.drop_variables leave no variable of any of its "
@@ -297,28 +324,17 @@ def _finish_cubes(
     return out
 
 
-def _finish(
-    source: SourceFile,
-    ds: xr.Dataset,
-    fmt: str,
-    o: ScanOptions,
-    native: dict[str, VariableSchema],
-    *,
-    cube: str | None,
-) -> ScannedFile:
+def _finish(source: SourceFile, opened: _Opened, o: ScanOptions) -> ScannedFile:
     """Select, preprocess and check one opened dataset; summarise it into its schema.
 
-    ``native`` holds variables that are not in ``ds`` because they are read natively (GRIB
-    fallback); they are part of the schema all the same.
+    Variables read natively (GRIB fallback) are not in the dataset, but are part of the schema
+    all the same.
     """
     url = source.url
-    where = f"{url} (GRIB hypercube {cube!r})" if cube else url
+    ds = opened.dataset
+    where = f"{url} (GRIB hypercube {opened.name!r})" if opened.name else url
     _check_refs_inside(ds, source)
-    refused = {
-        n: r
-        for n, r in ds.encoding.get("icepipe_refused", {}).items()
-        if (o.variables is None or n in o.variables) and n not in o.drop_variables
-    }
+    refused = {n: r for n, r in opened.refused.items() if o.selects(n)}
     if refused:
         reasons = "; ".join(f"{n}: {r}" for n, r in refused.items())
         raise SourceError(
@@ -327,25 +343,15 @@ def _finish(
             "messages share one grid",
             url=url,
         )
-    # Variables absent from ``ds`` but in the file: read natively, or refused (and dropped).
-    elsewhere = set(native) | set(ds.encoding.get("icepipe_refused", {}))
-    if elsewhere:
-        # Selection applies to the variables read natively as to the virtual ones.
-        wanted = tuple(o.variables or ()) + tuple(o.drop_variables)
-        missing = [v for v in wanted if v not in ds.variables and v not in elsewhere]
-        if missing:
-            _select(ds, where, o.variables, o.drop_variables, keep=())  # raises, naming them
-        variables = (
-            None if o.variables is None else tuple(v for v in o.variables if v not in elsewhere)
-        )
-        drop = tuple(v for v in o.drop_variables if v not in elsewhere)
-        native = {
-            n: v
-            for n, v in native.items()
-            if (o.variables is None or n in o.variables) and n not in o.drop_variables
-        }
-    else:
-        variables, drop = o.variables, o.drop_variables
+    # Selection applies to the variables read natively (or refused and dropped) as to the
+    # virtual ones; _select sees only the latter.
+    elsewhere = opened.elsewhere
+    wanted = tuple(o.variables or ()) + tuple(o.drop_variables)
+    if any(v not in ds.variables and v not in elsewhere for v in wanted):
+        _select(ds, where, o.variables, o.drop_variables, keep=())  # raises, naming them
+    variables = None if o.variables is None else tuple(v for v in o.variables if v not in elsewhere)
+    drop = tuple(v for v in o.drop_variables if v not in elsewhere)
+    native = {n: v for n, v in opened.native.items() if o.selects(n)}
     ds = _select(ds, where, variables, drop, keep=(o.order_by,) if o.order_by else ())
     ds = apply_preprocess(ds, o.preprocess, o.search_path, url)
     ds = sanitize_attrs(ds)
@@ -365,21 +371,19 @@ def _finish(
             f"by; set source.order_by to one of: {', '.join(candidates) or '(none)'}",
             url=url,
         )
-    fmt = str(ds.encoding.get("icepipe_format", fmt))
-    schema = schema_of(ds, url, fmt, o.concat_dim, order_by=o.order_by)
+    schema = schema_of(ds, url, opened.format, o.concat_dim, order_by=o.order_by)
     if native:
         schema = dataclasses.replace(schema, variables={**schema.variables, **native})
-    if native and o.mode == "virtual" and scheme_of(url) != "file":
+    # In native mode every variable is read natively anyway: nothing falls back.
+    fallback = {n: opened.fallback.get(n, "") for n in native} if o.mode == "virtual" else {}
+    if fallback and scheme_of(url) != "file":
         raise SourceError(
-            f"{where}: variable(s) {', '.join(native)} cannot be decoded correctly from virtual "
-            f"references ({next(iter(ds.encoding.get('icepipe_fallback', {}).values()), '')}), "
-            "and GRIB on object storage cannot be read natively; list them in "
-            "source.drop_variables, or copy the files to a file system every worker mounts",
+            f"{where}: variable(s) {', '.join(fallback)} cannot be decoded correctly from "
+            f"virtual references ({next(iter(fallback.values()))}), and GRIB on object storage "
+            "cannot be read natively; list them in source.drop_variables, or copy the files to "
+            "a file system every worker mounts",
             url=url,
         )
-    # In native mode every variable is read natively anyway: nothing falls back.
-    reasons = ds.encoding.get("icepipe_fallback", {})
-    fallback = {n: str(reasons.get(n, "")) for n in native} if o.mode == "virtual" else {}
     return ScannedFile(source=source, schema=schema, dataset=ds, fallback=fallback)
 
 
@@ -411,20 +415,16 @@ def _is_access_error(exc: BaseException) -> bool:
     return False
 
 
-def _open_grib(
-    source: SourceFile, o: ScanOptions
-) -> list[tuple[str, xr.Dataset, dict[str, VariableSchema]]]:
-    """The selected hypercubes of a GRIB file: (name, virtual dataset, natively read variables).
+def _open_grib(source: SourceFile, o: ScanOptions) -> list[_Opened]:
+    """The selected hypercubes of a GRIB file.
 
     A variable the codec cannot decode correctly is left out of the virtual dataset; in
     virtual mode it is read natively (through cfgrib) and written as ordinary chunks, with
-    the same chunk grid: ``encoding["icepipe_fallback"]`` gives the reasons.
-    ``encoding["icepipe_format"]`` records ``grib:<cube index>`` for native reads.
+    the same chunk grid.
     """
     from icepipe.sources.grib import encode_times, scan_grib
 
     url = source.url
-    # Length-1 time/step/level dimensions stay, so that files concatenate along them.
     if o.mode == "native" and scheme_of(url) != "file":
         raise SourceError(
             f"{url}: GRIB on object storage can be ingested virtually only (cfgrib reads local "
@@ -432,6 +432,7 @@ def _open_grib(
             "or copy the files to a file system every worker mounts",
             url=url,
         )
+    # Length-1 time/step/level dimensions stay, so that files concatenate along them.
     cubes = scan_grib(url, size=source.size, squeeze=False, storage=o.storage)
     names = [c.name for c in cubes]
     if o.grib_cubes is not None:
@@ -460,21 +461,27 @@ def _open_grib(
             "under target.group), or source.grib_cube to one of them",
             url=url,
         )
-    out = []
-    for cube in chosen:
-        ds = encode_times(cube.dataset)
-        ds.encoding["icepipe_format"] = f"grib:{cube.index}"
-        ds.encoding["icepipe_fallback"] = dict(cube.fallback)
-        ds.encoding["icepipe_refused"] = dict(cube.refused)
-        native = {
-            n: VariableSchema(
-                dims=v.dims, shape=v.shape, dtype="float32", chunks=v.chunks, attrs_units=v.units
-            )
-            for n, v in cube.variables.items()
-            if not v.decodable and not v.refused
-        }
-        out.append((cube.name, ds, native))
-    return out
+    return [
+        _Opened(
+            name=cube.name,
+            dataset=encode_times(cube.dataset),
+            format=f"grib:{cube.index}",
+            native={
+                n: VariableSchema(
+                    dims=v.dims,
+                    shape=v.shape,
+                    dtype="float32",
+                    chunks=v.chunks,
+                    attrs_units=v.units,
+                )
+                for n, v in cube.variables.items()
+                if not v.decodable and not v.refused
+            },
+            fallback=cube.fallback,
+            refused=cube.refused,
+        )
+        for cube in chosen
+    ]
 
 
 def _open_virtual(url: str, fmt: str, registry: Any, order_by: str | None) -> xr.Dataset:

@@ -4,11 +4,13 @@ from icepipe.target.history import (
     METADATA_KEY,
     CommitInfo,
     arrays_with_codec,
+    ledger_cubes,
     read_group_attrs,
     read_ingested,
     read_ledger,
     read_log,
     read_target_schema,
+    subgroup,
 )
 from icepipe.target.layout import native_encoding
 from icepipe.target.maintenance import GcReport, collect_garbage
@@ -72,11 +74,13 @@ __all__ = [
     "local_path",
     "open_repo",
     "arrays_with_codec",
+    "ledger_cubes",
     "read_group_attrs",
     "read_ingested",
     "read_ledger",
     "read_log",
     "read_target_schema",
+    "subgroup",
     "virtual_locations",
     "without_attrs",
     "writable_session",

@@ -3,7 +3,7 @@ and the schema of the arrays in the target group."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -19,11 +19,13 @@ __all__ = [
     "METADATA_KEY",
     "CommitInfo",
     "arrays_with_codec",
+    "ledger_cubes",
     "read_group_attrs",
     "read_ingested",
     "read_ledger",
     "read_log",
     "read_target_schema",
+    "subgroup",
 ]
 
 #: Key of icepipe's provenance record in Icechunk commit metadata.
@@ -125,6 +127,17 @@ def read_group_attrs(session: icechunk.Session, group: str | None) -> dict[str, 
     except (FileNotFoundError, zarr.errors.GroupNotFoundError, KeyError):
         return {}
     return dict(g.attrs)
+
+
+def subgroup(group: str | None, name: str) -> str:
+    """``group/name``, or ``name`` at the root: where a GRIB hypercube's group (or one of its
+    arrays) lives under a pipeline's ``target.group`` (``source.grib_cubes``)."""
+    return f"{group}/{name}" if group else name
+
+
+def ledger_cubes(records: Iterable[Mapping[str, Any]]) -> list[str]:
+    """The GRIB hypercubes (``source.grib_cubes``) that ledger records place files in."""
+    return sorted({str(c) for r in records for c in (r.get("cubes") or {})})
 
 
 def arrays_with_codec(
