@@ -283,7 +283,7 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--stage-sample",
-        type=int,
+        type=_count(minimum=0),
         default=3,
         metavar="N",
         help="with --stage: how many newly ingested files to validate (default 3; 0: none)",
@@ -294,6 +294,23 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
         default="auto",
         help="stage progress on stderr: a bar on a terminal, log lines otherwise (auto)",
     )
+
+
+def _count(*, minimum: int) -> Any:
+    """An argparse type: an integer of at least ``minimum`` (argparse exits 2 naming it)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer; got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(
+                f"expected an integer of at least {minimum}; got {value}"
+            )
+        return value
+
+    return parse
 
 
 def _print_json(obj: Any) -> None:
@@ -579,7 +596,11 @@ def _add_ops_commands(sub: Any) -> None:
     )
     p.add_argument("pipeline", help="pipeline definition (YAML)")
     p.add_argument(
-        "--sample", type=int, default=3, help="how many ingested files to compare (default 3)"
+        "--sample",
+        type=_count(minimum=1),
+        default=3,
+        metavar="N",
+        help="how many ingested files to compare (default 3)",
     )
     p.add_argument("--all", action="store_true", help="compare every ingested file")
     p.add_argument("--branch", default=None, help="default: the pipeline's target.branch")

@@ -16,6 +16,7 @@ from icepipe import __version__, execute, plan, sources, target
 from icepipe.errors import ConfigError, ConflictError, SchemaMismatchError, SourceError
 from icepipe.model import SourceFile, TargetSchema, TimeConversion
 from icepipe.spec import Pipeline
+from icepipe.storage import reference_url
 
 if TYPE_CHECKING:
     import icechunk
@@ -151,7 +152,7 @@ def run(
         listed = sources.list_sources(
             pipeline.source.urls, is_glob=pipeline.source.is_glob, storage=pipeline.source.storage
         )
-    containers = target.container_prefixes(f.url for f in listed)
+    containers = target.container_prefixes(reference_url(f.url) for f in listed)
     scanned: dict[str, sources.ScannedFile | sources.ScannedCubes] = {}
     skipped: dict[str, str] = {}  # on_error: skip: url -> reason, retried by the next run
     started_at = datetime.now(UTC).isoformat()
@@ -231,7 +232,12 @@ def run(
                     )
                     part.reingest = [
                         plan.plan_reingest(
-                            s.schema, r, part.existing, src.concat_dim, virtual=virtual
+                            s.schema,
+                            r,
+                            part.existing,
+                            src.concat_dim,
+                            virtual=virtual,
+                            order_by=src.order_by,
                         )
                         for s, r in part.changed
                     ]

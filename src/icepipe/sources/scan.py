@@ -29,7 +29,7 @@ from icepipe.sources.stores import (
     registry_for,
     store_and_path,
 )
-from icepipe.storage import StorageOptions, scheme_of
+from icepipe.storage import StorageOptions, reference_url, scheme_of
 
 __all__ = [
     "ScanOptions",
@@ -245,7 +245,7 @@ def scan_file(source: SourceFile, options: ScanOptions) -> ScannedFile | Scanned
     url = source.url
     o = options
     fmt = detect_format(url, o.storage) if o.format == "auto" else o.format
-    registry = registry_for(url, o.storage)
+    registry = registry_for(url, o.storage, root=fmt == "zarr")
     opened: list[_Opened]
     try:
         with warnings.catch_warnings():
@@ -485,7 +485,8 @@ def _open_grib(source: SourceFile, o: ScanOptions) -> list[_Opened]:
 
 
 def _open_virtual(url: str, fmt: str, registry: Any, order_by: str | None) -> xr.Dataset:
-    manifest_store = _parser(fmt)(url=url, registry=registry)
+    # The references carry reference_url(url): the file's own name, whatever its characters.
+    manifest_store = _parser(fmt)(url=reference_url(url), registry=registry)
     ds = manifest_store.to_virtual_dataset(decode_times=False)
     if order_by is not None and order_by in ds.variables and _is_virtual(ds[order_by].variable):
         # The ordering variable must be read; keep the default (index) coordinates loaded.
@@ -535,10 +536,11 @@ def _check_refs_inside(ds: xr.Dataset, source: SourceFile) -> None:
     loaded coordinates come first), and only readers would fail, long after the commit.
     """
     end = 0
+    ref_url = reference_url(source.url)
     for var in ds.variables.values():
         if _is_virtual(var):
             for _, ref in var.data.manifest.iter_refs():
-                if ref["path"] == source.url:
+                if ref["path"] == ref_url:
                     end = max(end, int(ref["offset"]) + int(ref["length"]))
     if end > source.size:
         raise SourceError(
