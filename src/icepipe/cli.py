@@ -64,6 +64,19 @@ def _cmd_run(args: argparse.Namespace) -> int:
     where = f"{result.repo} [{result.branch}] {result.group or '/'}"
     for url, reason in result.files_skipped.items():
         print(f"{pipeline.name}: skipped {url} (retried next run): {reason}", file=sys.stderr)
+    if result.files_missing:
+        shown = ", ".join(result.files_missing[:5])
+        more = f" and {len(result.files_missing) - 5} more" if len(result.files_missing) > 5 else ""
+        consequence = (
+            "reads of their data fail until they are restored"
+            if pipeline.mode == "virtual"
+            else "their data stay in the repository"
+        )
+        print(
+            f"{pipeline.name}: {len(result.files_missing)} ingested file(s) no longer exist in "
+            f"the sources (deleted or moved since): {shown}{more}; {consequence}",
+            file=sys.stderr,
+        )
     if result.status == "nothing-new":
         print(
             f"{pipeline.name}: nothing new ({result.files_already} file(s) already ingested) "

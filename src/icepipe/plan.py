@@ -640,8 +640,10 @@ def _check_same_place(
     old = stored[start : start + length]
     ref = target.variables.get(name)
     var = schema.variables.get(name)
-    same_units = ref is None or var is None or (
-        (ref.attrs_units, ref.attrs_calendar) == (var.attrs_units, var.attrs_calendar)
+    same_units = (
+        ref is None
+        or var is None
+        or ((ref.attrs_units, ref.attrs_calendar) == (var.attrs_units, var.attrs_calendar))
     )
     if same_units and tuple(old) == tuple(schema.concat_values):
         return
@@ -649,8 +651,10 @@ def _check_same_place(
     def span(values: Sequence[float]) -> str:
         return f"{values[0]:g}..{values[-1]:g}" if values else "(none)"
 
-    units = "" if same_units or var is None or ref is None else (
-        f" (units {var.attrs_units!r} instead of {ref.attrs_units!r})"
+    units = (
+        ""
+        if same_units or var is None or ref is None
+        else (f" (units {var.attrs_units!r} instead of {ref.attrs_units!r})")
     )
     raise SourceError(
         f"{schema.url}: changed after it was ingested, and its {name!r} values moved: stored "

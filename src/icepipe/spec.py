@@ -167,7 +167,7 @@ def load_pipeline(path: str | os.PathLike[str]) -> Pipeline:
             "save it as UTF-8"
         ) from exc
     try:
-        raw = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+        raw = yaml.load(text, Loader=_StrictLoader)  # a SafeLoader: builds plain data only
     except yaml.YAMLError as exc:
         raise ConfigError(f"{p} is not valid YAML: {exc}") from exc
     return pipeline_from_dict(raw, base_dir=p.resolve().parent, path=str(p))
@@ -364,7 +364,9 @@ def pipeline_from_dict(
             search_path=str(base),
             storage=source_storage,
         ),
-        target=_target(repo, urls, is_glob, base, branch, group, target_storage, repo_settings, tgt),
+        target=_target(
+            repo, urls, is_glob, base, branch, group, target_storage, repo_settings, tgt
+        ),
         mode=cast(Mode, mode),
         path=path,
         schedule=parse_schedule(top.get("schedule")),

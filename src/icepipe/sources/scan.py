@@ -355,11 +355,31 @@ def _finish(source: SourceFile, opened: _Opened, o: ScanOptions) -> ScannedFile:
     ds = _select(ds, where, variables, drop, keep=(o.order_by,) if o.order_by else ())
     ds = apply_preprocess(ds, o.preprocess, o.search_path, url)
     ds = sanitize_attrs(ds)
+    dropped = (
+        [n for n in _empty_datasets(url, o.storage) if n not in ds.variables and o.selects(n)]
+        if opened.format == "netcdf4" and ds.sizes.get(o.concat_dim) != 0
+        else []
+    )
+    if o.concat_dim not in ds.dims and o.concat_dim in dropped:
+        raise SourceError(
+            f"{where}: has no steps along {o.concat_dim!r} (empty, or still being written?); "
+            "remove it from source.urls, or run again once it holds data",
+            url=url,
+        )
     if o.concat_dim not in ds.dims:
         raise SourceError(
             f"{where}: has no dimension {o.concat_dim!r} (dimensions: "
             f"{', '.join(map(str, ds.dims))}); set source.concat_dim to one of these, or remove "
             "the file",
+            url=url,
+        )
+    empty = [str(d) for d, n in ds.sizes.items() if n == 0 and d != o.concat_dim]
+    users = [str(k) for k, v in ds.variables.items() if set(v.dims) & set(empty)]
+    if empty or dropped:
+        raise SourceError(
+            f"{where}: variable(s) {', '.join(sorted({*users, *dropped}))} hold no values (a "
+            f"dimension of length 0{', ' + ', '.join(map(repr, empty)) if empty else ''}) and "
+            "would be left out; list them in source.drop_variables, or remove the file",
             url=url,
         )
     if o.order_by is not None and (
@@ -385,6 +405,30 @@ def _finish(source: SourceFile, opened: _Opened, o: ScanOptions) -> ScannedFile:
             url=url,
         )
     return ScannedFile(source=source, schema=schema, dataset=ds, fallback=fallback)
+
+
+def _empty_datasets(url: str, storage: StorageOptions | None) -> list[str]:
+    """The netCDF4 variables of ``url`` with no values (a dimension of length 0): VirtualiZarr
+    leaves them out of the virtual dataset without a word, with the dimension if no other
+    variable uses it."""
+    import h5py
+
+    from icepipe.sources.stores import RemoteFile
+
+    source: Any = url.removeprefix("file://") if scheme_of(url) == "file" else None
+    out = []
+    try:
+        with h5py.File(source or RemoteFile(url, storage), "r") as f:
+            for name, node in f.items():
+                if not isinstance(node, h5py.Dataset) or node.size:
+                    continue
+                label = node.attrs.get("NAME", b"")
+                if isinstance(label, bytes) and label.startswith(b"This is a netCDF dimension"):
+                    continue  # a dimension without a variable, not a variable
+                out.append(str(name))
+    except Exception:  # the parser read it; only a better message is at stake
+        return []
+    return out
 
 
 def scan_files(
