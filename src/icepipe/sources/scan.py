@@ -345,7 +345,13 @@ def _finish(source: SourceFile, opened: _Opened, o: ScanOptions) -> ScannedFile:
         )
     # Selection applies to the variables read natively (or refused and dropped) as to the
     # virtual ones; _select sees only the latter.
-    elsewhere = opened.elsewhere
+    # netCDF4 variables without values are not in the dataset: VirtualiZarr leaves them out.
+    vanished = (
+        set(_empty_datasets(url, o.storage)) - {str(v) for v in ds.variables}
+        if opened.format == "netcdf4"
+        else set()
+    )
+    elsewhere = opened.elsewhere | vanished
     wanted = tuple(o.variables or ()) + tuple(o.drop_variables)
     if any(v not in ds.variables and v not in elsewhere for v in wanted):
         _select(ds, where, o.variables, o.drop_variables, keep=())  # raises, naming them
@@ -356,8 +362,8 @@ def _finish(source: SourceFile, opened: _Opened, o: ScanOptions) -> ScannedFile:
     ds = apply_preprocess(ds, o.preprocess, o.search_path, url)
     ds = sanitize_attrs(ds)
     dropped = (
-        [n for n in _empty_datasets(url, o.storage) if n not in ds.variables and o.selects(n)]
-        if opened.format == "netcdf4" and ds.sizes.get(o.concat_dim) != 0
+        [n for n in sorted(vanished) if n not in ds.variables and o.selects(n)]
+        if ds.sizes.get(o.concat_dim) != 0
         else []
     )
     if o.concat_dim not in ds.dims and o.concat_dim in dropped:
