@@ -129,6 +129,21 @@ def test_folder_names_with_url_characters(tmp_path: Path, client: Any) -> None:
     check_read_back(icepipe.open_dataset(str(tmp_path / "repo"), group="g").load(), 3)
 
 
+def test_zarr_store_names_with_url_characters(tmp_path: Path, client: Any) -> None:
+    import zarr
+
+    src = tmp_path / "s p%41"
+    names = ["a%20b.zarr", "a b.zarr", "c#d?.zarr"]
+    for i, name in enumerate(names):
+        ds = xr.open_dataset(netcdf_bytes(i)).load()
+        # A zarr LocalStore: xarray would read '#' in a path string as a URL fragment.
+        ds.to_zarr(zarr.storage.LocalStore(src / name), zarr_format=3, consolidated=False)
+    spec = write_pipeline(tmp_path, f"{src.name}/*.zarr", "repo")
+    result = icepipe.run(icepipe.load_pipeline(spec), client=client)
+    assert sorted(result.files_new) == sorted(f"file://{src / n}" for n in names)
+    check_read_back(icepipe.open_dataset(str(tmp_path / "repo"), group="g").load(), 3)
+
+
 def test_control_characters_in_names_are_refused_by_name(tmp_path: Path, client: Any) -> None:
     # obstore, which every scan reads through, cannot express such a name: say so, naming
     # the file and the fix, instead of a traceback; on_error: skip ingests the others.

@@ -38,8 +38,9 @@ def inject(path: Path, fault: str) -> None:
         data = path.read_bytes()
         path.write_bytes(data[: len(data) // 2])
     elif fault == "replace":
-        # Another delivery of the same size (other values): only its identity tells.
-        other = write_series(path.parent / "other", 1, seed=7, prefix=path.stem)[0]
+        # Another delivery of the same times with other values (the victim is always the
+        # second file of a 2-step series): only its identity tells.
+        other = write_series(path.parent / "other", 2, steps=2, seed=7, prefix=path.stem)[1]
         os.replace(other, path)
     elif fault == "unreadable":
         path.unlink()

@@ -23,6 +23,7 @@ from icepipe.errors import ConfigError
 from icepipe.fields import describe as _describe
 from icepipe.fields import no_unknown as _no_unknown
 from icepipe.fields import optional_str as _str
+from icepipe.globs import glob_to_regex
 from icepipe.storage import (
     REPO_SCHEMES,
     SOURCE_SCHEMES,
@@ -505,8 +506,6 @@ _REPO_OBJECTS = (
 def _check_sources_outside(urls: tuple[str, ...], is_glob: bool, repo: str) -> None:
     """Refuse sources that name the pipeline's own repository: its internal objects would be
     listed as source files, and fail one by one as corrupt."""
-    from icepipe.sources.listing import glob_to_regex
-
     root = ("file://" + repo if is_local(repo) else repo).rstrip("/")
     folder, _, name = root.rpartition("/")
     owned = [root + o for o in _REPO_OBJECTS] + [

@@ -18,6 +18,8 @@ from typing import Any
 import obstore
 
 from icepipe.errors import ConfigError, SourceError, StorageError, short_message
+from icepipe.globs import MAGIC_CHARS as _MAGIC_CHARS
+from icepipe.globs import glob_to_regex, split_glob
 from icepipe.model import SourceFile
 from icepipe.sources.stores import access_error, is_not_found, store_and_path, store_for
 from icepipe.storage import StorageOptions, scheme_of, split_url
@@ -30,8 +32,6 @@ __all__ = [
     "missing_since_ingest",
     "split_glob",
 ]
-
-_MAGIC_CHARS = frozenset("*?[")
 
 
 def list_sources(
@@ -150,49 +150,6 @@ def missing_since_ingest(
     regex = glob_to_regex(pattern)
     present = {f.url for f in listed}
     return sorted(u for u in ingested if u not in present and regex.match(u))
-
-
-def split_glob(path: str) -> tuple[str, str]:
-    """Split ``/a/b/*/c*.nc`` into the literal directory ``/a/b`` and the pattern ``*/c*.nc``."""
-    parts = path.split("/")
-    for i, part in enumerate(parts):
-        if any(c in _MAGIC_CHARS for c in part):
-            return "/".join(parts[:i]) or "/", "/".join(parts[i:])
-    return "/".join(parts[:-1]) or "/", parts[-1]
-
-
-def glob_to_regex(pattern: str) -> re.Pattern[str]:
-    """Translate a glob (``*``, ``?``, ``[...]``, ``**``) to a regex; ``*`` never crosses ``/``."""
-    out: list[str] = []
-    i = 0
-    while i < len(pattern):
-        c = pattern[i]
-        if pattern.startswith("**/", i):
-            out.append("(?:.*/)?")
-            i += 3
-            continue
-        if pattern.startswith("**", i):
-            out.append(".*")
-            i += 2
-            continue
-        if c == "*":
-            out.append("[^/]*")
-        elif c == "?":
-            out.append("[^/]")
-        elif c == "[":
-            j = pattern.find("]", i + 1)
-            if j == -1:
-                out.append(re.escape(c))
-            else:
-                body = pattern[i + 1 : j]
-                if body.startswith("!"):
-                    body = "^" + body[1:]
-                out.append(f"[{body}]")
-                i = j
-        else:
-            out.append(re.escape(c))
-        i += 1
-    return re.compile("".join(out) + r"\Z", re.DOTALL)  # names may hold newlines
 
 
 def _join(base_url: str, rel: str) -> str:
