@@ -33,7 +33,6 @@ __all__ = [
     "coerce_storage_options",
     "is_local",
     "parse_repo_config",
-    "literal_url",
     "parse_storage_options",
     "reference_url",
     "resolve_s3_credentials",
@@ -213,8 +212,8 @@ def reference_url(url: str) -> str:
     VirtualiZarr cuts them at ``#`` and ``?``: a file named ``a%20b.nc`` would be read as
     ``a b.nc``. Encoded, every name means itself, and the virtual chunk containers (prefixes of
     these URLs) match what Icechunk compares them with. icepipe's own identifiers (the ledger,
-    messages) keep the literal ``url``; :func:`literal_url` undoes this. ``http(s)://`` URLs are
-    URLs already and stay as they are.
+    messages) keep the literal ``url``. ``http(s)://`` URLs are URLs already and stay as they
+    are.
     """
     from urllib.parse import quote
 
@@ -223,17 +222,6 @@ def reference_url(url: str) -> str:
         return url
     head = "file://" if scheme == "file" else f"{scheme}://{bucket}/"
     return head + quote(key, safe="/")
-
-
-def literal_url(ref: str) -> str:
-    """The source URL a virtual reference's URL (:func:`reference_url`) stands for."""
-    from urllib.parse import unquote
-
-    scheme, bucket, key = split_url(ref)
-    if scheme in ("http", "https") or "%" not in key:
-        return ref
-    head = "file://" if scheme == "file" else f"{scheme}://{bucket}/"
-    return head + unquote(key)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -249,6 +249,15 @@ def _list_glob(
                 f"({short_message(exc).splitlines()[0]}); check source.urls",
                 url=pattern_url,
             ) from exc
+        from obstore.exceptions import InvalidPathError
+
+        if isinstance(exc, InvalidPathError):  # a key obstore cannot express (a newline)
+            raise SourceError(
+                f"an object under {base_url!r} has a name the object-store layer icepipe "
+                f"reads through cannot express ({short_message(exc).splitlines()[0]}); rename "
+                "it, or narrow source.urls",
+                url=pattern_url,
+            ) from exc
         raise access_error(exc, base_url, "list") from exc
     return sorted(files)
 
