@@ -64,6 +64,19 @@ def _cmd_run(args: argparse.Namespace) -> int:
     where = f"{result.repo} [{result.branch}] {result.group or '/'}"
     for url, reason in result.files_skipped.items():
         print(f"{pipeline.name}: skipped {url} (retried next run): {reason}", file=sys.stderr)
+    if result.files_missing:
+        shown = ", ".join(result.files_missing[:5])
+        more = f" and {len(result.files_missing) - 5} more" if len(result.files_missing) > 5 else ""
+        consequence = (
+            "reads of their data fail until they are restored"
+            if pipeline.mode == "virtual"
+            else "their data stay in the repository"
+        )
+        print(
+            f"{pipeline.name}: {len(result.files_missing)} ingested file(s) no longer exist in "
+            f"the sources (deleted or moved since): {shown}{more}; {consequence}",
+            file=sys.stderr,
+        )
     if result.status == "nothing-new":
         print(
             f"{pipeline.name}: nothing new ({result.files_already} file(s) already ingested) "
@@ -283,7 +296,7 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--stage-sample",
-        type=int,
+        type=_count(minimum=0),
         default=3,
         metavar="N",
         help="with --stage: how many newly ingested files to validate (default 3; 0: none)",
@@ -294,6 +307,23 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
         default="auto",
         help="stage progress on stderr: a bar on a terminal, log lines otherwise (auto)",
     )
+
+
+def _count(*, minimum: int) -> Any:
+    """An argparse type: an integer of at least ``minimum`` (argparse exits 2 naming it)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer; got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(
+                f"expected an integer of at least {minimum}; got {value}"
+            )
+        return value
+
+    return parse
 
 
 def _print_json(obj: Any) -> None:
@@ -579,7 +609,11 @@ def _add_ops_commands(sub: Any) -> None:
     )
     p.add_argument("pipeline", help="pipeline definition (YAML)")
     p.add_argument(
-        "--sample", type=int, default=3, help="how many ingested files to compare (default 3)"
+        "--sample",
+        type=_count(minimum=1),
+        default=3,
+        metavar="N",
+        help="how many ingested files to compare (default 3)",
     )
     p.add_argument("--all", action="store_true", help="compare every ingested file")
     p.add_argument("--branch", default=None, help="default: the pipeline's target.branch")

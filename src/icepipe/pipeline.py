@@ -16,6 +16,7 @@ from icepipe import __version__, execute, plan, sources, target
 from icepipe.errors import ConfigError, ConflictError, SchemaMismatchError, SourceError
 from icepipe.model import SourceFile, TargetSchema, TimeConversion
 from icepipe.spec import Pipeline
+from icepipe.storage import reference_url
 
 if TYPE_CHECKING:
     import icechunk
@@ -51,6 +52,9 @@ class RunResult:
     #: Variables of a virtual ingest written as native chunks instead (GRIB messages the
     #: codec cannot decode correctly), with the reason.
     native_fallback: dict[str, str] = field(default_factory=dict)
+    #: Ingested files the glob no longer finds (deleted or moved since): with virtual
+    #: references, reads of their data fail until they are restored.
+    files_missing: tuple[str, ...] = ()
 
     def by_group(self) -> dict[str, tuple[tuple[str, ...], dict[str, int]]]:
         """With ``source.grib_cubes``: each hypercube group's variables and dimensions, by
@@ -147,18 +151,24 @@ def run(
     timer = _Timer(observer, client)
     spec_t = pipeline.target
     src = pipeline.source
+    skipped: dict[str, str] = {}  # on_error: skip: url -> reason, retried by the next run
     with timer("list"):
         listed = sources.list_sources(
-            pipeline.source.urls, is_glob=pipeline.source.is_glob, storage=pipeline.source.storage
+            pipeline.source.urls,
+            is_glob=pipeline.source.is_glob,
+            storage=pipeline.source.storage,
+            unreadable=skipped if pipeline.on_error == "skip" else None,
         )
-    containers = target.container_prefixes(f.url for f in listed)
+    containers = target.container_prefixes(reference_url(f.url) for f in listed)
     scanned: dict[str, sources.ScannedFile | sources.ScannedCubes] = {}
-    skipped: dict[str, str] = {}  # on_error: skip: url -> reason, retried by the next run
     started_at = datetime.now(UTC).isoformat()
     run_id = run_id or uuid.uuid4().hex
 
+    missing: list[str] = []
+
     def result(status: Literal["committed", "nothing-new"], **kw: Any) -> RunResult:
         return RunResult(
+            files_missing=tuple(missing),
             pipeline=pipeline.name,
             status=status,
             repo=spec_t.repo,
@@ -185,6 +195,8 @@ def run(
                     else {}
                 )
                 selection = plan.select_new(listed, ledger, on_changed=pipeline.on_changed)
+                if src.is_glob:
+                    missing[:] = sources.missing_since_ingest(src.urls[0], listed, list(ledger))
             todo = [*selection.new, *(f for f, _ in selection.changed)]
             to_scan = [f for f in todo if f.url not in scanned and f.url not in skipped]
             if to_scan:
@@ -231,7 +243,12 @@ def run(
                     )
                     part.reingest = [
                         plan.plan_reingest(
-                            s.schema, r, part.existing, src.concat_dim, virtual=virtual
+                            s.schema,
+                            r,
+                            part.existing,
+                            src.concat_dim,
+                            virtual=virtual,
+                            order_by=src.order_by,
                         )
                         for s, r in part.changed
                     ]
@@ -286,6 +303,19 @@ def run(
                     f"{len([p for p in parts if p.new or p.changed])} hypercube group(s) of {into}"
                 )
             message = f"icepipe {pipeline.name}: {verb} {n} file{'s' if n != 1 else ''} into {into}"
+            with timer("commit"):
+                # A file deleted, truncated or replaced while this run read it must not be
+                # recorded as ingested (its references would point at nothing, or elsewhere).
+                gone = sources.changed_since_listing(files, src.storage)
+            if gone:
+                raise SourceError(
+                    f"{len(gone)} source file(s) changed while this run read them, so nothing "
+                    "was committed: "
+                    + "; ".join(f"{u}: {why}" for u, why in list(gone.items())[:5])
+                    + (f" and {len(gone) - 5} more" if len(gone) > 5 else "")
+                    + ". Run again once the files are complete (the next run lists them anew)",
+                    urls=list(gone),
+                )
             try:
                 with timer("commit"):
                     snapshot_id = target.commit(

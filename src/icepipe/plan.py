@@ -590,13 +590,15 @@ def plan_reingest(
     concat_dim: str,
     *,
     virtual: bool,
+    order_by: str | None = None,
 ) -> Slot:
     """Place a changed file back into the region its previous version was ingested into.
 
     Raises
     ------
     SourceError
-        The ledger has no position for it, or its length along ``concat_dim`` changed.
+        The ledger has no position for it, its length along ``concat_dim`` changed, or its
+        ordering values (or their encoding) differ from those stored at its position.
     """
     start, length = record.get("start"), record.get("length")
     if not isinstance(start, int) or not isinstance(length, int):
@@ -613,6 +615,51 @@ def plan_reingest(
             url=schema.url,
         )
     _check_against("the repository", target.variables, schema, concat_dim, ref_url=None)
+    _check_same_place(schema, target, concat_dim, start, length, order_by=order_by)
     if virtual:
         _check_region_chunks(schema, target, concat_dim, start, length)
     return Slot(schema.url, start, length)
+
+
+def _check_same_place(
+    schema: FileSchema,
+    target: TargetSchema,
+    concat_dim: str,
+    start: int,
+    length: int,
+    *,
+    order_by: str | None,
+) -> None:
+    """A re-issued file goes back where its previous version was only if it describes the same
+    steps: same ordering values, same encoding. Otherwise its data would be stored under the
+    old labels."""
+    name = order_by or concat_dim
+    stored = target.order_values
+    if stored is None or schema.concat_values is None:
+        return
+    old = stored[start : start + length]
+    ref = target.variables.get(name)
+    var = schema.variables.get(name)
+    same_units = (
+        ref is None
+        or var is None
+        or ((ref.attrs_units, ref.attrs_calendar) == (var.attrs_units, var.attrs_calendar))
+    )
+    if same_units and tuple(old) == tuple(schema.concat_values):
+        return
+
+    def span(values: Sequence[float]) -> str:
+        return f"{values[0]:g}..{values[-1]:g}" if values else "(none)"
+
+    units = (
+        ""
+        if same_units or var is None or ref is None
+        else (f" (units {var.attrs_units!r} instead of {ref.attrs_units!r})")
+    )
+    raise SourceError(
+        f"{schema.url}: changed after it was ingested, and its {name!r} values moved: stored "
+        f"{span(old)}, now {span(schema.concat_values)}{units}; re-ingesting it in place would "
+        "store its data under the old values. Restore the file, or rebuild the group (a file "
+        "with new values belongs under a new name)",
+        url=schema.url,
+    )

@@ -23,6 +23,7 @@ from icepipe.errors import ConfigError
 from icepipe.fields import describe as _describe
 from icepipe.fields import no_unknown as _no_unknown
 from icepipe.fields import optional_str as _str
+from icepipe.globs import glob_to_regex
 from icepipe.storage import (
     REPO_SCHEMES,
     SOURCE_SCHEMES,
@@ -154,14 +155,49 @@ def load_pipeline(path: str | os.PathLike[str]) -> Pipeline:
     """
     p = Path(path)
     try:
-        text = p.read_text()
+        data = p.read_bytes()
     except OSError as exc:
         raise ConfigError(f"cannot read pipeline file {str(p)!r}: {exc.strerror}") from exc
     try:
-        raw = yaml.safe_load(text)
+        # YAML is UTF-8 (a byte-order mark is allowed), whatever this machine's locale says.
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise ConfigError(
+            f"{p} is not UTF-8 text (byte {data[exc.start : exc.start + 1]!r} at line {line}); "
+            "save it as UTF-8"
+        ) from exc
+    try:
+        raw = yaml.load(text, Loader=_StrictLoader)  # a SafeLoader: builds plain data only
     except yaml.YAMLError as exc:
         raise ConfigError(f"{p} is not valid YAML: {exc}") from exc
     return pipeline_from_dict(raw, base_dir=p.resolve().parent, path=str(p))
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` refusing a key given twice in one mapping: PyYAML keeps the last
+    silently, so a second ``source:`` block would replace the first unnoticed."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, yaml.Node] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)  # type: ignore[no-untyped-call]
+            try:
+                first = seen.get(key)
+            except TypeError:
+                continue  # an unhashable key: construct_mapping reports it
+            if first is not None:
+                raise yaml.constructor.ConstructorError(
+                    "while constructing a mapping",
+                    node.start_mark,
+                    f"found the key {key!r} twice (first at line {first.start_mark.line + 1}); "
+                    "keep one of them",
+                    key_node.start_mark,
+                )
+            seen[key] = key_node
+        return super().construct_mapping(node, deep=deep)
 
 
 def pipeline_from_dict(
@@ -287,9 +323,7 @@ def pipeline_from_dict(
     repo = _required_str(tgt, "repo", "target.")
     repo_settings = parse_repo_config(tgt.get("config"), "target.config")
     branch = _str(tgt, "branch", "target.") or "main"
-    group = _str(tgt, "group", "target.")
-    if group is not None:
-        group = group.strip("/") or None
+    group = _group_path(_str(tgt, "group", "target."))
 
     chunks = _dim_map(top, "chunks") or {}
     shards = _dim_map(top, "shards")
@@ -331,11 +365,45 @@ def pipeline_from_dict(
             search_path=str(base),
             storage=source_storage,
         ),
-        target=_target(repo, base, branch, group, target_storage, repo_settings, tgt),
+        target=_target(
+            repo, urls, is_glob, base, branch, group, target_storage, repo_settings, tgt
+        ),
         mode=cast(Mode, mode),
         path=path,
         schedule=parse_schedule(top.get("schedule")),
     )
+
+
+def _group_path(value: str | None) -> str | None:
+    """``target.group`` as a Zarr group path (``a/b``), or None for the root group.
+
+    Zarr node names cannot be ``.`` or ``..``, empty, or start with ``__`` (reserved): such a
+    path fails only when the first array is written, after the whole scan.
+    """
+    if value is None:
+        return None
+    path = value.strip("/")
+    if not path:
+        return None
+    for name in path.split("/"):
+        reason = (
+            "an empty name (two '/' in a row)"
+            if not name
+            else f"the name {name!r}, which Zarr does not allow"
+            if name in (".", "..")
+            else f"the name {name!r}, starting with '__', which Zarr reserves"
+            if name.startswith("__")
+            else f"the name {name!r}, holding a control character"
+            if any(ord(c) < 32 or ord(c) == 127 for c in name)
+            else None
+        )
+        if reason:
+            raise ConfigError(
+                f"the group path {value!r} has {reason}; give names separated by '/' (e.g. "
+                "'sst' or 'ocean/sst'), or leave target.group out for the root group",
+                field="target.group",
+            )
+    return path
 
 
 def _resolve_url(value: str, base: Path) -> str:
@@ -395,6 +463,8 @@ def _source_storage(src: Mapping[str, Any], urls: tuple[str, ...]) -> StorageOpt
 
 def _target(
     repo: str,
+    urls: tuple[str, ...],
+    is_glob: bool,
     base: Path,
     branch: str,
     group: str | None,
@@ -411,6 +481,7 @@ def _target(
             f"is the local path {location!r}; remove it",
             field=f"target.{key}",
         )
+    _check_sources_outside(urls, is_glob, location)
     return TargetSpec(
         repo=location,
         branch=branch,
@@ -418,6 +489,41 @@ def _target(
         storage=storage,
         config=settings,
     )
+
+
+# Objects Icechunk (and icepipe's lock and staging folder, beside it) write for a repository.
+_REPO_OBJECTS = (
+    "/repo",
+    "/config.yaml",
+    "/snapshots/1CECHNKREP0F1RSTCMT0",
+    "/manifests/0123456789ABCDEFGHJK",
+    "/chunks/0123456789ABCDEFGHJK",
+    "/transactions/0123456789ABCDEFGHJK",
+    "/refs/branch.main/ref.json",
+)
+
+
+def _check_sources_outside(urls: tuple[str, ...], is_glob: bool, repo: str) -> None:
+    """Refuse sources that name the pipeline's own repository: its internal objects would be
+    listed as source files, and fail one by one as corrupt."""
+    root = ("file://" + repo if is_local(repo) else repo).rstrip("/")
+    folder, _, name = root.rpartition("/")
+    owned = [root + o for o in _REPO_OBJECTS] + [
+        f"{folder}/.{name}.icepipe.lock",
+        f"{folder}/.{name}.icepipe-creating-0/repo",
+    ]
+    if is_glob:
+        regex = glob_to_regex(urls[0])
+        hits = [u for u in owned if regex.match(u)]
+    else:
+        hits = [u for u in urls if u == root or u.startswith(root + "/") or u in owned]
+    if hits:
+        raise ConfigError(
+            f"source.urls {urls[0] if is_glob else hits[0]!r} covers the pipeline's own "
+            f"repository {repo!r} (e.g. {hits[0]!r}); narrow the glob (e.g. '*.nc'), or move "
+            "target.repo out of the source folder",
+            field="source.urls",
+        )
 
 
 def _mapping(value: object, where: str) -> Mapping[str, Any]:

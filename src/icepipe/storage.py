@@ -34,6 +34,7 @@ __all__ = [
     "is_local",
     "parse_repo_config",
     "parse_storage_options",
+    "reference_url",
     "resolve_s3_credentials",
     "scheme_of",
     "split_url",
@@ -201,6 +202,26 @@ def split_url(url: str) -> tuple[str, str, str]:
     rest = url[len(scheme) + 3 :]
     bucket, _, key = rest.partition("/")
     return scheme, bucket, key
+
+
+def reference_url(url: str) -> str:
+    """The URL that virtual references to the source ``url`` store: its path percent-encoded
+    (letters, digits, ``-._~/`` stay), so that URL parsers find exactly that file.
+
+    Icechunk parses (normalising spaces, non-ASCII ...) and decodes the URLs of references, and
+    VirtualiZarr cuts them at ``#`` and ``?``: a file named ``a%20b.nc`` would be read as
+    ``a b.nc``. Encoded, every name means itself, and the virtual chunk containers (prefixes of
+    these URLs) match what Icechunk compares them with. icepipe's own identifiers (the ledger,
+    messages) keep the literal ``url``. ``http(s)://`` URLs are URLs already and stay as they
+    are.
+    """
+    from urllib.parse import quote
+
+    scheme, bucket, key = split_url(url)
+    if scheme in ("http", "https"):
+        return url
+    head = "file://" if scheme == "file" else f"{scheme}://{bucket}/"
+    return head + quote(key, safe="/")
 
 
 # ----------------------------------------------------------------------------------------------

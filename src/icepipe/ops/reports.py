@@ -171,6 +171,7 @@ class RunRecorder:
                     "already_ingested": result.files_already,
                     "skipped": [{"url": u, "reason": r} for u, r in result.files_skipped.items()],
                     "failed": [],
+                    "missing": list(result.files_missing),
                 },
             )
         if error is not None:

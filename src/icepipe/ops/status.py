@@ -132,9 +132,32 @@ def pipeline_status(
         newest_ingested = max(
             (_parse_time(r.get("mtime")) for r in ledger.values()), default=None, key=_key
         )
+        missing = (
+            sources.missing_since_ingest(src.urls[0], listed, list(ledger)) if src.is_glob else []
+        )
+        changed = [f.url for f in listed if f.url in ledger and not f.same_version(ledger[f.url])]
+        for urls, what in (
+            (missing, "no longer exist (deleted or moved since)"),
+            (changed, "changed since they were ingested"),
+        ):
+            if urls:
+                more = f" and {len(urls) - 5} more" if len(urls) > 5 else ""
+                fix = (
+                    "reads of their data fail until they are restored"
+                    if urls is missing and pipeline.mode == "virtual"
+                    else "restore them"
+                    if urls is missing
+                    else "restore them, or set on_changed: reingest"
+                )
+                status.problems.append(
+                    f"sources: {len(urls)} ingested file(s) {what}: {', '.join(urls[:5])}{more}; "
+                    + fix
+                )
         lag.update(
             files_listed=len(listed),
             files_ingested=len(ledger),
+            files_missing=len(missing),
+            files_changed=len(changed),
             files_pending=len(pending),
             bytes_pending=sum(f.size for f in pending),
             newest_source_mtime=_iso(newest_source) if newest_source else None,

@@ -85,8 +85,13 @@ def validate_pipeline(
         A value differs, a variable or file is missing, or stored data cannot be read; the
         message names every such file and the variable.
     ConfigError
-        No repository or branch, or nothing ingested into the group yet.
+        No repository or branch, nothing ingested into the group yet, or ``sample`` is
+        negative.
     """
+    if sample is not None and sample < 0:
+        raise ConfigError(
+            f"expected a number of files to compare (0 or more); got {sample}", field="sample"
+        )
     t0 = time.perf_counter()
     t, src = pipeline.target, pipeline.source
     branch = branch or t.branch

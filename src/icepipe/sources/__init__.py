@@ -8,7 +8,7 @@ from icepipe.sources.combine import (
 )
 from icepipe.sources.hooks import load_hook
 from icepipe.sources.lazy import open_lazy
-from icepipe.sources.listing import list_sources
+from icepipe.sources.listing import changed_since_listing, list_sources, missing_since_ingest
 from icepipe.sources.scan import (
     ScannedCubes,
     ScannedFile,
@@ -24,11 +24,13 @@ __all__ = [
     "ScannedCubes",
     "ScannedFile",
     "assemble_steps",
+    "changed_since_listing",
     "combine_step",
     "combine_virtual",
     "detect_format",
     "list_sources",
     "load_hook",
+    "missing_since_ingest",
     "normalize_times",
     "open_lazy",
     "sanitize_attrs",

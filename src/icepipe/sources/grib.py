@@ -33,7 +33,7 @@ import xarray as xr
 
 from icepipe.codecs import GRIB_CODEC_NAME, GribDecodeError, decode_grib_message
 from icepipe.errors import ConfigError, SourceError
-from icepipe.storage import StorageOptions, scheme_of
+from icepipe.storage import StorageOptions, reference_url, scheme_of
 
 __all__ = [
     "GRIB_MAGIC",
@@ -333,7 +333,7 @@ def _manifest_variable(
     table_offsets = np.array([f.offset for f in fields] + [0], dtype=np.uint64)
     table_lengths = np.array([f.length for f in fields] + [0], dtype=np.uint64)
     paths = np.full(ids.shape, "", dtype=np.dtypes.StringDType())
-    paths[present] = url
+    paths[present] = reference_url(url)
     paths = paths.reshape(grid)
     offsets = table_offsets[ids].reshape(grid)  # -1 picks the trailing 0
     lengths = table_lengths[ids].reshape(grid)

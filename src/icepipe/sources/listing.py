@@ -10,24 +10,36 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping, Sequence
-from datetime import datetime
+import stat
+from collections.abc import Iterator, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import obstore
 
 from icepipe.errors import ConfigError, SourceError, StorageError, short_message
+from icepipe.globs import MAGIC_CHARS as _MAGIC_CHARS
+from icepipe.globs import glob_to_regex, split_glob
 from icepipe.model import SourceFile
 from icepipe.sources.stores import access_error, is_not_found, store_and_path, store_for
 from icepipe.storage import StorageOptions, scheme_of, split_url
 
-__all__ = ["ZARR_METADATA", "glob_to_regex", "list_sources", "split_glob"]
-
-_MAGIC_CHARS = frozenset("*?[")
+__all__ = [
+    "ZARR_METADATA",
+    "changed_since_listing",
+    "glob_to_regex",
+    "list_sources",
+    "missing_since_ingest",
+    "split_glob",
+]
 
 
 def list_sources(
-    urls: Sequence[str], *, is_glob: bool, storage: StorageOptions | None = None
+    urls: Sequence[str],
+    *,
+    is_glob: bool,
+    storage: StorageOptions | None = None,
+    unreadable: dict[str, str] | None = None,
 ) -> list[SourceFile]:
     """List the source files a pipeline names, sorted by URL.
 
@@ -41,11 +53,16 @@ def list_sources(
     storage
         How to reach object stores (``source.storage``); credentials are read from this
         process's environment.
+    unreadable
+        When given, files a glob matches that cannot be ingested at all (a symbolic link that
+        cannot be followed, a name with a control character) are recorded here (URL ->
+        reason) instead of raising (``on_error: skip``).
 
     Raises
     ------
     SourceError
-        A glob matched nothing, or a listed file does not exist.
+        A glob matched nothing, a listed file does not exist, or (without ``unreadable``) a
+        file the glob matches cannot be ingested.
     ConfigError
         Access was denied, or a glob names an HTTP(S) location (which cannot be listed).
     StorageError
@@ -55,8 +72,18 @@ def list_sources(
         is_glob = False  # one https:// URL: a file, not a pattern (servers cannot be listed)
     if is_glob:
         (pattern,) = urls
-        files = _list_glob(pattern, storage)
-        if not files:
+        problems: dict[str, str] = {}
+        files = _list_glob(pattern, storage, problems)
+        if problems and unreadable is None:
+            raise SourceError(
+                f"{len(problems)} file(s) matched by {pattern!r} cannot be ingested:\n  - "
+                + "\n  - ".join(f"{_shown(u)}: {r}" for u, r in sorted(problems.items()))
+                + "\nfix or remove them, narrow source.urls, or set on_error: skip",
+                urls=sorted(problems),
+            )
+        if unreadable is not None:
+            unreadable.update(problems)
+        if not files and not problems:
             raise SourceError(
                 f"the glob {pattern!r} matched no files; check the path in source.urls "
                 "(relative paths resolve against the pipeline file's folder)",
@@ -86,47 +113,43 @@ def list_sources(
     return sorted(out)
 
 
-def split_glob(path: str) -> tuple[str, str]:
-    """Split ``/a/b/*/c*.nc`` into the literal directory ``/a/b`` and the pattern ``*/c*.nc``."""
-    parts = path.split("/")
-    for i, part in enumerate(parts):
-        if any(c in _MAGIC_CHARS for c in part):
-            return "/".join(parts[:i]) or "/", "/".join(parts[i:])
-    return "/".join(parts[:-1]) or "/", parts[-1]
+def changed_since_listing(
+    files: Sequence[SourceFile], storage: StorageOptions | None = None
+) -> dict[str, str]:
+    """The files of ``files`` that no longer exist, or are no longer the version listed
+    (URL -> what happened): checked just before a commit, so that a file deleted, truncated or
+    replaced while a run read it is never recorded as ingested.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    def check(f: SourceFile) -> str | None:
+        try:
+            now = _head(f.url, storage)
+        except SourceError:
+            return "disappeared"
+        except Exception as exc:  # access or storage trouble: the version is unknown
+            return f"cannot be checked ({short_message(exc)})"
+        if f.same_version(now.identity()):
+            return None
+        return (
+            f"changed (listed: size {f.size}, mtime {f.mtime}; now: size {now.size}, "
+            f"mtime {now.mtime})"
+        )
+
+    remote = any(scheme_of(f.url) != "file" for f in files)
+    with ThreadPoolExecutor(max_workers=16 if remote else 1) as pool:
+        results = list(pool.map(check, files))
+    return {f.url: r for f, r in zip(files, results, strict=True) if r is not None}
 
 
-def glob_to_regex(pattern: str) -> re.Pattern[str]:
-    """Translate a glob (``*``, ``?``, ``[...]``, ``**``) to a regex; ``*`` never crosses ``/``."""
-    out: list[str] = []
-    i = 0
-    while i < len(pattern):
-        c = pattern[i]
-        if pattern.startswith("**/", i):
-            out.append("(?:.*/)?")
-            i += 3
-            continue
-        if pattern.startswith("**", i):
-            out.append(".*")
-            i += 2
-            continue
-        if c == "*":
-            out.append("[^/]*")
-        elif c == "?":
-            out.append("[^/]")
-        elif c == "[":
-            j = pattern.find("]", i + 1)
-            if j == -1:
-                out.append(re.escape(c))
-            else:
-                body = pattern[i + 1 : j]
-                if body.startswith("!"):
-                    body = "^" + body[1:]
-                out.append(f"[{body}]")
-                i = j
-        else:
-            out.append(re.escape(c))
-        i += 1
-    return re.compile("".join(out) + r"\Z")
+def missing_since_ingest(
+    pattern: str, listed: Sequence[SourceFile], ingested: Sequence[str]
+) -> list[str]:
+    """Ingested URLs the glob ``pattern`` would match but did not list: deleted or moved
+    since they were ingested (virtual references to them fail on read)."""
+    regex = glob_to_regex(pattern)
+    present = {f.url for f in listed}
+    return sorted(u for u in ingested if u not in present and regex.match(u))
 
 
 def _join(base_url: str, rel: str) -> str:
@@ -163,10 +186,14 @@ def _record(base_url: str, meta: Mapping[str, Any]) -> SourceFile:
     )
 
 
-def _list_glob(pattern_url: str, storage: StorageOptions | None) -> list[SourceFile]:
+def _list_glob(
+    pattern_url: str, storage: StorageOptions | None, problems: dict[str, str]
+) -> list[SourceFile]:
     base_url, pattern = _split_url_glob(pattern_url)
     regex = glob_to_regex(pattern)
     remote = scheme_of(base_url) != "file"
+    if not remote:
+        return _list_local_glob(pattern_url, base_url, pattern, problems)
     try:
         store = store_for(base_url, storage)
     except ConfigError:
@@ -222,6 +249,15 @@ def _list_glob(pattern_url: str, storage: StorageOptions | None) -> list[SourceF
                 f"({short_message(exc).splitlines()[0]}); check source.urls",
                 url=pattern_url,
             ) from exc
+        from obstore.exceptions import InvalidPathError
+
+        if isinstance(exc, InvalidPathError):  # a key obstore cannot express (a newline)
+            raise SourceError(
+                f"an object under {base_url!r} has a name the object-store layer icepipe "
+                f"reads through cannot express ({short_message(exc).splitlines()[0]}); rename "
+                "it, or narrow source.urls",
+                url=pattern_url,
+            ) from exc
         raise access_error(exc, base_url, "list") from exc
     return sorted(files)
 
@@ -236,6 +272,14 @@ def _zarr_store_record(url: str, storage: StorageOptions | None) -> SourceFile |
     Its identity is the total size and the newest modification time of its objects, so that
     any chunk or metadata rewritten inside it counts as a change.
     """
+    if scheme_of(url) == "file":
+        folder = url[len("file://") :]
+        if not any(os.path.isfile(os.path.join(folder, m)) for m in ZARR_METADATA):
+            return None
+        found = [st for _, st in _walk_local(folder, recursive=True, problems={}, base_url=url)]
+        sizes = [st.st_size for st in found if stat.S_ISREG(st.st_mode)]
+        newest_ns = max((st.st_mtime_ns for st in found if stat.S_ISREG(st.st_mode)), default=0)
+        return SourceFile(url=url, size=sum(sizes), mtime=_local_mtime(newest_ns), etag=None)
     try:
         store = store_for(url, storage)
         metas = [m for batch in obstore.list(store, chunk_size=1000) for m in batch]
@@ -249,6 +293,128 @@ def _zarr_store_record(url: str, storage: StorageOptions | None) -> SourceFile |
         size=sum(int(m["size"]) for m in metas),
         mtime=newest.isoformat(),
         etag=None,
+    )
+
+
+# Listed local files are read through obstore (scans) and named in URLs: names obstore cannot
+# express are refused by name at listing time instead of failing deep inside a scan.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _local_mtime(ns: int) -> str:
+    """A local file's modification time as obstore reports it (UTC, microseconds): ledgers
+    written from obstore listings compare equal."""
+    return (_EPOCH + timedelta(microseconds=ns // 1000)).isoformat()
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _walk_local(
+    root: str, *, recursive: bool, problems: dict[str, str], base_url: str, regex: Any = None
+) -> Iterator[tuple[str, os.stat_result]]:
+    """``(relative path, stat)`` of every entry under ``root`` (folders too), following
+    symbolic links but never into a folder twice (links to an ancestor make loops).
+
+    Entries matching ``regex`` (all when None) that cannot be listed or followed go into
+    ``problems`` (URL -> reason) instead.
+    """
+    seen: set[tuple[int, int]] = set()
+    top = os.stat(root)
+    seen.add((top.st_dev, top.st_ino))
+    stack = [(root, "")]
+    while stack:
+        folder, prefix = stack.pop()
+        try:
+            entries = sorted(os.scandir(folder), key=lambda e: e.name)
+        except OSError as exc:
+            if prefix:
+                problems[_join(base_url, prefix.rstrip("/"))] = (
+                    f"the folder cannot be listed ({exc.strerror})"
+                )
+                continue
+            raise
+        for entry in entries:
+            rel = prefix + entry.name
+            wanted = regex is None or regex.match(rel)
+            try:
+                st = os.stat(entry.path)  # follows symbolic links
+            except OSError as exc:
+                if wanted:
+                    link = (
+                        " (a symbolic link that cannot be followed)" if entry.is_symlink() else ""
+                    )
+                    problems[_join(base_url, rel)] = f"cannot be read{link}: {exc.strerror}"
+                continue
+            if stat.S_ISDIR(st.st_mode):
+                key = (st.st_dev, st.st_ino)
+                if key in seen:
+                    continue  # a link back to a folder listed already
+                seen.add(key)
+                if recursive:
+                    stack.append((entry.path, rel + "/"))
+            yield rel, st
+
+
+def _list_local_glob(
+    pattern_url: str, base_url: str, pattern: str, problems: dict[str, str]
+) -> list[SourceFile]:
+    """:func:`_list_glob` on a local folder, with the operating system's own listing: one
+    odd entry (a symbolic link loop, a name obstore cannot express) must not hide the rest."""
+    root = base_url[len("file://") :] or "/"
+    if not os.path.isdir(root):
+        raise SourceError(
+            f"the folder {base_url!r} of the glob {pattern_url!r} does not exist; check "
+            "source.urls",
+            url=pattern_url,
+        )
+    regex = glob_to_regex(pattern)
+    recursive = "/" in pattern or "**" in pattern
+    files: list[SourceFile] = []
+    stores: list[SourceFile] = []
+    try:
+        entries = list(
+            _walk_local(
+                root, recursive=recursive, problems=problems, base_url=base_url, regex=regex
+            )
+        )
+    except OSError as exc:
+        raise SourceError(
+            f"the folder {base_url!r} of the glob {pattern_url!r} cannot be listed "
+            f"({exc.strerror}); check source.urls and its permissions",
+            url=pattern_url,
+        ) from exc
+    for rel, st in entries:
+        if not regex.match(rel):
+            continue
+        url = _join(base_url, rel)
+        if stat.S_ISDIR(st.st_mode):
+            record = _zarr_store_record(url, None)
+            if record is not None:
+                stores.append(record)
+            continue
+        if not stat.S_ISREG(st.st_mode):
+            problems[url] = "is not a regular file"
+        elif _CONTROL.search(rel):
+            problems[url] = _control_reason(rel)
+        else:
+            files.append(SourceFile(url=url, size=st.st_size, mtime=_local_mtime(st.st_mtime_ns)))
+    inside = tuple(f.url + "/" for f in stores)
+    for url in [u for u in problems if u.startswith(inside)] if inside else []:
+        del problems[url]
+    return sorted([f for f in files if not f.url.startswith(inside)] + stores)
+
+
+def _shown(url: str) -> str:
+    """``url`` for a message: quoted when it holds control characters (a newline)."""
+    return repr(url) if _CONTROL.search(url) else url
+
+
+def _control_reason(name: str) -> str:
+    char = _CONTROL.search(name)
+    return (
+        f"its name holds the control character {char.group() if char else ''!r}, which the "
+        "object-store layer icepipe reads files through cannot express; rename the file"
     )
 
 
@@ -284,24 +450,22 @@ def _head_local(url: str) -> SourceFile:
                 url=url,
             )
         return record
-    root, name = path.rsplit("/", 1)
+    root = path.rsplit("/", 1)[0]
     try:
-        store = store_for("file://" + (root or "/"))
-    except Exception as exc:
-        raise SourceError(
-            f"{url}: file not found (its folder {root!r} does not exist or cannot be read); "
-            "fix or remove it in source.urls",
-            url=url,
-        ) from exc
-    try:
-        meta = obstore.head(store, name)
+        st = os.stat(path)
     except FileNotFoundError as exc:
+        missing = "" if os.path.isdir(root or "/") else f" (its folder {root!r} does not exist)"
         raise SourceError(
-            f"{url}: file not found; fix or remove it in source.urls", url=url
+            f"{url}: file not found{missing}; fix or remove it in source.urls", url=url
         ) from exc
-    except Exception as exc:
+    except OSError as exc:
+        link = " (a symbolic link that cannot be followed)" if os.path.islink(path) else ""
         raise SourceError(
-            f"{url}: cannot be read ({short_message(exc)}); check the path and permissions",
+            f"{url}: cannot be read{link}: {exc.strerror}; check the path and permissions",
             url=url,
         ) from exc
-    return _record("file://" + (root or "/"), meta)
+    if not stat.S_ISREG(st.st_mode):
+        raise SourceError(f"{url}: is not a regular file; fix source.urls", url=url)
+    if _CONTROL.search(path):
+        raise SourceError(f"{_shown(url)}: {_control_reason(path)}", url=url)
+    return SourceFile(url=url, size=st.st_size, mtime=_local_mtime(st.st_mtime_ns))

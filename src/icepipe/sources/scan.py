@@ -29,7 +29,7 @@ from icepipe.sources.stores import (
     registry_for,
     store_and_path,
 )
-from icepipe.storage import StorageOptions, scheme_of
+from icepipe.storage import StorageOptions, reference_url, scheme_of
 
 __all__ = [
     "ScanOptions",
@@ -245,7 +245,7 @@ def scan_file(source: SourceFile, options: ScanOptions) -> ScannedFile | Scanned
     url = source.url
     o = options
     fmt = detect_format(url, o.storage) if o.format == "auto" else o.format
-    registry = registry_for(url, o.storage)
+    registry = registry_for(url, o.storage, root=fmt == "zarr")
     opened: list[_Opened]
     try:
         with warnings.catch_warnings():
@@ -345,7 +345,13 @@ def _finish(source: SourceFile, opened: _Opened, o: ScanOptions) -> ScannedFile:
         )
     # Selection applies to the variables read natively (or refused and dropped) as to the
     # virtual ones; _select sees only the latter.
-    elsewhere = opened.elsewhere
+    # netCDF4 variables without values are not in the dataset: VirtualiZarr leaves them out.
+    vanished = (
+        set(_empty_datasets(url, o.storage)) - {str(v) for v in ds.variables}
+        if opened.format == "netcdf4"
+        else set()
+    )
+    elsewhere = opened.elsewhere | vanished
     wanted = tuple(o.variables or ()) + tuple(o.drop_variables)
     if any(v not in ds.variables and v not in elsewhere for v in wanted):
         _select(ds, where, o.variables, o.drop_variables, keep=())  # raises, naming them
@@ -355,11 +361,31 @@ def _finish(source: SourceFile, opened: _Opened, o: ScanOptions) -> ScannedFile:
     ds = _select(ds, where, variables, drop, keep=(o.order_by,) if o.order_by else ())
     ds = apply_preprocess(ds, o.preprocess, o.search_path, url)
     ds = sanitize_attrs(ds)
+    dropped = (
+        [n for n in sorted(vanished) if n not in ds.variables and o.selects(n)]
+        if ds.sizes.get(o.concat_dim) != 0
+        else []
+    )
+    if o.concat_dim not in ds.dims and o.concat_dim in dropped:
+        raise SourceError(
+            f"{where}: has no steps along {o.concat_dim!r} (empty, or still being written?); "
+            "remove it from source.urls, or run again once it holds data",
+            url=url,
+        )
     if o.concat_dim not in ds.dims:
         raise SourceError(
             f"{where}: has no dimension {o.concat_dim!r} (dimensions: "
             f"{', '.join(map(str, ds.dims))}); set source.concat_dim to one of these, or remove "
             "the file",
+            url=url,
+        )
+    empty = [str(d) for d, n in ds.sizes.items() if n == 0 and d != o.concat_dim]
+    users = [str(k) for k, v in ds.variables.items() if set(v.dims) & set(empty)]
+    if empty or dropped:
+        raise SourceError(
+            f"{where}: variable(s) {', '.join(sorted({*users, *dropped}))} hold no values (a "
+            f"dimension of length 0{', ' + ', '.join(map(repr, empty)) if empty else ''}) and "
+            "would be left out; list them in source.drop_variables, or remove the file",
             url=url,
         )
     if o.order_by is not None and (
@@ -385,6 +411,30 @@ def _finish(source: SourceFile, opened: _Opened, o: ScanOptions) -> ScannedFile:
             url=url,
         )
     return ScannedFile(source=source, schema=schema, dataset=ds, fallback=fallback)
+
+
+def _empty_datasets(url: str, storage: StorageOptions | None) -> list[str]:
+    """The netCDF4 variables of ``url`` with no values (a dimension of length 0): VirtualiZarr
+    leaves them out of the virtual dataset without a word, with the dimension if no other
+    variable uses it."""
+    import h5py
+
+    from icepipe.sources.stores import RemoteFile
+
+    source: Any = url.removeprefix("file://") if scheme_of(url) == "file" else None
+    out = []
+    try:
+        with h5py.File(source or RemoteFile(url, storage), "r") as f:
+            for name, node in f.items():
+                if not isinstance(node, h5py.Dataset) or node.size:
+                    continue
+                label = node.attrs.get("NAME", b"")
+                if isinstance(label, bytes) and label.startswith(b"This is a netCDF dimension"):
+                    continue  # a dimension without a variable, not a variable
+                out.append(str(name))
+    except Exception:  # the parser read it; only a better message is at stake
+        return []
+    return out
 
 
 def scan_files(
@@ -485,7 +535,8 @@ def _open_grib(source: SourceFile, o: ScanOptions) -> list[_Opened]:
 
 
 def _open_virtual(url: str, fmt: str, registry: Any, order_by: str | None) -> xr.Dataset:
-    manifest_store = _parser(fmt)(url=url, registry=registry)
+    # The references carry reference_url(url): the file's own name, whatever its characters.
+    manifest_store = _parser(fmt)(url=reference_url(url), registry=registry)
     ds = manifest_store.to_virtual_dataset(decode_times=False)
     if order_by is not None and order_by in ds.variables and _is_virtual(ds[order_by].variable):
         # The ordering variable must be read; keep the default (index) coordinates loaded.
@@ -535,10 +586,11 @@ def _check_refs_inside(ds: xr.Dataset, source: SourceFile) -> None:
     loaded coordinates come first), and only readers would fail, long after the commit.
     """
     end = 0
+    ref_url = reference_url(source.url)
     for var in ds.variables.values():
         if _is_virtual(var):
             for _, ref in var.data.manifest.iter_refs():
-                if ref["path"] == source.url:
+                if ref["path"] == ref_url:
                     end = max(end, int(ref["offset"]) + int(ref["length"]))
     if end > source.size:
         raise SourceError(

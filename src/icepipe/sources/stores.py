@@ -13,8 +13,10 @@ import functools
 import io
 import os
 from typing import Any
+from urllib.parse import unquote, urlparse
 
 import obstore
+from obspec_utils.registry import ObjectStoreRegistry
 from obstore.store import HTTPStore, LocalStore, S3Store
 from zarr.storage import ObjectStore, WrapperStore
 
@@ -22,6 +24,7 @@ from icepipe.errors import ConfigError, IcepipeError, SourceError, StorageError,
 from icepipe.storage import (
     S3Secrets,
     StorageOptions,
+    reference_url,
     resolve_s3_credentials,
     scheme_of,
     split_url,
@@ -136,19 +139,84 @@ def store_and_path(url: str, storage: StorageOptions | None = None) -> tuple[Any
     return store_for(root, storage), name
 
 
-def registry_for(url: str, storage: StorageOptions | None = None) -> Any:
-    """An ``ObjectStoreRegistry`` resolving ``url`` for VirtualiZarr's parsers.
+def registry_for(url: str, storage: StorageOptions | None = None, *, root: bool = False) -> Any:
+    """An ``ObjectStoreRegistry`` resolving ``reference_url(url)`` for VirtualiZarr's parsers.
 
-    The store is rooted at the bucket (or host), so the references the parsers write carry
-    the full ``s3://bucket/key`` URL of each file.
+    The store is rooted at the bucket (or host, or ``/``), so the references the parsers write
+    carry the full URL of each file, as :func:`~icepipe.storage.reference_url` writes it
+    (``%``, ``#``, ``?`` ... escaped), and every URL resolves back to the literal object name.
+    ``root=True`` roots the store at ``url`` itself (a Zarr store, whose chunk references are
+    ``url`` + key).
     """
-    from obspec_utils.registry import ObjectStoreRegistry
-
     scheme, bucket, _ = split_url(url)
+    if scheme in ("http", "https"):
+        base = f"{scheme}://{bucket}"
+        return ObjectStoreRegistry({base + "/": store_for(base, storage)})
+    if root:
+        base = url.rstrip("/")
+        return _LiteralRegistry(reference_url(base), store_for(base, storage))
     if scheme == "file":
-        return ObjectStoreRegistry({"file:///": LocalStore("/")})
-    root = f"{scheme}://{bucket}"
-    return ObjectStoreRegistry({root + "/": store_for(root, storage)})
+        return _LiteralRegistry("file:///", LocalStore("/"))
+    base = f"{scheme}://{bucket}"
+    return _LiteralRegistry(base + "/", store_for(base, storage))
+
+
+class _LiteralRegistry(ObjectStoreRegistry):  # type: ignore[type-arg]
+    """Resolves the reference URLs under one root to the objects they name, escapes decoded.
+
+    VirtualiZarr's own registry uses URL paths as object names (``a%2520b.nc`` stays so) and
+    cuts them at ``#`` and ``?``, while Icechunk decodes them when it reads the references.
+    The root itself resolves to the plain store (a Zarr store's root, which zarr-python reads
+    through obstore's functions); URLs under it to a view that decodes the names it is given.
+    """
+
+    def __init__(self, root_url: str, store: Any) -> None:
+        super().__init__({root_url: store})
+        self._root_url = root_url.rstrip("/")
+        self._store = store
+        root_path = urlparse(self._root_url).path
+        self._view = _DecodingStore(store, prefix=root_path if root_path.strip("/") else "")
+
+    def resolve(self, url: str) -> tuple[Any, str]:
+        if url.rstrip("/") == self._root_url:
+            return self._store, ""
+        if not url.startswith(self._root_url + "/"):
+            raise ValueError(f"{url!r} is outside {self._root_url!r}")
+        return self._view, url[len(self._root_url) :].lstrip("/")
+
+
+class _DecodingStore:
+    """The reads of an obstore store (the methods VirtualiZarr's readers call), taking
+    percent-encoded object names. ``prefix`` is the encoded path of the store's root: VirtualiZarr
+    strips it from the URL paths it reads."""
+
+    def __init__(self, store: Any, *, prefix: str) -> None:
+        self._store = store
+        self.prefix = prefix
+
+    def head(self, path: str, *args: Any, **kwargs: Any) -> Any:
+        return self._store.head(unquote(path), *args, **kwargs)
+
+    async def head_async(self, path: str, *args: Any, **kwargs: Any) -> Any:
+        return await self._store.head_async(unquote(path), *args, **kwargs)
+
+    def get(self, path: str, *args: Any, **kwargs: Any) -> Any:
+        return self._store.get(unquote(path), *args, **kwargs)
+
+    async def get_async(self, path: str, *args: Any, **kwargs: Any) -> Any:
+        return await self._store.get_async(unquote(path), *args, **kwargs)
+
+    def get_range(self, path: str, *args: Any, **kwargs: Any) -> Any:
+        return self._store.get_range(unquote(path), *args, **kwargs)
+
+    async def get_range_async(self, path: str, *args: Any, **kwargs: Any) -> Any:
+        return await self._store.get_range_async(unquote(path), *args, **kwargs)
+
+    def get_ranges(self, path: str, *args: Any, **kwargs: Any) -> Any:
+        return self._store.get_ranges(unquote(path), *args, **kwargs)
+
+    async def get_ranges_async(self, path: str, *args: Any, **kwargs: Any) -> Any:
+        return await self._store.get_ranges_async(unquote(path), *args, **kwargs)
 
 
 def is_not_found(exc: BaseException) -> bool:
@@ -259,7 +327,7 @@ def _parsed_netcdf3(url: str, storage: StorageOptions | None) -> Any:
     # One header parse per file and process, however many tasks unpickle the view.
     from virtualizarr.parsers import NetCDF3Parser
 
-    return NetCDF3Parser()(url=url, registry=registry_for(url, storage))
+    return NetCDF3Parser()(url=reference_url(url), registry=registry_for(url, storage))
 
 
 class _NetCDF3Store(WrapperStore):  # type: ignore[type-arg]

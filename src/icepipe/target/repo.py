@@ -275,13 +275,25 @@ def commit_lock(repo: str) -> Iterator[None]:
 
 
 def container_prefixes(urls: Iterable[str]) -> list[str]:
-    """The minimal set of virtual chunk container prefixes covering ``urls`` (their folders)."""
-    folders = sorted({u.rsplit("/", 1)[0] + "/" for u in urls})
+    """The minimal set of virtual chunk container prefixes covering ``urls`` (their folders).
+
+    ``urls`` are reference URLs (:func:`~icepipe.storage.reference_url`). Icechunk matches a
+    prefix holding percent-escapes against nothing when it reads (its writes accept it), so a
+    folder whose name needed escaping is covered by the nearest folder above it that did not.
+    """
+    folders = sorted({_plain_folder(u) for u in urls})
     out: list[str] = []
     for folder in folders:
         if not any(folder.startswith(p) for p in out):
             out.append(folder)
     return out
+
+
+def _plain_folder(url: str) -> str:
+    folder = url.rsplit("/", 1)[0] + "/"
+    if "%" in folder:
+        folder = folder[: folder.rindex("/", 0, folder.index("%")) + 1]
+    return folder
 
 
 def _container(prefix: str, source: StorageOptions | None = None) -> icechunk.VirtualChunkContainer:
