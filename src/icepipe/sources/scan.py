@@ -18,6 +18,7 @@ import numpy as np
 import obstore
 import xarray as xr
 
+from icepipe.cf import effective_time_encoding
 from icepipe.errors import ConfigError, IcepipeError, SourceError, short_message
 from icepipe.model import FileSchema, SourceFile, VariableSchema
 from icepipe.sources.hooks import apply_preprocess
@@ -559,19 +560,19 @@ def schema_of(
 ) -> FileSchema:
     """Summarise a (virtual) dataset into the picklable schema that planning compares."""
     variables: dict[str, VariableSchema] = {}
-    # CF bounds variables have no units of their own: they are in their parent's encoding.
-    parent_of = {str(v.attrs["bounds"]): v for v in ds.variables.values() if "bounds" in v.attrs}
+    # CF bounds usually have no units of their own: compare them in their parent's encoding,
+    # by the rule the repository side applies too (they are stored as the file has them).
+    encodings = effective_time_encoding({str(k): v.attrs for k, v in ds.variables.items()})
     for name, var in ds.variables.items():
-        parent = parent_of.get(str(name))
-        units_from = var.attrs if "units" in var.attrs or parent is None else parent.attrs
+        units, calendar = encodings[str(name)]
         chunks = tuple(int(c) for c in var.data.metadata.chunks) if _is_virtual(var) else None
         variables[str(name)] = VariableSchema(
             dims=tuple(str(d) for d in var.dims),
             shape=tuple(int(s) for s in var.shape),
             dtype=str(var.dtype),
             chunks=chunks,
-            attrs_units=_str_attr(units_from, "units"),
-            attrs_calendar=_str_attr(units_from, "calendar"),
+            attrs_units=units,
+            attrs_calendar=calendar,
         )
     concat_values: tuple[float, ...] | None = None
     units = calendar = None

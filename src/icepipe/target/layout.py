@@ -33,14 +33,27 @@ def native_encoding(
 ) -> dict[str, dict[str, Any]]:
     """Encoding for every variable of ``ds`` as first written: chunks, shards, compressors.
 
-    Source encodings (netCDF chunk sizes, zlib flags, ...) are dropped; dtype, ``_FillValue``,
-    ``scale_factor``/``add_offset`` and time ``units``/``calendar`` are kept so values round-trip.
+    Source encodings (netCDF chunk sizes, zlib flags, ...) are dropped; the CF encoding is kept
+    as the source has it, so that the stored data decode as the source files do: dtype,
+    ``_FillValue`` and ``missing_value`` (each only where the source has it: no fill value is
+    added to variables without one), ``scale_factor``/``add_offset`` and time
+    ``units``/``calendar``.
     """
     codec = compressor(compression)
-    keep = ("dtype", "_FillValue", "scale_factor", "add_offset", "units", "calendar")
+    keep = (
+        "dtype",
+        "_FillValue",
+        "missing_value",
+        "scale_factor",
+        "add_offset",
+        "units",
+        "calendar",
+    )
     out: dict[str, dict[str, Any]] = {}
     for name, var in ds.variables.items():
         enc: dict[str, Any] = {k: v for k, v in var.encoding.items() if k in keep}
+        if "_FillValue" not in enc and "_FillValue" not in var.attrs:
+            enc["_FillValue"] = None  # xarray would add NaN to floats the source has unmasked
         if var.ndim:
             enc["chunks"] = tuple(
                 chunk_len.get(str(d), n) for d, n in zip(var.dims, var.shape, strict=True)
