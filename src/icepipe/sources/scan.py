@@ -18,7 +18,7 @@ import numpy as np
 import obstore
 import xarray as xr
 
-from icepipe.cf import effective_time_encoding
+from icepipe.cf import effective_time_encoding, is_time_units
 from icepipe.errors import ConfigError, IcepipeError, SourceError, short_message
 from icepipe.model import FileSchema, SourceFile, VariableSchema
 from icepipe.sources.hooks import apply_preprocess
@@ -488,11 +488,19 @@ def _open_grib(source: SourceFile, o: ScanOptions) -> list[_Opened]:
 def _open_virtual(url: str, fmt: str, registry: Any, order_by: str | None) -> xr.Dataset:
     manifest_store = _parser(fmt)(url=url, registry=registry)
     ds = manifest_store.to_virtual_dataset(decode_times=False)
-    if order_by is not None and order_by in ds.variables and _is_virtual(ds[order_by].variable):
-        # The ordering variable must be read; keep the default (index) coordinates loaded.
+    # Read too: the ordering variable, and the bounds of loaded time coordinates (a few
+    # numbers per step), so that a time encoding drifting between files is converted in them
+    # as in their coordinate instead of refusing the file.
+    extra = [order_by] if order_by is not None and order_by in ds.variables else []
+    for var in list(ds.variables.values()):
+        if not _is_virtual(var) and is_time_units(var.attrs.get("units")):
+            extra += [str(var.attrs[k]) for k in ("bounds", "climatology") if k in var.attrs]
+    extra = [n for n in dict.fromkeys(extra) if n in ds.variables and _is_virtual(ds[n].variable)]
+    if extra:
+        # Keep the default (index) coordinates loaded.
         loaded = [str(k) for k, v in ds.variables.items() if not _is_virtual(v)]
         ds = manifest_store.to_virtual_dataset(
-            loadable_variables=[*loaded, order_by], decode_times=False
+            loadable_variables=[*loaded, *extra], decode_times=False
         )
     ds.encoding["source"] = url
     # Loaded coordinates are lazily indexed: read them now, on the worker, so that the
@@ -500,6 +508,9 @@ def _open_virtual(url: str, fmt: str, registry: Any, order_by: str | None) -> xr
     for var in ds.variables.values():
         if not _is_virtual(var):
             var.load()
+            if "_FillValue" not in var.encoding and "_FillValue" not in var.attrs:
+                # Stored as the source has it: xarray would give floats a NaN fill value.
+                var.encoding["_FillValue"] = None
     out: xr.Dataset = ds
     return out
 
