@@ -99,3 +99,80 @@ def test_cmip6_series_appends_night_after_night(tmp_path: Path, client: Any, mod
     # Bounds are stored as the files have them: without units, decoded through time's.
     assert "units" not in nightly.time_bnds.attrs
     assert nightly.time_bnds.dtype.kind == "M"
+
+
+def _old_layout(folder: Path, files: Sequence[Path], mode: str) -> Path:
+    """A repository as icepipe 0.x (before bounds were compared in their parent's encoding)
+    stored a first ingest of ``files``, built here without icepipe's writer: bounds without
+    units (virtual: as references), coordinates with a NaN ``_FillValue`` the files lack,
+    native data without ``missing_value``; the ledger in the commit metadata."""
+    from virtualizarr.parsers import HDFParser
+
+    from icepipe.sources.listing import list_sources
+    from icepipe.sources.stores import registry_for
+
+    listed = list_sources([f"file://{f}" for f in files], is_glob=False)
+    path = folder / "repo-cf"
+    repo = target.open_repo(
+        str(path), create=True, containers=target.container_prefixes(f.url for f in listed)
+    )
+    session = repo.writable_session("main")
+    if mode == "virtual":
+        parts = [
+            HDFParser()(url=f.url, registry=registry_for(f.url))
+            .to_virtual_dataset(decode_times=False)
+            .load()
+            for f in listed
+        ]
+        combined = xr.concat(
+            parts,
+            dim="time",
+            data_vars="minimal",
+            coords="minimal",
+            compat="override",
+            combine_attrs="override",
+            join="override",
+        )
+        combined.vz.to_icechunk(session.store)
+        assert "ManifestArray" in type(parts[0].time_bnds.data).__name__
+    else:
+        ds = xr.open_mfdataset(
+            list(files),
+            combine="nested",
+            concat_dim="time",
+            data_vars="minimal",
+            coords="minimal",
+            compat="override",
+            decode_times=False,
+        ).load()
+        for var in ds.variables.values():
+            var.encoding = {k: v for k, v in var.encoding.items() if k != "missing_value"}
+            var.attrs.pop("missing_value", None)
+        encoding = {str(n): {"chunks": v.shape} for n, v in ds.variables.items()}
+        ds.to_zarr(session.store, zarr_format=3, consolidated=False, encoding=encoding)
+    length = 12
+    records = [
+        {**f.identity(), "start": i * length, "length": length} for i, f in enumerate(listed)
+    ]
+    session.commit(
+        "first ingest by an older icepipe",
+        metadata={target.METADATA_KEY: {"group": "", "files": records, "mode": mode}},
+    )
+    return path
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_append_into_repository_written_before_the_fix(
+    tmp_path: Path, client: Any, mode: str
+) -> None:
+    files = write_cf_series(tmp_path / "src", 4)
+    path = _old_layout(tmp_path, files[:2], mode)
+    g = zarr.open_group(target.open_repo(str(path)).readonly_session("main").store, mode="r")
+    assert "units" not in g["time_bnds"].attrs  # what made every later append fail
+    stored = ingest(tmp_path, [files], client=client, mode=mode)
+    expected = mfdataset(files)
+    # The same decoded values and attributes; the bounds still inherit time's units.
+    xr.testing.assert_identical(stored, expected)
+    g = zarr.open_group(target.open_repo(str(path)).readonly_session("main").store, mode="r")
+    assert "units" not in g["time_bnds"].attrs
+    assert g["time"].attrs["units"] == "days since 1850-01-01 00:00:00"
