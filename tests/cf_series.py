@@ -28,7 +28,8 @@ class FileSpec:
     bounds: str | None = "bounds"
     #: Units on the bounds variable (CMIP6 writes none: they inherit the coordinate's).
     bounds_units: bool = False
-    #: Pack the data as int16 with this (scale_factor, add_offset).
+    #: Pack the data as int16 with this (scale_factor, add_offset), float32 attributes (give
+    #: int16 fill values then).
     packing: tuple[float, float] | None = None
     fill_value: float | None = 1e20
     missing_value: float | None = 1e20
@@ -44,7 +45,7 @@ def write_cf_series(
     folder: Path,
     n_files: int,
     *,
-    spec: FileSpec | Callable[[int], FileSpec] = FileSpec(),
+    spec: FileSpec | Callable[[int], FileSpec] | None = None,
     months: int = 12,
     first_year: int = 1850,
     ny: int = 2,
@@ -56,7 +57,7 @@ def write_cf_series(
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
     for i in range(n_files):
-        s = spec(i) if callable(spec) else spec
+        s = spec(i) if callable(spec) else spec or FileSpec()
         year = first_year + i
         path = folder / f"tas_Amon_MODEL_historical_r1i1p1f1_gn_{year}01-{year}12.nc"
         with netCDF4.Dataset(path, "w", format=fmt) as nc:
@@ -120,13 +121,13 @@ def _write_year(nc: Any, s: FileSpec, year: int, months: int, ny: int, nx: int, 
         raw = values
     fill = None
     if s.fill_value is not None:
-        fill = np.array(s.fill_value if not s.packing else -32767).astype(dtype)
+        fill = np.array(s.fill_value).astype(dtype)
     v = nc.createVariable(
         "tas", dtype, ("time", "lat", "lon"), fill_value=fill, zlib=True, chunksizes=(1, ny, nx)
     )
     v.set_auto_maskandscale(False)
     if s.missing_value is not None:
-        v.missing_value = np.array(s.missing_value if not s.packing else -32766).astype(dtype)
+        v.missing_value = np.array(s.missing_value).astype(dtype)
     if s.packing:
         v.scale_factor = np.float32(s.packing[0])
         v.add_offset = np.float32(s.packing[1])
@@ -143,9 +144,7 @@ def _write_year(nc: Any, s: FileSpec, year: int, months: int, ny: int, nx: int, 
         if kind == "char":
             nc.createDimension("nchar", 4)
             c = nc.createVariable(name, "S1", ("time", "nchar"))
-            c[:] = netCDF4.stringtochar(
-                np.array([f"m{m:02d}" for m in range(months)], dtype="S4")
-            )
+            c[:] = netCDF4.stringtochar(np.array([f"m{m:02d}" for m in range(months)], dtype="S4"))
         elif kind == "string":
             c = nc.createVariable(name, str, ("time",))
             for m in range(months):

@@ -582,7 +582,9 @@ def _write(pipeline: Pipeline, session: Any, part: _Part) -> dict[str, Any]:
     encoding = target.native_encoding(
         ds, chunk_len, shard_len=task_len if native.shards else None, compression=native.compression
     )
-    write_dataset(session, ds.chunk(task_len), group=group, mode="w-", encoding=encoding)
+    # Decoding may remove dimensions the scan saw (the string length of char arrays).
+    tasks = {d: n for d, n in task_len.items() if d in ds.dims}
+    write_dataset(session, ds.chunk(tasks), group=group, mode="w-", encoding=encoding)
     return {
         "chunks": chunk_len,
         "shards": task_len if native.shards else None,

@@ -77,11 +77,15 @@ def _open_one(
             ds = xr.open_dataset(
                 source,
                 engine=engine,
-                chunks=dict(chunks or {}),
+                # Chunked below: decoding removes dimensions the grid may name (the string
+                # length of netCDF char arrays), which xarray refuses as chunk keys.
+                chunks=None if chunks else {},
                 decode_times=False,
                 cache=False,
                 **kwargs,
             )
+            if chunks:
+                ds = ds.chunk({d: n for d, n in chunks.items() if d in ds.dims})
     except IcepipeError:
         raise
     except Exception as exc:

@@ -373,6 +373,8 @@ def _finish(source: SourceFile, opened: _Opened, o: ScanOptions) -> ScannedFile:
             url=url,
         )
     schema = schema_of(ds, url, opened.format, o.concat_dim, order_by=o.order_by)
+    if o.mode == "native":
+        schema = _joined_characters(schema)
     if native:
         schema = dataclasses.replace(schema, variables={**schema.variables, **native})
     # In native mode every variable is read natively anyway: nothing falls back.
@@ -488,10 +490,13 @@ def _open_grib(source: SourceFile, o: ScanOptions) -> list[_Opened]:
 def _open_virtual(url: str, fmt: str, registry: Any, order_by: str | None) -> xr.Dataset:
     manifest_store = _parser(fmt)(url=url, registry=registry)
     ds = manifest_store.to_virtual_dataset(decode_times=False)
-    # Read too: the ordering variable, and the bounds of loaded time coordinates (a few
+    # Read too: the ordering variable, the bounds of loaded time coordinates (a few
     # numbers per step), so that a time encoding drifting between files is converted in them
     # as in their coordinate instead of refusing the file.
+    # Scalars too (a height coordinate): one number, and VirtualiZarr cannot append next to
+    # a stored scalar reference (it compares dimension names () with None).
     extra = [order_by] if order_by is not None and order_by in ds.variables else []
+    extra += [str(k) for k, v in ds.variables.items() if v.ndim == 0]
     for var in list(ds.variables.values()):
         if not _is_virtual(var) and is_time_units(var.attrs.get("units")):
             extra += [str(var.attrs[k]) for k in ("bounds", "climatology") if k in var.attrs]
@@ -606,6 +611,26 @@ def schema_of(
         concat_units=units,
         concat_calendar=calendar,
     )
+
+
+def _joined_characters(schema: FileSchema) -> FileSchema:
+    """The schema as native ingests store the file: netCDF char arrays ``(..., strlen)`` of
+    ``S1`` joined into fixed-length strings ``(...)`` of ``S<strlen>``, as xarray decodes them
+    (its Zarr writer stores them so, and compares appends with them so)."""
+    variables = {}
+    for name, v in schema.variables.items():
+        if v.dtype == "|S1" and v.dims:
+            v = dataclasses.replace(
+                v,
+                dims=v.dims[:-1],
+                shape=v.shape[:-1],
+                dtype=f"|S{v.shape[-1]}",
+                chunks=None if v.chunks is None else v.chunks[:-1],
+            )
+        variables[name] = v
+    used = {d for v in variables.values() for d in v.dims}
+    dims = {d: n for d, n in schema.dims.items() if d in used}
+    return dataclasses.replace(schema, variables=variables, dims=dims)
 
 
 def _str_attr(attrs: Mapping[Any, Any], key: str) -> str | None:
