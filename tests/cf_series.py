@@ -24,6 +24,8 @@ class FileSpec:
     #: Calendar on the bounds variable too (CF allows it only on the coordinate).
     bounds_calendar: bool = False
     time_dtype: str = "f8"
+    #: Times at mid-month (else at the start of each month, whole days).
+    midpoints: bool = True
     #: ``bounds``: CF cell bounds; ``climatology``: climatology bounds; ``None``: none.
     bounds: str | None = "bounds"
     #: Units on the bounds variable (CMIP6 writes none: they inherit the coordinate's).
@@ -90,8 +92,8 @@ def _write_year(nc: Any, s: FileSpec, year: int, months: int, ny: int, nx: int, 
             for m in range(months + 1)
         ]
     )
-    if s.time_dtype.startswith("i"):
-        t[:] = edges[:-1]  # integer times: the start of each month, exact
+    if s.time_dtype.startswith("i") or not s.midpoints:
+        t[:] = edges[:-1]
     else:
         t[:] = (edges[:-1] + edges[1:]) / 2
     if s.bounds:

@@ -14,17 +14,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import icechunk
 import numpy as np
 import pytest
 import xarray as xr
+import yaml
 import zarr
 
 import icepipe
 from icepipe import target
 from icepipe.errors import SchemaMismatchError, SourceError
 from tests.cf_series import FileSpec, specs, split_runs, write_cf_series
-from tests.conftest import write_pipeline
 
 MODES = ["virtual", "native"]
 #: The CF encoding that decides how stored values decode.
@@ -51,21 +50,17 @@ def ingest(
     client: Any,
     mode: str,
     name: str = "cf",
-    extra: str = "",
+    source: dict[str, Any] | None = None,
 ) -> xr.Dataset:
     """Run one pipeline once per entry of ``runs`` (the files listed that night); return what
-    the repository holds."""
+    the repository holds. ``source``: more keys of the pipeline's ``source`` section."""
+    doc: dict[str, Any] = {"name": name, "mode": mode, "target": {"repo": f"repo-{name}"}}
     if mode == "native":
-        extra += "mode: native\nchunks: {time: 12}\n"
+        doc["chunks"] = {"time": 12}
     for files in runs:
-        spec = write_pipeline(
-            folder,
-            name=name,
-            urls=[str(f) for f in files],
-            repo=f"repo-{name}",
-            group=None,
-            extra=extra,
-        )
+        doc["source"] = {"urls": [str(f) for f in files], "concat_dim": "time", **(source or {})}
+        spec = folder / f"{name}.yaml"
+        spec.write_text(yaml.safe_dump(doc, sort_keys=False))
         icepipe.run(icepipe.load_pipeline(spec), client=client)
     return icepipe.open_dataset(str(folder / f"repo-{name}")).load()
 
@@ -249,3 +244,95 @@ def test_netcdf3_char_array(tmp_path: Path, client: Any, mode: str) -> None:
     stored = ingest(tmp_path, split_runs(files, [2]), client=client, mode=mode)
     assert_like_mfdataset(stored, mfdataset(files))
     assert stored.label.values[0] == b"m00"
+
+
+# ----------------------------------------------------------------------------------------------
+# Encodings that drift between files
+# ----------------------------------------------------------------------------------------------
+
+DRIFTS = {
+    # The epoch of the time units changes (bounds without units follow their coordinate).
+    "epoch": specs(FileSpec(), FileSpec(units="days since 1851-01-01 00:00:00")),
+    # int32 times in the first files, float64 in the next (same units).
+    "int32-then-float64": specs(
+        FileSpec(time_dtype="i4"), FileSpec(time_dtype="i4"), FileSpec(midpoints=False)
+    ),
+    # Climatology bounds without units, noleap, epoch changing: converted with their coordinate.
+    "climatology-epoch": specs(
+        FileSpec(calendar="noleap", bounds="climatology"),
+        FileSpec(calendar="noleap", bounds="climatology", units="hours since 1851-01-01"),
+    ),
+}
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("case", list(DRIFTS))
+def test_time_encoding_drift_is_converted_to_the_stored_one(
+    tmp_path: Path, client: Any, case: str, mode: str
+) -> None:
+    files = write_cf_series(tmp_path / "src", 3, spec=DRIFTS[case], months=4)
+    stored = ingest(tmp_path, split_runs(files, [1]), client=client, mode=mode)
+    expected = mfdataset(files)
+    if case == "climatology-epoch":
+        # xarray leaves climatology bounds undecoded, so open_mfdataset mixes two epochs;
+        # icepipe converts them with their coordinate (CF): in the first file's units.
+        first = xr.open_dataset(files[0], decode_times=False)
+        later = xr.open_dataset(files[1], decode_times=False)
+        np.testing.assert_array_equal(stored.climatology_bnds.values[:4], first.climatology_bnds)
+        np.testing.assert_allclose(
+            stored.climatology_bnds.values[4:8], later.climatology_bnds / 24 + 365
+        )
+        stored, expected = stored.drop_vars("climatology_bnds"), expected.drop_vars(
+            "climatology_bnds"
+        )
+    assert_like_mfdataset(stored, expected)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_other_packing_in_a_later_file_is_refused(tmp_path: Path, client: Any, mode: str) -> None:
+    first = FileSpec(packing=(0.01, 250.0), fill_value=-32767, missing_value=-32767)
+    later = FileSpec(packing=(0.02, 250.0), fill_value=-32767, missing_value=-32767)
+    files = write_cf_series(tmp_path / "src", 3, spec=specs(first, first, later), months=4)
+    ingest(tmp_path, [files[:2]], client=client, mode=mode)
+    with pytest.raises(SchemaMismatchError) as caught:
+        ingest(tmp_path, [files], client=client, mode=mode)
+    message = str(caught.value)
+    assert files[2].name in message and "scale_factor" in message
+    assert "source.drop_variables" in message
+    # Nothing of that run was stored; the first two files still read back as before.
+    stored = icepipe.open_dataset(str(tmp_path / "repo-cf")).load()
+    assert stored.sizes["time"] == 8
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_other_fill_values_in_a_later_file(tmp_path: Path, client: Any, mode: str) -> None:
+    later = FileSpec(fill_value=-999.0, missing_value=-999.0)
+    files = write_cf_series(tmp_path / "src", 3, spec=specs(FileSpec(), later), months=4)
+    runs = split_runs(files, [1])
+    if mode == "virtual":
+        # References keep the raw -999, which the stored _FillValue 1e20 would not mask.
+        with pytest.raises(SchemaMismatchError) as caught:
+            ingest(tmp_path, runs, client=client, mode=mode)
+        assert files[1].name in str(caught.value) and "mode: native" in str(caught.value)
+        return
+    stored = ingest(tmp_path, runs, client=client, mode=mode)
+    # Masked values of every file are re-encoded with the stored fill value: same decoded data.
+    expected = mfdataset(files)
+    xr.testing.assert_identical(stored, expected)
+    assert float(stored.tas.encoding["_FillValue"]) == np.float32(1e20)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_variable_missing_from_some_files(tmp_path: Path, client: Any, mode: str) -> None:
+    with_orog = FileSpec(extra={"orog": "static"})
+    files = write_cf_series(tmp_path / "src", 3, spec=specs(FileSpec(), with_orog), months=4)
+    with pytest.raises(SchemaMismatchError) as caught:
+        ingest(tmp_path, [files], client=client, mode=mode)
+    message = str(caught.value)
+    assert "orog" in message and "source.drop_variables" in message
+    assert files[1].name in message or files[2].name in message
+    stored = ingest(
+        tmp_path, [files], client=client, mode=mode, source={"drop_variables": ["orog"]}
+    )
+    assert "orog" not in stored.variables
+    xr.testing.assert_identical(stored, mfdataset(files).drop_vars("orog"))

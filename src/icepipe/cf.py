@@ -14,7 +14,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["effective_time_encoding", "is_time_units"]
+import numpy as np
+
+__all__ = ["PACKING_KEYS", "effective_time_encoding", "is_time_units", "packing_of"]
+
+#: The attributes that decide how a variable's raw values decode (masking, unpacking).
+PACKING_KEYS = ("_FillValue", "missing_value", "scale_factor", "add_offset")
 
 
 def is_time_units(units: object) -> bool:
@@ -60,3 +65,39 @@ def effective_time_encoding(
 
 def _text(value: object) -> str | None:
     return str(value) if value is not None else None
+
+
+def packing_of(attrs: Mapping[str, Any], dtype: str) -> tuple[tuple[str, float | str], ...]:
+    """The :data:`PACKING_KEYS` of ``attrs`` as comparable values, sorted by key.
+
+    Zarr stores a float ``_FillValue`` as the base64 of its bytes (VirtualiZarr and xarray
+    both write it so): decoded here with ``dtype``, so that a source file and a repository
+    compare by value. Values that are not numbers are compared as text.
+    """
+    out: list[tuple[str, float | str]] = []
+    for key in PACKING_KEYS:
+        if key not in attrs:
+            continue
+        out.append((key, _number(attrs[key], dtype)))
+    return tuple(out)
+
+
+def _number(value: Any, dtype: str) -> float | str:
+    if isinstance(value, str):
+        import base64
+        import binascii
+
+        try:
+            raw = base64.b64decode(value, validate=True)
+            kind = np.dtype(dtype)
+            if len(raw) == kind.itemsize and kind.kind in "iuf":
+                value = np.frombuffer(raw, dtype=kind)[0]
+            else:
+                return value
+        except (binascii.Error, ValueError, TypeError):
+            return value
+    try:
+        number = np.asarray(value).ravel()
+        return float(number[0]) if number.size == 1 else str(number.tolist())
+    except (TypeError, ValueError):
+        return str(value)

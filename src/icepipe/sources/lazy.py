@@ -97,7 +97,7 @@ def _open_one(
     if variables is not None:
         ds = ds[list(dict.fromkeys([*variables, *(k for k in keep if k in ds.variables)]))]
     if drop_variables:
-        ds = ds.drop_vars(list(drop_variables))
+        ds = ds.drop_vars([v for v in drop_variables if v in ds.variables])
     return apply_preprocess(ds, preprocess, search_path, url)
 
 

@@ -18,7 +18,7 @@ import numpy as np
 import obstore
 import xarray as xr
 
-from icepipe.cf import effective_time_encoding, is_time_units
+from icepipe.cf import effective_time_encoding, is_time_units, packing_of
 from icepipe.errors import ConfigError, IcepipeError, SourceError, short_message
 from icepipe.model import FileSchema, SourceFile, VariableSchema
 from icepipe.sources.hooks import apply_preprocess
@@ -347,8 +347,7 @@ def _finish(source: SourceFile, opened: _Opened, o: ScanOptions) -> ScannedFile:
     # Selection applies to the variables read natively (or refused and dropped) as to the
     # virtual ones; _select sees only the latter.
     elsewhere = opened.elsewhere
-    wanted = tuple(o.variables or ()) + tuple(o.drop_variables)
-    if any(v not in ds.variables and v not in elsewhere for v in wanted):
+    if any(v not in ds.variables and v not in elsewhere for v in o.variables or ()):
         _select(ds, where, o.variables, o.drop_variables, keep=())  # raises, naming them
     variables = None if o.variables is None else tuple(v for v in o.variables if v not in elsewhere)
     drop = tuple(v for v in o.drop_variables if v not in elsewhere)
@@ -528,20 +527,23 @@ def _select(
     *,
     keep: tuple[str, ...],
 ) -> xr.Dataset:
-    """Apply ``source.variables`` / ``source.drop_variables``."""
-    wanted = tuple(variables or ()) + tuple(drop_variables)
-    missing = [v for v in wanted if v not in ds.variables]
+    """Apply ``source.variables`` / ``source.drop_variables``.
+
+    A name of ``drop_variables`` the file lacks is fine: dropping a variable only some files
+    have is how such series are ingested.
+    """
+    missing = [v for v in variables or () if v not in ds.variables]
     if missing:
         raise SourceError(
-            f"{url}: has no variable(s) {', '.join(missing)} named in source.variables / "
-            f"source.drop_variables; variables: {', '.join(map(str, ds.variables))}",
+            f"{url}: has no variable(s) {', '.join(missing)} named in source.variables; "
+            f"variables: {', '.join(map(str, ds.variables))}",
             url=url,
         )
     if variables is not None:
         names = [v for v in (*variables, *keep) if v in ds.variables]
         ds = ds[list(dict.fromkeys(names))]
     if drop_variables:
-        ds = ds.drop_vars(list(drop_variables))
+        ds = ds.drop_vars([v for v in drop_variables if v in ds.variables])
     return ds
 
 
@@ -589,6 +591,7 @@ def schema_of(
             chunks=chunks,
             attrs_units=units,
             attrs_calendar=calendar,
+            packing=packing_of(var.attrs, str(var.dtype)),
         )
     concat_values: tuple[float, ...] | None = None
     units = calendar = None

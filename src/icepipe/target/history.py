@@ -12,7 +12,7 @@ import icechunk
 import numpy as np
 import zarr
 
-from icepipe.cf import effective_time_encoding
+from icepipe.cf import effective_time_encoding, packing_of
 from icepipe.errors import ConfigError, StorageError
 from icepipe.model import TargetSchema, VariableSchema
 
@@ -186,15 +186,15 @@ def read_target_schema(
         arr_dims = tuple(str(d) for d in names)
         for d, n in zip(arr_dims, arr.shape, strict=False):
             dims[d] = int(n)
+        dtype = arr.dtype.to_native_dtype() if hasattr(arr.dtype, "to_native_dtype") else arr.dtype
         variables[name] = VariableSchema(
             dims=arr_dims,
             shape=tuple(int(s) for s in arr.shape),
-            dtype=str(arr.dtype.to_native_dtype())
-            if hasattr(arr.dtype, "to_native_dtype")
-            else str(arr.dtype),
+            dtype=str(dtype),
             chunks=tuple(int(c) for c in arr.chunks),
             attrs_units=encodings[name][0],
             attrs_calendar=encodings[name][1],
+            packing=packing_of(arr.attrs, str(dtype)),
         )
         if name == (order_by or concat_dim) and arr_dims == (concat_dim,) and arr.shape[0] > 0:
             values = np.asarray(arr[:])
