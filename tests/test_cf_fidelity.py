@@ -282,8 +282,9 @@ def test_time_encoding_drift_is_converted_to_the_stored_one(
         np.testing.assert_allclose(
             stored.climatology_bnds.values[4:8], later.climatology_bnds / 24 + 365
         )
-        stored, expected = stored.drop_vars("climatology_bnds"), expected.drop_vars(
-            "climatology_bnds"
+        stored, expected = (
+            stored.drop_vars("climatology_bnds"),
+            expected.drop_vars("climatology_bnds"),
         )
     assert_like_mfdataset(stored, expected)
 
@@ -336,3 +337,21 @@ def test_variable_missing_from_some_files(tmp_path: Path, client: Any, mode: str
     )
     assert "orog" not in stored.variables
     xr.testing.assert_identical(stored, mfdataset(files).drop_vars("orog"))
+
+
+# ----------------------------------------------------------------------------------------------
+# netCDF4 groups: source.group picks one
+# ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_source_group_picks_a_netcdf4_group(tmp_path: Path, client: Any, mode: str) -> None:
+    files = write_cf_series(tmp_path / "src", 3, spec=FileSpec(group="atmos/monthly"), months=4)
+    runs = split_runs(files, [2])
+    stored = ingest(tmp_path, runs, client=client, mode=mode, source={"group": "atmos/monthly"})
+    assert_like_mfdataset(stored, mfdataset(files, group="atmos/monthly"))
+    with pytest.raises(SourceError) as caught:
+        ingest(tmp_path, [files], client=client, mode=mode, name="bad", source={"group": "ocean"})
+    message = str(caught.value)
+    assert files[0].name in message and "'ocean'" in message and "atmos/monthly" in message
+    assert not (tmp_path / "repo-bad").exists()

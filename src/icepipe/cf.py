@@ -71,8 +71,8 @@ def packing_of(attrs: Mapping[str, Any], dtype: str) -> tuple[tuple[str, float |
     """The :data:`PACKING_KEYS` of ``attrs`` as comparable values, sorted by key.
 
     Zarr stores a float ``_FillValue`` as the base64 of its bytes (VirtualiZarr and xarray
-    both write it so): decoded here with ``dtype``, so that a source file and a repository
-    compare by value. Values that are not numbers are compared as text.
+    both write it so): decoded here (for float ``dtype``), so that a source file and a
+    repository compare by value. Values that are not numbers are compared as text.
     """
     out: list[tuple[str, float | str]] = []
     for key in PACKING_KEYS:
@@ -84,20 +84,25 @@ def packing_of(attrs: Mapping[str, Any], dtype: str) -> tuple[tuple[str, float |
 
 def _number(value: Any, dtype: str) -> float | str:
     if isinstance(value, str):
+        text: str = value
+        if text in ("NaN", "Infinity", "-Infinity"):  # Zarr v3's JSON for these floats
+            return float(text.replace("inity", ""))
         import base64
         import binascii
 
         try:
-            raw = base64.b64decode(value, validate=True)
-            kind = np.dtype(dtype)
-            if len(raw) == kind.itemsize and kind.kind in "iuf":
-                value = np.frombuffer(raw, dtype=kind)[0]
-            else:
-                return value
-        except (binascii.Error, ValueError, TypeError):
-            return value
+            raw = base64.b64decode(text, validate=True)
+        except (binascii.Error, ValueError):
+            return text
+        # Written as float64 bytes for float32 variables too: the length tells.
+        floats: dict[int, np.dtype[Any]] = {4: np.dtype("<f4"), 8: np.dtype("<f8")}
+        if np.dtype(dtype).kind != "f" or len(raw) not in floats:
+            return text
+        value = np.frombuffer(raw, dtype=floats[len(raw)])[0]
     try:
         number = np.asarray(value).ravel()
-        return float(number[0]) if number.size == 1 else str(number.tolist())
     except (TypeError, ValueError):
         return str(value)
+    if number.size != 1 or number.dtype.kind not in "iufb":
+        return str(value)
+    return float(number[0])

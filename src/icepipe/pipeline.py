@@ -488,6 +488,7 @@ def _scan(
         grib_cube=src.grib_cube,
         grib_cubes=src.grib_cubes,
         mode=pipeline.mode,
+        group=src.group,
     )
     done, crashed = execute.run_tasks_collect(
         client,
@@ -689,6 +690,7 @@ def _open_native(
         conversions=conversions,
         storage=src.storage,
         chunks=chunks,
+        group=src.group,
     )
     return sources.sanitize_attrs(ds)
 

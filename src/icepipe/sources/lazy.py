@@ -40,6 +40,7 @@ def _open_one(
     search_path: str | None,
     storage: StorageOptions | None = None,
     chunks: Mapping[str, int] | None = None,
+    group: str | None = None,
 ) -> xr.Dataset:
     if fmt.startswith("grib:"):
         from icepipe.sources.grib import encode_times, open_grib_native
@@ -58,12 +59,12 @@ def _open_one(
     # carries them to the workers holds no credentials, each worker resolves its own.
     source: Any = url.removeprefix("file://")
     engine = ENGINES[fmt]
-    kwargs: dict[str, Any] = {}
+    kwargs: dict[str, Any] = {"group": group} if group else {}
     if remote:
         engine = REMOTE_ENGINES[fmt]
         if fmt == "netcdf3":
             source = netcdf3_store(url, storage)
-            kwargs = {"consolidated": False, "zarr_format": 3}
+            kwargs.update(consolidated=False, zarr_format=3)
         elif fmt == "zarr":
             source = zarr_store(url, storage)
         else:
@@ -114,6 +115,7 @@ def open_lazy(
     conversions: Mapping[str, Mapping[str, TimeConversion]] | None = None,
     storage: StorageOptions | None = None,
     chunks: Mapping[str, int] | None = None,
+    group: str | None = None,
 ) -> xr.Dataset:
     """Open ``urls`` (already in concat order) as one Dask-backed dataset along ``concat_dim``.
 
@@ -124,6 +126,7 @@ def open_lazy(
     leaves only a concatenation along ``concat_dim``, instead of a shuffle whose buffers cost
     hundreds of MiB per worker whatever the data size.
     ``storage`` reaches files on object storage (credentials resolved on each worker).
+    ``group`` is the netCDF4/HDF5 (or Zarr) group of each file to read.
 
     Times stay undecoded (raw values with ``units``), exactly as in virtual mode, so appends and
     every CF calendar round-trip; packed data keep their encoding (re-packed on write).
@@ -143,6 +146,7 @@ def open_lazy(
         "search_path": search_path,
         "chunks": chunks,
         "storage": storage,
+        "group": group,
     }
     parts = []
     for u, f in zip(urls, formats, strict=True):
@@ -152,8 +156,8 @@ def open_lazy(
             # A step of several files (merge / concat_dims): combined by coordinates.
             from icepipe.sources.combine import combine_step
 
-            group = [_open_one(a, b, **opts) for a, b in zip(u, f, strict=True)]  # type: ignore[arg-type]
-            parts.append(combine_step(group, list(u)))
+            members = [_open_one(a, b, **opts) for a, b in zip(u, f, strict=True)]  # type: ignore[arg-type]
+            parts.append(combine_step(members, list(u)))
     from icepipe.sources.combine import normalize_times
 
     for i, u in enumerate(urls):

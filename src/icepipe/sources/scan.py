@@ -131,15 +131,15 @@ def detect_format(url: str, storage: StorageOptions | None = None) -> str:
     )
 
 
-def _parser(fmt: str) -> Any:
+def _parser(fmt: str, group: str | None = None) -> Any:
     from virtualizarr.parsers import HDFParser, NetCDF3Parser, ZarrParser
 
     if fmt == "netcdf3":
         return NetCDF3Parser()
     if fmt == "netcdf4":
-        return HDFParser()
+        return HDFParser(group=group)
     if fmt == "zarr":
-        return ZarrParser()
+        return ZarrParser(group=group)
     raise ConfigError(f"unsupported format {fmt!r}", field="source.format")
 
 
@@ -164,6 +164,8 @@ class ScanOptions:
         empty. ``None``: one cube per pipeline.
     mode
         ``virtual`` or ``native``.
+    group
+        The netCDF4/HDF5 (or Zarr) group of each file to read; the root group when None.
     """
 
     format: str = "auto"
@@ -177,6 +179,7 @@ class ScanOptions:
     grib_cube: str | None = None
     grib_cubes: tuple[str, ...] | None = None
     mode: str = "virtual"
+    group: str | None = None
 
     def selects(self, name: str) -> bool:
         """Whether ``variables``/``drop_variables`` keep the variable ``name``."""
@@ -256,7 +259,8 @@ def scan_file(source: SourceFile, options: ScanOptions) -> ScannedFile | Scanned
             if fmt == "grib":
                 opened = _open_grib(source, o)
             else:
-                opened = [_Opened("", _open_virtual(url, fmt, registry, o.order_by), fmt)]
+                ds = _open_virtual(url, fmt, registry, o.order_by, o.group)
+                opened = [_Opened("", ds, fmt)]
     except (KeyboardInterrupt, SystemExit):
         raise
     except IcepipeError:
@@ -486,8 +490,18 @@ def _open_grib(source: SourceFile, o: ScanOptions) -> list[_Opened]:
     ]
 
 
-def _open_virtual(url: str, fmt: str, registry: Any, order_by: str | None) -> xr.Dataset:
-    manifest_store = _parser(fmt)(url=url, registry=registry)
+def _open_virtual(
+    url: str, fmt: str, registry: Any, order_by: str | None, group: str | None = None
+) -> xr.Dataset:
+    if group is not None and fmt not in ("netcdf4", "zarr"):
+        raise SourceError(
+            f"{url}: is {fmt}, which has no groups, but source.group is {group!r}; remove "
+            "source.group, or remove the file",
+            url=url,
+        )
+    if group is not None:
+        _check_group(url, fmt, group, registry)
+    manifest_store = _parser(fmt, group)(url=url, registry=registry)
     ds = manifest_store.to_virtual_dataset(decode_times=False)
     # Read too: the ordering variable, the bounds of loaded time coordinates (a few
     # numbers per step), so that a time encoding drifting between files is converted in them
@@ -517,6 +531,27 @@ def _open_virtual(url: str, fmt: str, registry: Any, order_by: str | None) -> xr
                 var.encoding["_FillValue"] = None
     out: xr.Dataset = ds
     return out
+
+
+def _check_group(url: str, fmt: str, group: str, registry: Any) -> None:
+    """Raise naming the groups the file has when it lacks ``group`` (the parsers' own error
+    is a bare KeyError)."""
+    if fmt != "netcdf4":
+        return
+    import h5py
+    from obspec_utils.readers import BlockStoreReader
+
+    store, path = registry.resolve(url)
+    with h5py.File(BlockStoreReader(store, path), "r") as f:
+        if isinstance(f.get(group), h5py.Group):
+            return
+        found: list[str] = []
+        f.visit(lambda name: found.append(name) if isinstance(f[name], h5py.Group) else None)
+    raise SourceError(
+        f"{url}: has no group {group!r} (source.group); its groups: "
+        f"{', '.join(found) or '(none: everything is in the root group)'}. Fix source.group",
+        url=url,
+    )
 
 
 def _select(
