@@ -24,6 +24,7 @@ import icepipe
 from icepipe import target
 from icepipe.errors import SchemaMismatchError, SourceError
 from tests.cf_series import FileSpec, specs, split_runs, write_cf_series
+from tests.conftest import S3Server
 
 MODES = ["virtual", "native"]
 #: The CF encoding that decides how stored values decode.
@@ -355,3 +356,39 @@ def test_source_group_picks_a_netcdf4_group(tmp_path: Path, client: Any, mode: s
     message = str(caught.value)
     assert files[0].name in message and "'ocean'" in message and "atmos/monthly" in message
     assert not (tmp_path / "repo-bad").exists()
+
+
+# ----------------------------------------------------------------------------------------------
+# The CMIP6 case with the files (and the repository) in S3
+# ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_cmip6_series_in_s3_appends_night_after_night(
+    tmp_path: Path, s3: S3Server, s3_client: Any, mode: str
+) -> None:
+    files = write_cf_series(tmp_path / "src", 3, months=4)
+    bucket = s3.bucket("cmip")
+    doc: dict[str, Any] = {
+        "name": "cmip",
+        "mode": mode,
+        "source": {
+            "urls": f"s3://{bucket}/ta/*.nc",
+            "concat_dim": "time",
+            "storage": s3.options(),
+        },
+        "target": {"repo": f"s3://{s3.bucket('repo')}/cmip", **s3.options()},
+    }
+    spec = tmp_path / "cmip.yaml"
+    spec.write_text(yaml.safe_dump(doc, sort_keys=False))
+    pipeline = icepipe.load_pipeline(spec)
+    for night in (files[:1], files[1:]):  # the next night brings two more
+        s3.upload(night, bucket, "ta")
+        assert icepipe.run(pipeline, client=s3_client).status == "committed"
+    assert icepipe.run(pipeline, client=s3_client).status == "nothing-new"
+    stored = icepipe.open_dataset(
+        pipeline.target.repo,
+        storage=pipeline.target.storage,
+        source_storage=pipeline.source.storage,
+    ).load()
+    assert_like_mfdataset(stored, mfdataset(files))
