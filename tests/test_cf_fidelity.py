@@ -22,7 +22,7 @@ import zarr
 
 import icepipe
 from icepipe import target
-from icepipe.errors import SchemaMismatchError, SourceError
+from icepipe.errors import IcepipeError, SchemaMismatchError, SourceError
 from tests.cf_series import FileSpec, specs, split_runs, write_cf_series
 from tests.conftest import S3Server
 
@@ -392,3 +392,19 @@ def test_cmip6_series_in_s3_appends_night_after_night(
         source_storage=pipeline.source.storage,
     ).load()
     assert_like_mfdataset(stored, mfdataset(files))
+
+
+def test_failed_first_write_leaves_no_repository(tmp_path: Path, client: Any) -> None:
+    import h5py
+
+    files = write_cf_series(tmp_path / "src", 2, months=4)
+    # A compressed chunk of the data overwritten: the header (and the scan) are fine, reading
+    # the data on the workers fails.
+    with h5py.File(files[1], "r") as f:
+        chunk = f["tas"].id.get_chunk_info(1)
+    with open(files[1], "r+b") as fh:
+        fh.seek(chunk.byte_offset)
+        fh.write(b"\xff" * chunk.size)
+    with pytest.raises(IcepipeError):
+        ingest(tmp_path, [files], client=client, mode="native")
+    assert not (tmp_path / "repo-cf").exists()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import random
 import time
@@ -235,6 +236,7 @@ def run(
                         )
                         for s, r in part.changed
                     ]
+            created = session is None
             if session is None:
                 repo = target.open_repo(
                     spec_t.repo,
@@ -248,9 +250,16 @@ def run(
                 if target.read_ledger(repo, session.snapshot_id, spec_t.group):
                     continue  # another run created the repository meanwhile: re-plan
             layout: dict[str, Any] = {}
-            with timer("write"):
-                for part in parts:
-                    layout = _write(pipeline, session, part) or layout
+            try:
+                with timer("write"):
+                    for part in parts:
+                        layout = _write(pipeline, session, part) or layout
+            except BaseException:
+                if created:
+                    # Leave no empty repository behind (local ones; see remove_if_unused).
+                    with contextlib.suppress(Exception):  # never hide the write's error
+                        target.remove_if_unused(spec_t.repo)
+                raise
             records, files = _file_records(parts)
             ingested = tuple(f.url for f in files)
             fallback = _fallback(parts)
