@@ -35,7 +35,8 @@ class FileSpec:
     packing: tuple[float, float] | None = None
     fill_value: float | None = 1e20
     missing_value: float | None = 1e20
-    #: Extra variables: name -> kind (``char`` a char array ``(time, nchar)``, ``string`` a
+    #: Extra variables: name -> kind (``char`` a char array ``(time, nchar)``, ``char-fill``
+    #: the same with a ``_FillValue`` (VirtualiZarr cannot parse that), ``string`` a
     #: vlen string ``(time,)``, ``scalar`` a scalar coordinate ``height``, ``static`` a field
     #: without time).
     extra: dict[str, str] = field(default_factory=dict)
@@ -143,9 +144,10 @@ def _write_year(nc: Any, s: FileSpec, year: int, months: int, ny: int, nx: int, 
     v[:] = raw
     coordinates = []
     for name, kind in s.extra.items():
-        if kind == "char":
+        if kind in ("char", "char-fill"):
             nc.createDimension("nchar", 4)
-            c = nc.createVariable(name, "S1", ("time", "nchar"))
+            fill_char = b" " if kind == "char-fill" else None
+            c = nc.createVariable(name, "S1", ("time", "nchar"), fill_value=fill_char)
             c[:] = netCDF4.stringtochar(np.array([f"m{m:02d}" for m in range(months)], dtype="S4"))
         elif kind == "string":
             c = nc.createVariable(name, str, ("time",))

@@ -18,7 +18,7 @@ from icepipe.sources.hooks import apply_preprocess
 from icepipe.sources.stores import RemoteFile, netcdf3_store, zarr_store
 from icepipe.storage import StorageOptions, scheme_of
 
-__all__ = ["ENGINES", "open_lazy"]
+__all__ = ["ENGINES", "open_lazy", "open_raw"]
 
 #: xarray engine per detected format.
 # netCDF4-python reads every netCDF3 variant (CDF-1, CDF-2 and CDF-5; scipy misses CDF-5).
@@ -54,6 +54,38 @@ def _open_one(
         if drop_variables:
             ds = ds.drop_vars([v for v in drop_variables if v in ds.variables])
         return apply_preprocess(ds, preprocess, search_path, url)
+    ds = _open_file(url, fmt, storage=storage, chunks=chunks, group=group)
+    if variables is not None:
+        ds = ds[list(dict.fromkeys([*variables, *(k for k in keep if k in ds.variables)]))]
+    if drop_variables:
+        ds = ds.drop_vars([v for v in drop_variables if v in ds.variables])
+    return apply_preprocess(ds, preprocess, search_path, url)
+
+
+def open_raw(
+    url: str, fmt: str, *, storage: StorageOptions | None = None, group: str | None = None
+) -> xr.Dataset:
+    """Open a netCDF file lazily without Dask and without CF decoding of values (raw dtypes,
+    ``_FillValue``/``scale_factor``/time ``units`` as attributes), char arrays joined: what
+    a scan needs from a file VirtualiZarr cannot parse, for native ingests.
+
+    Raises
+    ------
+    SourceError
+        The file cannot be opened.
+    """
+    return _open_file(url, fmt, storage=storage, chunks=None, group=group, raw=True)
+
+
+def _open_file(
+    url: str,
+    fmt: str,
+    *,
+    storage: StorageOptions | None,
+    chunks: Mapping[str, int] | None,
+    group: str | None,
+    raw: bool = False,
+) -> xr.Dataset:
     remote = scheme_of(url) != "file"
     # Remote files are opened as objects that pickle as (url, storage): the task graph that
     # carries them to the workers holds no credentials, each worker resolves its own.
@@ -80,8 +112,9 @@ def _open_one(
                 engine=engine,
                 # Chunked below: decoding removes dimensions the grid may name (the string
                 # length of netCDF char arrays), which xarray refuses as chunk keys.
-                chunks=None if chunks else {},
+                chunks=None if chunks or raw else {},
                 decode_times=False,
+                mask_and_scale=not raw,
                 cache=False,
                 **kwargs,
             )
@@ -95,11 +128,7 @@ def _open_one(
             "from source.urls",
             url=url,
         ) from exc
-    if variables is not None:
-        ds = ds[list(dict.fromkeys([*variables, *(k for k in keep if k in ds.variables)]))]
-    if drop_variables:
-        ds = ds.drop_vars([v for v in drop_variables if v in ds.variables])
-    return apply_preprocess(ds, preprocess, search_path, url)
+    return ds
 
 
 def open_lazy(

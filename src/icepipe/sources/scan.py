@@ -268,6 +268,9 @@ def scan_file(source: SourceFile, options: ScanOptions) -> ScannedFile | Scanned
     except BaseException as exc:  # parsers written in Rust raise PanicException (BaseException)
         if scheme_of(url) != "file" and _is_access_error(exc):
             raise access_error(exc, url) from exc
+        plain = _open_plain(url, fmt, o) if o.mode == "native" else None
+        if plain is not None:
+            return _finish(source, _Opened("", plain, fmt), o)
         if fmt == "zarr" and "without dimension names" in str(exc):
             raise SourceError(
                 f"{url}: has arrays without dimension names (Zarr v2 '_ARRAY_DIMENSIONS' or "
@@ -278,7 +281,13 @@ def scan_file(source: SourceFile, options: ScanOptions) -> ScannedFile | Scanned
         raise SourceError(
             f"{url}: cannot be read as {fmt} ({type(exc).__name__}: {short_message(exc)}); "
             "the file may be truncated or corrupt: replace it, or remove it from source.urls"
-            + ("" if o.format == "auto" else f"; if it is not {fmt}, set source.format: auto"),
+            + ("" if o.format == "auto" else f"; if it is not {fmt}, set source.format: auto")
+            + (
+                "; if xarray opens it, it holds something virtual references cannot express: "
+                "use mode: native"
+                if o.mode == "virtual" and fmt in ("netcdf3", "netcdf4")
+                else ""
+            ),
             url=url,
         ) from exc
     if o.grib_cubes is not None:
@@ -488,6 +497,24 @@ def _open_grib(source: SourceFile, o: ScanOptions) -> list[_Opened]:
         )
         for cube in chosen
     ]
+
+
+def _open_plain(url: str, fmt: str, o: ScanOptions) -> xr.Dataset | None:
+    """The file opened by xarray instead of VirtualiZarr (native ingests only need its
+    schema): for files the parsers cannot describe, e.g. netCDF3 char arrays with a
+    ``_FillValue``. ``None`` when xarray cannot open it either."""
+    if fmt not in ("netcdf3", "netcdf4"):
+        return None
+    from icepipe.sources.lazy import open_raw
+
+    try:
+        ds = open_raw(url, fmt, storage=o.storage, group=o.group)
+    except IcepipeError:
+        return None
+    for name, var in ds.variables.items():
+        if name in ds.indexes or var.ndim == 0 or name == o.order_by:
+            var.load()  # what schema_of reads; the data stays in the file
+    return ds
 
 
 def _open_virtual(

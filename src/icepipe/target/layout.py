@@ -40,7 +40,8 @@ def native_encoding(
     added to variables without one), ``scale_factor``/``add_offset`` and time
     ``units``/``calendar``. One normalisation: a ``missing_value`` that differs from the
     ``_FillValue`` is dropped, the values it masked being stored as the ``_FillValue`` (xarray
-    encodes only one of them); they decode the same.
+    encodes only one of them); they decode the same. netCDF char arrays are stored as
+    fixed-length strings of their length, without ``_FillValue``.
     """
     codec = compressor(compression)
     keep = (
@@ -55,7 +56,14 @@ def native_encoding(
     out: dict[str, dict[str, Any]] = {}
     for name, var in ds.variables.items():
         enc: dict[str, Any] = {k: v for k, v in var.encoding.items() if k in keep}
-        if "_FillValue" not in enc and "_FillValue" not in var.attrs:
+        if "char_dim_name" in var.encoding and var.encoding.get("original_shape"):
+            # A netCDF char array, joined into strings by xarray (object dtype when it had a
+            # _FillValue): stored as fixed-length strings of the file's length, so that later
+            # files append to the same dtype. Zarr has no string fill values xarray reads back.
+            enc["dtype"] = np.dtype(f"S{var.encoding['original_shape'][-1]}")
+            enc["_FillValue"] = None
+            var.attrs.pop("_FillValue", None)
+        elif "_FillValue" not in enc and "_FillValue" not in var.attrs:
             enc["_FillValue"] = None  # xarray would add NaN to floats the source has unmasked
         elif "missing_value" in enc and not _same(enc["missing_value"], enc.get("_FillValue")):
             # CF allows both with different values, xarray encodes (and appends) only one:
