@@ -151,8 +151,8 @@ def _write_year(nc: Any, s: FileSpec, year: int, months: int, ny: int, nx: int, 
             c[:] = netCDF4.stringtochar(np.array([f"m{m:02d}" for m in range(months)], dtype="S4"))
         elif kind == "string":
             c = nc.createVariable(name, str, ("time",))
-            for m in range(months):
-                c[m] = f"month {m + 1}"
+            for m in range(months):  # longer strings in later files
+                c[m] = f"month {m + 1}" + "!" * seed
         elif kind == "scalar":
             c = nc.createVariable(name, "f8", ())
             c.units = "m"

@@ -72,13 +72,17 @@ def packing_of(attrs: Mapping[str, Any], dtype: str) -> tuple[tuple[str, float |
 
     Zarr stores a float ``_FillValue`` as the base64 of its bytes (VirtualiZarr and xarray
     both write it so): decoded here (for float ``dtype``), so that a source file and a
-    repository compare by value. Values that are not numbers are compared as text.
+    repository compare by value. Values that are not numbers are compared as text. A NaN
+    ``_FillValue``/``missing_value`` is left out: masking NaN changes nothing.
     """
     out: list[tuple[str, float | str]] = []
     for key in PACKING_KEYS:
         if key not in attrs:
             continue
-        out.append((key, _number(attrs[key], dtype)))
+        value = _number(attrs[key], dtype)
+        if key in ("_FillValue", "missing_value") and isinstance(value, float) and value != value:
+            continue  # a NaN fill value masks nothing: the same as none
+        out.append((key, value))
     return tuple(out)
 
 

@@ -120,6 +120,13 @@ def _open_file(
             )
             if chunks:
                 ds = ds.chunk({d: n for d, n in chunks.items() if d in ds.dims})
+            for name, var in ds.variables.items():
+                if var.dtype.kind == "U" and name not in ds.indexes:
+                    # netCDF strings are variable-length (h5netcdf gives them a fixed width):
+                    # as objects, xarray stores them as Zarr variable-length strings, which
+                    # later files with longer strings append to.
+                    ds[name] = var.astype(object)
+                    ds[name].encoding = {k: v for k, v in var.encoding.items() if k != "dtype"}
     except IcepipeError:
         raise
     except Exception as exc:
