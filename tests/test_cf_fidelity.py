@@ -428,3 +428,17 @@ def test_failed_first_write_leaves_no_repository(tmp_path: Path, client: Any) ->
     with pytest.raises(IcepipeError):
         ingest(tmp_path, [files], client=client, mode="native")
     assert not (tmp_path / "repo-cf").exists()
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_inexact_time_conversion_is_refused_naming_the_file(
+    tmp_path: Path, client: Any, mode: str
+) -> None:
+    # int32 whole days first, then float64 mid-month times: not storable as int32 days.
+    files = write_cf_series(
+        tmp_path / "src", 2, spec=specs(FileSpec(time_dtype="i4"), FileSpec()), months=4
+    )
+    with pytest.raises(SchemaMismatchError) as caught:
+        ingest(tmp_path, split_runs(files, [1]), client=client, mode=mode)
+    message = str(caught.value)
+    assert files[1].name in message and "int32" in message and "rewrite the file" in message
