@@ -45,6 +45,9 @@ class VariableSchema:
     chunks: tuple[int, ...] | None  # None for loaded (non-virtual) variables
     attrs_units: str | None = None
     attrs_calendar: str | None = None
+    #: The CF attributes that decide how raw values decode (``_FillValue``, ``missing_value``,
+    #: ``scale_factor``, ``add_offset``), as comparable numbers (see ``icepipe.cf``).
+    packing: tuple[tuple[str, float | str], ...] = ()
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import random
 import time
@@ -252,6 +253,7 @@ def run(
                         )
                         for s, r in part.changed
                     ]
+            created = session is None
             if session is None:
                 repo = target.open_repo(
                     spec_t.repo,
@@ -265,9 +267,16 @@ def run(
                 if target.read_ledger(repo, session.snapshot_id, spec_t.group):
                     continue  # another run created the repository meanwhile: re-plan
             layout: dict[str, Any] = {}
-            with timer("write"):
-                for part in parts:
-                    layout = _write(pipeline, session, part) or layout
+            try:
+                with timer("write"):
+                    for part in parts:
+                        layout = _write(pipeline, session, part) or layout
+            except BaseException:
+                if created:
+                    # Leave no empty repository behind (local ones; see remove_if_unused).
+                    with contextlib.suppress(Exception):  # never hide the write's error
+                        target.remove_if_unused(spec_t.repo)
+                raise
             records, files = _file_records(parts)
             ingested = tuple(f.url for f in files)
             fallback = _fallback(parts)
@@ -518,6 +527,7 @@ def _scan(
         grib_cube=src.grib_cube,
         grib_cubes=src.grib_cubes,
         mode=pipeline.mode,
+        group=src.group,
     )
     done, crashed = execute.run_tasks_collect(
         client,
@@ -612,7 +622,9 @@ def _write(pipeline: Pipeline, session: Any, part: _Part) -> dict[str, Any]:
     encoding = target.native_encoding(
         ds, chunk_len, shard_len=task_len if native.shards else None, compression=native.compression
     )
-    write_dataset(session, ds.chunk(task_len), group=group, mode="w-", encoding=encoding)
+    # Decoding may remove dimensions the scan saw (the string length of char arrays).
+    tasks = {d: n for d, n in task_len.items() if d in ds.dims}
+    write_dataset(session, ds.chunk(tasks), group=group, mode="w-", encoding=encoding)
     return {
         "chunks": chunk_len,
         "shards": task_len if native.shards else None,
@@ -717,6 +729,7 @@ def _open_native(
         conversions=conversions,
         storage=src.storage,
         chunks=chunks,
+        group=src.group,
     )
     return sources.sanitize_attrs(ds)
 

@@ -237,8 +237,10 @@ def _check_against(
     *,
     ref_url: str | None,
     order_by: str | None = None,
+    virtual: bool = True,
 ) -> None:
-    """Raise when ``other`` does not have exactly the variables of the reference."""
+    """Raise when ``other`` does not have exactly the variables of the reference, or they
+    would not decode as in their file."""
     urls = tuple(u for u in (other.url, ref_url) if u)
     missing = sorted(set(ref_vars) - set(other.variables))
     extra = sorted(set(other.variables) - set(ref_vars))
@@ -250,7 +252,9 @@ def _check_against(
             parts.append(f"has extra {', '.join(extra)}")
         raise SchemaMismatchError(
             f"{other.url}: variables differ from {ref_name}: {'; '.join(parts)}. Files combined "
-            "along one dimension must hold the same variables: fix or remove the file",
+            "along one dimension must hold the same variables: list the variables some files "
+            f"lack in source.drop_variables ({', '.join([*missing, *extra])}), or fix or remove "
+            "the file",
             urls=urls,
         )
     for name, ref in ref_vars.items():
@@ -262,6 +266,7 @@ def _check_against(
                 f"{_fmt_var(ref)}; fix or remove the file",
                 urls=urls,
             )
+        _check_packing(name, var, ref, other.url, ref_name, urls, virtual=virtual)
         for d, n, rn in zip(var.dims, var.shape, ref.shape, strict=True):
             if d != concat_dim and n != rn:
                 raise SchemaMismatchError(
@@ -281,6 +286,50 @@ def _check_against(
                 f"{ref.attrs_calendar!r}; rewrite the file with the same time encoding",
                 urls=urls,
             )
+
+
+def _differs(a: float | str | None, b: float | str | None) -> bool:
+    if isinstance(a, float) and isinstance(b, float):
+        return not (a == b or (a != a and b != b))  # NaN equals NaN here
+    return a != b
+
+
+def _check_packing(
+    name: str,
+    var: VariableSchema,
+    ref: VariableSchema,
+    url: str,
+    ref_name: str,
+    urls: tuple[str, ...],
+    *,
+    virtual: bool,
+) -> None:
+    """Raise when ``var``'s raw values would not decode as in its file once stored beside
+    ``ref``'s: another packing (both modes: rewriting would round), other fill values (virtual
+    references keep raw values; native ingests re-encode masked values, which is exact)."""
+    mine, theirs = dict(var.packing), dict(ref.packing)
+
+    def shown(values: dict[str, float | str], keys: list[str]) -> str:
+        return ", ".join(f"{k} {values.get(k)!r}" for k in keys)
+
+    scale = [k for k in ("scale_factor", "add_offset") if _differs(mine.get(k), theirs.get(k))]
+    if scale:
+        raise SchemaMismatchError(
+            f"{url}: variable {name!r} is packed with {shown(mine, scale)} but {ref_name} with "
+            f"{shown(theirs, scale)}, so its values would not decode as in the file. Rewrite "
+            f"the file with the same packing, ingest it into another group, or list {name!r} "
+            "in source.drop_variables",
+            urls=urls,
+        )
+    fills = [k for k in ("_FillValue", "missing_value") if _differs(mine.get(k), theirs.get(k))]
+    if fills and virtual and var.chunks is not None:
+        raise SchemaMismatchError(
+            f"{url}: variable {name!r} has {shown(mine, fills)} but {ref_name} has "
+            f"{shown(theirs, fills)}: virtual references keep the file's raw values, which the "
+            "stored attributes would not mask. Use mode: native (masked values are re-encoded "
+            "exactly), or rewrite the file with the same fill values",
+            urls=urls,
+        )
 
 
 def _check_chunks(ordered: Sequence[FileSchema], target: TargetSchema, concat_dim: str) -> None:
@@ -397,10 +446,24 @@ def plan_append(
 
     ref = ordered[0]
     for s in ordered[1:]:
-        _check_against(ref.url, ref.variables, s, concat_dim, ref_url=ref.url, order_by=order_by)
+        _check_against(
+            ref.url,
+            ref.variables,
+            s,
+            concat_dim,
+            ref_url=ref.url,
+            order_by=order_by,
+            virtual=virtual,
+        )
     if not target.is_empty:
         _check_against(
-            "the repository", target.variables, ref, concat_dim, ref_url=None, order_by=order_by
+            "the repository",
+            target.variables,
+            ref,
+            concat_dim,
+            ref_url=None,
+            order_by=order_by,
+            virtual=virtual,
         )
 
     if have_values:
@@ -614,7 +677,9 @@ def plan_reingest(
             "cannot be re-ingested in place. Rebuild the group",
             url=schema.url,
         )
-    _check_against("the repository", target.variables, schema, concat_dim, ref_url=None)
+    _check_against(
+        "the repository", target.variables, schema, concat_dim, ref_url=None, virtual=virtual
+    )
     _check_same_place(schema, target, concat_dim, start, length, order_by=order_by)
     if virtual:
         _check_region_chunks(schema, target, concat_dim, start, length)

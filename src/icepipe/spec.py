@@ -93,6 +93,8 @@ class SourceSpec:
     search_path: str | None = None
     #: How to reach object-store sources (``source.storage``); names, never secrets.
     storage: StorageOptions = field(default_factory=StorageOptions)
+    #: The netCDF4/HDF5 (or Zarr) group of each file to ingest; the root group when None.
+    group: str | None = None
 
 
 @dataclass(frozen=True)
@@ -255,6 +257,7 @@ def pipeline_from_dict(
             "storage",
             "grib_cube",
             "grib_cubes",
+            "group",
         },
         "source.",
     )
@@ -315,6 +318,15 @@ def pipeline_from_dict(
             field="source.drop_variables",
         )
 
+    source_group = _str(src, "group", "source.")
+    if source_group is not None:
+        source_group = source_group.strip("/") or None
+    if source_group is not None and fmt in ("netcdf3", "grib"):
+        raise ConfigError(
+            f"{fmt} files have no groups; remove source.group, or set source.format to "
+            "netcdf4, zarr or auto",
+            field="source.group",
+        )
     source_storage = _source_storage(src, urls)
 
     tgt = _mapping(top.get("target"), "target")
@@ -364,6 +376,7 @@ def pipeline_from_dict(
             grib_cubes=grib_cubes,
             search_path=str(base),
             storage=source_storage,
+            group=source_group,
         ),
         target=_target(
             repo, urls, is_glob, base, branch, group, target_storage, repo_settings, tgt

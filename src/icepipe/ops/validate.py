@@ -224,6 +224,7 @@ def _open_source(pipeline: Pipeline, url: str, cube: str | None = None) -> xr.Da
             preprocess=src.preprocess,
             search_path=src.search_path,
             storage=src.storage,
+            group=src.group,
         )
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", category=xr.SerializationWarning)

@@ -161,10 +161,12 @@ def normalize_times(
                 )
             new = rounded
         attrs = dict(var.attrs)
-        if "units" in attrs or name in ds.indexes:  # bounds keep inheriting their parent's
+        # Bounds without units (or calendar) of their own keep inheriting their parent's,
+        # which is converted along with them: stored as the files store them.
+        if "units" in attrs or name in ds.indexes:
             attrs["units"] = c.units
-            if c.calendar is not None:
-                attrs["calendar"] = c.calendar
+        if c.calendar is not None and ("calendar" in attrs or name in ds.indexes):
+            attrs["calendar"] = c.calendar
         encoding = {**var.encoding, "dtype": dtype}
         replaced = xr.Variable(var.dims, new.astype(dtype), attrs, encoding)
         if name in ds.indexes:

@@ -18,7 +18,7 @@ from icepipe.sources.hooks import apply_preprocess
 from icepipe.sources.stores import RemoteFile, netcdf3_store, zarr_store
 from icepipe.storage import StorageOptions, scheme_of
 
-__all__ = ["ENGINES", "open_lazy"]
+__all__ = ["ENGINES", "open_lazy", "open_raw"]
 
 #: xarray engine per detected format.
 # netCDF4-python reads every netCDF3 variant (CDF-1, CDF-2 and CDF-5; scipy misses CDF-5).
@@ -40,6 +40,7 @@ def _open_one(
     search_path: str | None,
     storage: StorageOptions | None = None,
     chunks: Mapping[str, int] | None = None,
+    group: str | None = None,
 ) -> xr.Dataset:
     if fmt.startswith("grib:"):
         from icepipe.sources.grib import encode_times, open_grib_native
@@ -53,17 +54,49 @@ def _open_one(
         if drop_variables:
             ds = ds.drop_vars([v for v in drop_variables if v in ds.variables])
         return apply_preprocess(ds, preprocess, search_path, url)
+    ds = _open_file(url, fmt, storage=storage, chunks=chunks, group=group)
+    if variables is not None:
+        ds = ds[list(dict.fromkeys([*variables, *(k for k in keep if k in ds.variables)]))]
+    if drop_variables:
+        ds = ds.drop_vars([v for v in drop_variables if v in ds.variables])
+    return apply_preprocess(ds, preprocess, search_path, url)
+
+
+def open_raw(
+    url: str, fmt: str, *, storage: StorageOptions | None = None, group: str | None = None
+) -> xr.Dataset:
+    """Open a netCDF file lazily without Dask and without CF decoding of values (raw dtypes,
+    ``_FillValue``/``scale_factor``/time ``units`` as attributes), char arrays joined: what
+    a scan needs from a file VirtualiZarr cannot parse, for native ingests.
+
+    Raises
+    ------
+    SourceError
+        The file cannot be opened.
+    """
+    return _open_file(url, fmt, storage=storage, chunks=None, group=group, raw=True)
+
+
+def _open_file(
+    url: str,
+    fmt: str,
+    *,
+    storage: StorageOptions | None,
+    chunks: Mapping[str, int] | None,
+    group: str | None,
+    raw: bool = False,
+) -> xr.Dataset:
     remote = scheme_of(url) != "file"
     # Remote files are opened as objects that pickle as (url, storage): the task graph that
     # carries them to the workers holds no credentials, each worker resolves its own.
     source: Any = url.removeprefix("file://")
     engine = ENGINES[fmt]
-    kwargs: dict[str, Any] = {}
+    kwargs: dict[str, Any] = {"group": group} if group else {}
     if remote:
         engine = REMOTE_ENGINES[fmt]
         if fmt == "netcdf3":
             source = netcdf3_store(url, storage)
-            kwargs = {"consolidated": False, "zarr_format": 3}
+            kwargs.update(consolidated=False, zarr_format=3)
         elif fmt == "zarr":
             source = zarr_store(url, storage)
         else:
@@ -77,11 +110,23 @@ def _open_one(
             ds = xr.open_dataset(
                 source,
                 engine=engine,
-                chunks=dict(chunks or {}),
+                # Chunked below: decoding removes dimensions the grid may name (the string
+                # length of netCDF char arrays), which xarray refuses as chunk keys.
+                chunks=None if chunks or raw else {},
                 decode_times=False,
+                mask_and_scale=not raw,
                 cache=False,
                 **kwargs,
             )
+            if chunks:
+                ds = ds.chunk({d: n for d, n in chunks.items() if d in ds.dims})
+            for name, var in ds.variables.items():
+                if var.dtype.kind == "U" and name not in ds.indexes:
+                    # netCDF strings are variable-length (h5netcdf gives them a fixed width):
+                    # as objects, xarray stores them as Zarr variable-length strings, which
+                    # later files with longer strings append to.
+                    ds[name] = var.astype(object)
+                    ds[name].encoding = {k: v for k, v in var.encoding.items() if k != "dtype"}
     except IcepipeError:
         raise
     except Exception as exc:
@@ -90,11 +135,7 @@ def _open_one(
             "from source.urls",
             url=url,
         ) from exc
-    if variables is not None:
-        ds = ds[list(dict.fromkeys([*variables, *(k for k in keep if k in ds.variables)]))]
-    if drop_variables:
-        ds = ds.drop_vars(list(drop_variables))
-    return apply_preprocess(ds, preprocess, search_path, url)
+    return ds
 
 
 def open_lazy(
@@ -110,6 +151,7 @@ def open_lazy(
     conversions: Mapping[str, Mapping[str, TimeConversion]] | None = None,
     storage: StorageOptions | None = None,
     chunks: Mapping[str, int] | None = None,
+    group: str | None = None,
 ) -> xr.Dataset:
     """Open ``urls`` (already in concat order) as one Dask-backed dataset along ``concat_dim``.
 
@@ -120,6 +162,7 @@ def open_lazy(
     leaves only a concatenation along ``concat_dim``, instead of a shuffle whose buffers cost
     hundreds of MiB per worker whatever the data size.
     ``storage`` reaches files on object storage (credentials resolved on each worker).
+    ``group`` is the netCDF4/HDF5 (or Zarr) group of each file to read.
 
     Times stay undecoded (raw values with ``units``), exactly as in virtual mode, so appends and
     every CF calendar round-trip; packed data keep their encoding (re-packed on write).
@@ -139,6 +182,7 @@ def open_lazy(
         "search_path": search_path,
         "chunks": chunks,
         "storage": storage,
+        "group": group,
     }
     parts = []
     for u, f in zip(urls, formats, strict=True):
@@ -148,8 +192,8 @@ def open_lazy(
             # A step of several files (merge / concat_dims): combined by coordinates.
             from icepipe.sources.combine import combine_step
 
-            group = [_open_one(a, b, **opts) for a, b in zip(u, f, strict=True)]  # type: ignore[arg-type]
-            parts.append(combine_step(group, list(u)))
+            members = [_open_one(a, b, **opts) for a, b in zip(u, f, strict=True)]  # type: ignore[arg-type]
+            parts.append(combine_step(members, list(u)))
     from icepipe.sources.combine import normalize_times
 
     for i, u in enumerate(urls):

@@ -18,6 +18,7 @@ import numpy as np
 import obstore
 import xarray as xr
 
+from icepipe.cf import effective_time_encoding, is_time_units, packing_of
 from icepipe.errors import ConfigError, IcepipeError, SourceError, short_message
 from icepipe.model import FileSchema, SourceFile, VariableSchema
 from icepipe.sources.hooks import apply_preprocess
@@ -130,15 +131,15 @@ def detect_format(url: str, storage: StorageOptions | None = None) -> str:
     )
 
 
-def _parser(fmt: str) -> Any:
+def _parser(fmt: str, group: str | None = None) -> Any:
     from virtualizarr.parsers import HDFParser, NetCDF3Parser, ZarrParser
 
     if fmt == "netcdf3":
         return NetCDF3Parser()
     if fmt == "netcdf4":
-        return HDFParser()
+        return HDFParser(group=group)
     if fmt == "zarr":
-        return ZarrParser()
+        return ZarrParser(group=group)
     raise ConfigError(f"unsupported format {fmt!r}", field="source.format")
 
 
@@ -163,6 +164,8 @@ class ScanOptions:
         empty. ``None``: one cube per pipeline.
     mode
         ``virtual`` or ``native``.
+    group
+        The netCDF4/HDF5 (or Zarr) group of each file to read; the root group when None.
     """
 
     format: str = "auto"
@@ -176,6 +179,7 @@ class ScanOptions:
     grib_cube: str | None = None
     grib_cubes: tuple[str, ...] | None = None
     mode: str = "virtual"
+    group: str | None = None
 
     def selects(self, name: str) -> bool:
         """Whether ``variables``/``drop_variables`` keep the variable ``name``."""
@@ -255,7 +259,8 @@ def scan_file(source: SourceFile, options: ScanOptions) -> ScannedFile | Scanned
             if fmt == "grib":
                 opened = _open_grib(source, o)
             else:
-                opened = [_Opened("", _open_virtual(url, fmt, registry, o.order_by), fmt)]
+                ds = _open_virtual(url, fmt, registry, o.order_by, o.group)
+                opened = [_Opened("", ds, fmt)]
     except (KeyboardInterrupt, SystemExit):
         raise
     except IcepipeError:
@@ -263,6 +268,9 @@ def scan_file(source: SourceFile, options: ScanOptions) -> ScannedFile | Scanned
     except BaseException as exc:  # parsers written in Rust raise PanicException (BaseException)
         if scheme_of(url) != "file" and _is_access_error(exc):
             raise access_error(exc, url) from exc
+        plain = _open_plain(url, fmt, o) if o.mode == "native" else None
+        if plain is not None:
+            return _finish(source, _Opened("", plain, fmt), o)
         if fmt == "zarr" and "without dimension names" in str(exc):
             raise SourceError(
                 f"{url}: has arrays without dimension names (Zarr v2 '_ARRAY_DIMENSIONS' or "
@@ -273,7 +281,13 @@ def scan_file(source: SourceFile, options: ScanOptions) -> ScannedFile | Scanned
         raise SourceError(
             f"{url}: cannot be read as {fmt} ({type(exc).__name__}: {short_message(exc)}); "
             "the file may be truncated or corrupt: replace it, or remove it from source.urls"
-            + ("" if o.format == "auto" else f"; if it is not {fmt}, set source.format: auto"),
+            + ("" if o.format == "auto" else f"; if it is not {fmt}, set source.format: auto")
+            + (
+                "; if xarray opens it, it holds something virtual references cannot express: "
+                "use mode: native"
+                if o.mode == "virtual" and fmt in ("netcdf3", "netcdf4")
+                else ""
+            ),
             url=url,
         ) from exc
     if o.grib_cubes is not None:
@@ -352,8 +366,8 @@ def _finish(source: SourceFile, opened: _Opened, o: ScanOptions) -> ScannedFile:
         else set()
     )
     elsewhere = opened.elsewhere | vanished
-    wanted = tuple(o.variables or ()) + tuple(o.drop_variables)
-    if any(v not in ds.variables and v not in elsewhere for v in wanted):
+    # drop_variables may name a variable some files lack; variables must exist.
+    if any(v not in ds.variables and v not in elsewhere for v in o.variables or ()):
         _select(ds, where, o.variables, o.drop_variables, keep=())  # raises, naming them
     variables = None if o.variables is None else tuple(v for v in o.variables if v not in elsewhere)
     drop = tuple(v for v in o.drop_variables if v not in elsewhere)
@@ -398,6 +412,8 @@ def _finish(source: SourceFile, opened: _Opened, o: ScanOptions) -> ScannedFile:
             url=url,
         )
     schema = schema_of(ds, url, opened.format, o.concat_dim, order_by=o.order_by)
+    if o.mode == "native":
+        schema = _joined_characters(schema)
     if native:
         schema = dataclasses.replace(schema, variables={**schema.variables, **native})
     # In native mode every variable is read natively anyway: nothing falls back.
@@ -534,15 +550,54 @@ def _open_grib(source: SourceFile, o: ScanOptions) -> list[_Opened]:
     ]
 
 
-def _open_virtual(url: str, fmt: str, registry: Any, order_by: str | None) -> xr.Dataset:
+def _open_plain(url: str, fmt: str, o: ScanOptions) -> xr.Dataset | None:
+    """The file opened by xarray instead of VirtualiZarr (native ingests only need its
+    schema): for files the parsers cannot describe, e.g. netCDF3 char arrays with a
+    ``_FillValue``. ``None`` when xarray cannot open it either."""
+    if fmt not in ("netcdf3", "netcdf4"):
+        return None
+    from icepipe.sources.lazy import open_raw
+
+    try:
+        ds = open_raw(url, fmt, storage=o.storage, group=o.group)
+    except IcepipeError:
+        return None
+    for name, var in ds.variables.items():
+        if name in ds.indexes or var.ndim == 0 or name == o.order_by:
+            var.load()  # what schema_of reads; the data stays in the file
+    return ds
+
+
+def _open_virtual(
+    url: str, fmt: str, registry: Any, order_by: str | None, group: str | None = None
+) -> xr.Dataset:
+    if group is not None and fmt not in ("netcdf4", "zarr"):
+        raise SourceError(
+            f"{url}: is {fmt}, which has no groups, but source.group is {group!r}; remove "
+            "source.group, or remove the file",
+            url=url,
+        )
+    if group is not None:
+        _check_group(url, fmt, group, registry)
     # The references carry reference_url(url): the file's own name, whatever its characters.
-    manifest_store = _parser(fmt)(url=reference_url(url), registry=registry)
+    manifest_store = _parser(fmt, group)(url=reference_url(url), registry=registry)
     ds = manifest_store.to_virtual_dataset(decode_times=False)
-    if order_by is not None and order_by in ds.variables and _is_virtual(ds[order_by].variable):
-        # The ordering variable must be read; keep the default (index) coordinates loaded.
+    # Read too: the ordering variable, the bounds of loaded time coordinates (a few
+    # numbers per step), so that a time encoding drifting between files is converted in them
+    # as in their coordinate instead of refusing the file.
+    # Scalars too (a height coordinate): one number, and VirtualiZarr cannot append next to
+    # a stored scalar reference (it compares dimension names () with None).
+    extra = [order_by] if order_by is not None and order_by in ds.variables else []
+    extra += [str(k) for k, v in ds.variables.items() if v.ndim == 0]
+    for var in list(ds.variables.values()):
+        if not _is_virtual(var) and is_time_units(var.attrs.get("units")):
+            extra += [str(var.attrs[k]) for k in ("bounds", "climatology") if k in var.attrs]
+    extra = [n for n in dict.fromkeys(extra) if n in ds.variables and _is_virtual(ds[n].variable)]
+    if extra:
+        # Keep the default (index) coordinates loaded.
         loaded = [str(k) for k, v in ds.variables.items() if not _is_virtual(v)]
         ds = manifest_store.to_virtual_dataset(
-            loadable_variables=[*loaded, order_by], decode_times=False
+            loadable_variables=[*loaded, *extra], decode_times=False
         )
     ds.encoding["source"] = url
     # Loaded coordinates are lazily indexed: read them now, on the worker, so that the
@@ -550,8 +605,32 @@ def _open_virtual(url: str, fmt: str, registry: Any, order_by: str | None) -> xr
     for var in ds.variables.values():
         if not _is_virtual(var):
             var.load()
+            if "_FillValue" not in var.encoding and "_FillValue" not in var.attrs:
+                # Stored as the source has it: xarray would give floats a NaN fill value.
+                var.encoding["_FillValue"] = None
     out: xr.Dataset = ds
     return out
+
+
+def _check_group(url: str, fmt: str, group: str, registry: Any) -> None:
+    """Raise naming the groups the file has when it lacks ``group`` (the parsers' own error
+    is a bare KeyError)."""
+    if fmt != "netcdf4":
+        return
+    import h5py
+    from obspec_utils.readers import BlockStoreReader
+
+    store, path = registry.resolve(reference_url(url))
+    with h5py.File(BlockStoreReader(store, path), "r") as f:
+        if isinstance(f.get(group), h5py.Group):
+            return
+        found: list[str] = []
+        f.visit(lambda name: found.append(name) if isinstance(f[name], h5py.Group) else None)
+    raise SourceError(
+        f"{url}: has no group {group!r} (source.group); its groups: "
+        f"{', '.join(found) or '(none: everything is in the root group)'}. Fix source.group",
+        url=url,
+    )
 
 
 def _select(
@@ -562,20 +641,23 @@ def _select(
     *,
     keep: tuple[str, ...],
 ) -> xr.Dataset:
-    """Apply ``source.variables`` / ``source.drop_variables``."""
-    wanted = tuple(variables or ()) + tuple(drop_variables)
-    missing = [v for v in wanted if v not in ds.variables]
+    """Apply ``source.variables`` / ``source.drop_variables``.
+
+    A name of ``drop_variables`` the file lacks is fine: dropping a variable only some files
+    have is how such series are ingested.
+    """
+    missing = [v for v in variables or () if v not in ds.variables]
     if missing:
         raise SourceError(
-            f"{url}: has no variable(s) {', '.join(missing)} named in source.variables / "
-            f"source.drop_variables; variables: {', '.join(map(str, ds.variables))}",
+            f"{url}: has no variable(s) {', '.join(missing)} named in source.variables; "
+            f"variables: {', '.join(map(str, ds.variables))}",
             url=url,
         )
     if variables is not None:
         names = [v for v in (*variables, *keep) if v in ds.variables]
         ds = ds[list(dict.fromkeys(names))]
     if drop_variables:
-        ds = ds.drop_vars(list(drop_variables))
+        ds = ds.drop_vars([v for v in drop_variables if v in ds.variables])
     return ds
 
 
@@ -611,19 +693,20 @@ def schema_of(
 ) -> FileSchema:
     """Summarise a (virtual) dataset into the picklable schema that planning compares."""
     variables: dict[str, VariableSchema] = {}
-    # CF bounds variables have no units of their own: they are in their parent's encoding.
-    parent_of = {str(v.attrs["bounds"]): v for v in ds.variables.values() if "bounds" in v.attrs}
+    # CF bounds usually have no units of their own: compare them in their parent's encoding,
+    # by the rule the repository side applies too (they are stored as the file has them).
+    encodings = effective_time_encoding({str(k): v.attrs for k, v in ds.variables.items()})
     for name, var in ds.variables.items():
-        parent = parent_of.get(str(name))
-        units_from = var.attrs if "units" in var.attrs or parent is None else parent.attrs
+        units, calendar = encodings[str(name)]
         chunks = tuple(int(c) for c in var.data.metadata.chunks) if _is_virtual(var) else None
         variables[str(name)] = VariableSchema(
             dims=tuple(str(d) for d in var.dims),
             shape=tuple(int(s) for s in var.shape),
             dtype=str(var.dtype),
             chunks=chunks,
-            attrs_units=_str_attr(units_from, "units"),
-            attrs_calendar=_str_attr(units_from, "calendar"),
+            attrs_units=units,
+            attrs_calendar=calendar,
+            packing=packing_of(var.attrs, str(var.dtype)),
         )
     concat_values: tuple[float, ...] | None = None
     units = calendar = None
@@ -646,6 +729,26 @@ def schema_of(
         concat_units=units,
         concat_calendar=calendar,
     )
+
+
+def _joined_characters(schema: FileSchema) -> FileSchema:
+    """The schema as native ingests store the file: netCDF char arrays ``(..., strlen)`` of
+    ``S1`` joined into fixed-length strings ``(...)`` of ``S<strlen>``, as xarray decodes them
+    (its Zarr writer stores them so, and compares appends with them so)."""
+    variables = {}
+    for name, v in schema.variables.items():
+        if v.dtype == "|S1" and v.dims:
+            v = dataclasses.replace(
+                v,
+                dims=v.dims[:-1],
+                shape=v.shape[:-1],
+                dtype=f"|S{v.shape[-1]}",
+                chunks=None if v.chunks is None else v.chunks[:-1],
+            )
+        variables[name] = v
+    used = {d for v in variables.values() for d in v.dims}
+    dims = {d: n for d, n in schema.dims.items() if d in used}
+    return dataclasses.replace(schema, variables=variables, dims=dims)
 
 
 def _str_attr(attrs: Mapping[Any, Any], key: str) -> str | None:

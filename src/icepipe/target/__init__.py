@@ -37,6 +37,7 @@ from icepipe.target.refs import (
     diff_refs,
     list_refs,
     move_branch,
+    remove_if_unused,
     resolve_ref,
     tree_info,
 )
@@ -55,6 +56,7 @@ __all__ = [
     "diff_refs",
     "list_refs",
     "move_branch",
+    "remove_if_unused",
     "resolve_ref",
     "tree_info",
     "METADATA_KEY",

@@ -12,6 +12,7 @@ import icechunk
 import numpy as np
 import zarr
 
+from icepipe.cf import effective_time_encoding, packing_of
 from icepipe.errors import ConfigError, StorageError
 from icepipe.model import TargetSchema, VariableSchema
 
@@ -173,7 +174,11 @@ def read_target_schema(
     dims: dict[str, int] = {}
     concat_first = concat_last = None
     order_values: tuple[float, ...] | None = None
-    for name, arr in g.arrays():
+    arrays = dict(g.arrays())
+    # Bounds are stored as the source files have them (usually without units): compare them
+    # in their parent's encoding, by the rule the scan of a file applies.
+    encodings = effective_time_encoding({n: a.attrs.asdict() for n, a in arrays.items()})
+    for name, arr in arrays.items():
         names = arr.metadata.dimension_names if arr.metadata.zarr_format == 3 else None
         if names is None:
             raw = arr.attrs.get("_ARRAY_DIMENSIONS", ())
@@ -181,16 +186,15 @@ def read_target_schema(
         arr_dims = tuple(str(d) for d in names)
         for d, n in zip(arr_dims, arr.shape, strict=False):
             dims[d] = int(n)
-        attrs = arr.attrs
+        dtype = arr.dtype.to_native_dtype() if hasattr(arr.dtype, "to_native_dtype") else arr.dtype
         variables[name] = VariableSchema(
             dims=arr_dims,
             shape=tuple(int(s) for s in arr.shape),
-            dtype=str(arr.dtype.to_native_dtype())
-            if hasattr(arr.dtype, "to_native_dtype")
-            else str(arr.dtype),
+            dtype=str(dtype),
             chunks=tuple(int(c) for c in arr.chunks),
-            attrs_units=str(attrs["units"]) if "units" in attrs else None,
-            attrs_calendar=str(attrs["calendar"]) if "calendar" in attrs else None,
+            attrs_units=encodings[name][0],
+            attrs_calendar=encodings[name][1],
+            packing=packing_of(arr.attrs, str(dtype)),
         )
         if name == (order_by or concat_dim) and arr_dims == (concat_dim,) and arr.shape[0] > 0:
             values = np.asarray(arr[:])

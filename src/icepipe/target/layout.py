@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
 import xarray as xr
 import zarr.codecs
 
@@ -33,14 +34,41 @@ def native_encoding(
 ) -> dict[str, dict[str, Any]]:
     """Encoding for every variable of ``ds`` as first written: chunks, shards, compressors.
 
-    Source encodings (netCDF chunk sizes, zlib flags, ...) are dropped; dtype, ``_FillValue``,
-    ``scale_factor``/``add_offset`` and time ``units``/``calendar`` are kept so values round-trip.
+    Source encodings (netCDF chunk sizes, zlib flags, ...) are dropped; the CF encoding is kept
+    as the source has it, so that the stored data decode as the source files do: dtype,
+    ``_FillValue`` and ``missing_value`` (each only where the source has it: no fill value is
+    added to variables without one), ``scale_factor``/``add_offset`` and time
+    ``units``/``calendar``. One normalisation: a ``missing_value`` that differs from the
+    ``_FillValue`` is dropped, the values it masked being stored as the ``_FillValue`` (xarray
+    encodes only one of them); they decode the same. netCDF char arrays are stored as
+    fixed-length strings of their length, without ``_FillValue``.
     """
     codec = compressor(compression)
-    keep = ("dtype", "_FillValue", "scale_factor", "add_offset", "units", "calendar")
+    keep = (
+        "dtype",
+        "_FillValue",
+        "missing_value",
+        "scale_factor",
+        "add_offset",
+        "units",
+        "calendar",
+    )
     out: dict[str, dict[str, Any]] = {}
     for name, var in ds.variables.items():
         enc: dict[str, Any] = {k: v for k, v in var.encoding.items() if k in keep}
+        if "char_dim_name" in var.encoding and var.encoding.get("original_shape"):
+            # A netCDF char array, joined into strings by xarray (object dtype when it had a
+            # _FillValue): stored as fixed-length strings of the file's length, so that later
+            # files append to the same dtype. Zarr has no string fill values xarray reads back.
+            enc["dtype"] = np.dtype(f"S{var.encoding['original_shape'][-1]}")
+            enc["_FillValue"] = None
+            var.attrs.pop("_FillValue", None)
+        elif "_FillValue" not in enc and "_FillValue" not in var.attrs:
+            enc["_FillValue"] = None  # xarray would add NaN to floats the source has unmasked
+        elif "missing_value" in enc and not _same(enc["missing_value"], enc.get("_FillValue")):
+            # CF allows both with different values, xarray encodes (and appends) only one:
+            # values masked by either are stored as the _FillValue, missing_value is dropped.
+            del enc["missing_value"]
         if var.ndim:
             enc["chunks"] = tuple(
                 chunk_len.get(str(d), n) for d, n in zip(var.dims, var.shape, strict=True)
@@ -52,3 +80,12 @@ def native_encoding(
         enc["compressors"] = [codec] if codec is not None and var.dtype.kind not in "OSU" else None
         out[str(name)] = enc
     return out
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Whether two fill values are the same (NaN equals NaN)."""
+    return (
+        bool(np.array_equal(np.asarray(a), np.asarray(b), equal_nan=True))
+        if b is not None
+        else False
+    )

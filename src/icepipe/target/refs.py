@@ -38,6 +38,7 @@ __all__ = [
     "diff_refs",
     "list_refs",
     "move_branch",
+    "remove_if_unused",
     "resolve_ref",
     "tree_info",
 ]
@@ -488,6 +489,32 @@ def delete_local_repo(location: str) -> bool:
     with commit_lock(location):
         shutil.rmtree(path)
     (path.parent / f".{path.name}.icepipe.lock").unlink(missing_ok=True)
+    return True
+
+
+def remove_if_unused(location: str) -> bool:
+    """Delete a local repository holding nothing but its initial commit; return whether it was
+    deleted.
+
+    A run creates the repository just before its first write: when that write (or its commit)
+    fails, this removes what would otherwise be left behind, an empty repository that looks
+    like a successful ingest of nothing. Checked and deleted under the commit lock, so a
+    repository another run has committed into meanwhile stays. Object-store repositories are
+    left alone (``False``).
+    """
+    if not is_local(location):
+        return False
+    path = _local_path(location)
+    storage = icechunk.local_filesystem_storage(str(path))
+    with commit_lock(location):
+        if not icechunk.Repository.exists(storage):
+            return False
+        repo = icechunk.Repository.open(storage)
+        if repo.list_tags() or any(
+            len(list(repo.ancestry(branch=b))) > 1 for b in repo.list_branches()
+        ):
+            return False
+        shutil.rmtree(path)
     return True
 
 
