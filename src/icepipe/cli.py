@@ -59,7 +59,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     pipeline, result = outcome.pipeline, outcome.result
     if args.json:
         doc = {**asdict(result), "exit_code": outcome.exit_code}
-        print(json.dumps({**doc, "report_file": str(outcome.report_file)}, indent=2, default=str))
+        report = str(outcome.report_file) if outcome.report_file else None
+        print(json.dumps({**doc, "report_file": report}, indent=2, default=str))
         return outcome.exit_code
     where = f"{result.repo} [{result.branch}] {result.group or '/'}"
     for url, reason in result.files_skipped.items():
@@ -91,7 +92,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         f"{variables}{dimensions}{fallback}"
         f"  mode       {pipeline.mode}, {result.cluster.get('workers', '?')} Dask worker(s)\n"
         f"  time       {result.seconds:.2f}s ({stages})\n"
-        f"  report     {outcome.report_file}"
+        f"  report     {outcome.report_file or 'not written (see the warning above)'}"
     )
     return 0
 

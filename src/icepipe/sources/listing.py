@@ -16,7 +16,8 @@ from typing import Any
 
 import obstore
 
-from icepipe.errors import ConfigError, SourceError, StorageError, short_message
+from icepipe.errors import ConfigError, SourceError, short_message
+from icepipe.faults import storage_failure
 from icepipe.model import SourceFile
 from icepipe.sources.stores import access_error, is_not_found, store_and_path, store_for
 from icepipe.storage import StorageOptions, scheme_of, split_url
@@ -212,7 +213,7 @@ def _list_glob(pattern_url: str, storage: StorageOptions | None) -> list[SourceF
             url=pattern_url,
         ) from exc
     except OSError as exc:
-        raise StorageError(f"listing {base_url!r} failed: {exc}; retry") from exc
+        raise storage_failure(exc, f"listing {base_url!r} failed", where="source.urls") from exc
     except Exception as exc:
         if not remote:
             raise

@@ -21,7 +21,8 @@ from typing import Any
 import icechunk
 import zarr
 
-from icepipe.errors import ConfigError, ConflictError, StorageError
+from icepipe.errors import ConfigError, ConflictError
+from icepipe.faults import storage_failure
 from icepipe.storage import is_local
 from icepipe.target.history import METADATA_KEY, CommitInfo
 from icepipe.target.repo import _local_path, commit_lock
@@ -81,7 +82,7 @@ def list_refs(repo: icechunk.Repository) -> list[RefInfo]:
                 snap = repo.lookup_snapshot(lookup(name))
                 out.append(RefInfo(kind, name, snap.id, snap.written_at, snap.message))
     except icechunk.IcechunkError as exc:
-        raise StorageError(f"cannot read the branches and tags: {_msg(exc)}") from exc
+        raise storage_failure(exc, "cannot read the branches and tags") from exc
     return out
 
 
@@ -117,7 +118,7 @@ def resolve_ref(repo: icechunk.Repository, ref: str) -> str:
             raise ConfigError(f"{base!r} has fewer than {steps} ancestors; got {ref!r}")
         return snapshot_id
     except icechunk.IcechunkError as exc:
-        raise StorageError(f"cannot resolve {ref!r}: {_msg(exc)}") from exc
+        raise storage_failure(exc, f"cannot resolve {ref!r}") from exc
 
 
 def _lookup(repo: icechunk.Repository, kind: str, name: str) -> str | None:
@@ -166,7 +167,7 @@ def create_tag(repo: icechunk.Repository, name: str, snapshot_id: str) -> None:
             detail = "was used by a deleted tag; Icechunk never reuses tag names"
         raise ConfigError(f"tag {name!r} {detail}: choose another name") from exc
     except icechunk.IcechunkError as exc:
-        raise StorageError(f"cannot create tag {name!r}: {_msg(exc)}") from exc
+        raise storage_failure(exc, f"cannot create tag {name!r}") from exc
 
 
 def create_branch(repo: icechunk.Repository, name: str, snapshot_id: str) -> None:
@@ -188,7 +189,7 @@ def create_branch(repo: icechunk.Repository, name: str, snapshot_id: str) -> Non
             "or choose another name"
         ) from exc
     except icechunk.IcechunkError as exc:
-        raise StorageError(f"cannot create branch {name!r}: {_msg(exc)}") from exc
+        raise storage_failure(exc, f"cannot create branch {name!r}") from exc
 
 
 def delete_branch(repo: icechunk.Repository, name: str) -> str:
@@ -212,7 +213,7 @@ def delete_branch(repo: icechunk.Repository, name: str) -> str:
         tip = repo.lookup_branch(name)
         repo.delete_branch(name)
     except icechunk.IcechunkError as exc:
-        raise StorageError(f"cannot delete branch {name!r}: {_msg(exc)}") from exc
+        raise storage_failure(exc, f"cannot delete branch {name!r}") from exc
     return tip
 
 
@@ -261,7 +262,7 @@ def move_branch(
             conflicts=[f"{branch}: expected {expected}, found {now}"],
         ) from exc
     except icechunk.IcechunkError as exc:
-        raise StorageError(f"cannot move branch {branch!r}: {_msg(exc)}") from exc
+        raise storage_failure(exc, f"cannot move branch {branch!r}") from exc
 
 
 @dataclass(frozen=True)
@@ -296,6 +297,9 @@ def diff_refs(repo: icechunk.Repository, a: str, b: str) -> RepoDiff:
         The history cannot be read.
     """
     from_id, to_id = resolve_ref(repo, a), resolve_ref(repo, b)
+    if from_id == to_id:
+        # Icechunk's diff refuses a snapshot against itself: there is simply nothing to show.
+        return RepoDiff(from_id=from_id, to_id=to_id, **_NO_CHANGES)
     try:
         between: list[Any] = []
         found = from_id == to_id
@@ -313,7 +317,7 @@ def diff_refs(repo: icechunk.Repository, a: str, b: str) -> RepoDiff:
             )
         d = repo.diff(from_snapshot_id=from_id, to_snapshot_id=to_id)
     except icechunk.IcechunkError as exc:
-        raise StorageError(f"cannot diff {a!r} and {b!r}: {_msg(exc)}") from exc
+        raise storage_failure(exc, f"cannot diff {a!r} and {b!r}") from exc
     commits, files = [], []
     for snap in between:
         record = snap.metadata.get(METADATA_KEY)
@@ -344,6 +348,17 @@ def diff_refs(repo: icechunk.Repository, a: str, b: str) -> RepoDiff:
         commits=commits,
         files=files,
     )
+
+
+_NO_CHANGES: dict[str, Any] = {
+    "new_groups": [],
+    "new_arrays": [],
+    "deleted_groups": [],
+    "deleted_arrays": [],
+    "updated_groups": [],
+    "updated_arrays": [],
+    "updated_chunks": {},
+}
 
 
 def _common_ancestor(repo: icechunk.Repository, a: str, b: str) -> str | None:
@@ -396,7 +411,10 @@ def tree_info(
     """
     try:
         session = repo.readonly_session(snapshot_id=snapshot_id)
-        root = zarr.open_group(session.store, mode="r")
+        try:
+            root = zarr.open_group(session.store, mode="r")
+        except zarr.errors.GroupNotFoundError:
+            return []  # a new repository: nothing written yet, not even the root group
         nodes: list[tuple[str, Any]] = [("/", root)]
         nodes += sorted(("/" + name, node) for name, node in root.members(max_depth=None))
         counts = None if exact else _manifest_counts(repo, snapshot_id)
@@ -430,7 +448,7 @@ def tree_info(
             )
         return out
     except icechunk.IcechunkError as exc:
-        raise StorageError(f"cannot read snapshot {snapshot_id}: {_msg(exc)}") from exc
+        raise storage_failure(exc, f"cannot read snapshot {snapshot_id}") from exc
 
 
 def _manifest_counts(repo: icechunk.Repository, snapshot_id: str) -> dict[str, Counter[str]] | None:

@@ -9,19 +9,22 @@ process (client or Dask worker) talks to storage.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import shutil
+import stat
 import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import icechunk
 
 from icepipe.errors import ConfigError, StorageError
+from icepipe.faults import storage_failure
 from icepipe.storage import StorageOptions, is_local, resolve_s3_credentials, split_url
 
 __all__ = [
@@ -264,14 +267,43 @@ def commit_lock(repo: str) -> Iterator[None]:
         yield
         return
     path = _local_path(repo)
-    path.parent.mkdir(parents=True, exist_ok=True)
     lock_path = path.parent / f".{path.name}.icepipe.lock"
-    with open(lock_path, "a+") as fh:
-        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fh = _locked(lock_path)
+    except OSError as exc:
+        raise storage_failure(
+            exc, f"cannot take the commit lock {str(lock_path)!r}", where="target.repo"
+        ) from exc
+    try:
+        yield
+    finally:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+        fh.close()
+
+
+def _locked(lock_path: Path) -> IO[str]:
+    """Open ``lock_path`` and hold an exclusive ``flock`` on the file that is at that path.
+
+    A lock held on a file someone deleted (or replaced) meanwhile protects nothing: the next
+    run opens a new file at the path and locks that one. So after locking, check that the
+    path still names the locked file, and start again if not.
+    """
+    while True:
+        fh = open(lock_path, "a+")  # noqa: SIM115 - held until the caller's block ends
         try:
-            yield
-        finally:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+            held = os.fstat(fh.fileno())
+            try:
+                now = os.stat(lock_path)
+            except FileNotFoundError:
+                now = None
+            if now is not None and (now.st_dev, now.st_ino) == (held.st_dev, held.st_ino):
+                return fh
+        except BaseException:
+            fh.close()
+            raise
+        fh.close()  # releases the lock on the orphaned file
 
 
 def container_prefixes(urls: Iterable[str]) -> list[str]:
@@ -403,6 +435,7 @@ def _create_in_place(
     one else is creating this repository.
     """
     path = _local_path(repo)
+    _check_creatable(repo, path)
     for stale in path.parent.glob(f".{path.name}.icepipe-creating-*"):
         shutil.rmtree(stale, ignore_errors=True)
     staging = path.parent / f".{path.name}.icepipe-creating-{uuid.uuid4().hex}"
@@ -415,10 +448,35 @@ def _create_in_place(
         os.rename(staging, path)  # replaces an empty folder, never a non-empty one
     except OSError as exc:
         shutil.rmtree(staging, ignore_errors=True)
+        if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+            raise storage_failure(
+                exc, f"cannot create a repository at {repo!r}", where="target.repo"
+            ) from exc
         raise ConfigError(
             f"cannot create a repository at {repo!r}: the folder holds files but no Icechunk "
             f"repository ({exc.strerror}); remove it, or point target.repo elsewhere"
         ) from exc
+
+
+def _check_creatable(repo: str, path: Path) -> None:
+    """Refuse to create a repository where the user said no: a file, or an empty folder
+    without write permission (the rename would replace it with a new, writable one; as root,
+    permissions do not stop the rename, so the folder's mode is checked too)."""
+    if not path.exists():
+        return
+    if not path.is_dir():
+        raise ConfigError(
+            f"cannot create a repository at {repo!r}: it is a file, not a folder; point "
+            "target.repo at a folder (it is created when absent)",
+            field="target.repo",
+        )
+    if not os.access(path, os.W_OK) or not path.stat().st_mode & stat.S_IWUSR:
+        raise ConfigError(
+            f"cannot create a repository at {repo!r}: the folder is read-only; make it "
+            "writable (chmod u+w) if the repository should go there, or point target.repo "
+            "elsewhere",
+            field="target.repo",
+        )
 
 
 # Adding containers to a repository's config is read-modify-write: when two runs add theirs
@@ -512,5 +570,7 @@ def open_repo(
         )
     except ConfigError:
         raise
-    except icechunk.IcechunkError as exc:
-        raise StorageError(f"cannot open the repository at {repo!r}: {exc}") from exc
+    except (icechunk.IcechunkError, OSError) as exc:
+        raise storage_failure(
+            exc, f"cannot open the repository at {repo!r}", where="target.repo"
+        ) from exc

@@ -9,7 +9,8 @@ from typing import Any
 import icechunk
 import xarray as xr
 
-from icepipe.errors import ConflictError, SchemaMismatchError, StorageError
+from icepipe.errors import ConflictError, SchemaMismatchError
+from icepipe.faults import storage_failure
 from icepipe.target.repo import commit_lock
 
 __all__ = ["commit", "describe_conflicts", "without_attrs", "writable_session", "write_virtual"]
@@ -34,7 +35,7 @@ def writable_session(repo: icechunk.Repository, branch: str) -> icechunk.Session
                     raise
         return repo.writable_session(branch)
     except icechunk.IcechunkError as exc:
-        raise StorageError(f"cannot open branch {branch!r} for writing: {exc}") from exc
+        raise storage_failure(exc, f"cannot open branch {branch!r} for writing") from exc
 
 
 def write_virtual(
@@ -149,4 +150,4 @@ def commit(
             conflicts=describe_conflicts(exc),
         ) from exc
     except icechunk.IcechunkError as exc:
-        raise StorageError(f"commit to {repo!r} failed: {exc}; retry") from exc
+        raise storage_failure(exc, f"commit to {repo!r} failed", where="target.repo") from exc
