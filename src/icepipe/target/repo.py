@@ -17,7 +17,7 @@ import stat
 import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
@@ -56,9 +56,10 @@ class EnvS3Credentials:
     workers, where it is called to read that worker's environment.
     """
 
-    access_key_id_env: str
-    secret_access_key_env: str
-    session_token_env: str | None = None
+    # Not in the repr (see StorageOptions).
+    access_key_id_env: str = field(repr=False)
+    secret_access_key_env: str = field(repr=False)
+    session_token_env: str | None = field(default=None, repr=False)
 
     @classmethod
     def from_options(cls, options: StorageOptions) -> EnvS3Credentials | None:
