@@ -246,15 +246,41 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         # The environment carries it to pipeline loading and to scheduled runs' processes.
         os.environ[CATALOG_ENV] = args.catalog
+    previous = _stop_on_sigterm()
     try:
         code: int = args.func(args)
         return code
     except IcepipeError as exc:
         print(f"icepipe: error: {exc}", file=sys.stderr)
         return exc.exit_code
-    except KeyboardInterrupt:
-        print("icepipe: interrupted; nothing was committed", file=sys.stderr)
+    except KeyboardInterrupt as exc:
+        how = f" ({exc.args[0]})" if exc.args else ""
+        print(f"icepipe: interrupted{how}; nothing was committed", file=sys.stderr)
         return 130
+    finally:
+        if previous is not None:
+            import signal
+
+            signal.signal(signal.SIGTERM, previous)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM: what Kubernetes, systemd and batch schedulers send to stop a process. Handled
+    like Ctrl-C: the run stops before committing, reports itself interrupted, exits 130."""
+
+
+def _stop_on_sigterm() -> Any:
+    """Turn SIGTERM into :class:`Terminated` (main thread only); return the previous handler."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def handler(signum: int, frame: Any) -> None:
+        raise Terminated("SIGTERM")
+
+    return signal.signal(signal.SIGTERM, handler)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -93,20 +93,55 @@ def open_client(
     n_workers = default_workers() if workers is None else workers
     if n_workers < 1:
         raise ConfigError(f"expected at least 1 worker; got {n_workers}", field="--workers")
-    cluster = LocalCluster(
-        n_workers=n_workers,
-        threads_per_worker=1,
-        processes=True,
-        dashboard_address=":0",  # a free port: several clusters may run on one machine
-        memory_limit=memory_limit or "auto",
-        silence_logs=50,  # logging.CRITICAL: task errors are reported by run_tasks
-    )
-    client = Client(cluster)
+    cluster: Any = None
+    embedded: Any = None
     try:
-        yield client, ClusterInfo(cluster.scheduler_address, n_workers, embedded=True)
+        with _interrupts_for_this_process_only():
+            cluster = LocalCluster(
+                n_workers=n_workers,
+                threads_per_worker=1,
+                processes=True,
+                dashboard_address=":0",  # a free port: several clusters may run on one machine
+                memory_limit=memory_limit or "auto",
+                silence_logs=50,  # logging.CRITICAL: task errors are reported by run_tasks
+            )
+        embedded = Client(cluster)
+        yield embedded, ClusterInfo(cluster.scheduler_address, n_workers, embedded=True)
     finally:
-        client.close()
-        cluster.close()
+        if embedded is not None:
+            embedded.close()
+        if cluster is not None:
+            cluster.close()
+
+
+@contextmanager
+def _interrupts_for_this_process_only() -> Iterator[None]:
+    """Keep Ctrl-C away from the worker processes started in this block.
+
+    A terminal sends SIGINT to the whole process group: each worker then dies printing a
+    ``KeyboardInterrupt`` traceback before icepipe's own message, and a worker still starting
+    leaves an error at exit. Processes started while SIGINT is ignored inherit that (Python
+    then installs no ``KeyboardInterrupt`` handler), so only this process reacts to Ctrl-C;
+    workers still stop when the cluster closes. SIGINT is also blocked meanwhile, so that a
+    Ctrl-C during the start is not lost (Linux keeps blocked signals pending even when
+    ignored): it is delivered, as ``KeyboardInterrupt``, when the block ends. The event-loop
+    thread the cluster starts inherits the mask, so later signals reach this thread. (A
+    thread started earlier that does not block SIGINT, such as a storage library's runtime,
+    can still take and drop a Ctrl-C pressed during these 1-3 seconds: press it again.)
+    """
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    handler = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, handler)
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
 
 
 def run_tasks[T, R](
