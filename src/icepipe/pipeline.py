@@ -171,6 +171,16 @@ def run(
         )
 
     with ExitStack() as stack:
+        created: list[bool] = []  # set when this run creates the repository (a first run)
+
+        def discard_on_failure(exc_type: object, *_: object) -> bool:
+            # A failing first run leaves no repository behind (unless another run committed
+            # to it meanwhile). Pushed first, so it runs after the cluster closed.
+            if exc_type is not None and created:
+                target.discard_unused_repo(spec_t.repo)
+            return False
+
+        stack.push(discard_on_failure)
         dask_client = client
         cluster_info = execute.describe_client(client) if client is not None else None
         for attempt in range(1, max_attempts + 1):
@@ -247,6 +257,7 @@ def run(
                 session = target.writable_session(repo, spec_t.branch)
                 if target.read_ledger(repo, session.snapshot_id, spec_t.group):
                     continue  # another run created the repository meanwhile: re-plan
+                created.append(True)
             layout: dict[str, Any] = {}
             with timer("write"):
                 for part in parts:

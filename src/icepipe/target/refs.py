@@ -36,6 +36,7 @@ __all__ = [
     "create_tag",
     "delete_branch",
     "delete_local_repo",
+    "discard_unused_repo",
     "diff_refs",
     "list_refs",
     "move_branch",
@@ -483,6 +484,21 @@ def _chunk_type_counts(session: icechunk.Session, path: str) -> Counter[str]:
     return counts
 
 
+#: What Icechunk's local storage keeps in a repository folder; anything else is the user's.
+_REPO_ENTRIES = frozenset(
+    {
+        "repo",
+        "config.yaml",
+        "refs",
+        "snapshots",
+        "manifests",
+        "transactions",
+        "chunks",
+        "overwritten",
+    }
+)
+
+
 def delete_local_repo(location: str) -> bool:
     """Delete a local repository folder and its lock file, under the commit lock; return
     whether there was a repository to delete.
@@ -490,8 +506,8 @@ def delete_local_repo(location: str) -> bool:
     Raises
     ------
     ConfigError
-        ``location`` is not local, or the folder holds files but no Icechunk repository (it
-        is left alone).
+        ``location`` is not local, or the folder holds files but no Icechunk repository, or
+        files besides the repository's own (it is left alone).
     """
     if not is_local(location):
         raise ConfigError(
@@ -504,8 +520,48 @@ def delete_local_repo(location: str) -> bool:
     if not icechunk.Repository.exists(icechunk.local_filesystem_storage(str(path))):
         raise ConfigError(f"{location!r} holds no Icechunk repository; nothing deleted")
     with commit_lock(location):
+        foreign = sorted(p.name for p in path.iterdir() if p.name not in _REPO_ENTRIES)
+        if foreign:
+            shown = ", ".join(foreign[:5]) + (
+                f" and {len(foreign) - 5} more" if foreign[5:] else ""
+            )
+            raise ConfigError(
+                f"{location!r} also holds files that are not part of the repository ({shown}); "
+                "nothing deleted. Move them out of the folder, then delete again"
+            )
         shutil.rmtree(path)
     (path.parent / f".{path.name}.icepipe.lock").unlink(missing_ok=True)
+    return True
+
+
+def discard_unused_repo(location: str) -> bool:
+    """Delete the local repository at ``location`` if nothing was ever committed to it (one
+    branch, ``main``, at the initial snapshot; no tags); return whether it was deleted.
+
+    A run creates its repository just before writing, so a first run failing while writing
+    would otherwise leave an empty repository behind. Under the commit lock: a run that
+    committed meanwhile moved ``main`` (then nothing is deleted), and a run committing later
+    finds the repository gone and re-plans (see :func:`icepipe.target.commit`). Repositories
+    in object stores are left alone (icepipe does not delete object-store prefixes).
+    """
+    if not is_local(location):
+        return False
+    path = _local_path(location)
+    storage = icechunk.local_filesystem_storage(str(path))
+    with commit_lock(location):
+        try:
+            if not icechunk.Repository.exists(storage):
+                return False
+            repo = icechunk.Repository.open(storage)
+            if set(repo.list_branches()) != {"main"} or repo.list_tags():
+                return False
+            if len(list(repo.ancestry(branch="main"))) != 1:
+                return False
+        except icechunk.IcechunkError:
+            return False  # cannot tell: keep it
+        if any(p.name not in _REPO_ENTRIES for p in path.iterdir()):
+            return False
+        shutil.rmtree(path, ignore_errors=True)
     return True
 
 

@@ -11,7 +11,8 @@ import xarray as xr
 
 from icepipe.errors import ConflictError, SchemaMismatchError
 from icepipe.faults import storage_failure
-from icepipe.target.repo import commit_lock
+from icepipe.storage import is_local
+from icepipe.target.repo import _local_path, commit_lock
 
 __all__ = ["commit", "describe_conflicts", "without_attrs", "writable_session", "write_virtual"]
 
@@ -137,6 +138,13 @@ def commit(
     """
     try:
         with commit_lock(repo):
+            if is_local(repo) and not (_local_path(repo) / "repo").exists():
+                # A failed first run removed the repository it had created (see
+                # discard_unused_repo): re-plan, creating it again.
+                raise ConflictError(
+                    f"the repository {repo!r} was removed while this run was writing; re-run "
+                    "to write it again"
+                )
             return session.commit(
                 message,
                 metadata=metadata,
