@@ -25,6 +25,15 @@ from icepipe.errors import IcepipeError
 
 __all__ = ["main"]
 
+if "__mp_main__" in sys.modules:
+    # This process is a Dask worker the embedded cluster spawned: multiprocessing imports the
+    # parent's main module (this one, or the script importing it) first thing. A terminal's
+    # Ctrl-C reaches the whole process group; the run itself stops the workers, so they must
+    # not die printing KeyboardInterrupt tracebacks of their own.
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
 
 def _fmt_dims(dims: dict[str, int]) -> str:
     return ", ".join(f"{k}={v}" for k, v in dims.items()) or "-"

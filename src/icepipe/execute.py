@@ -96,7 +96,7 @@ def open_client(
     cluster: Any = None
     embedded: Any = None
     try:
-        with _interrupts_for_this_process_only():
+        with _interrupts_deferred():
             cluster = LocalCluster(
                 n_workers=n_workers,
                 threads_per_worker=1,
@@ -115,19 +115,14 @@ def open_client(
 
 
 @contextmanager
-def _interrupts_for_this_process_only() -> Iterator[None]:
-    """Keep Ctrl-C away from the worker processes started in this block.
+def _interrupts_deferred() -> Iterator[None]:
+    """Hold back Ctrl-C (and SIGTERM) while the cluster starts, then raise them.
 
-    A terminal sends SIGINT to the whole process group: each worker then dies printing a
-    ``KeyboardInterrupt`` traceback before icepipe's own message, and a worker still starting
-    leaves an error at exit. Processes started while SIGINT is ignored inherit that (Python
-    then installs no ``KeyboardInterrupt`` handler), so only this process reacts to Ctrl-C;
-    workers still stop when the cluster closes. SIGINT is also blocked meanwhile, so that a
-    Ctrl-C during the start is not lost (Linux keeps blocked signals pending even when
-    ignored): it is delivered, as ``KeyboardInterrupt``, when the block ends. The event-loop
-    thread the cluster starts inherits the mask, so later signals reach this thread. (A
-    thread started earlier that does not block SIGINT, such as a storage library's runtime,
-    can still take and drop a Ctrl-C pressed during these 1-3 seconds: press it again.)
+    Interrupting ``LocalCluster()`` halfway leaves a cluster the caller never got, so cannot
+    close: its worker processes print errors at exit. A signal received meanwhile is
+    recorded and raised again once the cluster exists (Ctrl-C: ``KeyboardInterrupt``, and the
+    caller's ``finally`` closes the cluster). Worker processes ignore Ctrl-C themselves (see
+    :mod:`icepipe.cli`).
     """
     import signal
     import threading
@@ -135,13 +130,28 @@ def _interrupts_for_this_process_only() -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
-    handler = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    received: list[int] = []
+
+    def record(signum: int, frame: object) -> None:
+        received.append(signum)
+
+    previous = {sig: signal.signal(sig, record) for sig in (signal.SIGINT, signal.SIGTERM)}
+    failed = False
     try:
         yield
+    except Exception:
+        if not received:
+            raise
+        # A worker that got the same Ctrl-C before it could ignore it (in its first tenths
+        # of a second) fails the start ("Nanny failed to start"): that is the interrupt.
+        failed = True
     finally:
-        signal.signal(signal.SIGINT, handler)
-        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    for signum in dict.fromkeys(received):
+        signal.raise_signal(signum)  # to the handler that was there: KeyboardInterrupt for Ctrl-C
+    if failed:
+        raise KeyboardInterrupt
 
 
 def run_tasks[T, R](

@@ -276,11 +276,31 @@ def commit_lock(repo: str) -> Iterator[None]:
         raise storage_failure(
             exc, f"cannot take the commit lock {str(lock_path)!r}", where="target.repo"
         ) from exc
+    folder = _lock_folder(path.parent)
     try:
         yield
     finally:
+        if folder is not None:
+            os.close(folder)  # releases its flock
         fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
         fh.close()
+
+
+def _lock_folder(folder: Path) -> int | None:
+    """Also hold an exclusive ``flock`` on the repository's parent folder, taken after the
+    lock file's: a run that finds the lock file deleted while another run holds it (e.g. by
+    ``rm .*.icepipe.lock``) creates a new one and locks it, but still waits here. Best effort:
+    file systems that cannot lock folders (some network mounts) keep the lock file alone."""
+    try:
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+    except OSError:
+        os.close(fd)
+        return None
+    return fd
 
 
 def _locked(lock_path: Path) -> IO[str]:
