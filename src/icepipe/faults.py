@@ -49,6 +49,11 @@ _DENIED = re.compile(
     re.IGNORECASE,
 )
 _NO_BUCKET = re.compile(r"NoSuchBucket|bucket does not exist", re.IGNORECASE)
+_NO_CREDENTIALS = re.compile(
+    r"no providers in chain provided credentials|credential provider was not enabled|"
+    r"NoCredentialProviders|could not load credentials|failed to load credentials",
+    re.IGNORECASE,
+)
 
 
 def clean_message(exc: BaseException) -> str:
@@ -114,6 +119,13 @@ def storage_failure(exc: BaseException, doing: str, *, where: str | None = None)
         return ConfigError(
             f"{doing}: the bucket does not exist ({message}); create it, or fix the bucket "
             "name in the URL",
+            field=where,
+        )
+    if _NO_CREDENTIALS.search(message):
+        return ConfigError(
+            f"{doing}: no credentials found ({message}); name the environment variables "
+            "holding them (access_key_id_env / secret_access_key_env), set the standard AWS_* "
+            "variables or a profile, or use anonymous: true for a public bucket",
             field=where,
         )
     if _DENIED.search(message):

@@ -545,16 +545,18 @@ def open_repo(
         The storage could not be read or written.
     """
     ic_storage = storage_for(repo, storage)
+    # Its storage settings (timeouts, retries) also bound the existence check: an endpoint
+    # that accepts connections and never answers must fail, not hang.
     settings = repo_config(config)
     try:
-        if not icechunk.Repository.exists(ic_storage):
+        if not icechunk.Repository.exists(ic_storage, settings.storage):
             if not create:
                 raise RepoNotFoundError(
                     f"no Icechunk repository at {repo!r}; check the path, or run a pipeline "
                     "that targets it to create it"
                 )
             with commit_lock(repo):
-                if not icechunk.Repository.exists(ic_storage):
+                if not icechunk.Repository.exists(ic_storage, settings.storage):
                     new = repo_config(config)
                     for prefix in containers:
                         new.set_virtual_chunk_container(_container(prefix, source_storage))
