@@ -296,8 +296,14 @@ def _slow_run(tmp_path: Path) -> tuple[subprocess.Popen[str], Path]:
         text=True,
         env={**os.environ, "ICEPIPE_TEST_MARKER": str(marker)},
         start_new_session=True,  # its own process group, as a terminal's foreground job
+        # A shell's background job (`make test &`) ignores SIGINT, and children inherit that.
+        preexec_fn=_default_sigint,
     )
     return proc, marker
+
+
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def _wait_for(check: Any, proc: subprocess.Popen[str], timeout: float = 120) -> None:
