@@ -7,7 +7,7 @@ import random
 import time
 import uuid
 from collections.abc import Iterator, Mapping
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal, Protocol
@@ -177,7 +177,9 @@ def run(
             # A failing first run leaves no repository behind (unless another run committed
             # to it meanwhile). Pushed first, so it runs after the cluster closed.
             if exc_type is not None and created:
-                target.discard_unused_repo(spec_t.repo)
+                # Best effort: the run's own error is what to report.
+                with suppress(Exception):
+                    target.discard_unused_repo(spec_t.repo)
             return False
 
         stack.push(discard_on_failure)

@@ -263,6 +263,17 @@ def commit_lock(repo: str) -> Iterator[None]:
     folder that already holds files. Object stores need no lock: Icechunk commits there with
     conditional writes (``If-Match``/``If-None-Match``), so of racing commits exactly one wins
     and the others fail with a conflict (tested against a real S3 server).
+
+    A lock file deleted while held (``rm .*.icepipe.lock``) lets no second holder in: after
+    locking, the file must still be the one at the path, and the parent folder is locked too.
+
+    Raises
+    ------
+    ConfigError
+        The lock cannot be taken for good (permissions, a read-only file system, a file where
+        the folder should be): see :func:`icepipe.faults.storage_failure`.
+    StorageError
+        It cannot be taken for now (e.g. a full disk).
     """
     if not is_local(repo):
         yield
@@ -276,8 +287,9 @@ def commit_lock(repo: str) -> Iterator[None]:
         raise storage_failure(
             exc, f"cannot take the commit lock {str(lock_path)!r}", where="target.repo"
         ) from exc
-    folder = _lock_folder(path.parent)
+    folder: int | None = None
     try:
+        folder = _lock_folder(path.parent)
         yield
     finally:
         if folder is not None:
