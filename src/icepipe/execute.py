@@ -18,6 +18,7 @@ __all__ = [
     "ClusterInfo",
     "default_workers",
     "describe_client",
+    "interrupts_deferred",
     "open_client",
     "run_tasks",
     "run_tasks_collect",
@@ -96,7 +97,7 @@ def open_client(
     cluster: Any = None
     embedded: Any = None
     try:
-        with _interrupts_deferred():
+        with interrupts_deferred():
             cluster = LocalCluster(
                 n_workers=n_workers,
                 threads_per_worker=1,
@@ -115,14 +116,18 @@ def open_client(
 
 
 @contextmanager
-def _interrupts_deferred() -> Iterator[None]:
-    """Hold back Ctrl-C (and SIGTERM) while the cluster starts, then raise them.
+def interrupts_deferred(*, drop: bool = False) -> Iterator[None]:
+    """Hold back Ctrl-C (and SIGTERM) during the block, then raise them (``drop``: ignore
+    them: the block finished what the interrupt was meant to stop).
 
-    Interrupting ``LocalCluster()`` halfway leaves a cluster the caller never got, so cannot
-    close: its worker processes print errors at exit. A signal received meanwhile is
-    recorded and raised again once the cluster exists (Ctrl-C: ``KeyboardInterrupt``, and the
-    caller's ``finally`` closes the cluster). Worker processes ignore Ctrl-C themselves (see
-    :mod:`icepipe.cli`).
+    Used while the embedded cluster starts: interrupting ``LocalCluster()`` halfway leaves a
+    cluster the caller never got, so cannot close, and its worker processes print errors at
+    exit. A signal received meanwhile is recorded and raised again once the cluster exists
+    (Ctrl-C: ``KeyboardInterrupt``, and the caller's ``finally`` closes the cluster). Worker
+    processes ignore Ctrl-C themselves (see :mod:`icepipe.cli`). And around a commit
+    (``drop=True``): an interrupt arriving while Icechunk commits cannot stop the commit, and
+    raising it afterwards would report "interrupted, nothing committed" for a run that did
+    commit; the run ends normally instead.
     """
     import signal
     import threading
@@ -148,10 +153,10 @@ def _interrupts_deferred() -> Iterator[None]:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    for signum in dict.fromkeys(received):
+    for signum in dict.fromkeys(() if drop else received):
         signal.raise_signal(signum)  # to the handler that was there: KeyboardInterrupt for Ctrl-C
     if failed:
-        raise KeyboardInterrupt
+        raise KeyboardInterrupt from None
 
 
 def run_tasks[T, R](

@@ -300,7 +300,7 @@ def run(
                 )
             message = f"icepipe {pipeline.name}: {verb} {n} file{'s' if n != 1 else ''} into {into}"
             try:
-                with timer("commit"):
+                with timer("commit"), execute.interrupts_deferred(drop=True):
                     snapshot_id = target.commit(
                         session, spec_t.repo, message=message, metadata=metadata
                     )
