@@ -221,9 +221,13 @@ def test_named_credentials_are_read_where_they_are_used(monkeypatch: pytest.Monk
     options = StorageOptions(access_key_id_env="MY_KEY", secret_access_key_env="MY_SECRET")
     monkeypatch.delenv("MY_SECRET", raising=False)
     monkeypatch.setenv("MY_KEY", "key")
-    with pytest.raises(ConfigError, match="MY_SECRET") as info:
+    # The message names the key, never its value: a secret pasted into a *_env key can look
+    # like a variable name (issue 11, item 6).
+    with pytest.raises(ConfigError, match="named by secret_access_key_env") as info:
         resolve_s3_credentials(options)
+    assert "MY_SECRET" not in str(info.value)
     assert "key" not in str(info.value).replace("secret_access_key_env", "")
+    assert "MY_SECRET" not in repr(options) and "MY_KEY" not in repr(options)
     monkeypatch.setenv("MY_SECRET", PASTED)
     secrets = resolve_s3_credentials(options)
     assert secrets is not None and secrets.secret_access_key == PASTED
@@ -242,8 +246,9 @@ def test_named_credentials_are_read_where_they_are_used(monkeypatch: pytest.Monk
 def test_missing_named_variable_fails_before_any_request(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("NOPE_KEY", raising=False)
     options = StorageOptions(access_key_id_env="NOPE_KEY", secret_access_key_env="NOPE_SECRET")
-    with pytest.raises(ConfigError, match="NOPE_KEY"):
+    with pytest.raises(ConfigError, match="named by access_key_id_env") as info:
         storage_for("s3://bucket/repo", options)
+    assert "NOPE_KEY" not in str(info.value)
 
 
 def test_object_store_handles_pickle_as_location_and_options(

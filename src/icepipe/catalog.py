@@ -43,6 +43,7 @@ from icepipe.storage import (
     is_local,
     parse_repo_config,
     parse_storage_options,
+    refuse_credentials_in_url,
 )
 
 __all__ = [
@@ -191,6 +192,7 @@ def _entry(name: str, value: object, base: Path, where: str) -> CatalogEntry:
     if not isinstance(url, str) or not url.strip():
         raise ConfigError(f"{where}: missing; expected a path or URL", field=f"{at}.url")
     url = url.strip()
+    refuse_credentials_in_url(url, f"{at}.url")
     if is_local(url):
         url = os.path.normpath(base / os.path.expanduser(url.removeprefix("file://")))
     description = m.get("description") or ""

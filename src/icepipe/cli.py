@@ -25,6 +25,15 @@ from icepipe.errors import IcepipeError
 
 __all__ = ["main"]
 
+if "__mp_main__" in sys.modules:
+    # This process is a Dask worker the embedded cluster spawned: multiprocessing imports the
+    # parent's main module (this one, or the script importing it) first thing. A terminal's
+    # Ctrl-C reaches the whole process group; the run itself stops the workers, so they must
+    # not die printing KeyboardInterrupt tracebacks of their own.
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
 
 def _fmt_dims(dims: dict[str, int]) -> str:
     return ", ".join(f"{k}={v}" for k, v in dims.items()) or "-"
@@ -59,7 +68,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     pipeline, result = outcome.pipeline, outcome.result
     if args.json:
         doc = {**asdict(result), "exit_code": outcome.exit_code}
-        print(json.dumps({**doc, "report_file": str(outcome.report_file)}, indent=2, default=str))
+        report = str(outcome.report_file) if outcome.report_file else None
+        print(json.dumps({**doc, "report_file": report}, indent=2, default=str))
         return outcome.exit_code
     where = f"{result.repo} [{result.branch}] {result.group or '/'}"
     for url, reason in result.files_skipped.items():
@@ -104,7 +114,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         f"{variables}{dimensions}{fallback}"
         f"  mode       {pipeline.mode}, {result.cluster.get('workers', '?')} Dask worker(s)\n"
         f"  time       {result.seconds:.2f}s ({stages})\n"
-        f"  report     {outcome.report_file}"
+        f"  report     {outcome.report_file or 'not written (see the warning above)'}"
     )
     return 0
 
@@ -258,15 +268,41 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         # The environment carries it to pipeline loading and to scheduled runs' processes.
         os.environ[CATALOG_ENV] = args.catalog
+    previous = _stop_on_sigterm()
     try:
         code: int = args.func(args)
         return code
     except IcepipeError as exc:
         print(f"icepipe: error: {exc}", file=sys.stderr)
         return exc.exit_code
-    except KeyboardInterrupt:
-        print("icepipe: interrupted; nothing was committed", file=sys.stderr)
+    except KeyboardInterrupt as exc:
+        how = f" ({exc.args[0]})" if exc.args else ""
+        print(f"icepipe: interrupted{how}; nothing was committed", file=sys.stderr)
         return 130
+    finally:
+        if previous is not None:
+            import signal
+
+            signal.signal(signal.SIGTERM, previous)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM: what Kubernetes, systemd and batch schedulers send to stop a process. Handled
+    like Ctrl-C: the run stops before committing, reports itself interrupted, exits 130."""
+
+
+def _stop_on_sigterm() -> Any:
+    """Turn SIGTERM into :class:`Terminated` (main thread only); return the previous handler."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def handler(signum: int, frame: Any) -> None:
+        raise Terminated("SIGTERM")
+
+    return signal.signal(signal.SIGTERM, handler)
 
 
 # ----------------------------------------------------------------------------------------------

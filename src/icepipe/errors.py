@@ -6,7 +6,7 @@ exit code so that schedulers can decide whether to retry:
 ============================  =====  ==========================================
 exception                     exit   what to do
 ============================  =====  ==========================================
-:class:`ConfigError`          2      fix the pipeline definition or arguments
+:class:`ConfigError`          2      fix the pipeline, arguments or environment
 :class:`SourceError`          3      fix (or remove) the named source file(s)
 :class:`ConflictError`        4      retry later: someone else moved the branch
 :class:`StorageError`         5      transient storage/cluster trouble: retry
@@ -121,7 +121,11 @@ class StaleWriteError(ConflictError):
 
 
 class StorageError(IcepipeError):
-    """Transient trouble with storage or the cluster (I/O, network, dead workers): retry."""
+    """Transient trouble with storage or the cluster (I/O, network, dead workers): retry.
+
+    Storage problems no retry can fix (permissions, read-only file systems, missing buckets,
+    refused credentials) are :class:`ConfigError` instead (see :mod:`icepipe.faults`).
+    """
 
     exit_code = 5
 

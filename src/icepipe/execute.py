@@ -18,6 +18,7 @@ __all__ = [
     "ClusterInfo",
     "default_workers",
     "describe_client",
+    "interrupts_deferred",
     "open_client",
     "run_tasks",
     "run_tasks_collect",
@@ -93,20 +94,69 @@ def open_client(
     n_workers = default_workers() if workers is None else workers
     if n_workers < 1:
         raise ConfigError(f"expected at least 1 worker; got {n_workers}", field="--workers")
-    cluster = LocalCluster(
-        n_workers=n_workers,
-        threads_per_worker=1,
-        processes=True,
-        dashboard_address=":0",  # a free port: several clusters may run on one machine
-        memory_limit=memory_limit or "auto",
-        silence_logs=50,  # logging.CRITICAL: task errors are reported by run_tasks
-    )
-    client = Client(cluster)
+    cluster: Any = None
+    embedded: Any = None
     try:
-        yield client, ClusterInfo(cluster.scheduler_address, n_workers, embedded=True)
+        with interrupts_deferred():
+            cluster = LocalCluster(
+                n_workers=n_workers,
+                threads_per_worker=1,
+                processes=True,
+                dashboard_address=":0",  # a free port: several clusters may run on one machine
+                memory_limit=memory_limit or "auto",
+                silence_logs=50,  # logging.CRITICAL: task errors are reported by run_tasks
+            )
+        embedded = Client(cluster)
+        yield embedded, ClusterInfo(cluster.scheduler_address, n_workers, embedded=True)
     finally:
-        client.close()
-        cluster.close()
+        if embedded is not None:
+            embedded.close()
+        if cluster is not None:
+            cluster.close()
+
+
+@contextmanager
+def interrupts_deferred(*, drop: bool = False) -> Iterator[None]:
+    """Hold back Ctrl-C (and SIGTERM) during the block, then raise them (``drop``: ignore
+    them: the block finished what the interrupt was meant to stop).
+
+    Used while the embedded cluster starts: interrupting ``LocalCluster()`` halfway leaves a
+    cluster the caller never got, so cannot close, and its worker processes print errors at
+    exit. A signal received meanwhile is recorded and raised again once the cluster exists
+    (Ctrl-C: ``KeyboardInterrupt``, and the caller's ``finally`` closes the cluster). Worker
+    processes ignore Ctrl-C themselves (see :mod:`icepipe.cli`). And around a commit
+    (``drop=True``): an interrupt arriving while Icechunk commits cannot stop the commit, and
+    raising it afterwards would report "interrupted, nothing committed" for a run that did
+    commit; the run ends normally instead.
+    """
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+
+    def record(signum: int, frame: object) -> None:
+        received.append(signum)
+
+    previous = {sig: signal.signal(sig, record) for sig in (signal.SIGINT, signal.SIGTERM)}
+    failed = False
+    try:
+        yield
+    except Exception:
+        if not received:
+            raise
+        # A worker that got the same Ctrl-C before it could ignore it (in its first tenths
+        # of a second) fails the start ("Nanny failed to start"): that is the interrupt.
+        failed = True
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    for signum in dict.fromkeys(() if drop else received):
+        signal.raise_signal(signum)  # to the handler that was there: KeyboardInterrupt for Ctrl-C
+    if failed:
+        raise KeyboardInterrupt from None
 
 
 def run_tasks[T, R](

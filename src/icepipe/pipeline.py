@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import random
 import time
 import uuid
 from collections.abc import Iterator, Mapping
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal, Protocol
@@ -182,6 +181,18 @@ def run(
         )
 
     with ExitStack() as stack:
+        created: list[bool] = []  # set when this run creates the repository (a first run)
+
+        def discard_on_failure(exc_type: object, *_: object) -> bool:
+            # A failing first run leaves no repository behind (unless another run committed
+            # to it meanwhile). Pushed first, so it runs after the cluster closed.
+            if exc_type is not None and created:
+                # Best effort: the run's own error is what to report.
+                with suppress(Exception):
+                    target.discard_unused_repo(spec_t.repo)
+            return False
+
+        stack.push(discard_on_failure)
         dask_client = client
         cluster_info = execute.describe_client(client) if client is not None else None
         for attempt in range(1, max_attempts + 1):
@@ -253,7 +264,6 @@ def run(
                         )
                         for s, r in part.changed
                     ]
-            created = session is None
             if session is None:
                 repo = target.open_repo(
                     spec_t.repo,
@@ -266,17 +276,11 @@ def run(
                 session = target.writable_session(repo, spec_t.branch)
                 if target.read_ledger(repo, session.snapshot_id, spec_t.group):
                     continue  # another run created the repository meanwhile: re-plan
+                created.append(True)
             layout: dict[str, Any] = {}
-            try:
-                with timer("write"):
-                    for part in parts:
-                        layout = _write(pipeline, session, part) or layout
-            except BaseException:
-                if created:
-                    # Leave no empty repository behind (local ones; see remove_if_unused).
-                    with contextlib.suppress(Exception):  # never hide the write's error
-                        target.remove_if_unused(spec_t.repo)
-                raise
+            with timer("write"):
+                for part in parts:
+                    layout = _write(pipeline, session, part) or layout
             records, files = _file_records(parts)
             ingested = tuple(f.url for f in files)
             fallback = _fallback(parts)
@@ -326,7 +330,7 @@ def run(
                     urls=list(gone),
                 )
             try:
-                with timer("commit"):
+                with timer("commit"), execute.interrupts_deferred(drop=True):
                     snapshot_id = target.commit(
                         session, spec_t.repo, message=message, metadata=metadata
                     )

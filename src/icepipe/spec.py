@@ -32,6 +32,7 @@ from icepipe.storage import (
     is_local,
     parse_repo_config,
     parse_storage_options,
+    refuse_credentials_in_url,
     scheme_of,
     split_url,
 )
@@ -430,6 +431,7 @@ def _resolve_url(value: str, base: Path) -> str:
 
 
 def _canonical_object_url(value: str, schemes: tuple[str, ...], where: str) -> str:
+    refuse_credentials_in_url(value, where)
     scheme, bucket, key = split_url(value)
     if scheme not in schemes:
         raise ConfigError(

@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, cast
 
 from icepipe.errors import ConfigError
@@ -32,6 +32,7 @@ __all__ = [
     "StorageOptions",
     "coerce_storage_options",
     "is_local",
+    "refuse_credentials_in_url",
     "parse_repo_config",
     "parse_storage_options",
     "reference_url",
@@ -110,9 +111,10 @@ class StorageOptions:
     force_path_style: bool = False
     allow_http: bool = False
     anonymous: bool = False
-    access_key_id_env: str | None = None
-    secret_access_key_env: str | None = None
-    session_token_env: str | None = None
+    # Not in the repr: a secret pasted here by mistake must not reach logs and messages.
+    access_key_id_env: str | None = field(default=None, repr=False)
+    secret_access_key_env: str | None = field(default=None, repr=False)
+    session_token_env: str | None = field(default=None, repr=False)
 
     @property
     def is_default(self) -> bool:
@@ -170,15 +172,46 @@ def resolve_s3_credentials(options: StorageOptions) -> S3Secrets | None:
             continue
         value = os.environ.get(name)
         if not value:
+            # The variable's name is not shown: a secret pasted into a *_env key by mistake
+            # can look like a variable name, and messages end up in logs and run reports.
             raise ConfigError(
-                f"the environment variable {name} named by {key} is not set in this process "
-                f"(pid {os.getpid()}); export it where icepipe and its Dask workers run"
+                f"the environment variable named by {key} is not set (or empty) in this "
+                f"process (pid {os.getpid()}); export it where icepipe and its Dask workers "
+                f"run, and check that {key} holds the variable's NAME, not the secret itself"
             )
         values[key] = value
     return S3Secrets(
         access_key_id=cast(str, values["access_key_id_env"]),
         secret_access_key=cast(str, values["secret_access_key_env"]),
         session_token=values["session_token_env"],
+    )
+
+
+def refuse_credentials_in_url(url: str, where: str) -> None:
+    """Refuse a URL with ``user:password@`` in it, without echoing it.
+
+    Such URLs end up in places every reader sees: the repository config (endpoints of virtual
+    chunk containers), commit metadata, run reports and logs.
+
+    Raises
+    ------
+    ConfigError
+        The URL holds credentials (the message shows it with them removed).
+    """
+    m = _URL_SCHEME.match(url.strip())
+    if not m:
+        return
+    rest = url.strip()[m.end() :]
+    netloc = rest.split("/", 1)[0]
+    if "@" not in netloc:
+        return
+    shown = f"{m.group(1)}://***@{netloc.rsplit('@', 1)[1]}"
+    raise ConfigError(
+        f"the URL ({shown}...) holds credentials (user:password@): they would be stored where "
+        "every reader of the repository sees them. Remove them from the URL and name the "
+        "environment variables holding them instead (access_key_id_env / "
+        "secret_access_key_env); the given value is not shown",
+        field=where,
     )
 
 
@@ -272,6 +305,8 @@ def parse_storage_options(m: Mapping[str, Any], prefix: str) -> StorageOptions:
             )
         return value.strip()
 
+    if isinstance(m.get("endpoint"), str):
+        refuse_credentials_in_url(m["endpoint"], prefix + "endpoint")
     endpoint = text("endpoint")
     allow_http = flag("allow_http")
     if endpoint is not None:

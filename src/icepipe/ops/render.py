@@ -143,6 +143,8 @@ def render_refs(refs: Sequence[Any], kind: str | None = None) -> str:
 
 def render_tree(nodes: Sequence[Any], *, header: str) -> str:
     lines = [header]
+    if not nodes:
+        lines.append("(empty: nothing has been written to this snapshot)")
     for n in nodes:
         depth = 0 if n.path == "/" else n.path.count("/")
         indent = "  " * depth

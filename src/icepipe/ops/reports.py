@@ -104,13 +104,15 @@ class RunRecorder:
         exit_code: int,
         result: Any = None,
         error: BaseException | None = None,
-    ) -> Path:
+    ) -> Path | None:
         """Write the report of a run that returned ``result`` or raised ``error``; return its
-        path. Never raises for an unwritable folder: the failure is reported on stderr."""
+        path, or ``None`` when it could not be written (never raises for an unwritable folder:
+        the failure is reported on stderr)."""
         report = self.build(exit_code=exit_code, result=result, error=error)
         folder = runs_dir(self.state, self.pipeline_name)
         stamp = self.started_at.strftime("%Y%m%dT%H%M%S.%fZ")
         path = folder / f"{stamp}-{self.run_id}.json"
+        tmp: str | None = None
         try:
             folder.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=folder, prefix=".", suffix=".tmp")
@@ -121,7 +123,11 @@ class RunRecorder:
         except OSError as exc:
             import sys
 
+            if tmp is not None:  # a full disk: leave no half-written file behind
+                Path(tmp).unlink(missing_ok=True)
+
             print(f"icepipe: warning: cannot write the run report {path}: {exc}", file=sys.stderr)
+            return None
         return path
 
     def build(

@@ -9,7 +9,13 @@ from typing import Any
 from icepipe import target
 from icepipe.catalog import CATALOG_PREFIX, CatalogEntry, check_name, edit_catalog, load_catalog
 from icepipe.errors import ConfigError, IcepipeError
-from icepipe.storage import StorageOptions, is_local, parse_repo_config, parse_storage_options
+from icepipe.storage import (
+    StorageOptions,
+    is_local,
+    parse_repo_config,
+    parse_storage_options,
+    refuse_credentials_in_url,
+)
 
 __all__ = [
     "RepoSummary",
@@ -70,7 +76,12 @@ class RepoSummary:
 
 
 def _summary(entry: CatalogEntry, *, refs: bool) -> RepoSummary:
-    storage = {k: v for k, v in asdict(entry.storage).items() if v not in (None, False)}
+    # The names in *_env keys are not shown: they could be secrets pasted by mistake.
+    storage = {
+        k: "(set; not shown)" if k.endswith("_env") else v
+        for k, v in asdict(entry.storage).items()
+        if v not in (None, False)
+    }
     base = RepoSummary(
         name=entry.name,
         url=entry.url,
@@ -137,6 +148,7 @@ def create_repo(
         false, or the options are invalid.
     """
     check_name(name)
+    refuse_credentials_in_url(url, "URL")
     options = parse_storage_options(storage or {}, "storage.") if storage else StorageOptions()
     settings = parse_repo_config(config, "config") if config else {}
     location = url

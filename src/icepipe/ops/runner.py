@@ -41,7 +41,8 @@ class RunOutcome:
     pipeline: Pipeline
     result: RunResult
     exit_code: int
-    report_file: Path
+    #: ``None`` when the report could not be written (a warning was printed).
+    report_file: Path | None
 
 
 def exit_code_of(exc: BaseException) -> int:

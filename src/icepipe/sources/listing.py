@@ -17,7 +17,8 @@ from typing import Any
 
 import obstore
 
-from icepipe.errors import ConfigError, SourceError, StorageError, short_message
+from icepipe.errors import ConfigError, SourceError, short_message
+from icepipe.faults import storage_failure
 from icepipe.globs import MAGIC_CHARS as _MAGIC_CHARS
 from icepipe.globs import glob_to_regex, split_glob
 from icepipe.model import SourceFile
@@ -239,7 +240,7 @@ def _list_glob(
             url=pattern_url,
         ) from exc
     except OSError as exc:
-        raise StorageError(f"listing {base_url!r} failed: {exc}; retry") from exc
+        raise storage_failure(exc, f"listing {base_url!r} failed", where="source.urls") from exc
     except Exception as exc:
         if not remote:
             raise

@@ -20,7 +20,8 @@ from obspec_utils.registry import ObjectStoreRegistry
 from obstore.store import HTTPStore, LocalStore, S3Store
 from zarr.storage import ObjectStore, WrapperStore
 
-from icepipe.errors import ConfigError, IcepipeError, SourceError, StorageError, short_message
+from icepipe.errors import ConfigError, IcepipeError, SourceError, short_message
+from icepipe.faults import storage_failure
 from icepipe.storage import (
     S3Secrets,
     StorageOptions,
@@ -242,7 +243,7 @@ def access_error(exc: BaseException, url: str, what: str = "read") -> IcepipeErr
             "source.storage.anonymous: true for a public bucket",
             field="source.storage",
         )
-    return StorageError(f"{url}: cannot {what} it ({short_message(exc)}); retry")
+    return storage_failure(exc, f"{url}: cannot {what} it", where="source.urls")
 
 
 class RemoteFile(io.RawIOBase):

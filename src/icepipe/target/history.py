@@ -13,7 +13,8 @@ import numpy as np
 import zarr
 
 from icepipe.cf import effective_time_encoding, packing_of
-from icepipe.errors import ConfigError, StorageError
+from icepipe.errors import ConfigError
+from icepipe.faults import storage_failure
 from icepipe.model import TargetSchema, VariableSchema
 
 __all__ = [
@@ -69,7 +70,7 @@ def read_ledger(
                 # Walking newest first: the newest record of a URL wins.
                 ledger.setdefault(f["url"], f)
     except icechunk.IcechunkError as exc:
-        raise StorageError(f"cannot read the history of snapshot {snapshot_id}: {exc}") from exc
+        raise storage_failure(exc, f"cannot read the history of snapshot {snapshot_id}") from exc
     return ledger
 
 

@@ -7,7 +7,8 @@ from datetime import UTC, datetime, timedelta
 
 import icechunk
 
-from icepipe.errors import ConfigError, StorageError
+from icepipe.errors import ConfigError
+from icepipe.faults import storage_failure
 
 __all__ = ["GcReport", "collect_garbage"]
 
@@ -51,7 +52,7 @@ def collect_garbage(
     try:
         summary = repo.garbage_collect(cutoff, dry_run=not delete)
     except icechunk.IcechunkError as exc:
-        raise StorageError(f"garbage collection failed: {exc}") from exc
+        raise storage_failure(exc, "garbage collection failed") from exc
     return GcReport(
         dry_run=not delete,
         cutoff=cutoff,

@@ -52,6 +52,7 @@ import zarr
 import zarr.errors
 
 from icepipe.errors import ConfigError, ConflictError, IcepipeError, StaleWriteError, StorageError
+from icepipe.faults import storage_failure
 from icepipe.target.repo import commit_lock, container_prefixes
 from icepipe.target.write import describe_conflicts, writable_session
 
@@ -429,7 +430,9 @@ def _convert_write_error(exc: Exception, what: str, *, group: str | None) -> Exc
             if getattr(exc, "kind", None) == "object-not-found"
             else ""
         )
-        return StorageError(f"cannot write {what}: {exc}{hint}; retry")
+        if hint:
+            return StorageError(f"cannot write {what}: {exc}{hint}; retry")
+        return storage_failure(exc, f"cannot write {what}")
     if type(exc).__name__ == "KilledWorker":
         return StorageError(
             f"cannot write {what}: a Dask worker died repeatedly while writing ({exc}); give "
@@ -438,7 +441,7 @@ def _convert_write_error(exc: Exception, what: str, *, group: str | None) -> Exc
     if isinstance(exc, ValueError | KeyError | TypeError):
         return ConfigError(f"cannot write {what}: {exc}")
     if isinstance(exc, OSError):
-        return StorageError(f"cannot write {what}: {exc}; retry")
+        return storage_failure(exc, f"cannot write {what}")
     return exc
 
 
@@ -574,7 +577,7 @@ def commit_write(
             "write on the new tip"
         ) from exc
     except icechunk.IcechunkError as exc:
-        raise StorageError(f"commit to branch {branch!r} failed: {exc}; retry") from exc
+        raise storage_failure(exc, f"commit to branch {branch!r} failed") from exc
 
 
 def _backoff(attempt: int) -> None:

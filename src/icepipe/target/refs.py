@@ -21,7 +21,8 @@ from typing import Any
 import icechunk
 import zarr
 
-from icepipe.errors import ConfigError, ConflictError, StorageError
+from icepipe.errors import ConfigError, ConflictError
+from icepipe.faults import storage_failure
 from icepipe.storage import is_local
 from icepipe.target.history import METADATA_KEY, CommitInfo
 from icepipe.target.repo import _local_path, commit_lock
@@ -35,10 +36,10 @@ __all__ = [
     "create_tag",
     "delete_branch",
     "delete_local_repo",
+    "discard_unused_repo",
     "diff_refs",
     "list_refs",
     "move_branch",
-    "remove_if_unused",
     "resolve_ref",
     "tree_info",
 ]
@@ -82,7 +83,7 @@ def list_refs(repo: icechunk.Repository) -> list[RefInfo]:
                 snap = repo.lookup_snapshot(lookup(name))
                 out.append(RefInfo(kind, name, snap.id, snap.written_at, snap.message))
     except icechunk.IcechunkError as exc:
-        raise StorageError(f"cannot read the branches and tags: {_msg(exc)}") from exc
+        raise storage_failure(exc, "cannot read the branches and tags") from exc
     return out
 
 
@@ -118,7 +119,7 @@ def resolve_ref(repo: icechunk.Repository, ref: str) -> str:
             raise ConfigError(f"{base!r} has fewer than {steps} ancestors; got {ref!r}")
         return snapshot_id
     except icechunk.IcechunkError as exc:
-        raise StorageError(f"cannot resolve {ref!r}: {_msg(exc)}") from exc
+        raise storage_failure(exc, f"cannot resolve {ref!r}") from exc
 
 
 def _lookup(repo: icechunk.Repository, kind: str, name: str) -> str | None:
@@ -167,7 +168,7 @@ def create_tag(repo: icechunk.Repository, name: str, snapshot_id: str) -> None:
             detail = "was used by a deleted tag; Icechunk never reuses tag names"
         raise ConfigError(f"tag {name!r} {detail}: choose another name") from exc
     except icechunk.IcechunkError as exc:
-        raise StorageError(f"cannot create tag {name!r}: {_msg(exc)}") from exc
+        raise storage_failure(exc, f"cannot create tag {name!r}") from exc
 
 
 def create_branch(repo: icechunk.Repository, name: str, snapshot_id: str) -> None:
@@ -189,7 +190,7 @@ def create_branch(repo: icechunk.Repository, name: str, snapshot_id: str) -> Non
             "or choose another name"
         ) from exc
     except icechunk.IcechunkError as exc:
-        raise StorageError(f"cannot create branch {name!r}: {_msg(exc)}") from exc
+        raise storage_failure(exc, f"cannot create branch {name!r}") from exc
 
 
 def delete_branch(repo: icechunk.Repository, name: str) -> str:
@@ -213,7 +214,7 @@ def delete_branch(repo: icechunk.Repository, name: str) -> str:
         tip = repo.lookup_branch(name)
         repo.delete_branch(name)
     except icechunk.IcechunkError as exc:
-        raise StorageError(f"cannot delete branch {name!r}: {_msg(exc)}") from exc
+        raise storage_failure(exc, f"cannot delete branch {name!r}") from exc
     return tip
 
 
@@ -262,7 +263,7 @@ def move_branch(
             conflicts=[f"{branch}: expected {expected}, found {now}"],
         ) from exc
     except icechunk.IcechunkError as exc:
-        raise StorageError(f"cannot move branch {branch!r}: {_msg(exc)}") from exc
+        raise storage_failure(exc, f"cannot move branch {branch!r}") from exc
 
 
 @dataclass(frozen=True)
@@ -297,6 +298,9 @@ def diff_refs(repo: icechunk.Repository, a: str, b: str) -> RepoDiff:
         The history cannot be read.
     """
     from_id, to_id = resolve_ref(repo, a), resolve_ref(repo, b)
+    if from_id == to_id:
+        # Icechunk's diff refuses a snapshot against itself: there is simply nothing to show.
+        return RepoDiff(from_id=from_id, to_id=to_id, **_NO_CHANGES)
     try:
         between: list[Any] = []
         found = from_id == to_id
@@ -314,7 +318,7 @@ def diff_refs(repo: icechunk.Repository, a: str, b: str) -> RepoDiff:
             )
         d = repo.diff(from_snapshot_id=from_id, to_snapshot_id=to_id)
     except icechunk.IcechunkError as exc:
-        raise StorageError(f"cannot diff {a!r} and {b!r}: {_msg(exc)}") from exc
+        raise storage_failure(exc, f"cannot diff {a!r} and {b!r}") from exc
     commits, files = [], []
     for snap in between:
         record = snap.metadata.get(METADATA_KEY)
@@ -345,6 +349,17 @@ def diff_refs(repo: icechunk.Repository, a: str, b: str) -> RepoDiff:
         commits=commits,
         files=files,
     )
+
+
+_NO_CHANGES: dict[str, Any] = {
+    "new_groups": [],
+    "new_arrays": [],
+    "deleted_groups": [],
+    "deleted_arrays": [],
+    "updated_groups": [],
+    "updated_arrays": [],
+    "updated_chunks": {},
+}
 
 
 def _common_ancestor(repo: icechunk.Repository, a: str, b: str) -> str | None:
@@ -397,7 +412,10 @@ def tree_info(
     """
     try:
         session = repo.readonly_session(snapshot_id=snapshot_id)
-        root = zarr.open_group(session.store, mode="r")
+        try:
+            root = zarr.open_group(session.store, mode="r")
+        except zarr.errors.GroupNotFoundError:
+            return []  # a new repository: nothing written yet, not even the root group
         nodes: list[tuple[str, Any]] = [("/", root)]
         nodes += sorted(("/" + name, node) for name, node in root.members(max_depth=None))
         counts = None if exact else _manifest_counts(repo, snapshot_id)
@@ -431,7 +449,7 @@ def tree_info(
             )
         return out
     except icechunk.IcechunkError as exc:
-        raise StorageError(f"cannot read snapshot {snapshot_id}: {_msg(exc)}") from exc
+        raise storage_failure(exc, f"cannot read snapshot {snapshot_id}") from exc
 
 
 def _manifest_counts(repo: icechunk.Repository, snapshot_id: str) -> dict[str, Counter[str]] | None:
@@ -466,6 +484,21 @@ def _chunk_type_counts(session: icechunk.Session, path: str) -> Counter[str]:
     return counts
 
 
+#: What Icechunk's local storage keeps in a repository folder; anything else is the user's.
+_REPO_ENTRIES = frozenset(
+    {
+        "repo",
+        "config.yaml",
+        "refs",
+        "snapshots",
+        "manifests",
+        "transactions",
+        "chunks",
+        "overwritten",
+    }
+)
+
+
 def delete_local_repo(location: str) -> bool:
     """Delete a local repository folder and its lock file, under the commit lock; return
     whether there was a repository to delete.
@@ -473,8 +506,8 @@ def delete_local_repo(location: str) -> bool:
     Raises
     ------
     ConfigError
-        ``location`` is not local, or the folder holds files but no Icechunk repository (it
-        is left alone).
+        ``location`` is not local, or the folder holds files but no Icechunk repository, or
+        files besides the repository's own (it is left alone).
     """
     if not is_local(location):
         raise ConfigError(
@@ -487,34 +520,48 @@ def delete_local_repo(location: str) -> bool:
     if not icechunk.Repository.exists(icechunk.local_filesystem_storage(str(path))):
         raise ConfigError(f"{location!r} holds no Icechunk repository; nothing deleted")
     with commit_lock(location):
+        foreign = sorted(p.name for p in path.iterdir() if p.name not in _REPO_ENTRIES)
+        if foreign:
+            shown = ", ".join(foreign[:5]) + (
+                f" and {len(foreign) - 5} more" if foreign[5:] else ""
+            )
+            raise ConfigError(
+                f"{location!r} also holds files that are not part of the repository ({shown}); "
+                "nothing deleted. Move them out of the folder, then delete again"
+            )
         shutil.rmtree(path)
     (path.parent / f".{path.name}.icepipe.lock").unlink(missing_ok=True)
     return True
 
 
-def remove_if_unused(location: str) -> bool:
-    """Delete a local repository holding nothing but its initial commit; return whether it was
-    deleted.
+def discard_unused_repo(location: str) -> bool:
+    """Delete the local repository at ``location`` if nothing was ever committed to it (one
+    branch, ``main``, at the initial snapshot; no tags); return whether it was deleted.
 
-    A run creates the repository just before its first write: when that write (or its commit)
-    fails, this removes what would otherwise be left behind, an empty repository that looks
-    like a successful ingest of nothing. Checked and deleted under the commit lock, so a
-    repository another run has committed into meanwhile stays. Object-store repositories are
-    left alone (``False``).
+    A run creates its repository just before writing, so a first run failing while writing
+    would otherwise leave an empty repository behind. Under the commit lock: a run that
+    committed meanwhile moved ``main`` (then nothing is deleted), and a run committing later
+    finds the repository gone and re-plans (see :func:`icepipe.target.commit`). Repositories
+    in object stores are left alone (icepipe does not delete object-store prefixes).
     """
     if not is_local(location):
         return False
     path = _local_path(location)
     storage = icechunk.local_filesystem_storage(str(path))
     with commit_lock(location):
-        if not icechunk.Repository.exists(storage):
+        try:
+            if not icechunk.Repository.exists(storage):
+                return False
+            repo = icechunk.Repository.open(storage)
+            if set(repo.list_branches()) != {"main"} or repo.list_tags():
+                return False
+            if len(list(repo.ancestry(branch="main"))) != 1:
+                return False
+        except icechunk.IcechunkError:
+            return False  # cannot tell: keep it
+        if any(p.name not in _REPO_ENTRIES for p in path.iterdir()):
             return False
-        repo = icechunk.Repository.open(storage)
-        if repo.list_tags() or any(
-            len(list(repo.ancestry(branch=b))) > 1 for b in repo.list_branches()
-        ):
-            return False
-        shutil.rmtree(path)
+        shutil.rmtree(path, ignore_errors=True)
     return True
 
 

@@ -9,19 +9,22 @@ process (client or Dask worker) talks to storage.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import shutil
+import stat
 import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import icechunk
 
 from icepipe.errors import ConfigError, StorageError
+from icepipe.faults import storage_failure
 from icepipe.storage import StorageOptions, is_local, resolve_s3_credentials, split_url
 
 __all__ = [
@@ -53,9 +56,10 @@ class EnvS3Credentials:
     workers, where it is called to read that worker's environment.
     """
 
-    access_key_id_env: str
-    secret_access_key_env: str
-    session_token_env: str | None = None
+    # Not in the repr (see StorageOptions).
+    access_key_id_env: str = field(repr=False)
+    secret_access_key_env: str = field(repr=False)
+    session_token_env: str | None = field(default=None, repr=False)
 
     @classmethod
     def from_options(cls, options: StorageOptions) -> EnvS3Credentials | None:
@@ -259,19 +263,80 @@ def commit_lock(repo: str) -> Iterator[None]:
     folder that already holds files. Object stores need no lock: Icechunk commits there with
     conditional writes (``If-Match``/``If-None-Match``), so of racing commits exactly one wins
     and the others fail with a conflict (tested against a real S3 server).
+
+    A lock file deleted while held (``rm .*.icepipe.lock``) lets no second holder in: after
+    locking, the file must still be the one at the path, and the parent folder is locked too.
+
+    Raises
+    ------
+    ConfigError
+        The lock cannot be taken for good (permissions, a read-only file system, a file where
+        the folder should be): see :func:`icepipe.faults.storage_failure`.
+    StorageError
+        It cannot be taken for now (e.g. a full disk).
     """
     if not is_local(repo):
         yield
         return
     path = _local_path(repo)
-    path.parent.mkdir(parents=True, exist_ok=True)
     lock_path = path.parent / f".{path.name}.icepipe.lock"
-    with open(lock_path, "a+") as fh:
-        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fh = _locked(lock_path)
+    except OSError as exc:
+        raise storage_failure(
+            exc, f"cannot take the commit lock {str(lock_path)!r}", where="target.repo"
+        ) from exc
+    folder: int | None = None
+    try:
+        folder = _lock_folder(path.parent)
+        yield
+    finally:
+        if folder is not None:
+            os.close(folder)  # releases its flock
+        fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+        fh.close()
+
+
+def _lock_folder(folder: Path) -> int | None:
+    """Also hold an exclusive ``flock`` on the repository's parent folder, taken after the
+    lock file's: a run that finds the lock file deleted while another run holds it (e.g. by
+    ``rm .*.icepipe.lock``) creates a new one and locks it, but still waits here. Best effort:
+    file systems that cannot lock folders (some network mounts) keep the lock file alone."""
+    try:
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+    except OSError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def _locked(lock_path: Path) -> IO[str]:
+    """Open ``lock_path`` and hold an exclusive ``flock`` on the file that is at that path.
+
+    A lock held on a file someone deleted (or replaced) meanwhile protects nothing: the next
+    run opens a new file at the path and locks that one. So after locking, check that the
+    path still names the locked file, and start again if not.
+    """
+    while True:
+        fh = open(lock_path, "a+")  # noqa: SIM115 - held until the caller's block ends
         try:
-            yield
-        finally:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+            held = os.fstat(fh.fileno())
+            try:
+                now = os.stat(lock_path)
+            except FileNotFoundError:
+                now = None
+            if now is not None and (now.st_dev, now.st_ino) == (held.st_dev, held.st_ino):
+                return fh
+        except BaseException:
+            fh.close()
+            raise
+        fh.close()  # releases the lock on the orphaned file
 
 
 def container_prefixes(urls: Iterable[str]) -> list[str]:
@@ -415,6 +480,7 @@ def _create_in_place(
     one else is creating this repository.
     """
     path = _local_path(repo)
+    _check_creatable(repo, path)
     for stale in path.parent.glob(f".{path.name}.icepipe-creating-*"):
         shutil.rmtree(stale, ignore_errors=True)
     staging = path.parent / f".{path.name}.icepipe-creating-{uuid.uuid4().hex}"
@@ -427,10 +493,35 @@ def _create_in_place(
         os.rename(staging, path)  # replaces an empty folder, never a non-empty one
     except OSError as exc:
         shutil.rmtree(staging, ignore_errors=True)
+        if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+            raise storage_failure(
+                exc, f"cannot create a repository at {repo!r}", where="target.repo"
+            ) from exc
         raise ConfigError(
             f"cannot create a repository at {repo!r}: the folder holds files but no Icechunk "
             f"repository ({exc.strerror}); remove it, or point target.repo elsewhere"
         ) from exc
+
+
+def _check_creatable(repo: str, path: Path) -> None:
+    """Refuse to create a repository where the user said no: a file, or an empty folder
+    without write permission (the rename would replace it with a new, writable one; as root,
+    permissions do not stop the rename, so the folder's mode is checked too)."""
+    if not path.exists():
+        return
+    if not path.is_dir():
+        raise ConfigError(
+            f"cannot create a repository at {repo!r}: it is a file, not a folder; point "
+            "target.repo at a folder (it is created when absent)",
+            field="target.repo",
+        )
+    if not os.access(path, os.W_OK) or not path.stat().st_mode & stat.S_IWUSR:
+        raise ConfigError(
+            f"cannot create a repository at {repo!r}: the folder is read-only; make it "
+            "writable (chmod u+w) if the repository should go there, or point target.repo "
+            "elsewhere",
+            field="target.repo",
+        )
 
 
 # Adding containers to a repository's config is read-modify-write: when two runs add theirs
@@ -478,16 +569,18 @@ def open_repo(
         The storage could not be read or written.
     """
     ic_storage = storage_for(repo, storage)
+    # Its storage settings (timeouts, retries) also bound the existence check: an endpoint
+    # that accepts connections and never answers must fail, not hang.
     settings = repo_config(config)
     try:
-        if not icechunk.Repository.exists(ic_storage):
+        if not icechunk.Repository.exists(ic_storage, settings.storage):
             if not create:
                 raise RepoNotFoundError(
                     f"no Icechunk repository at {repo!r}; check the path, or run a pipeline "
                     "that targets it to create it"
                 )
             with commit_lock(repo):
-                if not icechunk.Repository.exists(ic_storage):
+                if not icechunk.Repository.exists(ic_storage, settings.storage):
                     new = repo_config(config)
                     for prefix in containers:
                         new.set_virtual_chunk_container(_container(prefix, source_storage))
@@ -524,5 +617,7 @@ def open_repo(
         )
     except ConfigError:
         raise
-    except icechunk.IcechunkError as exc:
-        raise StorageError(f"cannot open the repository at {repo!r}: {exc}") from exc
+    except (icechunk.IcechunkError, OSError) as exc:
+        raise storage_failure(
+            exc, f"cannot open the repository at {repo!r}", where="target.repo"
+        ) from exc

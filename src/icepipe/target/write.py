@@ -9,8 +9,10 @@ from typing import Any
 import icechunk
 import xarray as xr
 
-from icepipe.errors import ConflictError, SchemaMismatchError, StorageError
-from icepipe.target.repo import commit_lock
+from icepipe.errors import ConflictError, SchemaMismatchError
+from icepipe.faults import storage_failure
+from icepipe.storage import is_local
+from icepipe.target.repo import _local_path, commit_lock
 
 __all__ = ["commit", "describe_conflicts", "without_attrs", "writable_session", "write_virtual"]
 
@@ -34,7 +36,7 @@ def writable_session(repo: icechunk.Repository, branch: str) -> icechunk.Session
                     raise
         return repo.writable_session(branch)
     except icechunk.IcechunkError as exc:
-        raise StorageError(f"cannot open branch {branch!r} for writing: {exc}") from exc
+        raise storage_failure(exc, f"cannot open branch {branch!r} for writing") from exc
 
 
 def write_virtual(
@@ -136,6 +138,13 @@ def commit(
     """
     try:
         with commit_lock(repo):
+            if is_local(repo) and not (_local_path(repo) / "repo").exists():
+                # A failed first run removed the repository it had created (see
+                # discard_unused_repo): re-plan, creating it again.
+                raise ConflictError(
+                    f"the repository {repo!r} was removed while this run was writing; re-run "
+                    "to write it again"
+                )
             return session.commit(
                 message,
                 metadata=metadata,
@@ -149,4 +158,4 @@ def commit(
             conflicts=describe_conflicts(exc),
         ) from exc
     except icechunk.IcechunkError as exc:
-        raise StorageError(f"commit to {repo!r} failed: {exc}; retry") from exc
+        raise storage_failure(exc, f"commit to {repo!r} failed", where="target.repo") from exc
