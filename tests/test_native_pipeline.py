@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import icechunk
+import numpy as np
 import pytest
 import xarray as xr
 import zarr
@@ -145,3 +146,47 @@ def test_process_killed_at_random_points_leaves_previous_or_new_commit(tmp_path:
 
     log = read_log(open_repo(str(tmp_path / "repo")), "main")
     assert sum(e.n_files or 0 for e in log) == len(files)  # each file exactly once
+
+
+def _with_station_names(files: list[Path]) -> None:
+    """Add a char array (station names: dims lat, name_len) to each netCDF3 file, as station
+    and CF files carry them."""
+    import netCDF4
+
+    for path in files:
+        with netCDF4.Dataset(path, "a") as nc:
+            nc.createDimension("name_len", 7)
+            var = nc.createVariable("station", "S1", ("lat", "name_len"))
+            var[:] = netCDF4.stringtochar(
+                np.array([f"st{i:05d}" for i in range(len(nc.dimensions["lat"]))], dtype="S7")
+            )
+
+
+def test_native_ingest_of_char_arrays(tmp_path: Path, client: Any) -> None:
+    """A char array's string-length dimension is decoded away by xarray: the write must not
+    ask to chunk it (was: ValueError "chunks keys ('name_len',) not found")."""
+    files = write_series(tmp_path / "src", 2, fmt="netcdf3", steps=3)
+    _with_station_names(files)
+    spec = write_pipeline(tmp_path, urls="src/*.nc", extra="mode: native\n")
+    assert icepipe.run(icepipe.load_pipeline(spec), client=client).status == "committed"
+    stored = icepipe.open_dataset(str(tmp_path / "repo"), group="g").load()
+    xr.testing.assert_equal(stored, sources(files))
+    assert stored["station"].values[1] == b"st00001"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=icepipe.SchemaMismatchError,
+    reason="a char array stored natively (decoded, |S7) is compared with the next file's raw "
+    "schema ((lat, name_len) |S1) and the append is refused",
+)
+def test_native_append_of_char_arrays(tmp_path: Path, client: Any) -> None:
+    files = write_series(tmp_path / "src", 2, fmt="netcdf3", steps=3)
+    _with_station_names(files)
+    later = files[1].rename(tmp_path / files[1].name)
+    spec = write_pipeline(tmp_path, urls="src/*.nc", extra="mode: native\n")
+    icepipe.run(icepipe.load_pipeline(spec), client=client)
+    later.rename(files[1])
+    icepipe.run(icepipe.load_pipeline(spec), client=client)
+    stored = icepipe.open_dataset(str(tmp_path / "repo"), group="g").load()
+    xr.testing.assert_equal(stored, sources(files))

@@ -582,7 +582,10 @@ def _write(pipeline: Pipeline, session: Any, part: _Part) -> dict[str, Any]:
     encoding = target.native_encoding(
         ds, chunk_len, shard_len=task_len if native.shards else None, compression=native.compression
     )
-    write_dataset(session, ds.chunk(task_len), group=group, mode="w-", encoding=encoding)
+    # Dimensions of the files that the opened dataset lacks (a char array's string length,
+    # decoded into fixed-width strings) have no chunks to set.
+    ds = ds.chunk({d: n for d, n in task_len.items() if d in ds.dims})
+    write_dataset(session, ds, group=group, mode="w-", encoding=encoding)
     return {
         "chunks": chunk_len,
         "shards": task_len if native.shards else None,
