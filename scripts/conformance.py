@@ -35,7 +35,8 @@ def _cell(text: str) -> str:
 
 def _result(o: Outcome) -> str:
     if o.status == "equal":
-        return "equal" if len(o.runs) > 1 else "equal (1 file: 1 run only)"
+        text = "equal" if len(o.runs) > 1 else "equal (1 file: 1 run only)"
+        return f"{text}; {_cell(o.note)}" if o.note else text
     words = o.message if len(o.message) <= 300 else o.message[:300] + " ..."
     return f"**{o.status}**: {_cell(words)}"
 
@@ -56,7 +57,7 @@ def write_markdown(path: Path, outcomes: list[Outcome], meta: dict[str, object])
         "the first file, NaN/Inf attributes excepted since Icechunk stores strict JSON). GRIB",
         "files are ingested with `grib_cubes: all` and compared with `cfgrib.open_datasets`",
         "cube by cube (values and coordinates). Both ingests are re-run and must be",
-        "\"nothing new\". *refused*: icepipe stopped with a typed error (its message);",
+        '"nothing new". *refused*: icepipe stopped with a typed error (its message);',
         "*differs*: stored, but not equal (or 1 run and k runs disagree); *error*: an untyped",
         "failure.",
         "",
@@ -81,14 +82,20 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=REPO_ROOT / "data")
     parser.add_argument("--seed", type=int, default=20261130)
-    parser.add_argument("--only", default="", help="only series whose source/name contains this")
+    parser.add_argument(
+        "--only", action="append", default=[], help="only series whose source/name contains this"
+    )
     parser.add_argument("--modes", default=",".join(MODES))
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "docs" / "conformance")
     args = parser.parse_args()
 
     from icepipe.execute import open_client
 
-    series = [s for s in discover(args.data.resolve()) if args.only in f"{s.source}/{s.name}"]
+    series = [
+        s
+        for s in discover(args.data.resolve())
+        if not args.only or any(text in f"{s.source}/{s.name}" for text in args.only)
+    ]
     modes = args.modes.split(",")
     rng = np.random.default_rng(args.seed)
     outcomes: list[Outcome] = []

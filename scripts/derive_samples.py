@@ -115,8 +115,10 @@ def split_file(path: Path, out_dir: Path, *, max_parts: int = 4) -> dict[str, An
         dim = _split_dim(src)
         if dim is None or src.groups:
             return None
-        if any(not isinstance(v.datatype, np.dtype) and v.datatype is not str
-               for v in src.variables.values()):
+        if any(
+            not isinstance(v.datatype, np.dtype) and v.datatype is not str
+            for v in src.variables.values()
+        ):
             return None  # compound, enum or vlen types
         n = len(src.dimensions[dim])
         k = min(max_parts, n)
@@ -160,7 +162,8 @@ def _copy_part(src: Any, dst: Any, dim: str, start: int, size: int) -> None:
                 kwargs["contiguous"] = True
             elif chunking:
                 kwargs["chunksizes"] = [
-                    min(c, size) if d == dim else c for c, d in zip(chunking, var.dimensions, strict=True)
+                    min(c, size) if d == dim else c
+                    for c, d in zip(chunking, var.dimensions, strict=True)
                 ]
             kwargs["endian"] = var.endian()
         out = dst.createVariable(name, var.datatype, var.dimensions, **kwargs)
@@ -170,7 +173,9 @@ def _copy_part(src: Any, dst: Any, dim: str, start: int, size: int) -> None:
         if var.ndim == 0:
             out.assignValue(var.getValue())
             continue
-        index = tuple(slice(start, start + size) if d == dim else slice(None) for d in var.dimensions)
+        index = tuple(
+            slice(start, start + size) if d == dim else slice(None) for d in var.dimensions
+        )
         if 0 in out.shape and dim not in var.dimensions:
             continue
         out[...] = var[index] if dim in var.dimensions else var[...]

@@ -49,7 +49,9 @@ def test_real_series_two_runs(corpus: dict[str, Series], mode: str, tmp_path: Pa
     _equal(corpus["libncarg-data/mod1 hist+rcp45"], mode, [1, 2], tmp_path, client)
 
 
-@settings(max_examples=3, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=3, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(data=st.data())
 def test_real_file_split_at_random_points(corpus: dict[str, Series], tmp_path_factory: Any,
                                           client: Any, data: st.DataObject) -> None:  # fmt: skip
