@@ -174,13 +174,9 @@ def test_native_ingest_of_char_arrays(tmp_path: Path, client: Any) -> None:
     assert stored["station"].values[1] == b"st00001"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=icepipe.SchemaMismatchError,
-    reason="a char array stored natively (decoded, |S7) is compared with the next file's raw "
-    "schema ((lat, name_len) |S1) and the append is refused",
-)
 def test_native_append_of_char_arrays(tmp_path: Path, client: Any) -> None:
+    """The stored array is the decoded one (``|S7``); the next file's char array (``|S1`` with
+    its string-length dimension) appends to it (was refused: dims/dtype differ)."""
     files = write_series(tmp_path / "src", 2, fmt="netcdf3", steps=3)
     _with_station_names(files)
     later = files[1].rename(tmp_path / files[1].name)
@@ -190,3 +186,21 @@ def test_native_append_of_char_arrays(tmp_path: Path, client: Any) -> None:
     icepipe.run(icepipe.load_pipeline(spec), client=client)
     stored = icepipe.open_dataset(str(tmp_path / "repo"), group="g").load()
     xr.testing.assert_equal(stored, sources(files))
+
+
+def test_native_append_of_longer_strings_is_refused(tmp_path: Path, client: Any) -> None:
+    """Stored ``|S7`` cannot take 8-character names: refused naming the file, not truncated."""
+    import netCDF4
+
+    files = write_series(tmp_path / "src", 2, fmt="netcdf3", steps=3)
+    _with_station_names(files[:1])
+    with netCDF4.Dataset(files[1], "a") as nc:
+        nc.createDimension("name_len", 8)
+        var = nc.createVariable("station", "S1", ("lat", "name_len"))
+        var[:] = netCDF4.stringtochar(np.array([f"st{i:06d}" for i in range(5)], dtype="S8"))
+    later = files[1].rename(tmp_path / files[1].name)
+    spec = write_pipeline(tmp_path, urls="src/*.nc", extra="mode: native\n")
+    icepipe.run(icepipe.load_pipeline(spec), client=client)
+    later.rename(files[1])
+    with pytest.raises(icepipe.SchemaMismatchError, match=files[1].name):
+        icepipe.run(icepipe.load_pipeline(spec), client=client)
