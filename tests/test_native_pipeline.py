@@ -204,3 +204,26 @@ def test_native_append_of_longer_strings_is_refused(tmp_path: Path, client: Any)
     later.rename(files[1])
     with pytest.raises(icepipe.SchemaMismatchError, match=files[1].name):
         icepipe.run(icepipe.load_pipeline(spec), client=client)
+
+
+def test_native_char_arrays_keep_the_file_string_length(tmp_path: Path, client: Any) -> None:
+    """Station names with an empty ``missing_value`` (as ncdfgeom's files have them) decode to
+    Python strings: stored as ``|S<string length>``, not the longest name's width, so the
+    next file appends (was refused: ``|S3`` stored against the file's 7)."""
+    import netCDF4
+
+    files = write_series(tmp_path / "src", 2, fmt="netcdf3", steps=3)
+    for path in files:
+        with netCDF4.Dataset(path, "a") as nc:
+            nc.createDimension("name_len", 7)
+            var = nc.createVariable("station", "S1", ("lat", "name_len"))
+            var.missing_value = ""
+            var[:] = netCDF4.stringtochar(np.array([f"s{i:02d}" for i in range(5)], dtype="S7"))
+    later = files[1].rename(tmp_path / files[1].name)
+    spec = write_pipeline(tmp_path, urls="src/*.nc", extra="mode: native\n")
+    icepipe.run(icepipe.load_pipeline(spec), client=client)
+    assert _array(tmp_path / "repo", "g", "station").dtype == np.dtype("S7")
+    later.rename(files[1])
+    assert icepipe.run(icepipe.load_pipeline(spec), client=client).status == "committed"
+    stored = icepipe.open_dataset(str(tmp_path / "repo"), group="g").load()
+    xr.testing.assert_equal(stored, sources(files))

@@ -41,6 +41,11 @@ def native_encoding(
     out: dict[str, dict[str, Any]] = {}
     for name, var in ds.variables.items():
         enc: dict[str, Any] = {k: v for k, v in var.encoding.items() if k in keep}
+        shape = var.encoding.get("original_shape")
+        if "char_dim_name" in var.encoding and shape:
+            # A netCDF char array, decoded into strings: stored as fixed-width strings of the
+            # file's string length (not the longest value's), so later files append to it.
+            enc["dtype"] = f"S{shape[-1]}"
         if var.ndim:
             enc["chunks"] = tuple(
                 chunk_len.get(str(d), n) for d, n in zip(var.dims, var.shape, strict=True)
