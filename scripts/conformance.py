@@ -87,13 +87,22 @@ def main() -> int:
     )
     parser.add_argument("--modes", default=",".join(MODES))
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "docs" / "conformance")
+    parser.add_argument(
+        "--render", action="store_true", help="only write OUT.md again from OUT.json"
+    )
     args = parser.parse_args()
+    if args.render:
+        doc = json.loads(args.out.with_suffix(".json").read_text())
+        cells = [Outcome(**c) for c in doc["cells"]]
+        write_markdown(args.out.with_suffix(".md"), cells, doc["meta"])
+        return 0
 
     from icepipe.execute import open_client
 
+    data = args.data.resolve()
     series = [
         s
-        for s in discover(args.data.resolve())
+        for s in discover(data)
         if not args.only or any(text in f"{s.source}/{s.name}" for text in args.only)
     ]
     modes = args.modes.split(",")
@@ -105,6 +114,8 @@ def main() -> int:
             cuts = split_points(len(s.files), rng)
             for mode in modes:
                 o = check(s, mode, cuts, Path(tmp), client)
+                # Paths relative to the data folder, so the matrix reads the same anywhere.
+                o.message = o.message.replace(f"file://{data}/", "").replace(f"{data}/", "")
                 outcomes.append(o)
                 print(f"{o.seconds:7.1f}s {o.source}/{o.series} {mode} {o.runs}: {o.status} "
                       f"{o.message[:160]}", file=sys.stderr, flush=True)  # fmt: skip
