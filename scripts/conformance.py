@@ -41,6 +41,20 @@ def _result(o: Outcome) -> str:
     return f"**{o.status}**: {_cell(words)}"
 
 
+def _summary(outcomes: list[Outcome]) -> list[str]:
+    rows = []
+    for source in sorted({o.source for o in outcomes}):
+        cells = [o for o in outcomes if o.source == source]
+        series = {o.series for o in cells}
+        count = collections.Counter(o.status for o in cells)
+        rows.append(
+            f"| {source} | {len(series)} | "
+            + " | ".join(str(count[s]) for s in ("equal", "refused", "differs", "error"))
+            + " |"
+        )
+    return rows
+
+
 def write_markdown(path: Path, outcomes: list[Outcome], meta: dict[str, object]) -> None:
     by_status = collections.Counter(o.status for o in outcomes)
     files = {str(o.source) + "/" + o.series: o.files for o in outcomes}
@@ -65,6 +79,15 @@ def write_markdown(path: Path, outcomes: list[Outcome], meta: dict[str, object])
         f"{len(files)} series, {sum(files.values())} files, {len(sources)} source packages; "
         f"{len(outcomes)} cells: "
         + ", ".join(f"{by_status[s]} {s}" for s in ("equal", "refused", "differs", "error")),
+        "",
+        "| source | series | equal | refused | differs | error |",
+        "|---|---|---|---|---|---|",
+        *_summary(outcomes),
+        "",
+        "Kinds: *series* as published; *derived* by `scripts/fetch_data.sh` from published",
+        "files (Zarr copies, GRIB split by time); *split*: one real file split along its",
+        "record/time dimension into 2-4 files (`derive_samples.py split`, encodings kept);",
+        "*file*: one real file (one run; nothing to split).",
         "",
         "| source | series | kind | files | mode | runs (files each) | result |",
         "|---|---|---|---|---|---|---|",

@@ -145,7 +145,8 @@ def _splits(data: Path) -> Iterator[Series]:
         folder = info_path.parent
         files = tuple(folder / p for p in info["parts"])
         source = sources.get(folder.parent.name, folder.parent.name)
-        name = f"{Path(info['source']).name} / {len(files)} parts"
+        # The folder is named after the file (and its subfolder in the package, if any).
+        name = f"{folder.name}{Path(info['source']).suffix} / {len(files)} parts"
         yield Series(source, name, files, info["dim"], "split")
 
 
