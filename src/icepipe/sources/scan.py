@@ -493,6 +493,8 @@ def _open_virtual(url: str, fmt: str, registry: Any, order_by: str | None) -> xr
         ds = manifest_store.to_virtual_dataset(
             loadable_variables=[*loaded, order_by], decode_times=False
         )
+    if fmt == "netcdf4" and scheme_of(url) == "file":
+        ds = _with_unwritten_variables(ds, url)
     ds.encoding["source"] = url
     # Loaded coordinates are lazily indexed: read them now, on the worker, so that the
     # coordinator never touches the file again.
@@ -500,6 +502,35 @@ def _open_virtual(url: str, fmt: str, registry: Any, order_by: str | None) -> xr
         if not _is_virtual(var):
             var.load()
     out: xr.Dataset = ds
+    return out
+
+
+def _with_unwritten_variables(ds: xr.Dataset, url: str) -> xr.Dataset:
+    """Add the variables VirtualiZarr's HDF parser leaves out, loaded.
+
+    The parser takes a dimension-scale dataset that holds no data for a dimension without a
+    variable, and drops it: but a coordinate variable that was defined and never written (all
+    fill values, storage not allocated) is a variable too (gridMET and Daymet samples have
+    them). xarray reads them, so they are read here and stored like loaded coordinates.
+    """
+    import h5py
+
+    path = url.removeprefix("file://")
+    with h5py.File(path, "r") as f:
+        names = [
+            name
+            for name, obj in f.items()
+            if isinstance(obj, h5py.Dataset)
+            and name not in ds.variables
+            and not str(obj.attrs.get("NAME", b"")).count("not a netCDF variable")
+        ]
+    if not names:
+        return ds
+    with xr.open_dataset(path, engine="h5netcdf", decode_times=False) as full:
+        missing = full[names].load()
+    out: xr.Dataset = ds.assign_coords(
+        {n: missing[n].variable for n in names if n in missing.coords}
+    ).assign({n: missing[n].variable for n in names if n not in missing.coords})
     return out
 
 
