@@ -46,7 +46,7 @@ bench: venv data
 	$(PY) benchmarks/grib.py
 
 # The full conformance matrix over every real series of `make data` (docs/conformance.md and
-# docs/conformance.json; about 11 min on 2 cores). `make test` runs a representative subset.
+# docs/conformance.json; 7-12 min on 2 cores). `make test` runs a representative subset.
 conformance: venv data
 	$(PY) scripts/conformance.py
 
