@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 DATA := data
 STAMP := $(VENV)/.icepipe-installed
 
-.PHONY: demo test lint unit data venv bench clean clean-repos
+.PHONY: demo test lint unit data venv bench conformance clean clean-repos
 
 venv: $(STAMP)
 
@@ -44,6 +44,11 @@ bench: venv data
 	$(PY) benchmarks/run.py
 	$(PY) benchmarks/native.py
 	$(PY) benchmarks/grib.py
+
+# The full conformance matrix over every real series of `make data` (docs/conformance.md and
+# docs/conformance.json; 7-12 min on 2 cores). `make test` runs a representative subset.
+conformance: venv data
+	$(PY) scripts/conformance.py
 
 clean-repos:
 	rm -rf repos .repos.* repos/.*.icepipe.lock

@@ -5,11 +5,22 @@ Run by scripts/fetch_data.sh with the project's Python (it needs xarray, zarr an
     derive_samples.py nemo-zarr --zarr-format 3 OUT_DIR NEMO_FILE...
     derive_samples.py nemo-zarr --zarr-format 2 OUT_DIR NEMO_FILE...
     derive_samples.py grib-series OUT_DIR GRIB_FILE
+    derive_samples.py split [--exclude GLOB] OUT_DIR FOLDER...
 
 ``nemo-zarr`` writes one store per netCDF file, ``OUT_DIR/<stem>.zarr``, with xarray (so the
 arrays carry dimension names): Zarr v3 with sharded data variables, or Zarr v2 with
 consolidated metadata. Times are copied as stored (raw numbers with their ``units`` and
 ``calendar``), so the stores decode exactly like the netCDF files.
+
+``split`` turns single real netCDF files into series for the conformance harness: every
+netCDF3/netCDF4 file under the FOLDERs (found by magic bytes, recursively) whose record
+(unlimited) dimension, or else a dimension named like time, has 2 or more steps is split along it
+into 2-4 consecutive files, ``OUT_DIR/<folder name>/<file stem>/<stem>-pNN.nc``, with a
+``split.json`` naming the source file and the dimension. The parts keep the file's format
+(netCDF3 classic / 64-bit offset, netCDF4 / netCDF4-classic), every attribute, dtype and
+``_FillValue``, and each variable's chunking (clipped to the part's length), compression and
+shuffle, byte for byte (raw values, no masking or scaling). Files with groups, user-defined
+types or no such dimension are left out (the harness ingests them as one-file series).
 
 ``grib-series`` splits a GRIB file into one file per analysis time (``dataDate``/``dataTime``),
 ``OUT_DIR/era5-<YYYYMMDDHH>.grib``, copying each message's bytes unchanged and in file order.
@@ -18,6 +29,7 @@ consolidated metadata. Times are copied as stored (raw numbers with their ``unit
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections import defaultdict
 from pathlib import Path
@@ -79,6 +91,121 @@ def grib_series(out_dir: Path, path: Path) -> None:
         (out_dir / f"era5-{stamp}.grib").write_bytes(b"".join(messages))
 
 
+TIME_NAMES = ("time", "t", "TIME", "Time", "time_counter", "day", "date", "record", "report")
+NETCDF_MAGIC = (b"CDF\x01", b"CDF\x02", b"CDF\x05", b"\x89HDF\r\n\x1a\n")
+
+
+def _split_dim(nc: Any) -> str | None:
+    sizes = {name: len(d) for name, d in nc.dimensions.items()}
+    for name, dim in nc.dimensions.items():
+        if dim.isunlimited() and sizes[name] >= 2:
+            return str(name)
+    for name in TIME_NAMES:
+        if sizes.get(name, 0) >= 2:
+            return name
+    return None
+
+
+def split_file(path: Path, out_dir: Path, *, max_parts: int = 4) -> dict[str, Any] | None:
+    """Split ``path`` along its record/time dimension; the description written, or None."""
+    import netCDF4
+    import numpy as np
+
+    with netCDF4.Dataset(path) as src:
+        dim = _split_dim(src)
+        if dim is None or src.groups:
+            return None
+        if any(
+            not isinstance(v.datatype, np.dtype) and v.datatype is not str
+            for v in src.variables.values()
+        ):
+            return None  # compound, enum or vlen types
+        n = len(src.dimensions[dim])
+        k = min(max_parts, n)
+        sizes = [n // k + (1 if i < n % k else 0) for i in range(k)]
+        starts = [sum(sizes[:i]) for i in range(k)]
+        out_dir.mkdir(parents=True, exist_ok=True)
+        parts = []
+        for i, (start, size) in enumerate(zip(starts, sizes, strict=True)):
+            out = out_dir / f"{path.stem}-p{i:02d}.nc"
+            with netCDF4.Dataset(out, "w", format=src.data_model) as dst:
+                _copy_part(src, dst, dim, start, size)
+            parts.append(out.name)
+    info = {"source": str(path), "dim": dim, "length": n, "parts": parts, "sizes": sizes}
+    (out_dir / "split.json").write_text(json.dumps(info, indent=1) + "\n")
+    return info
+
+
+def _copy_part(src: Any, dst: Any, dim: str, start: int, size: int) -> None:
+    dst.set_fill_off()
+    dst.setncatts({a: src.getncattr(a) for a in src.ncattrs()})
+    for name, d in src.dimensions.items():
+        length = size if name == dim else len(d)
+        dst.createDimension(name, None if d.isunlimited() else length)
+    netcdf4 = not src.data_model.startswith("NETCDF3")
+    for name, var in src.variables.items():
+        var.set_auto_maskandscale(False)
+        var.set_auto_chartostring(False)
+        kwargs: dict[str, Any] = {}
+        attrs = var.ncattrs()
+        if "_FillValue" in attrs:
+            kwargs["fill_value"] = var.getncattr("_FillValue")
+        if netcdf4:
+            filters = var.filters() or {}
+            for key in ("zlib", "shuffle", "fletcher32"):
+                if filters.get(key):
+                    kwargs[key] = True
+            if filters.get("zlib"):
+                kwargs["complevel"] = filters.get("complevel", 4)
+            chunking = var.chunking()
+            if chunking == "contiguous":
+                kwargs["contiguous"] = True
+            elif chunking:
+                kwargs["chunksizes"] = [
+                    min(c, size) if d == dim else c
+                    for c, d in zip(chunking, var.dimensions, strict=True)
+                ]
+            kwargs["endian"] = var.endian()
+        out = dst.createVariable(name, var.datatype, var.dimensions, **kwargs)
+        out.set_auto_maskandscale(False)
+        out.set_auto_chartostring(False)
+        out.setncatts({a: var.getncattr(a) for a in attrs if a != "_FillValue"})
+        if var.ndim == 0:
+            out.assignValue(var.getValue())
+            continue
+        index = tuple(
+            slice(start, start + size) if d == dim else slice(None) for d in var.dimensions
+        )
+        if 0 in out.shape and dim not in var.dimensions:
+            continue
+        out[...] = var[index] if dim in var.dimensions else var[...]
+
+
+def split_folders(out_dir: Path, folders: list[Path], exclude: list[str]) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for folder in folders:
+        for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+            if any(path.match(pattern) for pattern in exclude):
+                continue
+            with path.open("rb") as f:
+                head = f.read(8)
+            if not head.startswith(NETCDF_MAGIC):
+                continue
+            rel = path.relative_to(folder).with_suffix("")
+            target = out_dir / folder.name / "-".join(rel.parts)
+            try:
+                info = split_file(path, target)
+            except Exception as exc:  # a file the netCDF library cannot copy: left out
+                print(f"derive_samples: split: {path}: not split ({exc})", file=sys.stderr)
+                if target.exists():
+                    for p in target.iterdir():
+                        p.unlink()
+                    target.rmdir()
+                continue
+            if info is not None:
+                print(f"{path}: {len(info['parts'])} parts along {info['dim']}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -89,8 +216,14 @@ def main() -> None:
     g = sub.add_parser("grib-series", help="one GRIB file per analysis time")
     g.add_argument("out_dir", type=Path)
     g.add_argument("path", type=Path)
+    sp = sub.add_parser("split", help="split netCDF files along their record/time dimension")
+    sp.add_argument("--exclude", action="append", default=[], help="file name glob to skip")
+    sp.add_argument("out_dir", type=Path)
+    sp.add_argument("folders", type=Path, nargs="+")
     args = parser.parse_args()
-    if args.command == "nemo-zarr":
+    if args.command == "split":
+        split_folders(args.out_dir, args.folders, args.exclude)
+    elif args.command == "nemo-zarr":
         nemo_zarr(args.out_dir, args.paths, zarr_format=args.zarr_format)
     else:
         grib_series(args.out_dir, args.path)

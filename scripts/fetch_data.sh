@@ -12,6 +12,15 @@
 #                                    DATA_DIR/sao/   (950318{00..23}_sao.cdf, 24 netCDF3 files)
 #   cfgrib            PyPI sdist  -> DATA_DIR/cfgrib-samples/ (tests/sample-data/)
 #   zarr              PyPI sdist  -> DATA_DIR/zarr2-fixture/  (fixture/, Zarr v2 arrays)
+# The wider corpus of the conformance harness (one folder per source, under DATA_DIR/corpus/):
+#   ferret-datasets   Debian .deb -> corpus/ferret-datasets/ (usr/share/ferret-vis/data: netCDF3)
+#   r-cran-stars      Debian .deb -> corpus/r-cran-stars/    (stars/nc: netCDF3/4)
+#   r-cran-ncmeta     Debian .deb -> corpus/r-cran-ncmeta/   (ncmeta/extdata: netCDF3/4)
+#   r-cran-ncdfgeom   Debian .deb -> corpus/r-cran-ncdfgeom/ (ncdfgeom/extdata: netCDF3)
+#   python3-scipy     Debian .deb -> corpus/scipy/           (scipy/io/tests/data: netCDF3 and more)
+#   libeccodes-data   Debian .deb -> corpus/eccodes-samples/ (ecCodes' GRIB1/GRIB2 samples, *.tmpl)
+#   cf-python         PyPI sdist  -> corpus/cf-python/       (cf/test: netCDF3/4 test files)
+#   xarray            PyPI sdist  -> corpus/xarray/          (xarray/tests/data)
 #
 # Derived from those (no package ships them), by scripts/derive_samples.py run with $PYTHON,
 # which must have the project installed (the Makefile passes the venv's):
@@ -19,6 +28,10 @@
 #   DATA_DIR/nemo-zarr-v2/<nemo stem>.zarr  the 3 NEMO files as Zarr v2 stores, consolidated
 #   DATA_DIR/era5-series/era5-<YYYYMMDDHH>.grib  cfgrib's era5-levels-members.grib split into
 #                                    one file per analysis time (4 files, messages unchanged)
+#   DATA_DIR/corpus-splits/<folder>/<stem>/  every corpus/*, ncarg/nug, ncarg/cdf netCDF file with a
+#                                    record or time dimension, split along it into 2-4 files
+#                                    (derive_samples.py split: same format, dtypes, attributes,
+#                                    fill values, chunking and compression), with a split.json
 # Their stamps name the source version and a hash of derive_samples.py, so editing the script
 # derives them again.
 #
@@ -33,6 +46,15 @@ IRIS_SAMPLE_DATA_VERSION="${IRIS_SAMPLE_DATA_VERSION:-2.5.2}"
 NCARG_DATA_VERSION="${NCARG_DATA_VERSION:-6.6.2.dfsg.1-1}"
 CFGRIB_VERSION="${CFGRIB_VERSION:-0.9.15.1}"
 ZARR2_VERSION="${ZARR2_VERSION:-2.18.7}"
+# The wider corpus of the conformance harness (scripts/conformance.py; see DATA_SURVEY.md).
+FERRET_DATASETS_VERSION="${FERRET_DATASETS_VERSION:-7.6.0-5}"
+R_STARS_VERSION="${R_STARS_VERSION:-0.6-0-4}"
+R_NCMETA_VERSION="${R_NCMETA_VERSION:-0.3.5-1}"
+R_NCDFGEOM_VERSION="${R_NCDFGEOM_VERSION:-1.1.4+dfsg-1}"
+SCIPY_DEB_VERSION="${SCIPY_DEB_VERSION:-1.10.1-2}"
+ECCODES_DATA_VERSION="${ECCODES_DATA_VERSION:-2.28.0-1}"
+CF_PYTHON_VERSION="${CF_PYTHON_VERSION:-3.21.0}"
+XARRAY_SDIST_VERSION="${XARRAY_SDIST_VERSION:-2026.9.0}"
 PYTHON="${PYTHON:-python3}"
 
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -84,6 +106,7 @@ install_outputs() {  # install_outputs STAGE_DIR STAMP NAME...  (replace targets
         [[ -e "$stage/$name" || -L "$stage/$name" ]] || die "stage is missing $name"
     done
     for name in "$@"; do
+        mkdir -p "$DATA_DIR/$(dirname "$name")"
         rm -rf -- "${DATA_DIR:?}/$name"
         mv -- "$stage/$name" "$DATA_DIR/$name"
     done
@@ -173,9 +196,38 @@ fetch_sdist_subdir() {  # fetch_sdist_subdir PIP_NAME VERSION SUBDIR_IN_SDIST TA
     new_tmp "$name"
     sdist="$(pip_sdist "$name" "$version" "$tmp")"
     root="$(sdist_root "$sdist")"
-    mkdir -p "$tmp/x" "$tmp/stage"
+    mkdir -p "$tmp/x" "$tmp/stage/$(dirname "$target")"
     tar --no-same-owner -xzf "$sdist" -C "$tmp/x" "$root/$sub"
     mv -- "$tmp/x/$root/$sub" "$tmp/stage/$target"
+    n="$(find "$tmp/stage/$target" -type f | wc -l)"
+    install_outputs "$tmp/stage" "$stamp" "$target"
+    echo "$name $version: fetched -> $target/ ($n files)"
+}
+
+fetch_deb_subdir() {  # fetch_deb_subdir DEB_NAME VERSION SUBDIR_IN_DEB TARGET
+    local name="$1" version="$2" sub="$3" target="$4" stamp tmp deb n
+    stamp="$name-$version.done"
+    if is_cached "$stamp" "$target"; then
+        echo "$name $version: cached"; return
+    fi
+    rm -f -- "$STAMPS/$stamp"
+    new_tmp "$name"
+    deb="$(find "$DOWNLOADS" -maxdepth 1 -name "${name}_$(sed 's/^[0-9]*://' <<<"$version")_*.deb" -print -quit)"
+    if [[ -z "$deb" ]]; then
+        if ! apt-cache policy "$name" 2>/dev/null | grep -Eq 'Candidate: [^(]'; then
+            run_logged "$tmp/apt-update.log" apt-get update
+        fi
+        mkdir -p "$tmp/dl"
+        (cd "$tmp/dl" && run_logged "$tmp/apt.log" apt-get download "$name=$version") ||
+            die "apt-get download $name=$version failed (set its *_VERSION variable?)"
+        deb="$(find "$tmp/dl" -maxdepth 1 -name '*.deb' -print -quit)"
+        mv -- "$deb" "$DOWNLOADS/"
+        deb="$DOWNLOADS/$(basename "$deb")"
+    fi
+    mkdir -p "$tmp/x" "$tmp/stage/$(dirname "$target")"
+    dpkg-deb -x "$deb" "$tmp/x"
+    [[ -d "$tmp/x/$sub" ]] || die "$name $version: no $sub in the package"
+    mv -- "$tmp/x/$sub" "$tmp/stage/$target"
     n="$(find "$tmp/stage/$target" -type f | wc -l)"
     install_outputs "$tmp/stage" "$stamp" "$target"
     echo "$name $version: fetched -> $target/ ($n files)"
@@ -216,6 +268,23 @@ derive_era5_series() {
     echo "$target: derived from cfgrib-samples/era5-levels-members.grib -> $target/ ($n files)"
 }
 
+derive_splits() {
+    local target="corpus-splits" stamp tmp n
+    stamp="$target-$DERIVE_HASH.done"
+    if [[ -f "$STAMPS/$stamp" ]] && is_cached "$stamp" "$target" &&
+        [[ ! "$STAMPS/$stamp" -ot "$CORPUS_NEWEST" ]]; then
+        echo "$target: cached"; return
+    fi
+    rm -f -- "$STAMPS/$target"-*.done
+    new_tmp "$target"
+    # The hourly station files (sao) are a series already, and slow: not split.
+    run_logged "$tmp/derive.log" "$PYTHON" "$DERIVE" split --exclude '*_sao.cdf' \
+        "$tmp/stage/$target" "$DATA_DIR"/corpus/* "$DATA_DIR/ncarg/nug" "$DATA_DIR/ncarg/cdf"
+    n="$(find "$tmp/stage/$target" -name split.json | wc -l)"
+    install_outputs "$tmp/stage" "$stamp" "$target"
+    echo "$target: derived -> $target/ ($n files split into series)"
+}
+
 # --------------------------------------------------------------------------------------------
 SECONDS=0
 fetch_iris
@@ -225,11 +294,28 @@ fetch_sdist_subdir zarr "$ZARR2_VERSION" fixture zarr2-fixture
 derive_nemo_zarr 3
 derive_nemo_zarr 2
 derive_era5_series
+fetch_deb_subdir ferret-datasets "$FERRET_DATASETS_VERSION" usr/share/ferret-vis/data \
+    corpus/ferret-datasets
+fetch_deb_subdir r-cran-stars "$R_STARS_VERSION" usr/lib/R/site-library/stars/nc \
+    corpus/r-cran-stars
+fetch_deb_subdir r-cran-ncmeta "$R_NCMETA_VERSION" usr/lib/R/site-library/ncmeta/extdata \
+    corpus/r-cran-ncmeta
+fetch_deb_subdir r-cran-ncdfgeom "$R_NCDFGEOM_VERSION" usr/lib/R/site-library/ncdfgeom/extdata \
+    corpus/r-cran-ncdfgeom
+fetch_deb_subdir python3-scipy "$SCIPY_DEB_VERSION" usr/lib/python3/dist-packages/scipy/io/tests/data \
+    corpus/scipy
+fetch_deb_subdir libeccodes-data "$ECCODES_DATA_VERSION" usr/share/eccodes/samples \
+    corpus/eccodes-samples
+fetch_sdist_subdir cf-python "$CF_PYTHON_VERSION" cf/test corpus/cf-python
+fetch_sdist_subdir xarray "$XARRAY_SDIST_VERSION" xarray/tests/data corpus/xarray
+CORPUS_NEWEST="$(ls -t "$STAMPS"/*.done | head -1)"
+derive_splits
 
 count() { find -L "$DATA_DIR/$1" -type f | wc -l | tr -d ' '; }
 stores() { find "$DATA_DIR/$1" -mindepth 1 -maxdepth 1 -name '*.zarr' | wc -l | tr -d ' '; }
 echo "done in ${SECONDS}s: $DATA_DIR: nemo=$(count nemo) sao=$(count sao)" \
     "iris-sample-data=$(count iris-sample-data) ncarg=$(count ncarg)" \
     "cfgrib-samples=$(count cfgrib-samples) zarr2-fixture=$(count zarr2-fixture)" \
-    "era5-series=$(count era5-series) files;" \
+    "era5-series=$(count era5-series) corpus=$(count corpus)" \
+    "corpus-splits=$(count corpus-splits) files;" \
     "nemo-zarr-v3=$(stores nemo-zarr-v3) nemo-zarr-v2=$(stores nemo-zarr-v2) stores"

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import icechunk
+import numpy as np
 import pytest
 import xarray as xr
 import zarr
@@ -145,3 +146,84 @@ def test_process_killed_at_random_points_leaves_previous_or_new_commit(tmp_path:
 
     log = read_log(open_repo(str(tmp_path / "repo")), "main")
     assert sum(e.n_files or 0 for e in log) == len(files)  # each file exactly once
+
+
+def _with_station_names(files: list[Path]) -> None:
+    """Add a char array (station names: dims lat, name_len) to each netCDF3 file, as station
+    and CF files carry them."""
+    import netCDF4
+
+    for path in files:
+        with netCDF4.Dataset(path, "a") as nc:
+            nc.createDimension("name_len", 7)
+            var = nc.createVariable("station", "S1", ("lat", "name_len"))
+            var[:] = netCDF4.stringtochar(
+                np.array([f"st{i:05d}" for i in range(len(nc.dimensions["lat"]))], dtype="S7")
+            )
+
+
+def test_native_ingest_of_char_arrays(tmp_path: Path, client: Any) -> None:
+    """A char array's string-length dimension is decoded away by xarray: the write must not
+    ask to chunk it (was: ValueError "chunks keys ('name_len',) not found")."""
+    files = write_series(tmp_path / "src", 2, fmt="netcdf3", steps=3)
+    _with_station_names(files)
+    spec = write_pipeline(tmp_path, urls="src/*.nc", extra="mode: native\n")
+    assert icepipe.run(icepipe.load_pipeline(spec), client=client).status == "committed"
+    stored = icepipe.open_dataset(str(tmp_path / "repo"), group="g").load()
+    xr.testing.assert_equal(stored, sources(files))
+    assert stored["station"].values[1] == b"st00001"
+
+
+def test_native_append_of_char_arrays(tmp_path: Path, client: Any) -> None:
+    """The stored array is the decoded one (``|S7``); the next file's char array (``|S1`` with
+    its string-length dimension) appends to it (was refused: dims/dtype differ)."""
+    files = write_series(tmp_path / "src", 2, fmt="netcdf3", steps=3)
+    _with_station_names(files)
+    later = files[1].rename(tmp_path / files[1].name)
+    spec = write_pipeline(tmp_path, urls="src/*.nc", extra="mode: native\n")
+    icepipe.run(icepipe.load_pipeline(spec), client=client)
+    later.rename(files[1])
+    icepipe.run(icepipe.load_pipeline(spec), client=client)
+    stored = icepipe.open_dataset(str(tmp_path / "repo"), group="g").load()
+    xr.testing.assert_equal(stored, sources(files))
+
+
+def test_native_append_of_longer_strings_is_refused(tmp_path: Path, client: Any) -> None:
+    """Stored ``|S7`` cannot take 8-character names: refused naming the file, not truncated."""
+    import netCDF4
+
+    files = write_series(tmp_path / "src", 2, fmt="netcdf3", steps=3)
+    _with_station_names(files[:1])
+    with netCDF4.Dataset(files[1], "a") as nc:
+        nc.createDimension("name_len", 8)
+        var = nc.createVariable("station", "S1", ("lat", "name_len"))
+        var[:] = netCDF4.stringtochar(np.array([f"st{i:06d}" for i in range(5)], dtype="S8"))
+    later = files[1].rename(tmp_path / files[1].name)
+    spec = write_pipeline(tmp_path, urls="src/*.nc", extra="mode: native\n")
+    icepipe.run(icepipe.load_pipeline(spec), client=client)
+    later.rename(files[1])
+    with pytest.raises(icepipe.SchemaMismatchError, match=files[1].name):
+        icepipe.run(icepipe.load_pipeline(spec), client=client)
+
+
+def test_native_char_arrays_keep_the_file_string_length(tmp_path: Path, client: Any) -> None:
+    """Station names with an empty ``missing_value`` (as ncdfgeom's files have them) decode to
+    Python strings: stored as ``|S<string length>``, not the longest name's width, so the
+    next file appends (was refused: ``|S3`` stored against the file's 7)."""
+    import netCDF4
+
+    files = write_series(tmp_path / "src", 2, fmt="netcdf3", steps=3)
+    for path in files:
+        with netCDF4.Dataset(path, "a") as nc:
+            nc.createDimension("name_len", 7)
+            var = nc.createVariable("station", "S1", ("lat", "name_len"))
+            var.missing_value = ""
+            var[:] = netCDF4.stringtochar(np.array([f"s{i:02d}" for i in range(5)], dtype="S7"))
+    later = files[1].rename(tmp_path / files[1].name)
+    spec = write_pipeline(tmp_path, urls="src/*.nc", extra="mode: native\n")
+    icepipe.run(icepipe.load_pipeline(spec), client=client)
+    assert _array(tmp_path / "repo", "g", "station").dtype == np.dtype("S7")
+    later.rename(files[1])
+    assert icepipe.run(icepipe.load_pipeline(spec), client=client).status == "committed"
+    stored = icepipe.open_dataset(str(tmp_path / "repo"), group="g").load()
+    xr.testing.assert_equal(stored, sources(files))

@@ -161,3 +161,22 @@ def test_batches_killing_workers_are_rescanned_file_by_file(tmp_path: Path) -> N
     assert len(result.files_new) == 3
     stored = icepipe.open_dataset(str(tmp_path / "repo"), group="g").load()
     xr.testing.assert_identical(stored, sources(sorted(files)))
+
+
+def test_virtual_ingest_keeps_variables_never_written(tmp_path: Path, client: Any) -> None:
+    """A netCDF4 coordinate variable defined but never written (all fill values, no storage
+    allocated, as in ncmeta's gridMET sample) is a variable: VirtualiZarr's HDF parser took it
+    for a bare dimension and dropped it, so the repository silently lacked it."""
+    import netCDF4
+
+    files = write_series(tmp_path / "src", 1, fmt="netcdf4", steps=2)
+    with netCDF4.Dataset(files[0], "a") as nc:
+        nc.createDimension("crs", 1)
+        crs = nc.createVariable("crs", "u2", ("crs",))  # defined, never written
+        crs.grid_mapping_name = "latitude_longitude"
+        nc.createVariable("elevation", "f4", ("lat", "lon"))  # never written either
+    spec = write_pipeline(tmp_path, urls="src/*.nc")
+    icepipe.run(icepipe.load_pipeline(spec), client=client)
+    stored = icepipe.open_dataset(str(tmp_path / "repo"), group="g").load()
+    assert {"crs", "elevation"} <= set(stored.variables)
+    xr.testing.assert_identical(stored, sources(files))

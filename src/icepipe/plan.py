@@ -229,6 +229,17 @@ def _fmt_var(v: VariableSchema) -> str:
     return f"dims {v.dims}, dtype {v.dtype}"
 
 
+def _decoded_chars(var: VariableSchema, ref: VariableSchema) -> bool:
+    """``var`` is a char array (``|S1``, last dim the string length) and ``ref`` the same array
+    stored decoded, as a native ingest stores it (``|S<length>`` without that dim)."""
+    return (
+        var.dtype == "|S1"
+        and len(var.dims) == len(ref.dims) + 1
+        and var.dims[:-1] == ref.dims
+        and ref.dtype == f"|S{var.shape[-1]}"
+    )
+
+
 def _check_against(
     ref_name: str,
     ref_vars: Mapping[str, VariableSchema],
@@ -259,6 +270,8 @@ def _check_against(
         )
     for name, ref in ref_vars.items():
         var = other.variables[name]
+        if _decoded_chars(var, ref):
+            continue
         time_drift = _is_time_units(var.attrs_units) and _is_time_units(ref.attrs_units)
         if var.dims != ref.dims or (var.dtype != ref.dtype and not time_drift):
             raise SchemaMismatchError(

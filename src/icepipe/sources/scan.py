@@ -599,6 +599,8 @@ def _open_virtual(
         ds = manifest_store.to_virtual_dataset(
             loadable_variables=[*loaded, *extra], decode_times=False
         )
+    if fmt == "netcdf4" and scheme_of(url) == "file":
+        ds = _with_unwritten_variables(ds, url, group)
     ds.encoding["source"] = url
     # Loaded coordinates are lazily indexed: read them now, on the worker, so that the
     # coordinator never touches the file again.
@@ -631,6 +633,36 @@ def _check_group(url: str, fmt: str, group: str, registry: Any) -> None:
         f"{', '.join(found) or '(none: everything is in the root group)'}. Fix source.group",
         url=url,
     )
+
+
+def _with_unwritten_variables(ds: xr.Dataset, url: str, group: str | None) -> xr.Dataset:
+    """Add the variables VirtualiZarr's HDF parser leaves out, loaded.
+
+    The parser takes a dimension-scale dataset that holds no data for a dimension without a
+    variable, and drops it: but a coordinate variable that was defined and never written (all
+    fill values, storage not allocated) is a variable too (gridMET and Daymet samples have
+    them). xarray reads them, so they are read here and stored like loaded coordinates.
+    """
+    import h5py
+
+    path = url.removeprefix("file://")
+    with h5py.File(path, "r") as f:
+        root = f[group] if group else f
+        names = [
+            name
+            for name, obj in root.items()
+            if isinstance(obj, h5py.Dataset)
+            and name not in ds.variables
+            and not str(obj.attrs.get("NAME", b"")).count("not a netCDF variable")
+        ]
+    if not names:
+        return ds
+    with xr.open_dataset(path, engine="h5netcdf", group=group, decode_times=False) as full:
+        missing = full[names].load()
+    out: xr.Dataset = ds.assign_coords(
+        {n: missing[n].variable for n in names if n in missing.coords}
+    ).assign({n: missing[n].variable for n in names if n not in missing.coords})
+    return out
 
 
 def _select(
