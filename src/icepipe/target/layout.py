@@ -59,10 +59,13 @@ def native_encoding(
         if "char_dim_name" in var.encoding and var.encoding.get("original_shape"):
             # A netCDF char array, joined into strings by xarray (object dtype when it had a
             # _FillValue): stored as fixed-length strings of the file's length, so that later
-            # files append to the same dtype. Zarr has no string fill values xarray reads back.
+            # files append to the same dtype. Zarr has no string fill values xarray reads back
+            # (nor a bytes missing_value: JSON attributes).
             enc["dtype"] = np.dtype(f"S{var.encoding['original_shape'][-1]}")
             enc["_FillValue"] = None
+            enc.pop("missing_value", None)
             var.attrs.pop("_FillValue", None)
+            var.attrs.pop("missing_value", None)
         elif "_FillValue" not in enc and "_FillValue" not in var.attrs:
             enc["_FillValue"] = None  # xarray would add NaN to floats the source has unmasked
         elif "missing_value" in enc and not _same(enc["missing_value"], enc.get("_FillValue")):
