@@ -20,7 +20,7 @@ import numpy as np
 import xarray as xr
 
 import icepipe
-from icepipe import target
+from icepipe import repository
 from icepipe.execute import open_client
 
 warnings.filterwarnings("ignore", message=".*does not have a Zarr V3 specification")
@@ -85,15 +85,15 @@ def check_read_back(pipeline: icepipe.Pipeline, samples: int = 64) -> tuple[bool
     """Compare up to ``samples`` positions along the concat dim, for every variable (of every
     hypercube group, with ``grib_cubes``)."""
     t = pipeline.target
-    repo = target.open_repo(t.repo)
+    repo = repository.open_repo(t.repo)
     tip = repo.lookup_branch(t.branch)
-    records = target.read_ingested(repo, tip, t.group)
+    records = repository.read_ingested(repo, tip, t.group)
     if pipeline.source.grib_cubes is None:
         return _check_group(pipeline, t.group, [r["url"] for r in records], None, samples)
-    cubes = target.ledger_cubes(records)
+    cubes = repository.ledger_cubes(records)
     notes = []
     for cube in cubes:
-        group = target.subgroup(t.group, cube)
+        group = repository.subgroup(t.group, cube)
         urls = [r["url"] for r in records if cube in r.get("cubes", {})]
         ok, note = _check_group(pipeline, group, urls, cube, samples)
         if not ok:

@@ -15,7 +15,7 @@ import icechunk
 import xarray as xr
 
 import icepipe
-from icepipe import target
+from icepipe import repository
 
 
 def sources(files: Sequence[Path]) -> xr.Dataset:
@@ -37,7 +37,7 @@ def url(path: Path) -> str:
 
 def ancestry(repo: Path, snapshot: str) -> list[icechunk.SnapshotInfo]:
     """The snapshots from ``snapshot`` back to the repository's root, newest first."""
-    return list(target.open_repo(str(repo)).ancestry(snapshot_id=snapshot))
+    return list(repository.open_repo(str(repo)).ancestry(snapshot_id=snapshot))
 
 
 def check_tip(repo: Path, group: str, snapshot: str) -> list[dict[str, Any]]:
@@ -47,7 +47,7 @@ def check_tip(repo: Path, group: str, snapshot: str) -> list[dict[str, Any]]:
     source file (which must be unchanged: same size and mtime); the records tile the ``time``
     axis exactly (no duplicate, no gap, nothing unrecorded).
     """
-    records = target.read_ingested(target.open_repo(str(repo)), snapshot, group)
+    records = repository.read_ingested(repository.open_repo(str(repo)), snapshot, group)
     urls = [r["url"] for r in records]
     assert len(urls) == len(set(urls)), f"a file is recorded twice at {snapshot}: {urls}"
     if not records:

@@ -29,7 +29,7 @@ from icepipe.errors import (
     StorageError,
     ValidationError,
 )
-from icepipe.target import RepoNotFoundError
+from icepipe.repository import RepoNotFoundError
 from tests.conftest import branch_tip, write_pipeline
 
 Series = Callable[..., list[Path]]

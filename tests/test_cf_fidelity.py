@@ -21,7 +21,7 @@ import yaml
 import zarr
 
 import icepipe
-from icepipe import target
+from icepipe import repository
 from icepipe.errors import IcepipeError, SchemaMismatchError, SourceError
 from tests.cf_series import FileSpec, specs, split_runs, write_cf_series
 from tests.conftest import S3Server
@@ -116,8 +116,8 @@ def _old_layout(folder: Path, files: Sequence[Path], mode: str) -> Path:
 
     listed = list_sources([f"file://{f}" for f in files], is_glob=False)
     path = folder / "repo-cf"
-    repo = target.open_repo(
-        str(path), create=True, containers=target.container_prefixes(f.url for f in listed)
+    repo = repository.open_repo(
+        str(path), create=True, containers=repository.container_prefixes(f.url for f in listed)
     )
     session = repo.writable_session("main")
     if mode == "virtual":
@@ -159,7 +159,7 @@ def _old_layout(folder: Path, files: Sequence[Path], mode: str) -> Path:
     ]
     session.commit(
         "first ingest by an older icepipe",
-        metadata={target.METADATA_KEY: {"group": "", "files": records, "mode": mode}},
+        metadata={repository.METADATA_KEY: {"group": "", "files": records, "mode": mode}},
     )
     return path
 
@@ -170,13 +170,13 @@ def test_append_into_repository_written_before_the_fix(
 ) -> None:
     files = write_cf_series(tmp_path / "src", 4)
     path = _old_layout(tmp_path, files[:2], mode)
-    g = zarr.open_group(target.open_repo(str(path)).readonly_session("main").store, mode="r")
+    g = zarr.open_group(repository.open_repo(str(path)).readonly_session("main").store, mode="r")
     assert "units" not in g["time_bnds"].attrs  # what made every later append fail
     stored = ingest(tmp_path, [files], client=client, mode=mode)
     expected = mfdataset(files)
     # The same decoded values and attributes; the bounds still inherit time's units.
     xr.testing.assert_identical(stored, expected)
-    g = zarr.open_group(target.open_repo(str(path)).readonly_session("main").store, mode="r")
+    g = zarr.open_group(repository.open_repo(str(path)).readonly_session("main").store, mode="r")
     assert "units" not in g["time_bnds"].attrs
     assert g["time"].attrs["units"] == "days since 1850-01-01 00:00:00"
 
@@ -217,7 +217,7 @@ def test_cf_edge_case_appends_like_open_mfdataset(
 
 def raw(path: Path) -> xr.Dataset:
     """A repository's root group undecoded (raw stored values, CF attributes as attributes)."""
-    session = target.open_repo(str(path)).readonly_session("main")
+    session = repository.open_repo(str(path)).readonly_session("main")
     return xr.open_zarr(session.store, consolidated=False, zarr_format=3, decode_cf=False).load()
 
 

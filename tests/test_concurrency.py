@@ -218,7 +218,7 @@ _RAW_WRITER = _BARRIER + textwrap.dedent(
 
     job = json.loads(sys.argv[1])
     if job["lock"]:
-        from icepipe.target import commit_lock
+        from icepipe.repository import commit_lock
     icechunk.set_logs_filter("error")
     repo = icechunk.Repository.open(icechunk.local_filesystem_storage(job["repo"]))
     name, n = job["name"], job["commits"]

@@ -26,7 +26,7 @@ import pytest
 import xarray as xr
 
 import icepipe
-from icepipe import target
+from icepipe import repository
 from tests.conftest import REPO_ROOT, branch_tip, write_pipeline, write_series
 from tests.ingest_checks import ancestry, check_tip, sources, url
 
@@ -51,7 +51,7 @@ MODES = {
 
 def _warm_up() -> None:
     import icepipe.pipeline
-    import icepipe.target.native  # noqa: F401
+    import icepipe.repository.native  # noqa: F401
 
 
 @pytest.fixture(scope="module")
@@ -103,7 +103,7 @@ def _arrive(files: list[Path], folder: Path) -> list[Path]:
 def _ledger_urls(repo: Path, snapshot: str | None) -> set[str]:
     if snapshot is None:
         return set()
-    records = target.read_ingested(target.open_repo(str(repo)), snapshot, GROUP)
+    records = repository.read_ingested(repository.open_repo(str(repo)), snapshot, GROUP)
     return {r["url"] for r in records}
 
 

@@ -125,8 +125,8 @@ def test_every_raise_site_raises_a_documented_error_or_a_classified_failure() ->
     assert direct <= {
         "execute.py",  # unreachable scheduler, workers died: the cluster may come back
         "faults.py",  # the classifier itself
-        "target/native.py",  # killed workers; in-memory repositories seen from workers
-        "target/repo.py",  # config updates racing other writers
+        "repository/native.py",  # killed workers; in-memory repositories seen from workers
+        "repository/repo.py",  # config updates racing other writers
     }, direct
 
 

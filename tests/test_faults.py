@@ -25,7 +25,7 @@ import icechunk
 import pytest
 
 import icepipe
-from icepipe import target
+from icepipe import repository
 from icepipe.cli import main
 from icepipe.errors import ConfigError, SourceError, StorageError
 from tests.conftest import write_pipeline, write_series
@@ -217,14 +217,14 @@ def test_deleting_the_lock_file_does_not_let_a_second_run_in(tmp_path: Path) -> 
     held, release = threading.Event(), threading.Event()
 
     def first() -> None:
-        with target.commit_lock(location):
+        with repository.commit_lock(location):
             inside.append("first in")
             held.set()
             release.wait(10)
             inside.append("first out")
 
     def second() -> None:
-        with target.commit_lock(location):
+        with repository.commit_lock(location):
             inside.append("second in")
 
     a = threading.Thread(target=first)
@@ -250,10 +250,10 @@ def test_a_lock_file_unlinked_while_waiting_is_taken_again(tmp_path: Path) -> No
     seen: list[bool] = []
 
     def waiter() -> None:
-        with target.commit_lock(location):
+        with repository.commit_lock(location):
             seen.append(lock_file.exists())
 
-    with target.commit_lock(location):
+    with repository.commit_lock(location):
         t = threading.Thread(target=waiter)
         t.start()
         time.sleep(0.3)
@@ -409,7 +409,7 @@ def test_interrupts_during_a_commit_let_it_finish_and_during_a_start_are_raised(
 
 
 def test_info_and_diff_of_an_empty_repository(tmp_path: Path, capsys: Any) -> None:
-    target.open_repo(str(tmp_path / "empty"), create=True)
+    repository.open_repo(str(tmp_path / "empty"), create=True)
     assert main(["info", str(tmp_path / "empty")]) == 0  # was a GroupNotFoundError traceback
     assert "empty: nothing has been written" in capsys.readouterr().out
     assert main(["info", str(tmp_path / "empty"), "--json"]) == 0
@@ -433,7 +433,7 @@ def test_diff_of_a_ref_against_itself(tmp_path: Path, client: Any, capsys: Any) 
 def test_repository_path_that_is_a_file(tmp_path: Path, capsys: Any) -> None:
     (tmp_path / "repo").write_text("a regular file")
     with pytest.raises(ConfigError, match="a file is where a folder should be") as info:
-        target.open_repo(str(tmp_path / "repo"), create=True)
+        repository.open_repo(str(tmp_path / "repo"), create=True)
     assert "context:" not in str(info.value)
     assert main(["log", str(tmp_path / "repo")]) == 2  # was 5
     assert (tmp_path / "repo").read_text() == "a regular file"
@@ -444,7 +444,7 @@ def test_empty_read_only_folder_is_not_replaced(tmp_path: Path) -> None:
     folder.mkdir(mode=0o555)
     inode = folder.stat().st_ino
     with pytest.raises(ConfigError, match="read-only"):
-        target.open_repo(str(folder), create=True)
+        repository.open_repo(str(folder), create=True)
     assert folder.stat().st_ino == inode and folder.stat().st_mode & 0o777 == 0o555
     assert list(folder.iterdir()) == []
 

@@ -9,7 +9,7 @@ from typing import Any
 import xarray as xr
 
 import icepipe
-from icepipe import target
+from icepipe import repository
 from icepipe.cli import main, parse_duration
 from tests.conftest import write_pipeline, write_series
 
@@ -24,7 +24,7 @@ def test_gc_finds_and_deletes_orphans_of_an_uncommitted_run(
     repo_path = str(tmp_path / "repo")
 
     # A run that writes chunks and dies before committing: its chunks are orphans.
-    repo = target.open_repo(repo_path)
+    repo = repository.open_repo(repo_path)
     session = repo.writable_session("main")
     extra = xr.open_dataset(files[0]).load()
     extra["tas"] = extra["tas"] + 1000
@@ -35,15 +35,18 @@ def test_gc_finds_and_deletes_orphans_of_an_uncommitted_run(
     assert main(["gc", repo_path, "--older-than", "0s"]) == 0
     out = capsys.readouterr().out
     assert "would delete" in out and "dry run" in out
-    dry = target.collect_garbage(target.open_repo(repo_path), parse_duration("0s"))
+    dry = repository.collect_garbage(repository.open_repo(repo_path), parse_duration("0s"))
     assert dry.dry_run and dry.chunks > 0
 
     # The grace period protects recent objects (e.g. of a run still in progress).
-    assert target.collect_garbage(target.open_repo(repo_path), parse_duration("1d")).chunks == 0
+    assert (
+        repository.collect_garbage(repository.open_repo(repo_path), parse_duration("1d")).chunks
+        == 0
+    )
 
     assert main(["gc", repo_path, "--older-than", "0s", "--delete"]) == 0
     assert "deleted" in capsys.readouterr().out
-    after = target.collect_garbage(target.open_repo(repo_path), parse_duration("0s"))
+    after = repository.collect_garbage(repository.open_repo(repo_path), parse_duration("0s"))
     assert after.chunks == 0
     # Committed data and the ledger are untouched.
     stored = icepipe.open_dataset(repo_path, group="g").load()

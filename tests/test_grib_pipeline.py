@@ -253,7 +253,7 @@ def test_every_hypercube_of_a_real_file_into_its_own_group(
             n_vars += 1
     assert n_vars == sum(len(r.data_vars) for r in refs) == 50
     # One commit for the whole file; a re-run ingests nothing.
-    from icepipe.target import open_repo, read_log
+    from icepipe.repository import open_repo, read_log
 
     log = read_log(open_repo(str(tmp_path / "repo")), "main")
     assert sum(c.pipeline == "gfs" for c in log) == 1
@@ -573,6 +573,6 @@ def test_a_provider_switching_message_packing_mid_series_is_refused_naming_the_f
     (src / "d2.grib2").write_bytes(second(20240102, 2))
     with pytest.raises(SchemaMismatchError, match=r"d2\.grib2.*(codecs|GRIB references)"):
         icepipe.run(icepipe.load_pipeline(p), client=client)
-    from icepipe.target import open_repo
+    from icepipe.repository import open_repo
 
     assert open_repo(str(tmp_path / "repo")).lookup_branch("main") == night1.snapshot_id

@@ -14,7 +14,7 @@ import xarray as xr
 import yaml
 
 import icepipe
-from icepipe import target
+from icepipe import repository
 from icepipe.cli import main
 from icepipe.errors import ConfigError, SourceError
 from icepipe.ops.validate import validate_pipeline
@@ -45,7 +45,7 @@ def test_invalid_group_paths_fail_at_load_time(tmp_path: Path, group: str) -> No
     with pytest.raises(ConfigError) as info:
         icepipe.load_pipeline(write(tmp_path, doc(group=group)))
     assert info.value.field == "target.group"
-    assert "leave target.group out for the root group" in str(info.value)
+    assert "leave repository.group out for the root group" in str(info.value)
 
 
 @pytest.mark.parametrize("group", ["sst", "ocean/sst", "/ocean/sst/", "a.b", "x-1"])
@@ -103,7 +103,7 @@ def test_sources_covering_the_repository_fail_at_load_time(
     with pytest.raises(ConfigError, match="covers the pipeline's own repository") as info:
         icepipe.load_pipeline(write(tmp_path, d))
     assert info.value.field == "source.urls"
-    assert "move target.repo out of the source folder" in str(info.value)
+    assert "move repository.repo out of the source folder" in str(info.value)
 
 
 @pytest.mark.parametrize(
@@ -151,7 +151,7 @@ def test_reingest_refuses_a_reissue_whose_times_moved(tmp_path: Path, client: An
         icepipe.run(pipeline, client=client)
     assert f"file://{files[1]}" in str(info.value) and "Restore the file" in str(info.value)
     assert info.value.exit_code == 3
-    assert target.open_repo(str(tmp_path / "repo")).lookup_branch("main") == tip
+    assert repository.open_repo(str(tmp_path / "repo")).lookup_branch("main") == tip
 
     # Re-encoded times (other units, same instants) are refused too: the region write would
     # store the numbers under the stored units.
@@ -161,7 +161,7 @@ def test_reingest_refuses_a_reissue_whose_times_moved(tmp_path: Path, client: An
     recoded[1].replace(files[1])
     with pytest.raises(SourceError, match="units 'hours since"):
         icepipe.run(pipeline, client=client)
-    assert target.open_repo(str(tmp_path / "repo")).lookup_branch("main") == tip
+    assert repository.open_repo(str(tmp_path / "repo")).lookup_branch("main") == tip
 
 
 def test_zero_length_dimension_other_than_concat_dim(tmp_path: Path, client: Any) -> None:

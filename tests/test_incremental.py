@@ -11,7 +11,7 @@ import pytest
 import xarray as xr
 
 import icepipe
-from icepipe import target
+from icepipe import repository
 from icepipe.errors import SchemaMismatchError, SourceError
 from tests.conftest import write_pipeline, write_series
 from tests.ingest_checks import sources
@@ -19,7 +19,7 @@ from tests.ingest_checks import sources
 
 def _meta(repo: Path, snapshot: str | None) -> dict[str, Any]:
     assert snapshot is not None
-    r = target.open_repo(str(repo))
+    r = repository.open_repo(str(repo))
     meta: dict[str, Any] = r.lookup_snapshot(snapshot).metadata["icepipe"]
     return meta
 
@@ -96,7 +96,7 @@ def test_changed_file_with_other_length_cannot_be_reingested(tmp_path: Path, cli
     (tmp_path / "fix" / files[1].name).replace(files[1])
     with pytest.raises(SourceError, match="instead of 4"):
         icepipe.run(pipeline, client=client)
-    assert target.open_repo(str(tmp_path / "repo")).lookup_branch("main") == tip
+    assert repository.open_repo(str(tmp_path / "repo")).lookup_branch("main") == tip
 
 
 @pytest.mark.parametrize("mode", ["native", "virtual"])

@@ -142,7 +142,7 @@ def test_process_killed_at_random_points_leaves_previous_or_new_commit(tmp_path:
     xr.testing.assert_identical(
         icepipe.open_dataset(str(tmp_path / "repo"), group="g").load(), sources(sorted(files))
     )
-    from icepipe.target import open_repo, read_log
+    from icepipe.repository import open_repo, read_log
 
     log = read_log(open_repo(str(tmp_path / "repo")), "main")
     assert sum(e.n_files or 0 for e in log) == len(files)  # each file exactly once

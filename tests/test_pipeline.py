@@ -10,7 +10,7 @@ import pytest
 import xarray as xr
 
 import icepipe
-from icepipe import target
+from icepipe import repository
 from tests.conftest import branch_tip, write_pipeline, write_series
 from tests.ingest_checks import sources
 
@@ -64,7 +64,7 @@ def test_rerun_is_incremental_and_exactly_once(tmp_path: Path, client: Any) -> N
 
     stored = icepipe.open_dataset(str(tmp_path / "repo"), group="g").load()
     xr.testing.assert_identical(stored, sources(sorted(files)))
-    log = target.read_log(target.open_repo(str(tmp_path / "repo")), "main")
+    log = repository.read_log(repository.open_repo(str(tmp_path / "repo")), "main")
     assert [e.n_files for e in log[:2]] == [2, 3]
     assert all(e.pipeline == "test" for e in log[:2])
 
@@ -73,7 +73,7 @@ def test_commit_metadata_records_provenance(tmp_path: Path, client: Any) -> None
     files = write_series(tmp_path / "src", 2)
     spec = write_pipeline(tmp_path, name="prov", urls="src/*.nc", group="a/b")
     result = icepipe.run(icepipe.load_pipeline(spec), client=client)
-    repo = target.open_repo(str(tmp_path / "repo"))
+    repo = repository.open_repo(str(tmp_path / "repo"))
     meta = repo.lookup_snapshot(result.snapshot_id).metadata["icepipe"]
     assert meta["pipeline"] == "prov"
     assert meta["mode"] == "virtual"

@@ -26,7 +26,7 @@ import yaml
 import zarr
 
 import icepipe
-from icepipe import sources, target
+from icepipe import repository, sources
 from icepipe.errors import ConfigError, SourceError
 from icepipe.storage import StorageOptions
 from tests.conftest import REPO_ROOT, S3_KEY_ID, S3_SECRET, S3Server, write_series
@@ -77,7 +77,7 @@ def read_back(p: icepipe.Pipeline, **kw: Any) -> xr.Dataset:
 
 def open_repo(p: icepipe.Pipeline) -> icechunk.Repository:
     t = p.target
-    return target.open_repo(t.repo, storage=t.storage, source_storage=p.source.storage)
+    return repository.open_repo(t.repo, storage=t.storage, source_storage=p.source.storage)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -90,12 +90,12 @@ def _race(server: S3Server, rounds: int) -> list[int]:
     options = StorageOptions(**server.options())
     location = f"s3://{server.bucket('race')}/repo"
     settings = {"storage": {"retries": {"max_tries": 3}}, "inline_chunk_threshold_bytes": 64}
-    target.open_repo(location, create=True, storage=options, config=settings)
+    repository.open_repo(location, create=True, storage=options, config=settings)
     winners = []
     for r in range(rounds):
         sessions = []
         for i in range(8):
-            repo = target.open_repo(location, storage=options, config=settings)
+            repo = repository.open_repo(location, storage=options, config=settings)
             s = repo.writable_session("main")
             zarr.open_group(s.store).attrs[f"r{r}w{i}"] = i
             sessions.append(s)
@@ -122,12 +122,12 @@ def _race(server: S3Server, rounds: int) -> list[int]:
             t.join()
         won = [i for i, s in enumerate(results) if s is not None]
         winners.append(len(won))
-        repo = target.open_repo(location, storage=options)
+        repo = repository.open_repo(location, storage=options)
         history = list(repo.ancestry(branch="main"))
         # Nothing lost, nothing extra: one new commit per round, the winner's, at the tip.
         assert len(history) == r + 2
         assert history[0].id == results[won[0]]
-    stored = target.open_repo(location, storage=options).config.storage
+    stored = repository.open_repo(location, storage=options).config.storage
     assert stored is None or stored.unsafe_use_conditional_update is not False
     return winners
 
@@ -147,11 +147,11 @@ def test_object_store_commits_take_no_os_lock(s3: S3Server, tmp_path: Path) -> N
     )
     write_series(tmp_path / "src", 1)
     before = set(Path.cwd().iterdir())
-    with target.commit_lock(p.target.repo):
+    with repository.commit_lock(p.target.repo):
         pass
     assert set(Path.cwd().iterdir()) == before
-    repo = target.open_repo(p.target.repo, create=True, storage=p.target.storage)
-    assert target.local_path(repo) is None
+    repo = repository.open_repo(p.target.repo, create=True, storage=p.target.storage)
+    assert repository.local_path(repo) is None
 
 
 # ----------------------------------------------------------------------------------------------
@@ -176,7 +176,7 @@ def test_virtual_s3_sources_into_s3_repo(tmp_path: Path, s3: S3Server, s3_client
     first = icepipe.run(p, client=s3_client)
     assert first.status == "committed" and len(first.files_new) == 3
     xr.testing.assert_identical(read_back(p), local_sources(paths[:3]))
-    ledger = target.read_ledger(open_repo(p), first.snapshot_id or "", "g")
+    ledger = repository.read_ledger(open_repo(p), first.snapshot_id or "", "g")
     assert sorted(ledger) == [f"s3://{src}/series/{f.name}" for f in paths[:3]]
     assert all(r["etag"] for r in ledger.values())  # S3 objects: ETag + size
     assert icepipe.run(p, client=s3_client).status == "nothing-new"
@@ -407,7 +407,7 @@ def _ingest_private(tmp_path: Path, server: S3Server, client: Any) -> icepipe.Pi
 def _raw_read(p: icepipe.Pipeline, credential: Any) -> xr.Dataset:
     """Read with plain icechunk + xarray, the given credentials for every container."""
     t = p.target
-    storage = target.repo.storage_for(t.repo, t.storage)
+    storage = repository.repo.storage_for(t.repo, t.storage)
     config = icechunk.Repository.fetch_config(storage)
     assert config is not None and config.virtual_chunk_containers
     creds = icechunk.containers_credentials(
@@ -437,7 +437,7 @@ def test_deleted_source_is_an_error_not_fill_values(
     tmp_path: Path, s3: S3Server, s3_client: Any
 ) -> None:
     p = _ingest_private(tmp_path, s3, s3_client)
-    ledger = target.read_ledger(open_repo(p), open_repo(p).lookup_branch("main"), "g")
+    ledger = repository.read_ledger(open_repo(p), open_repo(p).lookup_branch("main"), "g")
     first = sorted(ledger)[0]
     s3.delete(first)
     with pytest.raises(SourceError, match="no longer exists") as info:
@@ -603,7 +603,7 @@ def test_two_processes_run_the_same_pipeline_at_once(
     p = icepipe.load_pipeline(spec)
     xr.testing.assert_identical(read_back(p), local_sources(paths))
     repo = open_repo(p)
-    records = target.read_ingested(repo, repo.lookup_branch("main"), "g")
+    records = repository.read_ingested(repo, repo.lookup_branch("main"), "g")
     assert len(records) == len({r["url"] for r in records}) == 4
 
 
@@ -665,7 +665,7 @@ def test_repository_settings_are_persisted(tmp_path: Path, s3: S3Server, s3_clie
     )
     icepipe.run(p, client=s3_client)
     persisted = icechunk.Repository.fetch_config(
-        target.repo.storage_for(p.target.repo, p.target.storage)
+        repository.repo.storage_for(p.target.repo, p.target.storage)
     )
     assert persisted is not None
     assert persisted.inline_chunk_threshold_bytes == 0

@@ -17,6 +17,7 @@ import pytest
 import yaml
 
 from icepipe.errors import ConfigError
+from icepipe.repository.repo import EnvS3Credentials, repo_config, storage_for
 from icepipe.sources.stores import RemoteFile, zarr_store
 from icepipe.spec import load_pipeline
 from icepipe.storage import (
@@ -25,7 +26,6 @@ from icepipe.storage import (
     parse_repo_config,
     resolve_s3_credentials,
 )
-from icepipe.target.repo import EnvS3Credentials, repo_config, storage_for
 
 S3: dict[str, Any] = {
     "name": "s3",

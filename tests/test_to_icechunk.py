@@ -20,7 +20,7 @@ import xarray as xr
 
 import icepipe
 from icepipe.errors import ConfigError
-from icepipe.target import RepoNotFoundError, open_repo
+from icepipe.repository import RepoNotFoundError, open_repo
 
 from .conftest import branch_tip
 

@@ -122,7 +122,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _open_repo(location: str) -> tuple[Any, str]:
     """The repository a command names, and its default branch: a repository location, or a
     pipeline file (whose ``target`` says how to reach an object-store repository)."""
-    from icepipe.target import open_repo
+    from icepipe.repository import open_repo
 
     if location.endswith((".yaml", ".yml")) and os.path.isfile(location):
         from icepipe.spec import load_pipeline
@@ -144,7 +144,7 @@ def _open_repo(location: str) -> tuple[Any, str]:
 
 
 def _cmd_log(args: argparse.Namespace) -> int:
-    from icepipe.target import read_log
+    from icepipe.repository import read_log
 
     repo, branch = _open_repo(args.repo)
     entries = read_log(repo, args.branch or branch, limit=args.n)
@@ -181,7 +181,7 @@ def parse_duration(text: str) -> timedelta:
 
 
 def _cmd_gc(args: argparse.Namespace) -> int:
-    from icepipe.target import collect_garbage
+    from icepipe.repository import collect_garbage
 
     older_than = parse_duration(args.older_than)  # bad input fails before any I/O
     repo, _ = _open_repo(args.repo)
@@ -554,7 +554,7 @@ def _cmd_repo(args: argparse.Namespace) -> int:
 
 def _cmd_diff(args: argparse.Namespace) -> int:
     from icepipe.ops.render import render_diff
-    from icepipe.target import diff_refs
+    from icepipe.repository import diff_refs
 
     repo, _ = _open_repo(args.repo)
     d = diff_refs(repo, args.a, args.b)
@@ -567,7 +567,7 @@ def _cmd_diff(args: argparse.Namespace) -> int:
 
 def _cmd_tag(args: argparse.Namespace) -> int:
     from icepipe.ops.render import render_refs
-    from icepipe.target import create_tag, list_refs, resolve_ref
+    from icepipe.repository import create_tag, list_refs, resolve_ref
 
     repo, branch = _open_repo(args.repo)
     if args.name is None:
@@ -582,7 +582,7 @@ def _cmd_tag(args: argparse.Namespace) -> int:
 def _cmd_branch(args: argparse.Namespace) -> int:
     from icepipe.errors import ConfigError
     from icepipe.ops.render import render_refs
-    from icepipe.target import create_branch, delete_branch, list_refs, resolve_ref
+    from icepipe.repository import create_branch, delete_branch, list_refs, resolve_ref
 
     repo, _ = _open_repo(args.repo)
     words = list(args.words)
@@ -610,7 +610,7 @@ def _cmd_branch(args: argparse.Namespace) -> int:
 
 def _cmd_info(args: argparse.Namespace) -> int:
     from icepipe.ops.render import render_tree
-    from icepipe.target import resolve_ref, tree_info
+    from icepipe.repository import resolve_ref, tree_info
 
     repo, branch = _open_repo(args.repo)
     ref = args.ref or f"branch:{args.branch or branch}"

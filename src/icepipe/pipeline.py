@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
-from icepipe import __version__, execute, plan, sources, target
+from icepipe import __version__, execute, plan, repository, sources
 from icepipe.errors import ConfigError, ConflictError, SchemaMismatchError, SourceError
 from icepipe.model import SourceFile, TargetSchema, TimeConversion
 from icepipe.spec import Pipeline
@@ -159,7 +159,7 @@ def run(
             storage=pipeline.source.storage,
             unreadable=skipped if pipeline.on_error == "skip" else None,
         )
-    containers = target.container_prefixes(reference_url(f.url) for f in listed)
+    containers = repository.container_prefixes(reference_url(f.url) for f in listed)
     scanned: dict[str, sources.ScannedFile | sources.ScannedCubes] = {}
     started_at = datetime.now(UTC).isoformat()
     run_id = run_id or uuid.uuid4().hex
@@ -189,7 +189,7 @@ def run(
             if exc_type is not None and created:
                 # Best effort: the run's own error is what to report.
                 with suppress(Exception):
-                    target.discard_unused_repo(spec_t.repo)
+                    repository.discard_unused_repo(spec_t.repo)
             return False
 
         stack.push(discard_on_failure)
@@ -200,9 +200,9 @@ def run(
                 # The repository is created only when there is something valid to commit, so
                 # a first run on bad files leaves nothing behind.
                 repo = _open_if_exists(pipeline, containers)
-                session = target.writable_session(repo, spec_t.branch) if repo else None
+                session = repository.writable_session(repo, spec_t.branch) if repo else None
                 ledger = (
-                    target.read_ledger(repo, session.snapshot_id, spec_t.group)
+                    repository.read_ledger(repo, session.snapshot_id, spec_t.group)
                     if repo and session
                     else {}
                 )
@@ -265,7 +265,7 @@ def run(
                         for s, r in part.changed
                     ]
             if session is None:
-                repo = target.open_repo(
+                repo = repository.open_repo(
                     spec_t.repo,
                     create=True,
                     containers=containers,
@@ -273,8 +273,8 @@ def run(
                     source_storage=src.storage,
                     config=spec_t.config,
                 )
-                session = target.writable_session(repo, spec_t.branch)
-                if target.read_ledger(repo, session.snapshot_id, spec_t.group):
+                session = repository.writable_session(repo, spec_t.branch)
+                if repository.read_ledger(repo, session.snapshot_id, spec_t.group):
                     continue  # another run created the repository meanwhile: re-plan
                 created.append(True)
             layout: dict[str, Any] = {}
@@ -285,7 +285,7 @@ def run(
             ingested = tuple(f.url for f in files)
             fallback = _fallback(parts)
             metadata = {
-                target.METADATA_KEY: {
+                repository.METADATA_KEY: {
                     "version": __version__,
                     "pipeline": pipeline.name,
                     "pipeline_file": pipeline.path,
@@ -331,7 +331,7 @@ def run(
                 )
             try:
                 with timer("commit"), execute.interrupts_deferred(drop=True):
-                    snapshot_id = target.commit(
+                    snapshot_id = repository.commit(
                         session, spec_t.repo, message=message, metadata=metadata
                     )
             except ConflictError:
@@ -342,7 +342,7 @@ def run(
                 time.sleep(min(2.0, 0.1 * 2**attempt) * (0.5 + random.random()))
                 continue
             for part in parts:
-                part.existing = target.read_target_schema(
+                part.existing = repository.read_target_schema(
                     session, part.group, src.concat_dim, order_by=src.order_by
                 )
             return result(
@@ -399,7 +399,7 @@ def _parts(
     def existing(g: str | None) -> TargetSchema:
         if session is None:
             return TargetSchema()
-        return target.read_target_schema(session, g, src.concat_dim, order_by=src.order_by)
+        return repository.read_target_schema(session, g, src.concat_dim, order_by=src.order_by)
 
     def steps(files: list[sources.ScannedFile]) -> list[sources.ScannedFile]:
         return sources.assemble_steps(
@@ -446,13 +446,13 @@ def _parts(
             changed_by_cube.setdefault(name, []).append(
                 (cube, {**record, "start": start, "length": length})
             )
-    recorded = target.ledger_cubes(ledger.values())
+    recorded = repository.ledger_cubes(ledger.values())
     names = sorted(set(by_cube) | set(changed_by_cube) | set(recorded))
     return [
         _Part(
             cube=name,
-            group=target.subgroup(group, name),
-            existing=existing(target.subgroup(group, name)),
+            group=repository.subgroup(group, name),
+            existing=existing(repository.subgroup(group, name)),
             new=steps(by_cube.get(name, [])),
             changed=changed_by_cube.get(name, []),
             ledger_slots=_slots(ledger, cube=name),
@@ -488,18 +488,20 @@ def _fallback(parts: list[_Part]) -> dict[str, str]:
     for part in parts:
         for s in [*part.new, *(c for c, _ in part.changed)]:
             for name, reason in s.fallback.items():
-                out.setdefault(target.subgroup(part.cube, name), reason)
+                out.setdefault(repository.subgroup(part.cube, name), reason)
     return out
 
 
 def _variables(parts: list[_Part]) -> tuple[str, ...]:
-    return tuple(sorted(target.subgroup(p.cube, v) for p in parts for v in p.existing.variables))
+    return tuple(
+        sorted(repository.subgroup(p.cube, v) for p in parts for v in p.existing.variables)
+    )
 
 
 def _dims(parts: list[_Part]) -> dict[str, int]:
     if len(parts) == 1 and parts[0].cube is None:
         return dict(parts[0].existing.dims)
-    return {target.subgroup(p.cube, d): n for p in parts for d, n in p.existing.dims.items()}
+    return {repository.subgroup(p.cube, d): n for p in parts for d, n in p.existing.dims.items()}
 
 
 def _scan(
@@ -571,7 +573,7 @@ def _slots(ledger: Mapping[str, dict[str, Any]], *, cube: str | None = None) -> 
 def _write(pipeline: Pipeline, session: Any, part: _Part) -> dict[str, Any]:
     """Write one part's regions then appends into ``session``; return the layout for the
     commit metadata."""
-    from icepipe.target.native import write_dataset
+    from icepipe.repository.native import write_dataset
 
     assert part.append_plan is not None
     p, files, group, existing = part.append_plan, part.by_url, part.group, part.existing
@@ -583,12 +585,12 @@ def _write(pipeline: Pipeline, session: Any, part: _Part) -> dict[str, Any]:
             ds = sources.normalize_times(
                 files[slot.url].dataset, p.conversions.get(slot.url, {}), slot.url
             )
-            target.write_virtual(session, ds, group=group, region=region, urls=[slot.url])
+            repository.write_virtual(session, ds, group=group, region=region, urls=[slot.url])
             _write_fallback(pipeline, session, [files[slot.url]], group, region=region)
         else:
             ds = _open_native(pipeline, [files[slot.url]], p.conversions, _stored_grid(existing))
             ds = ds.drop_vars([n for n, v in ds.variables.items() if dim not in v.dims])
-            write_dataset(session, target.without_attrs(ds), group=group, region=region)
+            write_dataset(session, repository.without_attrs(ds), group=group, region=region)
     if not p.order:
         return {}
     ordered = [files[u] for u in p.order]
@@ -604,7 +606,7 @@ def _write(pipeline: Pipeline, session: Any, part: _Part) -> dict[str, Any]:
             for f in ordered
         ]
         combined = sources.combine_virtual(ordered, dim)
-        target.write_virtual(
+        repository.write_virtual(
             session, combined, group=group, append_dim=append_dim, urls=list(p.order)
         )
         _write_fallback(pipeline, session, ordered, group, append_dim=append_dim)
@@ -613,9 +615,9 @@ def _write(pipeline: Pipeline, session: Any, part: _Part) -> dict[str, Any]:
     if p.append:
         ds = _open_native(pipeline, ordered, p.conversions, _stored_grid(existing))
         # The stored chunk (shard) grid stays: write_dataset aligns the write tasks to it.
-        ds = target.without_attrs(ds)
+        ds = repository.without_attrs(ds)
         # xarray's append replaces the group's attributes: write back the stored ones.
-        ds.attrs = target.read_group_attrs(session, group)
+        ds.attrs = repository.read_group_attrs(session, group)
         write_dataset(session, ds, group=group, append_dim=append_dim)
         return {}
     dims = {**ordered[0].schema.dims, dim: p.new_length}
@@ -623,7 +625,7 @@ def _write(pipeline: Pipeline, session: Any, part: _Part) -> dict[str, Any]:
         dims, dim, ordered[0].schema.dims[dim], chunks=native.chunks, shards=native.shards
     )
     ds = _open_native(pipeline, ordered, p.conversions, task_len)
-    encoding = target.native_encoding(
+    encoding = repository.native_encoding(
         ds, chunk_len, shard_len=task_len if native.shards else None, compression=native.compression
     )
     # Decoding may remove dimensions the scan saw (the string length of char arrays).
@@ -651,7 +653,7 @@ def _write_fallback(
     only the data variables are written, on the chunk grid their virtual twins would have had
     (one chunk per GRIB message), with the attributes the scan gave them.
     """
-    from icepipe.target.native import write_dataset
+    from icepipe.repository.native import write_dataset
 
     names = list(dict.fromkeys(n for f in files for n in f.fallback))
     if not names:
@@ -659,7 +661,7 @@ def _write_fallback(
     if append_dim is not None or region is not None:
         from icepipe.codecs import GRIB_CODEC_NAME
 
-        referenced = target.arrays_with_codec(session, group, names, GRIB_CODEC_NAME)
+        referenced = repository.arrays_with_codec(session, group, names, GRIB_CODEC_NAME)
         if referenced:
             urls = ", ".join(f.source.url for f in files[:3])
             raise SchemaMismatchError(
@@ -690,7 +692,7 @@ def _write_fallback(
         ds[n].encoding = {}
     # xarray replaces the group's attributes (the coordinates list among them) with the
     # dataset's: hand it the stored ones.
-    ds.attrs = target.read_group_attrs(session, group)
+    ds.attrs = repository.read_group_attrs(session, group)
     if region is not None:
         write_dataset(session, ds, group=group, region=region)
     elif append_dim is not None:
@@ -745,7 +747,7 @@ def _url(f: SourceFile) -> str:
 def _open_if_exists(pipeline: Pipeline, containers: list[str]) -> icechunk.Repository | None:
     t = pipeline.target
     try:
-        return target.open_repo(
+        return repository.open_repo(
             t.repo,
             create=False,
             containers=containers,
@@ -753,5 +755,5 @@ def _open_if_exists(pipeline: Pipeline, containers: list[str]) -> icechunk.Repos
             source_storage=pipeline.source.storage,
             config=t.config,
         )
-    except target.RepoNotFoundError:
+    except repository.RepoNotFoundError:
         return None

@@ -1,7 +1,7 @@
 """Where data lives: locations, storage options, credentials and repository settings.
 
 A leaf module (no icechunk, obstore or xarray): :mod:`icepipe.sources` builds obstore stores
-and :mod:`icepipe.target` builds Icechunk storages from the plain, picklable values defined
+and :mod:`icepipe.repository` builds Icechunk storages from the plain, picklable values defined
 here, and :mod:`icepipe.spec` validates the pipeline's storage sections with it.
 
 Secrets never live in these values. A pipeline names *environment variables*
@@ -353,7 +353,7 @@ def parse_storage_options(m: Mapping[str, Any], prefix: str) -> StorageOptions:
 
 
 # Repository settings (``target.config``): a schema of nested mappings whose leaves are
-# (kind, minimum). Built into an icechunk.RepositoryConfig by icepipe.target.
+# (kind, minimum). Built into an icechunk.RepositoryConfig by icepipe.repository.
 _INT0 = ("int", 0)
 _INT1 = ("int", 1)
 _STR = ("str", None)

@@ -9,14 +9,14 @@ from typing import TYPE_CHECKING, Any
 
 import xarray as xr
 
-from icepipe import __version__, target
+from icepipe import __version__, repository
 from icepipe.errors import ConfigError, SourceError
 from icepipe.storage import StorageOptions, coerce_storage_options, scheme_of
 
 if TYPE_CHECKING:
     import icechunk
 
-    from icepipe.target.native import Region, WriteMode
+    from icepipe.repository.native import Region, WriteMode
 
 __all__ = ["open_dataset", "to_icechunk"]
 
@@ -121,39 +121,39 @@ def to_icechunk(
         "region": region,
         "encoding": encoding,
     }
-    if target.is_session(repo):
-        target.write_dataset(repo, ds, **write)
+    if repository.is_session(repo):
+        repository.write_dataset(repo, ds, **write)
         return None
-    virtual = target.is_virtual(ds) if isinstance(ds, xr.Dataset) else False
+    virtual = repository.is_virtual(ds) if isinstance(ds, xr.Dataset) else False
     record = {
         "version": __version__,
         "mode": "virtual" if virtual else "native",
         "api": "to_icechunk",
         "group": group or "",
     }
-    commit_metadata = {**(metadata or {}), target.METADATA_KEY: record}
+    commit_metadata = {**(metadata or {}), repository.METADATA_KEY: record}
     # Before a repository is created for the write.
-    target.check_write_args(ds, mode=mode, metadata=commit_metadata, max_attempts=max_attempts)
+    repository.check_write_args(ds, mode=mode, metadata=commit_metadata, max_attempts=max_attempts)
     if isinstance(repo, str | os.PathLike):
         path = os.fspath(repo)
         # Appends and region writes need existing data: never create an empty repository
         # for them.
         creates = append_dim is None and region is None and mode != "r+"
         try:
-            opened = target.open_repo(
+            opened = repository.open_repo(
                 path,
                 create=creates,
-                containers=target.virtual_locations(ds) if virtual else (),
+                containers=repository.virtual_locations(ds) if virtual else (),
                 storage=coerce_storage_options(storage, "storage"),
                 source_storage=coerce_storage_options(source_storage, "source_storage"),
             )
-        except target.RepoNotFoundError as exc:
-            raise target.RepoNotFoundError(
+        except repository.RepoNotFoundError as exc:
+            raise repository.RepoNotFoundError(
                 f"no Icechunk repository at {path!r} to "
                 f"{'append to' if append_dim is not None else 'write into'}; create it first "
                 f"with icepipe.to_icechunk(ds, {path!r}) (mode 'w-')"
             ) from exc
-    elif target.is_repository(repo):
+    elif repository.is_repository(repo):
         opened = repo
     else:
         raise ConfigError(
@@ -161,7 +161,7 @@ def to_icechunk(
             f"icechunk.Session; got {type(repo).__name__}",
             field="repo",
         )
-    return target.write_and_commit(
+    return repository.write_and_commit(
         opened,
         ds,
         branch=branch,
@@ -234,7 +234,7 @@ def open_dataset(
         A source file that virtual references point into no longer exists.
     """
     source_options = coerce_storage_options(source_storage, "source_storage")
-    r = target.open_repo(
+    r = repository.open_repo(
         repo,
         create=False,
         storage=coerce_storage_options(storage, "storage"),
@@ -261,7 +261,7 @@ def open_dataset(
         )
     except (FileNotFoundError, KeyError) as exc:
         raise ConfigError(
-            f"no group {group or '/'!r} on {branch!r} of {repo!r}; check target.group"
+            f"no group {group or '/'!r} on {branch!r} of {repo!r}; check repository.group"
         ) from exc
     _check_source_access(r, session.snapshot_id, group, source_options)
     return ds
@@ -316,7 +316,7 @@ def _virtual_urls(repo: icechunk.Repository, snapshot_id: str, group: str | None
     """The source files ingested into ``group`` as virtual references (newest commit first)."""
     urls: list[str] = []
     for snap in repo.ancestry(snapshot_id=snapshot_id):
-        record = snap.metadata.get(target.METADATA_KEY)
+        record = snap.metadata.get(repository.METADATA_KEY)
         if not isinstance(record, dict) or record.get("group") != (group or ""):
             continue
         if record.get("mode") == "virtual":

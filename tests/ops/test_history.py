@@ -11,7 +11,7 @@ import icechunk
 import numpy as np
 import zarr
 
-from icepipe import target
+from icepipe import repository
 from icepipe.cli import main
 from tests.conftest import write_pipeline, write_series
 
@@ -38,7 +38,7 @@ def test_tag_branch_diff_and_info(tmp_path: Path, client: Any, capsys: Any) -> N
     assert main(["tag", repo, "v2"]) == 0
     assert main(["tag", repo, "v1"]) == 2
     assert "immutable" in capsys.readouterr().err
-    r = target.open_repo(repo)
+    r = repository.open_repo(repo)
     r.delete_tag("v2")
     assert main(["tag", repo, "v2"]) == 2
     assert "never reuses tag names" in capsys.readouterr().err
@@ -69,7 +69,7 @@ def test_tag_branch_diff_and_info(tmp_path: Path, client: Any, capsys: Any) -> N
     assert main(["diff", repo, "main~5", "main"]) == 2
     assert main(["diff", repo, "nope", "main"]) == 2
     assert main(["branch", repo, "delete", "dev"]) == 0
-    assert "dev" not in target.open_repo(repo).list_branches()
+    assert "dev" not in repository.open_repo(repo).list_branches()
     capsys.readouterr()
 
     # Info: the tree, virtual data and inline coordinates.
@@ -103,7 +103,9 @@ def test_info_on_a_sharded_native_array_of_1000_chunks(tmp_path: Path, capsys: A
     cost = {}
     for exact in (False, True):
         t0 = time.perf_counter()
-        nodes = {n.path: n for n in target.tree_info(repo, repo.lookup_branch("main"), exact=exact)}
+        nodes = {
+            n.path: n for n in repository.tree_info(repo, repo.lookup_branch("main"), exact=exact)
+        }
         cost[exact] = time.perf_counter() - t0
         big, sharded = nodes["/big"], nodes["/sub/sharded"]
         assert big.native + big.inline == 1000 and big.grid == 1000 and big.virtual == 0

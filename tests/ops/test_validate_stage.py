@@ -12,7 +12,7 @@ import pytest
 import xarray as xr
 
 import icepipe
-from icepipe import target
+from icepipe import repository
 from icepipe.cli import main
 from icepipe.errors import ConflictError
 from icepipe.ops.stage import run_staged
@@ -74,14 +74,14 @@ def test_stage_publishes_only_after_validation(tmp_path: Path, client: Any, caps
     assert out["status"] == "committed" and out["branch"] == "main"
     assert {"validate", "publish"} <= set(out["stages"])
     assert branch_tip(tmp_path / "repo") == out["snapshot_id"]
-    repo = target.open_repo(str(tmp_path / "repo"))
+    repo = repository.open_repo(str(tmp_path / "repo"))
     assert sorted(repo.list_branches()) == ["main"]  # the stage branch is gone
     report = json.loads(Path(out["report_file"]).read_text())
     assert report["stage_branch"].startswith("stage/stg-")
     # Nothing new: no commit, no branch left behind.
     assert main(args) == 0
     assert json.loads(capsys.readouterr().out)["status"] == "nothing-new"
-    assert sorted(target.open_repo(str(tmp_path / "repo")).list_branches()) == ["main"]
+    assert sorted(repository.open_repo(str(tmp_path / "repo")).list_branches()) == ["main"]
 
 
 class _MoveMainDuringValidation:
@@ -111,7 +111,7 @@ def test_stage_compare_and_set_fails_cleanly_when_main_moved(
         run_staged(pipeline, client=client, run_id="0123456789abcdef", observer=mover)
     assert info.value.exit_code == 4
     assert "stage/cas-0123456789ab" in str(info.value)
-    repo = target.open_repo(str(tmp_path / "repo"))
+    repo = repository.open_repo(str(tmp_path / "repo"))
     # main holds the other writer's commit only; the validated data waits on the stage branch.
     assert repo.lookup_branch("main") == mover.moved_to
     assert "stage/cas-0123456789ab" in repo.list_branches()

@@ -2,5 +2,5 @@
 staged runs, scheduling and the repository catalog.
 
 Each module is imported by :mod:`icepipe.cli` on demand; none imports icechunk directly (that
-stays in :mod:`icepipe.target`).
+stays in :mod:`icepipe.repository`).
 """

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from icepipe import target
+from icepipe import repository
 from icepipe.catalog import CATALOG_PREFIX, CatalogEntry, check_name, edit_catalog, load_catalog
 from icepipe.errors import ConfigError, IcepipeError
 from icepipe.storage import (
@@ -51,10 +51,12 @@ def open_location(arg: str, *, create: bool = False) -> tuple[Any, CatalogEntry]
     RepoNotFoundError
         No repository there (and ``create`` is false).
     ConfigError, StorageError
-        As for :func:`icepipe.target.open_repo`.
+        As for :func:`icepipe.repository.open_repo`.
     """
     entry = resolve_location(arg)
-    repo = target.open_repo(entry.url, create=create, storage=entry.storage, config=entry.config)
+    repo = repository.open_repo(
+        entry.url, create=create, storage=entry.storage, config=entry.config
+    )
     return repo, entry
 
 
@@ -90,21 +92,21 @@ def _summary(entry: CatalogEntry, *, refs: bool) -> RepoSummary:
         config=dict(entry.config),
     )
     try:
-        repo = target.open_repo(entry.url, storage=entry.storage, config=entry.config)
-    except target.RepoNotFoundError:
+        repo = repository.open_repo(entry.url, storage=entry.storage, config=entry.config)
+    except repository.RepoNotFoundError:
         return RepoSummary(**{**asdict(base), "exists": False})
     except IcepipeError as exc:
         return RepoSummary(**{**asdict(base), "problem": str(exc)})
     if not refs:
         return RepoSummary(**{**asdict(base), "exists": True})
-    all_refs = target.list_refs(repo)
+    all_refs = repository.list_refs(repo)
     return RepoSummary(
         **{
             **asdict(base),
             "exists": True,
             "branches": {r.name: r.snapshot_id for r in all_refs if r.kind == "branch"},
             "tags": {r.name: r.snapshot_id for r in all_refs if r.kind == "tag"},
-            "containers": target.container_urls(repo),
+            "containers": repository.container_urls(repo),
         }
     )
 
@@ -166,9 +168,9 @@ def create_repo(
                 f"name, or `icepipe repo delete {name} --forget` first"
             )
         try:
-            target.open_repo(location, storage=options, config=settings)
+            repository.open_repo(location, storage=options, config=settings)
             existed = True
-        except target.RepoNotFoundError:
+        except repository.RepoNotFoundError:
             existed = False
         if existed and not exists_ok:
             raise ConfigError(
@@ -176,7 +178,7 @@ def create_repo(
                 f"as {name!r}"
             )
         if not existed:
-            target.open_repo(location, create=True, storage=options, config=settings)
+            repository.open_repo(location, create=True, storage=options, config=settings)
         entries[name] = entry
     return entry, not existed
 
@@ -207,6 +209,6 @@ def delete_repo(name: str, *, confirm: str | None, forget: bool = False) -> Cata
         if name not in entries:
             raise ConfigError(f"{name!r} was removed from the catalog meanwhile")
         if not forget:
-            target.delete_local_repo(entry.url)
+            repository.delete_local_repo(entry.url)
         del entries[name]
     return entry

@@ -26,7 +26,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from icepipe import target
+from icepipe import repository
 from icepipe.errors import ConflictError, IcepipeError, ValidationError
 from icepipe.ops.validate import validate_pipeline
 from icepipe.pipeline import RunObserver, RunResult, run
@@ -91,17 +91,17 @@ def run_staged(
     """
     run_id = run_id or uuid.uuid4().hex
     t = pipeline.target
-    repo = target.open_repo(
+    repo = repository.open_repo(
         t.repo,
         create=True,
         storage=t.storage,
         source_storage=pipeline.source.storage,
         config=t.config,
     )
-    target.writable_session(repo, t.branch)  # creates the target branch from main if new
-    expected = target.resolve_ref(repo, f"branch:{t.branch}")
+    repository.writable_session(repo, t.branch)  # creates the target branch from main if new
+    expected = repository.resolve_ref(repo, f"branch:{t.branch}")
     stage = stage_branch_name(pipeline, run_id)
-    target.create_branch(repo, stage, expected)
+    repository.create_branch(repo, stage, expected)
     staged = dataclasses.replace(pipeline, target=dataclasses.replace(t, branch=stage))
     try:
         result = run(
@@ -131,7 +131,7 @@ def run_staged(
         ) from exc
     try:
         with _stage(stages, "publish", observer):
-            target.move_branch(
+            repository.move_branch(
                 repo, t.branch, result.snapshot_id, expected=expected, location=t.repo
             )
     except ConflictError as exc:
@@ -147,4 +147,4 @@ def run_staged(
 def _forget(repo: Any, stage: str) -> None:
     # A leftover stage branch is harmless; `icepipe branch REPO list` shows it.
     with contextlib.suppress(IcepipeError):
-        target.delete_branch(repo, stage)
+        repository.delete_branch(repo, stage)

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from icepipe import sources, target
+from icepipe import repository, sources
 from icepipe.errors import IcepipeError
 from icepipe.ops.reports import read_reports, runs_dir, state_dir
 from icepipe.spec import Pipeline, load_pipeline
@@ -103,12 +103,12 @@ def pipeline_status(
     )
     ledger: dict[str, dict[str, Any]] = {}
     try:
-        repo = target.open_repo(
+        repo = repository.open_repo(
             t.repo, storage=t.storage, source_storage=src.storage, config=t.config
         )
-        tip = target.resolve_ref(repo, f"branch:{t.branch}")
+        tip = repository.resolve_ref(repo, f"branch:{t.branch}")
         status = _replace(status, tip=tip)
-        for c in target.read_log(repo, t.branch):
+        for c in repository.read_log(repo, t.branch):
             if c.pipeline == pipeline.name and (c.group or None) == (t.group or None):
                 status = _replace(
                     status,
@@ -120,7 +120,7 @@ def pipeline_status(
                     },
                 )
                 break
-        ledger = target.read_ledger(repo, tip, t.group)
+        ledger = repository.read_ledger(repo, tip, t.group)
     except IcepipeError as exc:
         status.problems.append(f"repository: {exc}")
         repo = None
@@ -173,7 +173,9 @@ def pipeline_status(
     if repo is not None and ledger:
         groups: list[str | None] = [t.group]
         if src.grib_cubes is not None:  # one group per GRIB hypercube: the newest of them
-            groups = [target.subgroup(t.group, c) for c in target.ledger_cubes(ledger.values())]
+            groups = [
+                repository.subgroup(t.group, c) for c in repository.ledger_cubes(ledger.values())
+            ]
         coords = [_last_coordinate(pipeline, status.tip, now, g) for g in groups]
         coords = [last for last in coords if last]
         if coords:

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from icepipe import sources, target
+from icepipe import repository, sources
 from icepipe.errors import ConfigError, IcepipeError, ValidationError, short_message
 from icepipe.spec import Pipeline
 from icepipe.xarray import open_dataset
@@ -95,13 +95,17 @@ def validate_pipeline(
     t0 = time.perf_counter()
     t, src = pipeline.target, pipeline.source
     branch = branch or t.branch
-    repo = target.open_repo(t.repo, storage=t.storage, source_storage=src.storage, config=t.config)
+    repo = repository.open_repo(
+        t.repo, storage=t.storage, source_storage=src.storage, config=t.config
+    )
     try:
-        snapshot_id = target.resolve_ref(repo, f"branch:{branch}")
+        snapshot_id = repository.resolve_ref(repo, f"branch:{branch}")
     except ConfigError:
         raise ConfigError(f"branch {branch!r} does not exist in {t.repo!r}") from None
     records = [
-        r for r in target.read_ingested(repo, snapshot_id, t.group) if "start" in r or "cubes" in r
+        r
+        for r in repository.read_ingested(repo, snapshot_id, t.group)
+        if "start" in r or "cubes" in r
     ]
     if not records:
         raise ConfigError(
@@ -175,7 +179,7 @@ def _parts(pipeline: Pipeline, record: dict[str, Any]) -> list[_Part]:
         cube = pipeline.source.grib_cube
         return [_Part(url, group, cube, int(record["start"]), int(record["length"]))]
     return [
-        _Part(url, target.subgroup(group, cube), cube, int(place[0]), int(place[1]))
+        _Part(url, repository.subgroup(group, cube), cube, int(place[0]), int(place[1]))
         for cube, place in sorted(record.get("cubes", {}).items())
     ]
 

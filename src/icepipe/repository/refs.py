@@ -1,6 +1,6 @@
 """Branches, tags, diffs, compare-and-set branch moves, and what a snapshot's tree holds.
 
-Every function takes an open ``icechunk.Repository`` (see :func:`icepipe.target.open_repo`)
+Every function takes an open ``icechunk.Repository`` (see :func:`icepipe.repository.open_repo`)
 and converts Icechunk's errors into icepipe's: a missing ref or a tag name that was used
 before is a :class:`ConfigError`, a branch that moved is a :class:`ConflictError`, anything
 else a :class:`StorageError`.
@@ -23,9 +23,9 @@ import zarr
 
 from icepipe.errors import ConfigError, ConflictError
 from icepipe.faults import storage_failure
+from icepipe.repository.history import METADATA_KEY, CommitInfo
+from icepipe.repository.repo import _local_path, commit_lock
 from icepipe.storage import is_local
-from icepipe.target.history import METADATA_KEY, CommitInfo
-from icepipe.target.repo import _local_path, commit_lock
 
 __all__ = [
     "ArrayInfo",
@@ -541,7 +541,7 @@ def discard_unused_repo(location: str) -> bool:
     A run creates its repository just before writing, so a first run failing while writing
     would otherwise leave an empty repository behind. Under the commit lock: a run that
     committed meanwhile moved ``main`` (then nothing is deleted), and a run committing later
-    finds the repository gone and re-plans (see :func:`icepipe.target.commit`). Repositories
+    finds the repository gone and re-plans (see :func:`icepipe.repository.commit`). Repositories
     in object stores are left alone (icepipe does not delete object-store prefixes).
     """
     if not is_local(location):

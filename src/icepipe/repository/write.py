@@ -11,8 +11,8 @@ import xarray as xr
 
 from icepipe.errors import ConflictError, SchemaMismatchError
 from icepipe.faults import storage_failure
+from icepipe.repository.repo import _local_path, commit_lock
 from icepipe.storage import is_local
-from icepipe.target.repo import _local_path, commit_lock
 
 __all__ = ["commit", "describe_conflicts", "without_attrs", "writable_session", "write_virtual"]
 

@@ -1,6 +1,6 @@
 """The only package that imports icechunk: repositories, sessions, history, commits."""
 
-from icepipe.target.history import (
+from icepipe.repository.history import (
     METADATA_KEY,
     CommitInfo,
     arrays_with_codec,
@@ -12,9 +12,9 @@ from icepipe.target.history import (
     read_target_schema,
     subgroup,
 )
-from icepipe.target.layout import native_encoding
-from icepipe.target.maintenance import GcReport, collect_garbage
-from icepipe.target.native import (
+from icepipe.repository.layout import native_encoding
+from icepipe.repository.maintenance import GcReport, collect_garbage
+from icepipe.repository.native import (
     check_write_args,
     commit_write,
     is_repository,
@@ -25,7 +25,7 @@ from icepipe.target.native import (
     write_and_commit,
     write_dataset,
 )
-from icepipe.target.refs import (
+from icepipe.repository.refs import (
     ArrayInfo,
     RefInfo,
     RepoDiff,
@@ -41,8 +41,8 @@ from icepipe.target.refs import (
     resolve_ref,
     tree_info,
 )
-from icepipe.target.repo import RepoNotFoundError, commit_lock, container_prefixes, open_repo
-from icepipe.target.write import commit, without_attrs, writable_session, write_virtual
+from icepipe.repository.repo import RepoNotFoundError, commit_lock, container_prefixes, open_repo
+from icepipe.repository.write import commit, without_attrs, writable_session, write_virtual
 
 __all__ = [
     "ArrayInfo",

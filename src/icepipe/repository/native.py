@@ -53,8 +53,8 @@ import zarr.errors
 
 from icepipe.errors import ConfigError, ConflictError, IcepipeError, StaleWriteError, StorageError
 from icepipe.faults import storage_failure
-from icepipe.target.repo import commit_lock, container_prefixes
-from icepipe.target.write import describe_conflicts, writable_session
+from icepipe.repository.repo import commit_lock, container_prefixes
+from icepipe.repository.write import describe_conflicts, writable_session
 
 __all__ = [
     "Region",
@@ -511,7 +511,7 @@ def commit_write(
 
     When the branch moved since the session started, the session is rebased with
     ``icechunk.ConflictDetector`` (disjoint changes). Local repositories (``lock`` = their
-    folder) commit under :func:`~icepipe.target.commit_lock`, because Icechunk's local storage
+    folder) commit under :func:`~icepipe.repository.commit_lock`, because Icechunk's local storage
     silently loses racing commits.
 
     Parameters

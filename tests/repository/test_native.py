@@ -1,4 +1,4 @@
-"""target/native.py: writing Datasets into sessions, and the commit policy under concurrency.
+"""repository/native.py: writing Datasets into sessions, and the commit policy under concurrency.
 
 Real repositories under ``tmp_path``; distributed writes on the session's ``LocalCluster``.
 """
@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from icepipe.errors import ConfigError, ConflictError, StaleWriteError, StorageError
-from icepipe.target import (
+from icepipe.repository import (
     commit_write,
     local_path,
     open_repo,
