@@ -380,9 +380,9 @@ def _read(repo: Path, groups: Sequence[str], *, decode_times: bool = True) -> di
             if decode_times:
                 return {g: icepipe.open_dataset(str(repo), group=g).load() for g in groups}
             # As icepipe.open_dataset opens it, times left as stored.
-            from icepipe import target
+            from icepipe import repository
 
-            store = target.open_repo(str(repo), create=False).readonly_session("main").store
+            store = repository.open_repo(str(repo), create=False).readonly_session("main").store
             return {
                 g: xr.open_zarr(
                     store, group=g, consolidated=False, zarr_format=3, decode_times=False
