@@ -45,7 +45,7 @@ def test_invalid_group_paths_fail_at_load_time(tmp_path: Path, group: str) -> No
     with pytest.raises(ConfigError) as info:
         icepipe.load_pipeline(write(tmp_path, doc(group=group)))
     assert info.value.field == "target.group"
-    assert "leave repository.group out for the root group" in str(info.value)
+    assert "leave target.group out for the root group" in str(info.value)
 
 
 @pytest.mark.parametrize("group", ["sst", "ocean/sst", "/ocean/sst/", "a.b", "x-1"])
@@ -103,7 +103,7 @@ def test_sources_covering_the_repository_fail_at_load_time(
     with pytest.raises(ConfigError, match="covers the pipeline's own repository") as info:
         icepipe.load_pipeline(write(tmp_path, d))
     assert info.value.field == "source.urls"
-    assert "move repository.repo out of the source folder" in str(info.value)
+    assert "move target.repo out of the source folder" in str(info.value)
 
 
 @pytest.mark.parametrize(

@@ -261,7 +261,7 @@ def open_dataset(
         )
     except (FileNotFoundError, KeyError) as exc:
         raise ConfigError(
-            f"no group {group or '/'!r} on {branch!r} of {repo!r}; check repository.group"
+            f"no group {group or '/'!r} on {branch!r} of {repo!r}; check target.group"
         ) from exc
     _check_source_access(r, session.snapshot_id, group, source_options)
     return ds
