@@ -138,15 +138,7 @@ def validate_pipeline(
                 continue
             n_vars += v
             n_values += n
-    if len(failures) == 1:
-        raise failures[0]
-    if failures:
-        raise ValidationError(
-            f"{len(failures)} of {len(chosen)} checked file(s) differ from the repository:\n  - "
-            + "\n  - ".join(str(e) for e in failures),
-            url=failures[0].url,
-            variable=failures[0].variable,
-        )
+    _raise_failures(failures, len(chosen))
     return ValidationReport(
         pipeline=pipeline.name,
         repo=t.repo,
@@ -159,6 +151,19 @@ def validate_pipeline(
         values_checked=n_values,
         seconds=time.perf_counter() - t0,
     )
+
+
+def _raise_failures(failures: list[ValidationError], checked: int) -> None:
+    """Raise one error naming every file that differs (the error itself when only one)."""
+    if len(failures) == 1:
+        raise failures[0]
+    if failures:
+        raise ValidationError(
+            f"{len(failures)} of {checked} checked file(s) differ from the repository:\n  - "
+            + "\n  - ".join(str(e) for e in failures),
+            url=failures[0].url,
+            variable=failures[0].variable,
+        )
 
 
 @dataclass(frozen=True)
