@@ -1,5 +1,5 @@
-"""GRIB (editions 1 and 2): virtual references per message (:mod:`icepipe.sources.grib`
-indexes the file as cfgrib does), lazy opens through cfgrib (local files only).
+"""GRIB (editions 1 and 2): virtual references per message, lazy opens through cfgrib (local
+files only). :mod:`icepipe.sources.formats.grib_index` indexes the messages as cfgrib does.
 
 A GRIB file holds one or more hypercubes; ``source.grib_cube`` / ``source.grib_cubes`` choose
 them. Variables the codec cannot decode correctly are read natively (virtual mode) or refused.
@@ -16,7 +16,7 @@ import xarray as xr
 from icepipe.errors import SourceError
 from icepipe.model import SourceFile, VariableSchema
 from icepipe.sources.formats.base import Opened, ScanOptions
-from icepipe.sources.grib import GRIB_MAGIC, encode_times, open_grib_native, scan_grib
+from icepipe.sources.formats.grib_index import GRIB_MAGIC, encode_times, open_grib_native, scan_grib
 from icepipe.storage import scheme_of
 
 __all__ = ["GribReader", "cube_names"]
