@@ -40,7 +40,7 @@ def _cfgrib_cubes(path: str) -> dict[str, xr.Dataset]:
     """Every hypercube of a GRIB file through cfgrib, by icepipe's names (read once per file)."""
     import cfgrib
 
-    from icepipe.sources.grib import scan_grib
+    from icepipe.sources.formats.grib_index import scan_grib
 
     names = [c.name for c in scan_grib("file://" + path, squeeze=False)]
     with tempfile.TemporaryDirectory() as folder, warnings.catch_warnings():

@@ -41,7 +41,7 @@ def _cfgrib(path: Path) -> tuple[list[object] | None, str]:
 
 
 def survey_file(path: Path, client: object, work: Path) -> tuple[str, ...]:
-    from icepipe.sources.grib import scan_grib
+    from icepipe.sources.formats.grib_index import scan_grib
 
     refs, cf_error = _cfgrib(path)
     cf = f"{len(refs)} cubes" if refs is not None else f"fails ({cf_error})"

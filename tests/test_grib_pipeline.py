@@ -240,7 +240,7 @@ def test_every_hypercube_of_a_real_file_into_its_own_group(
     assert result.status == "committed" and len(result.groups) == 17
     assert result.native_fallback == {}
     refs = _cfgrib([path])
-    from icepipe.sources.grib import scan_grib
+    from icepipe.sources.formats.grib_index import scan_grib
 
     names = [c.name for c in scan_grib("file://" + str(path), squeeze=False)]
     assert sorted(f"gfs/{n}" for n in names) == sorted(result.groups)
@@ -369,7 +369,7 @@ def test_a_real_grib_series_ingested_natively_over_two_nights(
 
 def test_cube_names_do_not_depend_on_the_other_cubes_of_a_file(tmp_path: Path) -> None:
     """A forecast file lacking one cube names the others as its siblings do."""
-    from icepipe.sources.grib import scan_grib
+    from icepipe.sources.formats.grib_index import scan_grib
 
     both = tmp_path / "both.grib2"
     both.write_bytes(

@@ -520,21 +520,7 @@ def _scan(
     so the error names the file that kills workers.
     """
     src = pipeline.source
-    options = sources.ScanOptions(
-        format=src.format,
-        concat_dim=src.concat_dim,
-        order_by=src.order_by,
-        variables=src.variables,
-        drop_variables=src.drop_variables,
-        preprocess=src.preprocess,
-        search_path=src.search_path,
-        # Names of credential variables, never values: workers read their own environment.
-        storage=src.storage,
-        grib_cube=src.grib_cube,
-        grib_cubes=src.grib_cubes,
-        mode=pipeline.mode,
-        group=src.group,
-    )
+    options = sources.ScanOptions.from_source(src, pipeline.mode)
     done, crashed = execute.run_tasks_collect(
         client,
         sources.scan_files,
@@ -673,12 +659,13 @@ def _write_fallback(
             )
     src = pipeline.source
     schema = files[0].schema.variables
-    ds = sources.open_lazy(
+    only = sources.ScanOptions(
+        concat_dim=src.concat_dim, variables=tuple(names), storage=src.storage
+    )
+    ds = sources.open_files(
         [f.source.url for f in files],
         [f.schema.format for f in files],
-        src.concat_dim,
-        variables=tuple(names),
-        storage=src.storage,
+        only,
         chunks={src.concat_dim: -1},
     )
     ds = ds[names]
@@ -722,20 +709,13 @@ def _open_native(
     src = pipeline.source
     chunks = {d: n for d, n in (grid or {}).items() if d != src.concat_dim}
     chunks[src.concat_dim] = -1
-    ds = sources.open_lazy(
+    ds = sources.open_files(
         [[m.url for m in f.members] if f.members else f.source.url for f in files],
         # Members' own formats: a GRIB hypercube's position differs between files.
         [list(f.member_formats) if f.members else f.schema.format for f in files],
-        src.concat_dim,
-        variables=src.variables,
-        drop_variables=src.drop_variables,
-        keep=(src.order_by,) if src.order_by else (),
-        preprocess=src.preprocess,
-        search_path=src.search_path,
+        sources.ScanOptions.from_source(src, pipeline.mode),
         conversions=conversions,
-        storage=src.storage,
         chunks=chunks,
-        group=src.group,
     )
     return sources.sanitize_attrs(ds)
 

@@ -1,8 +1,10 @@
 """Declarative pipeline definitions: load a YAML file into frozen, validated dataclasses.
 
-This module does no I/O beyond reading the YAML file itself, and validates everything before
-any work starts: unknown keys, wrong types and missing fields raise :class:`ConfigError` naming
-the field, what was expected and what was found.
+Everything is validated before any work starts: unknown keys, wrong types and missing fields
+raise :class:`ConfigError` naming the field, what was expected and what was found. Besides the
+YAML file itself, it reads only the catalog (for ``target.repo: catalog:ORG/NAME``, see
+:mod:`icepipe.catalog`) and the time-zone database (``schedule.timezone``); no source file,
+bucket or repository is touched (glob patterns are listed later, by :mod:`icepipe.sources`).
 """
 
 from __future__ import annotations
@@ -203,10 +205,42 @@ class _StrictLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
+_TOP_KEYS = {
+    "name",
+    "source",
+    "mode",
+    "target",
+    "chunks",
+    "shards",
+    "compression",
+    "on_error",
+    "on_changed",
+    "schedule",
+}
+_SOURCE_KEYS = {
+    "urls",
+    "format",
+    "concat_dim",
+    "concat_dims",
+    "merge",
+    "order_by",
+    "variables",
+    "drop_variables",
+    "preprocess",
+    "storage",
+    "grib_cube",
+    "grib_cubes",
+    "group",
+}
+
+
 def pipeline_from_dict(
     raw: object, base_dir: str | os.PathLike[str], *, path: str | None = None
 ) -> Pipeline:
     """Validate a parsed pipeline mapping (see :func:`load_pipeline`).
+
+    Sections are checked in the order they are documented (``name``, ``mode``, ``source``,
+    ``target``, the native layout, ``schedule``): the first problem found is reported.
 
     Raises
     ------
@@ -215,22 +249,7 @@ def pipeline_from_dict(
     """
     base = Path(base_dir)
     top = _mapping(raw, "pipeline")
-    _no_unknown(
-        top,
-        {
-            "name",
-            "source",
-            "mode",
-            "target",
-            "chunks",
-            "shards",
-            "compression",
-            "on_error",
-            "on_changed",
-            "schedule",
-        },
-        "",
-    )
+    _no_unknown(top, _TOP_KEYS, "")
     name = _required_str(top, "name", "")
     if not _NAME_RE.match(name):
         raise ConfigError(
@@ -241,65 +260,44 @@ def pipeline_from_dict(
     mode = _choice(top, "mode", "", MODES, default="virtual")
     on_error = _choice(top, "on_error", "", ("fail", "skip"), default="fail")
     on_changed = _choice(top, "on_changed", "", ("fail", "reingest"), default="fail")
-
-    src = _mapping(top.get("source"), "source")
-    _no_unknown(
-        src,
-        {
-            "urls",
-            "format",
-            "concat_dim",
-            "concat_dims",
-            "merge",
-            "order_by",
-            "variables",
-            "drop_variables",
-            "preprocess",
-            "storage",
-            "grib_cube",
-            "grib_cubes",
-            "group",
-        },
-        "source.",
+    source = _source(_mapping(top.get("source"), "source"), base)
+    tgt = _mapping(top.get("target"), "target")
+    target_storage = parse_storage_options(tgt, "target.")  # first: it refuses pasted secrets
+    _no_unknown(tgt, {"repo", "branch", "group", "config", *STORAGE_KEYS}, "target.")
+    repo = _required_str(tgt, "repo", "target.")
+    repo_settings = parse_repo_config(tgt.get("config"), "target.config")
+    branch = _str(tgt, "branch", "target.") or "main"
+    group = _group_path(_str(tgt, "group", "target."))
+    native = _native(top, mode)
+    return Pipeline(
+        native=native,
+        on_error=cast(OnError, on_error),
+        on_changed=cast(OnChanged, on_changed),
+        name=name,
+        source=source,
+        target=_target(
+            repo,
+            source.urls,
+            source.is_glob,
+            base,
+            branch,
+            group,
+            target_storage,
+            repo_settings,
+            tgt,
+        ),
+        mode=cast(Mode, mode),
+        path=path,
+        schedule=parse_schedule(top.get("schedule")),
     )
-    urls_raw = src.get("urls")
-    if isinstance(urls_raw, str):
-        if not urls_raw.strip():
-            raise ConfigError(
-                "expected a glob pattern or a list of paths; got ''", field="source.urls"
-            )
-        urls: tuple[str, ...] = (_resolve_url(urls_raw, base),)
-        is_glob = True
-    elif isinstance(urls_raw, list) and urls_raw:
-        if not all(isinstance(u, str) and u.strip() for u in urls_raw):
-            raise ConfigError("expected a list of non-empty path/URL strings", field="source.urls")
-        urls = tuple(_resolve_url(u, base) for u in urls_raw)
-        is_glob = False
-    elif urls_raw is None:
-        raise ConfigError(
-            "missing; expected a glob pattern or a list of paths", field="source.urls"
-        )
-    else:
-        raise ConfigError(
-            f"expected a glob pattern or a non-empty list of paths; got {_describe(urls_raw)}",
-            field="source.urls",
-        )
+
+
+def _source(src: Mapping[str, Any], base: Path) -> SourceSpec:
+    """The ``source`` section; ``base`` is the folder relative paths resolve against."""
+    _no_unknown(src, _SOURCE_KEYS, "source.")
+    urls, is_glob = _source_urls(src, base)
     fmt = _choice(src, "format", "source.", FORMATS, default="auto")
-    concat_dims = _str_list(src, "concat_dims", "source.")
-    if concat_dims is not None:
-        if "concat_dim" in src:
-            raise ConfigError(
-                "give either concat_dim or concat_dims (whose first entry is the dimension "
-                "new files are appended along)",
-                field="source.concat_dims",
-            )
-        if len(set(concat_dims)) != len(concat_dims):
-            raise ConfigError(
-                f"repeated dimension in {list(concat_dims)}", field="source.concat_dims"
-            )
-        concat_dim, stack_dims = concat_dims[0], concat_dims[1:]
-    else:
-        concat_dim, stack_dims = _required_str(src, "concat_dim", "source."), ()
+    concat_dim, stack_dims = _concat_dims(src)
     merge = src.get("merge", False)
     if not isinstance(merge, bool):
         raise ConfigError(f"expected true or false; got {_describe(merge)}", field="source.merge")
@@ -318,7 +316,6 @@ def pipeline_from_dict(
             "give either source.variables (keep these) or source.drop_variables, not both",
             field="source.drop_variables",
         )
-
     source_group = _str(src, "group", "source.")
     if source_group is not None:
         source_group = source_group.strip("/") or None
@@ -328,16 +325,66 @@ def pipeline_from_dict(
             "netcdf4, zarr or auto",
             field="source.group",
         )
-    source_storage = _source_storage(src, urls)
+    return SourceSpec(
+        urls=urls,
+        concat_dim=concat_dim,
+        format=cast(Format, fmt),
+        is_glob=is_glob,
+        order_by=order_by,
+        variables=variables,
+        drop_variables=drop_variables,
+        preprocess=preprocess,
+        stack_dims=stack_dims,
+        merge=merge,
+        grib_cube=_str(src, "grib_cube", "source."),
+        grib_cubes=grib_cubes,
+        search_path=str(base),
+        storage=_source_storage(src, urls),
+        group=source_group,
+    )
 
-    tgt = _mapping(top.get("target"), "target")
-    target_storage = parse_storage_options(tgt, "target.")  # first: it refuses pasted secrets
-    _no_unknown(tgt, {"repo", "branch", "group", "config", *STORAGE_KEYS}, "target.")
-    repo = _required_str(tgt, "repo", "target.")
-    repo_settings = parse_repo_config(tgt.get("config"), "target.config")
-    branch = _str(tgt, "branch", "target.") or "main"
-    group = _group_path(_str(tgt, "group", "target."))
 
+def _source_urls(src: Mapping[str, Any], base: Path) -> tuple[tuple[str, ...], bool]:
+    """``source.urls`` as canonical URLs, and whether it is one glob pattern."""
+    urls_raw = src.get("urls")
+    if isinstance(urls_raw, str):
+        if not urls_raw.strip():
+            raise ConfigError(
+                "expected a glob pattern or a list of paths; got ''", field="source.urls"
+            )
+        return (_resolve_url(urls_raw, base),), True
+    if isinstance(urls_raw, list) and urls_raw:
+        if not all(isinstance(u, str) and u.strip() for u in urls_raw):
+            raise ConfigError("expected a list of non-empty path/URL strings", field="source.urls")
+        return tuple(_resolve_url(u, base) for u in urls_raw), False
+    if urls_raw is None:
+        raise ConfigError(
+            "missing; expected a glob pattern or a list of paths", field="source.urls"
+        )
+    raise ConfigError(
+        f"expected a glob pattern or a non-empty list of paths; got {_describe(urls_raw)}",
+        field="source.urls",
+    )
+
+
+def _concat_dims(src: Mapping[str, Any]) -> tuple[str, tuple[str, ...]]:
+    """``source.concat_dim`` or ``source.concat_dims``: the append dimension, and the others."""
+    concat_dims = _str_list(src, "concat_dims", "source.")
+    if concat_dims is None:
+        return _required_str(src, "concat_dim", "source."), ()
+    if "concat_dim" in src:
+        raise ConfigError(
+            "give either concat_dim or concat_dims (whose first entry is the dimension "
+            "new files are appended along)",
+            field="source.concat_dims",
+        )
+    if len(set(concat_dims)) != len(concat_dims):
+        raise ConfigError(f"repeated dimension in {list(concat_dims)}", field="source.concat_dims")
+    return concat_dims[0], concat_dims[1:]
+
+
+def _native(top: Mapping[str, Any], mode: str) -> NativeSpec:
+    """``chunks``, ``shards`` and ``compression`` (``mode: native`` only)."""
     chunks = _dim_map(top, "chunks") or {}
     shards = _dim_map(top, "shards")
     compression = _choice(top, "compression", "", COMPRESSIONS, default="zstd")
@@ -347,45 +394,15 @@ def pipeline_from_dict(
             "mode: native",
             field="chunks" if chunks else ("shards" if shards else "compression"),
         )
-    if shards:
-        for dim, n in shards.items():
-            c = chunks.get(dim)
-            if c is None or n % c:
-                raise ConfigError(
-                    f"the shard length of {dim!r} ({n}) must be a multiple of its chunk length "
-                    f"(chunks.{dim}: {c if c is not None else 'not set'})",
-                    field=f"shards.{dim}",
-                )
-
-    return Pipeline(
-        native=NativeSpec(chunks=chunks, shards=shards, compression=compression),
-        on_error=cast(OnError, on_error),
-        on_changed=cast(OnChanged, on_changed),
-        name=name,
-        source=SourceSpec(
-            urls=urls,
-            concat_dim=concat_dim,
-            format=cast(Format, fmt),
-            is_glob=is_glob,
-            order_by=order_by,
-            variables=variables,
-            drop_variables=drop_variables,
-            preprocess=preprocess,
-            stack_dims=stack_dims,
-            merge=merge,
-            grib_cube=_str(src, "grib_cube", "source."),
-            grib_cubes=grib_cubes,
-            search_path=str(base),
-            storage=source_storage,
-            group=source_group,
-        ),
-        target=_target(
-            repo, urls, is_glob, base, branch, group, target_storage, repo_settings, tgt
-        ),
-        mode=cast(Mode, mode),
-        path=path,
-        schedule=parse_schedule(top.get("schedule")),
-    )
+    for dim, n in (shards or {}).items():
+        c = chunks.get(dim)
+        if c is None or n % c:
+            raise ConfigError(
+                f"the shard length of {dim!r} ({n}) must be a multiple of its chunk length "
+                f"(chunks.{dim}: {c if c is not None else 'not set'})",
+                field=f"shards.{dim}",
+            )
+    return NativeSpec(chunks=chunks, shards=shards, compression=compression)
 
 
 def _group_path(value: str | None) -> str | None:

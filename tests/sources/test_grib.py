@@ -23,7 +23,7 @@ import xarray as xr
 
 from icepipe.codecs import GRIB_CODEC_NAME, GribCodec, GribDecodeError, decode_grib_message
 from icepipe.errors import SourceError
-from icepipe.sources.grib import GribCube, open_grib_native, scan_grib
+from icepipe.sources.formats.grib_index import GribCube, open_grib_native, scan_grib
 
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")
 

@@ -124,6 +124,27 @@ def pipeline_status(
     except IcepipeError as exc:
         status.problems.append(f"repository: {exc}")
         repo = None
+    lag = _source_lag(pipeline, ledger, status.problems)
+    if repo is not None and ledger:
+        groups: list[str | None] = [t.group]
+        if src.grib_cubes is not None:  # one group per GRIB hypercube: the newest of them
+            groups = [
+                repository.subgroup(t.group, c) for c in repository.ledger_cubes(ledger.values())
+            ]
+        coords = [_last_coordinate(pipeline, status.tip, now, g) for g in groups]
+        coords = [last for last in coords if last]
+        if coords:
+            newest: dict[str, Any] = max(coords, key=lambda last: str(last["last_coordinate"]))
+            lag.update(newest)
+    return _replace(status, lag=lag)
+
+
+def _source_lag(
+    pipeline: Pipeline, ledger: dict[str, dict[str, Any]], problems: list[str]
+) -> dict[str, Any]:
+    """How far the ingested files lag behind the listed sources (counts, bytes, mtimes);
+    sources missing or changed since their ingest are added to ``problems``."""
+    src = pipeline.source
     lag: dict[str, Any] = {}
     try:
         listed = sources.list_sources(src.urls, is_glob=src.is_glob, storage=src.storage)
@@ -149,7 +170,7 @@ def pipeline_status(
                     if urls is missing
                     else "restore them, or set on_changed: reingest"
                 )
-                status.problems.append(
+                problems.append(
                     f"sources: {len(urls)} ingested file(s) {what}: {', '.join(urls[:5])}{more}; "
                     + fix
                 )
@@ -169,19 +190,8 @@ def pipeline_status(
             ),
         )
     except IcepipeError as exc:
-        status.problems.append(f"sources: {exc}")
-    if repo is not None and ledger:
-        groups: list[str | None] = [t.group]
-        if src.grib_cubes is not None:  # one group per GRIB hypercube: the newest of them
-            groups = [
-                repository.subgroup(t.group, c) for c in repository.ledger_cubes(ledger.values())
-            ]
-        coords = [_last_coordinate(pipeline, status.tip, now, g) for g in groups]
-        coords = [last for last in coords if last]
-        if coords:
-            newest: dict[str, Any] = max(coords, key=lambda last: str(last["last_coordinate"]))
-            lag.update(newest)
-    return _replace(status, lag=lag)
+        problems.append(f"sources: {exc}")
+    return lag
 
 
 def _key(t: datetime | None) -> datetime:

@@ -13,7 +13,6 @@ encodings normalised the wrong way.
 
 from __future__ import annotations
 
-import functools
 import os
 import time
 import warnings
@@ -26,6 +25,7 @@ import xarray as xr
 
 from icepipe import repository, sources
 from icepipe.errors import ConfigError, IcepipeError, ValidationError, short_message
+from icepipe.sources.formats.grib import cube_names as grib_cube_names
 from icepipe.spec import Pipeline
 from icepipe.xarray import open_dataset
 
@@ -138,15 +138,7 @@ def validate_pipeline(
                 continue
             n_vars += v
             n_values += n
-    if len(failures) == 1:
-        raise failures[0]
-    if failures:
-        raise ValidationError(
-            f"{len(failures)} of {len(chosen)} checked file(s) differ from the repository:\n  - "
-            + "\n  - ".join(str(e) for e in failures),
-            url=failures[0].url,
-            variable=failures[0].variable,
-        )
+    _raise_failures(failures, len(chosen))
     return ValidationReport(
         pipeline=pipeline.name,
         repo=t.repo,
@@ -159,6 +151,19 @@ def validate_pipeline(
         values_checked=n_values,
         seconds=time.perf_counter() - t0,
     )
+
+
+def _raise_failures(failures: list[ValidationError], checked: int) -> None:
+    """Raise one error naming every file that differs (the error itself when only one)."""
+    if len(failures) == 1:
+        raise failures[0]
+    if failures:
+        raise ValidationError(
+            f"{len(failures)} of {checked} checked file(s) differ from the repository:\n  - "
+            + "\n  - ".join(str(e) for e in failures),
+            url=failures[0].url,
+            variable=failures[0].variable,
+        )
 
 
 @dataclass(frozen=True)
@@ -184,14 +189,6 @@ def _parts(pipeline: Pipeline, record: dict[str, Any]) -> list[_Part]:
     ]
 
 
-@functools.lru_cache(maxsize=8)
-def _grib_cube_names(url: str, size: int, mtime_ns: int) -> list[str]:
-    """The hypercube names of a GRIB file, scanned once per file version (not once per cube)."""
-    from icepipe.sources.grib import scan_grib
-
-    return [c.name for c in scan_grib(url, squeeze=False)]
-
-
 def _grib_format(url: str, cube: str | None) -> str:
     """``grib:<index>``: the position of hypercube ``cube`` (the only one when ``None``)."""
     try:
@@ -200,7 +197,7 @@ def _grib_format(url: str, cube: str | None) -> str:
         raise ValidationError(
             f"{url}: cannot be read ({exc}): restore the file, or re-ingest the group", url=url
         ) from exc
-    names = _grib_cube_names(url, st.st_size, st.st_mtime_ns)
+    names = grib_cube_names(url, st.st_size, st.st_mtime_ns)
     if cube is None and len(names) == 1:
         return "grib:0"
     if cube not in names:
@@ -218,18 +215,7 @@ def _open_source(pipeline: Pipeline, url: str, cube: str | None = None) -> xr.Da
         fmt = src.format if src.format != "auto" else sources.detect_format(url, src.storage)
         if fmt == "grib":
             fmt = _grib_format(url, cube)
-        ds = sources.open_lazy(
-            [url],
-            [fmt],
-            src.concat_dim,
-            variables=src.variables,
-            drop_variables=src.drop_variables,
-            keep=(src.order_by,) if src.order_by else (),
-            preprocess=src.preprocess,
-            search_path=src.search_path,
-            storage=src.storage,
-            group=src.group,
-        )
+        ds = sources.open_files([url], [fmt], sources.ScanOptions.from_source(src, pipeline.mode))
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", category=xr.SerializationWarning)
             return xr.decode_cf(ds)

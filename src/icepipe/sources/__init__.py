@@ -1,4 +1,5 @@
-"""Sources: WHICH files to ingest (listing) and HOW to read them (format detection, scanning)."""
+"""Sources: WHICH files to ingest (listing) and HOW to read them: one reader per format
+(:mod:`icepipe.sources.formats`), scanning into virtual references, lazy opens."""
 
 from icepipe.sources.combine import (
     assemble_steps,
@@ -6,14 +7,13 @@ from icepipe.sources.combine import (
     combine_virtual,
     normalize_times,
 )
+from icepipe.sources.formats import ScanOptions, detect_format, reader_for
 from icepipe.sources.hooks import load_hook
-from icepipe.sources.lazy import open_lazy
+from icepipe.sources.lazy import open_files, open_lazy
 from icepipe.sources.listing import changed_since_listing, list_sources, missing_since_ingest
 from icepipe.sources.scan import (
     ScannedCubes,
     ScannedFile,
-    ScanOptions,
-    detect_format,
     sanitize_attrs,
     scan_file,
     scan_files,
@@ -32,7 +32,9 @@ __all__ = [
     "load_hook",
     "missing_since_ingest",
     "normalize_times",
+    "open_files",
     "open_lazy",
+    "reader_for",
     "sanitize_attrs",
     "scan_file",
     "scan_files",

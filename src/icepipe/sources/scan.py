@@ -1,36 +1,33 @@
-"""HOW to read a source: detect its format and turn it into virtual references.
+"""Scanning: a source file turned into virtual references plus the schema planning checks.
 
-:func:`scan_file` runs on Dask workers. It takes and returns only picklable values, and converts
-every failure of the underlying parsers into a :class:`SourceError` that names the file and the fix.
+The format-specific part (recognising a file, parsing it into virtual datasets) is the
+format's reader (:mod:`icepipe.sources.formats`); what follows it is the same for every format:
+selection (``source.variables``/``drop_variables``), ``preprocess``, the checks that name a bad
+file, and the schema. :func:`scan_file` runs on Dask workers. It takes and returns only
+picklable values, and converts every failure of the underlying parsers into a
+:class:`SourceError` that names the file and the fix.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-import os
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import obstore
 import xarray as xr
 
-from icepipe.cf import effective_time_encoding, is_time_units, packing_of
-from icepipe.errors import ConfigError, IcepipeError, SourceError, short_message
+from icepipe.cf import effective_time_encoding, packing_of
+from icepipe.errors import IcepipeError, SourceError, short_message
 from icepipe.model import FileSchema, SourceFile, VariableSchema
+from icepipe.sources.formats import Opened, Reader, ScanOptions, detect_format, reader_for
+from icepipe.sources.formats.common import is_virtual
 from icepipe.sources.hooks import apply_preprocess
-from icepipe.sources.listing import ZARR_METADATA
-from icepipe.sources.stores import (
-    access_error,
-    is_not_found,
-    is_remote_zarr,
-    registry_for,
-    store_and_path,
-)
-from icepipe.storage import StorageOptions, reference_url, scheme_of
+from icepipe.sources.stores import access_error
+from icepipe.storage import reference_url, scheme_of
 
 __all__ = [
     "ScanOptions",
@@ -42,10 +39,6 @@ __all__ = [
     "scan_files",
     "schema_of",
 ]
-
-_HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
-# An HDF5 superblock may follow a user block of 512, 1024, 2048, ... bytes.
-_HDF5_OFFSETS = (0, 512, 1024, 2048, 4096)
 
 
 @dataclass(frozen=True)
@@ -67,157 +60,6 @@ class ScannedFile:
     def sources(self) -> tuple[SourceFile, ...]:
         """Every source file whose data this holds."""
         return self.members or (self.source,)
-
-
-def _store_and_path(url: str, storage: StorageOptions | None = None) -> tuple[Any, str]:
-    return store_and_path(url, storage)
-
-
-def detect_format(url: str, storage: StorageOptions | None = None) -> str:
-    """Detect a file's format from its magic bytes: ``netcdf3`` or ``netcdf4`` (HDF5).
-
-    File extensions are not trusted (HDF5 files named ``.cdf`` exist in real archives).
-    ``storage`` reaches object stores (credentials are read from this process's environment).
-
-    Raises
-    ------
-    SourceError
-        The file cannot be read or is not a format icepipe knows.
-    ConfigError
-        Access to the object was denied.
-    """
-    remote = scheme_of(url) != "file"
-    local = url.removeprefix("file://")
-    if not remote and os.path.isdir(local):
-        if any(os.path.exists(os.path.join(local, m)) for m in ZARR_METADATA):
-            return "zarr"
-        raise SourceError(f"{url}: is a folder but not a Zarr store", url=url)
-    store, path = _store_and_path(url, storage)
-    try:
-        size = int(obstore.head(store, path)["size"])
-        # A range past the end of a file is an error in obstore: empty files need a guard.
-        head = bytes(obstore.get_range(store, path, start=0, length=min(8, size))) if size else b""
-    except Exception as exc:
-        # An object store has no folders: a Zarr store is a prefix with metadata objects.
-        if remote and is_not_found(exc) and is_remote_zarr(url, storage):
-            return "zarr"
-        if is_not_found(exc):
-            raise SourceError(f"{url}: file not found (deleted after listing?)", url=url) from exc
-        if remote:
-            raise access_error(exc, url) from exc
-        raise SourceError(
-            f"{url}: cannot be read ({short_message(exc)}); check the file and its permissions",
-            url=url,
-        ) from exc
-    if not head:
-        raise SourceError(
-            f"{url}: is empty (0 bytes); replace it, or remove it from source.urls", url=url
-        )
-    if head[:3] == b"CDF" and head[3:4] in (b"\x01", b"\x02", b"\x05"):
-        return "netcdf3"
-    if head == _HDF5_MAGIC:
-        return "netcdf4"
-    for offset in _HDF5_OFFSETS[1:]:
-        if offset + 8 > size:
-            break
-        if bytes(obstore.get_range(store, path, start=offset, length=8)) == _HDF5_MAGIC:
-            return "netcdf4"
-    if head[:4] == b"GRIB":
-        return "grib"
-    raise SourceError(
-        f"{url}: not a netCDF3, netCDF4/HDF5 or GRIB file (first bytes {head!r}); "
-        "remove it from source.urls or fix the glob",
-        url=url,
-    )
-
-
-def _parser(fmt: str, group: str | None = None) -> Any:
-    from virtualizarr.parsers import HDFParser, NetCDF3Parser, ZarrParser
-
-    if fmt == "netcdf3":
-        return NetCDF3Parser()
-    if fmt == "netcdf4":
-        return HDFParser(group=group)
-    if fmt == "zarr":
-        return ZarrParser(group=group)
-    raise ConfigError(f"unsupported format {fmt!r}", field="source.format")
-
-
-@dataclass(frozen=True)
-class ScanOptions:
-    """How to scan the files of one pipeline (``source.*`` fields); pickles, sent to workers.
-
-    Attributes
-    ----------
-    format
-        ``auto`` (magic bytes) or one of ``netcdf3``, ``netcdf4``, ``zarr``, ``grib``.
-    concat_dim, order_by, variables, drop_variables, preprocess
-        As in the pipeline's ``source`` section.
-    search_path
-        Folder searched first for the ``preprocess`` module.
-    storage
-        How to reach object stores: names of credential variables, never values.
-    grib_cube
-        The one GRIB hypercube to ingest (files holding several need it, or ``grib_cubes``).
-    grib_cubes
-        Ingest several hypercubes, each into its own group: these names, or every cube when
-        empty. ``None``: one cube per pipeline.
-    mode
-        ``virtual`` or ``native``.
-    group
-        The netCDF4/HDF5 (or Zarr) group of each file to read; the root group when None.
-    """
-
-    format: str = "auto"
-    concat_dim: str = "time"
-    order_by: str | None = None
-    variables: tuple[str, ...] | None = None
-    drop_variables: tuple[str, ...] = ()
-    preprocess: str | None = None
-    search_path: str | None = None
-    storage: StorageOptions | None = None
-    grib_cube: str | None = None
-    grib_cubes: tuple[str, ...] | None = None
-    mode: str = "virtual"
-    group: str | None = None
-
-    def selects(self, name: str) -> bool:
-        """Whether ``variables``/``drop_variables`` keep the variable ``name``."""
-        return (self.variables is None or name in self.variables) and (
-            name not in self.drop_variables
-        )
-
-
-@dataclass(frozen=True)
-class _Opened:
-    """One dataset of a file before selection: the whole file, or one GRIB hypercube.
-
-    Attributes
-    ----------
-    name
-        The hypercube's name (empty for other formats).
-    dataset
-        The virtual dataset.
-    format
-        The format native reads use (``grib:<cube index>`` for GRIB).
-    native
-        Schemas of the variables not in ``dataset`` because they must be read natively
-        (GRIB fallback), with ``fallback`` giving the reasons.
-    refused
-        Variables no route reads correctly, with the reasons.
-    """
-
-    name: str
-    dataset: xr.Dataset
-    format: str
-    native: Mapping[str, VariableSchema] = field(default_factory=dict)
-    fallback: Mapping[str, str] = field(default_factory=dict)
-    refused: Mapping[str, str] = field(default_factory=dict)
-
-    @property
-    def elsewhere(self) -> set[str]:
-        """Variables of the file that are not in ``dataset``."""
-        return set(self.native) | set(self.refused)
 
 
 @dataclass(frozen=True)
@@ -249,18 +91,14 @@ def scan_file(source: SourceFile, options: ScanOptions) -> ScannedFile | Scanned
     url = source.url
     o = options
     fmt = detect_format(url, o.storage) if o.format == "auto" else o.format
-    registry = registry_for(url, o.storage, root=fmt == "zarr")
-    opened: list[_Opened]
+    reader = reader_for(fmt)
+    opened: list[Opened]
     try:
         with warnings.catch_warnings():
             # netCDF char arrays map to Zarr dtypes without a v3 spec yet: zarr warns per
             # variable per file, which buries real messages. The data round-trips exactly.
             warnings.filterwarnings("ignore", message=".*does not have a Zarr V3 specification")
-            if fmt == "grib":
-                opened = _open_grib(source, o)
-            else:
-                ds = _open_virtual(url, fmt, registry, o.order_by, o.group)
-                opened = [_Opened("", ds, fmt)]
+            opened = reader.scan_virtual(source, o)
     except (KeyboardInterrupt, SystemExit):
         raise
     except IcepipeError:
@@ -268,43 +106,43 @@ def scan_file(source: SourceFile, options: ScanOptions) -> ScannedFile | Scanned
     except BaseException as exc:  # parsers written in Rust raise PanicException (BaseException)
         if scheme_of(url) != "file" and _is_access_error(exc):
             raise access_error(exc, url) from exc
-        plain = _open_plain(url, fmt, o) if o.mode == "native" else None
+        plain = reader.open_plain(url, o) if o.mode == "native" else None
         if plain is not None:
-            return _finish(source, _Opened("", plain, fmt), o)
-        if fmt == "zarr" and "without dimension names" in str(exc):
-            raise SourceError(
-                f"{url}: has arrays without dimension names (Zarr v2 '_ARRAY_DIMENSIONS' or "
-                "v3 'dimension_names'), so they cannot become xarray variables; write the store "
-                "with xarray, or add the dimension names to its metadata",
-                url=url,
-            ) from exc
-        raise SourceError(
-            f"{url}: cannot be read as {fmt} ({type(exc).__name__}: {short_message(exc)}); "
-            "the file may be truncated or corrupt: replace it, or remove it from source.urls"
-            + ("" if o.format == "auto" else f"; if it is not {fmt}, set source.format: auto")
-            + (
-                "; if xarray opens it, it holds something virtual references cannot express: "
-                "use mode: native"
-                if o.mode == "virtual" and fmt in ("netcdf3", "netcdf4")
-                else ""
-            ),
-            url=url,
-        ) from exc
+            return _finish(source, Opened("", plain, fmt), o, reader)
+        raise _unreadable(url, fmt, reader, o, exc) from exc
     if o.grib_cubes is not None:
-        return ScannedCubes(source=source, cubes=_finish_cubes(source, opened, o))
+        return ScannedCubes(source=source, cubes=_finish_cubes(source, opened, o, reader))
     (only,) = opened  # one dataset unless grib_cubes
-    return _finish(source, only, o)
+    return _finish(source, only, o, reader)
+
+
+def _unreadable(
+    url: str, fmt: str, reader: Reader, o: ScanOptions, exc: BaseException
+) -> SourceError:
+    """The error for a file the parser failed on, with the fixes that may apply."""
+    return SourceError(
+        f"{url}: cannot be read as {fmt} ({type(exc).__name__}: {short_message(exc)}); "
+        "the file may be truncated or corrupt: replace it, or remove it from source.urls"
+        + ("" if o.format == "auto" else f"; if it is not {fmt}, set source.format: auto")
+        + (
+            "; if xarray opens it, it holds something virtual references cannot express: "
+            "use mode: native"
+            if o.mode == "virtual" and reader.plain_fallback
+            else ""
+        ),
+        url=url,
+    )
 
 
 def _finish_cubes(
-    source: SourceFile, cubes: list[_Opened], o: ScanOptions
+    source: SourceFile, cubes: list[Opened], o: ScanOptions, reader: Reader
 ) -> dict[str, ScannedFile]:
     """:func:`_finish` for each hypercube of a file, ``variables``/``drop_variables`` applying
     to the file as a whole: a name must be in one of its cubes, and a cube holding none of the
     ``variables`` is left out."""
     url = source.url
 
-    def names(c: _Opened) -> set[str]:
+    def names(c: Opened) -> set[str]:
         return {str(v) for v in c.dataset.variables} | c.elsewhere
 
     present = set().union(*(names(c) for c in cubes))
@@ -328,7 +166,7 @@ def _finish_cubes(
             variables=None if o.variables is None else tuple(v for v in o.variables if v in mine),
             drop_variables=tuple(v for v in o.drop_variables if v in mine),
         )
-        out[cube.name] = _finish(source, cube, options)
+        out[cube.name] = _finish(source, cube, options, reader)
     if not out:
         raise SourceError(
             f"{url}: source.variables / source.drop_variables leave no variable of any of its "
@@ -338,7 +176,7 @@ def _finish_cubes(
     return out
 
 
-def _finish(source: SourceFile, opened: _Opened, o: ScanOptions) -> ScannedFile:
+def _finish(source: SourceFile, opened: Opened, o: ScanOptions, reader: Reader) -> ScannedFile:
     """Select, preprocess and check one opened dataset; summarise it into its schema.
 
     Variables read natively (GRIB fallback) are not in the dataset, but are part of the schema
@@ -359,12 +197,8 @@ def _finish(source: SourceFile, opened: _Opened, o: ScanOptions) -> ScannedFile:
         )
     # Selection applies to the variables read natively (or refused and dropped) as to the
     # virtual ones; _select sees only the latter.
-    # netCDF4 variables without values are not in the dataset: VirtualiZarr leaves them out.
-    vanished = (
-        set(_empty_datasets(url, o.storage)) - {str(v) for v in ds.variables}
-        if opened.format == "netcdf4"
-        else set()
-    )
+    # Variables the parser leaves out without a word (netCDF4 variables without values).
+    vanished = set(reader.refused_variables(url, o)) - {str(v) for v in ds.variables}
     elsewhere = opened.elsewhere | vanished
     # drop_variables may name a variable some files lack; variables must exist.
     if any(v not in ds.variables and v not in elsewhere for v in o.variables or ()):
@@ -429,30 +263,6 @@ def _finish(source: SourceFile, opened: _Opened, o: ScanOptions) -> ScannedFile:
     return ScannedFile(source=source, schema=schema, dataset=ds, fallback=fallback)
 
 
-def _empty_datasets(url: str, storage: StorageOptions | None) -> list[str]:
-    """The netCDF4 variables of ``url`` with no values (a dimension of length 0): VirtualiZarr
-    leaves them out of the virtual dataset without a word, with the dimension if no other
-    variable uses it."""
-    import h5py
-
-    from icepipe.sources.stores import RemoteFile
-
-    source: Any = url.removeprefix("file://") if scheme_of(url) == "file" else None
-    out = []
-    try:
-        with h5py.File(source or RemoteFile(url, storage), "r") as f:
-            for name, node in f.items():
-                if not isinstance(node, h5py.Dataset) or node.size:
-                    continue
-                label = node.attrs.get("NAME", b"")
-                if isinstance(label, bytes) and label.startswith(b"This is a netCDF dimension"):
-                    continue  # a dimension without a variable, not a variable
-                out.append(str(name))
-    except Exception:  # the parser read it; only a better message is at stake
-        return []
-    return out
-
-
 def scan_files(
     sources: list[SourceFile], options: ScanOptions
 ) -> list[ScannedFile | ScannedCubes | SourceError]:
@@ -479,190 +289,6 @@ def _is_access_error(exc: BaseException) -> bool:
             return True
         seen = seen.__cause__ or seen.__context__
     return False
-
-
-def _open_grib(source: SourceFile, o: ScanOptions) -> list[_Opened]:
-    """The selected hypercubes of a GRIB file.
-
-    A variable the codec cannot decode correctly is left out of the virtual dataset; in
-    virtual mode it is read natively (through cfgrib) and written as ordinary chunks, with
-    the same chunk grid.
-    """
-    from icepipe.sources.grib import encode_times, scan_grib
-
-    url = source.url
-    if o.mode == "native" and scheme_of(url) != "file":
-        raise SourceError(
-            f"{url}: GRIB on object storage can be ingested virtually only (cfgrib reads local "
-            "files, which Dask workers on other machines would not see); set mode: virtual, "
-            "or copy the files to a file system every worker mounts",
-            url=url,
-        )
-    # Length-1 time/step/level dimensions stay, so that files concatenate along them.
-    cubes = scan_grib(url, size=source.size, squeeze=False, storage=o.storage)
-    names = [c.name for c in cubes]
-    if o.grib_cubes is not None:
-        chosen = [c for c in cubes if not o.grib_cubes or c.name in o.grib_cubes]
-        if not chosen:
-            raise SourceError(
-                f"{url}: holds none of the GRIB hypercubes {', '.join(o.grib_cubes)} named in "
-                f"source.grib_cubes; it holds {', '.join(names)}. Fix source.grib_cubes, or "
-                "remove the file",
-                url=url,
-            )
-    elif o.grib_cube is not None:
-        chosen = [c for c in cubes if c.name == o.grib_cube]
-        if not chosen:
-            raise SourceError(
-                f"{url}: has no GRIB hypercube {o.grib_cube!r}; it holds {', '.join(names)}. "
-                "Fix source.grib_cube",
-                url=url,
-            )
-    elif len(cubes) == 1:
-        chosen = cubes
-    else:
-        raise SourceError(
-            f"{url}: holds {len(cubes)} GRIB hypercubes that cannot be combined into one "
-            f"dataset ({', '.join(names)}); set source.grib_cubes: all (one group per hypercube, "
-            "under target.group), or source.grib_cube to one of them",
-            url=url,
-        )
-    return [
-        _Opened(
-            name=cube.name,
-            dataset=encode_times(cube.dataset),
-            format=f"grib:{cube.index}",
-            native={
-                n: VariableSchema(
-                    dims=v.dims,
-                    shape=v.shape,
-                    dtype="float32",
-                    chunks=v.chunks,
-                    attrs_units=v.units,
-                )
-                for n, v in cube.variables.items()
-                if not v.decodable and not v.refused
-            },
-            fallback=cube.fallback,
-            refused=cube.refused,
-        )
-        for cube in chosen
-    ]
-
-
-def _open_plain(url: str, fmt: str, o: ScanOptions) -> xr.Dataset | None:
-    """The file opened by xarray instead of VirtualiZarr (native ingests only need its
-    schema): for files the parsers cannot describe, e.g. netCDF3 char arrays with a
-    ``_FillValue``. ``None`` when xarray cannot open it either."""
-    if fmt not in ("netcdf3", "netcdf4"):
-        return None
-    from icepipe.sources.lazy import open_raw
-
-    try:
-        ds = open_raw(url, fmt, storage=o.storage, group=o.group)
-    except IcepipeError:
-        return None
-    for name, var in ds.variables.items():
-        if name in ds.indexes or var.ndim == 0 or name == o.order_by:
-            var.load()  # what schema_of reads; the data stays in the file
-    return ds
-
-
-def _open_virtual(
-    url: str, fmt: str, registry: Any, order_by: str | None, group: str | None = None
-) -> xr.Dataset:
-    if group is not None and fmt not in ("netcdf4", "zarr"):
-        raise SourceError(
-            f"{url}: is {fmt}, which has no groups, but source.group is {group!r}; remove "
-            "source.group, or remove the file",
-            url=url,
-        )
-    if group is not None:
-        _check_group(url, fmt, group, registry)
-    # The references carry reference_url(url): the file's own name, whatever its characters.
-    manifest_store = _parser(fmt, group)(url=reference_url(url), registry=registry)
-    ds = manifest_store.to_virtual_dataset(decode_times=False)
-    # Read too: the ordering variable, the bounds of loaded time coordinates (a few
-    # numbers per step), so that a time encoding drifting between files is converted in them
-    # as in their coordinate instead of refusing the file.
-    # Scalars too (a height coordinate): one number, and VirtualiZarr cannot append next to
-    # a stored scalar reference (it compares dimension names () with None).
-    extra = [order_by] if order_by is not None and order_by in ds.variables else []
-    extra += [str(k) for k, v in ds.variables.items() if v.ndim == 0]
-    for var in list(ds.variables.values()):
-        if not _is_virtual(var) and is_time_units(var.attrs.get("units")):
-            extra += [str(var.attrs[k]) for k in ("bounds", "climatology") if k in var.attrs]
-    extra = [n for n in dict.fromkeys(extra) if n in ds.variables and _is_virtual(ds[n].variable)]
-    if extra:
-        # Keep the default (index) coordinates loaded.
-        loaded = [str(k) for k, v in ds.variables.items() if not _is_virtual(v)]
-        ds = manifest_store.to_virtual_dataset(
-            loadable_variables=[*loaded, *extra], decode_times=False
-        )
-    if fmt == "netcdf4" and scheme_of(url) == "file":
-        ds = _with_unwritten_variables(ds, url, group)
-    ds.encoding["source"] = url
-    # Loaded coordinates are lazily indexed: read them now, on the worker, so that the
-    # coordinator never touches the file again.
-    for var in ds.variables.values():
-        if not _is_virtual(var):
-            var.load()
-            if "_FillValue" not in var.encoding and "_FillValue" not in var.attrs:
-                # Stored as the source has it: xarray would give floats a NaN fill value.
-                var.encoding["_FillValue"] = None
-    out: xr.Dataset = ds
-    return out
-
-
-def _check_group(url: str, fmt: str, group: str, registry: Any) -> None:
-    """Raise naming the groups the file has when it lacks ``group`` (the parsers' own error
-    is a bare KeyError)."""
-    if fmt != "netcdf4":
-        return
-    import h5py
-    from obspec_utils.readers import BlockStoreReader
-
-    store, path = registry.resolve(reference_url(url))
-    with h5py.File(BlockStoreReader(store, path), "r") as f:
-        if isinstance(f.get(group), h5py.Group):
-            return
-        found: list[str] = []
-        f.visit(lambda name: found.append(name) if isinstance(f[name], h5py.Group) else None)
-    raise SourceError(
-        f"{url}: has no group {group!r} (source.group); its groups: "
-        f"{', '.join(found) or '(none: everything is in the root group)'}. Fix source.group",
-        url=url,
-    )
-
-
-def _with_unwritten_variables(ds: xr.Dataset, url: str, group: str | None) -> xr.Dataset:
-    """Add the variables VirtualiZarr's HDF parser leaves out, loaded.
-
-    The parser takes a dimension-scale dataset that holds no data for a dimension without a
-    variable, and drops it: but a coordinate variable that was defined and never written (all
-    fill values, storage not allocated) is a variable too (gridMET and Daymet samples have
-    them). xarray reads them, so they are read here and stored like loaded coordinates.
-    """
-    import h5py
-
-    path = url.removeprefix("file://")
-    with h5py.File(path, "r") as f:
-        root = f[group] if group else f
-        names = [
-            name
-            for name, obj in root.items()
-            if isinstance(obj, h5py.Dataset)
-            and name not in ds.variables
-            and not str(obj.attrs.get("NAME", b"")).count("not a netCDF variable")
-        ]
-    if not names:
-        return ds
-    with xr.open_dataset(path, engine="h5netcdf", group=group, decode_times=False) as full:
-        missing = full[names].load()
-    out: xr.Dataset = ds.assign_coords(
-        {n: missing[n].variable for n in names if n in missing.coords}
-    ).assign({n: missing[n].variable for n in names if n not in missing.coords})
-    return out
 
 
 def _select(
@@ -702,7 +328,7 @@ def _check_refs_inside(ds: xr.Dataset, source: SourceFile) -> None:
     end = 0
     ref_url = reference_url(source.url)
     for var in ds.variables.values():
-        if _is_virtual(var):
+        if is_virtual(var):
             for _, ref in var.data.manifest.iter_refs():
                 if ref["path"] == ref_url:
                     end = max(end, int(ref["offset"]) + int(ref["length"]))
@@ -712,12 +338,6 @@ def _check_refs_inside(ds: xr.Dataset, source: SourceFile) -> None:
             f"has {source.size} bytes; replace it, or remove it from source.urls",
             url=source.url,
         )
-
-
-def _is_virtual(var: xr.Variable) -> bool:
-    from virtualizarr.manifests import ManifestArray
-
-    return isinstance(var.data, ManifestArray)
 
 
 def schema_of(
@@ -730,7 +350,7 @@ def schema_of(
     encodings = effective_time_encoding({str(k): v.attrs for k, v in ds.variables.items()})
     for name, var in ds.variables.items():
         units, calendar = encodings[str(name)]
-        chunks = tuple(int(c) for c in var.data.metadata.chunks) if _is_virtual(var) else None
+        chunks = tuple(int(c) for c in var.data.metadata.chunks) if is_virtual(var) else None
         variables[str(name)] = VariableSchema(
             dims=tuple(str(d) for d in var.dims),
             shape=tuple(int(s) for s in var.shape),

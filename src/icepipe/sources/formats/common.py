@@ -1,0 +1,123 @@
+"""Helpers the readers share: virtual datasets from a VirtualiZarr parser, lazy xarray opens."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping
+from typing import Any
+
+import xarray as xr
+
+from icepipe.cf import is_time_units
+from icepipe.errors import IcepipeError, SourceError, short_message
+from icepipe.storage import reference_url
+
+__all__ = ["is_virtual", "load_for_schema", "open_virtual", "open_xarray"]
+
+
+def is_virtual(var: xr.Variable) -> bool:
+    """Whether ``var`` holds chunk references (not loaded values)."""
+    from virtualizarr.manifests import ManifestArray
+
+    return isinstance(var.data, ManifestArray)
+
+
+def open_virtual(url: str, parser: Any, registry: Any, order_by: str | None) -> xr.Dataset:
+    """The virtual dataset ``parser`` makes of ``url``: data variables as references, index
+    coordinates, scalars, the ``order_by`` variable and time bounds loaded."""
+    # The references carry reference_url(url): the file's own name, whatever its characters.
+    manifest_store = parser(url=reference_url(url), registry=registry)
+    ds = manifest_store.to_virtual_dataset(decode_times=False)
+    # Read too: the ordering variable, the bounds of loaded time coordinates (a few
+    # numbers per step), so that a time encoding drifting between files is converted in them
+    # as in their coordinate instead of refusing the file.
+    # Scalars too (a height coordinate): one number, and VirtualiZarr cannot append next to
+    # a stored scalar reference (it compares dimension names () with None).
+    extra = [order_by] if order_by is not None and order_by in ds.variables else []
+    extra += [str(k) for k, v in ds.variables.items() if v.ndim == 0]
+    for var in list(ds.variables.values()):
+        if not is_virtual(var) and is_time_units(var.attrs.get("units")):
+            extra += [str(var.attrs[k]) for k in ("bounds", "climatology") if k in var.attrs]
+    extra = [n for n in dict.fromkeys(extra) if n in ds.variables and is_virtual(ds[n].variable)]
+    if extra:
+        # Keep the default (index) coordinates loaded.
+        loaded = [str(k) for k, v in ds.variables.items() if not is_virtual(v)]
+        ds = manifest_store.to_virtual_dataset(
+            loadable_variables=[*loaded, *extra], decode_times=False
+        )
+    ds.encoding["source"] = url
+    # Loaded coordinates are lazily indexed: read them now, on the worker, so that the
+    # coordinator never touches the file again.
+    for var in ds.variables.values():
+        if not is_virtual(var):
+            var.load()
+            if "_FillValue" not in var.encoding and "_FillValue" not in var.attrs:
+                # Stored as the source has it: xarray would give floats a NaN fill value.
+                var.encoding["_FillValue"] = None
+    out: xr.Dataset = ds
+    return out
+
+
+def open_xarray(
+    url: str,
+    fmt: str,
+    source: Any,
+    engine: str,
+    *,
+    chunks: Mapping[str, int] | None,
+    raw: bool = False,
+    **kwargs: Any,
+) -> xr.Dataset:
+    """``xr.open_dataset(source, engine=...)`` with times undecoded, Dask chunks ``chunks``
+    (``None``: no Dask), and values raw (``_FillValue``/``scale_factor`` as attributes) when
+    ``raw``.
+
+    Raises
+    ------
+    SourceError
+        The file cannot be opened.
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=xr.SerializationWarning)
+            # Splitting stored chunks is deliberate: it aligns reads with the target grid.
+            warnings.filterwarnings("ignore", message="The specified chunks separate")
+            warnings.filterwarnings("ignore", message=".*does not have a Zarr V3 specification")
+            ds = xr.open_dataset(
+                source,
+                engine=engine,
+                # Chunked below: decoding removes dimensions the grid may name (the string
+                # length of netCDF char arrays), which xarray refuses as chunk keys.
+                chunks=None if chunks or raw else {},
+                decode_times=False,
+                mask_and_scale=not raw,
+                cache=False,
+                **kwargs,
+            )
+            if chunks:
+                ds = ds.chunk({d: n for d, n in chunks.items() if d in ds.dims})
+            for name, var in ds.variables.items():
+                if var.dtype.kind == "U" and name not in ds.indexes:
+                    # netCDF strings are variable-length (h5netcdf gives them a fixed width):
+                    # as objects, xarray stores them as Zarr variable-length strings, which
+                    # later files with longer strings append to.
+                    ds[name] = var.astype(object)
+                    ds[name].encoding = {k: v for k, v in var.encoding.items() if k != "dtype"}
+    except IcepipeError:
+        raise
+    except Exception as exc:
+        raise SourceError(
+            f"{url}: cannot be opened as {fmt} ({short_message(exc)}); replace it, or remove it "
+            "from source.urls",
+            url=url,
+        ) from exc
+    return ds
+
+
+def load_for_schema(ds: xr.Dataset, order_by: str | None) -> xr.Dataset:
+    """Read what a schema needs of a plainly opened file (indexes, scalars, ``order_by``);
+    the data stays in the file."""
+    for name, var in ds.variables.items():
+        if name in ds.indexes or var.ndim == 0 or name == order_by:
+            var.load()
+    return ds

@@ -1,0 +1,145 @@
+"""netCDF4 / HDF5 files: virtual references through VirtualiZarr's HDF parser, lazy opens
+through h5netcdf (local paths, or file objects on object storage)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+import xarray as xr
+
+from icepipe.errors import IcepipeError, SourceError
+from icepipe.model import SourceFile
+from icepipe.sources.formats.base import Opened, ScanOptions
+from icepipe.sources.formats.common import load_for_schema, open_virtual, open_xarray
+from icepipe.sources.stores import RemoteFile, registry_for
+from icepipe.storage import StorageOptions, reference_url, scheme_of
+
+__all__ = ["HDF5_MAGIC", "NetCDF4Reader"]
+
+HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+# An HDF5 superblock may follow a user block of 512, 1024, 2048, ... bytes.
+_HDF5_OFFSETS = (0, 512, 1024, 2048, 4096)
+
+
+class NetCDF4Reader:
+    """netCDF4 (HDF5) files, groups included."""
+
+    name: ClassVar[str] = "netcdf4"
+    has_groups: ClassVar[bool] = True
+    plain_fallback: ClassVar[bool] = True
+
+    def detect(self, head: bytes, url: str) -> bool:
+        return any(head[o : o + 8] == HDF5_MAGIC for o in _HDF5_OFFSETS)
+
+    def scan_virtual(self, source: SourceFile, options: ScanOptions) -> list[Opened]:
+        from virtualizarr.parsers import HDFParser
+
+        url = source.url
+        registry = registry_for(url, options.storage)
+        if options.group is not None:
+            _check_group(url, options.group, registry)
+        ds = open_virtual(url, HDFParser(group=options.group), registry, options.order_by)
+        if scheme_of(url) == "file":
+            ds = _with_unwritten_variables(ds, url, options.group)
+        return [Opened("", ds, self.name)]
+
+    def open_native(
+        self, url: str, fmt: str, options: ScanOptions, chunks: Mapping[str, int] | None
+    ) -> xr.Dataset:
+        return _open(url, options, chunks=chunks)
+
+    def open_plain(self, url: str, options: ScanOptions) -> xr.Dataset | None:
+        try:
+            ds = _open(url, options, chunks=None, raw=True)
+        except IcepipeError:
+            return None
+        return load_for_schema(ds, options.order_by)
+
+    def refused_variables(self, url: str, options: ScanOptions) -> list[str]:
+        return _empty_datasets(url, options.storage)
+
+
+def _open(
+    url: str, options: ScanOptions, *, chunks: Mapping[str, int] | None, raw: bool = False
+) -> xr.Dataset:
+    # Remote files are opened as objects that pickle as (url, storage): the task graph that
+    # carries them to the workers holds no credentials, each worker resolves its own.
+    remote = scheme_of(url) != "file"
+    source: Any = RemoteFile(url, options.storage) if remote else url.removeprefix("file://")
+    kwargs: dict[str, Any] = {"group": options.group} if options.group else {}
+    return open_xarray(url, "netcdf4", source, "h5netcdf", chunks=chunks, raw=raw, **kwargs)
+
+
+def _check_group(url: str, group: str, registry: Any) -> None:
+    """Raise naming the groups the file has when it lacks ``group`` (the parser's own error
+    is a bare KeyError)."""
+    import h5py
+    from obspec_utils.readers import BlockStoreReader
+
+    store, path = registry.resolve(reference_url(url))
+    with h5py.File(BlockStoreReader(store, path), "r") as f:
+        if isinstance(f.get(group), h5py.Group):
+            return
+        found: list[str] = []
+        f.visit(lambda name: found.append(name) if isinstance(f[name], h5py.Group) else None)
+    raise SourceError(
+        f"{url}: has no group {group!r} (source.group); its groups: "
+        f"{', '.join(found) or '(none: everything is in the root group)'}. Fix source.group",
+        url=url,
+    )
+
+
+def _with_unwritten_variables(ds: xr.Dataset, url: str, group: str | None) -> xr.Dataset:
+    """Add the variables VirtualiZarr's HDF parser leaves out, loaded.
+
+    The parser takes a dimension-scale dataset that holds no data for a dimension without a
+    variable, and drops it: but a coordinate variable that was defined and never written (all
+    fill values, storage not allocated) is a variable too (gridMET and Daymet samples have
+    them). xarray reads them, so they are read here and stored like loaded coordinates.
+    """
+    import h5py
+
+    path = url.removeprefix("file://")
+    with h5py.File(path, "r") as f:
+        root = f[group] if group else f
+        names = [
+            name
+            for name, obj in root.items()
+            if isinstance(obj, h5py.Dataset)
+            and name not in ds.variables
+            and not str(obj.attrs.get("NAME", b"")).count("not a netCDF variable")
+        ]
+    if not names:
+        return ds
+    with xr.open_dataset(path, engine="h5netcdf", group=group, decode_times=False) as full:
+        missing = full[names].load()
+    for var in missing.variables.values():
+        if "_FillValue" not in var.encoding and "_FillValue" not in var.attrs:
+            var.encoding["_FillValue"] = None  # as open_virtual stores loaded variables
+    out: xr.Dataset = ds.assign_coords(
+        {n: missing[n].variable for n in names if n in missing.coords}
+    ).assign({n: missing[n].variable for n in names if n not in missing.coords})
+    return out
+
+
+def _empty_datasets(url: str, storage: StorageOptions | None) -> list[str]:
+    """The netCDF4 variables of ``url`` with no values (a dimension of length 0): VirtualiZarr
+    leaves them out of the virtual dataset without a word, with the dimension if no other
+    variable uses it."""
+    import h5py
+
+    source: Any = url.removeprefix("file://") if scheme_of(url) == "file" else None
+    out = []
+    try:
+        with h5py.File(source or RemoteFile(url, storage), "r") as f:
+            for name, node in f.items():
+                if not isinstance(node, h5py.Dataset) or node.size:
+                    continue
+                label = node.attrs.get("NAME", b"")
+                if isinstance(label, bytes) and label.startswith(b"This is a netCDF dimension"):
+                    continue  # a dimension without a variable, not a variable
+                out.append(str(name))
+    except Exception:  # the parser read it; only a better message is at stake
+        return []
+    return out
