@@ -466,6 +466,58 @@ def _check_creatable(repo: str, path: Path) -> None:
 _CONFIG_UPDATE_TRIES = 8
 
 
+def _create(
+    repo: str,
+    ic_storage: icechunk.Storage,
+    new: icechunk.RepositoryConfig,
+    containers: Sequence[str],
+    source_storage: StorageOptions | None,
+) -> None:
+    """Create the repository with ``containers`` configured and recorded (hold the lock)."""
+    for prefix in containers:
+        new.set_virtual_chunk_container(_container(prefix, source_storage))
+    creds = _credentials(containers, source_storage)
+    if is_local(repo):
+        _create_in_place(repo, new, containers, source_storage)
+    else:
+        _create_remote(ic_storage, new, creds, _records(containers, source_storage))
+
+
+def _add_containers(
+    repo: str,
+    ic_storage: icechunk.Storage,
+    containers: Sequence[str],
+    source_storage: StorageOptions | None,
+) -> icechunk.RepositoryConfig | None:
+    """Add the containers of ``containers`` the repository lacks; its persisted config.
+
+    Raises
+    ------
+    StorageError
+        Other writers kept changing the config.
+    """
+    for _ in range(_CONFIG_UPDATE_TRIES):
+        persisted = icechunk.Repository.fetch_config(ic_storage)
+        existing = _existing_prefixes(persisted)
+        missing = [p for p in containers if not any(p.startswith(e) for e in existing)]
+        if not missing:
+            return persisted
+        with commit_lock(repo):
+            updated = (
+                icechunk.Repository.fetch_config(ic_storage) or icechunk.RepositoryConfig.default()
+            )
+            for prefix in missing:
+                updated.set_virtual_chunk_container(_container(prefix, source_storage))
+            opened = icechunk.Repository.open(ic_storage, config=updated)
+            # The record first: a container without one is read as Icechunk configured it.
+            opened.update_metadata(_records(missing, source_storage))
+            opened.save_config()
+    raise StorageError(
+        f"could not add the virtual chunk containers {missing} to the config of "
+        f"{repo!r}: other writers kept changing it; retry"
+    )
+
+
 def open_repo(
     repo: str,
     *,
@@ -518,36 +570,8 @@ def open_repo(
                 )
             with commit_lock(repo):
                 if not icechunk.Repository.exists(ic_storage, settings.storage):
-                    new = repo_config(config)
-                    for prefix in containers:
-                        new.set_virtual_chunk_container(_container(prefix, source_storage))
-                    creds = _credentials(containers, source_storage)
-                    if is_local(repo):
-                        _create_in_place(repo, new, containers, source_storage)
-                    else:
-                        _create_remote(ic_storage, new, creds, _records(containers, source_storage))
-        for _ in range(_CONFIG_UPDATE_TRIES):
-            persisted = icechunk.Repository.fetch_config(ic_storage)
-            existing = _existing_prefixes(persisted)
-            missing = [p for p in containers if not any(p.startswith(e) for e in existing)]
-            if not missing:
-                break
-            with commit_lock(repo):
-                updated = (
-                    icechunk.Repository.fetch_config(ic_storage)
-                    or icechunk.RepositoryConfig.default()
-                )
-                for prefix in missing:
-                    updated.set_virtual_chunk_container(_container(prefix, source_storage))
-                opened = icechunk.Repository.open(ic_storage, config=updated)
-                # The record first: a container without one is read as Icechunk configured it.
-                opened.update_metadata(_records(missing, source_storage))
-                opened.save_config()
-        else:
-            raise StorageError(
-                f"could not add the virtual chunk containers {missing} to the config of "
-                f"{repo!r}: other writers kept changing it; retry"
-            )
+                    _create(repo, ic_storage, repo_config(config), containers, source_storage)
+        persisted = _add_containers(repo, ic_storage, containers, source_storage)
         opened = icechunk.Repository.open(ic_storage, config=settings)
         configured = _existing_containers(persisted)
         if not configured:
