@@ -1,7 +1,8 @@
 """Object stores for source files: local folders, S3 (and S3-compatible), HTTP(S), GCS, Azure.
 
-Stores are built in the process that reads (the client for listing, Dask workers for scanning
-and native reads) from a URL and :class:`~icepipe.storage.StorageOptions`, with credentials
+Stores are built by the scheme serving the URL (:func:`icepipe.storage.scheme_for`), in the
+process that reads (the client for listing, Dask workers for scanning and native reads), from a
+URL and :class:`~icepipe.storage.StorageOptions`, with credentials
 resolved from *that* process's environment. Nothing that holds a store is ever pickled:
 :class:`RemoteFile` and :func:`zarr_store` pickle as ``(url, options)`` and reopen on arrival,
 so task graphs never carry secrets.
@@ -24,9 +25,9 @@ from icepipe.faults import storage_failure
 from icepipe.storage import (
     S3Secrets,
     StorageOptions,
+    is_local,
     reference_url,
     scheme_for,
-    scheme_of,
     split_url,
 )
 
@@ -73,7 +74,7 @@ def _cached_store(root_url: str, options: StorageOptions, secrets: S3Secrets | N
 def store_and_path(url: str, storage: StorageOptions | None = None) -> tuple[Any, str]:
     """The store of ``url``'s folder and the object's name in it."""
     root, _, name = url.rstrip("/").rpartition("/")
-    if scheme_of(url) == "file":
+    if is_local(url):
         root = root or "file:///"
     return store_for(root, storage), name
 
@@ -94,7 +95,7 @@ def registry_for(url: str, storage: StorageOptions | None = None, *, root: bool 
     if root:
         base = url.rstrip("/")
         return _LiteralRegistry(reference_url(base), store_for(base, storage))
-    if scheme == "file":
+    if is_local(url):
         return _LiteralRegistry("file:///", LocalStore("/"))
     base = f"{scheme}://{bucket}"
     return _LiteralRegistry(base + "/", store_for(base, storage))
