@@ -335,7 +335,15 @@ def container_options(
     return scheme.reader_options(options, _reach(container, _read_records(repo)))
 
 
+def _keeps_records(repo: icechunk.Repository) -> bool:
+    """Whether ``repo`` has repository metadata (Icechunk format 2 on; format 1 repositories,
+    written by Icechunk 1, are read and extended without records)."""
+    return int(repo.spec_version) >= 2
+
+
 def _read_records(repo: icechunk.Repository) -> dict[str, Any]:
+    if not _keeps_records(repo):
+        return {}
     return {k: v for k, v in repo.get_metadata().items() if k.startswith(CONTAINER_RECORD)}
 
 
@@ -510,7 +518,8 @@ def _add_containers(
                 updated.set_virtual_chunk_container(_container(prefix, source_storage))
             opened = icechunk.Repository.open(ic_storage, config=updated)
             # The record first: a container without one is read as Icechunk configured it.
-            opened.update_metadata(_records(missing, source_storage))
+            if _keeps_records(opened):
+                opened.update_metadata(_records(missing, source_storage))
             opened.save_config()
     raise StorageError(
         f"could not add the virtual chunk containers {missing} to the config of "
