@@ -202,6 +202,7 @@ def reference(series: Series, *, decode_times: bool = True) -> dict[str, xr.Data
 
 def _grib_reference(series: Series) -> dict[str, xr.Dataset]:
     import cfgrib
+
     from icepipe.sources.formats.grib_index import scan_grib
 
     parts: dict[str, list[xr.Dataset]] = {}

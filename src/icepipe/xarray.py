@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
@@ -289,7 +288,7 @@ def _check_source_access(
         url = next((u for u in urls if u.startswith(c.url_prefix)), None)
         if url is None:
             continue
-        options = _container_options(c, source)
+        options = repository.container_options(repo, c, source)
         try:
             check_readable(url, options)
         except SourceError as err:
@@ -322,21 +321,3 @@ def _virtual_urls(repo: icechunk.Repository, snapshot_id: str, group: str | None
         if record.get("mode") == "virtual":
             urls.extend(str(f.get("url", "")) for f in record.get("files", []))
     return urls
-
-
-def _container_options(container: Any, source: StorageOptions) -> StorageOptions:
-    """How to reach a container's store: persisted endpoint options + the reader's
-    credential choice."""
-    persisted = getattr(container.store, "_0", None)
-    if scheme_of(container.url_prefix) in ("http", "https"):
-        return dataclasses.replace(source, allow_http=True)
-    if persisted is None or not hasattr(persisted, "endpoint_url"):
-        return source
-    return dataclasses.replace(
-        source,
-        endpoint=persisted.endpoint_url,
-        region=persisted.region,
-        force_path_style=bool(persisted.force_path_style),
-        allow_http=bool(persisted.allow_http),
-        anonymous=source.anonymous or bool(persisted.anonymous),
-    )

@@ -41,7 +41,13 @@ from icepipe.repository.refs import (
     resolve_ref,
     tree_info,
 )
-from icepipe.repository.repo import RepoNotFoundError, commit_lock, container_prefixes, open_repo
+from icepipe.repository.repo import (
+    RepoNotFoundError,
+    commit_lock,
+    container_options,
+    container_prefixes,
+    open_repo,
+)
 from icepipe.repository.write import commit, without_attrs, writable_session, write_virtual
 
 __all__ = [
@@ -69,6 +75,7 @@ __all__ = [
     "commit_lock",
     "commit_write",
     "native_encoding",
+    "container_options",
     "container_prefixes",
     "is_repository",
     "is_session",

@@ -1,14 +1,15 @@
-"""Open and create Icechunk repositories; configure and authorize virtual chunk containers.
+"""Open and create Icechunk repositories; configure, record and authorize virtual chunk containers.
 
-Repositories live on a local disk or in an object store (``s3://``, and ``gs://``/``az://``
-through Icechunk's own constructors). Credentials are never baked into what pickles: object
-store repositories and S3 containers get either Icechunk's ``from_env`` chain or an
-:class:`EnvS3Credentials` callback that reads *named* environment variables in whichever
-process (client or Dask worker) talks to storage.
+Repositories live on a local disk or in an object store (``s3://``, ``gs://``, ``az://``); each
+scheme's Icechunk objects come from :mod:`icepipe.repository.schemes`. For every virtual chunk
+container it configures, icepipe records in the repository's metadata how it chose to reach
+the container's store (:func:`container_options` reads it back); containers configured before
+that record existed are read through Icechunk's typed store configuration instead.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import fcntl
 import os
@@ -17,7 +18,6 @@ import stat
 import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
@@ -25,13 +25,16 @@ import icechunk
 
 from icepipe.errors import ConfigError, StorageError
 from icepipe.faults import storage_failure
-from icepipe.storage import StorageOptions, is_local, resolve_s3_credentials, split_url
+from icepipe.repository.schemes import EnvS3Credentials, bucket_and_prefix, icechunk_scheme
+from icepipe.storage import StorageOptions, find_scheme, is_local
 
 __all__ = [
+    "CONTAINER_RECORD",
     "EnvS3Credentials",
     "RepoNotFoundError",
     "commit_lock",
     "container_credentials",
+    "container_options",
     "container_prefixes",
     "open_repo",
     "repo_config",
@@ -46,57 +49,6 @@ icechunk.set_logs_filter("error")
 
 class RepoNotFoundError(ConfigError):
     """No Icechunk repository exists at the given location."""
-
-
-@dataclass(frozen=True)
-class EnvS3Credentials:
-    """An Icechunk credential callback reading S3 credentials from named environment variables.
-
-    It pickles as the variable *names*: Icechunk sends it with repositories and forks to Dask
-    workers, where it is called to read that worker's environment.
-    """
-
-    # Not in the repr (see StorageOptions).
-    access_key_id_env: str = field(repr=False)
-    secret_access_key_env: str = field(repr=False)
-    session_token_env: str | None = field(default=None, repr=False)
-
-    @classmethod
-    def from_options(cls, options: StorageOptions) -> EnvS3Credentials | None:
-        """The callback for ``options``' named variables (``None`` when it names none)."""
-        if options.anonymous or not options.access_key_id_env or not options.secret_access_key_env:
-            return None
-        return cls(
-            options.access_key_id_env, options.secret_access_key_env, options.session_token_env
-        )
-
-    def options(self) -> StorageOptions:
-        return StorageOptions(
-            access_key_id_env=self.access_key_id_env,
-            secret_access_key_env=self.secret_access_key_env,
-            session_token_env=self.session_token_env,
-        )
-
-    def __call__(self) -> icechunk.S3StaticCredentials:
-        secrets = resolve_s3_credentials(self.options())
-        if secrets is None:  # pragma: no cover - names are always set
-            raise ConfigError("no credential environment variables named")
-        return icechunk.S3StaticCredentials(
-            access_key_id=secrets.access_key_id,
-            secret_access_key=secrets.secret_access_key,
-            session_token=secrets.session_token,
-        )
-
-
-def _s3_credential_kwargs(options: StorageOptions) -> dict[str, Any]:
-    """``s3_storage`` keyword arguments choosing where credentials come from (never values)."""
-    if options.anonymous:
-        return {"anonymous": True}
-    callback = EnvS3Credentials.from_options(options)
-    if callback is None:
-        return {"from_env": True}
-    resolve_s3_credentials(options)  # fail now, naming the missing variable
-    return {"get_credentials": callback, "scatter_initial_credentials": False}
 
 
 def storage_for(repo: str, storage: StorageOptions | None = None) -> icechunk.Storage:
@@ -115,53 +67,14 @@ def storage_for(repo: str, storage: StorageOptions | None = None) -> icechunk.St
     options = storage or StorageOptions()
     if is_local(repo):
         return icechunk.local_filesystem_storage(str(_local_path(repo)))
-    scheme, bucket, key = split_url(repo)
-    prefix = key.strip("/")
-    if not bucket or not prefix:
+    bucket, prefix = bucket_and_prefix(repo)
+    scheme = find_scheme(repo)
+    if scheme is None or not scheme.holds_repositories:
         raise ConfigError(
-            f"expected {scheme}://BUCKET/PREFIX (Icechunk does not create repositories at a "
-            f"bucket's root); got {repo!r}",
+            f"unsupported repository location {repo!r}; use a local path, s3://, gs:// or az://",
             field="target.repo",
         )
-    if scheme == "s3":
-        return icechunk.s3_storage(
-            bucket=bucket,
-            prefix=prefix,
-            region=options.effective_region,
-            endpoint_url=options.endpoint,
-            allow_http=options.allow_http,
-            force_path_style=options.force_path_style,
-            **_s3_credential_kwargs(options),
-        )
-    if scheme == "gs":
-        return icechunk.gcs_storage(
-            bucket=bucket,
-            prefix=prefix,
-            anonymous=True if options.anonymous else None,
-            from_env=None if options.anonymous else True,
-        )
-    if scheme == "az":
-        return icechunk.azure_storage(
-            account=_azure_account(),
-            container=bucket,
-            prefix=prefix,
-            anonymous=True if options.anonymous else None,
-            from_env=None if options.anonymous else True,
-        )
-    raise ConfigError(
-        f"unsupported repository location {repo!r}; use a local path, s3://, gs:// or az://",
-        field="target.repo",
-    )
-
-
-def _azure_account() -> str:
-    account = os.environ.get("AZURE_STORAGE_ACCOUNT_NAME")
-    if not account:
-        raise ConfigError(
-            "az:// locations need the storage account name in the environment variable "
-            "AZURE_STORAGE_ACCOUNT_NAME"
-        )
-    return account
+    return icechunk_scheme(scheme).storage(bucket, prefix, options)
 
 
 def repo_config(settings: Mapping[str, Any] | None) -> icechunk.RepositoryConfig:
@@ -361,83 +274,106 @@ def _plain_folder(url: str) -> str:
     return folder
 
 
+#: Repository metadata key (followed by the container's URL prefix) of what icepipe recorded
+#: about how it reaches a virtual chunk container (one key per container: concurrent runs
+#: adding different containers do not overwrite each other's records).
+CONTAINER_RECORD = "icepipe.container:"
+
+
 def _container(prefix: str, source: StorageOptions | None = None) -> icechunk.VirtualChunkContainer:
     """The virtual chunk container for a source location, reached as ``source`` says.
 
     Only how to reach the store is persisted (endpoint, region, addressing, anonymous);
     credentials are given by each reader when it opens the repository.
     """
-    options = source or StorageOptions()
-    scheme, _, _ = split_url(prefix)
-    store: Any
-    if scheme == "file":
-        store = icechunk.local_filesystem_store(prefix[len("file://") :])
-    elif scheme == "s3":
-        store = icechunk.s3_store(
-            region=options.effective_region,
-            endpoint_url=options.endpoint,
-            allow_http=options.allow_http,
-            anonymous=options.anonymous,
-            s3_compatible=options.endpoint is not None,
-            force_path_style=options.force_path_style,
-        )
-    elif scheme == "gs":
-        store = icechunk.gcs_store()
-    elif scheme == "az":
-        store = icechunk.storage.azure_store(account=_azure_account())
-    elif scheme in ("http", "https"):
-        store = icechunk.http_store({"allow_http": "true"} if options.allow_http else None)
-    else:
+    scheme = find_scheme(prefix)
+    if scheme is None:
         raise ConfigError(f"virtual references to {prefix!r} are not supported")
+    store = icechunk_scheme(scheme).container_store(prefix, source or StorageOptions())
     return icechunk.VirtualChunkContainer(prefix, store)
 
 
-def _persisted_anonymous(container: icechunk.VirtualChunkContainer) -> bool:
-    # The S3 options a container was created with (``ObjectStoreConfig.S3*`` wraps S3Options).
-    options = getattr(container.store, "_0", None)
-    return bool(getattr(options, "anonymous", False))
+def _records(prefixes: Iterable[str], source: StorageOptions | None) -> dict[str, Any]:
+    """The repository metadata recording how icepipe reaches the containers of ``prefixes``."""
+    options = source or StorageOptions()
+    return {
+        CONTAINER_RECORD + p: scheme.container_reach(options)
+        for p in prefixes
+        if (scheme := find_scheme(p)) is not None
+    }
+
+
+def _reach(
+    container: icechunk.VirtualChunkContainer, recorded: Mapping[str, Any]
+) -> dict[str, Any]:
+    """How icepipe reaches ``container``: its record in the repository metadata ``recorded``,
+    or (containers configured before icepipe kept records) what its store config says."""
+    record = recorded.get(CONTAINER_RECORD + container.url_prefix)
+    if isinstance(record, Mapping):
+        return dict(record)
+    scheme = find_scheme(container.url_prefix)
+    return icechunk_scheme(scheme).legacy_reach(container.store) if scheme else {}
+
+
+def container_options(
+    repo: icechunk.Repository,
+    container: icechunk.VirtualChunkContainer,
+    source: StorageOptions | None = None,
+) -> StorageOptions:
+    """How a reader with ``source`` options reaches ``container`` of ``repo``: the endpoint
+    options icepipe recorded for it, with the reader's credential choice.
+
+    Raises
+    ------
+    ConfigError
+        The container's record is not one icepipe wrote.
+    """
+    options = source or StorageOptions()
+    scheme = find_scheme(container.url_prefix)
+    if scheme is None:  # not one icepipe configured: nothing recorded about it
+        return options
+    return scheme.reader_options(options, _reach(container, _read_records(repo)))
+
+
+def _keeps_records(repo: icechunk.Repository) -> bool:
+    """Whether ``repo`` has repository metadata (Icechunk format 2 on; format 1 repositories,
+    written by Icechunk 1, are read and extended without records)."""
+    return int(repo.spec_version) >= 2
+
+
+def _read_records(repo: icechunk.Repository) -> dict[str, Any]:
+    if not _keeps_records(repo):
+        return {}
+    return {k: v for k, v in repo.get_metadata().items() if k.startswith(CONTAINER_RECORD)}
 
 
 def container_credentials(
-    containers: Iterable[icechunk.VirtualChunkContainer], source: StorageOptions | None = None
+    containers: Iterable[icechunk.VirtualChunkContainer],
+    source: StorageOptions | None = None,
+    recorded: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Authorize every container: local and HTTP need none; object stores get anonymous
-    access (when the container or ``source`` says so), credentials from the variables
-    ``source`` names (read where chunks are fetched), or the environment's standard chain."""
+    access (when icepipe recorded the container as anonymous, or ``source`` says so),
+    credentials from the variables ``source`` names (read where chunks are fetched), or the
+    environment's standard chain. ``recorded``: the repository's container records."""
     options = source or StorageOptions()
-    callback = EnvS3Credentials.from_options(options)
     creds: dict[str, Any] = {}
     for c in containers:
-        scheme, _, _ = split_url(c.url_prefix)
-        anonymous = options.anonymous or _persisted_anonymous(c)
-        if scheme == "file":
-            creds[c.url_prefix] = icechunk.credentials.LocalFileSystemAccess
-        elif scheme in ("http", "https"):
-            creds[c.url_prefix] = icechunk.credentials.HttpAccess
-        elif scheme == "s3":
-            if anonymous:
-                creds[c.url_prefix] = icechunk.s3_anonymous_credentials()
-            elif callback is not None:
-                creds[c.url_prefix] = icechunk.s3_refreshable_credentials(callback)
-            else:
-                creds[c.url_prefix] = icechunk.s3_from_env_credentials()
-        elif scheme == "gs":
-            creds[c.url_prefix] = (
-                icechunk.credentials.gcs_anonymous_credentials()
-                if anonymous
-                else icechunk.gcs_from_env_credentials()
-            )
-        elif scheme == "az":
-            creds[c.url_prefix] = (
-                icechunk.azure_anonymous_credentials()
-                if anonymous
-                else icechunk.azure_from_env_credentials()
-            )
+        scheme = find_scheme(c.url_prefix)
+        if scheme is None:
+            continue
+        reach = _reach(c, recorded or {})
+        anonymous = options.anonymous or bool(reach.get("anonymous", False))
+        creds[c.url_prefix] = icechunk_scheme(scheme).credentials(
+            dataclasses.replace(options, anonymous=anonymous)
+        )
     return icechunk.containers_credentials(creds) if creds else {}
 
 
 def _credentials(prefixes: Iterable[str], source: StorageOptions | None = None) -> dict[str, Any]:
-    return container_credentials([_container(p, source) for p in prefixes], source)
+    return container_credentials(
+        [_container(p, source) for p in prefixes], source, _records(prefixes, source)
+    )
 
 
 def _existing_prefixes(config: icechunk.RepositoryConfig | None) -> list[str]:
@@ -453,16 +389,22 @@ def _existing_containers(config: icechunk.RepositoryConfig | None) -> list[Any]:
 
 
 def _create_remote(
-    storage: icechunk.Storage, config: icechunk.RepositoryConfig, credentials: dict[str, Any]
+    storage: icechunk.Storage,
+    config: icechunk.RepositoryConfig,
+    credentials: dict[str, Any],
+    records: dict[str, Any],
 ) -> None:
     """Create a repository in an object store; losing a creation race to another run is fine."""
     try:
-        icechunk.Repository.create(
+        created = icechunk.Repository.create(
             storage, config=config, authorize_virtual_chunk_access=credentials
         )
     except icechunk.IcechunkError:
         if not icechunk.Repository.exists(storage):
             raise
+        return  # the winner records its containers
+    if records:
+        created.update_metadata(records)
 
 
 def _create_in_place(
@@ -484,11 +426,14 @@ def _create_in_place(
     for stale in path.parent.glob(f".{path.name}.icepipe-creating-*"):
         shutil.rmtree(stale, ignore_errors=True)
     staging = path.parent / f".{path.name}.icepipe-creating-{uuid.uuid4().hex}"
-    icechunk.Repository.create(
+    created = icechunk.Repository.create(
         icechunk.local_filesystem_storage(str(staging)),
         config=config,
         authorize_virtual_chunk_access=_credentials(containers, source_storage),
     )
+    records = _records(containers, source_storage)
+    if records:
+        created.update_metadata(records)
     try:
         os.rename(staging, path)  # replaces an empty folder, never a non-empty one
     except OSError as exc:
@@ -527,6 +472,59 @@ def _check_creatable(repo: str, path: Path) -> None:
 # Adding containers to a repository's config is read-modify-write: when two runs add theirs
 # at once, one may overwrite the other's. Each run re-reads until its own are persisted.
 _CONFIG_UPDATE_TRIES = 8
+
+
+def _create(
+    repo: str,
+    ic_storage: icechunk.Storage,
+    new: icechunk.RepositoryConfig,
+    containers: Sequence[str],
+    source_storage: StorageOptions | None,
+) -> None:
+    """Create the repository with ``containers`` configured and recorded (hold the lock)."""
+    for prefix in containers:
+        new.set_virtual_chunk_container(_container(prefix, source_storage))
+    creds = _credentials(containers, source_storage)
+    if is_local(repo):
+        _create_in_place(repo, new, containers, source_storage)
+    else:
+        _create_remote(ic_storage, new, creds, _records(containers, source_storage))
+
+
+def _add_containers(
+    repo: str,
+    ic_storage: icechunk.Storage,
+    containers: Sequence[str],
+    source_storage: StorageOptions | None,
+) -> icechunk.RepositoryConfig | None:
+    """Add the containers of ``containers`` the repository lacks; its persisted config.
+
+    Raises
+    ------
+    StorageError
+        Other writers kept changing the config.
+    """
+    for _ in range(_CONFIG_UPDATE_TRIES):
+        persisted = icechunk.Repository.fetch_config(ic_storage)
+        existing = _existing_prefixes(persisted)
+        missing = [p for p in containers if not any(p.startswith(e) for e in existing)]
+        if not missing:
+            return persisted
+        with commit_lock(repo):
+            updated = (
+                icechunk.Repository.fetch_config(ic_storage) or icechunk.RepositoryConfig.default()
+            )
+            for prefix in missing:
+                updated.set_virtual_chunk_container(_container(prefix, source_storage))
+            opened = icechunk.Repository.open(ic_storage, config=updated)
+            # The record first: a container without one is read as Icechunk configured it.
+            if _keeps_records(opened):
+                opened.update_metadata(_records(missing, source_storage))
+            opened.save_config()
+    raise StorageError(
+        f"could not add the virtual chunk containers {missing} to the config of "
+        f"{repo!r}: other writers kept changing it; retry"
+    )
 
 
 def open_repo(
@@ -581,38 +579,16 @@ def open_repo(
                 )
             with commit_lock(repo):
                 if not icechunk.Repository.exists(ic_storage, settings.storage):
-                    new = repo_config(config)
-                    for prefix in containers:
-                        new.set_virtual_chunk_container(_container(prefix, source_storage))
-                    creds = _credentials(containers, source_storage)
-                    if is_local(repo):
-                        _create_in_place(repo, new, containers, source_storage)
-                    else:
-                        _create_remote(ic_storage, new, creds)
-        for _ in range(_CONFIG_UPDATE_TRIES):
-            persisted = icechunk.Repository.fetch_config(ic_storage)
-            existing = _existing_prefixes(persisted)
-            missing = [p for p in containers if not any(p.startswith(e) for e in existing)]
-            if not missing:
-                break
-            with commit_lock(repo):
-                updated = (
-                    icechunk.Repository.fetch_config(ic_storage)
-                    or icechunk.RepositoryConfig.default()
-                )
-                for prefix in missing:
-                    updated.set_virtual_chunk_container(_container(prefix, source_storage))
-                icechunk.Repository.open(ic_storage, config=updated).save_config()
-        else:
-            raise StorageError(
-                f"could not add the virtual chunk containers {missing} to the config of "
-                f"{repo!r}: other writers kept changing it; retry"
-            )
-        return icechunk.Repository.open(
-            ic_storage,
+                    _create(repo, ic_storage, repo_config(config), containers, source_storage)
+        persisted = _add_containers(repo, ic_storage, containers, source_storage)
+        opened = icechunk.Repository.open(ic_storage, config=settings)
+        configured = _existing_containers(persisted)
+        if not configured:
+            return opened
+        return opened.reopen(
             config=settings,
             authorize_virtual_chunk_access=container_credentials(
-                _existing_containers(persisted), source_storage
+                configured, source_storage, _read_records(opened)
             ),
         )
     except ConfigError:

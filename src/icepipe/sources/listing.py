@@ -23,7 +23,7 @@ from icepipe.globs import MAGIC_CHARS as _MAGIC_CHARS
 from icepipe.globs import glob_to_regex, split_glob
 from icepipe.model import SourceFile
 from icepipe.sources.stores import access_error, is_not_found, store_and_path, store_for
-from icepipe.storage import StorageOptions, scheme_of, split_url
+from icepipe.storage import StorageOptions, find_scheme, is_local, scheme_for, split_url
 
 __all__ = [
     "ZARR_METADATA",
@@ -69,7 +69,8 @@ def list_sources(
     StorageError
         The storage could not be listed.
     """
-    if is_glob and scheme_of(urls[0]).startswith("http") and not _MAGIC_CHARS & set(urls[0]):
+    scheme = find_scheme(urls[0])
+    if is_glob and scheme and not scheme.listable and not _MAGIC_CHARS & set(urls[0]):
         is_glob = False  # one https:// URL: a file, not a pattern (servers cannot be listed)
     if is_glob:
         (pattern,) = urls
@@ -137,7 +138,7 @@ def changed_since_listing(
             f"mtime {now.mtime})"
         )
 
-    remote = any(scheme_of(f.url) != "file" for f in files)
+    remote = not all(is_local(f.url) for f in files)
     with ThreadPoolExecutor(max_workers=16 if remote else 1) as pool:
         results = list(pool.map(check, files))
     return {f.url: r for f, r in zip(files, results, strict=True) if r is not None}
@@ -163,7 +164,7 @@ def _split_url_glob(url: str) -> tuple[str, str]:
     if scheme == "file":
         root, pattern = split_glob(key)
         return "file://" + root, pattern
-    if scheme in ("http", "https"):
+    if not scheme_for(url).listable:
         raise ConfigError(
             f"{url!r}: {scheme}:// locations cannot be listed, so globs do not work there; give "
             "an explicit list of URLs in source.urls",
@@ -175,7 +176,7 @@ def _split_url_glob(url: str) -> tuple[str, str]:
 
 def _record(base_url: str, meta: Mapping[str, Any]) -> SourceFile:
     modified: datetime = meta["last_modified"]
-    remote = scheme_of(base_url) != "file"
+    remote = not is_local(base_url)
     etag = meta.get("e_tag") if remote else None
     return SourceFile(
         url=_join(base_url, str(meta["path"])),
@@ -192,7 +193,7 @@ def _list_glob(
 ) -> list[SourceFile]:
     base_url, pattern = _split_url_glob(pattern_url)
     regex = glob_to_regex(pattern)
-    remote = scheme_of(base_url) != "file"
+    remote = not is_local(base_url)
     if not remote:
         return _list_local_glob(pattern_url, base_url, pattern, problems)
     try:
@@ -273,7 +274,7 @@ def _zarr_store_record(url: str, storage: StorageOptions | None) -> SourceFile |
     Its identity is the total size and the newest modification time of its objects, so that
     any chunk or metadata rewritten inside it counts as a change.
     """
-    if scheme_of(url) == "file":
+    if is_local(url):
         folder = url[len("file://") :]
         if not any(os.path.isfile(os.path.join(folder, m)) for m in ZARR_METADATA):
             return None
@@ -420,8 +421,8 @@ def _control_reason(name: str) -> str:
 
 
 def _head(url: str, storage: StorageOptions | None) -> SourceFile:
-    scheme = scheme_of(url)
-    if scheme == "file":
+    scheme = scheme_for(url)
+    if not scheme.remote:
         return _head_local(url)
     try:
         store, name = store_and_path(url, storage)
@@ -431,7 +432,7 @@ def _head(url: str, storage: StorageOptions | None) -> SourceFile:
     except Exception as exc:
         if not is_not_found(exc):
             raise access_error(exc, url, "read") from exc
-        record = _zarr_store_record(url, storage) if scheme in ("s3", "gs", "az") else None
+        record = _zarr_store_record(url, storage) if scheme.object_store else None
         if record is None:
             raise SourceError(
                 f"{url}: not found; fix or remove it in source.urls", url=url

@@ -1,7 +1,8 @@
 """Object stores for source files: local folders, S3 (and S3-compatible), HTTP(S), GCS, Azure.
 
-Stores are built in the process that reads (the client for listing, Dask workers for scanning
-and native reads) from a URL and :class:`~icepipe.storage.StorageOptions`, with credentials
+Stores are built by the scheme serving the URL (:func:`icepipe.storage.scheme_for`), in the
+process that reads (the client for listing, Dask workers for scanning and native reads), from a
+URL and :class:`~icepipe.storage.StorageOptions`, with credentials
 resolved from *that* process's environment. Nothing that holds a store is ever pickled:
 :class:`RemoteFile` and :func:`zarr_store` pickle as ``(url, options)`` and reopen on arrival,
 so task graphs never carry secrets.
@@ -11,13 +12,12 @@ from __future__ import annotations
 
 import functools
 import io
-import os
 from typing import Any
 from urllib.parse import unquote, urlparse
 
 import obstore
 from obspec_utils.registry import ObjectStoreRegistry
-from obstore.store import HTTPStore, LocalStore, S3Store
+from obstore.store import LocalStore
 from zarr.storage import ObjectStore, WrapperStore
 
 from icepipe.errors import ConfigError, IcepipeError, SourceError, short_message
@@ -25,9 +25,9 @@ from icepipe.faults import storage_failure
 from icepipe.storage import (
     S3Secrets,
     StorageOptions,
+    is_local,
     reference_url,
-    resolve_s3_credentials,
-    scheme_of,
+    scheme_for,
     split_url,
 )
 
@@ -49,7 +49,8 @@ _READ_BUFFER = 1 << 20
 
 
 def store_for(root_url: str, storage: StorageOptions | None = None) -> Any:
-    """An obstore store rooted at ``root_url`` (a folder, bucket prefix or HTTP base URL).
+    """An obstore store rooted at ``root_url`` (a folder, bucket prefix or HTTP base URL),
+    built by the scheme serving it (:func:`icepipe.storage.scheme_for`).
 
     Raises
     ------
@@ -58,84 +59,22 @@ def store_for(root_url: str, storage: StorageOptions | None = None) -> Any:
         in ``storage`` are missing from the environment.
     """
     options = storage or StorageOptions()
-    scheme = scheme_of(root_url)
-    secrets = resolve_s3_credentials(options) if scheme == "s3" else None
-    return _cached_store(root_url.rstrip("/") if scheme != "file" else root_url, options, secrets)
+    scheme = scheme_for(root_url)
+    secrets = scheme.credentials(options)
+    return _cached_store(root_url.rstrip("/") if scheme.remote else root_url, options, secrets)
 
 
 @functools.lru_cache(maxsize=64)
 def _cached_store(root_url: str, options: StorageOptions, secrets: S3Secrets | None) -> Any:
     # Keyed on the resolved secrets too, so rotated credentials make a new store. The cache
     # lives in this process only and is never pickled.
-    scheme, bucket, key = split_url(root_url)
-    if scheme == "file":
-        return LocalStore(key or "/")
-    if scheme == "s3":
-        return _s3_store(bucket, key, options, secrets)
-    if scheme in ("http", "https"):
-        if scheme == "http" and not options.allow_http:
-            raise ConfigError(
-                f"{root_url!r} is unencrypted http: set source.storage.allow_http: true to "
-                "allow it",
-                field="source.storage.allow_http",
-            )
-        return HTTPStore.from_url(
-            root_url, client_options={"allow_http": True} if options.allow_http else None
-        )
-    if scheme == "gs":
-        from obstore.store import GCSStore
-
-        # GOOGLE_SERVICE_ACCOUNT / GOOGLE_APPLICATION_CREDENTIALS ... are read by obstore.
-        return GCSStore(bucket, prefix=key or None, skip_signature=options.anonymous or None)
-    if scheme == "az":
-        from obstore.store import AzureStore
-
-        # AZURE_STORAGE_ACCOUNT_NAME and its credentials are read by obstore.
-        return AzureStore(bucket, prefix=key or None, skip_signature=options.anonymous or None)
-    raise ConfigError(
-        f"unsupported URL scheme {scheme!r} in {root_url!r}; use file://, s3://, gs://, az://, "
-        "http:// or https://",
-        field="source.urls",
-    )
-
-
-def _s3_store(bucket: str, key: str, options: StorageOptions, secrets: S3Secrets | None) -> Any:
-    kwargs: dict[str, Any] = {}
-    if options.effective_region:
-        kwargs["region"] = options.effective_region
-    if options.endpoint:
-        kwargs["endpoint"] = options.endpoint
-        kwargs["virtual_hosted_style_request"] = not options.force_path_style
-    client_options: Any = {"allow_http": True} if options.allow_http else None
-    credential_provider = None
-    if options.anonymous:
-        kwargs["skip_signature"] = True
-    elif secrets is not None:
-        kwargs["access_key_id"] = secrets.access_key_id
-        kwargs["secret_access_key"] = secrets.secret_access_key
-        if secrets.session_token:
-            kwargs["session_token"] = secrets.session_token
-    elif os.environ.get("AWS_PROFILE") and not os.environ.get("AWS_ACCESS_KEY_ID"):
-        # obstore reads the AWS_* variables itself, but not profiles: boto3 does.
-        try:
-            from obstore.auth.boto3 import Boto3CredentialProvider
-        except ImportError:  # pragma: no cover - boto3 is optional
-            pass
-        else:
-            credential_provider = Boto3CredentialProvider()
-    return S3Store(
-        bucket,
-        prefix=key or None,
-        client_options=client_options,
-        credential_provider=credential_provider,
-        **kwargs,
-    )
+    return scheme_for(root_url).obstore_store(root_url, options, secrets)
 
 
 def store_and_path(url: str, storage: StorageOptions | None = None) -> tuple[Any, str]:
     """The store of ``url``'s folder and the object's name in it."""
     root, _, name = url.rstrip("/").rpartition("/")
-    if scheme_of(url) == "file":
+    if is_local(url):
         root = root or "file:///"
     return store_for(root, storage), name
 
@@ -156,7 +95,7 @@ def registry_for(url: str, storage: StorageOptions | None = None, *, root: bool 
     if root:
         base = url.rstrip("/")
         return _LiteralRegistry(reference_url(base), store_for(base, storage))
-    if scheme == "file":
+    if is_local(url):
         return _LiteralRegistry("file:///", LocalStore("/"))
     base = f"{scheme}://{bucket}"
     return _LiteralRegistry(base + "/", store_for(base, storage))
@@ -372,7 +311,7 @@ def check_readable(url: str, storage: StorageOptions | None = None) -> None:
     try:
         obstore.head(store, name)
     except Exception as exc:
-        if is_not_found(exc) and scheme_of(url) in ("s3", "gs", "az"):
+        if is_not_found(exc) and scheme_for(url).object_store:
             try:
                 if is_remote_zarr(url, storage):
                     return

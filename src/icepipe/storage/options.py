@@ -1,8 +1,9 @@
-"""Where data lives: locations, storage options, credentials and repository settings.
+"""Storage options and credentials: how to reach an object store, and where secrets come from.
 
-A leaf module (no icechunk, obstore or xarray): :mod:`icepipe.sources` builds obstore stores
-and :mod:`icepipe.repository` builds Icechunk storages from the plain, picklable values defined
-here, and :mod:`icepipe.spec` validates the pipeline's storage sections with it.
+A leaf module (no icechunk, obstore or xarray): the scheme modules of :mod:`icepipe.storage`
+build obstore stores from these plain, picklable values, :mod:`icepipe.repository` builds
+Icechunk storages and containers from them, and :mod:`icepipe.spec` validates the pipeline's
+storage sections with :func:`parse_storage_options`.
 
 Secrets never live in these values. A pipeline names *environment variables*
 (``access_key_id_env: ...``); :func:`resolve_s3_credentials` reads them in whichever process
@@ -13,6 +14,7 @@ standard chains of the libraries apply (``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCES
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 from collections.abc import Mapping
@@ -21,32 +23,18 @@ from typing import Any, cast
 
 from icepipe.errors import ConfigError
 from icepipe.fields import describe as _describe
-from icepipe.fields import no_unknown, optional_str
+from icepipe.fields import optional_str
+from icepipe.storage.urls import refuse_credentials_in_url
 
 __all__ = [
-    "OBJECT_SCHEMES",
-    "REPO_SCHEMES",
-    "SOURCE_SCHEMES",
+    "REACH_KEYS",
     "STORAGE_KEYS",
     "S3Secrets",
     "StorageOptions",
     "coerce_storage_options",
-    "is_local",
-    "refuse_credentials_in_url",
-    "parse_repo_config",
     "parse_storage_options",
-    "reference_url",
     "resolve_s3_credentials",
-    "scheme_of",
-    "split_url",
 ]
-
-#: Object stores icepipe reads sources from and writes repositories to.
-OBJECT_SCHEMES: tuple[str, ...] = ("s3", "gs", "az")
-#: URL schemes accepted in ``source.urls`` (``http``/``https``: explicit lists only).
-SOURCE_SCHEMES: tuple[str, ...] = ("file", *OBJECT_SCHEMES, "http", "https")
-#: URL schemes accepted in ``target.repo``.
-REPO_SCHEMES: tuple[str, ...] = ("file", *OBJECT_SCHEMES)
 
 #: The storage keys of ``target:`` and ``source.storage:``.
 STORAGE_KEYS: frozenset[str] = frozenset(
@@ -77,8 +65,9 @@ _SECRET_KEYS = frozenset(
         "credentials",
     }
 )
+#: The options saying how to reach a store (no credential names): persisted per container.
+REACH_KEYS: tuple[str, ...] = ("endpoint", "region", "force_path_style", "allow_http", "anonymous")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_URL_SCHEME = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.\-]*)://")
 
 
 @dataclass(frozen=True)
@@ -127,6 +116,30 @@ class StorageOptions:
         if self.region:
             return self.region
         return "us-east-1" if self.endpoint else None
+
+    def reach(self) -> dict[str, Any]:
+        """How to reach the store, without credential names: what icepipe persists next to a
+        virtual chunk container it configures (see :meth:`from_reach`)."""
+        return {k: getattr(self, k) for k in REACH_KEYS}
+
+    def with_reach(self, record: Mapping[str, Any]) -> StorageOptions:
+        """These options (the reader's credential choice) reaching the store as ``record``
+        (from :meth:`reach`) says; ``anonymous`` stays set when either says so.
+
+        Raises
+        ------
+        ConfigError
+            ``record`` is not a mapping of the :data:`REACH_KEYS` with their types.
+        """
+        if not isinstance(record, Mapping) or set(record) - set(REACH_KEYS):
+            raise ConfigError(f"not a record of storage options: {_describe(record)}")
+        values = {k: record[k] for k in REACH_KEYS if k in record}
+        for key, value in values.items():
+            wanted = str if key in ("endpoint", "region") else bool
+            if not (value is None and wanted is str) and not isinstance(value, wanted):
+                raise ConfigError(f"not a record of storage options: {key}={_describe(value)}")
+        values["anonymous"] = self.anonymous or bool(values.get("anonymous", False))
+        return dataclasses.replace(self, **values)
 
 
 @dataclass(frozen=True, repr=False)
@@ -185,76 +198,6 @@ def resolve_s3_credentials(options: StorageOptions) -> S3Secrets | None:
         secret_access_key=cast(str, values["secret_access_key_env"]),
         session_token=values["session_token_env"],
     )
-
-
-def refuse_credentials_in_url(url: str, where: str) -> None:
-    """Refuse a URL with ``user:password@`` in it, without echoing it.
-
-    Such URLs end up in places every reader sees: the repository config (endpoints of virtual
-    chunk containers), commit metadata, run reports and logs.
-
-    Raises
-    ------
-    ConfigError
-        The URL holds credentials (the message shows it with them removed).
-    """
-    m = _URL_SCHEME.match(url.strip())
-    if not m:
-        return
-    rest = url.strip()[m.end() :]
-    netloc = rest.split("/", 1)[0]
-    if "@" not in netloc:
-        return
-    shown = f"{m.group(1)}://***@{netloc.rsplit('@', 1)[1]}"
-    raise ConfigError(
-        f"the URL ({shown}...) holds credentials (user:password@): they would be stored where "
-        "every reader of the repository sees them. Remove them from the URL and name the "
-        "environment variables holding them instead (access_key_id_env / "
-        "secret_access_key_env); the given value is not shown",
-        field=where,
-    )
-
-
-def scheme_of(url: str) -> str:
-    """The URL scheme (``s3``, ``https``, ...); ``file`` for plain paths."""
-    m = _URL_SCHEME.match(url)
-    return m.group(1).lower() if m else "file"
-
-
-def is_local(location: str) -> bool:
-    """Whether ``location`` is a local path or ``file://`` URL."""
-    return scheme_of(location) == "file"
-
-
-def split_url(url: str) -> tuple[str, str, str]:
-    """``s3://bucket/a/b.nc`` -> ``("s3", "bucket", "a/b.nc")``; ``https://host/p`` ->
-    ``("https", "host", "p")``; ``file:///a/b`` -> ``("file", "", "/a/b")``."""
-    scheme = scheme_of(url)
-    if scheme == "file":
-        return "file", "", url.removeprefix("file://")
-    rest = url[len(scheme) + 3 :]
-    bucket, _, key = rest.partition("/")
-    return scheme, bucket, key
-
-
-def reference_url(url: str) -> str:
-    """The URL that virtual references to the source ``url`` store: its path percent-encoded
-    (letters, digits, ``-._~/`` stay), so that URL parsers find exactly that file.
-
-    Icechunk parses (normalising spaces, non-ASCII ...) and decodes the URLs of references, and
-    VirtualiZarr cuts them at ``#`` and ``?``: a file named ``a%20b.nc`` would be read as
-    ``a b.nc``. Encoded, every name means itself, and the virtual chunk containers (prefixes of
-    these URLs) match what Icechunk compares them with. icepipe's own identifiers (the ledger,
-    messages) keep the literal ``url``. ``http(s)://`` URLs are URLs already and stay as they
-    are.
-    """
-    from urllib.parse import quote
-
-    scheme, bucket, key = split_url(url)
-    if scheme in ("http", "https"):
-        return url
-    head = "file://" if scheme == "file" else f"{scheme}://{bucket}/"
-    return head + quote(key, safe="/")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -350,136 +293,6 @@ def parse_storage_options(m: Mapping[str, Any], prefix: str) -> StorageOptions:
             field=prefix + missing,
         )
     return options
-
-
-# Repository settings (``target.config``): a schema of nested mappings whose leaves are
-# (kind, minimum). Built into an icechunk.RepositoryConfig by icepipe.repository.
-_INT0 = ("int", 0)
-_INT1 = ("int", 1)
-_STR = ("str", None)
-_REPO_CONFIG_SCHEMA: dict[str, Any] = {
-    "inline_chunk_threshold_bytes": _INT0,
-    "get_partial_values_concurrency": _INT1,
-    "max_concurrent_requests": _INT1,
-    "compression": {"level": _INT1},
-    "caching": {
-        "num_snapshot_nodes": _INT0,
-        "num_chunk_refs": _INT0,
-        "num_transaction_changes": _INT0,
-        "num_bytes_attributes": _INT0,
-        "num_bytes_chunks": _INT0,
-    },
-    "storage": {
-        "concurrency": {
-            "max_concurrent_requests_for_object": _INT1,
-            "ideal_concurrent_request_size": _INT1,
-        },
-        "retries": {"max_tries": _INT1, "initial_backoff_ms": _INT0, "max_backoff_ms": _INT0},
-        "timeouts": {
-            "connect_timeout_ms": _INT1,
-            "read_timeout_ms": _INT1,
-            "operation_timeout_ms": _INT1,
-            "operation_attempt_timeout_ms": _INT1,
-        },
-        "storage_class": _STR,
-        "metadata_storage_class": _STR,
-        "chunks_storage_class": _STR,
-        "minimum_size_for_multipart_upload": _INT1,
-    },
-    "manifest": {
-        "preload": "preload",
-        "splitting": "splitting",
-    },
-}
-_PRELOAD_SCHEMA: dict[str, Any] = {
-    "max_total_refs": _INT0,
-    "max_arrays_to_scan": _INT0,
-    "names": ("regex", None),
-}
-
-
-def parse_repo_config(raw: object, field: str = "target.config") -> dict[str, Any]:
-    """Validate ``target.config`` (Icechunk repository settings) into a plain nested dict.
-
-    Supported keys mirror ``icechunk.RepositoryConfig``: ``inline_chunk_threshold_bytes``,
-    ``get_partial_values_concurrency``, ``max_concurrent_requests``, ``compression.level``,
-    ``caching.*``, ``storage.{concurrency,retries,timeouts}.*`` and storage classes,
-    ``manifest.preload`` (``false`` or ``{max_total_refs, max_arrays_to_scan, names}``) and
-    ``manifest.splitting`` (a list of ``{arrays: REGEX, dims: {DIM or '*': N}}``).
-
-    Raises
-    ------
-    ConfigError
-        An unknown key, a wrong type or an out-of-range value, naming the dotted field.
-    """
-    if raw is None:
-        return {}
-    return cast(dict[str, Any], _check(raw, _REPO_CONFIG_SCHEMA, field))
-
-
-def _check(value: object, schema: Any, where: str) -> Any:
-    if isinstance(schema, dict):
-        if not isinstance(value, Mapping):
-            raise ConfigError(f"expected a mapping; got {_describe(value)}", field=where)
-        if "storage" in where and any(str(k).startswith("unsafe_") for k in value):
-            key = next(str(k) for k in value if str(k).startswith("unsafe_"))
-            raise ConfigError(
-                "icepipe relies on the conditional writes of object stores to never lose a "
-                "racing commit; this setting cannot be changed from a pipeline",
-                field=f"{where}.{key}",
-            )
-        no_unknown(value, schema, f"{where}.")
-        return {str(k): _check(v, schema[k], f"{where}.{k}") for k, v in value.items()}
-    if schema == "preload":
-        if value is False:
-            return False
-        return _check(value, _PRELOAD_SCHEMA, where)
-    if schema == "splitting":
-        return _splitting(value, where)
-    kind, minimum = schema
-    if kind == "int":
-        if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-            raise ConfigError(
-                f"expected an integer >= {minimum}; got {_describe(value)}", field=where
-            )
-        return value
-    if not isinstance(value, str) or not value.strip():
-        raise ConfigError(f"expected a non-empty string; got {_describe(value)}", field=where)
-    if kind == "regex":
-        try:
-            re.compile(value)
-        except re.error as exc:
-            raise ConfigError(f"not a valid regular expression: {exc}", field=where) from exc
-    return value
-
-
-def _splitting(value: object, where: str) -> list[dict[str, Any]]:
-    if not isinstance(value, list) or not value:
-        raise ConfigError(
-            "expected a list of {arrays: REGEX, dims: {DIM: N}} rules (arrays optional: all "
-            f"arrays); got {_describe(value)}",
-            field=where,
-        )
-    rules = []
-    for i, rule in enumerate(value):
-        at = f"{where}[{i}]"
-        if not isinstance(rule, Mapping):
-            raise ConfigError(f"expected a mapping; got {_describe(rule)}", field=at)
-        no_unknown(rule, ("arrays", "dims"), f"{at}.")
-        dims = rule.get("dims")
-        if not isinstance(dims, Mapping) or not dims:
-            raise ConfigError(
-                "expected a mapping of dimension name (or '*' for any) to the number of chunks "
-                f"per manifest; got {_describe(dims)}",
-                field=f"{at}.dims",
-            )
-        checked = {
-            "dims": {str(d): _check(n, _INT1, f"{at}.dims.{d}") for d, n in dims.items()},
-        }
-        if "arrays" in rule:
-            checked["arrays"] = _check(rule["arrays"], ("regex", None), f"{at}.arrays")
-        rules.append(checked)
-    return rules
 
 
 def coerce_storage_options(value: object, where: str) -> StorageOptions:
