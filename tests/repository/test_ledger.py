@@ -370,3 +370,19 @@ def test_unversioned_history_reads_as_before(tmp_path: Path) -> None:
     assert [r.size for r in repository.read_ingested(repo, second, None)] == [10, 11]
     assert repository.read_ledger(repo, second, "other") == {}
     assert isinstance(LedgerVersionError("x", found=2, supported=1), IcepipeError)
+
+
+def test_a_run_on_a_repository_a_newer_icepipe_wrote_exits_2_naming_the_fix(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from icepipe.cli import main
+
+    write_series(tmp_path / "src", 1)
+    spec = write_pipeline(tmp_path, urls="src/*.nc", group="g")
+    newer = {**OLDEST, "group": "g", "ledger_version": LEDGER_VERSION + 1}
+    tip = _commit(tmp_path / "repo", newer)
+    assert main(["run", str(spec)]) == 2
+    err = capsys.readouterr().err
+    assert f"snapshot {tip}" in err and "upgrade icepipe" in err
+    # Nothing was written.
+    assert repository.open_repo(str(tmp_path / "repo")).lookup_branch("main") == tip
