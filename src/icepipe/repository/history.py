@@ -46,9 +46,9 @@ class CommitInfo:
     group: str | None
 
     @classmethod
-    def of(cls, snap: icechunk.SnapshotInfo) -> CommitInfo:
-        """The commit ``snap`` with its ledger record (see :func:`read_record`)."""
-        rec = read_record(snap.metadata, snapshot_id=snap.id) or CommitRecord()
+    def of(cls, snap: icechunk.SnapshotInfo, record: CommitRecord | None) -> CommitInfo:
+        """The commit ``snap`` with its ledger ``record`` (``None``: icepipe did not write it)."""
+        rec = record or CommitRecord()
         return cls(
             id=snap.id,
             written_at=snap.written_at,
@@ -129,7 +129,7 @@ def read_log(
         )
     out: list[CommitInfo] = []
     for snap in repo.ancestry(branch=branch):
-        out.append(CommitInfo.of(snap))
+        out.append(CommitInfo.of(snap, read_record(snap.metadata, snapshot_id=snap.id)))
         if limit is not None and len(out) >= limit:
             break
     return out

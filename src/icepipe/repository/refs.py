@@ -322,8 +322,8 @@ def diff_refs(repo: icechunk.Repository, a: str, b: str) -> RepoDiff:
         raise storage_failure(exc, f"cannot diff {a!r} and {b!r}") from exc
     commits, files = [], []
     for snap in between:
-        commits.append(CommitInfo.of(snap))
         record = read_record(snap.metadata, snapshot_id=snap.id)
+        commits.append(CommitInfo.of(snap, record))
         files += [f.url for f in (record.files if record else None) or ()]
     return RepoDiff(
         from_id=from_id,
