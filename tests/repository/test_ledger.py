@@ -289,9 +289,7 @@ commit_records = st.builds(
         shards=st.none() | st.dictionaries(_text, _ints, max_size=3),
         compression=_text,
     ),
-    extra=st.dictionaries(
-        _text.filter(lambda k: k not in _KNOWN_KEYS | {"ledger_version"}), _json, max_size=2
-    ),
+    extra=st.dictionaries(_text.filter(lambda k: k not in _KNOWN_KEYS), _json, max_size=2),
 )
 
 

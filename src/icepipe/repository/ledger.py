@@ -112,31 +112,51 @@ class FileRecord(Mapping[str, Any]):
         LedgerError
             ``data`` is not a file record (the message names ``where`` and the field).
         """
-        if not isinstance(data, Mapping):
+        # Called for every file of a branch's history: plain type checks, no helpers.
+        if not isinstance(data, dict):
             raise LedgerError(f"{where}: a file record is not a mapping: {data!r}")
         url = data.get("url")
-        if not isinstance(url, str):
-            raise LedgerError(f"{where}: a file record has no 'url' string: {dict(data)!r}")
-        cubes = data.get("cubes")
+        if type(url) is not str:
+            raise LedgerError(f"{where}: a file record has no 'url' string: {data!r}")
+        size: Any = data.get("size")
+        mtime: Any = data.get("mtime")
+        start, length, cubes = data.get("start"), data.get("length"), data.get("cubes")
+        if type(size) is not int:
+            _required_int(size, f"{where}: {url}: size")
+        if type(mtime) is not str:
+            _required_str(mtime, f"{where}: {url}: mtime")
+        for key, value in (("start", start), ("length", length)):
+            if value is not None and type(value) is not int:
+                _required_int(value, f"{where}: {url}: {key}")
         return cls(
-            url=url,
-            size=_required_int(data.get("size"), f"{where}: {url}: size"),
-            mtime=_required_str(data.get("mtime"), f"{where}: {url}: mtime"),
-            etag=data.get("etag") or None,
-            start=_int(data.get("start"), f"{where}: {url}: start"),
-            length=_int(data.get("length"), f"{where}: {url}: length"),
-            cubes=None if cubes is None else _cube_places(cubes, f"{where}: {url}: cubes"),
+            url,
+            size,
+            mtime,
+            data.get("etag") or None,
+            start,
+            length,
+            None if cubes is None else _cube_places(cubes, f"{where}: {url}: cubes"),
         )
 
-    # Mapping protocol: the stored JSON.
+    # Mapping protocol: the stored JSON (without building it: planning reads every record).
     def __getitem__(self, key: str) -> Any:
-        return self.to_metadata()[key]
+        if key in ("url", "size", "mtime"):
+            return getattr(self, key)
+        value = getattr(self, key) if key in ("etag", "start", "length", "cubes") else None
+        if value is None or value == "":
+            raise KeyError(key)
+        if key == "cubes":
+            return {name: [s, n] for name, (s, n) in value.items()}
+        return value
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self.to_metadata())
+        yield from ("url", "size", "mtime")
+        for key in ("etag", "start", "length", "cubes"):
+            if getattr(self, key) not in (None, ""):
+                yield key
 
     def __len__(self) -> int:
-        return len(self.to_metadata())
+        return sum(1 for _ in self)
 
 
 @dataclass(frozen=True)
@@ -171,8 +191,18 @@ _PIPELINE_KEYS = (
     "reingested",
     "skipped",
 )
+#: Every key a record of this format may hold (others are kept in ``CommitRecord.extra``).
 _KNOWN_KEYS = frozenset(
-    {*_PIPELINE_KEYS, "api", "cubes", "native_fallback", "chunks", "shards", "compression"}
+    {
+        *_PIPELINE_KEYS,
+        "api",
+        "cubes",
+        "native_fallback",
+        "chunks",
+        "shards",
+        "compression",
+        "ledger_version",
+    }
 )
 
 
@@ -288,7 +318,7 @@ class CommitRecord:
             cubes=_strs(data.get("cubes")),
             native_fallback=_str_map(data.get("native_fallback")),
             layout=_layout(data),
-            extra={k: v for k, v in data.items() if k not in _KNOWN_KEYS | {"ledger_version"}},
+            extra={k: v for k, v in data.items() if k not in _KNOWN_KEYS},
         )
 
 
