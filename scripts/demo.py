@@ -89,12 +89,12 @@ def check_read_back(pipeline: icepipe.Pipeline, samples: int = 64) -> tuple[bool
     tip = repo.lookup_branch(t.branch)
     records = repository.read_ingested(repo, tip, t.group)
     if pipeline.source.grib_cubes is None:
-        return _check_group(pipeline, t.group, [r["url"] for r in records], None, samples)
+        return _check_group(pipeline, t.group, [r.url for r in records], None, samples)
     cubes = repository.ledger_cubes(records)
     notes = []
     for cube in cubes:
         group = repository.subgroup(t.group, cube)
-        urls = [r["url"] for r in records if cube in r.get("cubes", {})]
+        urls = [r.url for r in records if r.place(cube) is not None]
         ok, note = _check_group(pipeline, group, urls, cube, samples)
         if not ok:
             return False, f"{group}: {note}"

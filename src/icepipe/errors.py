@@ -25,6 +25,8 @@ __all__ = [
     "ConfigError",
     "ConflictError",
     "IcepipeError",
+    "LedgerError",
+    "LedgerVersionError",
     "SchemaMismatchError",
     "SourceError",
     "StaleWriteError",
@@ -69,6 +71,28 @@ class ConfigError(IcepipeError, ValueError):
     def __init__(self, message: str, *, field: str | None = None) -> None:
         super().__init__(f"{field}: {message}" if field else message)
         self.field = field
+
+
+class LedgerError(IcepipeError):
+    """A commit's ingest ledger record (``icepipe`` commit metadata) cannot be read: the
+    message names the snapshot and the field. Inspect the repository's history."""
+
+
+class LedgerVersionError(LedgerError, ConfigError):
+    """The ingest ledger is in a newer format than this icepipe reads: upgrade icepipe.
+
+    Attributes
+    ----------
+    found
+        The format version stored in the repository.
+    supported
+        The newest format this icepipe reads.
+    """
+
+    def __init__(self, message: str, *, found: int, supported: int) -> None:
+        super().__init__(message)
+        self.found = found
+        self.supported = supported
 
 
 class SourceError(IcepipeError):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,13 +23,14 @@ class SourceFile:
     etag: str | None = None
 
     def identity(self) -> dict[str, Any]:
-        """The JSON-able record stored in commit metadata."""
+        """The file's identity as the ledger stores it (the keys ``url``, ``size``, ``mtime``
+        and ``etag`` of a :class:`icepipe.repository.ledger.FileRecord`)."""
         out: dict[str, Any] = {"url": self.url, "size": self.size, "mtime": self.mtime}
         if self.etag:
             out["etag"] = self.etag
         return out
 
-    def same_version(self, record: dict[str, Any]) -> bool:
+    def same_version(self, record: Mapping[str, Any]) -> bool:
         """Whether a ledger record describes this very version of the file."""
         if self.etag and record.get("etag"):
             return bool(self.etag == record["etag"] and self.size == record.get("size"))

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 from icepipe import __version__, execute, plan, repository, sources
 from icepipe.errors import ConfigError, ConflictError, SchemaMismatchError, SourceError
 from icepipe.model import SourceFile, TargetSchema, TimeConversion
+from icepipe.repository.ledger import FileRecord, NativeLayout, SkippedFile
 from icepipe.spec import Pipeline
 from icepipe.storage import reference_url
 
@@ -284,26 +285,25 @@ def run(
             records, files = _file_records(parts)
             ingested = tuple(f.url for f in files)
             fallback = _fallback(parts)
-            metadata = {
-                repository.METADATA_KEY: {
-                    "version": __version__,
-                    "pipeline": pipeline.name,
-                    "pipeline_file": pipeline.path,
-                    "mode": pipeline.mode,
-                    "group": spec_t.group or "",
-                    "concat_dim": src.concat_dim,
-                    "order_by": src.order_by,
-                    "run_id": run_id,
-                    "started_at": started_at,
-                    "cluster": cluster_info.as_dict() if cluster_info else {},
-                    "files": records,
-                    "reingested": [s.url for part in parts for s in part.reingest],
-                    "skipped": [{"url": u, "reason": r} for u, r in skipped.items()],
-                    **({"cubes": [p.cube for p in parts if p.cube]} if src.grib_cubes else {}),
-                    **({"native_fallback": fallback} if fallback else {}),
-                    **layout,
-                }
-            }
+            record = repository.CommitRecord(
+                version=__version__,
+                pipeline=pipeline.name,
+                pipeline_file=pipeline.path,
+                mode=pipeline.mode,
+                group=spec_t.group or "",
+                concat_dim=src.concat_dim,
+                order_by=src.order_by,
+                run_id=run_id,
+                started_at=started_at,
+                cluster=cluster_info.as_dict() if cluster_info else {},
+                files=records,
+                reingested=tuple(s.url for part in parts for s in part.reingest),
+                skipped=tuple(SkippedFile(u, r) for u, r in skipped.items()),
+                cubes=tuple(p.cube for p in parts if p.cube) if src.grib_cubes else None,
+                native_fallback=fallback or None,
+                layout=NativeLayout(**layout) if layout else None,
+            )
+            metadata = {repository.METADATA_KEY: record.to_metadata()}
             n = len(ingested)
             verb = (
                 "append"
@@ -391,7 +391,7 @@ def _parts(
     selection: plan.Selection,
     scanned: Mapping[str, sources.ScannedFile | sources.ScannedCubes],
     session: Any,
-    ledger: Mapping[str, dict[str, Any]],
+    ledger: Mapping[str, FileRecord],
 ) -> list[_Part]:
     """Split the scanned new (and changed) files by target group, each with its stored schema."""
     src, group = pipeline.source, pipeline.target.group
@@ -428,11 +428,11 @@ def _parts(
                 by_cube.setdefault(name, []).append(cube)
     # A changed file goes back into the region of each cube it filled (on_changed: reingest).
     changed_by_cube: dict[str, list[tuple[sources.ScannedFile, Mapping[str, Any]]]] = {}
-    for f, record in selection.changed:
+    for f, _ in selection.changed:
         s = scanned.get(f.url)
         if not isinstance(s, sources.ScannedCubes):
             continue
-        places = record.get("cubes") or {}
+        places = ledger[f.url].cubes or {}
         if set(s.cubes) != set(places):
             raise SourceError(
                 f"{f.url}: changed after it was ingested, and now holds the GRIB hypercubes "
@@ -444,7 +444,7 @@ def _parts(
         for name, cube in s.cubes.items():
             start, length = places[name]
             changed_by_cube.setdefault(name, []).append(
-                (cube, {**record, "start": start, "length": length})
+                (cube, dataclasses.replace(ledger[f.url], start=start, length=length))
             )
     recorded = repository.ledger_cubes(ledger.values())
     names = sorted(set(by_cube) | set(changed_by_cube) | set(recorded))
@@ -461,13 +461,14 @@ def _parts(
     ]
 
 
-def _file_records(parts: list[_Part]) -> tuple[list[dict[str, Any]], list[SourceFile]]:
+def _file_records(parts: list[_Part]) -> tuple[tuple[FileRecord, ...], list[SourceFile]]:
     """The ledger records of a commit (one per source file) and the files ingested, in order.
 
     Files of one group record their place (``start``, ``length``) along the concat dimension;
     with ``grib_cubes`` a file's place in each hypercube group is under ``cubes``.
     """
-    records: dict[str, dict[str, Any]] = {}
+    records: dict[str, FileRecord] = {}
+    cubes: dict[str, dict[str, tuple[int, int]]] = {}
     files: dict[str, SourceFile] = {}
     for part in parts:
         by_url = part.by_url
@@ -475,11 +476,11 @@ def _file_records(parts: list[_Part]) -> tuple[list[dict[str, Any]], list[Source
             for f in by_url[slot.url].sources:
                 files.setdefault(f.url, f)
                 if part.cube is None:
-                    records[f.url] = {**f.identity(), "start": slot.start, "length": slot.length}
+                    records[f.url] = FileRecord.of(f, start=slot.start, length=slot.length)
                 else:
-                    rec = records.setdefault(f.url, {**f.identity(), "cubes": {}})
-                    rec["cubes"][part.cube] = [slot.start, slot.length]
-    return list(records.values()), list(files.values())
+                    cubes.setdefault(f.url, {})[part.cube] = (slot.start, slot.length)
+                    records[f.url] = FileRecord.of(files[f.url], cubes=cubes[f.url])
+    return tuple(records.values()), list(files.values())
 
 
 def _fallback(parts: list[_Part]) -> dict[str, str]:
@@ -546,14 +547,10 @@ def _scan(
     return ok, failed
 
 
-def _slots(ledger: Mapping[str, dict[str, Any]], *, cube: str | None = None) -> list[plan.Slot]:
+def _slots(ledger: Mapping[str, FileRecord], *, cube: str | None = None) -> list[plan.Slot]:
     """Where the ledger's files sit along the concat dimension (of one hypercube group)."""
-    out = []
-    for url, r in ledger.items():
-        place = (r.get("cubes") or {}).get(cube) if cube else [r.get("start"), r.get("length")]
-        if isinstance(place, list) and len(place) == 2 and all(isinstance(v, int) for v in place):
-            out.append(plan.Slot(url, place[0], place[1]))
-    return out
+    places = {url: r.place(cube) for url, r in ledger.items()}
+    return [plan.Slot(url, *place) for url, place in places.items() if place is not None]
 
 
 def _write(pipeline: Pipeline, session: Any, part: _Part) -> dict[str, Any]:

@@ -124,13 +124,13 @@ def to_icechunk(
         repository.write_dataset(repo, ds, **write)
         return None
     virtual = repository.is_virtual(ds) if isinstance(ds, xr.Dataset) else False
-    record = {
-        "version": __version__,
-        "mode": "virtual" if virtual else "native",
-        "api": "to_icechunk",
-        "group": group or "",
-    }
-    commit_metadata = {**(metadata or {}), repository.METADATA_KEY: record}
+    record = repository.CommitRecord(
+        version=__version__,
+        mode="virtual" if virtual else "native",
+        api="to_icechunk",
+        group=group or "",
+    )
+    commit_metadata = {**(metadata or {}), repository.METADATA_KEY: record.to_metadata()}
     # Before a repository is created for the write.
     repository.check_write_args(ds, mode=mode, metadata=commit_metadata, max_attempts=max_attempts)
     if isinstance(repo, str | os.PathLike):
@@ -313,11 +313,9 @@ def _check_source_access(
 
 def _virtual_urls(repo: icechunk.Repository, snapshot_id: str, group: str | None) -> list[str]:
     """The source files ingested into ``group`` as virtual references (newest commit first)."""
-    urls: list[str] = []
-    for snap in repo.ancestry(snapshot_id=snapshot_id):
-        record = snap.metadata.get(repository.METADATA_KEY)
-        if not isinstance(record, dict) or record.get("group") != (group or ""):
-            continue
-        if record.get("mode") == "virtual":
-            urls.extend(str(f.get("url", "")) for f in record.get("files", []))
-    return urls
+    return [
+        f.url
+        for record in repository.read_commits(repo, snapshot_id, group)
+        if record.mode == "virtual"
+        for f in record.files or ()
+    ]

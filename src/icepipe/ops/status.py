@@ -101,7 +101,7 @@ def pipeline_status(
         next_run=_iso(pipeline.schedule.next_after(now)) if pipeline.schedule else None,
         runs=[_run_summary(r) for r in read_reports(folder, limit=runs)],
     )
-    ledger: dict[str, dict[str, Any]] = {}
+    ledger: dict[str, repository.FileRecord] = {}
     try:
         repo = repository.open_repo(
             t.repo, storage=t.storage, source_storage=src.storage, config=t.config
@@ -140,7 +140,7 @@ def pipeline_status(
 
 
 def _source_lag(
-    pipeline: Pipeline, ledger: dict[str, dict[str, Any]], problems: list[str]
+    pipeline: Pipeline, ledger: dict[str, repository.FileRecord], problems: list[str]
 ) -> dict[str, Any]:
     """How far the ingested files lag behind the listed sources (counts, bytes, mtimes);
     sources missing or changed since their ingest are added to ``problems``."""
@@ -151,7 +151,7 @@ def _source_lag(
         pending = [f for f in listed if f.url not in ledger or not f.same_version(ledger[f.url])]
         newest_source = max((_parse_time(f.mtime) for f in listed), default=None, key=_key)
         newest_ingested = max(
-            (_parse_time(r.get("mtime")) for r in ledger.values()), default=None, key=_key
+            (_parse_time(r.mtime) for r in ledger.values()), default=None, key=_key
         )
         missing = (
             sources.missing_since_ingest(src.urls[0], listed, list(ledger)) if src.is_glob else []

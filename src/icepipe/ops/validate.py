@@ -48,7 +48,7 @@ class ValidationReport:
     seconds: float = 0.0
 
 
-def sample_records(records: Sequence[dict[str, Any]], n: int | None) -> list[dict[str, Any]]:
+def sample_records[R](records: Sequence[R], n: int | None) -> list[R]:
     """``n`` records spread evenly over the data (first and last always in), or all of them
     when ``n`` is ``None``."""
     if n is None or n >= len(records):
@@ -105,14 +105,14 @@ def validate_pipeline(
     records = [
         r
         for r in repository.read_ingested(repo, snapshot_id, t.group)
-        if "start" in r or "cubes" in r
+        if r.place() is not None or r.cubes is not None
     ]
     if not records:
         raise ConfigError(
             f"nothing ingested into {t.group or '/'!r} on {branch!r} of {t.repo!r} yet; run the "
             "pipeline first"
         )
-    candidates = [r for r in records if urls is None or r["url"] in set(urls)]
+    candidates = [r for r in records if urls is None or r.url in set(urls)]
     chosen = sample_records(candidates, sample)
     groups: dict[str | None, xr.Dataset] = {}
 
@@ -146,7 +146,7 @@ def validate_pipeline(
         group=t.group,
         snapshot_id=snapshot_id,
         files_ingested=len(records),
-        files_checked=[r["url"] for r in chosen],
+        files_checked=[r.url for r in chosen],
         variables_checked=n_vars,
         values_checked=n_values,
         seconds=time.perf_counter() - t0,
@@ -178,14 +178,14 @@ class _Part:
     length: int
 
 
-def _parts(pipeline: Pipeline, record: dict[str, Any]) -> list[_Part]:
-    group, url = pipeline.target.group, record["url"]
-    if "start" in record:
-        cube = pipeline.source.grib_cube
-        return [_Part(url, group, cube, int(record["start"]), int(record["length"]))]
+def _parts(pipeline: Pipeline, record: repository.FileRecord) -> list[_Part]:
+    group, url = pipeline.target.group, record.url
+    place = record.place()
+    if place is not None:
+        return [_Part(url, group, pipeline.source.grib_cube, *place)]
     return [
-        _Part(url, repository.subgroup(group, cube), cube, int(place[0]), int(place[1]))
-        for cube, place in sorted(record.get("cubes", {}).items())
+        _Part(url, repository.subgroup(group, cube), cube, start, length)
+        for cube, (start, length) in sorted((record.cubes or {}).items())
     ]
 
 

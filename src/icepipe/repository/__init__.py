@@ -1,10 +1,12 @@
-"""The only package that imports icechunk: repositories, sessions, history, commits."""
+"""The only package that imports icechunk: repositories, sessions, the ingest ledger, history,
+commits."""
 
 from icepipe.repository.history import (
     METADATA_KEY,
     CommitInfo,
     arrays_with_codec,
     ledger_cubes,
+    read_commits,
     read_group_attrs,
     read_ingested,
     read_ledger,
@@ -13,6 +15,7 @@ from icepipe.repository.history import (
     subgroup,
 )
 from icepipe.repository.layout import native_encoding
+from icepipe.repository.ledger import LEDGER_VERSION, CommitRecord, FileRecord
 from icepipe.repository.maintenance import GcReport, collect_garbage
 from icepipe.repository.native import (
     check_write_args,
@@ -65,8 +68,11 @@ __all__ = [
     "move_branch",
     "resolve_ref",
     "tree_info",
+    "LEDGER_VERSION",
     "METADATA_KEY",
     "CommitInfo",
+    "CommitRecord",
+    "FileRecord",
     "GcReport",
     "collect_garbage",
     "RepoNotFoundError",
@@ -85,6 +91,7 @@ __all__ = [
     "arrays_with_codec",
     "ledger_cubes",
     "read_group_attrs",
+    "read_commits",
     "read_ingested",
     "read_ledger",
     "read_log",

@@ -1,9 +1,9 @@
-"""Read what a branch already holds: the ingest ledger (from commit metadata), the commit log,
-and the schema of the arrays in the target group."""
+"""Read what a branch already holds: the ingest ledger (the :mod:`~icepipe.repository.ledger`
+records in commit metadata), the commit log, and the schema of the arrays in the target group."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -16,6 +16,7 @@ from icepipe.cf import effective_time_encoding, packing_of
 from icepipe.errors import ConfigError
 from icepipe.faults import storage_failure
 from icepipe.model import TargetSchema, VariableSchema
+from icepipe.repository.ledger import METADATA_KEY, CommitRecord, FileRecord, read_record
 
 __all__ = [
     "METADATA_KEY",
@@ -25,13 +26,11 @@ __all__ = [
     "read_group_attrs",
     "read_ingested",
     "read_ledger",
+    "read_commits",
     "read_log",
     "read_target_schema",
     "subgroup",
 ]
-
-#: Key of icepipe's provenance record in Icechunk commit metadata.
-METADATA_KEY = "icepipe"
 
 
 @dataclass(frozen=True)
@@ -46,29 +45,60 @@ class CommitInfo:
     mode: str | None
     group: str | None
 
+    @classmethod
+    def of(cls, snap: icechunk.SnapshotInfo, record: CommitRecord | None) -> CommitInfo:
+        """The commit ``snap`` with its ledger ``record`` (``None``: icepipe did not write it)."""
+        rec = record or CommitRecord()
+        return cls(
+            id=snap.id,
+            written_at=snap.written_at,
+            message=snap.message,
+            pipeline=rec.pipeline,
+            n_files=rec.n_files,
+            mode=rec.mode,
+            group=rec.group,
+        )
+
 
 def _branch_exists(repo: icechunk.Repository, branch: str) -> bool:
     return branch in repo.list_branches()
 
 
+def read_commits(
+    repo: icechunk.Repository, snapshot_id: str, group: str | None
+) -> Iterator[CommitRecord]:
+    """The ledger records of the commits into ``group`` as of ``snapshot_id``, newest first.
+
+    Raises
+    ------
+    LedgerVersionError
+        A commit's record is of a newer ledger format: upgrade icepipe.
+    """
+    for snap in repo.ancestry(snapshot_id=snapshot_id):
+        record = read_record(snap.metadata, snapshot_id=snap.id)
+        if record is not None and record.is_of(group):
+            yield record
+
+
 def read_ledger(
     repo: icechunk.Repository, snapshot_id: str, group: str | None
-) -> dict[str, dict[str, Any]]:
+) -> dict[str, FileRecord]:
     """Every source file recorded as ingested into ``group`` as of ``snapshot_id``.
 
-    Returns ``url -> record``, the record being what :meth:`SourceFile.identity` stored (size,
-    mtime, etag). Read it from the snapshot a writable session starts at, so that the plan and
-    the commit see the same history.
+    Returns ``url -> record`` (the newest record of each URL). Read it from the snapshot a
+    writable session starts at, so that the plan and the commit see the same history.
+
+    Raises
+    ------
+    LedgerVersionError
+        A commit's record is of a newer ledger format: upgrade icepipe.
     """
-    ledger: dict[str, dict[str, Any]] = {}
+    ledger: dict[str, FileRecord] = {}
     try:
-        for snap in repo.ancestry(snapshot_id=snapshot_id):
-            record = snap.metadata.get(METADATA_KEY)
-            if not isinstance(record, dict) or record.get("group") != (group or ""):
-                continue
-            for f in record.get("files", []):
+        for record in read_commits(repo, snapshot_id, group):
+            for f in record.files or ():
                 # Walking newest first: the newest record of a URL wins.
-                ledger.setdefault(f["url"], f)
+                ledger.setdefault(f.url, f)
     except icechunk.IcechunkError as exc:
         raise storage_failure(exc, f"cannot read the history of snapshot {snapshot_id}") from exc
     return ledger
@@ -76,14 +106,10 @@ def read_ledger(
 
 def read_ingested(
     repo: icechunk.Repository, snapshot_id: str, group: str | None
-) -> list[dict[str, Any]]:
+) -> list[FileRecord]:
     """The ledger records of ``group`` as of ``snapshot_id``, in the order the data holds them
     (oldest commit first, each commit's files in concat order)."""
-    commits = []
-    for snap in repo.ancestry(snapshot_id=snapshot_id):
-        record = snap.metadata.get(METADATA_KEY)
-        if isinstance(record, dict) and record.get("group") == (group or ""):
-            commits.append(record.get("files", []))
+    commits = [record.files or () for record in read_commits(repo, snapshot_id, group)]
     return [f for files in reversed(commits) for f in files]
 
 
@@ -103,20 +129,7 @@ def read_log(
         )
     out: list[CommitInfo] = []
     for snap in repo.ancestry(branch=branch):
-        record = snap.metadata.get(METADATA_KEY)
-        rec = record if isinstance(record, dict) else {}
-        files = rec.get("files")
-        out.append(
-            CommitInfo(
-                id=snap.id,
-                written_at=snap.written_at,
-                message=snap.message,
-                pipeline=rec.get("pipeline"),
-                n_files=len(files) if isinstance(files, list) else None,
-                mode=rec.get("mode"),
-                group=rec.get("group"),
-            )
-        )
+        out.append(CommitInfo.of(snap, read_record(snap.metadata, snapshot_id=snap.id)))
         if limit is not None and len(out) >= limit:
             break
     return out
@@ -137,9 +150,9 @@ def subgroup(group: str | None, name: str) -> str:
     return f"{group}/{name}" if group else name
 
 
-def ledger_cubes(records: Iterable[Mapping[str, Any]]) -> list[str]:
+def ledger_cubes(records: Iterable[FileRecord]) -> list[str]:
     """The GRIB hypercubes (``source.grib_cubes``) that ledger records place files in."""
-    return sorted({str(c) for r in records for c in (r.get("cubes") or {})})
+    return sorted({c for r in records for c in (r.cubes or {})})
 
 
 def arrays_with_codec(

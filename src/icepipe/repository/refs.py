@@ -23,7 +23,8 @@ import zarr
 
 from icepipe.errors import ConfigError, ConflictError
 from icepipe.faults import storage_failure
-from icepipe.repository.history import METADATA_KEY, CommitInfo
+from icepipe.repository.history import CommitInfo
+from icepipe.repository.ledger import read_record
 from icepipe.repository.repo import _local_path, commit_lock
 from icepipe.storage import is_local
 
@@ -321,21 +322,9 @@ def diff_refs(repo: icechunk.Repository, a: str, b: str) -> RepoDiff:
         raise storage_failure(exc, f"cannot diff {a!r} and {b!r}") from exc
     commits, files = [], []
     for snap in between:
-        record = snap.metadata.get(METADATA_KEY)
-        rec = record if isinstance(record, dict) else {}
-        snap_files = rec.get("files") if isinstance(rec.get("files"), list) else None
-        commits.append(
-            CommitInfo(
-                id=snap.id,
-                written_at=snap.written_at,
-                message=snap.message,
-                pipeline=rec.get("pipeline"),
-                n_files=len(snap_files) if snap_files is not None else None,
-                mode=rec.get("mode"),
-                group=rec.get("group"),
-            )
-        )
-        files += [str(f.get("url")) for f in snap_files or [] if isinstance(f, dict)]
+        record = read_record(snap.metadata, snapshot_id=snap.id)
+        commits.append(CommitInfo.of(snap, record))
+        files += [f.url for f in (record.files if record else None) or ()]
     return RepoDiff(
         from_id=from_id,
         to_id=to_id,

@@ -1,0 +1,386 @@
+"""The ledger's records: the JSON today's repositories hold, round trips, format versions."""
+
+from __future__ import annotations
+
+import json
+import pickle
+from pathlib import Path
+from typing import Any
+
+import icechunk
+import pytest
+import zarr
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import icepipe
+from icepipe import repository
+from icepipe.errors import ConfigError, IcepipeError, LedgerError, LedgerVersionError
+from icepipe.model import SourceFile
+from icepipe.repository.ledger import (
+    _KNOWN_KEYS,
+    LEDGER_VERSION,
+    METADATA_KEY,
+    CommitRecord,
+    FileRecord,
+    NativeLayout,
+    SkippedFile,
+    read_record,
+)
+from tests.conftest import write_pipeline, write_series
+
+# ----------------------------------------------------------------------------------------------
+# Commit metadata captured from real runs of icepipe before the ledger module existed (the
+# records hold no ledger_version): a virtual and a native pipeline run over two netCDF files,
+# a GRIB pipeline with `grib_cubes: all`, and `to_icechunk`. Keys sorted for reading.
+# ----------------------------------------------------------------------------------------------
+
+VIRTUAL = {
+    "cluster": {"address": "tcp://127.0.0.1:35767", "embedded": True, "workers": 1},
+    "concat_dim": "time",
+    "files": [
+        {
+            "length": 4,
+            "mtime": "2026-11-30T01:08:48.366784+00:00",
+            "size": 12531,
+            "start": 0,
+            "url": "file:///tmp/ledger_cap/run/src/f000.nc",
+        },
+        {
+            "length": 4,
+            "mtime": "2026-11-30T01:08:48.394784+00:00",
+            "size": 12527,
+            "start": 4,
+            "url": "file:///tmp/ledger_cap/run/src/f001.nc",
+        },
+    ],
+    "group": "g",
+    "mode": "virtual",
+    "order_by": None,
+    "pipeline": "capture",
+    "pipeline_file": "/tmp/ledger_cap/run/capture.yaml",
+    "reingested": [],
+    "run_id": "5e6fa6400c154612861ec567a43cd2f2",
+    "skipped": [],
+    "started_at": "2026-11-30T01:08:48.486578+00:00",
+    "version": "0.1.0",
+}
+
+NATIVE = {
+    "chunks": {"lat": 5, "lon": 6, "time": 4},
+    "cluster": {"address": "tcp://127.0.0.1:43621", "embedded": True, "workers": 1},
+    "compression": "zstd",
+    "concat_dim": "time",
+    "files": [
+        {
+            "length": 4,
+            "mtime": "2026-11-30T01:08:48.366784+00:00",
+            "size": 12531,
+            "start": 0,
+            "url": "file:///tmp/ledger_cap/run/src/f000.nc",
+        },
+        {
+            "length": 4,
+            "mtime": "2026-11-30T01:08:48.394784+00:00",
+            "size": 12527,
+            "start": 4,
+            "url": "file:///tmp/ledger_cap/run/src/f001.nc",
+        },
+    ],
+    "group": "g",
+    "mode": "native",
+    "order_by": None,
+    "pipeline": "native",
+    "pipeline_file": "/tmp/ledger_cap/run/n/native.yaml",
+    "reingested": [],
+    "run_id": "9d9141678e7943af855cfcc2a7f338c0",
+    "shards": None,
+    "skipped": [],
+    "started_at": "2026-11-30T01:08:55.490583+00:00",
+    "version": "0.1.0",
+}
+
+_WHY = (
+    "the GRIB message at byte 0 holds 2 fields; a virtual chunk is a whole message and the "
+    "codec decodes only its first field"
+)
+GRIB_CUBES = {
+    "cluster": {"address": "tcp://127.0.0.1:43471", "embedded": True, "workers": 1},
+    "concat_dim": "time",
+    "files": [
+        {
+            "cubes": {"heightAboveGround-level-10": [0, 1], "isobaricInhPa": [0, 1]},
+            "mtime": "2026-11-30T01:09:03.270700+00:00",
+            "size": 962,
+            "url": "file:///tmp/ledger_cap/run/gsrc/day01.grib2",
+        },
+        {
+            "cubes": {"heightAboveGround-level-10": [1, 1], "isobaricInhPa": [1, 1]},
+            "mtime": "2026-11-30T01:09:03.278036+00:00",
+            "size": 962,
+            "url": "file:///tmp/ledger_cap/run/gsrc/day02.grib2",
+        },
+    ],
+    "group": "nwp",
+    "mode": "virtual",
+    "native_fallback": {
+        "heightAboveGround-level-10/u10": _WHY,
+        "heightAboveGround-level-10/v10": _WHY,
+    },
+    "order_by": None,
+    "pipeline": "cubes",
+    "pipeline_file": "/tmp/ledger_cap/run/gp/cubes.yaml",
+    "reingested": [],
+    "run_id": "e37bcc3fc84b4ba99b2e0058edb7224e",
+    "skipped": [],
+    "started_at": "2026-11-30T01:09:03.282199+00:00",
+    "version": "0.1.0",
+}
+
+TO_ICECHUNK = {"api": "to_icechunk", "group": "era5", "mode": "native", "version": "0.1.0"}
+
+#: What a much older icepipe wrote (tests/test_cf_fidelity.py builds the same).
+OLDEST = {
+    "group": "",
+    "mode": "virtual",
+    "files": [{"url": "file:///d/a.nc", "size": 10, "mtime": "2020-01-01T00:00:00", "start": 0}],
+}
+
+TODAY = {"virtual": VIRTUAL, "native": NATIVE, "grib_cubes": GRIB_CUBES, "oldest": OLDEST}
+
+
+@pytest.mark.parametrize("name", sorted(TODAY))
+def test_todays_unversioned_records_read_and_write_back_unchanged(name: str) -> None:
+    stored = TODAY[name]
+    record = CommitRecord.from_metadata(stored)
+    # Writing it again gives the same JSON, now with the format version.
+    assert record.to_metadata() == {**stored, "ledger_version": LEDGER_VERSION}
+    # Version 1 stated or implied reads identically.
+    assert CommitRecord.from_metadata({**stored, "ledger_version": 1}) == record
+
+
+def test_to_icechunk_records_stay_as_they_are() -> None:
+    record = CommitRecord.from_metadata(TO_ICECHUNK)
+    assert record == CommitRecord(version="0.1.0", mode="native", api="to_icechunk", group="era5")
+    assert record.files is None and record.n_files is None
+    assert record.to_metadata() == TO_ICECHUNK  # no file list, so no ledger version either
+
+
+def test_fields_of_a_native_record() -> None:
+    record = CommitRecord.from_metadata(NATIVE)
+    assert record.pipeline == "native" and record.mode == "native" and record.is_of("g")
+    assert not record.is_of(None)
+    assert record.layout == NativeLayout({"lat": 5, "lon": 6, "time": 4}, None, "zstd")
+    assert record.files is not None and [f.place() for f in record.files] == [(0, 4), (4, 4)]
+    assert record.files[1] == FileRecord(
+        url="file:///tmp/ledger_cap/run/src/f001.nc",
+        size=12527,
+        mtime="2026-11-30T01:08:48.394784+00:00",
+        start=4,
+        length=4,
+    )
+    assert record.order_by is None and record.reingested == () and record.skipped == ()
+
+
+def test_fields_of_a_grib_cubes_record() -> None:
+    record = CommitRecord.from_metadata(GRIB_CUBES)
+    assert record.files is not None
+    day2 = record.files[1]
+    assert day2.place() is None
+    assert day2.place("isobaricInhPa") == (1, 1) and day2.place("nope") is None
+    assert repository.ledger_cubes(record.files) == ["heightAboveGround-level-10", "isobaricInhPa"]
+    assert record.native_fallback is not None and len(record.native_fallback) == 2
+
+
+def test_a_file_record_reads_as_the_json_it_is_stored_as() -> None:
+    stored = VIRTUAL["files"][0]
+    assert isinstance(stored, dict)
+    record = FileRecord.from_metadata(stored)
+    assert dict(record) == stored and record["start"] == 0 and record.get("etag") is None
+    assert "cubes" not in record and len(record) == 5
+    listed = SourceFile(stored["url"], stored["size"], stored["mtime"])
+    assert listed.same_version(record)
+    assert FileRecord.of(listed, start=0, length=4) == record
+    assert not SourceFile(stored["url"], 1, stored["mtime"]).same_version(record)
+
+
+def test_a_newer_ledger_format_is_refused_naming_the_fix() -> None:
+    with pytest.raises(LedgerVersionError, match="upgrade icepipe") as info:
+        CommitRecord.from_metadata({**VIRTUAL, "ledger_version": LEDGER_VERSION + 1})
+    assert info.value.found == LEDGER_VERSION + 1 and info.value.supported == LEDGER_VERSION
+    # Not transient: the fix is an upgrade, so the exit code is a configuration one.
+    assert isinstance(info.value, ConfigError) and info.value.exit_code == 2
+    again = pickle.loads(pickle.dumps(info.value))
+    assert type(again) is LedgerVersionError and str(again) == str(info.value)
+    assert again.found == info.value.found
+
+
+@pytest.mark.parametrize("version", ["2", 0, True, None, 1.5])
+def test_a_version_that_is_not_one_is_a_ledger_error(version: Any) -> None:
+    with pytest.raises(LedgerError, match="ledger_version") as info:
+        CommitRecord.from_metadata({**VIRTUAL, "ledger_version": version})
+    assert not isinstance(info.value, LedgerVersionError)
+
+
+@pytest.mark.parametrize(
+    ("file", "field"),
+    [
+        ({"size": 1, "mtime": "t"}, "'url'"),
+        ({"url": "file:///a", "size": "1", "mtime": "t"}, "size"),
+        ({"url": "file:///a", "size": 1}, "mtime"),
+        ({"url": "file:///a", "size": 1, "mtime": "t", "start": 1.5, "length": 1}, "start"),
+        ({"url": "file:///a", "size": 1, "mtime": "t", "cubes": {"c": [1]}}, "cubes: c"),
+        ("file:///a", "not a mapping"),
+    ],
+)
+def test_a_malformed_file_record_names_the_snapshot_and_field(file: Any, field: str) -> None:
+    with pytest.raises(LedgerError, match=field) as info:
+        read_record({METADATA_KEY: {"group": "", "files": [file]}}, snapshot_id="ABC123")
+    assert "snapshot ABC123" in str(info.value)
+
+
+def test_metadata_without_an_icepipe_record() -> None:
+    assert read_record({}) is None
+    assert read_record({METADATA_KEY: "someone else's"}) is None
+    assert read_record({METADATA_KEY: TO_ICECHUNK}) == CommitRecord.from_metadata(TO_ICECHUNK)
+
+
+# Round trips ----------------------------------------------------------------------------------
+
+_text = st.text(max_size=12)
+_maybe_text = st.none() | _text
+_ints = st.integers(min_value=0, max_value=2**53)
+_places = st.dictionaries(_text, st.tuples(_ints, _ints), max_size=3)
+
+file_records = st.builds(
+    FileRecord,
+    url=_text,
+    size=_ints,
+    mtime=_text,
+    etag=st.none() | st.text(min_size=1, max_size=12),
+    start=st.none() | _ints,
+    length=st.none() | _ints,
+    cubes=st.none() | _places,
+)
+
+_json = st.none() | st.booleans() | _ints | _text
+commit_records = st.builds(
+    CommitRecord,
+    version=_maybe_text,
+    mode=_maybe_text,
+    group=_maybe_text,
+    api=_maybe_text,
+    pipeline=_maybe_text,
+    pipeline_file=_maybe_text,
+    concat_dim=_maybe_text,
+    order_by=_maybe_text,
+    run_id=_maybe_text,
+    started_at=_maybe_text,
+    cluster=st.none() | st.dictionaries(_text, _json, max_size=3),
+    files=st.none() | st.lists(file_records, max_size=4).map(tuple),
+    reingested=st.none() | st.lists(_text, max_size=3).map(tuple),
+    skipped=st.none() | st.lists(st.builds(SkippedFile, _text, _text), max_size=3).map(tuple),
+    cubes=st.none() | st.lists(_text, max_size=3).map(tuple),
+    native_fallback=st.none() | st.dictionaries(_text, _text, min_size=1, max_size=3),
+    layout=st.none()
+    | st.builds(
+        NativeLayout,
+        chunks=st.dictionaries(_text, _ints, max_size=3),
+        shards=st.none() | st.dictionaries(_text, _ints, max_size=3),
+        compression=_text,
+    ),
+    extra=st.dictionaries(_text.filter(lambda k: k not in _KNOWN_KEYS), _json, max_size=2),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(record=commit_records)
+def test_commit_records_round_trip_through_the_stored_json(record: CommitRecord) -> None:
+    stored = json.loads(json.dumps(record.to_metadata()))
+    assert CommitRecord.from_metadata(stored) == record
+    assert ("ledger_version" in stored) == (record.files is not None)
+
+
+@settings(max_examples=200, deadline=None)
+@given(record=file_records)
+def test_file_records_round_trip_and_pickle(record: FileRecord) -> None:
+    assert FileRecord.from_metadata(json.loads(json.dumps(record.to_metadata()))) == record
+    assert pickle.loads(pickle.dumps(record)) == record
+    assert dict(record) == record.to_metadata()
+
+
+@settings(max_examples=50, deadline=None)
+@given(record=commit_records)
+def test_commit_records_pickle(record: CommitRecord) -> None:
+    assert pickle.loads(pickle.dumps(record)) == record
+
+
+# Real repositories ----------------------------------------------------------------------------
+
+
+def test_a_pipeline_run_writes_todays_json_plus_the_version(tmp_path: Path, client: Any) -> None:
+    files = write_series(tmp_path / "src", 2)
+    spec = write_pipeline(tmp_path, name="capture", urls="src/*.nc", group="g")
+    result = icepipe.run(icepipe.load_pipeline(spec), client=client)
+    repo = repository.open_repo(str(tmp_path / "repo"))
+    stored = repo.lookup_snapshot(result.snapshot_id or "").metadata[METADATA_KEY]
+    assert set(stored) == {*VIRTUAL, "ledger_version"} and stored["ledger_version"] == 1
+    assert [set(f) for f in stored["files"]] == [set(f) for f in VIRTUAL["files"]]  # type: ignore[union-attr]
+    assert [(f["start"], f["length"]) for f in stored["files"]] == [(0, 4), (4, 4)]
+    assert [f["url"] for f in stored["files"]] == [f"file://{p}" for p in files]
+    ledger = repository.read_ledger(repo, result.snapshot_id or "", "g")
+    assert [r.url for r in ledger.values()] == [f"file://{p}" for p in files]
+    assert [c.n_files for c in repository.read_log(repo, "main")] == [2, None]
+
+
+def _commit(path: Path, record: dict[str, Any]) -> str:
+    storage = icechunk.local_filesystem_storage(str(path))
+    repo = (
+        icechunk.Repository.open(storage)
+        if icechunk.Repository.exists(storage)
+        else icechunk.Repository.create(storage)
+    )
+    session = repo.writable_session("main")
+    # A commit needs a change: one new group per commit.
+    zarr.open_group(session.store, path=f"n{len(list(repo.ancestry(branch='main')))}", mode="w")
+    return session.commit("by hand", metadata={METADATA_KEY: record})
+
+
+def test_reading_a_repository_a_newer_icepipe_wrote_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "repo"
+    _commit(path, OLDEST)
+    tip = _commit(path, {**OLDEST, "ledger_version": LEDGER_VERSION + 1})
+    repo = repository.open_repo(str(path))
+    with pytest.raises(LedgerVersionError, match=f"snapshot {tip}.*upgrade icepipe"):
+        repository.read_ledger(repo, tip, None)
+    with pytest.raises(LedgerVersionError):
+        repository.read_log(repo, "main")
+
+
+def test_unversioned_history_reads_as_before(tmp_path: Path) -> None:
+    path = tmp_path / "repo"
+    first = _commit(path, OLDEST)
+    second = _commit(path, {**OLDEST, "files": [{**OLDEST["files"][0], "size": 11}]})  # type: ignore[index]
+    repo = repository.open_repo(str(path))
+    assert repository.read_ledger(repo, first, "")["file:///d/a.nc"].size == 10
+    # The newest record of a URL wins; the order of the data is oldest first.
+    assert repository.read_ledger(repo, second, None)["file:///d/a.nc"].size == 11
+    assert [r.size for r in repository.read_ingested(repo, second, None)] == [10, 11]
+    assert repository.read_ledger(repo, second, "other") == {}
+    assert isinstance(LedgerVersionError("x", found=2, supported=1), IcepipeError)
+
+
+def test_a_run_on_a_repository_a_newer_icepipe_wrote_exits_2_naming_the_fix(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from icepipe.cli import main
+
+    write_series(tmp_path / "src", 1)
+    spec = write_pipeline(tmp_path, urls="src/*.nc", group="g")
+    newer = {**OLDEST, "group": "g", "ledger_version": LEDGER_VERSION + 1}
+    tip = _commit(tmp_path / "repo", newer)
+    assert main(["run", str(spec)]) == 2
+    err = capsys.readouterr().err
+    assert f"snapshot {tip}" in err and "upgrade icepipe" in err
+    # Nothing was written.
+    assert repository.open_repo(str(tmp_path / "repo")).lookup_branch("main") == tip
