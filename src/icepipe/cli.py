@@ -629,6 +629,14 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
 
 def _add_ops_commands(sub: Any) -> None:
+    _add_check_commands(sub)
+    _add_schedule_commands(sub)
+    _add_repo_commands(sub)
+    _add_history_commands(sub)
+
+
+def _add_check_commands(sub: Any) -> None:
+    """``status`` and ``validate``."""
     p = sub.add_parser(
         "status",
         help="last runs, last commit and lag of a pipeline (or a folder of pipelines)",
@@ -656,6 +664,9 @@ def _add_ops_commands(sub: Any) -> None:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_validate)
 
+
+def _add_schedule_commands(sub: Any) -> None:
+    """``schedule serve`` and ``schedule export``."""
     p_sched = sub.add_parser("schedule", help="run pipelines on their schedule: serve or export")
     sched = p_sched.add_subparsers(dest="schedule_command", required=True)
     p = sched.add_parser(
@@ -709,6 +720,9 @@ def _add_ops_commands(sub: Any) -> None:
     )
     p.set_defaults(func=_cmd_schedule_export)
 
+
+def _add_repo_commands(sub: Any) -> None:
+    """``repo create|list|info|delete``: the catalog."""
     p_repo = sub.add_parser("repo", help="repositories by name: the catalog")
     repo = p_repo.add_subparsers(dest="repo_command", required=True)
     p = repo.add_parser("create", help="create a repository and name it in the catalog")
@@ -737,6 +751,9 @@ def _add_ops_commands(sub: Any) -> None:
     )
     p_repo.set_defaults(func=_cmd_repo)
 
+
+def _add_history_commands(sub: Any) -> None:
+    """``diff``, ``tag``, ``branch`` and ``info`` on one repository."""
     repo_help = "repository location, catalog:org/name, or a pipeline file"
     p = sub.add_parser("diff", help="what changed between two branches, tags or snapshots")
     p.add_argument("repo", help=repo_help)
