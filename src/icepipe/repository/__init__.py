@@ -1,5 +1,6 @@
 """The only package that imports icechunk: repositories, sessions, history, commits."""
 
+from icepipe.repository.commits import Retry, commit, describe_conflicts
 from icepipe.repository.history import (
     METADATA_KEY,
     CommitInfo,
@@ -16,7 +17,6 @@ from icepipe.repository.layout import native_encoding
 from icepipe.repository.maintenance import GcReport, collect_garbage
 from icepipe.repository.native import (
     check_write_args,
-    commit_write,
     is_repository,
     is_session,
     is_virtual,
@@ -42,7 +42,7 @@ from icepipe.repository.refs import (
     tree_info,
 )
 from icepipe.repository.repo import RepoNotFoundError, commit_lock, container_prefixes, open_repo
-from icepipe.repository.write import commit, without_attrs, writable_session, write_virtual
+from icepipe.repository.write import without_attrs, writable_session, write_virtual
 
 __all__ = [
     "ArrayInfo",
@@ -67,7 +67,8 @@ __all__ = [
     "check_write_args",
     "commit",
     "commit_lock",
-    "commit_write",
+    "describe_conflicts",
+    "Retry",
     "native_encoding",
     "container_prefixes",
     "is_repository",
