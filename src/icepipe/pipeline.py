@@ -1,4 +1,24 @@
-"""Run a pipeline: wire listing, scanning, planning and committing together (little logic here)."""
+"""Run a pipeline as its stages: list → select → scan → plan → write → commit.
+
+:func:`run` holds the retry loop (:class:`icepipe.repository.Retry`); each attempt
+(``_attempt``) calls one small function per stage, and each stage calls into the module that
+owns the work:
+
+========  ==========================  =====================================================
+stage     function                    owner
+========  ==========================  =====================================================
+list      ``_list``                   :mod:`icepipe.sources` (listing)
+select    ``_select``                 :mod:`icepipe.repository` (ledger), :func:`plan.select_new`
+scan      ``_scan``, ``_scan_files``  :mod:`icepipe.sources` on the cluster (:mod:`icepipe.execute`)
+plan      ``_parts``, ``_plan``       :mod:`icepipe.plan` (pure: order, regions, hypercubes)
+write     ``_write``                  :mod:`icepipe.repository` (virtual references, native chunks)
+commit    ``_commit``                 :func:`icepipe.repository.commit`
+========  ==========================  =====================================================
+
+The decisions live in those modules. What stays here is wiring: which files a stage gets, the
+run's state across attempts (``_Run``), the ledger entry and message of the commit, and, in the
+write stage, opening the files lazily for a native write or a GRIB fallback.
+"""
 
 from __future__ import annotations
 
