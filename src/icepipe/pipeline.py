@@ -216,7 +216,8 @@ class _Run:
     cluster_info: execute.ClusterInfo | None
     stack: ExitStack | None = None
     t_start: float = field(default_factory=time.perf_counter)
-    started_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat())
+    #: When the listing ended (recorded in the ledger entry).
+    started_at: str = ""
     #: on_error: skip: url -> reason, retried by the next run.
     skipped: dict[str, str] = field(default_factory=dict)
     scanned: dict[str, sources.ScannedFile | sources.ScannedCubes] = field(default_factory=dict)
@@ -330,6 +331,7 @@ def _list(state: _Run) -> list[SourceFile]:
             unreadable=state.skipped if state.pipeline.on_error == "skip" else None,
         )
     state.containers = repository.container_prefixes(reference_url(f.url) for f in listed)
+    state.started_at = datetime.now(UTC).isoformat()
     return listed
 
 
