@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from icepipe.errors import SchemaMismatchError, SourceError
 from icepipe.model import FileSchema, SourceFile, TargetSchema, VariableSchema
-from icepipe.plan import plan_append, select_new
+from icepipe.plan import CubeFiles, Slot, ledger_slots, plan_append, plan_cubes, select_new
 
 UNITS = "days since 2000-01-01"
 CALENDAR = "proleptic_gregorian"
@@ -556,3 +556,59 @@ def test_time_units_drift_is_converted_for_ordering_and_recorded() -> None:
     conv = p.conversions[b.url]["time"]
     assert conv.units == "days since 2000-01-01"
     assert [v * conv.scale + conv.offset for v in b.concat_values or ()] == [2.0, 3.0]
+
+
+# --- ledger slots and GRIB hypercube partitioning (plain values: any objects stand for cubes) ---
+
+
+def test_ledger_slots_read_places_and_skip_records_without_one() -> None:
+    ledger: dict[str, dict[str, Any]] = {
+        "a.nc": {"start": 0, "length": 24},
+        "b.nc": {"start": 24, "length": 24},
+        "old.nc": {},  # ingested by an older icepipe: no place recorded
+        "bad.nc": {"start": "0", "length": 24},
+    }
+    assert ledger_slots(ledger) == [Slot("a.nc", 0, 24), Slot("b.nc", 24, 24)]
+
+
+def test_ledger_slots_of_one_hypercube() -> None:
+    ledger: dict[str, dict[str, Any]] = {
+        "a.grib": {"cubes": {"isobaricInhPa": [0, 2], "surface": [0, 2]}},
+        "b.grib": {"cubes": {"surface": [2, 2]}},
+        "c.grib": {"start": 0, "length": 2},
+    }
+    assert ledger_slots(ledger, cube="surface") == [Slot("a.grib", 0, 2), Slot("b.grib", 2, 2)]
+    assert ledger_slots(ledger, cube="isobaricInhPa") == [Slot("a.grib", 0, 2)]
+    assert ledger_slots(ledger, cube="heightAboveGround") == []
+
+
+def test_plan_cubes_groups_new_files_by_hypercube_and_keeps_recorded_ones() -> None:
+    cubes = plan_cubes(
+        [{"surface": "a/sfc", "isobaricInhPa": "a/pl"}, {"surface": "b/sfc"}],
+        [],
+        recorded=["heightAboveGround", "surface"],
+    )
+    assert list(cubes) == ["heightAboveGround", "isobaricInhPa", "surface"]
+    assert cubes["surface"] == CubeFiles(new=("a/sfc", "b/sfc"))
+    assert cubes["isobaricInhPa"] == CubeFiles(new=("a/pl",))
+    assert cubes["heightAboveGround"] == CubeFiles()
+
+
+def test_plan_cubes_puts_a_changed_file_back_into_each_region_it_filled() -> None:
+    record = {"url": "a.grib", "size": 10, "cubes": {"surface": [4, 2], "isobaricInhPa": [6, 2]}}
+    cubes = plan_cubes([], [("a.grib", {"surface": "sfc", "isobaricInhPa": "pl"}, record)])
+    surface, pl = cubes["surface"].changed, cubes["isobaricInhPa"].changed
+    assert surface == (("sfc", {**record, "start": 4, "length": 2}),)
+    assert pl == (("pl", {**record, "start": 6, "length": 2}),)
+    assert cubes["surface"].new == ()
+
+
+@pytest.mark.parametrize(
+    ("now", "before"),
+    [({"surface": 1, "isobaricInhPa": 2}, {"surface": [0, 2]}), ({}, {"surface": [0, 2]})],
+)
+def test_plan_cubes_refuses_a_changed_file_holding_other_hypercubes(
+    now: dict[str, int], before: dict[str, list[int]]
+) -> None:
+    with pytest.raises(SourceError, match=r"a\.grib: changed after it was ingested.*surface"):
+        plan_cubes([], [("a.grib", now, {"cubes": before})])

@@ -1,19 +1,44 @@
-"""Run a pipeline: wire listing, scanning, planning and committing together (little logic here)."""
+"""Run a pipeline as its stages: list → select → scan → plan → write → commit.
+
+:func:`run` holds the retry loop (:class:`icepipe.repository.Retry`); each attempt
+(``_attempt``) calls one small function per stage, and each stage calls into the module that
+owns the work:
+
+========  ==========================  =====================================================
+stage     function                    owner
+========  ==========================  =====================================================
+list      ``_list``                   :mod:`icepipe.sources` (listing)
+select    ``_select``                 :mod:`icepipe.repository` (ledger), :func:`plan.select_new`
+scan      ``_scan``, ``_scan_files``  :mod:`icepipe.sources` on the cluster (:mod:`icepipe.execute`)
+plan      ``_parts``, ``_plan``       :mod:`icepipe.plan` (pure: order, regions, hypercubes)
+write     ``_write``                  :mod:`icepipe.repository` (virtual references, native chunks)
+commit    ``_commit``                 :func:`icepipe.repository.commit`
+========  ==========================  =====================================================
+
+The decisions live in those modules. What stays here is wiring: which files a stage gets, the
+run's state across attempts (``_Run``), the ledger entry and message of the commit, and, in the
+write stage, opening the files lazily for a native write or a GRIB fallback.
+"""
 
 from __future__ import annotations
 
 import dataclasses
-import random
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from icepipe import __version__, execute, plan, repository, sources
-from icepipe.errors import ConfigError, ConflictError, SchemaMismatchError, SourceError
+from icepipe.errors import (
+    ConfigError,
+    ConflictError,
+    SchemaMismatchError,
+    SourceError,
+    StaleWriteError,
+)
 from icepipe.model import SourceFile, TargetSchema, TimeConversion
 from icepipe.repository.ledger import FileRecord, NativeLayout, SkippedFile
 from icepipe.spec import Pipeline
@@ -23,6 +48,8 @@ if TYPE_CHECKING:
     import icechunk
 
 __all__ = ["RunObserver", "RunResult", "run"]
+
+_Cubes = sources.ScannedCubes
 
 
 @dataclass(frozen=True)
@@ -140,6 +167,33 @@ def run(
     ConfigError, SourceError, ConflictError, StorageError
         See :mod:`icepipe.errors`; nothing is committed when any is raised.
     """
+    _check_runnable(pipeline)
+    state = _Run(
+        pipeline=pipeline,
+        timer=_Timer(observer, client),
+        run_id=run_id or uuid.uuid4().hex,
+        workers=workers,
+        scheduler=scheduler,
+        client=client,
+        cluster_info=execute.describe_client(client) if client is not None else None,
+    )
+    listed = _list(state)
+    retry = repository.Retry(max_attempts)
+    with ExitStack() as stack:
+        # Pushed first, so it runs after the cluster closed.
+        stack.push(state.discard_on_failure)
+        state.stack = stack
+        for attempt in retry.attempts():
+            outcome = _attempt(state, listed, attempt, last=retry.is_last(attempt))
+            if isinstance(outcome, RunResult):
+                return outcome
+            if outcome == "branch-moved":
+                retry.wait(attempt)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _check_runnable(pipeline: Pipeline) -> None:
+    """Checks before any work: what the spec allows but a run cannot do."""
     if pipeline.on_changed == "reingest" and pipeline.source.stack_dims:
         raise ConfigError(
             "on_changed: reingest is not supported with concat_dims yet; re-ingest the group",
@@ -148,218 +202,328 @@ def run(
     if pipeline.source.preprocess:
         # Fail before any work when the hook cannot be imported (workers import it again).
         sources.load_hook(pipeline.source.preprocess, pipeline.source.search_path)
-    t_start = time.perf_counter()
-    timer = _Timer(observer, client)
-    spec_t = pipeline.target
-    src = pipeline.source
-    skipped: dict[str, str] = {}  # on_error: skip: url -> reason, retried by the next run
-    with timer("list"):
-        listed = sources.list_sources(
-            pipeline.source.urls,
-            is_glob=pipeline.source.is_glob,
-            storage=pipeline.source.storage,
-            unreadable=skipped if pipeline.on_error == "skip" else None,
-        )
-    containers = repository.container_prefixes(reference_url(f.url) for f in listed)
-    scanned: dict[str, sources.ScannedFile | sources.ScannedCubes] = {}
-    started_at = datetime.now(UTC).isoformat()
-    run_id = run_id or uuid.uuid4().hex
 
-    missing: list[str] = []
 
-    def result(status: Literal["committed", "nothing-new"], **kw: Any) -> RunResult:
+@dataclass
+class _Run:
+    """What one run carries from stage to stage, and across its attempts."""
+
+    pipeline: Pipeline
+    timer: _Timer
+    run_id: str
+    workers: int | None
+    scheduler: str | None
+    client: Any
+    cluster_info: execute.ClusterInfo | None
+    stack: ExitStack | None = None
+    t_start: float = field(default_factory=time.perf_counter)
+    #: When the listing ended (recorded in the ledger entry).
+    started_at: str = ""
+    #: on_error: skip: url -> reason, retried by the next run.
+    skipped: dict[str, str] = field(default_factory=dict)
+    scanned: dict[str, sources.ScannedFile | sources.ScannedCubes] = field(default_factory=dict)
+    missing: tuple[str, ...] = ()
+    containers: list[str] = field(default_factory=list)
+    #: Set when this run creates the repository (a first run).
+    created: bool = False
+
+    def discard_on_failure(self, exc_type: object, *_: object) -> bool:
+        """A failing first run leaves no repository behind (unless another run committed to
+        it meanwhile)."""
+        if exc_type is not None and self.created:
+            # Best effort: the run's own error is what to report.
+            with suppress(Exception):
+                repository.discard_unused_repo(self.pipeline.target.repo)
+        return False
+
+    def cluster(self) -> dict[str, Any]:
+        return self.cluster_info.as_dict() if self.cluster_info else {}
+
+    def result(
+        self,
+        status: Literal["committed", "nothing-new"],
+        parts: list[_Part],
+        selection: plan.Selection,
+        *,
+        attempt: int,
+        snapshot_id: str | None,
+        files: Sequence[SourceFile] = (),
+        fallback: dict[str, str] | None = None,
+    ) -> RunResult:
+        t = self.pipeline.target
         return RunResult(
-            files_missing=tuple(missing),
-            pipeline=pipeline.name,
+            pipeline=self.pipeline.name,
             status=status,
-            repo=spec_t.repo,
-            branch=spec_t.branch,
-            group=spec_t.group,
-            seconds=time.perf_counter() - t_start,
-            stages=dict(timer.stages),
-            run_id=run_id,
-            **kw,
+            repo=t.repo,
+            branch=t.branch,
+            group=t.group,
+            snapshot_id=snapshot_id,
+            files_new=tuple(f.url for f in files),
+            files_already=len(selection.already),
+            files_skipped=dict(self.skipped),
+            variables=_variables(parts),
+            dims=_dims(parts),
+            seconds=time.perf_counter() - self.t_start,
+            attempts=attempt,
+            stages=dict(self.timer.stages),
+            cluster=self.cluster(),
+            run_id=self.run_id,
+            bytes_new=sum(f.size for f in files),
+            groups=tuple(p.group or "" for p in parts if p.cube),
+            native_fallback=fallback or {},
+            files_missing=self.missing,
         )
 
-    with ExitStack() as stack:
-        created: list[bool] = []  # set when this run creates the repository (a first run)
 
-        def discard_on_failure(exc_type: object, *_: object) -> bool:
-            # A failing first run leaves no repository behind (unless another run committed
-            # to it meanwhile). Pushed first, so it runs after the cluster closed.
-            if exc_type is not None and created:
-                # Best effort: the run's own error is what to report.
-                with suppress(Exception):
-                    repository.discard_unused_repo(spec_t.repo)
-            return False
+def _attempt(
+    state: _Run, listed: list[SourceFile], attempt: int, *, last: bool
+) -> RunResult | Literal["branch-moved", "created-meanwhile"]:
+    """One pass of select → scan → plan → write → commit against the branch tip."""
+    pipeline = state.pipeline
+    with state.timer("plan"):
+        session, ledger, selection = _select(state, listed)
+    _scan(state, selection)
+    with state.timer("plan"):
+        parts = _parts(pipeline, selection, state.scanned, session, ledger)
+    if not any(part.new or part.changed for part in parts):
+        snapshot_id = session.snapshot_id if session else None
+        return state.result(
+            "nothing-new", parts, selection, attempt=attempt, snapshot_id=snapshot_id
+        )
+    with state.timer("plan"):
+        _plan(pipeline, parts)
+    if session is None:
+        session = _create(state)
+        if session is None:
+            return "created-meanwhile"  # another run created the repository: re-plan
+    with state.timer("write"):
+        layout: dict[str, Any] = {}
+        for part in parts:
+            layout = _write(pipeline, session, part) or layout
+    records, files = _file_records(parts)
+    fallback = _fallback(parts)
+    metadata = {repository.METADATA_KEY: _ledger(state, parts, records, layout, fallback)}
+    snapshot_id = _commit(
+        state, session, _message(pipeline, parts, len(files)), metadata, files, last=last
+    )
+    if snapshot_id is None:
+        return "branch-moved"
+    for part in parts:
+        part.existing = _stored_schema(pipeline, session, part.group)
+    return state.result(
+        "committed",
+        parts,
+        selection,
+        attempt=attempt,
+        snapshot_id=snapshot_id,
+        files=files,
+        fallback=fallback,
+    )
 
-        stack.push(discard_on_failure)
-        dask_client = client
-        cluster_info = execute.describe_client(client) if client is not None else None
-        for attempt in range(1, max_attempts + 1):
-            with timer("plan"):
-                # The repository is created only when there is something valid to commit, so
-                # a first run on bad files leaves nothing behind.
-                repo = _open_if_exists(pipeline, containers)
-                session = repository.writable_session(repo, spec_t.branch) if repo else None
-                ledger = (
-                    repository.read_ledger(repo, session.snapshot_id, spec_t.group)
-                    if repo and session
-                    else {}
-                )
-                selection = plan.select_new(listed, ledger, on_changed=pipeline.on_changed)
-                if src.is_glob:
-                    missing[:] = sources.missing_since_ingest(src.urls[0], listed, list(ledger))
-            todo = [*selection.new, *(f for f, _ in selection.changed)]
-            to_scan = [f for f in todo if f.url not in scanned and f.url not in skipped]
-            if to_scan:
-                if dask_client is None:
-                    # Started lazily: a run with nothing new costs no cluster start-up.
-                    dask_client, cluster_info = stack.enter_context(
-                        execute.open_client(workers=workers, scheduler=scheduler)
-                    )
-                    timer.client = dask_client
-                with timer("scan"):
-                    n_workers = cluster_info.n_workers if cluster_info else 1
-                    done, failed = _scan(dask_client, pipeline, to_scan, run_id, n_workers)
-                scanned.update({f.url: s for f, s in done})
-                skipped.update({f.url: str(e) for f, e in failed})
-            with timer("plan"):
-                parts = _parts(pipeline, selection, scanned, session, ledger)
-            if not any(part.new or part.changed for part in parts):
-                return result(
-                    "nothing-new",
-                    snapshot_id=session.snapshot_id if session else None,
-                    files_new=(),
-                    files_already=len(selection.already),
-                    files_skipped=dict(skipped),
-                    variables=_variables(parts),
-                    dims=_dims(parts),
-                    attempts=attempt,
-                    cluster=cluster_info.as_dict() if cluster_info else {},
-                    groups=tuple(p.group or "" for p in parts if p.cube),
-                )
-            virtual = pipeline.mode == "virtual"
-            with timer("plan"):
-                for part in parts:
-                    part.append_plan = (
-                        plan.plan_append(
-                            [s.schema for s in part.new],
-                            part.existing,
-                            src.concat_dim,
-                            order_by=src.order_by,
-                            virtual=virtual,
-                            ledger_slots=part.ledger_slots,
-                        )
-                        if part.new
-                        else plan.AppendPlan(order=(), append=True, new_length=0)
-                    )
-                    part.reingest = [
-                        plan.plan_reingest(
-                            s.schema,
-                            r,
-                            part.existing,
-                            src.concat_dim,
-                            virtual=virtual,
-                            order_by=src.order_by,
-                        )
-                        for s, r in part.changed
-                    ]
-            if session is None:
-                repo = repository.open_repo(
-                    spec_t.repo,
-                    create=True,
-                    containers=containers,
-                    storage=spec_t.storage,
-                    source_storage=src.storage,
-                    config=spec_t.config,
-                )
-                session = repository.writable_session(repo, spec_t.branch)
-                if repository.read_ledger(repo, session.snapshot_id, spec_t.group):
-                    continue  # another run created the repository meanwhile: re-plan
-                created.append(True)
-            layout: dict[str, Any] = {}
-            with timer("write"):
-                for part in parts:
-                    layout = _write(pipeline, session, part) or layout
-            records, files = _file_records(parts)
-            ingested = tuple(f.url for f in files)
-            fallback = _fallback(parts)
-            record = repository.CommitRecord(
-                version=__version__,
-                pipeline=pipeline.name,
-                pipeline_file=pipeline.path,
-                mode=pipeline.mode,
-                group=spec_t.group or "",
-                concat_dim=src.concat_dim,
+
+def _list(state: _Run) -> list[SourceFile]:
+    """The list stage: the source files the pipeline's URLs name now."""
+    src = state.pipeline.source
+    with state.timer("list"):
+        listed = sources.list_sources(
+            src.urls,
+            is_glob=src.is_glob,
+            storage=src.storage,
+            unreadable=state.skipped if state.pipeline.on_error == "skip" else None,
+        )
+    state.containers = repository.container_prefixes(reference_url(f.url) for f in listed)
+    state.started_at = datetime.now(UTC).isoformat()
+    return listed
+
+
+def _select(
+    state: _Run, listed: list[SourceFile]
+) -> tuple[icechunk.Session | None, Mapping[str, FileRecord], plan.Selection]:
+    """The select stage: the branch tip's ledger, and the listed files it does not hold yet.
+
+    The repository is created only later, when there is something valid to commit, so a first
+    run on bad files leaves nothing behind: before that, the session is ``None``.
+    """
+    pipeline = state.pipeline
+    repo = _open_if_exists(pipeline, state.containers)
+    session = repository.writable_session(repo, pipeline.target.branch) if repo else None
+    ledger = (
+        repository.read_ledger(repo, session.snapshot_id, pipeline.target.group)
+        if repo and session
+        else {}
+    )
+    selection = plan.select_new(listed, ledger, on_changed=pipeline.on_changed)
+    if pipeline.source.is_glob:
+        state.missing = tuple(
+            sources.missing_since_ingest(pipeline.source.urls[0], listed, list(ledger))
+        )
+    return session, ledger, selection
+
+
+def _scan(state: _Run, selection: plan.Selection) -> None:
+    """The scan stage: scan the selected files not scanned by an earlier attempt (on the
+    cluster, started here when first needed: a run with nothing new costs no start-up)."""
+    todo = [*selection.new, *(f for f, _ in selection.changed)]
+    to_scan = [f for f in todo if f.url not in state.scanned and f.url not in state.skipped]
+    if not to_scan:
+        return
+    if state.client is None:
+        assert state.stack is not None
+        state.client, state.cluster_info = state.stack.enter_context(
+            execute.open_client(workers=state.workers, scheduler=state.scheduler)
+        )
+        state.timer.client = state.client
+    with state.timer("scan"):
+        n_workers = state.cluster_info.n_workers if state.cluster_info else 1
+        done, failed = _scan_files(state.client, state.pipeline, to_scan, state.run_id, n_workers)
+    state.scanned.update({f.url: s for f, s in done})
+    state.skipped.update({f.url: str(e) for f, e in failed})
+
+
+def _plan(pipeline: Pipeline, parts: list[_Part]) -> None:
+    """The plan stage: where each part's new files go (appended, or into regions left on the
+    axis) and where its changed files go back (see :mod:`icepipe.plan`)."""
+    src = pipeline.source
+    virtual = pipeline.mode == "virtual"
+    for part in parts:
+        part.append_plan = (
+            plan.plan_append(
+                [s.schema for s in part.new],
+                part.existing,
+                src.concat_dim,
                 order_by=src.order_by,
-                run_id=run_id,
-                started_at=started_at,
-                cluster=cluster_info.as_dict() if cluster_info else {},
-                files=records,
-                reingested=tuple(s.url for part in parts for s in part.reingest),
-                skipped=tuple(SkippedFile(u, r) for u, r in skipped.items()),
-                cubes=tuple(p.cube for p in parts if p.cube) if src.grib_cubes else None,
-                native_fallback=fallback or None,
-                layout=NativeLayout(**layout) if layout else None,
+                virtual=virtual,
+                ledger_slots=part.ledger_slots,
             )
-            metadata = {repository.METADATA_KEY: record.to_metadata()}
-            n = len(ingested)
-            verb = (
-                "append"
-                if all(p.append_plan is None or p.append_plan.append for p in parts)
-                else "ingest"
+            if part.new
+            else plan.AppendPlan(order=(), append=True, new_length=0)
+        )
+        part.reingest = [
+            plan.plan_reingest(
+                s.schema, r, part.existing, src.concat_dim, virtual=virtual, order_by=src.order_by
             )
-            into = spec_t.group or "/"
-            if src.grib_cubes is not None:
-                into = (
-                    f"{len([p for p in parts if p.new or p.changed])} hypercube group(s) of {into}"
-                )
-            message = f"icepipe {pipeline.name}: {verb} {n} file{'s' if n != 1 else ''} into {into}"
-            with timer("commit"):
-                # A file deleted, truncated or replaced while this run read it must not be
-                # recorded as ingested (its references would point at nothing, or elsewhere).
-                gone = sources.changed_since_listing(files, src.storage)
-            if gone:
-                raise SourceError(
-                    f"{len(gone)} source file(s) changed while this run read them, so nothing "
-                    "was committed: "
-                    + "; ".join(f"{u}: {why}" for u, why in list(gone.items())[:5])
-                    + (f" and {len(gone) - 5} more" if len(gone) > 5 else "")
-                    + ". Run again once the files are complete (the next run lists them anew)",
-                    urls=list(gone),
-                )
-            try:
-                with timer("commit"), execute.interrupts_deferred(drop=True):
-                    snapshot_id = repository.commit(
-                        session, spec_t.repo, message=message, metadata=metadata
-                    )
-            except ConflictError:
-                if attempt == max_attempts:
-                    raise
-                # Someone else moved the branch and our change could not be rebased onto it
-                # (e.g. both appended to the same arrays): redo against the new tip.
-                time.sleep(min(2.0, 0.1 * 2**attempt) * (0.5 + random.random()))
-                continue
-            for part in parts:
-                part.existing = repository.read_target_schema(
-                    session, part.group, src.concat_dim, order_by=src.order_by
-                )
-            return result(
-                "committed",
-                snapshot_id=snapshot_id,
-                files_new=ingested,
-                files_already=len(selection.already),
-                files_skipped=dict(skipped),
-                variables=_variables(parts),
-                dims=_dims(parts),
-                attempts=attempt,
-                cluster=cluster_info.as_dict() if cluster_info else {},
-                bytes_new=sum(f.size for f in files),
-                groups=tuple(p.group or "" for p in parts if p.cube),
-                native_fallback=fallback,
+            for s, r in part.changed
+        ]
+
+
+def _create(state: _Run) -> icechunk.Session | None:
+    """Create the repository of a first run; ``None`` when another run created it (and
+    committed to it) meanwhile."""
+    t, src = state.pipeline.target, state.pipeline.source
+    repo = repository.open_repo(
+        t.repo,
+        create=True,
+        containers=state.containers,
+        storage=t.storage,
+        source_storage=src.storage,
+        config=t.config,
+    )
+    session = repository.writable_session(repo, t.branch)
+    if repository.read_ledger(repo, session.snapshot_id, t.group):
+        return None
+    state.created = True
+    return session
+
+
+def _ledger(
+    state: _Run,
+    parts: list[_Part],
+    records: tuple[FileRecord, ...],
+    layout: Mapping[str, Any],
+    fallback: Mapping[str, str],
+) -> dict[str, Any]:
+    """The commit's ledger entry (under ``repository.METADATA_KEY``): the run's provenance and
+    one record per ingested file (:mod:`icepipe.repository.ledger`)."""
+    pipeline, src = state.pipeline, state.pipeline.source
+    record = repository.CommitRecord(
+        version=__version__,
+        pipeline=pipeline.name,
+        pipeline_file=pipeline.path,
+        mode=pipeline.mode,
+        group=pipeline.target.group or "",
+        concat_dim=src.concat_dim,
+        order_by=src.order_by,
+        run_id=state.run_id,
+        started_at=state.started_at,
+        cluster=state.cluster(),
+        files=records,
+        reingested=tuple(s.url for part in parts for s in part.reingest),
+        skipped=tuple(SkippedFile(u, r) for u, r in state.skipped.items()),
+        cubes=tuple(p.cube for p in parts if p.cube) if src.grib_cubes else None,
+        native_fallback=dict(fallback) or None,
+        layout=NativeLayout(**layout) if layout else None,
+    )
+    return record.to_metadata()
+
+
+def _message(pipeline: Pipeline, parts: list[_Part], n: int) -> str:
+    """The commit message: ``icepipe NAME: append 3 files into /``."""
+    verb = (
+        "append" if all(p.append_plan is None or p.append_plan.append for p in parts) else "ingest"
+    )
+    into = pipeline.target.group or "/"
+    if pipeline.source.grib_cubes is not None:
+        into = f"{len([p for p in parts if p.new or p.changed])} hypercube group(s) of {into}"
+    return f"icepipe {pipeline.name}: {verb} {n} file{'s' if n != 1 else ''} into {into}"
+
+
+def _commit(
+    state: _Run,
+    session: icechunk.Session,
+    message: str,
+    metadata: dict[str, Any],
+    files: list[SourceFile],
+    *,
+    last: bool,
+) -> str | None:
+    """The commit stage: commit unless a source file changed while the run read it; return the
+    snapshot id, or ``None`` when the branch moved and the run must re-plan.
+
+    Raises
+    ------
+    SourceError
+        A file was deleted, truncated or replaced while this run read it.
+    ConflictError
+        The branch moved under the last attempt.
+    """
+    t, src = state.pipeline.target, state.pipeline.source
+    with state.timer("commit"):
+        # A file deleted, truncated or replaced while this run read it must not be
+        # recorded as ingested (its references would point at nothing, or elsewhere).
+        gone = sources.changed_since_listing(files, src.storage)
+    if gone:
+        raise SourceError(
+            f"{len(gone)} source file(s) changed while this run read them, so nothing "
+            "was committed: "
+            + "; ".join(f"{u}: {why}" for u, why in list(gone.items())[:5])
+            + (f" and {len(gone) - 5} more" if len(gone) > 5 else "")
+            + ". Run again once the files are complete (the next run lists them anew)",
+            urls=list(gone),
+        )
+    try:
+        with state.timer("commit"), execute.interrupts_deferred(drop=True):
+            return repository.commit(
+                session, message=message, metadata=metadata, lock=t.repo, where="target.repo"
             )
-    raise AssertionError("unreachable")  # pragma: no cover
+    except ConflictError as exc:
+        # Someone else moved the branch and our change could not be rebased onto it (e.g.
+        # both appended to the same arrays): redo against the new tip.
+        if not last:
+            return None
+        if isinstance(exc, StaleWriteError) or exc.conflicts:
+            raise ConflictError(
+                f"branch {t.branch!r} of {t.repo!r} moved while this run was writing and the "
+                "change could not be rebased onto it; re-run to write against the new tip",
+                conflicts=exc.conflicts,
+            ) from exc
+        raise
+
+
+def _stored_schema(pipeline: Pipeline, session: Any, group: str | None) -> TargetSchema:
+    src = pipeline.source
+    if session is None:
+        return TargetSchema()
+    return repository.read_target_schema(session, group, src.concat_dim, order_by=src.order_by)
 
 
 @dataclass
@@ -393,17 +557,18 @@ def _parts(
     session: Any,
     ledger: Mapping[str, FileRecord],
 ) -> list[_Part]:
-    """Split the scanned new (and changed) files by target group, each with its stored schema."""
+    """Split the scanned new (and changed) files by target group, each with its stored schema:
+    the pipeline's group, or one subgroup per GRIB hypercube (:func:`icepipe.plan.plan_cubes`),
+    including those stored already (reported)."""
     src, group = pipeline.source, pipeline.target.group
 
-    def existing(g: str | None) -> TargetSchema:
-        if session is None:
-            return TargetSchema()
-        return repository.read_target_schema(session, g, src.concat_dim, order_by=src.order_by)
-
-    def steps(files: list[sources.ScannedFile]) -> list[sources.ScannedFile]:
+    def steps(files: Sequence[sources.ScannedFile]) -> list[sources.ScannedFile]:
         return sources.assemble_steps(
-            files, src.concat_dim, stack_dims=src.stack_dims, merge=src.merge, order_by=src.order_by
+            list(files),
+            src.concat_dim,
+            stack_dims=src.stack_dims,
+            merge=src.merge,
+            order_by=src.order_by,
         )
 
     if src.grib_cubes is None:
@@ -413,51 +578,31 @@ def _parts(
             _Part(
                 cube=None,
                 group=group,
-                existing=existing(group),
+                existing=_stored_schema(pipeline, session, group),
                 new=steps([s for s in new if isinstance(s, sources.ScannedFile)]),
                 changed=[(s, r) for s, r in changed if isinstance(s, sources.ScannedFile)],
-                ledger_slots=_slots(ledger),
+                ledger_slots=plan.ledger_slots(ledger),
             )
         ]
-    # One part per hypercube found in the new files, plus those stored already (reported).
-    by_cube: dict[str, list[sources.ScannedFile]] = {}
-    for f in selection.new:
-        s = scanned.get(f.url)
-        if isinstance(s, sources.ScannedCubes):
-            for name, cube in s.cubes.items():
-                by_cube.setdefault(name, []).append(cube)
-    # A changed file goes back into the region of each cube it filled (on_changed: reingest).
-    changed_by_cube: dict[str, list[tuple[sources.ScannedFile, Mapping[str, Any]]]] = {}
-    for f, _ in selection.changed:
-        s = scanned.get(f.url)
-        if not isinstance(s, sources.ScannedCubes):
-            continue
-        places = ledger[f.url].cubes or {}
-        if set(s.cubes) != set(places):
-            raise SourceError(
-                f"{f.url}: changed after it was ingested, and now holds the GRIB hypercubes "
-                f"{', '.join(sorted(s.cubes)) or '(none)'} instead of "
-                f"{', '.join(sorted(places)) or '(none)'}; it cannot be re-ingested in place. "
-                "Rebuild the groups, or restore the file",
-                url=f.url,
-            )
-        for name, cube in s.cubes.items():
-            start, length = places[name]
-            changed_by_cube.setdefault(name, []).append(
-                (cube, dataclasses.replace(ledger[f.url], start=start, length=length))
-            )
-    recorded = repository.ledger_cubes(ledger.values())
-    names = sorted(set(by_cube) | set(changed_by_cube) | set(recorded))
+    cubes = plan.plan_cubes(
+        [s.cubes for f in selection.new if isinstance(s := scanned.get(f.url), _Cubes)],
+        [
+            (f.url, s.cubes, r)
+            for f, r in selection.changed
+            if isinstance(s := scanned.get(f.url), _Cubes)
+        ],
+        repository.ledger_cubes(ledger.values()),
+    )
     return [
         _Part(
             cube=name,
             group=repository.subgroup(group, name),
-            existing=existing(repository.subgroup(group, name)),
-            new=steps(by_cube.get(name, [])),
-            changed=changed_by_cube.get(name, []),
-            ledger_slots=_slots(ledger, cube=name),
+            existing=_stored_schema(pipeline, session, repository.subgroup(group, name)),
+            new=steps(files.new),
+            changed=list(files.changed),
+            ledger_slots=plan.ledger_slots(ledger, cube=name),
         )
-        for name in names
+        for name, files in cubes.items()
     ]
 
 
@@ -505,7 +650,7 @@ def _dims(parts: list[_Part]) -> dict[str, int]:
     return {repository.subgroup(p.cube, d): n for p in parts for d, n in p.existing.dims.items()}
 
 
-def _scan(
+def _scan_files(
     client: Any,
     pipeline: Pipeline,
     files: list[SourceFile],
@@ -545,12 +690,6 @@ def _scan(
     if pipeline.on_error == "fail":
         execute.raise_source_errors([e for _, e in failed])
     return ok, failed
-
-
-def _slots(ledger: Mapping[str, FileRecord], *, cube: str | None = None) -> list[plan.Slot]:
-    """Where the ledger's files sit along the concat dimension (of one hypercube group)."""
-    places = {url: r.place(cube) for url, r in ledger.items()}
-    return [plan.Slot(url, *place) for url, place in places.items() if place is not None]
 
 
 def _write(pipeline: Pipeline, session: Any, part: _Part) -> dict[str, Any]:

@@ -18,12 +18,15 @@ from icepipe.model import FileSchema, SourceFile, TargetSchema, TimeConversion, 
 
 __all__ = [
     "AppendPlan",
+    "CubeFiles",
     "Selection",
     "Slot",
     "TimeConversion",
+    "ledger_slots",
     "time_conversion",
     "plan_append",
     "plan_chunks",
+    "plan_cubes",
     "plan_regions",
     "plan_reingest",
     "select_new",
@@ -424,20 +427,7 @@ def plan_append(
     """
     if not schemas:
         raise ValueError("plan_append needs at least one file")
-    for s in schemas:
-        if concat_dim not in s.dims:
-            raise SourceError(
-                f"{s.url}: has no dimension {concat_dim!r}; set source.concat_dim to one of "
-                f"{', '.join(s.dims)}",
-                url=s.url,
-            )
-        if s.dims[concat_dim] == 0:
-            # An empty file would switch off ordering and the duplicate checks (no values).
-            raise SourceError(
-                f"{s.url}: has no steps along {concat_dim!r} (empty, or still being written?); "
-                "remove it from source.urls, or run again once it holds data",
-                url=s.url,
-            )
+    _check_has_steps(schemas, concat_dim)
     # Time encodings that drift between files (units, dtype) are brought to the stored
     # encoding, or the first file's for a new group, where that is lossless.
     by_url_first = sorted(schemas, key=lambda s: s.url)[0]
@@ -456,7 +446,58 @@ def plan_append(
         ordered = sorted(schemas, key=lambda s: (s.concat_values or (0.0,))[0])
     else:
         ordered = sorted(schemas, key=lambda s: s.url)
+    _check_combine(ordered, target, concat_dim, order_by=order_by, virtual=virtual)
+    late: list[FileSchema] = []
+    if have_values:
+        _check_increasing(ordered, concat_dim, order_by)
+        late = _late(ordered, target, concat_dim)
+        ordered = [s for s in ordered if s not in late]
+    regions = plan_regions(late, target, concat_dim, ledger_slots, virtual=virtual)
+    if virtual and ordered:
+        # Native ingests rewrite the data into their own chunk grid: any source chunking works.
+        _check_chunks(ordered, target, concat_dim)
+    start = target.dims.get(concat_dim, 0) if not target.is_empty else 0
+    appends = []
+    for s in ordered:
+        appends.append(Slot(s.url, start, s.dims[concat_dim]))
+        start += s.dims[concat_dim]
+    return AppendPlan(
+        order=tuple(s.url for s in ordered),
+        append=not target.is_empty,
+        new_length=sum(s.dims[concat_dim] for s in ordered),
+        regions=tuple(regions),
+        appends=tuple(appends),
+        conversions=conversions,
+    )
 
+
+def _check_has_steps(schemas: Sequence[FileSchema], concat_dim: str) -> None:
+    """Every file has steps along ``concat_dim``."""
+    for s in schemas:
+        if concat_dim not in s.dims:
+            raise SourceError(
+                f"{s.url}: has no dimension {concat_dim!r}; set source.concat_dim to one of "
+                f"{', '.join(s.dims)}",
+                url=s.url,
+            )
+        if s.dims[concat_dim] == 0:
+            # An empty file would switch off ordering and the duplicate checks (no values).
+            raise SourceError(
+                f"{s.url}: has no steps along {concat_dim!r} (empty, or still being written?); "
+                "remove it from source.urls, or run again once it holds data",
+                url=s.url,
+            )
+
+
+def _check_combine(
+    ordered: Sequence[FileSchema],
+    target: TargetSchema,
+    concat_dim: str,
+    *,
+    order_by: str | None,
+    virtual: bool,
+) -> None:
+    """The files combine with the first of them, and the first with the stored arrays."""
     ref = ordered[0]
     for s in ordered[1:]:
         _check_against(
@@ -479,56 +520,50 @@ def plan_append(
             virtual=virtual,
         )
 
-    if have_values:
-        for prev, cur in itertools.pairwise(ordered):
-            pv, cv = prev.concat_values or (), cur.concat_values or ()
-            if pv[-1] >= cv[0]:
-                raise SourceError(
-                    f"{cur.url} and {prev.url} overlap along {concat_dim!r} (values up to "
-                    f"{pv[-1]:.15g} and from {cv[0]:.15g}): duplicate timestamps are not stored. "
-                    "Remove one of the files" + _order_hint(cur, concat_dim, order_by),
-                    urls=(cur.url, prev.url),
-                )
-        for s in ordered:
-            vals = s.concat_values or ()
-            if any(b <= a for a, b in itertools.pairwise(vals)):
-                raise SourceError(
-                    f"{s.url}: coordinate {concat_dim!r} is not strictly increasing inside the "
-                    "file; fix the file",
-                    url=s.url,
-                )
-    late: list[FileSchema] = []
-    if have_values and target.concat_last is not None:
-        last = target.concat_last
-        late = [s for s in ordered if (s.concat_values or (0.0,))[0] <= last]
-        for s in late:
-            if (s.concat_values or (0.0,))[-1] > last:
-                raise SourceError(
-                    f"{s.url}: straddles the end of the data already ingested along "
-                    f"{concat_dim!r} (its values run from {(s.concat_values or (0.0,))[0]:.15g} "
-                    f"to {(s.concat_values or (0.0,))[-1]:.15g}, the stored ones end at "
-                    f"{last:.15g}): it would duplicate data. Remove or fix the file",
-                    url=s.url,
-                )
-        ordered = [s for s in ordered if s not in late]
-    regions = plan_regions(late, target, concat_dim, ledger_slots, virtual=virtual)
 
-    if virtual and ordered:
-        # Native ingests rewrite the data into their own chunk grid: any source chunking works.
-        _check_chunks(ordered, target, concat_dim)
-    start = target.dims.get(concat_dim, 0) if not target.is_empty else 0
-    appends = []
+def _check_increasing(ordered: Sequence[FileSchema], concat_dim: str, order_by: str | None) -> None:
+    """Files (in order) do not overlap, and each file's values increase strictly."""
+    for prev, cur in itertools.pairwise(ordered):
+        pv, cv = prev.concat_values or (), cur.concat_values or ()
+        if pv[-1] >= cv[0]:
+            raise SourceError(
+                f"{cur.url} and {prev.url} overlap along {concat_dim!r} (values up to "
+                f"{pv[-1]:.15g} and from {cv[0]:.15g}): duplicate timestamps are not stored. "
+                "Remove one of the files" + _order_hint(cur, concat_dim, order_by),
+                urls=(cur.url, prev.url),
+            )
     for s in ordered:
-        appends.append(Slot(s.url, start, s.dims[concat_dim]))
-        start += s.dims[concat_dim]
-    return AppendPlan(
-        order=tuple(s.url for s in ordered),
-        append=not target.is_empty,
-        new_length=sum(s.dims[concat_dim] for s in ordered),
-        regions=tuple(regions),
-        appends=tuple(appends),
-        conversions=conversions,
-    )
+        vals = s.concat_values or ()
+        if any(b <= a for a, b in itertools.pairwise(vals)):
+            raise SourceError(
+                f"{s.url}: coordinate {concat_dim!r} is not strictly increasing inside the "
+                "file; fix the file",
+                url=s.url,
+            )
+
+
+def _late(ordered: Sequence[FileSchema], target: TargetSchema, concat_dim: str) -> list[FileSchema]:
+    """The files whose values start inside the range already stored (late arrivals).
+
+    Raises
+    ------
+    SourceError
+        A file straddles the end of the stored range.
+    """
+    last = target.concat_last
+    if last is None:
+        return []
+    late = [s for s in ordered if (s.concat_values or (0.0,))[0] <= last]
+    for s in late:
+        if (s.concat_values or (0.0,))[-1] > last:
+            raise SourceError(
+                f"{s.url}: straddles the end of the data already ingested along "
+                f"{concat_dim!r} (its values run from {(s.concat_values or (0.0,))[0]:.15g} "
+                f"to {(s.concat_values or (0.0,))[-1]:.15g}, the stored ones end at "
+                f"{last:.15g}): it would duplicate data. Remove or fix the file",
+                url=s.url,
+            )
+    return late
 
 
 def plan_chunks(
@@ -741,3 +776,77 @@ def _check_same_place(
         "with new values belongs under a new name)",
         url=schema.url,
     )
+
+
+def ledger_slots(ledger: Mapping[str, Mapping[str, Any]], *, cube: str | None = None) -> list[Slot]:
+    """Where the ledger's files sit along the concat dimension (of one hypercube group with
+    ``cube``); records without a valid place (older icepipe versions) are left out."""
+    out = []
+    for url, r in ledger.items():
+        place = (r.get("cubes") or {}).get(cube) if cube else [r.get("start"), r.get("length")]
+        if isinstance(place, list) and len(place) == 2 and all(isinstance(v, int) for v in place):
+            out.append(Slot(url, place[0], place[1]))
+    return out
+
+
+@dataclass(frozen=True)
+class CubeFiles[T]:
+    """The files of one GRIB hypercube group (``source.grib_cubes``) a run writes."""
+
+    #: The new files' parts of this hypercube, in selection order.
+    new: tuple[T, ...] = ()
+    #: Changed files' parts with the ledger record placing them in this hypercube's group
+    #: (``start``, ``length`` taken from its ``cubes`` entry), for :func:`plan_reingest`.
+    changed: tuple[tuple[T, Mapping[str, Any]], ...] = ()
+
+
+def plan_cubes[T](
+    new: Sequence[Mapping[str, T]],
+    changed: Sequence[tuple[str, Mapping[str, T], Mapping[str, Any]]],
+    recorded: Sequence[str] = (),
+) -> dict[str, CubeFiles[T]]:
+    """Split files by GRIB hypercube group: one entry per hypercube, by name (sorted).
+
+    Parameters
+    ----------
+    new
+        Per new file, its hypercubes by name.
+    changed
+        Per changed file: its URL, its hypercubes now, and its ledger record (whose ``cubes``
+        maps each hypercube it filled to ``[start, length]``).
+    recorded
+        Hypercubes the ledger holds already: they get an entry (to report) even when no file
+        of this run fills them.
+
+    Raises
+    ------
+    SourceError
+        A changed file now holds other hypercubes than those it was ingested into: it cannot
+        go back into its regions.
+    """
+    by_cube: dict[str, list[T]] = {}
+    for cubes in new:
+        for name, cube in cubes.items():
+            by_cube.setdefault(name, []).append(cube)
+    changed_by_cube: dict[str, list[tuple[T, Mapping[str, Any]]]] = {}
+    for url, cubes, record in changed:
+        places = record.get("cubes") or {}
+        if set(cubes) != set(places):
+            raise SourceError(
+                f"{url}: changed after it was ingested, and now holds the GRIB hypercubes "
+                f"{', '.join(sorted(cubes)) or '(none)'} instead of "
+                f"{', '.join(sorted(places)) or '(none)'}; it cannot be re-ingested in place. "
+                "Rebuild the groups, or restore the file",
+                url=url,
+            )
+        # A changed file goes back into the region of each cube it filled.
+        for name, cube in cubes.items():
+            start, length = places[name]
+            changed_by_cube.setdefault(name, []).append(
+                (cube, {**record, "start": start, "length": length})
+            )
+    names = sorted(set(by_cube) | set(changed_by_cube) | set(recorded))
+    return {
+        name: CubeFiles(tuple(by_cube.get(name, ())), tuple(changed_by_cube.get(name, ())))
+        for name in names
+    }

@@ -38,35 +38,29 @@ def to_icechunk(
 ) -> str | None:
     """Write an xarray Dataset into an Icechunk repository and commit it.
 
-    Dask variables are written in parallel on the active Dask scheduler (the default
-    ``distributed.Client`` when there is one) through forks of one Icechunk session, every task
-    owning whole target chunks (or shards): Dask chunks that straddle target chunks are
-    rechunked first, so nothing is silently lost in the merge. Numpy variables are written by
-    the calling process. Virtual datasets (VirtualiZarr) are written as references.
-
-    When another writer commits to the branch meanwhile, disjoint changes are rebased; appends
-    (which resize arrays) are redone on the new branch tip; a write of the same chunks raises
-    :class:`~icepipe.ConflictError` and commits nothing.
+    Dask variables are written in parallel on the active Dask scheduler through forks of one
+    session, each task owning whole target chunks (or shards); numpy variables by this process;
+    virtual datasets (VirtualiZarr) as references. When another writer commits meanwhile,
+    disjoint changes are rebased, appends redone on the new tip, and a write of the same chunks
+    raises :class:`~icepipe.ConflictError` and commits nothing (``docs/xarray.md``).
 
     Parameters
     ----------
     ds
         The data: numpy- or Dask-backed, or a virtual dataset.
     repo
-        Where to write: a repository path (created when the write creates data and no
-        repository exists; virtual chunk containers are added for virtual references), an
-        ``icechunk.Repository``, or a writable ``icechunk.Session``. A session is only
-        written to: nothing is committed, ``None`` is returned, and ``branch``, ``message``,
-        ``metadata`` and ``max_attempts`` do not apply.
-    branch
-        The branch to commit to; created from ``main`` when it does not exist.
-    group
-        The group to write into; the root group when ``None``.
+        A repository path (created when the write creates data and none exists, with virtual
+        chunk containers for virtual references), an ``icechunk.Repository``, or a writable
+        ``icechunk.Session``: then nothing is committed, ``None`` is returned, and ``branch``,
+        ``message``, ``metadata`` and ``max_attempts`` do not apply.
+    branch, group
+        The branch to commit to (created from ``main`` when new); the group to write into (the
+        root group when ``None``).
     mode
-        As :meth:`xarray.Dataset.to_zarr`: ``"w-"`` create, failing if the group exists (the
-        default), ``"w"`` replace, ``"a"`` add or overwrite variables (the default with
-        ``append_dim``), ``"a-"`` append only the variables that have ``append_dim``, ``"r+"``
-        change values of existing arrays only (the default with ``region``).
+        As :meth:`xarray.Dataset.to_zarr`: ``"w-"`` create (the default), ``"w"`` replace,
+        ``"a"`` add or overwrite variables (the default with ``append_dim``), ``"a-"`` append
+        only the variables with ``append_dim``, ``"r+"`` change existing arrays only (the
+        default with ``region``).
     append_dim
         Append along this existing dimension.
     region
@@ -76,20 +70,15 @@ def to_icechunk(
     encoding
         Zarr encoding of new variables, e.g. ``{"t2m": {"chunks": (24, 90, 180)}}``; add
         ``"shards"`` to store several chunks per object.
-    message
-        The commit message; a summary of the write by default.
-    metadata
-        Extra commit metadata (JSON). icepipe adds its provenance under ``"icepipe"``
-        (``version``, ``mode``: ``native``/``virtual``, ``api``, ``group``).
+    message, metadata
+        The commit message (a summary of the write by default) and extra JSON commit metadata;
+        icepipe adds its provenance under ``"icepipe"`` (``version``, ``mode``, ``api``, ...).
     max_attempts
         How many times to write when the branch keeps moving under appends.
-    storage
-        How to reach a repository given as an object-store URL (``s3://bucket/prefix``): the
-        keys of a pipeline's ``target`` section (``endpoint``, ``region``,
-        ``force_path_style``, ``allow_http``, ``anonymous``, ``access_key_id_env``, ...).
-    source_storage
-        How to reach the object store that virtual references of ``ds`` point into (the keys
-        of ``source.storage``).
+    storage, source_storage
+        How to reach a repository given as an object-store URL (the keys of a pipeline's
+        ``target``: ``endpoint``, ``region``, ``access_key_id_env``, ...), and the object store
+        virtual references of ``ds`` point into (the keys of ``source.storage``).
 
     Returns
     -------
@@ -100,8 +89,8 @@ def to_icechunk(
     ------
     ConfigError
         Bad arguments, with the fix in the message: unknown mode, a region cutting through
-        chunks, an ``append_dim`` the target lacks, a group that already exists (``"w-"``) or
-        does not (appends, regions, ``"r+"``), a missing repository for such writes.
+        chunks, an ``append_dim`` the target lacks, a group that exists (``"w-"``) or does
+        not (appends, regions, ``"r+"``), a missing repository for such writes.
     ConflictError
         Another writer wrote the same chunks meanwhile (the message names the arrays and
         chunks; nothing was committed), or the branch kept moving for ``max_attempts``.
@@ -113,53 +102,14 @@ def to_icechunk(
     >>> snapshot = icepipe.to_icechunk(ds, "repos/era5", group="t2m")  # doctest: +SKIP
     >>> icepipe.to_icechunk(day2, "repos/era5", group="t2m", append_dim="time")  # doctest: +SKIP
     """
-    write: dict[str, Any] = {
-        "group": group,
-        "mode": mode,
-        "append_dim": append_dim,
-        "region": region,
-        "encoding": encoding,
-    }
+    write: dict[str, Any]
+    write = dict(group=group, mode=mode, append_dim=append_dim, region=region, encoding=encoding)
     if repository.is_session(repo):
         repository.write_dataset(repo, ds, **write)
         return None
-    virtual = repository.is_virtual(ds) if isinstance(ds, xr.Dataset) else False
-    record = repository.CommitRecord(
-        version=__version__,
-        mode="virtual" if virtual else "native",
-        api="to_icechunk",
-        group=group or "",
-    )
-    commit_metadata = {**(metadata or {}), repository.METADATA_KEY: record.to_metadata()}
-    # Before a repository is created for the write.
+    commit_metadata = {**(metadata or {}), repository.METADATA_KEY: _provenance(ds, group)}
     repository.check_write_args(ds, mode=mode, metadata=commit_metadata, max_attempts=max_attempts)
-    if isinstance(repo, str | os.PathLike):
-        path = os.fspath(repo)
-        # Appends and region writes need existing data: never create an empty repository
-        # for them.
-        creates = append_dim is None and region is None and mode != "r+"
-        try:
-            opened = repository.open_repo(
-                path,
-                create=creates,
-                containers=repository.virtual_locations(ds) if virtual else (),
-                storage=coerce_storage_options(storage, "storage"),
-                source_storage=coerce_storage_options(source_storage, "source_storage"),
-            )
-        except repository.RepoNotFoundError as exc:
-            raise repository.RepoNotFoundError(
-                f"no Icechunk repository at {path!r} to "
-                f"{'append to' if append_dim is not None else 'write into'}; create it first "
-                f"with icepipe.to_icechunk(ds, {path!r}) (mode 'w-')"
-            ) from exc
-    elif repository.is_repository(repo):
-        opened = repo
-    else:
-        raise ConfigError(
-            "expected a repository path, an icechunk.Repository or a writable "
-            f"icechunk.Session; got {type(repo).__name__}",
-            field="repo",
-        )
+    opened = _repository(repo, ds, write, storage=storage, source_storage=source_storage)
     return repository.write_and_commit(
         opened,
         ds,
@@ -169,6 +119,66 @@ def to_icechunk(
         max_attempts=max_attempts,
         **write,
     )
+
+
+def _provenance(ds: xr.Dataset, group: str | None) -> dict[str, Any]:
+    """The commit's record under ``repository.METADATA_KEY``."""
+    virtual = repository.is_virtual(ds) if isinstance(ds, xr.Dataset) else False
+    record = repository.CommitRecord(
+        version=__version__,
+        mode="virtual" if virtual else "native",
+        api="to_icechunk",
+        group=group or "",
+    )
+    return record.to_metadata()
+
+
+def _repository(
+    repo: str | os.PathLike[str] | icechunk.Repository | icechunk.Session,
+    ds: xr.Dataset,
+    write: Mapping[str, Any],
+    *,
+    storage: StorageOptions | Mapping[str, Any] | None,
+    source_storage: StorageOptions | Mapping[str, Any] | None,
+) -> icechunk.Repository:
+    """The repository to write ``ds`` into (with the arguments ``write``): ``repo`` itself, or
+    opened from a path: created when missing if the write creates data, with a virtual chunk
+    container per location ``ds`` references.
+
+    Raises
+    ------
+    RepoNotFoundError
+        No repository at the path, and the write does not create one.
+    ConfigError
+        ``repo`` is neither a path nor a repository.
+    """
+    if repository.is_repository(repo):
+        return repo
+    if not isinstance(repo, str | os.PathLike):
+        raise ConfigError(
+            "expected a repository path, an icechunk.Repository or a writable "
+            f"icechunk.Session; got {type(repo).__name__}",
+            field="repo",
+        )
+    path = os.fspath(repo)
+    appending = write["append_dim"] is not None
+    # Appends and region writes need existing data: never create an empty repository for them.
+    creates = not appending and write["region"] is None and write["mode"] != "r+"
+    virtual = repository.is_virtual(ds) if isinstance(ds, xr.Dataset) else False
+    try:
+        return repository.open_repo(
+            path,
+            create=creates,
+            containers=repository.virtual_locations(ds) if virtual else (),
+            storage=coerce_storage_options(storage, "storage"),
+            source_storage=coerce_storage_options(source_storage, "source_storage"),
+        )
+    except repository.RepoNotFoundError as exc:
+        raise repository.RepoNotFoundError(
+            f"no Icechunk repository at {path!r} to "
+            f"{'append to' if appending else 'write into'}; create it first "
+            f"with icepipe.to_icechunk(ds, {path!r}) (mode 'w-')"
+        ) from exc
 
 
 def _default_message(

@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 
 from icepipe.errors import ConfigError, ConflictError, StaleWriteError, StorageError
 from icepipe.repository import (
-    commit_write,
+    commit,
     local_path,
     open_repo,
     write_and_commit,
@@ -60,7 +60,7 @@ def base_repo(tmp_path: Path, n: int = 40) -> tuple[str, icechunk.Repository]:
     path, repo = new_repo(tmp_path)
     session = repo.writable_session("main")
     write_dataset(session, grid(n), group="g", encoding=GRID_ENCODING)
-    commit_write(session, message="base", metadata={}, lock=path)
+    commit(session, message="base", metadata={}, lock=path)
     return path, repo
 
 
@@ -445,10 +445,10 @@ def test_conflict_matrix(tmp_path: Path, case: str) -> None:
     s1, s2 = repo.writable_session("main"), repo.writable_session("main")
     first(s1)
     second(s2)
-    tip = commit_write(s1, message="first", metadata={}, group="g", lock=path)
+    tip = commit(s1, message="first", metadata={}, group="g", lock=path)
 
     def commit_second(session: icechunk.Session) -> str:
-        return commit_write(
+        return commit(
             session, message="second", metadata={}, group="g", appending=appending, lock=path
         )
 
@@ -476,9 +476,9 @@ def test_same_chunk_conflict_names_the_array_and_chunks(tmp_path: Path) -> None:
     s1, s2 = repo.writable_session("main"), repo.writable_session("main")
     region_write(1, 10, 20)(s1)
     region_write(2, 10, 20)(s2)
-    commit_write(s1, message="first", metadata={}, group="g", lock=path)
+    commit(s1, message="first", metadata={}, group="g", lock=path)
     with pytest.raises(ConflictError, match=r"/g/a.*chunks \[\[1, 0\]\]") as info:
-        commit_write(s2, message="second", metadata={}, group="g", lock=path)
+        commit(s2, message="second", metadata={}, group="g", lock=path)
     assert info.value.conflicts == ("/g/a: Chunk double update, chunks [[1, 0]]",)
     assert (read(repo, "g/a")[10:20] == 1).all(), "the first writer's data stands"
 
@@ -493,7 +493,7 @@ def test_appends_redo_until_they_land(tmp_path: Path) -> None:
     def on_tip(ds: xr.Dataset) -> xr.Dataset:
         # Let the racer commit once, while our first attempt is in flight.
         if not calls:
-            commit_write(racer, message="racer", metadata={}, group="g", lock=path)
+            commit(racer, message="racer", metadata={}, group="g", lock=path)
         calls.append(1)
         return ds
 
@@ -512,7 +512,7 @@ def test_max_attempts_bounds_the_redo(tmp_path: Path) -> None:
     def someone_else_appends(ds: xr.Dataset) -> xr.Dataset:
         racer = repo.writable_session("main")
         append_write(9)(racer)
-        commit_write(racer, message="racer", metadata={}, group="g", lock=path)
+        commit(racer, message="racer", metadata={}, group="g", lock=path)
         return ds
 
     data = appended(2)

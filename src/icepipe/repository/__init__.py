@@ -1,6 +1,7 @@
 """The only package that imports icechunk: repositories, sessions, the ingest ledger, history,
 commits."""
 
+from icepipe.repository.commits import Retry, commit, describe_conflicts
 from icepipe.repository.history import (
     METADATA_KEY,
     CommitInfo,
@@ -19,7 +20,6 @@ from icepipe.repository.ledger import LEDGER_VERSION, CommitRecord, FileRecord
 from icepipe.repository.maintenance import GcReport, collect_garbage
 from icepipe.repository.native import (
     check_write_args,
-    commit_write,
     is_repository,
     is_session,
     is_virtual,
@@ -51,7 +51,7 @@ from icepipe.repository.repo import (
     container_prefixes,
     open_repo,
 )
-from icepipe.repository.write import commit, without_attrs, writable_session, write_virtual
+from icepipe.repository.write import without_attrs, writable_session, write_virtual
 
 __all__ = [
     "ArrayInfo",
@@ -79,7 +79,8 @@ __all__ = [
     "check_write_args",
     "commit",
     "commit_lock",
-    "commit_write",
+    "describe_conflicts",
+    "Retry",
     "native_encoding",
     "container_options",
     "container_prefixes",

@@ -17,27 +17,17 @@ tree reduction. What icepipe adds on top:
   ``ds.vz.to_icechunk(session.store, ...)``, after checking the repository has a virtual chunk
   container for every location they reference.
 
-:func:`commit_write` and :func:`write_and_commit` implement the policy when another writer
-moved the branch meanwhile (see ``shared/ICECHUNK_NOTES.md``):
-
-=====================================================  ========================================
-what the other writer changed                          what happens to this write
-=====================================================  ========================================
-other arrays, other groups, other chunks of an array   rebased (``ConflictDetector``), committed
-metadata of an array we wrote chunks into (a resize)   redone on the new tip
-attributes of the group we wrote into                  redone on the new tip
-anything, when this write is an append                 redone on the new tip (appends resize,
-                                                       which never rebases)
-the same chunks / created the same array or group      :class:`~icepipe.errors.ConflictError`
-=====================================================  ========================================
+:func:`write_and_commit` writes and commits against a moving branch: it commits with
+:func:`icepipe.repository.commits.commit` (the table there says what happens when another
+writer moved the branch meanwhile) and redoes the whole write on the new tip when the commit
+says so (:class:`~icepipe.errors.StaleWriteError`), waiting as
+:class:`~icepipe.repository.commits.Retry` says between attempts.
 """
 
 from __future__ import annotations
 
 import json
-import random
 import re
-import time
 import warnings
 from collections.abc import Mapping
 from contextlib import nullcontext
@@ -53,14 +43,14 @@ import zarr.errors
 
 from icepipe.errors import ConfigError, ConflictError, IcepipeError, StaleWriteError, StorageError
 from icepipe.faults import storage_failure
-from icepipe.repository.repo import commit_lock, container_prefixes
-from icepipe.repository.write import describe_conflicts, writable_session
+from icepipe.repository.commits import Retry, commit
+from icepipe.repository.repo import container_prefixes
+from icepipe.repository.write import writable_session
 
 __all__ = [
     "Region",
     "WriteMode",
     "check_write_args",
-    "commit_write",
     "is_repository",
     "is_session",
     "is_virtual",
@@ -75,11 +65,6 @@ Region = Mapping[str, slice | Literal["auto"]] | Literal["auto"]
 
 _MODES: tuple[str, ...] = ("w", "w-", "a", "a-", "r+")
 _VIRTUAL_MODES: tuple[str, ...] = ("w", "w-", "a")
-# Commits of local repositories are serialised by commit_lock, so a rebase inside it only has
-# to catch up once; the extra tries cover writers that do not take icepipe's lock.
-_REBASE_TRIES = 5
-_BACKOFF_BASE = 0.05
-_BACKOFF_CAP = 2.0
 
 
 # ----------------------------------------------------------------------------------------------
@@ -475,116 +460,6 @@ def local_path(repo: icechunk.Repository) -> str | None:
     return path.group(1)
 
 
-def _group_paths(group: str | None) -> set[str]:
-    """Icechunk node paths of ``group`` and its parents (the groups a write rewrites)."""
-    parts = [p for p in _group_path(group).split("/") if p]
-    return {"/"} | {"/" + "/".join(parts[: i + 1]) for i in range(len(parts))}
-
-
-def _redo_resolves(conflict: Any, group: str | None) -> bool:
-    """Whether replaying this write on the new tip loses nothing the other writer wrote.
-
-    True when the other writer changed an array's metadata (e.g. resized it) we only wrote
-    chunks into, or rewrote the attributes of our group: our region indices and variables
-    stay valid on the tip. False when it wrote the same chunks, created the same nodes or
-    deleted what we wrote into: replaying would overwrite it.
-    """
-    kind = conflict.conflict_type
-    if kind == icechunk.ConflictType.ChunksUpdatedInUpdatedArray:
-        return True
-    return bool(
-        kind == icechunk.ConflictType.ZarrMetadataDoubleUpdate
-        and conflict.path in _group_paths(group)
-    )
-
-
-def commit_write(
-    session: icechunk.Session,
-    *,
-    message: str,
-    metadata: Mapping[str, Any],
-    group: str | None = None,
-    appending: bool = False,
-    lock: str | None = None,
-) -> str:
-    """Commit a session written by :func:`write_dataset`; return the snapshot id.
-
-    When the branch moved since the session started, the session is rebased with
-    ``icechunk.ConflictDetector`` (disjoint changes). Local repositories (``lock`` = their
-    folder) commit under :func:`~icepipe.repository.commit_lock`, because Icechunk's local storage
-    silently loses racing commits.
-
-    Parameters
-    ----------
-    session
-        The written session.
-    message, metadata
-        Of the commit.
-    group
-        The group written (to tell group attribute updates from array conflicts).
-    appending
-        Whether the write appended (resized arrays): such writes never rebase over another
-        writer's change to the same arrays, and are redone instead.
-    lock
-        The repository folder for local repositories, else ``None``.
-
-    Raises
-    ------
-    StaleWriteError
-        The branch moved in a way only redoing the write on the new tip resolves; nothing was
-        committed.
-    ConflictError
-        Another writer wrote the same chunks (or created the same arrays); nothing was
-        committed, their data stands. The message names the arrays and chunks.
-    StorageError
-        Storage failed while committing.
-    """
-    branch = session.branch
-    try:
-        with commit_lock(lock) if lock else nullcontext():
-            return session.commit(
-                message,
-                metadata=dict(metadata),
-                rebase_with=icechunk.ConflictDetector(),
-                rebase_tries=_REBASE_TRIES,
-                allow_empty=True,
-            )
-    except icechunk.RebaseFailedError as exc:  # before ConflictError: it subclasses it
-        conflicts = list(exc.conflicts)
-        lines = describe_conflicts(exc)
-        if appending or all(_redo_resolves(c, group) for c in conflicts):
-            raise StaleWriteError(
-                f"branch {branch!r} moved under this write and the change cannot be rebased: "
-                f"{'; '.join(lines[:5])}; redo the write on the new tip",
-                conflicts=lines,
-            ) from exc
-        real = [
-            (c.path, line)
-            for c, line in zip(conflicts, lines, strict=True)
-            if not _redo_resolves(c, group)
-        ]
-        raise ConflictError(
-            f"another writer changed {', '.join(sorted({p for p, _ in real}))} on branch "
-            f"{branch!r} while this write was running, and this write changes the same parts: "
-            f"{'; '.join(line for _, line in real[:10])}. Nothing of this write was committed "
-            "and the other writer's data stands; read the branch again and re-run the write if "
-            "it should replace theirs",
-            conflicts=lines,
-        ) from exc
-    except icechunk.ConflictError as exc:
-        raise StaleWriteError(
-            f"branch {branch!r} kept moving while this write committed ({exc}); redo the "
-            "write on the new tip"
-        ) from exc
-    except icechunk.IcechunkError as exc:
-        raise storage_failure(exc, f"commit to branch {branch!r} failed") from exc
-
-
-def _backoff(attempt: int) -> None:
-    delay = min(_BACKOFF_CAP, _BACKOFF_BASE * 2 ** (attempt - 1))
-    time.sleep(delay * random.uniform(0.5, 1.5))
-
-
 def check_write_args(
     ds: object, *, mode: str | None, metadata: Mapping[str, Any], max_attempts: int
 ) -> None:
@@ -643,8 +518,9 @@ def write_and_commit(
     lock = local_path(repo)
     # Worker processes cannot reach an in-memory repository: its forks must stay in-process.
     in_process = "type: in-memory" in repr(repo.storage)
+    retry = Retry(max_attempts)
     last: StaleWriteError | None = None
-    for attempt in range(1, max_attempts + 1):
+    for attempt in retry.attempts():
         session = writable_session(repo, branch)
         with dask.config.set(scheduler="threads") if in_process else nullcontext():
             write_dataset(
@@ -657,18 +533,19 @@ def write_and_commit(
                 encoding=encoding,
             )
         try:
-            return commit_write(
+            return commit(
                 session,
                 message=message,
                 metadata=metadata,
+                lock=lock,
                 group=group,
                 appending=append_dim is not None,
-                lock=lock,
+                allow_empty=True,
             )
         except StaleWriteError as exc:
             last = exc
-        if attempt < max_attempts:
-            _backoff(attempt)
+        if not retry.is_last(attempt):
+            retry.wait(attempt)
     raise ConflictError(
         f"gave up after {max_attempts} attempts: branch {branch!r} kept moving under this write "
         f"({last}); retry later, or raise max_attempts",

@@ -1,20 +1,21 @@
-"""Write into sessions and commit: the only place where icepipe changes a repository."""
+"""Open writable sessions on a branch and write virtual references into them.
+
+Native chunks are written by :mod:`icepipe.repository.native`; every commit goes through
+:func:`icepipe.repository.commits.commit`.
+"""
 
 from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
-from typing import Any
 
 import icechunk
 import xarray as xr
 
-from icepipe.errors import ConflictError, SchemaMismatchError
+from icepipe.errors import SchemaMismatchError
 from icepipe.faults import storage_failure
-from icepipe.repository.repo import _local_path, commit_lock
-from icepipe.storage import is_local
 
-__all__ = ["commit", "describe_conflicts", "without_attrs", "writable_session", "write_virtual"]
+__all__ = ["without_attrs", "writable_session", "write_virtual"]
 
 
 def writable_session(repo: icechunk.Repository, branch: str) -> icechunk.Session:
@@ -100,62 +101,3 @@ def without_attrs(ds: xr.Dataset) -> xr.Dataset:
     for var in ds.variables.values():
         var.attrs = {}
     return ds
-
-
-def describe_conflicts(exc: BaseException) -> list[str]:
-    """Readable lines from an icechunk ``RebaseFailedError`` (empty for other errors)."""
-    out = []
-    for c in getattr(exc, "conflicts", None) or []:
-        chunks = getattr(c, "conflicted_chunks", None)
-        where = f", chunks {list(chunks)[:10]}" if chunks else ""
-        out.append(f"{c.path}: {c.conflict_type}{where}")
-    return out
-
-
-def commit(
-    session: icechunk.Session,
-    repo: str,
-    *,
-    message: str,
-    metadata: dict[str, Any],
-    rebase_tries: int = 5,
-) -> str:
-    """Commit ``session`` under the repository's commit lock; return the snapshot id.
-
-    When the branch moved since the session started, the change is rebased onto the new tip if
-    Icechunk's ``ConflictDetector`` finds nothing in common (other groups, other arrays,
-    disjoint chunks). Anything else, such as two runs appending to the same arrays (which
-    Icechunk can never rebase), raises :class:`ConflictError`, and the caller re-plans against
-    the new tip: that is how "each file exactly once" holds when two runs race, since the same
-    file always lands on the same chunks.
-
-    Raises
-    ------
-    ConflictError
-        The branch moved since the session started.
-    StorageError
-        Storage failed while committing.
-    """
-    try:
-        with commit_lock(repo):
-            if is_local(repo) and not (_local_path(repo) / "repo").exists():
-                # A failed first run removed the repository it had created (see
-                # discard_unused_repo): re-plan, creating it again.
-                raise ConflictError(
-                    f"the repository {repo!r} was removed while this run was writing; re-run "
-                    "to write it again"
-                )
-            return session.commit(
-                message,
-                metadata=metadata,
-                rebase_with=icechunk.ConflictDetector(),
-                rebase_tries=rebase_tries,
-            )
-    except icechunk.ConflictError as exc:  # RebaseFailedError is a subclass
-        raise ConflictError(
-            f"branch {session.branch!r} of {repo!r} moved while this run was writing and the "
-            "change could not be rebased onto it; re-run to write against the new tip",
-            conflicts=describe_conflicts(exc),
-        ) from exc
-    except icechunk.IcechunkError as exc:
-        raise storage_failure(exc, f"commit to {repo!r} failed", where="target.repo") from exc
