@@ -23,6 +23,8 @@ from icepipe.errors import (
     ConfigError,
     ConflictError,
     IcepipeError,
+    LedgerError,
+    LedgerVersionError,
     SchemaMismatchError,
     SourceError,
     StaleWriteError,
@@ -631,9 +633,21 @@ EXCEPTIONS = [
     StaleWriteError("redo on the tip", conflicts=["/g/tas: Zarr metadata double update"]),
     StorageError("listing failed; retry"),
     ValidationError("file:///d/a.nc: variable 'tas' differs", url="file:///d/a.nc", variable="tas"),
+    LedgerError("snapshot ABC: ledger field 'files' is not a list"),
+    LedgerVersionError("snapshot ABC: ledger version 2; upgrade icepipe", found=2, supported=1),
 ]
 
-ATTRIBUTES = ("url", "urls", "field", "conflicts", "exit_code", "args", "variable")
+ATTRIBUTES = (
+    "url",
+    "urls",
+    "field",
+    "conflicts",
+    "exit_code",
+    "args",
+    "variable",
+    "found",
+    "supported",
+)
 
 
 @pytest.mark.parametrize("exc", EXCEPTIONS, ids=lambda e: f"{type(e).__name__}-{e}"[:40])
