@@ -9,6 +9,8 @@ import numpy as np
 import xarray as xr
 import zarr.codecs
 
+from icepipe.errors import SourceError
+
 __all__ = ["compressor", "native_encoding"]
 
 
@@ -42,6 +44,15 @@ def native_encoding(
     ``_FillValue`` is dropped, the values it masked being stored as the ``_FillValue`` (xarray
     encodes only one of them); they decode the same. netCDF char arrays are stored as
     fixed-length strings of their length, without ``_FillValue``.
+
+    Raises
+    ------
+    SourceError
+        A byte-string variable that is not a joined char array (``|S1`` values along a
+        dimension, as netCDF-3 files written by scipy have) carries a ``_FillValue``: Zarr
+        stores it, but xarray cannot read such a fill value back (``Failed to decode
+        fill_value``), so the repository would be unreadable. Refused before anything is
+        written, naming the variable and the file.
     """
     codec = compressor(compression)
     keep = (
@@ -66,6 +77,19 @@ def native_encoding(
             enc.pop("missing_value", None)
             var.attrs.pop("_FillValue", None)
             var.attrs.pop("missing_value", None)
+        elif np.dtype(enc.get("dtype", var.dtype)).kind == "S" and (
+            enc.get("_FillValue") is not None or var.attrs.get("_FillValue") is not None
+        ):
+            url = var.encoding.get("source")
+            where = f"{url}: " if url else ""
+            raise SourceError(
+                f"{where}variable {name!r} holds single characters ({enc.get('dtype')}) with a "
+                f"_FillValue ({enc.get('_FillValue', var.attrs.get('_FillValue'))!r}), which "
+                "Zarr stores but xarray cannot read back: the repository would be unreadable. "
+                f"Leave the variable out (source.drop_variables: [{name}]), or rewrite the file "
+                "without that _FillValue",
+                url=str(url) if url else None,
+            )
         elif "_FillValue" not in enc and "_FillValue" not in var.attrs:
             enc["_FillValue"] = None  # xarray would add NaN to floats the source has unmasked
         elif "missing_value" in enc and not _same(enc["missing_value"], enc.get("_FillValue")):
