@@ -16,6 +16,7 @@ from icepipe.repository.history import (
 )
 from icepipe.repository.layout import native_encoding
 from icepipe.repository.ledger import LEDGER_VERSION, CommitRecord, FileRecord
+from icepipe.repository.raw_append import append_raw, split_undecodable
 from icepipe.repository.maintenance import GcReport, collect_garbage
 from icepipe.repository.native import (
     check_write_args,
@@ -81,6 +82,8 @@ __all__ = [
     "commit_lock",
     "commit_write",
     "native_encoding",
+    "append_raw",
+    "split_undecodable",
     "container_options",
     "container_prefixes",
     "is_repository",
