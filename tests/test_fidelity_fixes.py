@@ -9,6 +9,7 @@ import icechunk
 import numpy as np
 import pytest
 import scipy.io
+import xarray as xr
 
 import icepipe
 from tests.conftest import write_pipeline
@@ -40,3 +41,57 @@ def test_char_fill_value_is_refused_before_commit(tmp_path: Path, client: Any) -
     assert not icechunk.Repository.exists(storage) or (
         len(list(icechunk.Repository.open(storage).ancestry(branch="main"))) == 1
     )
+
+
+def _time_series(folder: Path, parts: list[list[float]], attrs: dict[str, Any], **enc: Any) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, values in enumerate(parts):
+        ds = xr.Dataset(
+            {"v": (("time", "x"), np.arange(len(values) * 2, dtype="f4").reshape(-1, 2) + i)},
+            coords={"time": ("time", np.array(values), attrs)},
+        )
+        ds.to_netcdf(folder / f"p{i}.nc", format="NETCDF3_CLASSIC", encoding={"time": dict(enc)})
+
+
+def _ingest_in_runs(tmp_path: Path, client: Any, mode: str, parts: int) -> xr.Dataset:
+    src = tmp_path / "src"
+    later = sorted(src.glob("*.nc"))[1:]
+    for f in later:
+        f.rename(f.with_suffix(".later"))
+    spec = write_pipeline(tmp_path, urls="src/*.nc", extra=f"mode: {mode}\n")
+    pipeline = icepipe.load_pipeline(spec)
+    assert icepipe.run(pipeline, client=client).status == "committed"
+    for f in later:
+        f.with_suffix(".later").rename(f)
+        assert icepipe.run(pipeline, client=client).status == "committed"
+    from icepipe import repository
+
+    # As tests/conformance.py reads undecodable times: icepipe's repository, decode_times off.
+    store = (
+        repository.open_repo(str(tmp_path / "repo"), create=False).readonly_session("main").store
+    )
+    return xr.open_zarr(store, group="g", consolidated=False, decode_times=False).load()
+
+
+@pytest.mark.parametrize("mode", ["native", "virtual"])
+def test_year_zero_time_units_append_across_runs(tmp_path: Path, client: Any, mode: str) -> None:
+    # Ferret's climatologies: 'hour since 0000-01-01', which xarray cannot decode; its append
+    # decoded the stored coordinate and failed ("unable to decode time units").
+    attrs = {"units": "hour since 0000-01-01 00:00:00", "axis": "T"}
+    _time_series(tmp_path / "src", [[366.0, 1096.5], [1827.0, 2557.5], [3288.0, 4018.5]], attrs)
+    stored = _ingest_in_runs(tmp_path, client, mode, 3)
+    np.testing.assert_array_equal(stored["time"].values, [366, 1096.5, 1827, 2557.5, 3288, 4018.5])
+    assert stored["time"].attrs["units"] == attrs["units"]
+    assert stored["v"].shape == (6, 2)
+
+
+def test_int_time_with_fill_value_appends_across_runs(tmp_path: Path, client: Any) -> None:
+    # hgt.nc / chi200_ud_smooth.nc: an int32 time with a _FillValue (read as float64) and
+    # 'months since': the first run stored int32, every later file was refused as float64.
+    attrs = {"units": "months since 1958-1-1 00:00:00"}
+    _time_series(
+        tmp_path / "src", [[0.0, 1.0], [13.0, 25.0]], attrs, dtype="int32", _FillValue=-999
+    )
+    stored = _ingest_in_runs(tmp_path, client, "native", 2)
+    np.testing.assert_array_equal(stored["time"].values, [0, 1, 13, 25])
+    assert stored["time"].encoding["dtype"] == np.dtype("int32")
