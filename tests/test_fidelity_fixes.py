@@ -128,3 +128,31 @@ def test_zarr_stores_append_virtually_across_runs(
     stored = icepipe.open_dataset(str(tmp_path / "repo"), group="g").load()
     assert stored["tos"].shape == (4, 3)
     np.testing.assert_array_equal(stored["tos"].values[2:], np.arange(6).reshape(2, 3) + 1)
+
+
+def test_char_array_on_a_shared_dimension_appends_natively(tmp_path: Path, client: Any) -> None:
+    # libncarg's sao reports: 'CC' is |S1 along ('report', 'layers'), and 'layers' is also a
+    # dimension of numeric variables, so xarray leaves it undecoded and the first run stored it
+    # so; the scan of a later file saw it joined (|S4 along 'report') and refused the file.
+    src = tmp_path / "src"
+    src.mkdir()
+    for i, n in enumerate((3, 2)):
+        with scipy.io.netcdf_file(src / f"p{i}.nc", "w") as f:
+            f.createDimension("report", None)
+            f.createDimension("layers", 4)
+            cc = f.createVariable("CC", "c", ("report", "layers"))
+            cc[:] = np.array([list("ab c")] * n, dtype="S1")
+            h = f.createVariable("height", "f4", ("report", "layers"))
+            h[:] = np.arange(n * 4, dtype="f4").reshape(n, 4) + i
+    (src / "p1.nc").rename(src / "p1.later")
+    spec = write_pipeline(tmp_path, urls="src/*.nc", concat_dim="report", extra="mode: native\n")
+    pipeline = icepipe.load_pipeline(spec)
+    assert icepipe.run(pipeline, client=client).status == "committed"
+    (src / "p1.later").rename(src / "p1.nc")
+    assert icepipe.run(pipeline, client=client).status == "committed"
+    stored = icepipe.open_dataset(str(tmp_path / "repo"), group="g").load()
+    reference = xr.open_mfdataset(
+        sorted(src.glob("*.nc")), combine="nested", concat_dim="report", decode_times=False
+    ).load()
+    np.testing.assert_array_equal(stored["CC"].values, reference["CC"].values)
+    np.testing.assert_array_equal(stored["height"].values, reference["height"].values)
