@@ -16,7 +16,6 @@ from icepipe.repository.history import (
 )
 from icepipe.repository.layout import native_encoding
 from icepipe.repository.ledger import LEDGER_VERSION, CommitRecord, FileRecord
-from icepipe.repository.raw_append import append_raw, split_undecodable
 from icepipe.repository.maintenance import GcReport, collect_garbage
 from icepipe.repository.native import (
     check_write_args,
@@ -29,6 +28,7 @@ from icepipe.repository.native import (
     write_and_commit,
     write_dataset,
 )
+from icepipe.repository.raw_append import append_raw, split_undecodable
 from icepipe.repository.refs import (
     ArrayInfo,
     RefInfo,

@@ -49,9 +49,8 @@ def split_undecodable(
     for name, var in ds.variables.items():
         if append_dim not in var.dims or type(var.data).__name__ == "ManifestArray":
             continue
-        try:
-            arr = g[str(name)]
-        except KeyError:
+        arr = g.get(str(name))
+        if not isinstance(arr, zarr.Array):
             continue
         attrs = arr.attrs.asdict()
         if not is_time_units(attrs.get("units")) or var.dtype.kind not in "iuf":

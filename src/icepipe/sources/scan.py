@@ -350,8 +350,10 @@ def _stored_dtype(var: xr.Variable) -> np.dtype[Any]:
     """
     raw = var.encoding.get("dtype")
     if raw is not None and var.dtype.kind == "f" and np.dtype(raw).kind in "iu":
-        return np.dtype(raw)
-    return var.dtype
+        file_dtype: np.dtype[Any] = np.dtype(raw)
+        return file_dtype
+    dtype: np.dtype[Any] = var.dtype
+    return dtype
 
 
 def schema_of(

@@ -7,8 +7,8 @@ A store is not recognised by magic bytes but by its metadata objects
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 import dataclasses
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import xarray as xr
@@ -82,7 +82,7 @@ def _slash_chunk_keys(ds: xr.Dataset) -> xr.Dataset:
     from zarr.core.chunk_key_encodings import DefaultChunkKeyEncoding
 
     slash = DefaultChunkKeyEncoding(separator="/")
-    for name, var in list(ds.variables.items()):
+    for var in list(ds.variables.values()):
         data = var.data
         if not isinstance(data, ManifestArray) or data.metadata.chunk_key_encoding == slash:
             continue
