@@ -25,7 +25,9 @@ __all__ = ["append_raw", "split_undecodable"]
 
 
 def _decodes(values: np.ndarray[Any, Any], attrs: dict[str, Any]) -> bool:
-    var = xr.Variable(("t",), values, {k: attrs[k] for k in ("units", "calendar") if k in attrs})
+    var = xr.Variable(
+        ("t",), values.ravel(), {k: attrs[k] for k in ("units", "calendar") if k in attrs}
+    )
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
