@@ -156,3 +156,22 @@ def test_char_array_on_a_shared_dimension_appends_natively(tmp_path: Path, clien
     ).load()
     np.testing.assert_array_equal(stored["CC"].values, reference["CC"].values)
     np.testing.assert_array_equal(stored["height"].values, reference["height"].values)
+
+
+def test_nan_missing_value_is_stored_natively(tmp_path: Path, client: Any) -> None:
+    # stars' test_stageiv_xyt.nc: float32 data with _FillValue and missing_value both NaN; the
+    # NaN missing_value reached the Zarr metadata, which Icechunk refused as invalid JSON
+    # (reported as a ConfigError, blaming the pipeline).
+    src = tmp_path / "src"
+    src.mkdir()
+    data = np.array([[1.0, np.nan], [3.0, 4.0]], dtype="f4")
+    ds = xr.Dataset(
+        {"precip": (("time", "x"), data)},
+        coords={"time": ("time", [0.0, 1.0], {"units": "hours since 2000-01-01"})},
+    )
+    encoding = {"precip": {"_FillValue": np.float32("nan"), "missing_value": np.float32("nan")}}
+    ds.to_netcdf(src / "a.nc", format="NETCDF3_CLASSIC", encoding=encoding)
+    spec = write_pipeline(tmp_path, urls="src/*.nc", extra="mode: native\n")
+    assert icepipe.run(icepipe.load_pipeline(spec), client=client).status == "committed"
+    stored = icepipe.open_dataset(str(tmp_path / "repo"), group="g").load()
+    np.testing.assert_array_equal(stored["precip"].values, data)

@@ -42,7 +42,8 @@ def native_encoding(
     added to variables without one), ``scale_factor``/``add_offset`` and time
     ``units``/``calendar``. One normalisation: a ``missing_value`` that differs from the
     ``_FillValue`` is dropped, the values it masked being stored as the ``_FillValue`` (xarray
-    encodes only one of them); they decode the same. netCDF char arrays are stored as
+    encodes only one of them); they decode the same. A NaN ``missing_value`` is dropped (it
+    masks nothing, and Zarr metadata is strict JSON). netCDF char arrays are stored as
     fixed-length strings of their length, without ``_FillValue``.
 
     Raises
@@ -96,6 +97,11 @@ def native_encoding(
             # CF allows both with different values, xarray encodes (and appends) only one:
             # values masked by either are stored as the _FillValue, missing_value is dropped.
             del enc["missing_value"]
+        if _is_nan(enc.get("missing_value")):
+            # A NaN missing_value masks nothing (NaN decodes to NaN) and is no JSON: Icechunk
+            # refuses the array's metadata ("bad metadata: expected value").
+            del enc["missing_value"]
+            var.attrs.pop("missing_value", None)
         if var.ndim:
             enc["chunks"] = tuple(
                 chunk_len.get(str(d), n) for d, n in zip(var.dims, var.shape, strict=True)
@@ -107,6 +113,16 @@ def native_encoding(
         enc["compressors"] = [codec] if codec is not None and var.dtype.kind not in "OSU" else None
         out[str(name)] = enc
     return out
+
+
+def _is_nan(value: Any) -> bool:
+    if value is None:
+        return False
+    try:
+        number = np.asarray(value, dtype=float)
+    except (TypeError, ValueError):
+        return False
+    return bool(number.size == 1 and np.isnan(number).all())
 
 
 def _same(a: Any, b: Any) -> bool:
