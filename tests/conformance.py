@@ -252,6 +252,10 @@ def _attr_equal(a: Any, b: Any) -> bool:
         return bool(np.array_equal(np.asarray(a), np.asarray(b)))
 
 
+#: Global attributes of the netCDF library, not of the data: icepipe does not store them.
+LIBRARY_ATTRS = frozenset({"_NCProperties"})
+
+
 def _non_finite(value: Any) -> bool:
     try:
         return not bool(np.all(np.isfinite(np.asarray(value, dtype=float))))
@@ -261,7 +265,9 @@ def _non_finite(value: Any) -> bool:
 
 def _attrs_diff(where: str, stored: dict[str, Any], ref: dict[str, Any]) -> list[str]:
     # Icechunk stores attributes as strict JSON: NaN/Inf ones are dropped (documented).
-    ref = {k: v for k, v in ref.items() if not _non_finite(v)}
+    # _NCProperties is the netCDF-C library's provenance of the file (a hidden attribute of
+    # netCDF-4 files, copied into some netCDF-3 ones): not stored, like VirtualiZarr (documented).
+    ref = {k: v for k, v in ref.items() if not _non_finite(v) and k not in LIBRARY_ATTRS}
     diffs = []
     for key in sorted(set(stored) | set(ref)):
         if key not in stored:

@@ -84,6 +84,21 @@ def test_real_nemo_bounds_across_runs(corpus: dict[str, Series], mode: str, tmp_
     _equal(series, mode, [1, 3], tmp_path, client)
 
 
+@pytest.mark.parametrize(
+    ("name", "mode", "cuts"),
+    [
+        # 'hour since 0000-01-01': xarray cannot decode year 0, its append failed.
+        ("ferret-datasets/ocean_atlas_subset.nc / 4 parts", "native", [1, 2, 4]),
+        # Zarr v2 stores: '.' chunk keys in the references, '/' in the stored arrays.
+        ("iris-sample-data/nemo-zarr-v2", "virtual", [1, 3]),
+    ],
+)
+def test_real_series_the_matrix_found_failing(corpus: dict[str, Series], name: str, mode: str,
+                                             cuts: list[int], tmp_path: Path,
+                                             client: Any) -> None:  # fmt: skip
+    _equal(corpus[name], mode, cuts, tmp_path, client)
+
+
 def write_cmip6_like(folder: Path, years: int = 4) -> list[Path]:
     """One netCDF4 file per year of monthly means, as CMIP6 publishes them: float64 ``time``
     in days since 1850-01-01 (noleap) with ``bounds: time_bnds``, and ``time_bnds`` without

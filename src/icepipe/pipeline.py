@@ -728,9 +728,14 @@ def _write(pipeline: Pipeline, session: Any, part: _Part) -> dict[str, Any]:
             for f in ordered
         ]
         combined = sources.combine_virtual(ordered, dim)
+        raw: dict[str, Any] = {}
+        if append_dim is not None:  # time units xarray cannot decode: appended undecoded
+            combined, raw = repository.split_undecodable(session, combined, group, append_dim)
         repository.write_virtual(
             session, combined, group=group, append_dim=append_dim, urls=list(p.order)
         )
+        if append_dim is not None:
+            repository.append_raw(session, raw, group, append_dim, list(p.order))
         _write_fallback(pipeline, session, ordered, group, append_dim=append_dim)
         return {}
     native = pipeline.native
@@ -740,7 +745,11 @@ def _write(pipeline: Pipeline, session: Any, part: _Part) -> dict[str, Any]:
         ds = repository.without_attrs(ds)
         # xarray's append replaces the group's attributes: write back the stored ones.
         ds.attrs = repository.read_group_attrs(session, group)
+        # Time units xarray cannot decode (year 0, months): appended undecoded, by icepipe.
+        assert append_dim is not None
+        ds, raw = repository.split_undecodable(session, ds, group, append_dim)
         write_dataset(session, ds, group=group, append_dim=append_dim)
+        repository.append_raw(session, raw, group, append_dim, list(p.order))
         return {}
     dims = {**ordered[0].schema.dims, dim: p.new_length}
     chunk_len, task_len = plan.plan_chunks(

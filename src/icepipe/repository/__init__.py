@@ -28,6 +28,7 @@ from icepipe.repository.native import (
     write_and_commit,
     write_dataset,
 )
+from icepipe.repository.raw_append import append_raw, split_undecodable
 from icepipe.repository.refs import (
     ArrayInfo,
     RefInfo,
@@ -82,6 +83,8 @@ __all__ = [
     "describe_conflicts",
     "Retry",
     "native_encoding",
+    "append_raw",
+    "split_undecodable",
     "container_options",
     "container_prefixes",
     "is_repository",

@@ -9,6 +9,8 @@ import numpy as np
 import xarray as xr
 import zarr.codecs
 
+from icepipe.errors import SourceError
+
 __all__ = ["compressor", "native_encoding"]
 
 
@@ -40,8 +42,18 @@ def native_encoding(
     added to variables without one), ``scale_factor``/``add_offset`` and time
     ``units``/``calendar``. One normalisation: a ``missing_value`` that differs from the
     ``_FillValue`` is dropped, the values it masked being stored as the ``_FillValue`` (xarray
-    encodes only one of them); they decode the same. netCDF char arrays are stored as
+    encodes only one of them); they decode the same. A NaN ``missing_value`` is dropped (it
+    masks nothing, and Zarr metadata is strict JSON). netCDF char arrays are stored as
     fixed-length strings of their length, without ``_FillValue``.
+
+    Raises
+    ------
+    SourceError
+        A byte-string variable that is not a joined char array (``|S1`` values along a
+        dimension, as netCDF-3 files written by scipy have) carries a ``_FillValue``: Zarr
+        stores it, but xarray cannot read such a fill value back (``Failed to decode
+        fill_value``), so the repository would be unreadable. Refused before anything is
+        written, naming the variable and the file.
     """
     codec = compressor(compression)
     keep = (
@@ -66,12 +78,30 @@ def native_encoding(
             enc.pop("missing_value", None)
             var.attrs.pop("_FillValue", None)
             var.attrs.pop("missing_value", None)
+        elif np.dtype(enc.get("dtype", var.dtype)).kind == "S" and (
+            enc.get("_FillValue") is not None or var.attrs.get("_FillValue") is not None
+        ):
+            url = var.encoding.get("source")
+            where = f"{url}: " if url else ""
+            raise SourceError(
+                f"{where}variable {name!r} holds single characters ({enc.get('dtype')}) with a "
+                f"_FillValue ({enc.get('_FillValue', var.attrs.get('_FillValue'))!r}), which "
+                "Zarr stores but xarray cannot read back: the repository would be unreadable. "
+                f"Leave the variable out (source.drop_variables: [{name}]), or rewrite the file "
+                "without that _FillValue",
+                url=str(url) if url else None,
+            )
         elif "_FillValue" not in enc and "_FillValue" not in var.attrs:
             enc["_FillValue"] = None  # xarray would add NaN to floats the source has unmasked
         elif "missing_value" in enc and not _same(enc["missing_value"], enc.get("_FillValue")):
             # CF allows both with different values, xarray encodes (and appends) only one:
             # values masked by either are stored as the _FillValue, missing_value is dropped.
             del enc["missing_value"]
+        if _is_nan(enc.get("missing_value")):
+            # A NaN missing_value masks nothing (NaN decodes to NaN) and is no JSON: Icechunk
+            # refuses the array's metadata ("bad metadata: expected value").
+            del enc["missing_value"]
+            var.attrs.pop("missing_value", None)
         if var.ndim:
             enc["chunks"] = tuple(
                 chunk_len.get(str(d), n) for d, n in zip(var.dims, var.shape, strict=True)
@@ -83,6 +113,16 @@ def native_encoding(
         enc["compressors"] = [codec] if codec is not None and var.dtype.kind not in "OSU" else None
         out[str(name)] = enc
     return out
+
+
+def _is_nan(value: Any) -> bool:
+    if value is None:
+        return False
+    try:
+        number = np.asarray(value, dtype=float)
+    except (TypeError, ValueError):
+        return False
+    return bool(number.size == 1 and np.isnan(number).all())
 
 
 def _same(a: Any, b: Any) -> bool:

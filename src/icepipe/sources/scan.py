@@ -340,6 +340,22 @@ def _check_refs_inside(ds: xr.Dataset, source: SourceFile) -> None:
         )
 
 
+def _stored_dtype(var: xr.Variable) -> np.dtype[Any]:
+    """The dtype ``var`` has in its file, as the repository summary reports stored arrays.
+
+    Loaded (not virtual) variables come decoded: integers with a ``_FillValue`` or packing
+    become floats. Their file dtype (``encoding["dtype"]``) is what a first ingest stores, so
+    that is what a later file is compared with: otherwise every append of an int32 time
+    coordinate with a ``_FillValue`` is refused as "float64 but the repository has int32".
+    """
+    raw = var.encoding.get("dtype")
+    if raw is not None and var.dtype.kind == "f" and np.dtype(raw).kind in "iu":
+        file_dtype: np.dtype[Any] = np.dtype(raw)
+        return file_dtype
+    dtype: np.dtype[Any] = var.dtype
+    return dtype
+
+
 def schema_of(
     ds: xr.Dataset, url: str, fmt: str, concat_dim: str, *, order_by: str | None = None
 ) -> FileSchema:
@@ -354,7 +370,7 @@ def schema_of(
         variables[str(name)] = VariableSchema(
             dims=tuple(str(d) for d in var.dims),
             shape=tuple(int(s) for s in var.shape),
-            dtype=str(var.dtype),
+            dtype=str(_stored_dtype(var)),
             chunks=chunks,
             attrs_units=units,
             attrs_calendar=calendar,

@@ -7,6 +7,7 @@ A store is not recognised by magic bytes but by its metadata objects
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
@@ -49,7 +50,7 @@ class ZarrReader:
                 "with xarray, or add the dimension names to its metadata",
                 url=url,
             ) from exc
-        return [Opened("", ds, self.name)]
+        return [Opened("", _slash_chunk_keys(ds), self.name)]
 
     def open_native(
         self, url: str, fmt: str, options: ScanOptions, chunks: Mapping[str, int] | None
@@ -65,3 +66,26 @@ class ZarrReader:
 
     def refused_variables(self, url: str, options: ScanOptions) -> list[str]:
         return []
+
+
+def _slash_chunk_keys(ds: xr.Dataset) -> xr.Dataset:
+    """``ds`` with its references' metadata on Zarr v3's default ``/`` chunk keys.
+
+    VirtualiZarr's Zarr parser keeps the source store's chunk key encoding (``.`` for v2
+    stores and ``v2``-style v3 stores) in the references' metadata, but the arrays it creates
+    in Icechunk use the default ``/`` encoding (Icechunk addresses chunks by index, so the
+    encoding decides nothing about the data). A later append then compares the two and refuses
+    every array without the append dimension ("already exists with different
+    chunk_key_encoding"): normalised here so that the first ingest and appends agree.
+    """
+    from virtualizarr.manifests import ManifestArray
+    from zarr.core.chunk_key_encodings import DefaultChunkKeyEncoding
+
+    slash = DefaultChunkKeyEncoding(separator="/")
+    for var in list(ds.variables.values()):
+        data = var.data
+        if not isinstance(data, ManifestArray) or data.metadata.chunk_key_encoding == slash:
+            continue
+        metadata = dataclasses.replace(data.metadata, chunk_key_encoding=slash)
+        var.data = ManifestArray(metadata=metadata, chunkmanifest=data.manifest)
+    return ds
