@@ -18,7 +18,9 @@ import icepipe
 from icepipe import repository
 
 
-def sources(files: Sequence[Path]) -> xr.Dataset:
+def sources(
+    files: Sequence[Path], *, group: str | None = None, decode_times: bool = True
+) -> xr.Dataset:
     """What one uninterrupted run over ``files`` (given in time order) stores: their
     concatenation along ``time`` with ``xarray.open_mfdataset`` semantics."""
     return xr.open_mfdataset(
@@ -28,6 +30,8 @@ def sources(files: Sequence[Path]) -> xr.Dataset:
         data_vars="minimal",
         coords="minimal",
         compat="override",
+        group=group,
+        decode_times=decode_times,
     ).load()
 
 

@@ -25,23 +25,11 @@ from icepipe import repository
 from icepipe.errors import IcepipeError, SchemaMismatchError, SourceError
 from tests.cf_series import FileSpec, specs, split_runs, write_cf_series
 from tests.conftest import S3Server
+from tests.ingest_checks import sources
 
 MODES = ["virtual", "native"]
 #: The CF encoding that decides how stored values decode.
 ENCODING_KEYS = ("_FillValue", "missing_value", "scale_factor", "add_offset", "units", "calendar")
-
-
-def mfdataset(files: Sequence[Path], *, group: str | None = None) -> xr.Dataset:
-    """The files as ``xarray.open_mfdataset`` combines them along ``time``."""
-    return xr.open_mfdataset(
-        list(files),
-        combine="nested",
-        concat_dim="time",
-        data_vars="minimal",
-        coords="minimal",
-        compat="override",
-        group=group,
-    ).load()
 
 
 def ingest(
@@ -96,7 +84,7 @@ def test_cmip6_series_appends_night_after_night(tmp_path: Path, client: Any, mod
     # Three nights: 2 files, then 1 more, then the last; and the same files in one run.
     nightly = ingest(tmp_path, split_runs(files, [2, 3]), client=client, mode=mode)
     once = ingest(tmp_path, [files], client=client, mode=mode, name="once")
-    expected = mfdataset(files)
+    expected = sources(files)
     assert_like_mfdataset(nightly, expected)
     assert_like_mfdataset(once, expected)
     # Bounds are stored as the files have them: without units, decoded through time's.
@@ -139,15 +127,7 @@ def _old_layout(folder: Path, files: Sequence[Path], mode: str) -> Path:
         combined.vz.to_icechunk(session.store)
         assert "ManifestArray" in type(parts[0].time_bnds.data).__name__
     else:
-        ds = xr.open_mfdataset(
-            list(files),
-            combine="nested",
-            concat_dim="time",
-            data_vars="minimal",
-            coords="minimal",
-            compat="override",
-            decode_times=False,
-        ).load()
+        ds = sources(files, decode_times=False)
         for var in ds.variables.values():
             var.encoding = {k: v for k, v in var.encoding.items() if k != "missing_value"}
             var.attrs.pop("missing_value", None)
@@ -173,7 +153,7 @@ def test_append_into_repository_written_before_the_fix(
     g = zarr.open_group(repository.open_repo(str(path)).readonly_session("main").store, mode="r")
     assert "units" not in g["time_bnds"].attrs  # what made every later append fail
     stored = ingest(tmp_path, [files], client=client, mode=mode)
-    expected = mfdataset(files)
+    expected = sources(files)
     # The same decoded values and attributes; the bounds still inherit time's units.
     xr.testing.assert_identical(stored, expected)
     g = zarr.open_group(repository.open_repo(str(path)).readonly_session("main").store, mode="r")
@@ -212,7 +192,7 @@ def test_cf_edge_case_appends_like_open_mfdataset(
 ) -> None:
     files = write_cf_series(tmp_path / "src", 3, spec=EDGE_CASES[case], months=4)
     stored = ingest(tmp_path, split_runs(files, [2]), client=client, mode=mode)
-    assert_like_mfdataset(stored, mfdataset(files))
+    assert_like_mfdataset(stored, sources(files))
 
 
 def raw(path: Path) -> xr.Dataset:
@@ -226,7 +206,7 @@ def test_packed_int16_keeps_raw_values_and_packing(tmp_path: Path, client: Any, 
     spec = FileSpec(packing=(0.01, 250.0), fill_value=-32767, missing_value=-32767)
     files = write_cf_series(tmp_path / "src", 3, spec=spec, months=4)
     stored = ingest(tmp_path, split_runs(files, [2]), client=client, mode=mode)
-    expected = mfdataset(files)
+    expected = sources(files)
     # The packed integers and the packing attributes are stored as the files hold them.
     undecoded = xr.open_mfdataset(
         files, combine="nested", concat_dim="time", data_vars="minimal", decode_cf=False
@@ -256,7 +236,7 @@ def test_netcdf3_char_array(tmp_path: Path, client: Any, mode: str, kind: str) -
         assert not (tmp_path / "repo-cf").exists()
         return
     stored = ingest(tmp_path, runs, client=client, mode=mode)
-    expected = mfdataset(files)
+    expected = sources(files)
     if kind == "char-fill":
         # xarray masks the fill character, leaving object strings; stored as |S4 strings.
         assert expected.label.dtype == object and stored.label.dtype == np.dtype("S4")
@@ -293,7 +273,7 @@ def test_time_encoding_drift_is_converted_to_the_stored_one(
 ) -> None:
     files = write_cf_series(tmp_path / "src", 3, spec=DRIFTS[case], months=4)
     stored = ingest(tmp_path, split_runs(files, [1]), client=client, mode=mode)
-    expected = mfdataset(files)
+    expected = sources(files)
     if case == "climatology-epoch":
         # xarray leaves climatology bounds undecoded, so open_mfdataset mixes two epochs;
         # icepipe converts them with their coordinate (CF): in the first file's units.
@@ -339,7 +319,7 @@ def test_other_fill_values_in_a_later_file(tmp_path: Path, client: Any, mode: st
         return
     stored = ingest(tmp_path, runs, client=client, mode=mode)
     # Masked values of every file are re-encoded with the stored fill value: same decoded data.
-    expected = mfdataset(files)
+    expected = sources(files)
     xr.testing.assert_identical(stored, expected)
     assert float(stored.tas.encoding["_FillValue"]) == np.float32(1e20)
 
@@ -357,7 +337,7 @@ def test_variable_missing_from_some_files(tmp_path: Path, client: Any, mode: str
         tmp_path, [files], client=client, mode=mode, source={"drop_variables": ["orog"]}
     )
     assert "orog" not in stored.variables
-    xr.testing.assert_identical(stored, mfdataset(files).drop_vars("orog"))
+    xr.testing.assert_identical(stored, sources(files).drop_vars("orog"))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -370,7 +350,7 @@ def test_source_group_picks_a_netcdf4_group(tmp_path: Path, client: Any, mode: s
     files = write_cf_series(tmp_path / "src", 3, spec=FileSpec(group="atmos/monthly"), months=4)
     runs = split_runs(files, [2])
     stored = ingest(tmp_path, runs, client=client, mode=mode, source={"group": "atmos/monthly"})
-    assert_like_mfdataset(stored, mfdataset(files, group="atmos/monthly"))
+    assert_like_mfdataset(stored, sources(files, group="atmos/monthly"))
     with pytest.raises(SourceError) as caught:
         ingest(tmp_path, [files], client=client, mode=mode, name="bad", source={"group": "ocean"})
     message = str(caught.value)
@@ -411,7 +391,7 @@ def test_cmip6_series_in_s3_appends_night_after_night(
         storage=pipeline.target.storage,
         source_storage=pipeline.source.storage,
     ).load()
-    assert_like_mfdataset(stored, mfdataset(files))
+    assert_like_mfdataset(stored, sources(files))
 
 
 def test_failed_first_write_leaves_no_repository(tmp_path: Path, client: Any) -> None:
