@@ -16,7 +16,13 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["PACKING_KEYS", "effective_time_encoding", "is_time_units", "packing_of"]
+__all__ = [
+    "PACKING_KEYS",
+    "effective_time_encoding",
+    "is_time_units",
+    "packing_of",
+    "rounded_exactly",
+]
 
 #: The attributes that decide how a variable's raw values decode (masking, unpacking).
 PACKING_KEYS = ("_FillValue", "missing_value", "scale_factor", "add_offset")
@@ -110,3 +116,11 @@ def _number(value: Any, dtype: str) -> float | str:
     if number.size != 1 or number.dtype.kind not in "iufb":
         return str(value)
     return float(number[0])
+
+
+def rounded_exactly(values: np.ndarray) -> tuple[np.ndarray, Any]:
+    """``values`` rounded to whole numbers, and one value rounding changed (``None`` when it
+    changed none): time values stored in an integer encoding must be whole numbers there."""
+    rounded = np.round(values)
+    changed = rounded != values
+    return rounded, (values[changed][0] if changed.any() else None)

@@ -18,7 +18,7 @@ import numpy as np
 import xarray as xr
 import zarr
 
-from icepipe.cf import _number, is_time_units
+from icepipe.cf import _number, is_time_units, rounded_exactly
 from icepipe.errors import SchemaMismatchError
 
 __all__ = ["append_raw", "split_undecodable"]
@@ -90,15 +90,14 @@ def append_raw(
             if isinstance(number, float) and number == number:
                 values = np.where(np.isnan(values), number, values)
         if np.dtype(target).kind in "iu":
-            rounded = np.round(values)
-            if not np.array_equal(rounded, values):
+            values, inexact = rounded_exactly(values)
+            if inexact is not None:
                 raise SchemaMismatchError(
                     f"{', '.join(urls[:3])}: {name!r} values cannot be stored exactly as the "
-                    f"repository's {target} (e.g. {values[rounded != values][0]!r}); rewrite "
+                    f"repository's {target} (e.g. {inexact!r}); rewrite "
                     "the file with the same time encoding",
                     urls=urls,
                 )
-            values = rounded
         values = values.astype(target)
         old = arr.shape[axis]
         shape = list(arr.shape)

@@ -8,6 +8,7 @@ from dataclasses import replace
 import numpy as np
 import xarray as xr
 
+from icepipe.cf import rounded_exactly
 from icepipe.errors import SchemaMismatchError, SourceError
 from icepipe.model import TimeConversion
 from icepipe.sources.scan import ScannedFile, schema_of
@@ -151,15 +152,14 @@ def normalize_times(
             # Lazy (Dask) values are checked when the write computes them.
             new = new.map_blocks(_exact_integers, dtype=new.dtype, what=f"{url}: {name!r}")
         elif dtype.kind in "iu":
-            rounded = np.round(new)
-            if not np.array_equal(rounded, new):
+            new, inexact = rounded_exactly(new)
+            if inexact is not None:
                 raise SchemaMismatchError(
                     f"{url}: {name!r} values in {var.attrs.get('units')!r} cannot be stored "
-                    f"exactly as {c.dtype} {c.units!r} (e.g. {new[rounded != new][0]!r}); "
+                    f"exactly as {c.dtype} {c.units!r} (e.g. {inexact!r}); "
                     "rewrite the file with the same time encoding",
                     url=url,
                 )
-            new = rounded
         attrs = dict(var.attrs)
         # Bounds without units (or calendar) of their own keep inheriting their parent's,
         # which is converted along with them: stored as the files store them.
@@ -177,8 +177,8 @@ def normalize_times(
 
 
 def _exact_integers(block: np.ndarray, what: str) -> np.ndarray:
-    rounded = np.round(block)
-    if not np.array_equal(rounded, block):
+    rounded, inexact = rounded_exactly(block)
+    if inexact is not None:
         raise ValueError(
             f"{what} values cannot be stored exactly in the stored time encoding; rewrite the "
             "file with the same time encoding"
