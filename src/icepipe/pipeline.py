@@ -11,18 +11,16 @@ list      ``_list``                   :mod:`icepipe.sources` (listing)
 select    ``_select``                 :mod:`icepipe.repository` (ledger), :func:`plan.select_new`
 scan      ``_scan``, ``_scan_files``  :mod:`icepipe.sources` on the cluster (:mod:`icepipe.execute`)
 plan      ``_parts``, ``_plan``       :mod:`icepipe.plan` (pure: order, regions, hypercubes)
-write     ``_write``                  :mod:`icepipe.repository` (virtual references, native chunks)
+write     ``ingest.write_part``       :mod:`icepipe.ingest` over :mod:`icepipe.repository`
 commit    ``_commit``                 :func:`icepipe.repository.commit`
 ========  ==========================  =====================================================
 
 The decisions live in those modules. What stays here is wiring: which files a stage gets, the
-run's state across attempts (``_Run``), the ledger entry and message of the commit, and, in the
-write stage, opening the files lazily for a native write or a GRIB fallback.
+run's state across attempts (``_Run``), and the ledger entry and message of the commit.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
@@ -31,15 +29,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
-from icepipe import __version__, execute, plan, repository, sources
+from icepipe import __version__, execute, ingest, plan, repository, sources
 from icepipe.errors import (
     ConfigError,
     ConflictError,
-    SchemaMismatchError,
     SourceError,
     StaleWriteError,
 )
-from icepipe.model import SourceFile, TargetSchema, TimeConversion
+from icepipe.model import SourceFile, TargetSchema
 from icepipe.repository.ledger import FileRecord, NativeLayout, SkippedFile
 from icepipe.spec import Pipeline
 from icepipe.storage import reference_url
@@ -242,7 +239,7 @@ class _Run:
     def result(
         self,
         status: Literal["committed", "nothing-new"],
-        parts: list[_Part],
+        parts: list[ingest.Part],
         selection: plan.Selection,
         *,
         attempt: int,
@@ -299,7 +296,7 @@ def _attempt(
     with state.timer("write"):
         layout: dict[str, Any] = {}
         for part in parts:
-            layout = _write(pipeline, session, part) or layout
+            layout = ingest.write_part(pipeline, session, part) or layout
     records, files = _file_records(parts)
     fallback = _fallback(parts)
     metadata = {repository.METADATA_KEY: _ledger(state, parts, records, layout, fallback)}
@@ -380,7 +377,7 @@ def _scan(state: _Run, selection: plan.Selection) -> None:
     state.skipped.update({f.url: str(e) for f, e in failed})
 
 
-def _plan(pipeline: Pipeline, parts: list[_Part]) -> None:
+def _plan(pipeline: Pipeline, parts: list[ingest.Part]) -> None:
     """The plan stage: where each part's new files go (appended, or into regions left on the
     axis) and where its changed files go back (see :mod:`icepipe.plan`)."""
     src = pipeline.source
@@ -427,7 +424,7 @@ def _create(state: _Run) -> icechunk.Session | None:
 
 def _ledger(
     state: _Run,
-    parts: list[_Part],
+    parts: list[ingest.Part],
     records: tuple[FileRecord, ...],
     layout: Mapping[str, Any],
     fallback: Mapping[str, str],
@@ -456,7 +453,7 @@ def _ledger(
     return record.to_metadata()
 
 
-def _message(pipeline: Pipeline, parts: list[_Part], n: int) -> str:
+def _message(pipeline: Pipeline, parts: list[ingest.Part], n: int) -> str:
     """The commit message: ``icepipe NAME: append 3 files into /``."""
     verb = (
         "append" if all(p.append_plan is None or p.append_plan.append for p in parts) else "ingest"
@@ -526,37 +523,13 @@ def _stored_schema(pipeline: Pipeline, session: Any, group: str | None) -> Targe
     return repository.read_target_schema(session, group, src.concat_dim, order_by=src.order_by)
 
 
-@dataclass
-class _Part:
-    """What one run writes into one group: the pipeline's group, or (``source.grib_cubes``)
-    the subgroup of one GRIB hypercube."""
-
-    cube: str | None
-    group: str | None
-    existing: TargetSchema
-    new: list[sources.ScannedFile]
-    changed: list[tuple[sources.ScannedFile, Mapping[str, Any]]]
-    ledger_slots: list[plan.Slot]
-    append_plan: plan.AppendPlan | None = None
-    reingest: list[plan.Slot] = field(default_factory=list)
-
-    @property
-    def slots(self) -> list[plan.Slot]:
-        p = self.append_plan
-        return [*(p.regions if p else ()), *self.reingest, *(p.appends if p else ())]
-
-    @property
-    def by_url(self) -> dict[str, sources.ScannedFile]:
-        return {s.source.url: s for s in [*self.new, *(c for c, _ in self.changed)]}
-
-
 def _parts(
     pipeline: Pipeline,
     selection: plan.Selection,
     scanned: Mapping[str, sources.ScannedFile | sources.ScannedCubes],
     session: Any,
     ledger: Mapping[str, FileRecord],
-) -> list[_Part]:
+) -> list[ingest.Part]:
     """Split the scanned new (and changed) files by target group, each with its stored schema:
     the pipeline's group, or one subgroup per GRIB hypercube (:func:`icepipe.plan.plan_cubes`),
     including those stored already (reported)."""
@@ -575,7 +548,7 @@ def _parts(
         new = [scanned[f.url] for f in selection.new if f.url in scanned]
         changed = [(scanned[f.url], r) for f, r in selection.changed if f.url in scanned]
         return [
-            _Part(
+            ingest.Part(
                 cube=None,
                 group=group,
                 existing=_stored_schema(pipeline, session, group),
@@ -594,7 +567,7 @@ def _parts(
         repository.ledger_cubes(ledger.values()),
     )
     return [
-        _Part(
+        ingest.Part(
             cube=name,
             group=repository.subgroup(group, name),
             existing=_stored_schema(pipeline, session, repository.subgroup(group, name)),
@@ -606,7 +579,7 @@ def _parts(
     ]
 
 
-def _file_records(parts: list[_Part]) -> tuple[tuple[FileRecord, ...], list[SourceFile]]:
+def _file_records(parts: list[ingest.Part]) -> tuple[tuple[FileRecord, ...], list[SourceFile]]:
     """The ledger records of a commit (one per source file) and the files ingested, in order.
 
     Files of one group record their place (``start``, ``length``) along the concat dimension;
@@ -628,7 +601,7 @@ def _file_records(parts: list[_Part]) -> tuple[tuple[FileRecord, ...], list[Sour
     return tuple(records.values()), list(files.values())
 
 
-def _fallback(parts: list[_Part]) -> dict[str, str]:
+def _fallback(parts: list[ingest.Part]) -> dict[str, str]:
     """Variables written natively inside a virtual ingest (``cube/var`` with grib_cubes)."""
     out: dict[str, str] = {}
     for part in parts:
@@ -638,13 +611,13 @@ def _fallback(parts: list[_Part]) -> dict[str, str]:
     return out
 
 
-def _variables(parts: list[_Part]) -> tuple[str, ...]:
+def _variables(parts: list[ingest.Part]) -> tuple[str, ...]:
     return tuple(
         sorted(repository.subgroup(p.cube, v) for p in parts for v in p.existing.variables)
     )
 
 
-def _dims(parts: list[_Part]) -> dict[str, int]:
+def _dims(parts: list[ingest.Part]) -> dict[str, int]:
     if len(parts) == 1 and parts[0].cube is None:
         return dict(parts[0].existing.dims)
     return {repository.subgroup(p.cube, d): n for p in parts for d, n in p.existing.dims.items()}
@@ -690,179 +663,6 @@ def _scan_files(
     if pipeline.on_error == "fail":
         execute.raise_source_errors([e for _, e in failed])
     return ok, failed
-
-
-def _write(pipeline: Pipeline, session: Any, part: _Part) -> dict[str, Any]:
-    """Write one part's regions then appends into ``session``; return the layout for the
-    commit metadata."""
-    from icepipe.repository.native import write_dataset
-
-    assert part.append_plan is not None
-    p, files, group, existing = part.append_plan, part.by_url, part.group, part.existing
-    dim = pipeline.source.concat_dim
-    virtual = pipeline.mode == "virtual"
-    for slot in [*p.regions, *part.reingest]:
-        region = {dim: slice(slot.start, slot.start + slot.length)}
-        if virtual:
-            ds = sources.normalize_times(
-                files[slot.url].dataset, p.conversions.get(slot.url, {}), slot.url
-            )
-            repository.write_virtual(session, ds, group=group, region=region, urls=[slot.url])
-            _write_fallback(pipeline, session, [files[slot.url]], group, region=region)
-        else:
-            ds = _open_native(pipeline, [files[slot.url]], p.conversions, _stored_grid(existing))
-            ds = ds.drop_vars([n for n, v in ds.variables.items() if dim not in v.dims])
-            write_dataset(session, repository.without_attrs(ds), group=group, region=region)
-    if not p.order:
-        return {}
-    ordered = [files[u] for u in p.order]
-    append_dim = dim if p.append else None
-    if virtual:
-        ordered = [
-            dataclasses.replace(
-                f,
-                dataset=sources.normalize_times(
-                    f.dataset, p.conversions.get(f.source.url, {}), f.source.url
-                ),
-            )
-            for f in ordered
-        ]
-        combined = sources.combine_virtual(ordered, dim)
-        raw: dict[str, Any] = {}
-        if append_dim is not None:  # time units xarray cannot decode: appended undecoded
-            combined, raw = repository.split_undecodable(session, combined, group, append_dim)
-        repository.write_virtual(
-            session, combined, group=group, append_dim=append_dim, urls=list(p.order)
-        )
-        if append_dim is not None:
-            repository.append_raw(session, raw, group, append_dim, list(p.order))
-        _write_fallback(pipeline, session, ordered, group, append_dim=append_dim)
-        return {}
-    native = pipeline.native
-    if p.append:
-        ds = _open_native(pipeline, ordered, p.conversions, _stored_grid(existing))
-        # The stored chunk (shard) grid stays: write_dataset aligns the write tasks to it.
-        ds = repository.without_attrs(ds)
-        # xarray's append replaces the group's attributes: write back the stored ones.
-        ds.attrs = repository.read_group_attrs(session, group)
-        # Time units xarray cannot decode (year 0, months): appended undecoded, by icepipe.
-        assert append_dim is not None
-        ds, raw = repository.split_undecodable(session, ds, group, append_dim)
-        write_dataset(session, ds, group=group, append_dim=append_dim)
-        repository.append_raw(session, raw, group, append_dim, list(p.order))
-        return {}
-    dims = {**ordered[0].schema.dims, dim: p.new_length}
-    chunk_len, task_len = plan.plan_chunks(
-        dims, dim, ordered[0].schema.dims[dim], chunks=native.chunks, shards=native.shards
-    )
-    ds = _open_native(pipeline, ordered, p.conversions, task_len)
-    encoding = repository.native_encoding(
-        ds, chunk_len, shard_len=task_len if native.shards else None, compression=native.compression
-    )
-    # Decoding may remove dimensions the scan saw (the string length of char arrays).
-    tasks = {d: n for d, n in task_len.items() if d in ds.dims}
-    write_dataset(session, ds.chunk(tasks), group=group, mode="w-", encoding=encoding)
-    return {
-        "chunks": chunk_len,
-        "shards": task_len if native.shards else None,
-        "compression": native.compression,
-    }
-
-
-def _write_fallback(
-    pipeline: Pipeline,
-    session: Any,
-    files: list[sources.ScannedFile],
-    group: str | None,
-    *,
-    append_dim: str | None = None,
-    region: dict[str, slice] | None = None,
-) -> None:
-    """Write the variables a virtual ingest reads natively (GRIB fallback) as ordinary chunks.
-
-    Called after the virtual write of the same files: the coordinates are stored already, so
-    only the data variables are written, on the chunk grid their virtual twins would have had
-    (one chunk per GRIB message), with the attributes the scan gave them.
-    """
-    from icepipe.repository.native import write_dataset
-
-    names = list(dict.fromkeys(n for f in files for n in f.fallback))
-    if not names:
-        return
-    if append_dim is not None or region is not None:
-        from icepipe.codecs import GRIB_CODEC_NAME
-
-        referenced = repository.arrays_with_codec(session, group, names, GRIB_CODEC_NAME)
-        if referenced:
-            urls = ", ".join(f.source.url for f in files[:3])
-            raise SchemaMismatchError(
-                f"{urls}: variable(s) {', '.join(referenced)} must be read natively from these "
-                "files (the GRIB codec cannot decode their messages), but the repository "
-                f"stores them as GRIB references in {group or '/'!r}; ingest these files into a "
-                "new group, or list the variable(s) in source.drop_variables",
-                urls=[f.source.url for f in files],
-            )
-    src = pipeline.source
-    schema = files[0].schema.variables
-    only = sources.ScanOptions(
-        concat_dim=src.concat_dim, variables=tuple(names), storage=src.storage
-    )
-    ds = sources.open_files(
-        [f.source.url for f in files],
-        [f.schema.format for f in files],
-        only,
-        chunks={src.concat_dim: -1},
-    )
-    ds = ds[names]
-    ds = ds.drop_vars(list(ds.coords))
-    ds = ds.chunk(
-        {d: c for n in names for d, c in zip(schema[n].dims, schema[n].chunks or (), strict=True)}
-    )
-    ds = sources.sanitize_attrs(ds)
-    for n in names:
-        ds[n].attrs = {k: v for k, v in ds[n].attrs.items() if k != "coordinates"}
-        ds[n].encoding = {}
-    # xarray replaces the group's attributes (the coordinates list among them) with the
-    # dataset's: hand it the stored ones.
-    ds.attrs = repository.read_group_attrs(session, group)
-    if region is not None:
-        write_dataset(session, ds, group=group, region=region)
-    elif append_dim is not None:
-        write_dataset(session, ds, group=group, append_dim=append_dim)
-    else:
-        encoding = {n: {"chunks": schema[n].chunks} for n in names}
-        write_dataset(session, ds, group=group, mode="a", encoding=encoding)
-
-
-def _stored_grid(existing: TargetSchema) -> dict[str, int]:
-    """Chunk lengths of the stored arrays per dimension (the largest where they differ)."""
-    grid: dict[str, int] = {}
-    for var in existing.variables.values():
-        for d, c in zip(var.dims, var.chunks or (), strict=False):
-            grid[d] = max(grid.get(d, 0), c)
-    return grid
-
-
-def _open_native(
-    pipeline: Pipeline,
-    files: list[sources.ScannedFile],
-    conversions: Mapping[str, Mapping[str, TimeConversion]],
-    grid: Mapping[str, int] | None = None,
-) -> Any:
-    """Open ``files`` lazily, each aligned to ``grid`` (target task lengths) except along
-    the concat dimension, where every file is one Dask chunk."""
-    src = pipeline.source
-    chunks = {d: n for d, n in (grid or {}).items() if d != src.concat_dim}
-    chunks[src.concat_dim] = -1
-    ds = sources.open_files(
-        [[m.url for m in f.members] if f.members else f.source.url for f in files],
-        # Members' own formats: a GRIB hypercube's position differs between files.
-        [list(f.member_formats) if f.members else f.schema.format for f in files],
-        sources.ScanOptions.from_source(src, pipeline.mode),
-        conversions=conversions,
-        chunks=chunks,
-    )
-    return sources.sanitize_attrs(ds)
 
 
 def _url(f: SourceFile) -> str:

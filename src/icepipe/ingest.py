@@ -1,0 +1,220 @@
+"""The write stage of a run: one group's planned slots written into a session.
+
+:func:`write_part` takes what the plan decided for one target group (:class:`Part`: regions,
+re-ingests, appends) and writes it: virtual references through
+:func:`icepipe.repository.write_virtual`, natively read variables of a virtual ingest through
+:func:`write_fallback`, native chunks through :func:`icepipe.repository.native.write_dataset`
+(forked sessions on the cluster). Files are opened lazily here (:func:`open_native`), which is
+why this stage sits above both :mod:`icepipe.sources` and :mod:`icepipe.repository`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from icepipe import plan, repository, sources
+from icepipe.errors import SchemaMismatchError
+from icepipe.model import TargetSchema, TimeConversion
+from icepipe.spec import Pipeline
+
+__all__ = ["Part", "open_native", "stored_grid", "write_fallback", "write_part"]
+
+
+@dataclass
+class Part:
+    """What one run writes into one group: the pipeline's group, or (``source.grib_cubes``)
+    the subgroup of one GRIB hypercube."""
+
+    cube: str | None
+    group: str | None
+    existing: TargetSchema
+    new: list[sources.ScannedFile]
+    changed: list[tuple[sources.ScannedFile, Mapping[str, Any]]]
+    ledger_slots: list[plan.Slot]
+    append_plan: plan.AppendPlan | None = None
+    reingest: list[plan.Slot] = field(default_factory=list)
+
+    @property
+    def slots(self) -> list[plan.Slot]:
+        p = self.append_plan
+        return [*(p.regions if p else ()), *self.reingest, *(p.appends if p else ())]
+
+    @property
+    def by_url(self) -> dict[str, sources.ScannedFile]:
+        return {s.source.url: s for s in [*self.new, *(c for c, _ in self.changed)]}
+
+
+def write_part(pipeline: Pipeline, session: Any, part: Part) -> dict[str, Any]:
+    """Write one part's regions then appends into ``session``; return the layout for the
+    commit metadata."""
+    from icepipe.repository.native import write_dataset
+
+    assert part.append_plan is not None
+    p, files, group, existing = part.append_plan, part.by_url, part.group, part.existing
+    dim = pipeline.source.concat_dim
+    virtual = pipeline.mode == "virtual"
+    for slot in [*p.regions, *part.reingest]:
+        region = {dim: slice(slot.start, slot.start + slot.length)}
+        if virtual:
+            ds = sources.normalize_times(
+                files[slot.url].dataset, p.conversions.get(slot.url, {}), slot.url
+            )
+            repository.write_virtual(session, ds, group=group, region=region, urls=[slot.url])
+            write_fallback(pipeline, session, [files[slot.url]], group, region=region)
+        else:
+            ds = open_native(pipeline, [files[slot.url]], p.conversions, stored_grid(existing))
+            ds = ds.drop_vars([n for n, v in ds.variables.items() if dim not in v.dims])
+            write_dataset(session, repository.without_attrs(ds), group=group, region=region)
+    if not p.order:
+        return {}
+    ordered = [files[u] for u in p.order]
+    append_dim = dim if p.append else None
+    if virtual:
+        ordered = [
+            dataclasses.replace(
+                f,
+                dataset=sources.normalize_times(
+                    f.dataset, p.conversions.get(f.source.url, {}), f.source.url
+                ),
+            )
+            for f in ordered
+        ]
+        combined = sources.combine_virtual(ordered, dim)
+        raw: dict[str, Any] = {}
+        if append_dim is not None:  # time units xarray cannot decode: appended undecoded
+            combined, raw = repository.split_undecodable(session, combined, group, append_dim)
+        repository.write_virtual(
+            session, combined, group=group, append_dim=append_dim, urls=list(p.order)
+        )
+        if append_dim is not None:
+            repository.append_raw(session, raw, group, append_dim, list(p.order))
+        write_fallback(pipeline, session, ordered, group, append_dim=append_dim)
+        return {}
+    native = pipeline.native
+    if p.append:
+        ds = open_native(pipeline, ordered, p.conversions, stored_grid(existing))
+        # The stored chunk (shard) grid stays: write_dataset aligns the write tasks to it.
+        ds = repository.without_attrs(ds)
+        # xarray's append replaces the group's attributes: write back the stored ones.
+        ds.attrs = repository.read_group_attrs(session, group)
+        # Time units xarray cannot decode (year 0, months): appended undecoded, by icepipe.
+        assert append_dim is not None
+        ds, raw = repository.split_undecodable(session, ds, group, append_dim)
+        write_dataset(session, ds, group=group, append_dim=append_dim)
+        repository.append_raw(session, raw, group, append_dim, list(p.order))
+        return {}
+    dims = {**ordered[0].schema.dims, dim: p.new_length}
+    chunk_len, task_len = plan.plan_chunks(
+        dims, dim, ordered[0].schema.dims[dim], chunks=native.chunks, shards=native.shards
+    )
+    ds = open_native(pipeline, ordered, p.conversions, task_len)
+    encoding = repository.native_encoding(
+        ds, chunk_len, shard_len=task_len if native.shards else None, compression=native.compression
+    )
+    # Decoding may remove dimensions the scan saw (the string length of char arrays).
+    tasks = {d: n for d, n in task_len.items() if d in ds.dims}
+    write_dataset(session, ds.chunk(tasks), group=group, mode="w-", encoding=encoding)
+    return {
+        "chunks": chunk_len,
+        "shards": task_len if native.shards else None,
+        "compression": native.compression,
+    }
+
+
+def write_fallback(
+    pipeline: Pipeline,
+    session: Any,
+    files: list[sources.ScannedFile],
+    group: str | None,
+    *,
+    append_dim: str | None = None,
+    region: dict[str, slice] | None = None,
+) -> None:
+    """Write the variables a virtual ingest reads natively (GRIB fallback) as ordinary chunks.
+
+    Called after the virtual write of the same files: the coordinates are stored already, so
+    only the data variables are written, on the chunk grid their virtual twins would have had
+    (one chunk per GRIB message), with the attributes the scan gave them.
+    """
+    from icepipe.repository.native import write_dataset
+
+    names = list(dict.fromkeys(n for f in files for n in f.fallback))
+    if not names:
+        return
+    if append_dim is not None or region is not None:
+        from icepipe.codecs import GRIB_CODEC_NAME
+
+        referenced = repository.arrays_with_codec(session, group, names, GRIB_CODEC_NAME)
+        if referenced:
+            urls = ", ".join(f.source.url for f in files[:3])
+            raise SchemaMismatchError(
+                f"{urls}: variable(s) {', '.join(referenced)} must be read natively from these "
+                "files (the GRIB codec cannot decode their messages), but the repository "
+                f"stores them as GRIB references in {group or '/'!r}; ingest these files into a "
+                "new group, or list the variable(s) in source.drop_variables",
+                urls=[f.source.url for f in files],
+            )
+    src = pipeline.source
+    schema = files[0].schema.variables
+    only = sources.ScanOptions(
+        concat_dim=src.concat_dim, variables=tuple(names), storage=src.storage
+    )
+    ds = sources.open_files(
+        [f.source.url for f in files],
+        [f.schema.format for f in files],
+        only,
+        chunks={src.concat_dim: -1},
+    )
+    ds = ds[names]
+    ds = ds.drop_vars(list(ds.coords))
+    ds = ds.chunk(
+        {d: c for n in names for d, c in zip(schema[n].dims, schema[n].chunks or (), strict=True)}
+    )
+    ds = sources.sanitize_attrs(ds)
+    for n in names:
+        ds[n].attrs = {k: v for k, v in ds[n].attrs.items() if k != "coordinates"}
+        ds[n].encoding = {}
+    # xarray replaces the group's attributes (the coordinates list among them) with the
+    # dataset's: hand it the stored ones.
+    ds.attrs = repository.read_group_attrs(session, group)
+    if region is not None:
+        write_dataset(session, ds, group=group, region=region)
+    elif append_dim is not None:
+        write_dataset(session, ds, group=group, append_dim=append_dim)
+    else:
+        encoding = {n: {"chunks": schema[n].chunks} for n in names}
+        write_dataset(session, ds, group=group, mode="a", encoding=encoding)
+
+
+def stored_grid(existing: TargetSchema) -> dict[str, int]:
+    """Chunk lengths of the stored arrays per dimension (the largest where they differ)."""
+    grid: dict[str, int] = {}
+    for var in existing.variables.values():
+        for d, c in zip(var.dims, var.chunks or (), strict=False):
+            grid[d] = max(grid.get(d, 0), c)
+    return grid
+
+
+def open_native(
+    pipeline: Pipeline,
+    files: list[sources.ScannedFile],
+    conversions: Mapping[str, Mapping[str, TimeConversion]],
+    grid: Mapping[str, int] | None = None,
+) -> Any:
+    """Open ``files`` lazily, each aligned to ``grid`` (target task lengths) except along
+    the concat dimension, where every file is one Dask chunk."""
+    src = pipeline.source
+    chunks = {d: n for d, n in (grid or {}).items() if d != src.concat_dim}
+    chunks[src.concat_dim] = -1
+    ds = sources.open_files(
+        [[m.url for m in f.members] if f.members else f.source.url for f in files],
+        # Members' own formats: a GRIB hypercube's position differs between files.
+        [list(f.member_formats) if f.members else f.schema.format for f in files],
+        sources.ScanOptions.from_source(src, pipeline.mode),
+        conversions=conversions,
+        chunks=chunks,
+    )
+    return sources.sanitize_attrs(ds)
