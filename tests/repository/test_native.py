@@ -24,6 +24,7 @@ from icepipe.errors import ConfigError, ConflictError, StaleWriteError, StorageE
 from icepipe.repository import (
     commit,
     local_path,
+    location_of,
     open_repo,
     write_and_commit,
     write_dataset,
@@ -582,3 +583,19 @@ def test_in_memory_sessions_cannot_reach_workers_and_say_so(client: Any) -> None
     # write_and_commit knows the storage and keeps the forks in-process.
     write_and_commit(repo, grid().chunk({"x": 10}), message="m", metadata={})
     np.testing.assert_array_equal(read(repo, "a"), np.zeros((40, 4)))
+
+
+def test_local_path_of_an_opened_repository_is_where_icepipe_opened_it(tmp_path: Path) -> None:
+    # A trailing space is lost when the folder is read back from Icechunk's description of the
+    # storage; icepipe knows where it opened the repository.
+    path = str(tmp_path / "repo ")
+    repo = open_repo(path, create=True)
+    assert location_of(repo) == path
+    assert local_path(repo) == path
+    assert location_of(icechunk.Repository.open(icechunk.local_filesystem_storage(path))) is None
+    ds = xr.Dataset({"v": ("x", np.arange(4.0))})
+    write_and_commit(repo, ds, message="one", metadata={})
+    xr.testing.assert_identical(
+        xr.open_zarr(open_repo(path).readonly_session("main").store, consolidated=False).load(),
+        ds,
+    )

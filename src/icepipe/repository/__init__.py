@@ -23,7 +23,6 @@ from icepipe.repository.native import (
     is_repository,
     is_session,
     is_virtual,
-    local_path,
     virtual_locations,
     write_and_commit,
     write_dataset,
@@ -50,6 +49,8 @@ from icepipe.repository.repo import (
     commit_lock,
     container_options,
     container_prefixes,
+    local_path,
+    location_of,
     open_repo,
 )
 from icepipe.repository.write import without_attrs, writable_session, write_virtual
@@ -91,6 +92,7 @@ __all__ = [
     "is_session",
     "is_virtual",
     "local_path",
+    "location_of",
     "open_repo",
     "arrays_with_codec",
     "ledger_cubes",

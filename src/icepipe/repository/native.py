@@ -27,7 +27,6 @@ says so (:class:`~icepipe.errors.StaleWriteError`), waiting as
 from __future__ import annotations
 
 import json
-import re
 import warnings
 from collections.abc import Mapping
 from contextlib import nullcontext
@@ -44,7 +43,7 @@ import zarr.errors
 from icepipe.errors import ConfigError, ConflictError, IcepipeError, StaleWriteError, StorageError
 from icepipe.faults import storage_failure
 from icepipe.repository.commits import Retry, commit
-from icepipe.repository.repo import container_prefixes
+from icepipe.repository.repo import container_prefixes, in_memory, local_path
 from icepipe.repository.write import writable_session
 
 __all__ = [
@@ -54,7 +53,6 @@ __all__ = [
     "is_repository",
     "is_session",
     "is_virtual",
-    "local_path",
     "virtual_locations",
     "write_and_commit",
     "write_dataset",
@@ -434,31 +432,6 @@ def _convert_write_error(exc: Exception, what: str, *, group: str | None) -> Exc
 # Committing
 # ----------------------------------------------------------------------------------------------
 
-_STORAGE_TYPE = re.compile(r"^\s*type:\s*(.+?)\s*$", re.MULTILINE)
-_LOCAL_PATH = re.compile(r"^\s*path:\s*(.+?)\s*$", re.MULTILINE)
-
-
-def local_path(repo: icechunk.Repository) -> str | None:
-    """The folder of a repository on local-filesystem storage, ``None`` for any other storage.
-
-    Raises
-    ------
-    StorageError
-        The storage is local but its folder cannot be determined.
-    """
-    # Storage exposes its kind and location only through its repr.
-    text = repr(repo.storage)
-    kind, path = _STORAGE_TYPE.search(text), _LOCAL_PATH.search(text)
-    if kind is not None and kind.group(1) != "local filesystem":
-        return None
-    if kind is None or path is None:
-        # Committing a local repository without the lock would silently lose racing commits.
-        raise StorageError(
-            f"cannot tell the kind and location of this repository's storage from {text!r} "
-            "(did icechunk change its Storage repr?); pass the repository as a path instead"
-        )
-    return path.group(1)
-
 
 def check_write_args(
     ds: object, *, mode: str | None, metadata: Mapping[str, Any], max_attempts: int
@@ -517,7 +490,7 @@ def write_and_commit(
     check_write_args(ds, mode=mode, metadata=metadata, max_attempts=max_attempts)
     lock = local_path(repo)
     # Worker processes cannot reach an in-memory repository: its forks must stay in-process.
-    in_process = "type: in-memory" in repr(repo.storage)
+    in_process = in_memory(repo)
     retry = Retry(max_attempts)
     last: StaleWriteError | None = None
     for attempt in retry.attempts():

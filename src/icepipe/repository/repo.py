@@ -13,9 +13,11 @@ import dataclasses
 import errno
 import fcntl
 import os
+import re
 import shutil
 import stat
 import uuid
+import weakref
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -36,6 +38,9 @@ __all__ = [
     "container_credentials",
     "container_options",
     "container_prefixes",
+    "in_memory",
+    "local_path",
+    "location_of",
     "open_repo",
     "repo_config",
     "storage_for",
@@ -49,6 +54,64 @@ icechunk.set_logs_filter("error")
 
 class RepoNotFoundError(ConfigError):
     """No Icechunk repository exists at the given location."""
+
+
+# Where open_repo opened each repository from: Icechunk's Storage does not tell its location.
+_LOCATIONS: weakref.WeakKeyDictionary[icechunk.Repository, str] = weakref.WeakKeyDictionary()
+
+
+def location_of(repo: icechunk.Repository) -> str | None:
+    """The location :func:`open_repo` opened ``repo`` from (as it was given: a path, ``file://``,
+    ``s3://``, ... URL), or ``None`` for a repository icepipe did not open (built with
+    ``icechunk.Repository.create``/``open``, or reopened since)."""
+    return _LOCATIONS.get(repo)
+
+
+def local_path(repo: icechunk.Repository) -> str | None:
+    """The folder of a repository on local-filesystem storage, ``None`` for any other storage.
+
+    For a repository :func:`open_repo` opened, the location icepipe
+    opened it from. Icechunk's ``Storage`` offers no accessor for its kind or location, so a
+    repository the caller built (``icechunk.Repository.create(icechunk.local_filesystem_storage(
+    path))``) is told by the description Icechunk prints for its storage.
+
+    Raises
+    ------
+    StorageError
+        The repository was built outside icepipe and its storage's description does not say
+        whether it is local, or where.
+    """
+    location = location_of(repo)
+    if location is not None:
+        return str(_local_path(location)) if is_local(location) else None
+    kind, path = _described_storage(repo)
+    if kind is not None and kind != "local filesystem":
+        return None
+    if kind is None or path is None:
+        # Committing a local repository without the lock would silently lose racing commits.
+        raise StorageError(
+            f"cannot tell the kind and location of this repository's storage from "
+            f"{repr(repo.storage)!r} (did icechunk change its Storage repr?); pass the repository "
+            "as a path instead"
+        )
+    return path
+
+
+def in_memory(repo: icechunk.Repository) -> bool:
+    """Whether ``repo`` lives in this process's memory (icepipe itself never opens such)."""
+    return location_of(repo) is None and _described_storage(repo)[0] == "in-memory"
+
+
+_STORAGE_TYPE = re.compile(r"^\s*type:\s*(.+?)\s*$", re.MULTILINE)
+_LOCAL_PATH = re.compile(r"^\s*path:\s*(.+?)\s*$", re.MULTILINE)
+
+
+def _described_storage(repo: icechunk.Repository) -> tuple[str | None, str | None]:
+    """The kind and the path of a repository's storage as its ``repr`` describes them (only for
+    repositories icepipe did not open: it knows where it opened the others)."""
+    text = repr(repo.storage)
+    kind, path = _STORAGE_TYPE.search(text), _LOCAL_PATH.search(text)
+    return (kind.group(1) if kind else None, path.group(1) if path else None)
 
 
 def storage_for(repo: str, storage: StorageOptions | None = None) -> icechunk.Storage:
@@ -583,14 +646,15 @@ def open_repo(
         persisted = _add_containers(repo, ic_storage, containers, source_storage)
         opened = icechunk.Repository.open(ic_storage, config=settings)
         configured = _existing_containers(persisted)
-        if not configured:
-            return opened
-        return opened.reopen(
-            config=settings,
-            authorize_virtual_chunk_access=container_credentials(
-                configured, source_storage, _read_records(opened)
-            ),
-        )
+        if configured:
+            opened = opened.reopen(
+                config=settings,
+                authorize_virtual_chunk_access=container_credentials(
+                    configured, source_storage, _read_records(opened)
+                ),
+            )
+        _LOCATIONS[opened] = repo
+        return opened
     except ConfigError:
         raise
     except (icechunk.IcechunkError, OSError) as exc:
