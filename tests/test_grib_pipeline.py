@@ -576,3 +576,24 @@ def test_a_provider_switching_message_packing_mid_series_is_refused_naming_the_f
     from icepipe.repository import open_repo
 
     assert open_repo(str(tmp_path / "repo")).lookup_branch("main") == night1.snapshot_id
+
+
+@pytest.mark.parametrize(
+    ("cubes", "recorded"),
+    [
+        ("all", ["heightAboveGround-level-10", "isobaricInhPa"]),
+        (["isobaricInhPa"], ["isobaricInhPa"]),
+    ],
+)
+def test_the_commit_lists_the_hypercubes_it_wrote(
+    tmp_path: Path, client: Any, cubes: Any, recorded: list[str]
+) -> None:
+    # `grib_cubes: all` is stored as an empty tuple of names: it must not read as "no cubes".
+    _series(tmp_path / "src", [1], isobaric=True)
+    source = {"urls": str(tmp_path / "src" / "*.grib2"), "format": "grib", "grib_cubes": cubes}
+    p = _pipeline(tmp_path, "cubes", source, repo=tmp_path / "repo", group="nwp", mode="native")
+    assert icepipe.run(icepipe.load_pipeline(p), client=client).status == "committed"
+    from icepipe.repository import METADATA_KEY, open_repo
+
+    (newest, *_) = open_repo(str(tmp_path / "repo")).ancestry(branch="main")
+    assert newest.metadata[METADATA_KEY]["cubes"] == recorded

@@ -446,7 +446,7 @@ def _ledger(
         files=records,
         reingested=tuple(s.url for part in parts for s in part.reingest),
         skipped=tuple(SkippedFile(u, r) for u, r in state.skipped.items()),
-        cubes=tuple(p.cube for p in parts if p.cube) if src.grib_cubes else None,
+        cubes=tuple(p.cube for p in parts if p.cube) if src.grib_cubes is not None else None,
         native_fallback=dict(fallback) or None,
         layout=NativeLayout(**layout) if layout else None,
     )
