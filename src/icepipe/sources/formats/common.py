@@ -1,10 +1,11 @@
-"""Helpers the readers share: virtual datasets from a VirtualiZarr parser, lazy xarray opens."""
+"""What the readers share: virtual datasets from a VirtualiZarr parser, lazy xarray opens, and
+:class:`XarrayOpens` (``open_native``/``open_plain`` of formats xarray opens directly)."""
 
 from __future__ import annotations
 
 import warnings
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import xarray as xr
 
@@ -12,7 +13,10 @@ from icepipe.cf import is_time_units
 from icepipe.errors import IcepipeError, SourceError, short_message
 from icepipe.storage import reference_url
 
-__all__ = ["is_virtual", "load_for_schema", "open_virtual", "open_xarray"]
+if TYPE_CHECKING:
+    from icepipe.sources.formats.base import ScanOptions
+
+__all__ = ["XarrayOpens", "is_virtual", "load_for_schema", "open_virtual", "open_xarray"]
 
 
 def is_virtual(var: xr.Variable) -> bool:
@@ -121,3 +125,32 @@ def load_for_schema(ds: xr.Dataset, order_by: str | None) -> xr.Dataset:
         if name in ds.indexes or var.ndim == 0 or name == order_by:
             var.load()
     return ds
+
+
+class XarrayOpens:
+    """``open_native`` and ``open_plain`` for a reader whose files xarray opens itself (netCDF3,
+    netCDF4): the reader gives :meth:`open_dataset`, one xarray open of a file."""
+
+    def open_dataset(
+        self, url: str, options: ScanOptions, *, chunks: Mapping[str, int] | None, raw: bool
+    ) -> xr.Dataset:
+        """``url`` through :func:`open_xarray`, values ``raw`` or decoded.
+
+        Raises
+        ------
+        SourceError
+            The file cannot be opened.
+        """
+        raise NotImplementedError
+
+    def open_native(
+        self, url: str, fmt: str, options: ScanOptions, chunks: Mapping[str, int] | None
+    ) -> xr.Dataset:
+        return self.open_dataset(url, options, chunks=chunks, raw=False)
+
+    def open_plain(self, url: str, options: ScanOptions) -> xr.Dataset | None:
+        try:
+            ds = self.open_dataset(url, options, chunks=None, raw=True)
+        except IcepipeError:
+            return None
+        return load_for_schema(ds, options.order_by)

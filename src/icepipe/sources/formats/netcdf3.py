@@ -8,17 +8,17 @@ from typing import Any, ClassVar
 
 import xarray as xr
 
-from icepipe.errors import IcepipeError, SourceError
+from icepipe.errors import SourceError
 from icepipe.model import SourceFile
 from icepipe.sources.formats.base import Opened, ScanOptions
-from icepipe.sources.formats.common import load_for_schema, open_virtual, open_xarray
+from icepipe.sources.formats.common import XarrayOpens, open_virtual, open_xarray
 from icepipe.sources.stores import netcdf3_store, registry_for
 from icepipe.storage import scheme_of
 
 __all__ = ["NetCDF3Reader"]
 
 
-class NetCDF3Reader:
+class NetCDF3Reader(XarrayOpens):
     """netCDF3 classic files; they hold no groups."""
 
     name: ClassVar[str] = "netcdf3"
@@ -41,34 +41,21 @@ class NetCDF3Reader:
         ds = open_virtual(source.url, NetCDF3Parser(), registry, options.order_by)
         return [Opened("", ds, self.name)]
 
-    def open_native(
-        self, url: str, fmt: str, options: ScanOptions, chunks: Mapping[str, int] | None
+    def open_dataset(
+        self, url: str, options: ScanOptions, *, chunks: Mapping[str, int] | None, raw: bool
     ) -> xr.Dataset:
-        return _open(url, options, chunks=chunks)
-
-    def open_plain(self, url: str, options: ScanOptions) -> xr.Dataset | None:
-        try:
-            ds = _open(url, options, chunks=None, raw=True)
-        except IcepipeError:
-            return None
-        return load_for_schema(ds, options.order_by)
+        kwargs: dict[str, Any] = {"group": options.group} if options.group else {}
+        if scheme_of(url) == "file":
+            # netCDF4-python reads every netCDF3 variant (CDF-1, CDF-2 and CDF-5; scipy misses
+            # CDF-5).
+            source: Any = url.removeprefix("file://")
+            return open_xarray(url, "netcdf3", source, "netcdf4", chunks=chunks, raw=raw, **kwargs)
+        # netCDF4-python reads paths only: on object storage, the file is read as the Zarr view
+        # VirtualiZarr's parser gives it (the same view virtual ingests store). It pickles as
+        # (url, storage): the task graph holds no credentials, each worker resolves its own.
+        kwargs.update(consolidated=False, zarr_format=3)
+        source = netcdf3_store(url, options.storage)
+        return open_xarray(url, "netcdf3", source, "zarr", chunks=chunks, raw=raw, **kwargs)
 
     def refused_variables(self, url: str, options: ScanOptions) -> list[str]:
         return []
-
-
-def _open(
-    url: str, options: ScanOptions, *, chunks: Mapping[str, int] | None, raw: bool = False
-) -> xr.Dataset:
-    kwargs: dict[str, Any] = {"group": options.group} if options.group else {}
-    if scheme_of(url) == "file":
-        # netCDF4-python reads every netCDF3 variant (CDF-1, CDF-2 and CDF-5; scipy misses
-        # CDF-5).
-        source: Any = url.removeprefix("file://")
-        return open_xarray(url, "netcdf3", source, "netcdf4", chunks=chunks, raw=raw, **kwargs)
-    # netCDF4-python reads paths only: on object storage, the file is read as the Zarr view
-    # VirtualiZarr's parser gives it (the same view virtual ingests store). It pickles as
-    # (url, storage): the task graph holds no credentials, each worker resolves its own.
-    kwargs.update(consolidated=False, zarr_format=3)
-    source = netcdf3_store(url, options.storage)
-    return open_xarray(url, "netcdf3", source, "zarr", chunks=chunks, raw=raw, **kwargs)

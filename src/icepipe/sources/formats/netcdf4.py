@@ -8,10 +8,10 @@ from typing import Any, ClassVar
 
 import xarray as xr
 
-from icepipe.errors import IcepipeError, SourceError
+from icepipe.errors import SourceError
 from icepipe.model import SourceFile
 from icepipe.sources.formats.base import Opened, ScanOptions
-from icepipe.sources.formats.common import load_for_schema, open_virtual, open_xarray
+from icepipe.sources.formats.common import XarrayOpens, open_virtual, open_xarray
 from icepipe.sources.stores import RemoteFile, registry_for
 from icepipe.storage import StorageOptions, reference_url, scheme_of
 
@@ -22,7 +22,7 @@ HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 _HDF5_OFFSETS = (0, 512, 1024, 2048, 4096)
 
 
-class NetCDF4Reader:
+class NetCDF4Reader(XarrayOpens):
     """netCDF4 (HDF5) files, groups included."""
 
     name: ClassVar[str] = "netcdf4"
@@ -44,31 +44,18 @@ class NetCDF4Reader:
             ds = _with_unwritten_variables(ds, url, options.group)
         return [Opened("", ds, self.name)]
 
-    def open_native(
-        self, url: str, fmt: str, options: ScanOptions, chunks: Mapping[str, int] | None
+    def open_dataset(
+        self, url: str, options: ScanOptions, *, chunks: Mapping[str, int] | None, raw: bool
     ) -> xr.Dataset:
-        return _open(url, options, chunks=chunks)
-
-    def open_plain(self, url: str, options: ScanOptions) -> xr.Dataset | None:
-        try:
-            ds = _open(url, options, chunks=None, raw=True)
-        except IcepipeError:
-            return None
-        return load_for_schema(ds, options.order_by)
+        # Remote files are opened as objects that pickle as (url, storage): the task graph that
+        # carries them to the workers holds no credentials, each worker resolves its own.
+        remote = scheme_of(url) != "file"
+        source: Any = RemoteFile(url, options.storage) if remote else url.removeprefix("file://")
+        kwargs: dict[str, Any] = {"group": options.group} if options.group else {}
+        return open_xarray(url, "netcdf4", source, "h5netcdf", chunks=chunks, raw=raw, **kwargs)
 
     def refused_variables(self, url: str, options: ScanOptions) -> list[str]:
         return _empty_datasets(url, options.storage)
-
-
-def _open(
-    url: str, options: ScanOptions, *, chunks: Mapping[str, int] | None, raw: bool = False
-) -> xr.Dataset:
-    # Remote files are opened as objects that pickle as (url, storage): the task graph that
-    # carries them to the workers holds no credentials, each worker resolves its own.
-    remote = scheme_of(url) != "file"
-    source: Any = RemoteFile(url, options.storage) if remote else url.removeprefix("file://")
-    kwargs: dict[str, Any] = {"group": options.group} if options.group else {}
-    return open_xarray(url, "netcdf4", source, "h5netcdf", chunks=chunks, raw=raw, **kwargs)
 
 
 def _check_group(url: str, group: str, registry: Any) -> None:
