@@ -17,8 +17,9 @@ Pipelines target a catalog entry with ``target: {repo: "catalog:acme/nemo"}``, a
 command taking a repository accepts ``catalog:acme/nemo``. Like pipelines, the catalog holds
 environment variable *names*, never secrets.
 
-A leaf module (YAML and :mod:`icepipe.storage` only): :mod:`icepipe.spec` resolves references
-with it; :mod:`icepipe.ops.repos` creates and deletes the repositories it names.
+A leaf module (YAML, :mod:`icepipe.storage`, :mod:`icepipe.fields` and :mod:`icepipe.errors`
+only): :mod:`icepipe.spec` resolves references with it; :mod:`icepipe.ops.repos` creates and
+deletes the repositories it names.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""The ``icepipe`` command line: thin commands over :mod:`icepipe.pipeline` and ``target``.
+"""The ``icepipe`` command line (the only module importing argparse): thin commands over
+:mod:`icepipe.ops` and :mod:`icepipe.repository`.
 
 Exit codes (for schedulers): 0 success (also "nothing new", unless ``icepipe run
 --nothing-new-exit-code N``), 1 unexpected error, 2 bad configuration or arguments, 3 bad

@@ -1,8 +1,9 @@
 """When a pipeline runs: the ``schedule:`` field (standard 5-field cron plus a time zone).
 
-A leaf module (croniter and the standard library only): :mod:`icepipe.spec` validates the field
-with :func:`parse_schedule`; :mod:`icepipe.ops.schedule` computes fire times with
-:meth:`Schedule.next_after` and translates schedules for cron, systemd and Kubernetes.
+A leaf module (croniter, the standard library and :mod:`icepipe.errors` only):
+:mod:`icepipe.spec` validates the field with :func:`parse_schedule`; :mod:`icepipe.ops.schedule`
+computes fire times with :meth:`Schedule.next_after` and translates schedules for cron, systemd
+and Kubernetes.
 
 Only the syntax every one of those understands is accepted: five fields (minute, hour, day of
 month, month, day of week) made of numbers, three-letter names, ``*``, ``a-b``, ``/step`` and

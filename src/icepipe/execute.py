@@ -1,4 +1,5 @@
-"""Dask: start or connect to a cluster and run picklable tasks on it.
+"""Dask: start or connect to a cluster and run picklable tasks on it; hold Ctrl-C back while a
+commit or a cluster start must finish (:func:`interrupts_deferred`).
 
 The embedded default is a ``LocalCluster`` of worker *processes* (spawned, since Icechunk
 deadlocks after ``fork``); ``scheduler="tcp://host:8786"`` connects to any running

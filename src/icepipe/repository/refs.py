@@ -1,9 +1,11 @@
-"""Branches, tags, diffs, compare-and-set branch moves, and what a snapshot's tree holds.
+"""Branches, tags, diffs, compare-and-set branch moves, what a snapshot's tree holds, and the
+deletion of local repositories.
 
-Every function takes an open ``icechunk.Repository`` (see :func:`icepipe.repository.open_repo`)
-and converts Icechunk's errors into icepipe's: a missing ref or a tag name that was used
-before is a :class:`ConfigError`, a branch that moved is a :class:`ConflictError`, anything
-else a :class:`StorageError`.
+The functions take an open ``icechunk.Repository`` (see :func:`icepipe.repository.open_repo`),
+except the two that delete a local repository by its location (:func:`delete_local_repo`,
+:func:`discard_unused_repo`, under the commit lock), and convert Icechunk's errors into
+icepipe's: a missing ref or a tag name that was used before is a :class:`ConfigError`, a branch
+that moved is a :class:`ConflictError`, anything else a :class:`StorageError`.
 """
 
 from __future__ import annotations

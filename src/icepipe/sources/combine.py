@@ -1,4 +1,7 @@
-"""Combine scanned virtual datasets along the concat dimension (no I/O: references only)."""
+"""Combine datasets along the concat dimension and into steps (``merge``, several combine
+dimensions), and rewrite time values into the stored encoding: the virtual datasets of scans
+and the lazy datasets of native opens alike. No I/O: references, loaded coordinates and lazy
+(Dask) values only."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """URLs: schemes, the parts of a location, and the URLs virtual references store.
 
-A leaf module (standard library only): every storage scheme module and every caller that
-needs a location's scheme or parts goes through these few functions.
+A leaf module (the standard library and :mod:`icepipe.errors` only): every storage scheme module
+and every caller that needs a location's scheme or parts goes through these few functions.
 """
 
 from __future__ import annotations

@@ -2,7 +2,8 @@
 
 A reader recognises its files (:meth:`Reader.detect`), scans them into virtual references
 (:meth:`Reader.scan_virtual`), opens them lazily with xarray for native ingests and validation
-(:meth:`Reader.open_native`) and names the variables its parser would leave out
+(:meth:`Reader.open_native`), opens plainly a file its parser refuses, for native scans
+(:meth:`Reader.open_plain`), and names the variables its parser would leave out
 (:meth:`Reader.refused_variables`). The built-in readers register through :func:`register`, as
 a new format would: adding a format is adding one module and one ``register`` call (and its
 name to ``spec.FORMATS``).
