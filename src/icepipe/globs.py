@@ -39,16 +39,50 @@ def glob_to_regex(pattern: str) -> re.Pattern[str]:
         elif c == "?":
             out.append("[^/]")
         elif c == "[":
-            j = pattern.find("]", i + 1)
-            if j == -1:
+            end = _class_end(pattern, i)
+            if end is None:
                 out.append(re.escape(c))
             else:
-                body = pattern[i + 1 : j]
-                if body.startswith("!"):
-                    body = "^" + body[1:]
-                out.append(f"[{body}]")
-                i = j
+                out.append(_class(pattern[i + 1 : end]))
+                i = end
         else:
             out.append(re.escape(c))
         i += 1
     return re.compile("".join(out) + r"\Z", re.DOTALL)  # names may hold newlines
+
+
+def _class_end(pattern: str, start: int) -> int | None:
+    """The index of the ``]`` closing the class opened at ``start``, or ``None`` (then ``[`` is
+    a plain character). A ``]`` right after ``[`` or ``[!`` is a member, as in fnmatch."""
+    j = start + 1
+    if j < len(pattern) and pattern[j] in "!^":
+        j += 1
+    if j < len(pattern) and pattern[j] == "]":
+        j += 1
+    end = pattern.find("]", j)
+    return None if end == -1 else end
+
+
+def _class(body: str) -> str:
+    """The regex of a glob class ``[body]`` (``!`` or ``^`` first negates), as fnmatch
+    translates it: reversed ranges (``b-a``) match nothing, regex syntax in members is escaped."""
+    negate = body[:1] in ("!", "^")
+    members = body[1:] if negate else body
+    # Split at the hyphens of ranges: not the first member, nor a hyphen ending a range.
+    chunks: list[str] = []
+    start, k = 0, 1
+    while (h := members.find("-", k)) >= 0:
+        chunks.append(members[start:h])
+        start, k = h + 1, h + 3
+    if members[start:]:
+        chunks.append(members[start:])
+    elif chunks:
+        chunks[-1] += "-"  # a trailing hyphen is a member
+    for n in range(len(chunks) - 1, 0, -1):
+        if chunks[n - 1][-1:] > chunks[n][:1]:  # a reversed range: drop it
+            chunks[n - 1] = chunks[n - 1][:-1] + chunks[n][1:]
+            del chunks[n]
+    escaped = "-".join(re.sub(r"([-\\\[\]^&~|])", r"\\\1", c) for c in chunks)
+    if not escaped:
+        return "[^/]" if negate else "(?!)"  # empty: never matches (negated: any character)
+    return f"[{'^' if negate else ''}{escaped}]"
