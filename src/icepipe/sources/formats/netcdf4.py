@@ -10,12 +10,17 @@ import xarray as xr
 
 from icepipe.errors import SourceError
 from icepipe.model import SourceFile
+from icepipe.sources.formats import hdf5_index
 from icepipe.sources.formats.base import Opened, ScanOptions
 from icepipe.sources.formats.common import XarrayOpens, open_virtual, open_xarray
 from icepipe.sources.stores import RemoteFile, registry_for
 from icepipe.storage import StorageOptions, reference_url, scheme_of
 
-__all__ = ["HDF5_MAGIC", "NetCDF4Reader"]
+__all__ = ["HDF5_MAGIC", "INDEXED_SCANS", "NetCDF4Reader", "scan_parsed"]
+
+#: Whether local files laid out like one already scanned take :mod:`hdf5_index`'s route
+#: (benchmarks and tests switch it off to measure and compare the slow route).
+INDEXED_SCANS = True
 
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 # An HDF5 superblock may follow a user block of 512, 1024, 2048, ... bytes.
@@ -33,15 +38,21 @@ class NetCDF4Reader(XarrayOpens):
         return any(head[o : o + 8] == HDF5_MAGIC for o in _HDF5_OFFSETS)
 
     def scan_virtual(self, source: SourceFile, options: ScanOptions) -> list[Opened]:
-        from virtualizarr.parsers import HDFParser
-
         url = source.url
-        registry = registry_for(url, options.storage)
-        if options.group is not None:
-            _check_group(url, options.group, registry)
-        ds = open_virtual(url, HDFParser(group=options.group), registry, options.order_by)
-        if scheme_of(url) == "file":
-            ds = _with_unwritten_variables(ds, url, options.group)
+        layout = None
+        if scheme_of(url) == "file" and INDEXED_SCANS:
+            # Files laid out like one scanned before: only their chunk tables are read.
+            ds, layout = _scan_indexed(url, options)
+            if ds is not None:
+                return [Opened("", ds, self.name)]
+        try:
+            ds = scan_parsed(url, options)
+        except BaseException:
+            if layout is not None:
+                hdf5_index.discard(layout)
+            raise
+        if layout is not None:
+            hdf5_index.remember(layout, ds, url, reference_url(url))
         return [Opened("", ds, self.name)]
 
     def open_dataset(
@@ -56,6 +67,32 @@ class NetCDF4Reader(XarrayOpens):
 
     def refused_variables(self, url: str, options: ScanOptions) -> list[str]:
         return _empty_datasets(url, options.storage)
+
+
+def scan_parsed(url: str, options: ScanOptions) -> xr.Dataset:
+    """The virtual dataset of ``url`` through VirtualiZarr's HDF parser (the slow route, which
+    :mod:`~icepipe.sources.formats.hdf5_index` reproduces for files laid out alike)."""
+    from virtualizarr.parsers import HDFParser
+
+    registry = registry_for(url, options.storage)
+    if options.group is not None:
+        _check_group(url, options.group, registry)
+    ds = open_virtual(url, HDFParser(group=options.group), registry, options.order_by)
+    if scheme_of(url) == "file":
+        ds = _with_unwritten_variables(ds, url, options.group)
+    return ds
+
+
+def _scan_indexed(url: str, options: ScanOptions) -> tuple[xr.Dataset | None, Any]:
+    """:func:`hdf5_index.scan_indexed` of a local file; a file h5py cannot open goes the slow
+    route, whose errors name the problem."""
+    path = url.removeprefix("file://")
+    try:
+        return hdf5_index.scan_indexed(
+            path, url, reference_url(url), options.group, options.order_by
+        )
+    except Exception:
+        return None, None
 
 
 def _check_group(url: str, group: str, registry: Any) -> None:

@@ -1,0 +1,466 @@
+"""netCDF4/HDF5 scans at the speed of the chunk index: a file that shares its layout with a
+file already scanned the slow way gets its virtual dataset from that file's, with only its chunk
+table and loaded coordinates read.
+
+The slow way (VirtualiZarr's ``HDFParser`` reading through a Python file object, then xarray
+opening the parsed file as a Zarr store) costs tens of milliseconds a file; most of that is
+metadata that every file of a series repeats. Here a file is opened with h5py by path and
+summarised into a *layout key*: the names, kinds, shapes, dtypes, chunk shapes, filters, fill
+values, dimension names and attribute values of every dataset of the group, and the attribute
+types of the group. The first file of each key goes the slow way; its dataset becomes the
+key's *template* once a rebuild of that same file from its template reproduces it exactly
+(otherwise the key is marked unusable, and its files keep going the slow way). The next files
+of the key take the template's metadata, encodings and attributes, their own chunk offsets and
+lengths (``chunk_iter``), loaded coordinates and group attributes.
+
+Anything this module does not reproduce exactly makes :func:`layout_of` return ``None`` (the
+file goes the slow way): groups holding groups or links, compact, external or virtual storage,
+object/compound/opaque dtypes, several dimension scales on one axis. Loaded variables whose
+values differ from the template's are read raw when xarray would not change them on decoding
+(no scale, offset, ``missing_value``, and no ``_FillValue`` other than NaN on floats), and
+otherwise send the file the slow way.
+
+Templates live in the worker process (a few, least recently used first out); they never travel.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    import h5py
+    import xarray as xr
+
+__all__ = [
+    "Layout",
+    "discard",
+    "forget_templates",
+    "layout_of",
+    "remember",
+    "same_dataset",
+    "scan_indexed",
+]
+
+# Templates kept per worker process: one per layout seen recently.
+_MAX_TEMPLATES = 16
+_HIDDEN_ATTRS = {"DIMENSION_LIST", "REFERENCE_LIST"}
+# Attributes VirtualiZarr's parser leaves out (its ``_extract_attrs``).
+_PARSER_HIDDEN = {
+    *_HIDDEN_ATTRS,
+    "CLASS",
+    "NAME",
+    "_Netcdf4Dimid",
+    "_Netcdf4Coordinates",
+    "_nc3_strict",
+    "_NCProperties",
+}
+
+
+@dataclass
+class Layout:
+    """One open file's layout key and what a rebuild reads from it."""
+
+    key: tuple[Any, ...]
+    #: The open file.
+    file: h5py.File
+    #: Datasets of the group by name.
+    datasets: dict[str, h5py.Dataset]
+    #: The group's attributes whose values may differ between files of one key.
+    group_attrs: dict[str, Any]
+
+
+@dataclass
+class _Template:
+    dataset: xr.Dataset
+    #: Loaded variables whose raw values become their values (see module docstring).
+    raw_ok: frozenset[str]
+    #: Raw bytes of each loaded variable in the template's file.
+    raw: dict[str, bytes] = field(repr=False)
+
+
+_templates: OrderedDict[tuple[Any, ...], _Template | None] = OrderedDict()
+
+
+def forget_templates() -> None:
+    """Drop every template of this process (tests, benchmarks)."""
+    _templates.clear()
+
+
+def _attr_values(obj: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """(name, dtype, shape, value bytes) of each attribute of ``obj``, in order, and the values
+    (as h5py reads them) by name."""
+    import h5py
+
+    out: list[tuple[Any, ...]] = []
+    values: dict[str, Any] = {}
+    for i in range(h5py.h5a.get_num_attrs(obj.id)):
+        attr = h5py.h5a.open(obj.id, index=i)
+        name = attr.name.decode("utf-8")
+        if name in _HIDDEN_ATTRS:
+            out.append((name,))
+            continue
+        dtype = attr.dtype
+        if attr.get_space().get_simple_extent_type() == h5py.h5s.NULL:
+            out.append((name, "empty"))
+            values[name] = h5py.Empty(dtype)
+            continue
+        arr = np.empty(attr.shape, dtype)
+        attr.read(arr)
+        raw = repr(arr.tolist()).encode() if dtype.kind == "O" else arr.tobytes()
+        out.append((name, dtype.str, attr.shape, raw))
+        values[name] = arr
+    return tuple(out), values
+
+
+def _dims(dataset: Any, file_id: Any) -> tuple[str, ...] | None:
+    """The dimension names VirtualiZarr gives ``dataset`` (its ``_dataset_dims``), or None when
+    that would raise."""
+    import h5py
+
+    refs: Any = dataset.attrs.get("DIMENSION_LIST")
+    scale = h5py.h5ds.is_scale(dataset.id)
+    out = []
+    for n in range(len(dataset.shape)):
+        count = len(refs[n]) if refs is not None and n < len(refs) else 0
+        if count == 1:
+            out.append(h5py.h5r.get_name(refs[n][0], file_id).decode("utf-8"))
+        elif scale:
+            out.append(str(dataset.name))
+        elif count > 1:
+            return None
+        else:
+            out.append(f"phony_dim_{n}")
+    return tuple(out)
+
+
+def _dataset_key(obj: Any, file_id: Any) -> tuple[Any, ...] | None:
+    import h5py
+
+    dtype = obj.dtype
+    if dtype.kind in "OV" or dtype.names is not None or dtype.subdtype is not None:
+        return None
+    dcpl = obj.id.get_create_plist()
+    layout = dcpl.get_layout()
+    if layout not in (h5py.h5d.CHUNKED, h5py.h5d.CONTIGUOUS) or dcpl.get_external_count():
+        return None
+    filters = tuple(dcpl.get_filter(i) for i in range(dcpl.get_nfilters()))
+    try:
+        fill: Any = np.asarray(obj.fillvalue).tobytes()
+    except RuntimeError:
+        fill = "default"
+    dims = _dims(obj, file_id)
+    if dims is None:
+        return None
+    attrs, _ = _attr_values(obj)
+    empty = obj.id.get_storage_size() == 0
+    return (layout, obj.shape, dtype.str, obj.chunks, filters, fill, dims, attrs, empty)
+
+
+def layout_of(path: str, group: str | None, order_by: str | None) -> Layout | None:
+    """The layout of the local file ``path`` (open: close ``layout.datasets``' file), or None
+    when this module cannot reproduce the slow route for it."""
+    import h5py
+
+    f = h5py.File(path, "r")
+    try:
+        root = f[group] if group else f
+        if not isinstance(root, h5py.Group):
+            f.close()
+            return None
+        datasets: dict[str, Any] = {}
+        parts: list[Any] = [group, order_by]
+        for name in root:
+            link = root.get(name, getlink=True)
+            obj = root[name] if isinstance(link, h5py.HardLink) else None
+            if not isinstance(obj, h5py.Dataset):
+                f.close()
+                return None
+            key = _dataset_key(obj, f.id)
+            if key is None:
+                f.close()
+                return None
+            datasets[name] = obj
+            parts.append((name, key))
+        attrs, values = _attr_values(root)
+        # Strings and finite numbers of the group differ per file (titles, dates, history):
+        # their types are part of the key, their values are read per file.
+        per_file = {
+            name: value
+            for name, value in values.items()
+            if name not in _PARSER_HIDDEN and _per_file_value(value) is not None
+        }
+        parts.append(
+            tuple(a[:3] if len(a) > 2 and a[0] in per_file else a for a in attrs),
+        )
+        return Layout(key=tuple(parts), file=f, datasets=datasets, group_attrs=per_file)
+    except Exception:
+        f.close()
+        raise
+
+
+def _per_file_value(value: Any) -> Any:
+    """The attribute value xarray shows for ``value``, when it is a plain string or finite
+    number (the values that may differ between files of one layout); else None."""
+    if not isinstance(value, np.ndarray) or value.shape not in ((), (1,)):
+        return None
+    item = value.reshape(()).item()
+    if isinstance(item, bytes):
+        try:
+            text = item.decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+        return text or None  # VirtualiZarr turns empty strings into " "
+    if isinstance(item, str):
+        return item or None
+    if isinstance(item, bool):
+        return None
+    if isinstance(item, int):
+        return item
+    if isinstance(item, float) and math.isfinite(item):
+        return item
+    return None
+
+
+def _close(layout: Layout) -> None:
+    layout.file.close()
+
+
+def _manifest(ref_url: str, obj: Any, chunks: tuple[int, ...]) -> Any:
+    """The chunk manifest of ``obj`` as VirtualiZarr's ``_dataset_chunk_manifest`` builds it."""
+    from virtualizarr.manifests import ChunkManifest
+
+    shape = obj.shape
+    dsid = obj.id
+    if obj.chunks is None:
+        offset = dsid.get_offset()
+        if offset is None:
+            return ChunkManifest(entries={}, shape=shape)
+        grid = (1,) * len(shape)
+        starts: list[tuple[tuple[int, ...], int, int]] = [
+            ((0,) * len(shape), offset, dsid.get_storage_size())
+        ]
+    else:
+        grid = tuple(math.ceil(a / b) for a, b in zip(shape, chunks, strict=True))
+        starts = []
+
+        def add(info: Any) -> None:
+            key = tuple(a // b for a, b in zip(info.chunk_offset, chunks, strict=True))
+            starts.append((key, info.byte_offset, info.size))
+
+        dsid.chunk_iter(add)
+        if not starts:
+            return ChunkManifest(entries={}, shape=shape)
+    paths = np.full(grid, "", dtype=np.dtypes.StringDType())
+    offsets = np.zeros(grid, dtype=np.uint64)
+    lengths = np.zeros(grid, dtype=np.uint64)
+    for key, offset, size in starts:
+        paths[key] = ref_url
+        offsets[key] = offset
+        lengths[key] = size
+    return ChunkManifest.from_arrays(
+        paths=paths, offsets=offsets, lengths=lengths, validate_paths=False
+    )
+
+
+def _read_raw(obj: Any) -> np.ndarray[Any, Any]:
+    import h5py
+
+    arr = np.empty(obj.shape, obj.dtype)
+    if obj.size:
+        obj.id.read(h5py.h5s.ALL, h5py.h5s.ALL, arr)
+    return arr
+
+
+def _rebuild(template: _Template, layout: Layout, url: str, ref_url: str) -> xr.Dataset | None:
+    """The virtual dataset of the file of ``layout`` from ``template``, or None when a loaded
+    variable cannot be reproduced without xarray's decoding."""
+    import xarray as xr
+    from virtualizarr.manifests import ManifestArray
+
+    tmpl = template.dataset
+    variables: dict[str, xr.Variable] = {}
+    for name, var in tmpl.variables.items():
+        name = str(name)
+        obj = layout.datasets[name]
+        if isinstance(var.data, ManifestArray):
+            metadata = var.data.metadata
+            manifest = _manifest(ref_url, obj, tuple(metadata.chunks))
+            data: Any = ManifestArray(metadata=metadata, chunkmanifest=manifest)
+        else:
+            raw = _read_raw(obj)
+            if raw.tobytes() == template.raw.get(name):
+                variables[name] = var
+                continue
+            if name not in template.raw_ok:
+                return None
+            data = raw
+        variables[name] = xr.Variable(
+            var.dims, data, attrs=dict(var.attrs), encoding=dict(var.encoding)
+        )
+    attrs = dict(tmpl.attrs)
+    for name, value in layout.group_attrs.items():
+        attrs[name] = _per_file_value(value)
+    # In the template's order (a dimension's variable becomes its index coordinate anyway).
+    ds = xr.Dataset(variables, attrs=attrs)
+    others = [n for n in tmpl.coords if n not in ds.coords]
+    if others:
+        ds = ds.set_coords(others)
+    ds.encoding = {**tmpl.encoding, "source": url}
+    return ds
+
+
+def _raw_decodes_to_itself(var: xr.Variable, raw: np.ndarray[Any, Any]) -> bool:
+    """Whether xarray's decoding leaves the raw values of ``var``'s variable unchanged, whatever
+    they are (so that another file's raw values are its values)."""
+    if raw.dtype.kind not in "iuf" or var.dtype != raw.dtype:
+        return False
+    keys = set(var.attrs) | set(var.encoding)
+    if keys & {"scale_factor", "add_offset", "missing_value", "valid_range", "valid_min"}:
+        return False
+    fill = var.encoding.get("_FillValue", var.attrs.get("_FillValue"))
+    if fill is not None and not (raw.dtype.kind == "f" and np.isnan(fill)):
+        return False
+    return bool(np.array_equal(np.asarray(var.values), raw, equal_nan=raw.dtype.kind == "f"))
+
+
+def remember(layout: Layout, ds: xr.Dataset, url: str, ref_url: str) -> None:
+    """Make ``ds`` (the slow route's dataset of the file of ``layout``) the template of its
+    layout, if rebuilding that same file from it reproduces it exactly; closes the file."""
+    try:
+        try:
+            template = _template_of(layout, ds, url, ref_url)
+        except Exception:  # whatever this module misreads goes the slow way, not wrong
+            template = None
+        _templates[layout.key] = template
+        while len(_templates) > _MAX_TEMPLATES:
+            _templates.popitem(last=False)
+    finally:
+        _close(layout)
+
+
+def discard(layout: Layout) -> None:
+    """Close the file of ``layout`` without remembering anything (the slow route failed)."""
+    _close(layout)
+
+
+def _template_of(layout: Layout, ds: xr.Dataset, url: str, ref_url: str) -> _Template | None:
+    from virtualizarr.manifests import ManifestArray
+
+    raw: dict[str, bytes] = {}
+    raw_ok = set()
+    for name, var in ds.variables.items():
+        name = str(name)
+        obj = layout.datasets.get(name)
+        if obj is None:
+            return None  # made by the reader, not read from the file
+        if isinstance(var.data, ManifestArray):
+            chunks = tuple(var.data.metadata.chunks)
+            if obj.chunks is not None and chunks != obj.chunks:
+                return None  # VirtualiZarr trimmed an oversized chunk
+        else:
+            values = _read_raw(obj)
+            raw[name] = values.tobytes()
+            if _raw_decodes_to_itself(var, values):
+                raw_ok.add(name)
+    for name, value in layout.group_attrs.items():
+        if ds.attrs.get(name, object()) != _per_file_value(value):
+            return None
+    template = _Template(dataset=ds, raw_ok=frozenset(raw_ok), raw=raw)
+    # A rebuild of the same file must give the same dataset, both with the template's loaded
+    # values and with the raw values of the variables that would take them.
+    others = {n: b for n, b in raw.items() if n not in raw_ok}
+    for check in (template, _Template(ds, frozenset(raw_ok), others)):
+        again = _rebuild(check, layout, url, ref_url)
+        if again is None or not same_dataset(again, ds):
+            return None
+    return template
+
+
+def scan_indexed(
+    path: str, url: str, ref_url: str, group: str | None, order_by: str | None
+) -> tuple[xr.Dataset | None, Layout | None]:
+    """The virtual dataset of the local file ``path`` from a template, or ``(None, layout)``:
+    scan it the slow way, then :func:`remember` the result with ``layout`` (``None``: this
+    module cannot reproduce that file's scan)."""
+    layout = layout_of(path, group, order_by)
+    if layout is None:
+        return None, None
+    if layout.key not in _templates:
+        return None, layout  # the caller scans the slow way and remembers
+    template = _templates[layout.key]
+    _templates.move_to_end(layout.key)
+    try:
+        ds = None if template is None else _rebuild(template, layout, url, ref_url)
+    finally:
+        _close(layout)
+    return ds, None
+
+
+def same_dataset(a: xr.Dataset, b: xr.Dataset) -> bool:
+    """Whether two virtual datasets are identical: variables in the same order, dims, attrs,
+    encodings, loaded values, and ManifestArray metadata and references (offsets and lengths
+    compared where a chunk exists)."""
+    from virtualizarr.manifests import ManifestArray
+
+    if list(a.variables) != list(b.variables) or list(a.coords) != list(b.coords):
+        return False
+    if a.attrs != b.attrs or a.encoding != b.encoding or dict(a.sizes) != dict(b.sizes):
+        return False
+    if list(a.xindexes) != list(b.xindexes):
+        return False
+    for name, va in a.variables.items():
+        vb = b.variables[name]
+        if va.dims != vb.dims or not _same_mapping(va.attrs, vb.attrs):
+            return False
+        if not _same_mapping(va.encoding, vb.encoding):
+            return False
+        if isinstance(va.data, ManifestArray) != isinstance(vb.data, ManifestArray):
+            return False
+        if isinstance(va.data, ManifestArray):
+            if va.data.metadata != vb.data.metadata:
+                return False
+            if not _same_manifest(va.data.manifest, vb.data.manifest):
+                return False
+        elif not _same_values(va, vb):
+            return False
+    return True
+
+
+def _same_values(a: xr.Variable, b: xr.Variable) -> bool:
+    if a.dtype != b.dtype or type(a) is not type(b):
+        return False
+    return bool(np.array_equal(a.values, b.values, equal_nan=a.dtype.kind in "fc"))
+
+
+def _same_mapping(a: Any, b: Any) -> bool:
+    if a.keys() != b.keys():
+        return False
+    for k in a:
+        x, y = a[k], b[k]
+        if isinstance(x, np.ndarray | np.generic) or isinstance(y, np.ndarray | np.generic):
+            if type(x) is not type(y) or np.asarray(x).dtype != np.asarray(y).dtype:
+                return False
+            if not np.array_equal(x, y, equal_nan=np.asarray(x).dtype.kind in "fc"):
+                return False
+        elif isinstance(x, float) and isinstance(y, float) and math.isnan(x) and math.isnan(y):
+            continue
+        elif type(x) is not type(y) or x != y:
+            return False
+    return True
+
+
+def _same_manifest(a: Any, b: Any) -> bool:
+    pa, pb = a._paths, b._paths
+    if pa.shape != pb.shape or not bool((pa == pb).all()):
+        return False
+    present = pa != ""
+    return bool(
+        (a._offsets[present] == b._offsets[present]).all()
+        and (a._lengths[present] == b._lengths[present]).all()
+        and a._inlined == b._inlined
+    )
