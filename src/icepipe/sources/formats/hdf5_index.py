@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 __all__ = [
     "Layout",
     "discard",
+    "empty_datasets",
     "forget_templates",
     "layout_of",
     "remember",
@@ -72,6 +73,9 @@ class Layout:
     datasets: dict[str, h5py.Dataset]
     #: The group's attributes whose values may differ between files of one key.
     group_attrs: dict[str, Any]
+    #: Datasets of the group holding no values (a dimension of length 0), dimensions without
+    #: a variable left out: what the reader's ``refused_variables`` reports.
+    empty: list[str]
 
 
 @dataclass
@@ -197,10 +201,20 @@ def layout_of(path: str, group: str | None, order_by: str | None) -> Layout | No
         parts.append(
             tuple(a[:3] if len(a) > 2 and a[0] in per_file else a for a in attrs),
         )
-        return Layout(key=tuple(parts), file=f, datasets=datasets, group_attrs=per_file)
+        empty = [name for name, obj in datasets.items() if not obj.size and _is_variable(obj)]
+        return Layout(
+            key=tuple(parts), file=f, datasets=datasets, group_attrs=per_file, empty=empty
+        )
     except Exception:
         f.close()
         raise
+
+
+def _is_variable(obj: Any) -> bool:
+    """Whether a dataset is a netCDF variable, not a dimension without one (as the reader's
+    ``_empty_datasets`` tells them apart)."""
+    label = obj.attrs.get("NAME", b"")
+    return not (isinstance(label, bytes) and label.startswith(b"This is a netCDF dimension"))
 
 
 def _per_file_value(value: Any) -> Any:
@@ -386,7 +400,10 @@ def scan_indexed(
 ) -> tuple[xr.Dataset | None, Layout | None]:
     """The virtual dataset of the local file ``path`` from a template, or ``(None, layout)``:
     scan it the slow way, then :func:`remember` the result with ``layout`` (``None``: this
-    module cannot reproduce that file's scan)."""
+    module cannot reproduce that file's scan).
+
+    After a rebuild, :func:`empty_datasets` gives the file's datasets without values.
+    """
     layout = layout_of(path, group, order_by)
     if layout is None:
         return None, None
@@ -398,7 +415,20 @@ def scan_indexed(
         ds = None if template is None else _rebuild(template, layout, url, ref_url)
     finally:
         _close(layout)
+    _empty.clear()
+    if ds is not None and group is None:
+        _empty[url] = layout.empty
     return ds, None
+
+
+# The empty datasets of the file last rebuilt, which the scan asks for next.
+_empty: dict[str, list[str]] = {}
+
+
+def empty_datasets(url: str) -> list[str] | None:
+    """The datasets without values of the root group of ``url``, if it was the file last
+    rebuilt from a template (None otherwise)."""
+    return _empty.pop(url, None)
 
 
 def same_dataset(a: xr.Dataset, b: xr.Dataset) -> bool:

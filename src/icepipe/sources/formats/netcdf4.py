@@ -66,7 +66,8 @@ class NetCDF4Reader(XarrayOpens):
         return open_xarray(url, "netcdf4", source, "h5netcdf", chunks=chunks, raw=raw, **kwargs)
 
     def refused_variables(self, url: str, options: ScanOptions) -> list[str]:
-        return _empty_datasets(url, options.storage)
+        known = hdf5_index.empty_datasets(url)
+        return known if known is not None else _empty_datasets(url, options.storage)
 
 
 def scan_parsed(url: str, options: ScanOptions) -> xr.Dataset:
