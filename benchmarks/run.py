@@ -34,7 +34,7 @@ from typing import Any
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 WORKERS = 2
-METHODS = ("icepipe", "vz-serial", "vz-dask")
+METHODS = ("icepipe", "icepipe-parser", "vz-serial", "vz-dask")
 # Shape of every generated file: 4 daily steps of one 90x180 float32 field, one chunk per step.
 FILE_SPEC: dict[str, Any] = {
     "format": "netCDF4 (HDF5), zlib level 1",
@@ -71,6 +71,24 @@ def run_icepipe(files: list[Path], repo: Path, client: Any) -> dict[str, Any]:
     if result.status != "committed" or len(result.files_new) != len(files):
         raise RuntimeError(f"icepipe ingested {len(result.files_new)} of {len(files)} files")
     return {"stages": {k: round(v, 4) for k, v in result.stages.items()}}
+
+
+def _set_indexed_scans(on: bool) -> None:
+    from icepipe.sources.formats import netcdf4
+
+    netcdf4.INDEXED_SCANS = on
+
+
+def run_icepipe_parser(files: list[Path], repo: Path, client: Any) -> dict[str, Any]:
+    """icepipe with every file scanned by VirtualiZarr's parser (its route before the HDF5
+    chunk-index scans), on the same workers."""
+    client.run(_set_indexed_scans, False)
+    _set_indexed_scans(False)
+    try:
+        return run_icepipe(files, repo, client)
+    finally:
+        client.run(_set_indexed_scans, True)
+        _set_indexed_scans(True)
 
 
 def _virtualizarr(files: list[Path], repo: Path, parallel: Any) -> dict[str, Any]:
@@ -129,6 +147,7 @@ def run_vz_dask(files: list[Path], repo: Path, client: Any) -> dict[str, Any]:
 
 RUNNERS: dict[str, Method] = {
     "icepipe": run_icepipe,
+    "icepipe-parser": run_icepipe_parser,
     "vz-serial": run_vz_serial,
     "vz-dask": run_vz_dask,
 }
@@ -166,7 +185,7 @@ def verify(n: int, files: list[Path], repos: dict[str, Path]) -> dict[str, Any]:
     if ref.sizes.get("time") != expected_steps:
         raise AssertionError(f"icepipe repo has {dict(ref.sizes)}; expected time={expected_steps}")
     identical: dict[str, bool] = {}
-    for method in METHODS[1:]:
+    for method in [m for m in repos if m != "icepipe"]:
         other = open_result(repos[method], prefix)
         xr.testing.assert_equal(ref, other)
         try:
@@ -282,16 +301,17 @@ def bench_n(
     *,
     repeats: int,
     budget: float,
+    methods: tuple[str, ...] = METHODS,
 ) -> dict[str, Any]:
-    samples: dict[str, list[float]] = {m: [] for m in METHODS}
-    stages: dict[str, list[dict[str, float]]] = {m: [] for m in METHODS}
+    samples: dict[str, list[float]] = {m: [] for m in methods}
+    stages: dict[str, list[dict[str, float]]] = {m: [] for m in methods}
     verified: dict[str, Any] | None = None
     cut = False
     t_start = time.perf_counter()
     for rep in range(repeats):
         repos: dict[str, Path] = {}
         # Interleaved (A, B, C, A, B, C, ...) so that machine noise hits every method alike.
-        for method in METHODS:
+        for method in methods:
             repo = workdir / "repos" / f"n{n}-r{rep}-{method}"
             seconds, info = timed(RUNNERS[method], files, repo, client)
             samples[method].append(seconds)
@@ -305,7 +325,7 @@ def bench_n(
             print(f"  N={n:<5} read-back check: all three repositories are equal", flush=True)
         for repo in repos.values():
             shutil.rmtree(repo, ignore_errors=True)
-        round_seconds = sum(samples[m][-1] for m in METHODS)  # without the read-back check
+        round_seconds = sum(samples[m][-1] for m in methods)  # without the read-back check
         elapsed = time.perf_counter() - t_start
         if rep + 1 < repeats and elapsed + round_seconds > budget:
             cut = True
@@ -316,10 +336,10 @@ def bench_n(
             )
             break
     ice = statistics.median(samples["icepipe"])
-    methods: dict[str, Any] = {}
-    for method in METHODS:
+    table: dict[str, Any] = {}
+    for method in methods:
         med = statistics.median(samples[method])
-        methods[method] = {
+        table[method] = {
             "seconds": [round(s, 4) for s in samples[method]],
             "median_seconds": round(med, 4),
             "files_per_second": round(n / med, 2),
@@ -333,19 +353,60 @@ def bench_n(
         "cut_by_budget": cut,
         "seconds_total": round(time.perf_counter() - t_start, 2),
         "verified": verified,
-        "methods": methods,
+        "methods": table,
+    }
+
+
+def bench_scan_core(files: list[Path], *, repeats: int) -> dict[str, Any]:
+    """Files/s of icepipe's scan task (``scan_files``, the function the workers run) in this
+    one process: the HDF5 chunk-index route against VirtualiZarr's parser route, interleaved,
+    on the same files. Templates are dropped before each run, so the index route pays its
+    first file's slow scan every time."""
+    from icepipe.model import SourceFile
+    from icepipe.sources.formats import hdf5_index, netcdf4
+    from icepipe.sources.formats.base import ScanOptions
+    from icepipe.sources.scan import scan_files
+
+    options = ScanOptions(format="netcdf4")
+    sources = [SourceFile(f"file://{p}", p.stat().st_size, str(p.stat().st_mtime)) for p in files]
+    scan_files(sources[:4], options)  # imports, first use
+    samples: dict[str, list[float]] = {"parser": [], "index": []}
+    for rep in range(repeats):
+        for route in ("parser", "index"):
+            netcdf4.INDEXED_SCANS = route == "index"
+            hdf5_index.forget_templates()
+            gc.collect()
+            t0 = time.perf_counter()
+            out = scan_files(sources, options)
+            seconds = time.perf_counter() - t0
+            if any(isinstance(r, Exception) for r in out):
+                raise RuntimeError(f"{route}: a file failed to scan")
+            samples[route].append(seconds)
+            print(
+                f"  scan-core repeat {rep + 1}/{repeats}  {route:<7} "
+                f"{len(files) / seconds:7.1f} files/s",
+                flush=True,
+            )
+    netcdf4.INDEXED_SCANS = True
+    med = {r: statistics.median(v) for r, v in samples.items()}
+    return {
+        "n_files": len(files),
+        "repeats": repeats,
+        "seconds": {r: [round(x, 4) for x in v] for r, v in samples.items()},
+        "files_per_second": {r: round(len(files) / m, 1) for r, m in med.items()},
+        "index_speedup": round(med["parser"] / med["index"], 2),
     }
 
 
 def print_table(results: list[dict[str, Any]]) -> None:
-    header = f"{'N':>6}  {'method':<10} {'median s':>9} {'files/s':>9} {'vs icepipe':>10}  repeats"
+    header = f"{'N':>6}  {'method':<14} {'median s':>9} {'files/s':>9} {'vs icepipe':>10}  repeats"
     print()
     print(header)
     print("-" * len(header))
     for res in results:
         for method, m in res["methods"].items():
             print(
-                f"{res['n_files']:>6}  {method:<10} {m['median_seconds']:>9.2f} "
+                f"{res['n_files']:>6}  {method:<14} {m['median_seconds']:>9.2f} "
                 f"{m['files_per_second']:>9.1f} {m['ratio_vs_icepipe']:>9.2f}x  "
                 f"{res['repeats_done']}"
             )
@@ -367,12 +428,27 @@ def main(argv: list[str] | None = None) -> int:
         default=600.0,
         help="seconds per N after which no further repeat starts (default: %(default)s)",
     )
+    parser.add_argument("--sizes", type=int, nargs="+", help="numbers of files (default: 100 1000)")
+    parser.add_argument("--repeats", type=int, help="repeats per N (default: 3)")
+    parser.add_argument(
+        "--methods", nargs="+", choices=METHODS, help="methods to run (default: all)"
+    )
+    parser.add_argument(
+        "--scan-core",
+        type=int,
+        default=500,
+        metavar="N",
+        help="files of the one-process scan comparison (index vs parser route; 0: skip)",
+    )
     args = parser.parse_args(argv)
     load = os.getloadavg()[0]
     if load > 0.5 * (os.cpu_count() or 1):
         print(f"warning: load average {load:.1f} already; other processes will add noise")
-    sizes = [100] if args.quick else [100, 1000]
-    repeats = 1 if args.quick else 3
+    sizes = args.sizes or ([100] if args.quick else [100, 1000])
+    repeats = args.repeats or (1 if args.quick else 3)
+    methods = tuple(m for m in METHODS if m in (args.methods or METHODS))
+    if "icepipe" not in methods:
+        parser.error("--methods must include icepipe (the reference of every ratio)")
 
     from icepipe.execute import open_client
 
@@ -389,10 +465,11 @@ def main(argv: list[str] | None = None) -> int:
             "threads_per_worker": 1,
             "methods": {
                 "icepipe": "icepipe.run(pipeline, client=client), format: netcdf4",
+                "icepipe-parser": "the same, files scanned by VirtualiZarr's HDFParser only",
                 "vz-serial": "open_virtual_mfdataset(parallel=False) + vz.to_icechunk + commit",
                 "vz-dask": "open_virtual_mfdataset(parallel='dask') + vz.to_icechunk + commit",
             },
-            "order": "interleaved per repeat: " + ", ".join(METHODS),
+            "order": "interleaved per repeat: " + ", ".join(methods),
             "statistic": "median",
         },
     }
@@ -403,6 +480,9 @@ def main(argv: list[str] | None = None) -> int:
         warm_files = generate(workdir / "src-warmup", WARMUP_FILES)
         out["generate_seconds"] = round(time.perf_counter() - t0, 2)
         print(f"generated {', '.join(map(str, sizes))} files in {out['generate_seconds']} s")
+        if args.scan_core:
+            core_files = generate(workdir / "src-core", args.scan_core)
+            out["scan_core"] = bench_scan_core(core_files, repeats=max(repeats, 3))
 
         # Another Dask cluster on this machine holding port 8787 is harmless here.
         warnings.filterwarnings("ignore", message=r"Port \d+ is already in use")
@@ -413,14 +493,22 @@ def main(argv: list[str] | None = None) -> int:
             # Untimed: imports and first-use costs on the workers and here would otherwise be
             # charged to whichever method happens to run first.
             warmup: dict[str, float] = {}
-            for method in METHODS:
+            for method in methods:
                 seconds, _ = timed(
                     RUNNERS[method], warm_files, workdir / "repos" / f"warmup-{method}", client
                 )
                 warmup[method] = round(seconds, 3)
             out["warmup_seconds"] = warmup
             results = [
-                bench_n(n, series[n], workdir, client, repeats=repeats, budget=args.budget)
+                bench_n(
+                    n,
+                    series[n],
+                    workdir,
+                    client,
+                    repeats=repeats,
+                    budget=args.budget,
+                    methods=methods,
+                )
                 for n in sizes
             ]
     out["results"] = results
@@ -429,6 +517,14 @@ def main(argv: list[str] | None = None) -> int:
     out["total_seconds"] = round(time.perf_counter() - t_total, 1)
 
     print_table(results)
+    if "scan_core" in out:
+        core = out["scan_core"]
+        fps = core["files_per_second"]
+        print(
+            f"\nscan task, one process, {core['n_files']} files (median of {core['repeats']}): "
+            f"index route {fps['index']} files/s, parser route {fps['parser']} files/s, "
+            f"{core['index_speedup']}x"
+        )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=2) + "\n")
     print(f"\nwrote {args.out} (total {out['total_seconds']} s)")
