@@ -26,6 +26,7 @@ Templates live in the worker process (a few, least recently used first out); the
 from __future__ import annotations
 
 import math
+import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -88,11 +89,14 @@ class _Template:
 
 
 _templates: OrderedDict[tuple[Any, ...], _Template | None] = OrderedDict()
+# Workers may scan on several threads.
+_lock = threading.Lock()
 
 
 def forget_templates() -> None:
     """Drop every template of this process (tests, benchmarks)."""
-    _templates.clear()
+    with _lock:
+        _templates.clear()
 
 
 def _attr_values(obj: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
@@ -350,9 +354,10 @@ def remember(layout: Layout, ds: xr.Dataset, url: str, ref_url: str) -> None:
             template = _template_of(layout, ds, url, ref_url)
         except Exception:  # whatever this module misreads goes the slow way, not wrong
             template = None
-        _templates[layout.key] = template
-        while len(_templates) > _MAX_TEMPLATES:
-            _templates.popitem(last=False)
+        with _lock:
+            _templates[layout.key] = template
+            while len(_templates) > _MAX_TEMPLATES:
+                _templates.popitem(last=False)
     finally:
         _close(layout)
 
@@ -407,17 +412,19 @@ def scan_indexed(
     layout = layout_of(path, group, order_by)
     if layout is None:
         return None, None
-    if layout.key not in _templates:
-        return None, layout  # the caller scans the slow way and remembers
-    template = _templates[layout.key]
-    _templates.move_to_end(layout.key)
+    with _lock:
+        if layout.key not in _templates:
+            return None, layout  # the caller scans the slow way and remembers
+        template = _templates[layout.key]
+        _templates.move_to_end(layout.key)
     try:
         ds = None if template is None else _rebuild(template, layout, url, ref_url)
     finally:
         _close(layout)
-    _empty.clear()
-    if ds is not None and group is None:
-        _empty[url] = layout.empty
+    with _lock:
+        _empty.clear()
+        if ds is not None and group is None:
+            _empty[url] = layout.empty
     return ds, None
 
 
@@ -428,7 +435,8 @@ _empty: dict[str, list[str]] = {}
 def empty_datasets(url: str) -> list[str] | None:
     """The datasets without values of the root group of ``url``, if it was the file last
     rebuilt from a template (None otherwise)."""
-    return _empty.pop(url, None)
+    with _lock:
+        return _empty.pop(url, None)
 
 
 def same_dataset(a: xr.Dataset, b: xr.Dataset) -> bool:
