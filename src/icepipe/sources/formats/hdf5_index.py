@@ -104,23 +104,26 @@ def _attr_values(obj: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
     (as h5py reads them) by name."""
     import h5py
 
+    names: list[bytes] = []
+    h5py.h5a.iterate(obj.id, names.append)  # in the order h5py's .attrs lists them
     out: list[tuple[Any, ...]] = []
     values: dict[str, Any] = {}
-    for i in range(h5py.h5a.get_num_attrs(obj.id)):
-        attr = h5py.h5a.open(obj.id, index=i)
-        name = attr.name.decode("utf-8")
+    for raw_name in names:
+        name = raw_name.decode("utf-8")
         if name in _HIDDEN_ATTRS:
             out.append((name,))
             continue
+        attr = h5py.h5a.open(obj.id, raw_name)
         dtype = attr.dtype
-        if attr.get_space().get_simple_extent_type() == h5py.h5s.NULL:
+        space = attr.get_space()
+        if space.get_simple_extent_type() == h5py.h5s.NULL:
             out.append((name, "empty"))
             values[name] = h5py.Empty(dtype)
             continue
-        arr = np.empty(attr.shape, dtype)
+        arr = np.empty(space.shape, dtype)
         attr.read(arr)
         raw = repr(arr.tolist()).encode() if dtype.kind == "O" else arr.tobytes()
-        out.append((name, dtype.str, attr.shape, raw))
+        out.append((name, dtype.str, arr.shape, raw))
         values[name] = arr
     return tuple(out), values
 
