@@ -6,12 +6,13 @@ The slow way (VirtualiZarr's ``HDFParser`` reading through a Python file object,
 opening the parsed file as a Zarr store) costs tens of milliseconds a file; most of that is
 metadata that every file of a series repeats. Here a file is opened with h5py by path and
 summarised into a *layout key*: the names, kinds, shapes, dtypes, chunk shapes, filters, fill
-values, dimension names and attribute values of every dataset of the group, and the attribute
-types of the group. The first file of each key goes the slow way; its dataset becomes the
+values, dimension names and attribute values of every dataset of the group (only the types of
+its ``units``, ``long_name``, ``history`` and ``comment`` strings), and the attribute types of the
+group. The first file of each key goes the slow way; its dataset becomes the
 key's *template* once a rebuild of that same file from its template reproduces it exactly
 (otherwise the key is marked unusable, and its files keep going the slow way). The next files
 of the key take the template's metadata, encodings and attributes, their own chunk offsets and
-lengths (``chunk_iter``), loaded coordinates and group attributes.
+lengths (``chunk_iter``), loaded coordinates, group attributes and those variable strings.
 
 Anything this module does not reproduce exactly makes :func:`layout_of` return ``None`` (the
 file goes the slow way): groups holding groups or links, compact, external or virtual storage,
@@ -51,6 +52,9 @@ __all__ = [
 # Templates kept per worker process: one per layout seen recently.
 _MAX_TEMPLATES = 16
 _HIDDEN_ATTRS = {"DIMENSION_LIST", "REFERENCE_LIST"}
+# String attributes of variables whose values may differ between files of one layout (time
+# units counted from each file's start, descriptions): read per file, as group attributes are.
+_PER_FILE_VAR_ATTRS = {"units", "long_name", "history", "comment"}
 # Attributes VirtualiZarr's parser leaves out (its ``_extract_attrs``).
 _PARSER_HIDDEN = {
     *_HIDDEN_ATTRS,
@@ -74,6 +78,8 @@ class Layout:
     datasets: dict[str, h5py.Dataset]
     #: The group's attributes whose values may differ between files of one key.
     group_attrs: dict[str, Any]
+    #: The same for each dataset (:data:`_PER_FILE_VAR_ATTRS`), by dataset name.
+    var_attrs: dict[str, dict[str, Any]]
     #: Datasets of the group holding no values (a dimension of length 0), dimensions without
     #: a variable left out: what the reader's ``refused_variables`` reports.
     empty: list[str]
@@ -149,7 +155,14 @@ def _dims(dataset: Any, file_id: Any) -> tuple[str, ...] | None:
     return tuple(out)
 
 
-def _dataset_key(obj: Any, file_id: Any) -> tuple[Any, ...] | None:
+def _split(
+    entries: tuple[tuple[Any, ...], ...], per_file: dict[str, Any]
+) -> tuple[tuple[Any, ...], ...]:
+    """Attribute entries for a layout key: only the type of those whose values are per file."""
+    return tuple(a[:3] if len(a) > 2 and a[0] in per_file else a for a in entries)
+
+
+def _dataset_key(obj: Any, file_id: Any) -> tuple[tuple[Any, ...], dict[str, Any]] | None:
     import h5py
 
     dtype = obj.dtype
@@ -167,9 +180,15 @@ def _dataset_key(obj: Any, file_id: Any) -> tuple[Any, ...] | None:
     dims = _dims(obj, file_id)
     if dims is None:
         return None
-    attrs, _ = _attr_values(obj)
+    entries, values = _attr_values(obj)
+    per_file = {
+        name: value
+        for name, value in values.items()
+        if name in _PER_FILE_VAR_ATTRS and isinstance(_per_file_value(value), str)
+    }
     empty = obj.id.get_storage_size() == 0
-    return (layout, obj.shape, dtype.str, obj.chunks, filters, fill, dims, attrs, empty)
+    key = (layout, obj.shape, dtype.str, obj.chunks, filters, fill, dims, _split(entries, per_file))
+    return (*key, empty), per_file
 
 
 def layout_of(path: str, group: str | None, order_by: str | None) -> Layout | None:
@@ -184,6 +203,7 @@ def layout_of(path: str, group: str | None, order_by: str | None) -> Layout | No
             f.close()
             return None
         datasets: dict[str, Any] = {}
+        var_attrs: dict[str, dict[str, Any]] = {}
         parts: list[Any] = [group, order_by]
         for name in root:
             link = root.get(name, getlink=True)
@@ -191,12 +211,13 @@ def layout_of(path: str, group: str | None, order_by: str | None) -> Layout | No
             if not isinstance(obj, h5py.Dataset):
                 f.close()
                 return None
-            key = _dataset_key(obj, f.id)
-            if key is None:
+            found = _dataset_key(obj, f.id)
+            if found is None:
                 f.close()
                 return None
             datasets[name] = obj
-            parts.append((name, key))
+            parts.append((name, found[0]))
+            var_attrs[name] = found[1]
         attrs, values = _attr_values(root)
         # Strings and finite numbers of the group differ per file (titles, dates, history):
         # their types are part of the key, their values are read per file.
@@ -205,12 +226,15 @@ def layout_of(path: str, group: str | None, order_by: str | None) -> Layout | No
             for name, value in values.items()
             if name not in _PARSER_HIDDEN and _per_file_value(value) is not None
         }
-        parts.append(
-            tuple(a[:3] if len(a) > 2 and a[0] in per_file else a for a in attrs),
-        )
+        parts.append(_split(attrs, per_file))
         empty = [name for name, obj in datasets.items() if not obj.size and _is_variable(obj)]
         return Layout(
-            key=tuple(parts), file=f, datasets=datasets, group_attrs=per_file, empty=empty
+            key=tuple(parts),
+            file=f,
+            datasets=datasets,
+            group_attrs=per_file,
+            var_attrs=var_attrs,
+            empty=empty,
         )
     except Exception:
         f.close()
@@ -308,6 +332,9 @@ def _rebuild(template: _Template, layout: Layout, url: str, ref_url: str) -> xr.
     for name, var in tmpl.variables.items():
         name = str(name)
         obj = layout.datasets[name]
+        attrs = dict(var.attrs)
+        for key, value in layout.var_attrs[name].items():
+            attrs[key] = _per_file_value(value)
         if isinstance(var.data, ManifestArray):
             metadata = var.data.metadata
             manifest = _manifest(ref_url, obj, tuple(metadata.chunks))
@@ -315,19 +342,20 @@ def _rebuild(template: _Template, layout: Layout, url: str, ref_url: str) -> xr.
         else:
             raw = _read_raw(obj)
             if raw.tobytes() == template.raw.get(name):
-                variables[name] = var
-                continue
-            if name not in template.raw_ok:
+                if attrs == var.attrs:
+                    variables[name] = var
+                    continue
+                data = var.data
+            elif name not in template.raw_ok:
                 return None
-            data = raw
-        variables[name] = xr.Variable(
-            var.dims, data, attrs=dict(var.attrs), encoding=dict(var.encoding)
-        )
-    attrs = dict(tmpl.attrs)
+            else:
+                data = raw
+        variables[name] = xr.Variable(var.dims, data, attrs=attrs, encoding=dict(var.encoding))
+    group_attrs = dict(tmpl.attrs)
     for name, value in layout.group_attrs.items():
-        attrs[name] = _per_file_value(value)
+        group_attrs[name] = _per_file_value(value)
     # In the template's order (a dimension's variable becomes its index coordinate anyway).
-    ds = xr.Dataset(variables, attrs=attrs)
+    ds = xr.Dataset(variables, attrs=group_attrs)
     others = [n for n in tmpl.coords if n not in ds.coords]
     if others:
         ds = ds.set_coords(others)
@@ -392,6 +420,10 @@ def _template_of(layout: Layout, ds: xr.Dataset, url: str, ref_url: str) -> _Tem
     for name, value in layout.group_attrs.items():
         if ds.attrs.get(name, object()) != _per_file_value(value):
             return None
+    for var_name, per_file in layout.var_attrs.items():
+        for name, value in per_file.items():
+            if var_name in ds.variables and ds[var_name].attrs.get(name) != _per_file_value(value):
+                return None
     template = _Template(dataset=ds, raw_ok=frozenset(raw_ok), raw=raw)
     # A rebuild of the same file must give the same dataset, both with the template's loaded
     # values and with the raw values of the variables that would take them.
