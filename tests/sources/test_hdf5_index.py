@@ -196,3 +196,26 @@ def test_generated_files_scan_identically_both_ways(tmp_path: Path, spec: dict[s
     # coordinate must be decoded (a fill value in lat).
     if not spec["coord_fill"]:
         assert kind == "hit", spec
+
+
+@pytest.mark.parametrize("units", ["days", "days since 2001-01-01", "K"])
+def test_units_that_change_between_files_scan_identically(tmp_path: Path, units: str) -> None:
+    """Time units may differ per file (read per file); other units are part of the layout:
+    xarray may decode a variable whose units are a duration ("days") as timedeltas."""
+    paths = []
+    for i, u in enumerate(["days since 2000-01-01", units]):
+        ds = xr.Dataset(
+            {"v": (("time",), np.arange(3.0) + i), "w": (("time",), np.arange(3.0))},
+            coords={"time": np.arange(3) + 3 * i},
+        )
+        ds["time"].attrs["units"] = u
+        ds["w"].attrs["units"] = u
+        paths.append(tmp_path / f"{i}.nc")
+        ds.to_netcdf(paths[-1], engine="netcdf4")
+    options = ScanOptions(format="netcdf4")
+    kind, fast = _fast_after(paths[0], paths[1], options)
+    assert kind == ("hit" if " since " in units else "miss")
+    if kind == "hit":
+        slow = _slow(paths[1], options)
+        assert slow is not None
+        assert hdf5_index.same_dataset(fast, slow)

@@ -7,8 +7,8 @@ opening the parsed file as a Zarr store) costs tens of milliseconds a file; most
 metadata that every file of a series repeats. Here a file is opened with h5py by path and
 summarised into a *layout key*: the names, kinds, shapes, dtypes, chunk shapes, filters, fill
 values, dimension names and attribute values of every dataset of the group (only the types of
-its ``units``, ``long_name``, ``history`` and ``comment`` strings), and the attribute types of the
-group. The first file of each key goes the slow way; its dataset becomes the
+its ``long_name``, ``history`` and ``comment`` strings and of time ``units``), and the attribute
+types of the group. The first file of each key goes the slow way; its dataset becomes the
 key's *template* once a rebuild of that same file from its template reproduces it exactly
 (otherwise the key is marked unusable, and its files keep going the slow way). The next files
 of the key take the template's metadata, encodings and attributes, their own chunk offsets and
@@ -158,8 +158,20 @@ def _dims(dataset: Any, file_id: Any) -> tuple[str, ...] | None:
 def _split(
     entries: tuple[tuple[Any, ...], ...], per_file: dict[str, Any]
 ) -> tuple[tuple[Any, ...], ...]:
-    """Attribute entries for a layout key: only the type of those whose values are per file."""
-    return tuple(a[:3] if len(a) > 2 and a[0] in per_file else a for a in entries)
+    """Attribute entries for a layout key: only the kind and shape of those whose values are
+    read per file (a string's length is part of its HDF5 type)."""
+    return tuple(
+        (a[0], np.dtype(a[1]).kind, a[2]) if len(a) > 2 and a[0] in per_file else a for a in entries
+    )
+
+
+def _var_attr_per_file(name: str, value: Any) -> bool:
+    """Whether a variable's attribute is read per file: a string of
+    :data:`_PER_FILE_VAR_ATTRS`, and for ``units`` only time units ("<unit> since <date>"),
+    which times kept undecoded leave alone (xarray may decode a variable with other units,
+    "days" for one, as durations)."""
+    text = _per_file_value(value) if name in _PER_FILE_VAR_ATTRS else None
+    return isinstance(text, str) and (name != "units" or " since " in text)
 
 
 def _dataset_key(obj: Any, file_id: Any) -> tuple[tuple[Any, ...], dict[str, Any]] | None:
@@ -181,11 +193,7 @@ def _dataset_key(obj: Any, file_id: Any) -> tuple[tuple[Any, ...], dict[str, Any
     if dims is None:
         return None
     entries, values = _attr_values(obj)
-    per_file = {
-        name: value
-        for name, value in values.items()
-        if name in _PER_FILE_VAR_ATTRS and isinstance(_per_file_value(value), str)
-    }
+    per_file = {name: value for name, value in values.items() if _var_attr_per_file(name, value)}
     empty = obj.id.get_storage_size() == 0
     key = (layout, obj.shape, dtype.str, obj.chunks, filters, fill, dims, _split(entries, per_file))
     return (*key, empty), per_file
