@@ -219,3 +219,21 @@ def test_units_that_change_between_files_scan_identically(tmp_path: Path, units:
         slow = _slow(paths[1], options)
         assert slow is not None
         assert hdf5_index.same_dataset(fast, slow)
+
+
+def test_changing_a_scanned_dataset_in_place_leaves_the_next_scans_alone(tmp_path: Path) -> None:
+    """A preprocess hook may change attributes and encodings in place: the template the next
+    files are rebuilt from must not see it."""
+    paths = write_series(tmp_path, 4)
+    reader = netcdf4.NetCDF4Reader()
+    options = ScanOptions(format="netcdf4")
+    for path in paths[:3]:
+        (opened,) = reader.scan_virtual(SourceFile(f"file://{path}", 0, "0"), options)
+        ds = opened.dataset
+        ds["lat"].attrs["changed"] = "yes"
+        ds["lat"].encoding["preferred_chunks"]["lat"] = 1
+        ds["tas"].attrs["changed"] = "yes"
+        ds.attrs["changed"] = "yes"
+    (opened,) = reader.scan_virtual(SourceFile(f"file://{paths[3]}", 0, "0"), options)
+    slow = netcdf4.scan_parsed(f"file://{paths[3]}", options)
+    assert hdf5_index.same_dataset(opened.dataset, slow)

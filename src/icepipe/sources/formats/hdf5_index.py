@@ -26,6 +26,7 @@ Templates live in the worker process (a few, least recently used first out); the
 
 from __future__ import annotations
 
+import copy
 import math
 import threading
 from collections import OrderedDict
@@ -340,7 +341,9 @@ def _rebuild(template: _Template, layout: Layout, url: str, ref_url: str) -> xr.
     for name, var in tmpl.variables.items():
         name = str(name)
         obj = layout.datasets[name]
-        attrs = dict(var.attrs)
+        # Copies: a preprocess hook may change what it is given in place, and the template
+        # must stay as the file had it.
+        attrs = copy.deepcopy(var.attrs)
         for key, value in layout.var_attrs[name].items():
             attrs[key] = _per_file_value(value)
         if isinstance(var.data, ManifestArray):
@@ -350,16 +353,14 @@ def _rebuild(template: _Template, layout: Layout, url: str, ref_url: str) -> xr.
         else:
             raw = _read_raw(obj)
             if raw.tobytes() == template.raw.get(name):
-                if attrs == var.attrs:
-                    variables[name] = var
-                    continue
-                data = var.data
+                data = var.values.copy()
             elif name not in template.raw_ok:
                 return None
             else:
                 data = raw
-        variables[name] = xr.Variable(var.dims, data, attrs=attrs, encoding=dict(var.encoding))
-    group_attrs = dict(tmpl.attrs)
+        encoding = copy.deepcopy(var.encoding)
+        variables[name] = xr.Variable(var.dims, data, attrs=attrs, encoding=encoding)
+    group_attrs = copy.deepcopy(tmpl.attrs)
     for name, value in layout.group_attrs.items():
         group_attrs[name] = _per_file_value(value)
     # In the template's order (a dimension's variable becomes its index coordinate anyway).
@@ -436,11 +437,14 @@ def _template_of(layout: Layout, ds: xr.Dataset, url: str, ref_url: str) -> _Tem
     # A rebuild of the same file must give the same dataset, both with the template's loaded
     # values and with the raw values of the variables that would take them.
     others = {n: b for n, b in raw.items() if n not in raw_ok}
+    copies = []
     for check in (template, _Template(ds, frozenset(raw_ok), others)):
         again = _rebuild(check, layout, url, ref_url)
         if again is None or not same_dataset(again, ds):
             return None
-    return template
+        copies.append(again)
+    # A copy: the scan hands ``ds`` on, and what follows may change it in place.
+    return _Template(dataset=copies[0], raw_ok=frozenset(raw_ok), raw=raw)
 
 
 def scan_indexed(
