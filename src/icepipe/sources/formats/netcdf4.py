@@ -45,6 +45,7 @@ class NetCDF4Reader(XarrayOpens):
             ds, layout = _scan_indexed(url, options)
             if ds is not None:
                 return [Opened("", ds, self.name)]
+        hdf5_index.empty_datasets(url)  # nothing left from an earlier scan of this name
         try:
             ds = scan_parsed(url, options)
         except BaseException:
