@@ -721,11 +721,11 @@ def _check_rectilinear_region(
     k = bounds.index(start) if start in bounds else -1
     padded_inside = sum(mine) != length and start + length != var.shape[axis]
     if k < 0 or tuple(stored[k : k + len(mine)]) != mine or padded_inside:
-        here = stored[k : k + len(mine)] if k >= 0 else ()
+        here = tuple(e for e, b in zip(stored, bounds, strict=False) if start <= b < start + length)
         raise SourceError(
             f"{f.url}: belongs at positions {start}..{start + length - 1} of {concat_dim!r}, "
             f"but its chunks of {name!r} {_shown_edges(mine)} are not the stored chunks there "
-            f"{_shown_edges(here) if here else '(no chunk starts at ' + str(start) + ')'}; "
+            f"{_shown_edges(here)}{'' if k >= 0 else ', no chunk starts at ' + str(start)}; "
             "virtual references can only replace whole chunks. Use mode: native, or re-ingest "
             "the group",
             url=f.url,
