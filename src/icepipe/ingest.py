@@ -200,7 +200,8 @@ def _append_virtual(
     """Write the files' virtual datasets: variables on one regular grid concatenated through
     VirtualiZarr, those whose chunks differ between files on a rectilinear grid, file by
     file."""
-    rect = list(p.rectilinear)
+    # Variables read natively (GRIB fallback) are not in the datasets: write_fallback's.
+    rect = [n for n in p.rectilinear if all(n in f.dataset.variables for f in ordered)]
     combined = sources.combine_virtual(
         [dataclasses.replace(f, dataset=f.dataset.drop_vars(rect)) for f in ordered], dim
     )
