@@ -130,3 +130,20 @@ def test_files_that_cannot_join_are_refused_by_name(tmp_path: Path) -> None:
         write_rectilinear(s, [(str(c), _virtual(c))], ["v"], group="g", dim="time", start=0)
     with rectilinear_enabled():
         assert zarr.open_array(s.store, path="g/v").shape == (365, 2)
+
+
+def test_a_coordinate_on_a_rectilinear_grid_stays_a_coordinate(tmp_path: Path) -> None:
+    (tmp_path / "f").mkdir()
+    a = _file(tmp_path / "f" / "a.nc", "2003-01-01", 365)
+    b = _file(tmp_path / "f" / "b.nc", "2004-01-01", 366)
+    va, vb = _virtual(a).set_coords("v"), _virtual(b).set_coords("v")
+    repo = _repo(tmp_path / "r", tmp_path / "f")
+    s = repo.writable_session("main")
+    write_virtual(s, xr.concat([va.drop_vars("v"), vb.drop_vars("v")], dim="time"), group="g")
+    write_rectilinear(s, [(str(a), va), (str(b), vb)], ["v"], group="g", dim="time", coords=["v"])
+    s.commit("coordinate")
+    with rectilinear_enabled():
+        stored = xr.open_zarr(repo.readonly_session("main").store, group="g", consolidated=False)
+        assert "v" in stored.coords and stored.v.chunks == ((365, 366), (2,))
+        expected = xr.open_mfdataset([a, b], combine="nested", concat_dim="time")
+        np.testing.assert_array_equal(stored.v.values, expected.v.values)
