@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import pickle
 from collections.abc import Sequence
 from typing import Any
 
@@ -412,6 +413,7 @@ def _rectilinear_target(lengths: Sequence[int]) -> TargetSchema:
 def test_rectilinear_repository_takes_any_whole_chunks() -> None:
     target = _rectilinear_target([5, 6])
     assert target.variables["tas"].chunk_lengths(0) == (5, 6)
+    assert pickle.loads(pickle.dumps(target)) == target  # sent to workers with the plan
     new = file_schema("file:///d/n.nc", range(11, 15), time_chunk=4)
     plan = plan_append([new], target, "time")
     assert plan.rectilinear == ("tas",) and plan.appends[0].start == 11
