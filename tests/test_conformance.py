@@ -57,17 +57,12 @@ def test_real_file_split_at_random_points(corpus: dict[str, Series], tmp_path_fa
     _equal(series, mode, [*cuts, 4], tmp_path_factory.mktemp("split"), client)
 
 
-def test_refusal_names_the_file_and_the_fix(corpus: dict[str, Series], tmp_path: Path,
-                                            client: Any) -> None:  # fmt: skip
-    """stars' sub.nc split in parts of different lengths: every part is one netCDF3 chunk, so
-    virtual references cannot be appended; native mode stores the same files."""
-    series = corpus["r-cran-stars/sub.nc / 4 parts"]
-    outcome = check(series, "virtual", [1, 2, 4], tmp_path, client)
-    assert outcome.status == "refused", outcome.message
-    assert outcome.message.startswith("SourceError: file://"), outcome.message
-    assert not outcome.checks  # names a file of the series
-    assert "mode: native" in outcome.message, outcome.message
-    _equal(series, "native", [1, 2, 4], tmp_path, client)
+@pytest.mark.parametrize("mode", ["virtual", "native"])
+def test_parts_of_different_lengths(corpus: dict[str, Series], mode: str, tmp_path: Path,
+                                    client: Any) -> None:  # fmt: skip
+    """stars' sub.nc split in parts of different lengths: every part is one netCDF3 chunk of
+    its own length, stored virtually on a rectilinear grid (refused before), or natively."""
+    _equal(corpus["r-cran-stars/sub.nc / 4 parts"], mode, [1, 2, 4], tmp_path, client)
 
 
 def test_grib_series(corpus: dict[str, Series], tmp_path: Path, client: Any) -> None:

@@ -18,6 +18,7 @@ from typing import Any
 from icepipe import plan, repository, sources
 from icepipe.errors import SchemaMismatchError
 from icepipe.model import TargetSchema, TimeConversion
+from icepipe.sources.formats.common import is_virtual
 from icepipe.spec import Pipeline
 
 __all__ = ["Part", "open_native", "stored_grid", "write_fallback", "write_part"]
@@ -62,7 +63,14 @@ def write_part(pipeline: Pipeline, session: Any, part: Part) -> dict[str, Any]:
             ds = sources.normalize_times(
                 files[slot.url].dataset, p.conversions.get(slot.url, {}), slot.url
             )
-            repository.write_virtual(session, ds, group=group, region=region, urls=[slot.url])
+            rect = _stored_rectilinear(existing, dim, ds)
+            if dim in ds.drop_vars(rect).dims:  # else only rectilinear variables have ``dim``
+                repository.write_virtual(
+                    session, ds.drop_vars(rect), group=group, region=region, urls=[slot.url]
+                )
+            repository.write_rectilinear(
+                session, [(slot.url, ds)], rect, group=group, dim=dim, start=slot.start
+            )
             write_fallback(pipeline, session, [files[slot.url]], group, region=region)
         else:
             ds = open_native(pipeline, [files[slot.url]], p.conversions, stored_grid(existing))
@@ -82,15 +90,7 @@ def write_part(pipeline: Pipeline, session: Any, part: Part) -> dict[str, Any]:
             )
             for f in ordered
         ]
-        combined = sources.combine_virtual(ordered, dim)
-        raw: dict[str, Any] = {}
-        if append_dim is not None:  # time units xarray cannot decode: appended undecoded
-            combined, raw = repository.split_undecodable(session, combined, group, append_dim)
-        repository.write_virtual(
-            session, combined, group=group, append_dim=append_dim, urls=list(p.order)
-        )
-        if append_dim is not None:
-            repository.append_raw(session, raw, group, append_dim, list(p.order))
+        _append_virtual(session, ordered, p, group, dim, append_dim)
         write_fallback(pipeline, session, ordered, group, append_dim=append_dim)
         return {}
     native = pipeline.native
@@ -187,6 +187,53 @@ def write_fallback(
     else:
         encoding = {n: {"chunks": schema[n].chunks} for n in names}
         write_dataset(session, ds, group=group, mode="a", encoding=encoding)
+
+
+def _append_virtual(
+    session: Any,
+    ordered: list[sources.ScannedFile],
+    p: plan.AppendPlan,
+    group: str | None,
+    dim: str,
+    append_dim: str | None,
+) -> None:
+    """Write the files' virtual datasets: variables on one regular grid concatenated through
+    VirtualiZarr, those whose chunks differ between files on a rectilinear grid, file by
+    file."""
+    # Variables read natively (GRIB fallback) are not in the datasets: write_fallback's.
+    rect = [n for n in p.rectilinear if all(n in f.dataset.variables for f in ordered)]
+    combined = sources.combine_virtual(
+        [dataclasses.replace(f, dataset=f.dataset.drop_vars(rect)) for f in ordered], dim
+    )
+    raw: dict[str, Any] = {}
+    if append_dim is not None and dim in combined.dims:
+        # Time units xarray cannot decode: appended undecoded.
+        combined, raw = repository.split_undecodable(session, combined, group, append_dim)
+    # With only rectilinear variables (or undecodable times) along ``dim``, the rest is
+    # stored already: nothing of it to append.
+    if append_dim is None or dim in combined.dims:
+        repository.write_virtual(
+            session, combined, group=group, append_dim=append_dim, urls=list(p.order)
+        )
+    repository.write_rectilinear(
+        session,
+        [(f.source.url, f.dataset) for f in ordered],
+        rect,
+        group=group,
+        dim=dim,
+        coords=[n for n in rect if n in ordered[0].dataset.coords],
+    )
+    if append_dim is not None:
+        repository.append_raw(session, raw, group, append_dim, list(p.order))
+
+
+def _stored_rectilinear(existing: TargetSchema, dim: str, ds: Any) -> list[str]:
+    """The variables of ``ds`` stored on a rectilinear grid along ``dim``."""
+    return [
+        n
+        for n, v in existing.variables.items()
+        if v.edges and dim in v.dims and n in ds.variables and is_virtual(ds.variables[n])
+    ]
 
 
 def stored_grid(existing: TargetSchema) -> dict[str, int]:

@@ -25,6 +25,7 @@ import zarr
 
 from icepipe.errors import ConfigError, ConflictError
 from icepipe.faults import storage_failure
+from icepipe.repository.grids import stored_chunks
 from icepipe.repository.history import CommitInfo
 from icepipe.repository.ledger import read_record
 from icepipe.repository.repo import _local_path, commit_lock
@@ -419,10 +420,15 @@ def tree_info(
             if c is None:
                 c = _chunk_type_counts(session, path)
             shards = node.shards
-            storage_chunks = shards if shards is not None else node.chunks
+            longest, edges = stored_chunks(node)
+            storage_chunks = shards if shards is not None else longest
             grid = 1
-            for n, k in zip(node.shape, storage_chunks, strict=True):
-                grid *= -(-n // k) if k else 1
+            if edges and shards is None:
+                for e in edges:
+                    grid *= len(e)
+            else:
+                for n, k in zip(node.shape, storage_chunks, strict=True):
+                    grid *= -(-n // k) if k else 1
             names = node.metadata.dimension_names if node.metadata.zarr_format == 3 else None
             out.append(
                 ArrayInfo(
@@ -430,7 +436,7 @@ def tree_info(
                     shape=tuple(int(n) for n in node.shape),
                     dtype=str(node.dtype),
                     dims=tuple(str(d) for d in names or ()),
-                    chunks=tuple(int(n) for n in node.chunks),
+                    chunks=longest,
                     shards=tuple(int(n) for n in shards) if shards else None,
                     grid=grid,
                     native=c.get("native", 0),
