@@ -29,6 +29,7 @@ from icepipe.repository.native import (
     write_dataset,
 )
 from icepipe.repository.raw_append import append_raw, split_undecodable
+from icepipe.repository.rectilinear import stored_edges
 from icepipe.repository.refs import (
     ArrayInfo,
     RefInfo,
@@ -100,6 +101,7 @@ __all__ = [
     "read_ledger",
     "read_log",
     "read_target_schema",
+    "stored_edges",
     "subgroup",
     "virtual_locations",
     "without_attrs",

@@ -16,6 +16,7 @@ from icepipe.cf import effective_time_encoding, packing_of
 from icepipe.errors import ConfigError
 from icepipe.faults import storage_failure
 from icepipe.model import TargetSchema, VariableSchema
+from icepipe.repository.grids import rectilinear_enabled
 from icepipe.repository.ledger import METADATA_KEY, CommitRecord, FileRecord, read_record
 
 __all__ = [
@@ -180,6 +181,22 @@ def read_target_schema(
 
     Dtypes are the stored (encoded) dtypes, which is what virtual references must match.
     """
+    with rectilinear_enabled():
+        return _read_target_schema(session, group, concat_dim, order_by=order_by)
+
+
+def _largest_chunks(arr: Any) -> tuple[int, ...]:
+    """The chunk shape of a regular grid; the largest chunk per dimension of a rectilinear
+    one (whose edges :func:`icepipe.repository.grids.read_chunk_grid` gives)."""
+    try:
+        return tuple(int(c) for c in arr.chunks)
+    except NotImplementedError:
+        return tuple(max((int(c) for c in d), default=0) for d in arr.read_chunk_sizes)
+
+
+def _read_target_schema(
+    session: icechunk.Session, group: str | None, concat_dim: str, *, order_by: str | None
+) -> TargetSchema:
     try:
         g = zarr.open_group(session.store, path=group or "", mode="r")
     except (FileNotFoundError, zarr.errors.GroupNotFoundError, KeyError):
@@ -205,7 +222,7 @@ def read_target_schema(
             dims=arr_dims,
             shape=tuple(int(s) for s in arr.shape),
             dtype=str(dtype),
-            chunks=tuple(int(c) for c in arr.chunks),
+            chunks=_largest_chunks(arr),
             attrs_units=encodings[name][0],
             attrs_calendar=encodings[name][1],
             packing=packing_of(arr.attrs, str(dtype)),
