@@ -25,12 +25,13 @@ import itertools
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import dask
 import dask.array as da
 import icechunk
 import numpy as np
 import xarray as xr
 import zarr
+from dask.base import compute, tokenize
+from dask.delayed import delayed
 from xarray import conventions
 from xarray.backends.zarr import ZarrStore
 
@@ -75,7 +76,7 @@ def stored_edges(
         found: dict[str, tuple[int, ...]] = {}
         rectilinear = False
         for name, arr in g.arrays():
-            dims = tuple(arr.metadata.dimension_names or ())
+            dims = tuple(getattr(arr.metadata, "dimension_names", None) or ())
             if dim not in dims:
                 continue
             grid = read_chunk_grid(session.store, _path(group, name))
@@ -247,8 +248,8 @@ def _write_blocks(
 ) -> None:
     """One task per target chunk: write it into a fork; merge the forks into ``session``."""
     fork = session.fork()
-    tasks = []
-    token = dask.base.tokenize(session.snapshot_id, sorted(sources), np.random.random())
+    tasks: list[Any] = []
+    token = tokenize(session.snapshot_id, sorted(sources), np.random.random())
     for n, src in sources.items():
         if src.size == 0:
             continue
@@ -261,7 +262,7 @@ def _write_blocks(
                 for o, b, i in zip(offsets[n], bounds, index, strict=True)
             )
             tasks.append(
-                dask.delayed(_write_block, pure=False)(
+                delayed(_write_block, pure=False)(
                     fork,
                     _path(group, n),
                     sel,
@@ -270,7 +271,7 @@ def _write_blocks(
                 )
             )
     if tasks:
-        forks = dask.compute(*tasks)
+        forks = compute(*tasks)
         session.merge(*forks)
 
 
