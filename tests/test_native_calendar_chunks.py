@@ -160,6 +160,30 @@ def test_switching_a_stored_group_between_rules_and_lengths_is_refused(
     assert e.value.field == "chunks.time"
 
 
+def test_reingest_of_a_file_straddling_months(tmp_path: Path, client: Any) -> None:
+    """``on_changed: reingest`` of a 10-day file that shares its months with its neighbours:
+    the months it touches are rewritten whole (stored neighbours kept), the grid unchanged."""
+    files = _daily(tmp_path / "src", [10, 10, 10], start="2000-01-25")
+    spec = write_pipeline(
+        tmp_path,
+        urls="src/*.nc",
+        extra="mode: native\non_changed: reingest\nchunks: {time: month}\n",
+    )
+    pipeline = icepipe.load_pipeline(spec)
+    icepipe.run(pipeline, client=client)
+    grid = _grid(tmp_path / "repo")
+    assert grid == ((7, 23), 3, 4)
+    fixed = xr.open_dataset(files[1]).load()
+    fixed["tas"] = fixed.tas + 100
+    fixed.to_netcdf(tmp_path / "fixed.nc", encoding={"time": fixed.time.encoding})
+    (tmp_path / "fixed.nc").replace(files[1])
+    result = icepipe.run(pipeline, client=client)
+    assert result.status == "committed" and result.files_new == (f"file://{files[1]}",)
+    assert _grid(tmp_path / "repo") == grid
+    xr.testing.assert_identical(_stored(tmp_path / "repo"), sources(files))
+    assert icepipe.run(pipeline, client=client).status == "nothing-new"
+
+
 class _KillOnFirstRectilinearWrite(WorkerPlugin):
     """Kill the worker process when it starts its first chunk-writing task (once)."""
 

@@ -66,7 +66,7 @@ def stored_edges(
     Raises
     ------
     SchemaMismatchError
-        Arrays of the group disagree on their edges along ``dim``.
+        Arrays of a rectilinear group disagree on their edges along ``dim``.
     """
     with rectilinear_enabled():
         try:
@@ -85,7 +85,7 @@ def stored_edges(
             axis = dims.index(dim)
             rectilinear |= not isinstance(grid[axis], int)
             found[name] = _axis_edges(grid, axis, int(arr.shape[axis]))
-    if len(set(found.values())) > 1:
+    if rectilinear and len(set(found.values())) > 1:
         shown = "; ".join(f"{n}: {e[:6]}..." for n, e in list(found.items())[:3])
         raise SchemaMismatchError(
             f"the arrays of {group or '/'!r} are chunked differently along {dim!r} ({shown}); "
