@@ -17,6 +17,7 @@ import xarray as xr
 from distributed.diagnostics.plugin import WorkerPlugin
 
 import icepipe
+from icepipe.ops.validate import validate_pipeline
 from icepipe.repository.grids import read_chunk_grid, rectilinear_enabled
 from tests.conftest import write_pipeline
 from tests.ingest_checks import check_tip, sources
@@ -101,6 +102,9 @@ def test_yearly_files_across_a_leap_year_in_monthly_chunks(tmp_path: Path, clien
     assert _grid(repo, "g/time") == (months,)
     with rectilinear_enabled():  # xarray's Dask chunks follow the grid
         assert icepipe.open_dataset(str(repo), group="g", chunks={}).tas.chunks[0] == months
+        # icepipe validate compares every ingested file with the stored data.
+        report = validate_pipeline(icepipe.load_pipeline(tmp_path / "test.yaml"), sample=None)
+    assert len(report.files_checked) == report.files_ingested == 3
 
 
 @pytest.mark.parametrize("rule", ["year", "file"])
