@@ -156,8 +156,9 @@ def _concat_rule(pipeline: Pipeline, session: Any, group: str | None) -> str | N
         raise ConfigError(
             f"{group or '/'!r} stores chunks of different lengths along {dim!r} (a native "
             "ingest with chunks that follow the files or the calendar); set chunks."
-            f"{dim} back to the rule it was created with (file, day, month or year: "
-            "`icepipe log` shows it), or ingest into a new group",
+            f"{dim} back to the rule it was created with (file, day, month or year: the "
+            "metadata of the commit that created the group records it under 'chunks'), or "
+            "ingest into a new group",
             field=f"chunks.{dim}",
         )
     if isinstance(rule, str) and edges and not rectilinear and len(edges) > 1:
