@@ -19,7 +19,7 @@ from distributed.diagnostics.plugin import WorkerPlugin
 import icepipe
 from icepipe.ops.validate import validate_pipeline
 from icepipe.repository.grids import read_chunk_grid, rectilinear_enabled
-from tests.conftest import write_pipeline
+from tests.conftest import branch_tip, write_pipeline
 from tests.ingest_checks import check_tip, sources
 
 UNITS = "days since 1990-01-01"
@@ -186,6 +186,36 @@ def test_reingest_of_a_file_straddling_months(tmp_path: Path, client: Any) -> No
     assert _grid(tmp_path / "repo") == grid
     xr.testing.assert_identical(_stored(tmp_path / "repo"), sources(files))
     assert icepipe.run(pipeline, client=client).status == "nothing-new"
+
+
+@pytest.mark.slow
+def test_same_pipeline_twice_at_once_keeps_months_and_each_file_once(
+    tmp_path: Path, client: Any
+) -> None:
+    """Two runs of one pipeline append at once, both completing the month the stored data end
+    in: one commits, the other re-plans on the new tip (and finds nothing new, or appends what
+    is left); every file lands once, the chunks stay monthly."""
+    from tests.test_concurrency import _race
+
+    files = _daily(tmp_path / "src", [10] * 6, start="2000-01-25")
+    hidden = [f.rename(f.with_suffix(".later")) for f in files[2:]]
+    spec = write_pipeline(tmp_path, urls="src/*.nc", extra="mode: native\nchunks: {time: month}\n")
+    icepipe.run(icepipe.load_pipeline(spec), client=client)
+    for h, f in zip(hidden, files[2:], strict=True):
+        h.rename(f)
+    results = _race([spec, spec], client.scheduler.address)
+    for rc, _, stderr in results:
+        assert rc == 0, stderr
+    committed = [r for _, r, _ in results if r is not None and r["status"] == "committed"]
+    print(f"\nraced appends: {[(r['status'], r['attempts']) for _, r, _ in results if r]}")
+    assert sorted(u for r in committed for u in r["files_new"]) == [
+        f"file://{f}" for f in files[2:]
+    ]
+    tip = branch_tip(tmp_path / "repo")
+    with rectilinear_enabled():
+        check_tip(tmp_path / "repo", "g", tip or "")
+    xr.testing.assert_identical(_stored(tmp_path / "repo"), sources(files))
+    assert _grid(tmp_path / "repo") == (_month_lengths("2000-01-25", 60, "standard"), 3, 4)
 
 
 class _KillOnFirstRectilinearWrite(WorkerPlugin):
