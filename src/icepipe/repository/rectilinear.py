@@ -39,6 +39,7 @@ from icepipe.errors import ConfigError, SchemaMismatchError
 from icepipe.repository.grids import (
     ChunkGrid,
     chunk_edges,
+    enable_rectilinear,
     read_chunk_grid,
     rectilinear_enabled,
     set_chunk_grid,
@@ -277,8 +278,13 @@ def _write_blocks(
 
 def _write_block(fork: Any, path: str, selection: tuple[slice, ...], block: Any) -> Any:
     """Write one whole chunk (a Dask task: runs on a worker, which may never have seen the
-    zarr flag for rectilinear grids)."""
-    with zarr.config.set({"array.rectilinear_chunks": True}):
-        arr = zarr.open_array(fork.store, path=path, mode="r+")
-        arr[selection] = np.asarray(block)
+    zarr flag for rectilinear grids).
+
+    The flag is set for the worker process, not for the task: zarr's config is process-wide,
+    so a task leaving a ``zarr.config.set`` block would switch it off under the tasks other
+    threads of the worker are running.
+    """
+    enable_rectilinear()
+    arr = zarr.open_array(fork.store, path=path, mode="r+")
+    arr[selection] = np.asarray(block)
     return fork
