@@ -218,6 +218,53 @@ def test_same_pipeline_twice_at_once_keeps_months_and_each_file_once(
     assert _grid(tmp_path / "repo") == (_month_lengths("2000-01-25", 60, "standard"), 3, 4)
 
 
+def _months_since(folder: Path, lengths: list[int]) -> list[Path]:
+    """Files whose times xarray cannot decode (``months since`` in the standard calendar)."""
+    import netCDF4
+
+    folder.mkdir(parents=True, exist_ok=True)
+    paths, offset = [], 0
+    for i, n in enumerate(lengths):
+        path = folder / f"m{i}.nc"
+        with netCDF4.Dataset(path, "w") as nc:
+            nc.createDimension("time", n)
+            nc.createDimension("x", 2)
+            t = nc.createVariable("time", "f8", ("time",))
+            t.units, t.calendar = "months since 2000-01-01", "standard"
+            t[:] = np.arange(offset, offset + n)
+            nc.createVariable("v", "f4", ("time", "x"))[:] = np.arange(n * 2).reshape(n, 2)
+        offset += n
+        paths.append(path)
+    return paths
+
+
+def test_file_chunks_of_undecodable_times_and_month_chunks_refused(
+    tmp_path: Path, client: Any
+) -> None:
+    """``file`` chunks need no calendar: times xarray cannot decode are stored raw (was:
+    ValueError reading the stored encodings); ``month`` chunks on them are refused naming the
+    field."""
+    files = _months_since(tmp_path / "src", [5, 7, 3])
+    later = files[2].rename(tmp_path / "later")
+    spec = write_pipeline(tmp_path, urls="src/*.nc", extra="mode: native\nchunks: {time: file}\n")
+    icepipe.run(icepipe.load_pipeline(spec), client=client)
+    later.rename(files[2])
+    assert icepipe.run(icepipe.load_pipeline(spec), client=client).status == "committed"
+    r = icechunk.Repository.open(icechunk.local_filesystem_storage(str(tmp_path / "repo")))
+    with rectilinear_enabled():
+        got = xr.open_zarr(
+            r.readonly_session("main").store, group="g", consolidated=False, decode_times=False
+        ).load()
+    xr.testing.assert_equal(got, sources(files, decode_times=False))
+    assert _grid(tmp_path / "repo", "g/v") == ((5, 7, 3), 2)
+    monthly = write_pipeline(
+        tmp_path, name="m", repo="m", urls="src/*.nc", extra="mode: native\nchunks: {time: month}\n"
+    )
+    with pytest.raises(icepipe.ConfigError, match="do not decode") as e:
+        icepipe.run(icepipe.load_pipeline(monthly), client=client)
+    assert e.value.field == "chunks.time"
+
+
 class _KillOnFirstRectilinearWrite(WorkerPlugin):
     """Kill the worker process when it starts its first chunk-writing task (once)."""
 

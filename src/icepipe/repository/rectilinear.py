@@ -145,9 +145,14 @@ def create_rectilinear(
 def _encoded(zs: ZarrStore, ds: xr.Dataset, names: Sequence[str]) -> dict[str, xr.Variable]:
     """The variables ``names`` of ``ds`` CF-encoded exactly as the stored ones (xarray's own
     rule for appends: the stored variables' decoded encodings applied to the new values)."""
-    existing, _, _ = conventions.decode_cf_variables(
-        {n: zs.open_store_variable(name=n) for n in names}, {}
-    )
+    existing: dict[str, xr.Variable] = {}
+    for n in names:
+        stored = {n: zs.open_store_variable(name=n)}
+        try:
+            existing.update(conventions.decode_cf_variables(stored, {})[0])
+        except ValueError:
+            # Time units xarray cannot decode (months since, year 0): stored and read raw.
+            existing.update(conventions.decode_cf_variables(stored, {}, decode_times=False)[0])
     with_encoding = {}
     for n in names:
         var = ds.variables[n].copy(deep=False)
