@@ -114,6 +114,14 @@ def test_yearly_files_in_yearly_and_file_chunks(tmp_path: Path, client: Any, rul
     assert _grid(repo) == ((365, 366, 365), 2, 4)
 
 
+def test_files_of_one_length_in_file_chunks(tmp_path: Path, client: Any) -> None:
+    """Equal edges are still a rectilinear grid in the metadata: later runs append to it
+    (was: refused as "regular chunks" on the second run)."""
+    files = _daily(tmp_path / "src", [10] * 4, start="2000-01-25")
+    repo = _ingest_in_runs(tmp_path, files, [1, 2, 1], "file", client)
+    assert _grid(repo) == (10, 2, 4)  # read_chunk_grid reports equal edges as regular
+
+
 def test_monthly_files_noleap_in_yearly_chunks(tmp_path: Path, client: Any) -> None:
     """Monthly files of 28-31 days (noleap) appended one per run into yearly chunks: the
     stored last chunk grows with every run (rewritten whole), the data stay exact."""

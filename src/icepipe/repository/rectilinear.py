@@ -34,6 +34,7 @@ from dask.base import compute, tokenize
 from dask.delayed import delayed
 from xarray import conventions
 from xarray.backends.zarr import ZarrStore
+from zarr.core.metadata.v3 import RegularChunkGridMetadata
 
 from icepipe.errors import ConfigError, SchemaMismatchError
 from icepipe.repository.grids import (
@@ -84,7 +85,9 @@ def stored_edges(
             if grid is None:
                 continue
             axis = dims.index(dim)
-            rectilinear |= not isinstance(grid[axis], int)
+            # Not read_chunk_grid's view: it reports equal edges (files of one length) as
+            # regular, but the array's metadata stays rectilinear.
+            rectilinear |= not isinstance(arr.metadata.chunk_grid, RegularChunkGridMetadata)
             found[name] = _axis_edges(grid, axis, int(arr.shape[axis]))
     if rectilinear and len(set(found.values())) > 1:
         shown = "; ".join(f"{n}: {e[:6]}..." for n, e in list(found.items())[:3])
