@@ -12,13 +12,23 @@ import pickle
 from collections.abc import Sequence
 from typing import Any
 
+import cftime
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from icepipe.errors import SchemaMismatchError, SourceError
+from icepipe.errors import ConfigError, SchemaMismatchError, SourceError
 from icepipe.model import FileSchema, SourceFile, TargetSchema, VariableSchema
-from icepipe.plan import CubeFiles, Slot, ledger_slots, plan_append, plan_cubes, select_new
+from icepipe.plan import (
+    CubeFiles,
+    EdgePlan,
+    Slot,
+    ledger_slots,
+    plan_append,
+    plan_cubes,
+    plan_edges,
+    select_new,
+)
 
 UNITS = "days since 2000-01-01"
 CALENDAR = "proleptic_gregorian"
@@ -698,3 +708,185 @@ def test_virtual_grid_decision(files: list[tuple[int, int]]) -> None:
     bounds = set(itertools.accumulate(edges, initial=0))
     assert all(slot.start in bounds for slot in plan.appends)
     assert sum(edges) >= t and sum(edges[:-1]) < t
+
+
+# ----------------------------------------------------------------------------------------------
+# Chunk edges along the concat dimension (chunks: {time: file | day | month | year})
+# ----------------------------------------------------------------------------------------------
+
+EDGE_UNITS = "days since 1999-12-01"
+CALENDARS = ("standard", "proleptic_gregorian", "noleap", "all_leap", "360_day", "julian")
+
+
+def _edge_schema(
+    url: str, values: list[float], calendar: str, units: str = EDGE_UNITS
+) -> FileSchema:
+    n = len(values)
+    var = VariableSchema(("time",), (n,), "int64", None, units, calendar)
+    return FileSchema(
+        url=url,
+        format="netcdf4",
+        dims={"time": n},
+        variables={"time": var},
+        concat_values=tuple(values),
+        concat_units=units,
+        concat_calendar=calendar,
+    )
+
+
+def _edge_target(values: list[float], calendar: str) -> TargetSchema:
+    var = VariableSchema(("time",), (len(values),), "int64", (1,), EDGE_UNITS, calendar)
+    return TargetSchema(
+        variables={"time": var},
+        dims={"time": len(values)},
+        concat_first=values[0],
+        concat_last=values[-1],
+        order_values=tuple(values),
+    )
+
+
+def _edge_runs(values: list[float], cuts: list[int], calendar: str, rule: str) -> tuple[int, ...]:
+    """Edges after ingesting ``values`` as one file per piece between ``cuts``, one file per
+    run, each run planned against what the previous ones stored."""
+    bounds = [0, *sorted(set(cuts)), len(values)]
+    edges: tuple[int, ...] = ()
+    for a, b in itertools.pairwise(bounds):
+        if a == b:
+            continue
+        target = _edge_target(values[:a], calendar) if a else TargetSchema()
+        p = plan_edges(
+            rule, [_edge_schema(f"f{a}", values[a:b], calendar)], target, "time", stored_edges=edges
+        )
+        assert p.rewrite_from <= a and sum(p.edges) == b
+        edges = p.edges
+    return edges
+
+
+def test_month_edges_of_a_leap_year_and_noleap() -> None:
+    days = [float(d) for d in range(31, 31 + 366)]  # 2000-01-01 .. 2000-12-31
+    one = plan_edges("month", [_edge_schema("a", days, "standard")], TargetSchema(), "time")
+    assert one.edges == (31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
+    assert one.rewrite_from == 0
+    noleap = plan_edges("month", [_edge_schema("a", days[:365], "noleap")], TargetSchema(), "time")
+    assert noleap.edges == (31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
+    d360 = plan_edges(
+        "month", [_edge_schema("a", [d - 1 for d in days[:360]], "360_day")], TargetSchema(), "time"
+    )
+    assert d360.edges == (30,) * 12
+    year = plan_edges(
+        "year",
+        [_edge_schema("a", [*days, *(d + 366 for d in days[:34])], "standard")],
+        TargetSchema(),
+        "time",
+    )
+    assert year.edges == (366, 34)
+
+
+def test_append_completing_a_month_rewrites_the_stored_last_chunk() -> None:
+    days = [float(d) for d in range(31, 31 + 60)]  # 2000-01-01 .. 2000-02-29
+    first = plan_edges("month", [_edge_schema("a", days[:40], "standard")], TargetSchema(), "time")
+    assert first.edges == (31, 9)
+    then = plan_edges(
+        "month",
+        [_edge_schema("b", days[40:], "standard")],
+        _edge_target(days[:40], "standard"),
+        "time",
+        stored_edges=first.edges,
+    )
+    assert then == EdgePlan(edges=(31, 29), rewrite_from=31)
+    # An append that starts a new month leaves the stored chunks alone.
+    after = plan_edges(
+        "month",
+        [_edge_schema("c", [91.0, 92.0], "standard")],
+        _edge_target(days, "standard"),
+        "time",
+        stored_edges=then.edges,
+    )
+    assert after == EdgePlan(edges=(31, 29, 2), rewrite_from=60)
+
+
+def test_file_edges_follow_the_files() -> None:
+    files = [_edge_schema("a", [0.0, 1.0, 2.0], "standard"), _edge_schema("b", [3.0], "standard")]
+    assert plan_edges("file", files, TargetSchema(), "time").edges == (3, 1)
+    again = plan_edges("file", files[1:], TargetSchema(), "time", stored_edges=(3,))
+    assert again == EdgePlan(edges=(3, 1), rewrite_from=3)
+
+
+def test_calendar_rules_need_time_values() -> None:
+    with pytest.raises(ConfigError, match="'month' chunks need a time coordinate") as e:
+        plan_edges("month", [_edge_schema("a", [1.0], "standard", "m")], TargetSchema(), "time")
+    assert e.value.field == "chunks.time"
+    bare = FileSchema(url="x", format="netcdf4", dims={"time": 2}, variables={})
+    with pytest.raises(ConfigError, match="x: 'year' chunks need the time values"):
+        plan_edges("year", [bare], TargetSchema(), "time")
+    with pytest.raises(ConfigError, match="do not decode"):
+        plan_edges(
+            "month",
+            [_edge_schema("a", [1.0], "standard", "months since 2000-01-01")],
+            TargetSchema(),
+            "time",
+        )
+
+
+@st.composite
+def _daily_series(draw: st.DrawFn) -> tuple[list[float], str, float]:
+    calendar = draw(st.sampled_from(CALENDARS))
+    start = draw(st.integers(0, 800))
+    n = draw(st.integers(1, 500))
+    step = draw(st.sampled_from([1.0, 0.25, 0.5, 3.0]))  # daily, 6-hourly, 12-hourly, 3-daily
+    return [start + i * step for i in range(n)], calendar, step
+
+
+@settings(max_examples=60, deadline=None)
+@given(_daily_series(), st.sampled_from(["day", "month", "year"]), st.data())
+def test_calendar_edges_properties(
+    series: tuple[list[float], str, float], rule: str, data: st.DataObject
+) -> None:
+    values, calendar, _ = series
+    one = plan_edges(rule, [_edge_schema("a", values, calendar)], TargetSchema(), "time")
+    # The edges tile the series.
+    assert sum(one.edges) == len(values) and all(e > 0 for e in one.edges)
+    # Every boundary falls at the start of a period, and every chunk holds one period.
+    dates = cftime.num2date(values, EDGE_UNITS, calendar)
+    key_len = {"year": 1, "month": 2, "day": 3}[rule]
+
+    def key(d: object) -> tuple[int, ...]:
+        return (d.year, d.month, d.day)[:key_len]  # type: ignore[attr-defined]
+
+    bounds = [0, *itertools.accumulate(one.edges)]
+    for a, b in itertools.pairwise(bounds):
+        assert len({key(d) for d in dates[a:b]}) == 1
+        if a:
+            assert key(dates[a]) != key(dates[a - 1])
+    # Any split into runs gives the same edges as one run.
+    cuts = data.draw(st.lists(st.integers(0, len(values)), max_size=6))
+    assert _edge_runs(values, cuts, calendar, rule) == one.edges
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.lists(st.integers(1, 40), min_size=1, max_size=12), st.data())
+def test_file_edges_any_split(lengths: list[int], data: st.DataObject) -> None:
+    values = [float(i) for i in range(sum(lengths))]
+    starts = list(itertools.accumulate(lengths, initial=0))
+    files = [
+        _edge_schema(f"f{i}", values[a:b], "standard")
+        for i, (a, b) in enumerate(itertools.pairwise(starts))
+    ]
+    one = plan_edges("file", files, TargetSchema(), "time")
+    assert one.edges == tuple(lengths)
+    k = data.draw(st.integers(0, len(files)))
+    first = plan_edges("file", files[:k], TargetSchema(), "time") if k else None
+    stored = first.edges if first else ()
+    rest = plan_edges(
+        "file", files[k:], _edge_target(values, "standard"), "time", stored_edges=stored
+    )
+    assert rest.edges == one.edges and rest.rewrite_from == sum(stored)
+
+
+def test_month_boundaries_of_daily_data_fall_on_the_first() -> None:
+    values = [float(v) for v in range(0, 1200)]
+    for calendar in CALENDARS:
+        p = plan_edges("month", [_edge_schema("a", values, calendar)], TargetSchema(), "time")
+        dates = cftime.num2date(values, EDGE_UNITS, calendar)
+        for b in itertools.accumulate(p.edges[:-1]):
+            assert dates[b].day == 1

@@ -16,12 +16,19 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from icepipe import plan, repository, sources
-from icepipe.errors import SchemaMismatchError
+from icepipe.errors import ConfigError, SchemaMismatchError
 from icepipe.model import TargetSchema, TimeConversion
 from icepipe.sources.formats.common import is_virtual
 from icepipe.spec import Pipeline
 
-__all__ = ["Part", "open_native", "stored_grid", "write_fallback", "write_part"]
+__all__ = [
+    "Part",
+    "open_native",
+    "stored_grid",
+    "write_fallback",
+    "write_part",
+    "write_rectilinear_part",
+]
 
 
 @dataclass
@@ -57,6 +64,10 @@ def write_part(pipeline: Pipeline, session: Any, part: Part) -> dict[str, Any]:
     p, files, group, existing = part.append_plan, part.by_url, part.group, part.existing
     dim = pipeline.source.concat_dim
     virtual = pipeline.mode == "virtual"
+    if not virtual:
+        rule = _concat_rule(pipeline, session, group)
+        if rule is not None:
+            return write_rectilinear_part(pipeline, session, part, rule)
     for slot in [*p.regions, *part.reingest]:
         region = {dim: slice(slot.start, slot.start + slot.length)}
         if virtual:
@@ -108,7 +119,7 @@ def write_part(pipeline: Pipeline, session: Any, part: Part) -> dict[str, Any]:
         return {}
     dims = {**ordered[0].schema.dims, dim: p.new_length}
     chunk_len, task_len = plan.plan_chunks(
-        dims, dim, ordered[0].schema.dims[dim], chunks=native.chunks, shards=native.shards
+        dims, dim, ordered[0].schema.dims[dim], chunks=_lengths(native.chunks), shards=native.shards
     )
     ds = open_native(pipeline, ordered, p.conversions, task_len)
     encoding = repository.native_encoding(
@@ -122,6 +133,87 @@ def write_part(pipeline: Pipeline, session: Any, part: Part) -> dict[str, Any]:
         "shards": task_len if native.shards else None,
         "compression": native.compression,
     }
+
+
+def _lengths(chunks: Mapping[str, int | str]) -> dict[str, int]:
+    return {d: n for d, n in chunks.items() if isinstance(n, int)}
+
+
+def _concat_rule(pipeline: Pipeline, session: Any, group: str | None) -> str | None:
+    """The ``chunks.<concat_dim>`` rule (``file``, ``month``, ...) of a native ingest, or
+    ``None`` for regular chunks.
+
+    Raises
+    ------
+    ConfigError
+        The group stores a rectilinear grid along the concat dimension but the pipeline now
+        gives a chunk length (xarray cannot append to such arrays), or the reverse.
+    """
+    dim = pipeline.source.concat_dim
+    rule = pipeline.native.chunks.get(dim)
+    edges, rectilinear = repository.stored_edges(session, group, dim)
+    if rectilinear and not isinstance(rule, str):
+        raise ConfigError(
+            f"{group or '/'!r} stores chunks of different lengths along {dim!r} (a native "
+            "ingest with chunks that follow the files or the calendar); set chunks."
+            f"{dim} back to the rule it was created with (file, day, month or year: the "
+            "metadata of the commit that created the group records it under 'chunks'), or "
+            "ingest into a new group",
+            field=f"chunks.{dim}",
+        )
+    if isinstance(rule, str) and edges and not rectilinear and len(edges) > 1:
+        raise ConfigError(
+            f"{group or '/'!r} stores regular chunks of {edges[0]} along {dim!r}, but the "
+            f"pipeline asks for chunks.{dim}: {rule}; set chunks.{dim}: {edges[0]} as when "
+            "the group was created, or ingest into a new group",
+            field=f"chunks.{dim}",
+        )
+    return rule if isinstance(rule, str) else None
+
+
+def write_rectilinear_part(
+    pipeline: Pipeline, session: Any, part: Part, rule: str
+) -> dict[str, Any]:
+    """:func:`write_part` for native ingests with chunks that follow the files or the calendar
+    along the concat dimension (``chunks: {time: month}``): a rectilinear grid whose edges
+    :func:`icepipe.plan.plan_edges` decides, written by
+    :mod:`icepipe.repository.native_rectilinear`.
+    """
+    from icepipe.repository.native_rectilinear import create_rectilinear, write_native_rectilinear
+
+    assert part.append_plan is not None
+    p, files, group, existing = part.append_plan, part.by_url, part.group, part.existing
+    dim, native = pipeline.source.concat_dim, pipeline.native
+    for slot in [*p.regions, *part.reingest]:
+        ds = open_native(pipeline, [files[slot.url]], p.conversions, stored_grid(existing))
+        ds = ds.drop_vars([n for n, v in ds.variables.items() if dim not in v.dims])
+        edges, _ = repository.stored_edges(session, group, dim)
+        write_native_rectilinear(session, ds, group=group, dim=dim, start=slot.start, edges=edges)
+    if not p.order:
+        return {}
+    ordered = [files[u] for u in p.order]
+    stored, _ = repository.stored_edges(session, group, dim)
+    edges = plan.plan_edges(
+        rule,
+        [f.schema for f in ordered],
+        existing,
+        dim,
+        stored_edges=stored if p.append else (),
+        order_by=pipeline.source.order_by,
+    ).edges
+    if p.append:
+        ds = open_native(pipeline, ordered, p.conversions, stored_grid(existing))
+        ds = ds.drop_vars([n for n, v in ds.variables.items() if dim not in v.dims])
+        write_native_rectilinear(session, ds, group=group, dim=dim, start=sum(stored), edges=edges)
+        return {}
+    dims = {**ordered[0].schema.dims, dim: p.new_length}
+    chunk_len, _ = plan.plan_chunks(dims, dim, max(edges), chunks=_lengths(native.chunks))
+    ds = open_native(pipeline, ordered, p.conversions, chunk_len)
+    encoding = repository.native_encoding(
+        ds, chunk_len, shard_len=None, compression=native.compression
+    )
+    create_rectilinear(session, ds, group=group, dim=dim, edges=edges, encoding=encoding)
+    return {"chunks": {**chunk_len, dim: rule}, "shards": None, "compression": native.compression}
 
 
 def write_fallback(

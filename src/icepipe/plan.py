@@ -13,20 +13,24 @@ from dataclasses import field as dataclass_field
 from dataclasses import replace as dataclass_replace
 from typing import Any
 
-from icepipe.errors import SchemaMismatchError, SourceError
+from icepipe.errors import ConfigError, SchemaMismatchError, SourceError
 from icepipe.model import FileSchema, SourceFile, TargetSchema, TimeConversion, VariableSchema
 
 __all__ = [
     "AppendPlan",
     "CubeFiles",
+    "EdgePlan",
     "Selection",
     "Slot",
     "TimeConversion",
     "ledger_slots",
     "time_conversion",
     "plan_append",
+    "calendar_keys",
     "plan_chunks",
     "plan_cubes",
+    "plan_calendar_edges",
+    "plan_edges",
     "plan_regions",
     "plan_reingest",
     "select_new",
@@ -942,3 +946,142 @@ def plan_cubes[T](
         name: CubeFiles(tuple(by_cube.get(name, ())), tuple(changed_by_cube.get(name, ())))
         for name in names
     }
+
+
+# ----------------------------------------------------------------------------------------------
+# Rectilinear grids along the concat dimension: one chunk per file, or per calendar period
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EdgePlan:
+    """The chunk edges along the concat dimension after a write, and where the write starts.
+
+    ``rewrite_from`` is the first position whose chunk the write (re)writes: the stored length
+    for an append that starts a new chunk, or the start of the stored last chunk when the new
+    steps complete it (a month begun by the previous run). Stored values from ``rewrite_from``
+    on are read back and written again with the new ones, since a chunk's length cannot grow
+    in place.
+    """
+
+    edges: tuple[int, ...]
+    rewrite_from: int
+
+
+_KEY_LENGTH = {"year": 1, "month": 2, "day": 3}
+
+
+def calendar_keys(
+    values: Sequence[float], units: str | None, calendar: str | None, rule: str, *, what: str
+) -> list[tuple[int, ...]]:
+    """The calendar period of each time value: ``(year,)``, ``(year, month)`` or ``(year,
+    month, day)`` for ``rule`` ``year``, ``month``, ``day``, decoded with cftime in the
+    variable's own calendar (``noleap``, ``360_day``, ``proleptic_gregorian``, ...).
+
+    Raises
+    ------
+    ConfigError
+        The values are not CF times (``units`` without ``since``) or cannot be decoded.
+    """
+    import cftime
+
+    field = f"chunks.{what}"
+    if not _is_time_units(units):
+        raise ConfigError(
+            f"{rule!r} chunks need a time coordinate along {what!r}, but its values have units "
+            f"{units!r} (not 'UNIT since DATE'); give {what!r} a chunk length, or 'file'",
+            field=field,
+        )
+    try:
+        dates = cftime.num2date(
+            list(values), str(units), calendar or "standard", only_use_cftime_datetimes=True
+        )
+    except (ValueError, TypeError, OverflowError) as exc:
+        raise ConfigError(
+            f"{rule!r} chunks need the times along {what!r} decoded, but units {units!r} "
+            f"(calendar {calendar!r}) do not decode: {exc}; give {what!r} a chunk length, or "
+            "'file'",
+            field=field,
+        ) from exc
+    n = _KEY_LENGTH[rule]
+    return [(int(d.year), int(d.month), int(d.day))[:n] for d in dates]
+
+
+def plan_calendar_edges(
+    keys: Sequence[tuple[int, ...]],
+    *,
+    stored_edges: Sequence[int] = (),
+    stored_last_key: tuple[int, ...] | None = None,
+) -> EdgePlan:
+    """Edges for new steps in calendar periods ``keys`` (one per step, non-decreasing),
+    appended after ``stored_edges``: one chunk per period; a first new period equal to the
+    stored last one (``stored_last_key``) extends the stored last chunk.
+
+    Raises
+    ------
+    ValueError
+        ``keys`` go back in time (the plan orders files before this).
+    """
+    if any(b < a for a, b in itertools.pairwise(keys)) or (
+        keys and stored_last_key is not None and keys[0] < stored_last_key
+    ):
+        raise ValueError("calendar keys must not decrease")
+    runs = [len(list(g)) for _, g in itertools.groupby(keys)]
+    edges = [int(e) for e in stored_edges]
+    length = sum(edges)
+    rewrite_from = length
+    if runs and edges and stored_last_key is not None and keys[0] == stored_last_key:
+        rewrite_from -= edges[-1]
+        edges[-1] += runs.pop(0)
+    return EdgePlan(edges=(*edges, *runs), rewrite_from=rewrite_from)
+
+
+def plan_edges(
+    rule: str,
+    files: Sequence[FileSchema],
+    target: TargetSchema,
+    concat_dim: str,
+    *,
+    stored_edges: Sequence[int] = (),
+    order_by: str | None = None,
+) -> EdgePlan:
+    """Edges along ``concat_dim`` after appending ``files`` (in concat order) to the stored
+    arrays (edges ``stored_edges``), for a ``chunks.<concat_dim>`` rule (:data:`CHUNK_RULES`
+    of :mod:`icepipe.spec`): ``file`` gives each file its own chunk; ``day``, ``month``,
+    ``year`` cut at the starts of calendar periods of the ordering variable's decoded times
+    (``order_by``, by default the ``concat_dim`` coordinate), continuing a period the stored
+    data end in.
+
+    Raises
+    ------
+    ConfigError
+        A calendar rule on values that are not decodable CF times.
+    """
+    if rule == "file":
+        edges = tuple(int(e) for e in stored_edges)
+        return EdgePlan(
+            edges=(*edges, *(f.dims[concat_dim] for f in files)), rewrite_from=sum(edges)
+        )
+    keys: list[tuple[int, ...]] = []
+    for f in files:
+        if f.concat_values is None:
+            raise ConfigError(
+                f"{f.url}: {rule!r} chunks need the time values along {concat_dim!r}, but the "
+                f"file has no coordinate {order_by or concat_dim!r}; give {concat_dim!r} a chunk "
+                "length, or 'file'",
+                field=f"chunks.{concat_dim}",
+            )
+        keys += calendar_keys(
+            f.concat_values, f.concat_units, f.concat_calendar, rule, what=concat_dim
+        )
+    last: tuple[int, ...] | None = None
+    stored = target.variables.get(order_by or concat_dim)
+    if stored_edges and target.order_values and stored is not None:
+        last = calendar_keys(
+            target.order_values[-1:],
+            stored.attrs_units,
+            stored.attrs_calendar,
+            rule,
+            what=concat_dim,
+        )[0]
+    return plan_calendar_edges(keys, stored_edges=stored_edges, stored_last_key=last)

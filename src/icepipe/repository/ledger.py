@@ -171,7 +171,8 @@ class SkippedFile:
 class NativeLayout:
     """The chunk layout a native ingest chose when it created the group."""
 
-    chunks: Mapping[str, int]
+    #: A length per dimension, or a rule (``file``, ``month``, ...) for the concat dimension.
+    chunks: Mapping[str, int | str]
     shards: Mapping[str, int] | None
     compression: str
 
@@ -402,7 +403,7 @@ def _layout(data: Mapping[str, Any]) -> NativeLayout | None:
     if not isinstance(chunks, Mapping):
         return None
     return NativeLayout(
-        chunks={str(k): int(v) for k, v in chunks.items()},
+        chunks={str(k): v if isinstance(v, str) else int(v) for k, v in chunks.items()},
         shards={str(k): int(v) for k, v in shards.items()} if isinstance(shards, Mapping) else None,
         compression=str(data.get("compression")),
     )
