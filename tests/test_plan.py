@@ -323,22 +323,32 @@ def test_large_coordinate_values_are_printed_exactly() -> None:
 # --- plan_append: chunk grids -------------------------------------------------------------
 
 
-def test_different_chunk_shapes_need_native_mode() -> None:
+def test_different_chunk_lengths_along_time_get_a_rectilinear_grid() -> None:
     a = file_schema("file:///d/a.nc", range(8), time_chunk=4)
     b = file_schema("file:///d/b.nc", range(8, 18), time_chunk=5)
-    with pytest.raises(SourceError) as info:
-        plan_append([a, b], TargetSchema(), "time")
-    assert type(info.value) is SourceError
-    assert info.value.urls == (b.url,)
-    assert "(5, 5, 6)" in str(info.value)
-    assert "mode: native" in str(info.value)
+    plan = plan_append([a, b], TargetSchema(), "time")
+    assert plan.rectilinear == ("tas",)
+    assert [(s.start, s.length) for s in plan.appends] == [(0, 8), (8, 10)]
 
 
-def test_whole_file_chunks_of_different_years_need_native_mode() -> None:
+def test_whole_file_chunks_of_different_years_get_a_rectilinear_grid() -> None:
     a = file_schema("file:///d/1999.nc", range(365), time_chunk=365)
     b = file_schema("file:///d/2000.nc", range(365, 731), time_chunk=366)
-    with pytest.raises(SourceError, match="mode: native"):
+    assert plan_append([a, b], TargetSchema(), "time").rectilinear == ("tas",)
+    # Equal chunks that tile every file but the last stay on one regular grid.
+    c = file_schema("file:///d/c.nc", range(731, 741), time_chunk=5)
+    d = file_schema("file:///d/d.nc", range(741, 748), time_chunk=5)
+    assert plan_append([c, d], TargetSchema(), "time").rectilinear == ()
+
+
+def test_chunks_along_other_dimensions_must_agree() -> None:
+    a = file_schema("file:///d/a.nc", range(8), time_chunk=4)
+    b = file_schema("file:///d/b.nc", range(8, 16), time_chunk=4)
+    b.variables["tas"] = dataclasses.replace(b.variables["tas"], chunks=(4, 1, NX))
+    with pytest.raises(SourceError, match="only along the concat") as info:
         plan_append([a, b], TargetSchema(), "time")
+    assert info.value.urls == (b.url,)
+    assert "mode: native" in str(info.value)
 
 
 def test_partial_last_chunk_only_allowed_in_the_last_file() -> None:
@@ -350,16 +360,24 @@ def test_partial_last_chunk_only_allowed_in_the_last_file() -> None:
     with pytest.raises(SourceError, match="last chunk is partial") as info:
         plan_append([a, b], TargetSchema(), "time")
     assert info.value.urls == (a.url,)
-    assert "mode: native" in str(info.value)
+    assert "mode: native" in str(info.value) and "'tas'" in str(info.value)
+    assert "zarr-specs #394" in str(info.value)
     assert plan_append([a], TargetSchema(), "time").new_length == 10
+    # With other chunk lengths too (rectilinear): a padded chunk cannot sit inside the array.
+    c = file_schema("file:///d/c.nc", range(20, 30), time_chunk=10)
+    with pytest.raises(SourceError, match="last chunk is partial"):
+        plan_append([a, c], TargetSchema(), "time")
+    # ... but it may end it.
+    d = file_schema("file:///d/d.nc", range(30, 40), time_chunk=4)
+    assert plan_append([c, d], TargetSchema(), "time").rectilinear == ("tas",)
 
 
-def test_chunks_must_match_the_repository() -> None:
+def test_other_chunks_than_the_repository_extend_a_rectilinear_grid() -> None:
     target = target_of(file_schema("file:///d/a.nc", range(8), time_chunk=4))
     new = file_schema("file:///d/b.nc", range(8, 16), time_chunk=8)
-    with pytest.raises(SourceError, match="the repository uses") as info:
-        plan_append([new], target, "time")
-    assert info.value.urls == (new.url,)
+    assert plan_append([new], target, "time").rectilinear == ("tas",)
+    same = file_schema("file:///d/c.nc", range(8, 16), time_chunk=4)
+    assert plan_append([same], target, "time").rectilinear == ()
 
 
 def test_repository_ending_in_a_partial_chunk_cannot_grow() -> None:
@@ -368,6 +386,49 @@ def test_repository_ending_in_a_partial_chunk_cannot_grow() -> None:
     with pytest.raises(SourceError, match="ends with a partial chunk") as info:
         plan_append([new], target, "time")
     assert "mode: native" in str(info.value)
+    # A rectilinear array whose last chunk reaches past its end: the same.
+    tas = dataclasses.replace(target.variables["tas"], edges=((4, 4), (5,), (NX,)))
+    padded = dataclasses.replace(target, variables={**target.variables, "tas": tas})
+    with pytest.raises(SourceError, match="ends with a partial chunk"):
+        plan_append([new], padded, "time")
+
+
+def _rectilinear_target(lengths: Sequence[int]) -> TargetSchema:
+    files, t = [], 0
+    for i, n in enumerate(lengths):
+        files.append(file_schema(f"file:///d/{i}.nc", range(t, t + n), time_chunk=n))
+        t += n
+    target = target_of(*files)
+    tas = dataclasses.replace(
+        target.variables["tas"], chunks=(max(lengths), 5, NX), edges=(tuple(lengths), (5,), (NX,))
+    )
+    return dataclasses.replace(
+        target,
+        variables={**target.variables, "tas": tas},
+        order_values=tuple(float(v) for v in range(t)),
+    )
+
+
+def test_rectilinear_repository_takes_any_whole_chunks() -> None:
+    target = _rectilinear_target([5, 6])
+    assert target.variables["tas"].chunk_lengths(0) == (5, 6)
+    new = file_schema("file:///d/n.nc", range(11, 15), time_chunk=4)
+    plan = plan_append([new], target, "time")
+    assert plan.rectilinear == ("tas",) and plan.appends[0].start == 11
+
+
+def test_region_into_a_rectilinear_grid_must_be_its_chunks() -> None:
+    from icepipe.plan import plan_reingest
+
+    target = _rectilinear_target([5, 6, 5])
+    again = file_schema("file:///d/1.nc", range(5, 11), time_chunk=6)
+    record = {"start": 5, "length": 6}
+    assert plan_reingest(again, record, target, "time", virtual=True).start == 5
+    split = file_schema("file:///d/1.nc", range(5, 11), time_chunk=3)
+    with pytest.raises(SourceError, match="only replace whole chunks") as info:
+        plan_reingest(split, record, target, "time", virtual=True)
+    assert "(3, 3) are not the stored chunks there (6)" in str(info.value)
+    assert plan_reingest(split, record, target, "time", virtual=False).start == 5
 
 
 # --- properties -----------------------------------------------------------------------------

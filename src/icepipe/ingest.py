@@ -18,6 +18,7 @@ from typing import Any
 from icepipe import plan, repository, sources
 from icepipe.errors import SchemaMismatchError
 from icepipe.model import TargetSchema, TimeConversion
+from icepipe.sources.formats.common import is_virtual
 from icepipe.spec import Pipeline
 
 __all__ = ["Part", "open_native", "stored_grid", "write_fallback", "write_part"]
@@ -62,7 +63,13 @@ def write_part(pipeline: Pipeline, session: Any, part: Part) -> dict[str, Any]:
             ds = sources.normalize_times(
                 files[slot.url].dataset, p.conversions.get(slot.url, {}), slot.url
             )
-            repository.write_virtual(session, ds, group=group, region=region, urls=[slot.url])
+            rect = _stored_rectilinear(existing, dim, ds)
+            repository.write_virtual(
+                session, ds.drop_vars(rect), group=group, region=region, urls=[slot.url]
+            )
+            repository.write_rectilinear(
+                session, [(slot.url, ds)], rect, group=group, dim=dim, start=slot.start
+            )
             write_fallback(pipeline, session, [files[slot.url]], group, region=region)
         else:
             ds = open_native(pipeline, [files[slot.url]], p.conversions, stored_grid(existing))
@@ -82,12 +89,24 @@ def write_part(pipeline: Pipeline, session: Any, part: Part) -> dict[str, Any]:
             )
             for f in ordered
         ]
-        combined = sources.combine_virtual(ordered, dim)
+        # Variables whose chunks differ between files go on a rectilinear grid, file by file.
+        rect = list(p.rectilinear)
+        combined = sources.combine_virtual(
+            [dataclasses.replace(f, dataset=f.dataset.drop_vars(rect)) for f in ordered], dim
+        )
         raw: dict[str, Any] = {}
         if append_dim is not None:  # time units xarray cannot decode: appended undecoded
             combined, raw = repository.split_undecodable(session, combined, group, append_dim)
         repository.write_virtual(
             session, combined, group=group, append_dim=append_dim, urls=list(p.order)
+        )
+        repository.write_rectilinear(
+            session,
+            [(f.source.url, f.dataset) for f in ordered],
+            rect,
+            group=group,
+            dim=dim,
+            coords=[n for n in rect if n in ordered[0].dataset.coords],
         )
         if append_dim is not None:
             repository.append_raw(session, raw, group, append_dim, list(p.order))
@@ -187,6 +206,15 @@ def write_fallback(
     else:
         encoding = {n: {"chunks": schema[n].chunks} for n in names}
         write_dataset(session, ds, group=group, mode="a", encoding=encoding)
+
+
+def _stored_rectilinear(existing: TargetSchema, dim: str, ds: Any) -> list[str]:
+    """The variables of ``ds`` stored on a rectilinear grid along ``dim``."""
+    return [
+        n
+        for n, v in existing.variables.items()
+        if v.edges and dim in v.dims and n in ds.variables and is_virtual(ds.variables[n])
+    ]
 
 
 def stored_grid(existing: TargetSchema) -> dict[str, int]:

@@ -65,6 +65,9 @@ class AppendPlan:
     appends: tuple[Slot, ...] = ()
     #: url -> variable -> how to rewrite its time values into the stored encoding.
     conversions: Mapping[str, Mapping[str, TimeConversion]] = dataclass_field(default_factory=dict)
+    #: Virtual variables the appends store on a rectilinear grid along the concat dimension
+    #: (their chunks differ between files); the others keep one regular grid.
+    rectilinear: tuple[str, ...] = ()
 
 
 def _is_time_units(units: str | None) -> bool:
@@ -354,43 +357,92 @@ def _check_packing(
         )
 
 
-def _check_chunks(ordered: Sequence[FileSchema], target: TargetSchema, concat_dim: str) -> None:
-    """Virtual concatenation needs one regular chunk grid along ``concat_dim``."""
+def _virtual_grids(
+    ordered: Sequence[FileSchema], target: TargetSchema, concat_dim: str
+) -> tuple[str, ...]:
+    """The virtual variables the appends store on a rectilinear grid along ``concat_dim``.
+
+    A variable keeps today's regular grid when every file (and the stored array) has the same
+    chunks and only the last file ends in a partial chunk. Otherwise its chunks differ from
+    file to file (365- and 366-day years, months of 28 to 31 days): it gets one edge per chunk
+    of each file, which works when every file but the last tiles its own length exactly (one
+    chunk per file, or chunks that divide it). Formats store a file's partial last chunk
+    padded to the full chunk length (HDF5, Zarr), and a padded chunk can only be the last
+    chunk of an array (zarr-specs #394).
+
+    Raises
+    ------
+    SourceError
+        A padded chunk would sit inside the array (a file, or the stored array, ends in a
+        partial chunk and more data follows), or the chunks differ along another dimension.
+    """
+    out: list[str] = []
     for name, first_var in ordered[0].variables.items():
         if first_var.chunks is None or concat_dim not in first_var.dims:
             continue
         axis = first_var.dims.index(concat_dim)
-        expected = first_var.chunks
         tvar = target.variables.get(name)
-        if tvar is not None and tvar.chunks is not None:
-            expected = tvar.chunks
-            if tvar.shape[axis] % tvar.chunks[axis]:
-                raise SourceError(
-                    f"variable {name!r} already in the repository ends with a partial chunk "
-                    f"({tvar.shape[axis]} steps, chunks of {tvar.chunks[axis]}): nothing can be "
-                    "appended to it virtually. Ingest into a new group, or use mode: native",
-                    urls=[ordered[0].url],
-                )
-        for i, f in enumerate(ordered):
+        stored = tvar if tvar is not None and tvar.chunks is not None else None
+        _check_other_axes(name, ordered, stored, axis)
+        if stored is not None and sum(stored.chunk_lengths(axis)) > stored.shape[axis]:
+            raise SourceError(
+                f"variable {name!r} already in the repository ends with a partial chunk "
+                f"({stored.shape[axis]} steps along {concat_dim!r}, chunks "
+                f"{_shown_edges(stored.chunk_lengths(axis))}): the file ingested last stores "
+                "it padded, so nothing can follow it virtually. Ingest these files into a new "
+                "group, or use mode: native",
+                urls=[ordered[0].url],
+            )
+        padded = [
+            f
+            for f in ordered[:-1]
+            if f.variables[name].shape[axis] % (f.variables[name].chunks or (1,) * (axis + 1))[axis]
+        ]
+        if padded:
+            f = padded[0]
             var = f.variables[name]
-            if var.chunks != expected:
-                raise SourceError(
-                    f"{f.url}: variable {name!r} is chunked {var.chunks} but "
-                    f"{'the repository' if tvar is not None and i == 0 else ordered[0].url} "
-                    f"uses {expected}; virtual references cannot combine different chunk shapes "
-                    "(this needs Zarr variable chunking, ZEP003). Use mode: native to rewrite "
-                    "the data, or ingest these files into separate groups",
-                    urls=[f.url],
-                )
-            last = i == len(ordered) - 1
-            if not last and var.chunks is not None and var.shape[axis] % var.chunks[axis]:
-                raise SourceError(
-                    f"{f.url}: variable {name!r} has {var.shape[axis]} steps along "
-                    f"{concat_dim!r} in chunks of {var.chunks[axis]}, so its last chunk is "
-                    "partial and the next file cannot follow it virtually (files of different "
-                    "lengths, e.g. 365- and 366-day years). Use mode: native to rewrite the data",
-                    urls=[f.url],
-                )
+            raise SourceError(
+                f"{f.url}: variable {name!r} has {var.shape[axis]} steps along {concat_dim!r} "
+                f"in chunks of {(var.chunks or ())[axis]}, so its last chunk is partial and "
+                "stored padded to the full length; with more data after it no Zarr chunk grid "
+                "can describe it (zarr-specs #394). Use mode: native to rewrite the data, "
+                f"list {name!r} in source.drop_variables, or rewrite the file with chunks "
+                "that divide its length (e.g. one chunk per file)",
+                urls=[f.url],
+            )
+        same = all(f.variables[name].chunks == first_var.chunks for f in ordered)
+        if same and (stored is None or (not stored.edges and stored.chunks == first_var.chunks)):
+            continue  # one regular grid, as VirtualiZarr writes it
+        out.append(name)
+    return tuple(out)
+
+
+def _shown_edges(edges: Sequence[int]) -> str:
+    shown = ", ".join(map(str, edges[:4]))
+    return f"({shown}{', ...' if len(edges) > 4 else ''})"
+
+
+def _check_other_axes(
+    name: str, ordered: Sequence[FileSchema], stored: VariableSchema | None, axis: int
+) -> None:
+    """Chunks may differ between files along the concat dimension only."""
+
+    def others(chunks: tuple[int, ...] | None) -> tuple[int, ...]:
+        return tuple(c for i, c in enumerate(chunks or ()) if i != axis)
+
+    expected = others(stored.chunks if stored is not None else ordered[0].variables[name].chunks)
+    for f in ordered:
+        var = f.variables[name]
+        if others(var.chunks) != expected:
+            raise SourceError(
+                f"{f.url}: variable {name!r} is chunked {var.chunks} but "
+                f"{'the repository' if stored is not None else ordered[0].url} uses "
+                f"{stored.chunks if stored is not None else ordered[0].variables[name].chunks}; "
+                "virtual references can combine different chunk lengths only along the concat "
+                "dimension. Use mode: native to rewrite the data, or ingest these files into "
+                "separate groups",
+                urls=[f.url],
+            )
 
 
 def _order_hint(schema: FileSchema, concat_dim: str, order_by: str | None) -> str:
@@ -459,9 +511,10 @@ def plan_append(
         late = _late(ordered, target, concat_dim)
         ordered = [s for s in ordered if s not in late]
     regions = plan_regions(late, target, concat_dim, ledger_slots, virtual=virtual)
+    rectilinear: tuple[str, ...] = ()
     if virtual and ordered:
         # Native ingests rewrite the data into their own chunk grid: any source chunking works.
-        _check_chunks(ordered, target, concat_dim)
+        rectilinear = _virtual_grids(ordered, target, concat_dim)
     start = target.dims.get(concat_dim, 0) if not target.is_empty else 0
     appends = []
     for s in ordered:
@@ -474,6 +527,7 @@ def plan_append(
         regions=tuple(regions),
         appends=tuple(appends),
         conversions=conversions,
+        rectilinear=rectilinear,
     )
 
 
@@ -635,7 +689,11 @@ def _check_region_chunks(
         # Loaded variables (coordinates) are native arrays: partial chunks are rewritten whole.
         if var.chunks is None or concat_dim not in var.dims or fvar is None or fvar.chunks is None:
             continue
-        c = var.chunks[var.dims.index(concat_dim)]
+        axis = var.dims.index(concat_dim)
+        if var.edges:
+            _check_rectilinear_region(f, name, var, fvar, axis, start, length, concat_dim)
+            continue
+        c = var.chunks[axis]
         if start % c or (length % c and start + length != n):
             raise SourceError(
                 f"{f.url}: belongs at positions {start}..{start + length - 1} of {concat_dim!r}, "
@@ -644,6 +702,34 @@ def _check_region_chunks(
                 "group",
                 url=f.url,
             )
+
+
+def _check_rectilinear_region(
+    f: FileSchema,
+    name: str,
+    var: VariableSchema,
+    fvar: VariableSchema,
+    axis: int,
+    start: int,
+    length: int,
+    concat_dim: str,
+) -> None:
+    """A file's chunks must be exactly the stored chunks at its place (rectilinear grid)."""
+    stored = var.chunk_lengths(axis)
+    bounds = list(itertools.accumulate(stored, initial=0))
+    mine = fvar.chunk_lengths(axis)
+    k = bounds.index(start) if start in bounds else -1
+    padded_inside = sum(mine) != length and start + length != var.shape[axis]
+    if k < 0 or tuple(stored[k : k + len(mine)]) != mine or padded_inside:
+        here = tuple(e for e, b in zip(stored, bounds, strict=False) if start <= b < start + length)
+        raise SourceError(
+            f"{f.url}: belongs at positions {start}..{start + length - 1} of {concat_dim!r}, "
+            f"but its chunks of {name!r} {_shown_edges(mine)} are not the stored chunks there "
+            f"{_shown_edges(here)}{'' if k >= 0 else ', no chunk starts at ' + str(start)}; "
+            "virtual references can only replace whole chunks. Use mode: native, or re-ingest "
+            "the group",
+            url=f.url,
+        )
 
 
 def plan_regions(

@@ -29,6 +29,7 @@ from icepipe.repository.native import (
     write_dataset,
 )
 from icepipe.repository.raw_append import append_raw, split_undecodable
+from icepipe.repository.rectilinear import write_rectilinear
 from icepipe.repository.refs import (
     ArrayInfo,
     RefInfo,
@@ -106,5 +107,6 @@ __all__ = [
     "writable_session",
     "write_and_commit",
     "write_dataset",
+    "write_rectilinear",
     "write_virtual",
 ]

@@ -16,6 +16,7 @@ from icepipe.cf import effective_time_encoding, packing_of
 from icepipe.errors import ConfigError
 from icepipe.faults import storage_failure
 from icepipe.model import TargetSchema, VariableSchema
+from icepipe.repository.grids import rectilinear_enabled, stored_chunks
 from icepipe.repository.ledger import METADATA_KEY, CommitRecord, FileRecord, read_record
 
 __all__ = [
@@ -180,6 +181,13 @@ def read_target_schema(
 
     Dtypes are the stored (encoded) dtypes, which is what virtual references must match.
     """
+    with rectilinear_enabled():
+        return _read_target_schema(session, group, concat_dim, order_by=order_by)
+
+
+def _read_target_schema(
+    session: icechunk.Session, group: str | None, concat_dim: str, *, order_by: str | None
+) -> TargetSchema:
     try:
         g = zarr.open_group(session.store, path=group or "", mode="r")
     except (FileNotFoundError, zarr.errors.GroupNotFoundError, KeyError):
@@ -201,14 +209,16 @@ def read_target_schema(
         for d, n in zip(arr_dims, arr.shape, strict=False):
             dims[d] = int(n)
         dtype = arr.dtype.to_native_dtype() if hasattr(arr.dtype, "to_native_dtype") else arr.dtype
+        chunks, edges = stored_chunks(arr)
         variables[name] = VariableSchema(
             dims=arr_dims,
             shape=tuple(int(s) for s in arr.shape),
             dtype=str(dtype),
-            chunks=tuple(int(c) for c in arr.chunks),
+            chunks=chunks,
             attrs_units=encodings[name][0],
             attrs_calendar=encodings[name][1],
             packing=packing_of(arr.attrs, str(dtype)),
+            edges=edges,
         )
         if name == (order_by or concat_dim) and arr_dims == (concat_dim,) and arr.shape[0] > 0:
             values = np.asarray(arr[:])
