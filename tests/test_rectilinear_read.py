@@ -140,3 +140,35 @@ def test_status_reads_the_last_coordinate(yearly: tuple[Path, list[Path]]) -> No
     assert st.lag["last_coordinate"] == "2021-12-31T00:00:00Z"
     assert st.lag["files_ingested"] == 3 and st.lag["files_pending"] == 0
     assert st.last_commit is not None and st.last_commit["files"] == 1
+
+
+def test_readers_after_pipeline_runs_on_real_monthly_files(
+    sample_data: Path, tmp_path: Path, client: Any, capsys: Any
+) -> None:
+    """Real daily files, one per month (31, 31, 28, 31, 30, 31 days), ingested virtually by
+    two pipeline runs: info, validate, status and open_dataset read the rectilinear arrays."""
+    real = sorted((sample_data / "uneven-splits" / "chi200-monthly").glob("*.nc"))
+    (tmp_path / "src").mkdir()
+    spec = write_pipeline(tmp_path, name="chi", urls="src/*.nc", fmt="netcdf3")
+    for batch in (real[:2], real[2:]):
+        for p in batch:
+            (tmp_path / "src" / p.name).write_bytes(p.read_bytes())
+        assert main(["run", str(spec), "--scheduler", client.scheduler.address]) == 0
+    capsys.readouterr()
+
+    assert main(["info", str(tmp_path / "repo")]) == 0
+    out = capsys.readouterr().out
+    assert "CHI (time, lon) 182 x 128 float32 chunks (31*2,28,31,30,31)x128: 6/6 stored " in out
+    assert "(virtual 100%)" in out
+    assert main(["validate", str(spec), "--all"]) == 0
+    assert "OK, 6 of 6" in capsys.readouterr().out
+    st = pipeline_status(icepipe.load_pipeline(spec))
+    assert st.problems == [] and st.lag["files_pending"] == 0
+    assert st.lag["last_coordinate"] == 181  # 'days' without a date: raw values
+
+    files = sorted((tmp_path / "src").glob("*.nc"))
+    ds = icepipe.open_dataset(str(tmp_path / "repo"), group="g", chunks={})
+    assert ds.CHI.chunks == ((31, 31, 28, 31, 30, 31), (128,))
+    want = xr.open_mfdataset(files, combine="nested", concat_dim="time", data_vars="minimal")
+    xr.testing.assert_equal(ds.CHI.load(), want.CHI.load())
+    np.testing.assert_array_equal(ds.date.values, want.date.values)
