@@ -2,7 +2,8 @@
 
 Daily data in yearly files across leap years (365/366 days, one contiguous HDF5 dataset per
 file, so each file is one chunk along time; ``tests/uneven_series.py`` layout, float32 values
-that compress like model output, about 1.1x with zstd) is stored three ways and read back:
+that compress like model output, about 1.3x with zstd) is stored three ways and read back
+four ways:
 
 * ``virtual-rect``: an icepipe virtual ingest: references into the files, on a rectilinear
   grid along time (one chunk per file: 365, 366, ...). Built by ``icepipe.run`` when this
@@ -10,7 +11,9 @@ that compress like model output, about 1.1x with zstd) is stored three ways and 
   ``icepipe.repository.grids.set_chunk_grid`` and VirtualiZarr's per-file manifests written at
   their chunk offsets (``tests/rectilinear_repo.py``); the JSON says which (``builder``).
 * ``native-365``: an icepipe ``mode: native`` copy with a regular grid of 365-day chunks
-  (zstd, icepipe's default codec), the baseline: the same data, rewritten.
+  (zstd, icepipe's default codec), the baseline: the same data, rewritten;
+* ``native-raw``: the same copy without compression (``compression: none``): what reading
+  Icechunk's own chunks costs without decompressing them;
 * ``mfdataset``: ``xarray.open_mfdataset`` of the source files (one Dask chunk per file).
 
 For each, medians over interleaved repeats (the order rotates per repeat) of: ``open`` (the
@@ -18,7 +21,7 @@ dataset, metadata only), ``all`` (every value of ``tas``), ``point`` (the whole 
 one grid cell), ``month`` (February of a leap year). Reads use Dask chunks that follow the
 stored chunks (``chunks={}``) on the local threaded scheduler; the files and the repositories
 are on local disk and in the page cache after the first repeat (warm reads). The values of
-the three are checked equal once.
+the four are checked equal once.
 
 Prints a table and writes JSON (default ``benchmarks/results/rectilinear.json``).
 
@@ -52,7 +55,7 @@ from run import machine_info, source_state  # benchmarks/run.py: the same machin
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
-METHODS = ("virtual-rect", "native-365", "mfdataset")
+METHODS = ("virtual-rect", "native-365", "native-raw", "mfdataset")
 BASELINE = "native-365"
 OPS = ("open", "all", "point", "month")
 SIZES = {
@@ -114,7 +117,9 @@ def build(folder: Path, files: list[Path], client: Any) -> dict[str, Any]:
     native = {"mode": "native", "chunks": {"time": 365}}
     icepipe.run(icepipe.load_pipeline(_pipeline(folder, "native", native)), client=client)
     out["native_build_s"] = time.perf_counter() - t0
-    for name in ("virtual", "native"):  # what each repository holds on disk
+    raw = {**native, "compression": "none"}
+    icepipe.run(icepipe.load_pipeline(_pipeline(folder, "native-raw", raw)), client=client)
+    for name in ("virtual", "native", "native-raw"):  # what each repository holds on disk
         out[f"{name}_repo_bytes"] = sum(
             p.stat().st_size for p in (folder / name).rglob("*") if p.is_file()
         )
@@ -126,7 +131,7 @@ def opener(method: str, folder: Path, files: list[Path]) -> Callable[[], xr.Data
 
     if method == "mfdataset":
         return lambda: xr.open_mfdataset(files, combine="nested", concat_dim="time")
-    repo = str(folder / ("virtual" if method == "virtual-rect" else "native"))
+    repo = str(folder / {"virtual-rect": "virtual"}.get(method, method.replace("-365", "")))
     return lambda: icepipe.open_dataset(repo, group="g", chunks={})
 
 
@@ -236,7 +241,8 @@ def _print_table(
         f"{len(lengths)} yearly files ({', '.join(map(str, lengths))} days), tas "
         f"{nbytes / 1e6:.1f} MB; virtual repository built by {built['builder']}; on disk: "
         f"virtual {built['virtual_repo_bytes'] / 1e6:.2f} MB, native "
-        f"{built['native_repo_bytes'] / 1e6:.1f} MB"
+        f"{built['native_repo_bytes'] / 1e6:.1f} MB (zstd), "
+        f"{built['native-raw_repo_bytes'] / 1e6:.1f} MB (raw)"
     )
     header = f"{'method':14}" + "".join(f"{op + ' s':>10} {'x':>6}" for op in OPS)
     print(header)
