@@ -70,14 +70,6 @@ def test_refusal_names_the_file_and_the_fix(corpus: dict[str, Series], tmp_path:
         assert "seam-p01.nc" in outcome.message and "overlap along 'time'" in outcome.message
 
 
-def test_parts_of_different_lengths_are_stored_virtually(corpus: dict[str, Series],
-                                                         tmp_path: Path,
-                                                         client: Any) -> None:  # fmt: skip
-    """stars' sub.nc split in parts of 3, 3, 2 and 2 steps, each one netCDF4 chunk: the
-    series virtual references could not combine before rectilinear grids (issue 13)."""
-    _equal(corpus["r-cran-stars/sub.nc / 4 parts"], "virtual", [1, 2, 4], tmp_path, client)
-
-
 @pytest.mark.parametrize(
     ("name", "cuts"),
     [
@@ -93,6 +85,14 @@ def test_real_daily_files_in_calendar_periods(corpus: dict[str, Series], name: s
     """Real daily files cut at month or year boundaries (``make data``): one chunk per file
     along time, a rectilinear grid, stored virtually over several runs."""
     _equal(corpus[name], "virtual", cuts, tmp_path, client)
+
+
+@pytest.mark.parametrize("mode", ["virtual", "native"])
+def test_parts_of_different_lengths(corpus: dict[str, Series], mode: str, tmp_path: Path,
+                                    client: Any) -> None:  # fmt: skip
+    """stars' sub.nc split in parts of different lengths: every part is one netCDF3 chunk of
+    its own length, stored virtually on a rectilinear grid (refused before), or natively."""
+    _equal(corpus["r-cran-stars/sub.nc / 4 parts"], mode, [1, 2, 4], tmp_path, client)
 
 
 def test_grib_series(corpus: dict[str, Series], tmp_path: Path, client: Any) -> None:

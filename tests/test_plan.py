@@ -673,3 +673,26 @@ def test_plan_cubes_refuses_a_changed_file_holding_other_hypercubes(
 ) -> None:
     with pytest.raises(SourceError, match=r"a\.grib: changed after it was ingested.*surface"):
         plan_cubes([], [("a.grib", now, {"cubes": before})])
+
+
+@PROPERTY_SETTINGS
+@given(files=st.lists(st.tuples(st.integers(1, 12), st.integers(1, 12)), min_size=1, max_size=5))
+def test_virtual_grid_decision(files: list[tuple[int, int]]) -> None:
+    """Files of any lengths and chunk lengths along time: refused exactly when a file other
+    than the last ends in a partial (padded) chunk; otherwise a rectilinear grid exactly when
+    the chunk lengths differ, and each file starts on a chunk boundary of the grid."""
+    schemas, t = [], 0
+    for i, (n, c) in enumerate(files):
+        schemas.append(file_schema(f"file:///d/{i}.nc", range(t, t + n), time_chunk=c))
+        t += n
+    padded_inside = any(n % c for n, c in files[:-1])
+    if padded_inside:
+        with pytest.raises(SourceError, match="zarr-specs #394"):
+            plan_append(schemas, TargetSchema(), "time")
+        return
+    plan = plan_append(schemas, TargetSchema(), "time")
+    assert plan.rectilinear == (() if len({c for _, c in files}) == 1 else ("tas",))
+    edges = [e for s in schemas for e in s.variables["tas"].chunk_lengths(0)]
+    bounds = set(itertools.accumulate(edges, initial=0))
+    assert all(slot.start in bounds for slot in plan.appends)
+    assert sum(edges) >= t and sum(edges[:-1]) < t

@@ -9,6 +9,7 @@ Padded chunks that would sit inside the array are refused, naming the variable a
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +25,10 @@ import icepipe
 from icepipe.errors import SourceError
 from icepipe.repository.grids import read_chunk_grid
 from icepipe.repository.refs import _chunk_type_counts
-from tests.conftest import branch_tip, write_pipeline
+from tests.conftest import S3Server, branch_tip, write_pipeline
 from tests.ingest_checks import check_tip, sources, url
+from tests.test_s3 import load, pipeline_doc, read_back
+from tests.test_s3 import open_repo as s3_open_repo
 
 
 def write_days(
@@ -213,3 +216,50 @@ def test_changed_file_is_reingested_into_its_chunks(tmp_path: Path, client: Any)
     assert chunk_types(repo, "g/tas") == {"virtual": 3}
     xr.testing.assert_identical(icepipe.open_dataset(str(repo), group="g").load(), sources(files))
     assert icepipe.run(pipeline, client=client).status == "nothing-new"
+
+
+def test_leap_years_from_s3_into_an_s3_repository(
+    tmp_path: Path, s3: S3Server, s3_client: Any
+) -> None:
+    pool = years(tmp_path / "pool", n=3)
+    src = s3.bucket("src")
+    s3.upload(pool[:2], src, "years")
+    p = load(
+        tmp_path,
+        pipeline_doc(
+            "uneven",
+            f"s3://{src}/years/*.nc",
+            f"s3://{s3.bucket('repo')}/repos/uneven",
+            source_storage=s3.options(),
+            target_storage=s3.options(),
+        ),
+    )
+    assert icepipe.run(p, client=s3_client).status == "committed"
+    s3.upload(pool[2:], src, "years")
+    assert icepipe.run(p, client=s3_client).files_new == (f"s3://{src}/years/{pool[2].name}",)
+    assert icepipe.run(p, client=s3_client).status == "nothing-new"
+    xr.testing.assert_identical(read_back(p), sources(pool))
+    session = s3_open_repo(p).readonly_session("main")
+    assert read_chunk_grid(session.store, "g/tas") == ((365, 366, 365), 3, 4)
+    assert dict(_chunk_type_counts(session, "/g/tas")) == {"virtual": 3}
+
+
+def test_real_split_with_undecodable_times_appends_its_only_variable(
+    tmp_path: Path, client: Any, sample_data: Path
+) -> None:
+    """hgt.nc (libncarg-data, netCDF3 with a fixed time dimension in 'months since', which
+    xarray cannot decode) split in 6/5/... steps: HGT is the only variable along time, so a
+    run appends nothing but it (rectilinear) and the raw time values."""
+    real = sorted((sample_data / "corpus-splits" / "cdf" / "hgt").glob("hgt-p0*.nc"))
+    pool = [Path(shutil.copy(f, tmp_path / f.name)) for f in real]
+    repo = run_batches(tmp_path, pool, [[0], [1, 2], [3]], client)
+    lengths = tuple(xr.open_dataset(f, decode_times=False).sizes["time"] for f in pool)
+    assert len(set(lengths)) > 1
+    stored_grid = grid(repo, "g/HGT")
+    assert stored_grid is not None and stored_grid[0] == lengths
+    assert chunk_types(repo, "g/HGT") == {"virtual": len(pool)}
+    session = icepipe.repository.open_repo(str(repo)).readonly_session("main")
+    stored = xr.open_zarr(session.store, group="g", consolidated=False, decode_times=False)
+    expected = sources(pool, decode_times=False)
+    np.testing.assert_array_equal(stored.HGT.values, expected.HGT.values)
+    np.testing.assert_array_equal(stored.time.values, expected.time.values)

@@ -64,9 +64,10 @@ def write_part(pipeline: Pipeline, session: Any, part: Part) -> dict[str, Any]:
                 files[slot.url].dataset, p.conversions.get(slot.url, {}), slot.url
             )
             rect = _stored_rectilinear(existing, dim, ds)
-            repository.write_virtual(
-                session, ds.drop_vars(rect), group=group, region=region, urls=[slot.url]
-            )
+            if dim in ds.drop_vars(rect).dims:  # else only rectilinear variables have ``dim``
+                repository.write_virtual(
+                    session, ds.drop_vars(rect), group=group, region=region, urls=[slot.url]
+                )
             repository.write_rectilinear(
                 session, [(slot.url, ds)], rect, group=group, dim=dim, start=slot.start
             )
@@ -89,27 +90,7 @@ def write_part(pipeline: Pipeline, session: Any, part: Part) -> dict[str, Any]:
             )
             for f in ordered
         ]
-        # Variables whose chunks differ between files go on a rectilinear grid, file by file.
-        rect = list(p.rectilinear)
-        combined = sources.combine_virtual(
-            [dataclasses.replace(f, dataset=f.dataset.drop_vars(rect)) for f in ordered], dim
-        )
-        raw: dict[str, Any] = {}
-        if append_dim is not None:  # time units xarray cannot decode: appended undecoded
-            combined, raw = repository.split_undecodable(session, combined, group, append_dim)
-        repository.write_virtual(
-            session, combined, group=group, append_dim=append_dim, urls=list(p.order)
-        )
-        repository.write_rectilinear(
-            session,
-            [(f.source.url, f.dataset) for f in ordered],
-            rect,
-            group=group,
-            dim=dim,
-            coords=[n for n in rect if n in ordered[0].dataset.coords],
-        )
-        if append_dim is not None:
-            repository.append_raw(session, raw, group, append_dim, list(p.order))
+        _append_virtual(session, ordered, p, group, dim, append_dim)
         write_fallback(pipeline, session, ordered, group, append_dim=append_dim)
         return {}
     native = pipeline.native
@@ -206,6 +187,44 @@ def write_fallback(
     else:
         encoding = {n: {"chunks": schema[n].chunks} for n in names}
         write_dataset(session, ds, group=group, mode="a", encoding=encoding)
+
+
+def _append_virtual(
+    session: Any,
+    ordered: list[sources.ScannedFile],
+    p: plan.AppendPlan,
+    group: str | None,
+    dim: str,
+    append_dim: str | None,
+) -> None:
+    """Write the files' virtual datasets: variables on one regular grid concatenated through
+    VirtualiZarr, those whose chunks differ between files on a rectilinear grid, file by
+    file."""
+    # Variables read natively (GRIB fallback) are not in the datasets: write_fallback's.
+    rect = [n for n in p.rectilinear if all(n in f.dataset.variables for f in ordered)]
+    combined = sources.combine_virtual(
+        [dataclasses.replace(f, dataset=f.dataset.drop_vars(rect)) for f in ordered], dim
+    )
+    raw: dict[str, Any] = {}
+    if append_dim is not None and dim in combined.dims:
+        # Time units xarray cannot decode: appended undecoded.
+        combined, raw = repository.split_undecodable(session, combined, group, append_dim)
+    # With only rectilinear variables (or undecodable times) along ``dim``, the rest is
+    # stored already: nothing of it to append.
+    if append_dim is None or dim in combined.dims:
+        repository.write_virtual(
+            session, combined, group=group, append_dim=append_dim, urls=list(p.order)
+        )
+    repository.write_rectilinear(
+        session,
+        [(f.source.url, f.dataset) for f in ordered],
+        rect,
+        group=group,
+        dim=dim,
+        coords=[n for n in rect if n in ordered[0].dataset.coords],
+    )
+    if append_dim is not None:
+        repository.append_raw(session, raw, group, append_dim, list(p.order))
 
 
 def _stored_rectilinear(existing: TargetSchema, dim: str, ds: Any) -> list[str]:
