@@ -26,7 +26,14 @@ from icepipe.ops.status import pipeline_status
 from icepipe.ops.validate import validate_pipeline
 from tests.conftest import write_pipeline
 from tests.rectilinear_repo import write_virtual_rectilinear
-from tests.uneven_series import write_monthly_daily, write_yearly_daily
+from tests.uneven_series import (
+    Layout,
+    write_daily_files,
+    write_forecast_series,
+    write_monthly_daily,
+    write_yearly_daily,
+    yearly_periods,
+)
 
 
 @pytest.fixture(scope="module")
@@ -172,3 +179,34 @@ def test_readers_after_pipeline_runs_on_real_monthly_files(
     want = xr.open_mfdataset(files, combine="nested", concat_dim="time", data_vars="minimal")
     xr.testing.assert_equal(ds.CHI.load(), want.CHI.load())
     np.testing.assert_array_equal(ds.date.values, want.date.values)
+
+
+def test_readers_on_padded_last_chunks_and_forecast_steps(
+    tmp_path: Path, client: Any, capsys: Any
+) -> None:
+    """HDF5 files chunked along time: 2020 in chunks of 61 (6 whole chunks), then 2021 in
+    chunks of 100, whose last chunk is stored padded (it ends the array, so it is allowed);
+    and forecast files of 6, 12, 3 and 9 hourly steps. Reads never show the padding."""
+    first = write_daily_files(tmp_path / "src", yearly_periods([2020]), layout=Layout(chunk=61))
+    last = write_daily_files(tmp_path / "src", yearly_periods([2021]), layout=Layout(chunk=100))
+    spec = write_pipeline(tmp_path, name="pad", urls="src/*.nc", fmt="netcdf4")
+    forecasts = write_forecast_series(tmp_path / "fc")
+    spec_fc = write_pipeline(tmp_path, name="fc", urls="fc/*.nc", fmt="netcdf4", repo="fc-repo")
+    for s in (spec, spec_fc):
+        assert main(["run", str(s), "--scheduler", client.scheduler.address]) == 0
+    capsys.readouterr()
+
+    assert main(["info", str(tmp_path / "repo")]) == 0
+    assert "chunks (61*6,100*3,65)x2x3: 10/10 stored (virtual 100%)" in capsys.readouterr().out
+    ds = icepipe.open_dataset(str(tmp_path / "repo"), group="g", chunks={})
+    assert ds.tas.chunks[0] == (61,) * 6 + (100, 100, 100, 65)
+    xr.testing.assert_equal(ds.tas.load(), _expected(first + last).tas)
+    assert main(["validate", str(spec), "--all"]) == 0
+
+    assert main(["info", str(tmp_path / "fc-repo")]) == 0
+    assert "tas (time, lat, lon) 30 x 2 x 3 float32 chunks (6,12,3,9)x2x3: 4/4" in (
+        capsys.readouterr().out
+    )
+    fc = icepipe.open_dataset(str(tmp_path / "fc-repo"), group="g")
+    xr.testing.assert_equal(fc.tas.load(), _expected(forecasts).tas)
+    assert main(["validate", str(spec_fc), "--all"]) == 0
