@@ -10,6 +10,7 @@ import xarray as xr
 
 from icepipe import __version__, repository
 from icepipe.errors import ConfigError, SourceError
+from icepipe.repository.grids import rectilinear_enabled
 from icepipe.storage import StorageOptions, coerce_storage_options, scheme_of
 
 if TYPE_CHECKING:
@@ -261,13 +262,17 @@ def open_dataset(
             f"of {repo!r}: {exc}"
         ) from exc
     try:
-        ds: xr.Dataset = xr.open_zarr(
-            session.store,
-            group=group,
-            consolidated=False,
-            chunks=chunks,
-            zarr_format=3,
-        )
+        # Arrays with rectilinear chunk grids (files of uneven length, one chunk each) need
+        # zarr's experimental flag when their metadata is parsed, here; the arrays then read
+        # without it, in this process and on Dask workers (they pickle parsed metadata).
+        with rectilinear_enabled():
+            ds: xr.Dataset = xr.open_zarr(
+                session.store,
+                group=group,
+                consolidated=False,
+                chunks=chunks,
+                zarr_format=3,
+            )
     except (FileNotFoundError, KeyError) as exc:
         raise ConfigError(
             f"no group {group or '/'!r} on {branch!r} of {repo!r}; check target.group"
