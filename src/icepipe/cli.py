@@ -112,7 +112,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         f"({result.files_already} already present) into {where}\n"
         f"  snapshot   {result.snapshot_id}\n"
         f"{variables}{dimensions}{fallback}"
-        f"  mode       {pipeline.mode}, {result.cluster.get('workers', '?')} Dask worker(s)\n"
+        f"  mode       {pipeline.mode}, {_ran_on(result.cluster)}\n"
         f"  time       {result.seconds:.2f}s ({stages})\n"
         f"  report     {outcome.report_file or 'not written (see the warning above)'}"
     )
@@ -141,6 +141,12 @@ def _open_repo(location: str) -> tuple[Any, str]:
 
         return open_location(location)[0], "main"
     return open_repo(location), "main"
+
+
+def _ran_on(cluster: dict[str, Any]) -> str:
+    if cluster.get("address") == "in-process":
+        return "scanned in this process (small run: no cluster started)"
+    return f"{cluster.get('workers', '?')} Dask worker(s)"
 
 
 def _cmd_log(args: argparse.Namespace) -> int:
