@@ -283,7 +283,7 @@ def _attempt(
     _scan(state, selection)
     with state.timer("plan"):
         parts = _parts(pipeline, selection, state.scanned, session, ledger)
-        _with_order_values(pipeline, session, parts)
+        _with_order_values(pipeline, session, parts, ledger)
     if not any(part.new or part.changed for part in parts):
         snapshot_id = session.snapshot_id if session else None
         return state.result(
@@ -331,7 +331,10 @@ def _list(state: _Run) -> list[SourceFile]:
             storage=src.storage,
             unreadable=state.skipped if state.pipeline.on_error == "skip" else None,
         )
-    state.containers = repository.container_prefixes(reference_url(f.url) for f in listed)
+    # One file per folder is enough: a container covers a folder (the part of a reference URL
+    # before its last "/", which percent-encoding neither adds nor removes).
+    by_folder = {f.url.rsplit("/", 1)[0]: f.url for f in listed}
+    state.containers = repository.container_prefixes(reference_url(u) for u in by_folder.values())
     state.started_at = datetime.now(UTC).isoformat()
     return listed
 
@@ -583,10 +586,13 @@ def _stored_schema(
     )
 
 
-def _with_order_values(pipeline: Pipeline, session: Any, parts: list[ingest.Part]) -> None:
-    """Read every stored value of the ordering variable for the parts whose files need them
-    (late arrivals, changed files: :func:`icepipe.plan.needs_order_values`); the others keep
-    the stored range's ends, so that planning an append does not read the whole axis."""
+def _with_order_values(
+    pipeline: Pipeline, session: Any, parts: list[ingest.Part], ledger: Mapping[str, FileRecord]
+) -> None:
+    """Read every stored value of the ordering variable, and where the ledger places each
+    ingested file, for the parts whose files need them (late arrivals, changed files:
+    :func:`icepipe.plan.needs_order_values`); the others keep the stored range's ends, so
+    that planning an append reads neither the whole axis nor every ledger record's place."""
     src = pipeline.source
     for part in parts:
         if plan.needs_order_values(
@@ -597,6 +603,7 @@ def _with_order_values(pipeline: Pipeline, session: Any, parts: list[ingest.Part
             order_by=src.order_by,
         ):
             part.existing = _stored_schema(pipeline, session, part.group, values="all")
+            part.ledger_slots = plan.ledger_slots(ledger, cube=part.cube)
 
 
 def _parts(
@@ -630,7 +637,7 @@ def _parts(
                 existing=_stored_schema(pipeline, session, group),
                 new=steps([s for s in new if isinstance(s, sources.ScannedFile)]),
                 changed=[(s, r) for s, r in changed if isinstance(s, sources.ScannedFile)],
-                ledger_slots=plan.ledger_slots(ledger),
+                ledger_slots=[],  # read by _with_order_values when late files need them
             )
         ]
     cubes = plan.plan_cubes(
@@ -649,7 +656,7 @@ def _parts(
             existing=_stored_schema(pipeline, session, repository.subgroup(group, name)),
             new=steps(files.new),
             changed=list(files.changed),
-            ledger_slots=plan.ledger_slots(ledger, cube=name),
+            ledger_slots=[],
         )
         for name, files in cubes.items()
     ]

@@ -828,9 +828,15 @@ def ledger_slots(ledger: Mapping[str, Mapping[str, Any]], *, cube: str | None = 
     ``cube``); records without a valid place (older icepipe versions) are left out."""
     out = []
     for url, r in ledger.items():
-        place = (r.get("cubes") or {}).get(cube) if cube else [r.get("start"), r.get("length")]
-        if isinstance(place, list) and len(place) == 2 and all(isinstance(v, int) for v in place):
-            out.append(Slot(url, place[0], place[1]))
+        if cube:
+            place = (r.get("cubes") or {}).get(cube)
+            if not isinstance(place, list) or len(place) != 2:
+                continue
+            start, length = place
+        else:  # read for every file of the branch: no intermediate lists
+            start, length = r.get("start"), r.get("length")
+        if isinstance(start, int) and isinstance(length, int):
+            out.append(Slot(url, start, length))
     return out
 
 
