@@ -27,6 +27,7 @@ import json
 import os
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -108,7 +109,14 @@ def build(folder: Path, repo: Path, n: int, *, batch: int, client: Any) -> dict[
     return {"files": n, "commits": commits, "seconds": round(time.perf_counter() - t0, 1)}
 
 
+#: How runs are made: "cli" (a fresh ``icepipe run`` process per run, as a scheduler's nightly
+#: job runs it) or "library" (``icepipe.run`` in this process: no start-up, the marginal cost).
+VIA = {"how": "cli"}
+
+
 def timed_run(folder: Path, repo: Path, expect: str) -> dict[str, Any]:
+    if VIA["how"] == "cli":
+        return _cli_run(folder, repo, expect)
     import icepipe
 
     t0 = time.perf_counter()
@@ -123,11 +131,40 @@ def timed_run(folder: Path, repo: Path, expect: str) -> dict[str, Any]:
     }
 
 
+def _cli_run(folder: Path, repo: Path, expect: str) -> dict[str, Any]:
+    spec = repo.parent / f"{repo.name}.yaml"
+    spec.write_text(
+        f"name: bench-nightly\nsource:\n  urls: {folder}/*.nc\n  concat_dim: time\n"
+        f"  format: netcdf4\ntarget:\n  repo: {repo}\n"
+    )
+    cmd = [sys.executable, "-m", "icepipe.cli", "run", str(spec), "--json", "--progress", "none"]
+    cmd += ["--state-dir", str(repo.parent / "state")]
+    t0 = time.perf_counter()
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    seconds = time.perf_counter() - t0
+    if done.returncode != 0:
+        raise RuntimeError(f"{spec}: exit {done.returncode}: {done.stderr[-2000:]}")
+    result = json.loads(done.stdout)
+    if result["status"] != expect:
+        raise RuntimeError(f"{repo}: expected {expect}, got {result['status']}")
+    return {
+        "seconds": round(seconds, 4),
+        "stages": {k: round(v, 4) for k, v in result["stages"].items()},
+        "cluster": result["cluster"],
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="100 and 1,000 files, 3 repeats")
     parser.add_argument("--repeats", type=int, default=None, help="default: 5 (quick: 3)")
     parser.add_argument("--batch", type=int, default=2500, help="files per building run")
+    parser.add_argument(
+        "--via",
+        choices=("cli", "library"),
+        default="cli",
+        help="a fresh `icepipe run` process per run (default), or icepipe.run in this process",
+    )
     parser.add_argument(
         "--keep", type=Path, default=None, help="build in (and reuse) this folder, not a temp one"
     )
@@ -140,6 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     sizes = {"1k": 100, "10k": 1000} if args.quick else {"1k": 1000, "10k": 10000}
     repeats = args.repeats or (3 if args.quick else 5)
+    VIA["how"] = args.via
     load = os.getloadavg()[0]
     if load > 0.5 * (os.cpu_count() or 1):
         print(f"warning: load average {load:.1f} already; other processes will add noise")
@@ -149,7 +187,13 @@ def main(argv: list[str] | None = None) -> int:
         "quick": args.quick,
         "machine": machine_info(),
         "icepipe_source": source_state(),
-        "config": {"files": FILE_SPEC, "sizes": sizes, "repeats": repeats, "batch": args.batch},
+        "config": {
+            "files": FILE_SPEC,
+            "sizes": sizes,
+            "repeats": repeats,
+            "batch": args.batch,
+            "via": args.via,
+        },
     }
     t_total = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="icepipe-nightly-") as tmp:

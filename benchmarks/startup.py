@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -78,15 +79,19 @@ def commands(work: Path) -> dict[str, list[str]]:
     }
 
 
-def sample(cmd: list[str], work: Path) -> float:
+def sample(cmd: list[str], work: Path, env: dict[str, str] | None = None) -> tuple[float, float]:
+    """Wall seconds and CPU seconds (user + system, the process and what it waited for)."""
     for repo in ("repo", "vz", "state"):
         shutil.rmtree(work / repo, ignore_errors=True)
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
-    done = subprocess.run(cmd, cwd=work, capture_output=True, text=True)
+    done = subprocess.run(cmd, cwd=work, capture_output=True, text=True, env=env)
     seconds = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if done.returncode != 0:
         raise RuntimeError(f"{cmd[:4]} failed ({done.returncode}): {done.stderr[-2000:]}")
-    return seconds
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return seconds, cpu
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -97,6 +102,13 @@ def main(argv: list[str] | None = None) -> int:
         type=Path,
         default=REPO_ROOT / "benchmarks" / "results" / "startup.json",
         help="where to write the JSON results (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--compare-src",
+        type=Path,
+        default=None,
+        help="also time `icepipe run` with the icepipe package of this src/ folder (an older "
+        "checkout: `git archive COMMIT src | tar -x -C DIR`, then DIR/src)",
     )
     args = parser.parse_args(argv)
     load = os.getloadavg()[0]
@@ -117,20 +129,32 @@ def main(argv: list[str] | None = None) -> int:
             "target:\n  repo: repo\n"
         )
         cmds = commands(work)
-        for cmd in cmds.values():  # untimed: the first start fills the OS file cache
-            sample(cmd, work)
+        envs: dict[str, dict[str, str] | None] = {m: None for m in cmds}
+        if args.compare_src is not None:
+            cmds = {"icepipe run (compared)": cmds["icepipe run"], **cmds}
+            envs["icepipe run (compared)"] = {**os.environ, "PYTHONPATH": str(args.compare_src)}
+            out["config"]["compare_src"] = str(args.compare_src)
+        for method, cmd in cmds.items():  # untimed: the first start fills the OS file cache
+            sample(cmd, work, envs[method])
         samples: dict[str, list[float]] = {m: [] for m in cmds}
+        cpu: dict[str, list[float]] = {m: [] for m in cmds}
         for rep in range(args.repeats):
             for method, cmd in cmds.items():
-                samples[method].append(round(sample(cmd, work), 4))
+                wall, used = sample(cmd, work, envs[method])
+                samples[method].append(round(wall, 4))
+                cpu[method].append(round(used, 4))
             print(
                 f"  repeat {rep + 1}/{args.repeats}: "
                 + ", ".join(f"{m} {s[-1]:.2f}s" for m, s in samples.items()),
                 flush=True,
             )
     medians = {m: statistics.median(s) for m, s in samples.items()}
+    cpu_medians = {m: statistics.median(s) for m, s in cpu.items()}
     out["samples"] = samples
+    out["cpu_samples"] = cpu
     out["median_seconds"] = {m: round(v, 4) for m, v in medians.items()}
+    # CPU seconds vary less than wall seconds on a loaded machine (no waiting for a core).
+    out["median_cpu_seconds"] = {m: round(v, 4) for m, v in cpu_medians.items()}
     out["ratio_vs_vz_script"] = {m: round(v / medians["vz-script"], 3) for m, v in medians.items()}
     out["goal"] = {
         "icepipe run seconds": round(medians["icepipe run"], 3),
@@ -138,12 +162,13 @@ def main(argv: list[str] | None = None) -> int:
         "holds": medians["icepipe run"] <= GOAL_SECONDS,
     }
     out["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
-    header = f"{'command':<20} {'median s':>9} {'vs vz-script':>12}"
+    header = f"{'command':<20} {'median s':>9} {'vs vz-script':>12} {'median CPU s':>13}"
     print()
     print(header)
     print("-" * len(header))
     for m, v in medians.items():
-        print(f"{m:<20} {v:>9.2f} {out['ratio_vs_vz_script'][m]:>11.2f}x")
+        ratio = out["ratio_vs_vz_script"][m]
+        print(f"{m:<20} {v:>9.2f} {ratio:>11.2f}x {cpu_medians[m]:>13.2f}")
     verdict = "HOLDS" if out["goal"]["holds"] else "DOES NOT HOLD"
     print(f"goal icepipe run <= {GOAL_SECONDS} s: {medians['icepipe run']:.2f} s {verdict}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
