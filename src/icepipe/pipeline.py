@@ -9,7 +9,7 @@ stage     function                    owner
 ========  ==========================  =====================================================
 list      ``_list``                   :mod:`icepipe.sources` (listing)
 select    ``_select``                 :mod:`icepipe.repository` (ledger), :func:`plan.select_new`
-scan      ``_scan``, ``_scan_files``  :mod:`icepipe.sources` on the cluster (:mod:`icepipe.execute`)
+scan      ``_scan``, ``_scan_files``  :mod:`icepipe.sources` on the cluster, or here for small runs
 plan      ``_parts``, ``_plan``       :mod:`icepipe.plan` (pure: order, regions, hypercubes)
 write     ``ingest.write_part``       :mod:`icepipe.ingest` over :mod:`icepipe.repository`
 commit    ``_commit``                 :func:`icepipe.repository.commit`
