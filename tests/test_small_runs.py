@@ -88,6 +88,11 @@ def test_runs_above_the_threshold_or_native_use_the_cluster(tmp_path: Path) -> N
     )
     with_scheduler = run_module._Run(spec, run_module._Timer(), "x", None, "tcp://h:1", None, None)
     assert not run_module._scans_in_process(with_scheduler, files, journal)
+    # No crash journal where it cannot be written: no scan in process either.
+    (tmp_path / "not-a-folder").write_text("")
+    unwritable = CrashJournal("test", folder=tmp_path / "not-a-folder")
+    assert not unwritable.usable()
+    assert not run_module._scans_in_process(state, files, unwritable)
 
 
 def test_in_process_errors_name_the_file_and_create_nothing(tmp_path: Path) -> None:

@@ -73,6 +73,14 @@ class CrashJournal:
         root = folder or Path(tempfile.gettempdir()) / "icepipe-crash-journal"
         self.folder = root / digest
 
+    def usable(self) -> bool:
+        """Whether entries can be written (else the work must not run in process)."""
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+        except OSError:
+            return False
+        return os.access(self.folder, os.W_OK)
+
     def suspects(self) -> set[str]:
         """The items of work that never returned (their process died)."""
         out: set[str] = set()

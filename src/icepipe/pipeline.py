@@ -426,7 +426,7 @@ def _scans_in_process(
             formats.update(sources.detect_format(f.url, p.source.storage) for f in to_scan)
         except IcepipeError:
             return False  # the workers' scan reports it, as for any run
-    if not formats <= set(_IN_PROCESS_FORMATS):
+    if not formats <= set(_IN_PROCESS_FORMATS) or not journal.usable():
         return False
     suspects = journal.suspects()
     return not any(f.url in suspects for f in to_scan)
