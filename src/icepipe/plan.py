@@ -24,6 +24,7 @@ __all__ = [
     "Slot",
     "TimeConversion",
     "ledger_slots",
+    "needs_order_values",
     "time_conversion",
     "plan_append",
     "calendar_keys",
@@ -212,7 +213,7 @@ def select_new(
         record = ledger.get(f.url)
         if record is None:
             new.append(f)
-        elif f.same_version(dict(record)):
+        elif f.same_version(record):
             already.append(f)
         elif on_changed == "reingest":
             changed_files.append((f, record))
@@ -874,14 +875,58 @@ def _check_same_place(
     )
 
 
+def needs_order_values(
+    new: Sequence[FileSchema],
+    n_changed: int,
+    target: TargetSchema,
+    concat_dim: str,
+    *,
+    order_by: str | None = None,
+) -> bool:
+    """Whether planning these files needs every stored value of the ordering variable
+    (``target.order_values``), not only the stored range's ends.
+
+    Appending after the stored range needs only its last value; a changed file goes back to
+    its stored values, and a file starting at or before the stored end is a late arrival
+    (placed among the stored values, or a duplicate): those need them all. A file whose
+    ordering variable has other units than the stored one counts as late (its values are
+    compared once converted).
+    """
+    last = target.concat_last
+    if last is None:
+        return False
+    if n_changed:
+        return True
+    name = order_by or concat_dim
+    ref = target.variables.get(name)
+    for s in new:
+        var = s.variables.get(name)
+        if not s.concat_values:
+            continue
+        other_units = (
+            ref is not None
+            and var is not None
+            and (var.attrs_units, var.attrs_calendar) != (ref.attrs_units, ref.attrs_calendar)
+        )
+        if other_units or s.concat_values[0] <= last:
+            return True
+    return False
+
+
 def ledger_slots(ledger: Mapping[str, Mapping[str, Any]], *, cube: str | None = None) -> list[Slot]:
     """Where the ledger's files sit along the concat dimension (of one hypercube group with
     ``cube``); records without a valid place (older icepipe versions) are left out."""
     out = []
     for url, r in ledger.items():
-        place = (r.get("cubes") or {}).get(cube) if cube else [r.get("start"), r.get("length")]
-        if isinstance(place, list) and len(place) == 2 and all(isinstance(v, int) for v in place):
-            out.append(Slot(url, place[0], place[1]))
+        if cube:
+            place = (r.get("cubes") or {}).get(cube)
+            if not isinstance(place, list) or len(place) != 2:
+                continue
+            start, length = place
+        else:  # read for every file of the branch: no intermediate lists
+            start, length = r.get("start"), r.get("length")
+        if isinstance(start, int) and isinstance(length, int):
+            out.append(Slot(url, start, length))
     return out
 
 

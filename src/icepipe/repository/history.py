@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 import icechunk
 import numpy as np
@@ -175,18 +175,33 @@ def arrays_with_codec(
 
 
 def read_target_schema(
-    session: icechunk.Session, group: str | None, concat_dim: str, *, order_by: str | None = None
+    session: icechunk.Session,
+    group: str | None,
+    concat_dim: str,
+    *,
+    order_by: str | None = None,
+    values: Literal["ends", "all", "none"] = "ends",
 ) -> TargetSchema:
     """Summarise the arrays already stored in ``group`` (empty if the group does not exist).
 
     Dtypes are the stored (encoded) dtypes, which is what virtual references must match.
+
+    ``values`` says how much of the ordering variable (``order_by``, else ``concat_dim``) to
+    read: ``"ends"`` its first and last values only (``concat_first``/``concat_last``: two
+    chunks, whatever the length of the axis), ``"all"`` every value as well
+    (``order_values``: placing late files and re-ingested ones), ``"none"`` nothing.
     """
     with rectilinear_enabled():
-        return _read_target_schema(session, group, concat_dim, order_by=order_by)
+        return _read_target_schema(session, group, concat_dim, order_by=order_by, values=values)
 
 
 def _read_target_schema(
-    session: icechunk.Session, group: str | None, concat_dim: str, *, order_by: str | None
+    session: icechunk.Session,
+    group: str | None,
+    concat_dim: str,
+    *,
+    order_by: str | None,
+    values: Literal["ends", "all", "none"],
 ) -> TargetSchema:
     try:
         g = zarr.open_group(session.store, path=group or "", mode="r")
@@ -220,11 +235,14 @@ def _read_target_schema(
             packing=packing_of(arr.attrs, str(dtype)),
             edges=edges,
         )
-        if name == (order_by or concat_dim) and arr_dims == (concat_dim,) and arr.shape[0] > 0:
-            values = np.asarray(arr[:])
-            if values.dtype.kind in "iuf":
-                concat_first, concat_last = float(values[0]), float(values[-1])
-                order_values = tuple(float(v) for v in values)
+        ordering = name == (order_by or concat_dim) and arr_dims == (concat_dim,)
+        if ordering and arr.shape[0] > 0 and values != "none":
+            # The axis holds one chunk per file in virtual ingests: read only its ends unless
+            # every value is asked for, so that planning does not grow with the archive.
+            read = np.asarray(arr[:] if values == "all" else [arr[0], arr[-1]])
+            if read.dtype.kind in "iuf":
+                concat_first, concat_last = float(read[0]), float(read[-1])
+                order_values = tuple(float(v) for v in read) if values == "all" else None
     return TargetSchema(
         variables=variables,
         dims=dims,

@@ -149,6 +149,17 @@ class FileRecord(Mapping[str, Any]):
             return {name: [s, n] for name, (s, n) in value.items()}
         return value
 
+    def get(self, key: str, default: Any = None) -> Any:
+        # Planning reads a few keys of every record of the branch: no KeyError round trips.
+        if key in ("url", "size", "mtime"):
+            return getattr(self, key)
+        if key not in ("etag", "start", "length", "cubes"):
+            return default
+        value = getattr(self, key)
+        if value is None or value == "":
+            return default
+        return self[key] if key == "cubes" else value
+
     def __iter__(self) -> Iterator[str]:
         yield from ("url", "size", "mtime")
         for key in ("etag", "start", "length", "cubes"):
