@@ -1121,9 +1121,10 @@ def plan_edges(
         )
     last: tuple[int, ...] | None = None
     stored = target.variables.get(order_by or concat_dim)
-    if stored_edges and target.order_values and stored is not None:
+    # The stored range's last value (read whatever planning reads: see needs_order_values).
+    if stored_edges and target.concat_last is not None and stored is not None:
         last = calendar_keys(
-            target.order_values[-1:],
+            (target.concat_last,),
             stored.attrs_units,
             stored.attrs_calendar,
             rule,
