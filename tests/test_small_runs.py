@@ -143,12 +143,13 @@ def test_a_parser_crashing_the_process_is_named_by_the_next_run(tmp_path: Path) 
         "TMPDIR": str(tmp_path),  # where the crash journal lives
         "DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES": "0",  # one worker death is enough
     }
-    cmd = [sys.executable, "-m", "icepipe.cli", "run", str(spec), "--workers", "1"]
+    cmd = [sys.executable, "-m", "icepipe.cli", "run", str(spec)]
 
     first = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert first.returncode == 1, first.stderr  # died in the scan: no error could be reported
     assert not (tmp_path / "repo").exists()  # nothing committed, nothing created
 
+    # No --workers: the journal alone sends the file to workers this time.
     second = subprocess.run(
         cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120
     )

@@ -407,14 +407,16 @@ def _scans_in_process(
 ) -> bool:
     """Whether to scan ``to_scan`` in this process rather than start a cluster for it.
 
-    Only when no cluster was given or configured (``client``, ``scheduler``), the ingest is
-    virtual (native writes run on the workers anyway), there are at most
+    Only when no cluster was given or asked for (``client``, ``scheduler``, ``workers``), the
+    ingest is virtual (native writes run on the workers anyway), there are at most
     :data:`icepipe.execute.IN_PROCESS_MAX_ITEMS` files, each is netCDF or Zarr, and none was
     being scanned in process by a run that died (:class:`icepipe.execute.CrashJournal`: such
     files go to workers, where a crashing parser kills a worker only and is named).
     """
     p = state.pipeline
-    if state.client is not None or state.scheduler or p.mode != "virtual":
+    if state.client is not None or state.scheduler or state.workers is not None:
+        return False
+    if p.mode != "virtual":
         return False
     if len(to_scan) > execute.IN_PROCESS_MAX_ITEMS:
         return False
