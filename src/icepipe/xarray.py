@@ -204,6 +204,7 @@ def open_dataset(
     chunks: Any = None,
     storage: StorageOptions | Mapping[str, Any] | None = None,
     source_storage: StorageOptions | Mapping[str, Any] | None = None,
+    decode_times: bool = True,
 ) -> xr.Dataset:
     """Open an ingested group as an xarray Dataset (lazily, backed by Dask).
 
@@ -232,6 +233,10 @@ def open_dataset(
     source_storage
         Credentials for the sources of virtual references (``anonymous``, or
         ``access_key_id_env``/``secret_access_key_env``); endpoints come from the repository.
+    decode_times
+        Passed to :func:`xarray.open_zarr`. ``False`` keeps times as stored numbers with
+        their ``units`` attribute: for units xarray cannot decode (``months since ...`` in
+        a standard calendar, year 0), which icepipe stores as the files hold them.
 
     Raises
     ------
@@ -272,6 +277,7 @@ def open_dataset(
                 consolidated=False,
                 chunks=chunks,
                 zarr_format=3,
+                decode_times=decode_times,
             )
     except (FileNotFoundError, KeyError) as exc:
         raise ConfigError(
