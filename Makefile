@@ -44,6 +44,10 @@ bench: venv data
 	$(PY) benchmarks/run.py
 	$(PY) benchmarks/native.py
 	$(PY) benchmarks/grib.py
+	$(PY) benchmarks/rectilinear.py
+	$(PY) benchmarks/calendar_chunks.py
+	$(PY) benchmarks/nightly.py
+	$(PY) benchmarks/startup.py
 
 # The full conformance matrix over every real series of `make data` (docs/conformance.md and
 # docs/conformance.json; 7-12 min on 2 cores). `make test` runs a representative subset.

@@ -87,6 +87,8 @@ def write_markdown(path: Path, outcomes: list[Outcome], meta: dict[str, object])
         "Kinds: *series* as published; *derived* by `scripts/fetch_data.sh` from published",
         "files (Zarr copies, GRIB split by time); *split*: one real file split along its",
         "record/time dimension into 2-4 files (`derive_samples.py split`, encodings kept);",
+        "*calendar*: one real daily file cut at calendar month or year boundaries into files",
+        "of uneven length (`derive_samples.py calendar-split`, values bit-identical);",
         "*file*: one real file (one run; nothing to split).",
         "",
         "| source | series | kind | files | mode | runs (files each) | result |",

@@ -6,6 +6,7 @@ Run by scripts/fetch_data.sh with the project's Python (it needs xarray, zarr an
     derive_samples.py nemo-zarr --zarr-format 2 OUT_DIR NEMO_FILE...
     derive_samples.py grib-series OUT_DIR GRIB_FILE
     derive_samples.py split [--exclude GLOB] OUT_DIR FOLDER...
+    derive_samples.py calendar-split --by month|year OUT_DIR FILE
 
 ``nemo-zarr`` writes one store per netCDF file, ``OUT_DIR/<stem>.zarr``, with xarray (so the
 arrays carry dimension names): Zarr v3 with sharded data variables, or Zarr v2 with
@@ -21,6 +22,15 @@ into 2-4 consecutive files, ``OUT_DIR/<folder name>/<file stem>/<stem>-pNN.nc``,
 ``_FillValue``, and each variable's chunking (clipped to the part's length), compression and
 shuffle, byte for byte (raw values, no masking or scaling). Files with groups, user-defined
 types or no such dimension are left out (the harness ingests them as one-file series).
+
+``calendar-split`` cuts one real daily netCDF file at calendar month or year boundaries, into
+files of uneven length along time as archives publish them (monthly files of 28-31 days,
+yearly files): ``OUT_DIR/<stem>_<YYYY|YYYYMM>.nc``, with a ``split.json`` (source, dimension,
+sizes). The calendar comes from the time coordinate (``units: <unit> since <date>`` and its
+``calendar``), or from a ``date`` variable holding ``YYYYMMDD`` numbers. The parts are
+written like ``split``'s (format, attributes, dtypes, fill values and layout kept; raw values),
+and the script then checks that the parts, concatenated, hold the original's bytes for every
+variable: the values are bit-identical (the files themselves differ, as their headers do).
 
 ``grib-series`` splits a GRIB file into one file per analysis time (``dataDate``/``dataTime``),
 ``OUT_DIR/era5-<YYYYMMDDHH>.grib``, copying each message's bytes unchanged and in file order.
@@ -181,6 +191,94 @@ def _copy_part(src: Any, dst: Any, dim: str, start: int, size: int) -> None:
         out[...] = var[index] if dim in var.dimensions else var[...]
 
 
+def _calendar_labels(src: Any, dim: str, by: str) -> list[str]:
+    """``YYYY`` or ``YYYYMM`` of every step along ``dim``."""
+    import cftime
+    import numpy as np
+
+    width = 4 if by == "year" else 6
+    coord = src.variables.get(dim)
+    units = str(getattr(coord, "units", "")) if coord is not None else ""
+    if " since " in units:
+        calendar = str(getattr(coord, "calendar", "standard"))
+        dates = cftime.num2date(np.asarray(coord[:]), units, calendar)
+        return [f"{d.year:04d}{d.month:02d}"[:width] for d in dates]
+    date = src.variables.get("date")
+    if date is not None and date.dimensions == (dim,):
+        return [f"{int(v):08d}"[:width] for v in np.asarray(date[:])]
+    raise SystemExit(f"derive_samples: no calendar along {dim!r} (no 'since' units, no 'date')")
+
+
+def calendar_split(path: Path, out_dir: Path, *, by: str) -> dict[str, Any]:
+    """Cut ``path`` at calendar ``by`` (``month``/``year``) boundaries along its time
+    dimension; check the parts hold the original's bytes; return the description written."""
+    import netCDF4
+
+    with netCDF4.Dataset(path) as src:
+        dim = _split_dim(src)
+        if dim is None:
+            raise SystemExit(f"derive_samples: {path}: no time dimension to split")
+        runs: list[list[Any]] = []  # [label, start, size]
+        for i, label in enumerate(_calendar_labels(src, dim, by)):
+            if runs and runs[-1][0] == label:
+                runs[-1][2] += 1
+            else:
+                runs.append([label, i, 1])
+        out_dir.mkdir(parents=True, exist_ok=True)
+        parts = []
+        for label, start, size in runs:
+            out = out_dir / f"{path.stem}_{label}.nc"
+            with netCDF4.Dataset(out, "w", format=src.data_model) as dst:
+                _copy_part(src, dst, dim, start, size)
+            parts.append(out)
+    _check_bytes(path, parts, dim)
+    info = {
+        "source": str(path),
+        "dim": dim,
+        "by": by,
+        "length": sum(r[2] for r in runs),
+        "parts": [p.name for p in parts],
+        "sizes": [r[2] for r in runs],
+        "values": "bit-identical",
+    }
+    (out_dir / "split.json").write_text(json.dumps(info, indent=1) + "\n")
+    return info
+
+
+def _check_bytes(path: Path, parts: list[Path], dim: str) -> None:
+    """Every variable of the parts, concatenated along ``dim``, holds the bytes of ``path``'s,
+    with the same attributes; exit otherwise."""
+    import netCDF4
+    import numpy as np
+
+    with netCDF4.Dataset(path) as src:
+        opened = [netCDF4.Dataset(p) for p in parts]
+        try:
+            for name, var in src.variables.items():
+                var.set_auto_maskandscale(False)
+                want = np.asarray(var[...])
+                pieces = []
+                for nc in opened:
+                    v = nc.variables[name]
+                    v.set_auto_maskandscale(False)
+                    if sorted(v.ncattrs()) != sorted(var.ncattrs()) or not all(
+                        np.array_equal(np.asarray(v.getncattr(a)), np.asarray(var.getncattr(a)))
+                        for a in var.ncattrs()
+                    ):
+                        raise SystemExit(f"derive_samples: {path}: {name}: attributes differ")
+                    pieces.append(np.asarray(v[...]))
+                if dim in var.dimensions:
+                    got = np.concatenate(pieces, axis=var.dimensions.index(dim))
+                    same = got.dtype == want.dtype and got.tobytes() == want.tobytes()
+                else:
+                    same = all(p.tobytes() == want.tobytes() for p in pieces)
+                if not same:
+                    raise SystemExit(f"derive_samples: {path}: {name}: the parts differ")
+        finally:
+            for nc in opened:
+                nc.close()
+
+
 def split_folders(out_dir: Path, folders: list[Path], exclude: list[str]) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     for folder in folders:
@@ -220,8 +318,15 @@ def main() -> None:
     sp.add_argument("--exclude", action="append", default=[], help="file name glob to skip")
     sp.add_argument("out_dir", type=Path)
     sp.add_argument("folders", type=Path, nargs="+")
+    c = sub.add_parser("calendar-split", help="cut a daily file at month or year boundaries")
+    c.add_argument("--by", choices=("month", "year"), required=True)
+    c.add_argument("out_dir", type=Path)
+    c.add_argument("path", type=Path)
     args = parser.parse_args()
-    if args.command == "split":
+    if args.command == "calendar-split":
+        info = calendar_split(args.path, args.out_dir, by=args.by)
+        print(f"{args.path}: {len(info['parts'])} parts by {args.by}: {info['sizes']}")
+    elif args.command == "split":
         split_folders(args.out_dir, args.folders, args.exclude)
     elif args.command == "nemo-zarr":
         nemo_zarr(args.out_dir, args.paths, zarr_format=args.zarr_format)

@@ -28,6 +28,12 @@
 #   DATA_DIR/nemo-zarr-v2/<nemo stem>.zarr  the 3 NEMO files as Zarr v2 stores, consolidated
 #   DATA_DIR/era5-series/era5-<YYYYMMDDHH>.grib  cfgrib's era5-levels-members.grib split into
 #                                    one file per analysis time (4 files, messages unchanged)
+#   DATA_DIR/uneven-splits/<name>/<stem>_<YYYY|YYYYMM>.nc  real daily files cut at calendar
+#                                    boundaries into files of uneven length (derive_samples.py
+#                                    calendar-split; values bit-identical, checked), split.json:
+#                                    chi200-monthly (ncarg cdf/chi200_ud_smooth.nc: Dec 1950-May
+#                                    1951, 31/31/28/31/30/31 days), test_file2-yearly (cf-python
+#                                    test_file2.nc, 360_day calendar: 30/360x4/330 days)
 #   DATA_DIR/corpus-splits/<folder>/<stem>/  every corpus/*, ncarg/nug, ncarg/cdf netCDF file with a
 #                                    record or time dimension, split along it into 2-4 files
 #                                    (derive_samples.py split: same format, dtypes, attributes,
@@ -268,6 +274,24 @@ derive_era5_series() {
     echo "$target: derived from cfgrib-samples/era5-levels-members.grib -> $target/ ($n files)"
 }
 
+derive_uneven() {
+    local target="uneven-splits" stamp tmp n
+    stamp="$target-$NCARG_DATA_VERSION-$CF_PYTHON_VERSION-$DERIVE_HASH.done"
+    if is_cached "$stamp" "$target"; then
+        echo "$target: cached"; return
+    fi
+    rm -f -- "$STAMPS/$target"-*.done
+    new_tmp "$target"
+    run_logged "$tmp/derive-chi.log" "$PYTHON" "$DERIVE" calendar-split --by month \
+        "$tmp/stage/$target/chi200-monthly" "$DATA_DIR/ncarg/cdf/chi200_ud_smooth.nc"
+    run_logged "$tmp/derive-tf2.log" "$PYTHON" "$DERIVE" calendar-split --by year \
+        "$tmp/stage/$target/test_file2-yearly" "$DATA_DIR/corpus/cf-python/test_file2.nc"
+    n="$(find "$tmp/stage/$target" -name '*.nc' | wc -l)"
+    [[ "$n" -eq 12 ]] || die "expected 12 calendar-split files, found $n"
+    install_outputs "$tmp/stage" "$stamp" "$target"
+    echo "$target: derived from ncarg/cdf, corpus/cf-python -> $target/ ($n files)"
+}
+
 derive_splits() {
     local target="corpus-splits" stamp tmp n
     stamp="$target-$DERIVE_HASH.done"
@@ -308,8 +332,10 @@ fetch_deb_subdir libeccodes-data "$ECCODES_DATA_VERSION" usr/share/eccodes/sampl
     corpus/eccodes-samples
 fetch_sdist_subdir cf-python "$CF_PYTHON_VERSION" cf/test corpus/cf-python
 fetch_sdist_subdir xarray "$XARRAY_SDIST_VERSION" xarray/tests/data corpus/xarray
-CORPUS_NEWEST="$(ls -t "$STAMPS"/*.done | head -1)"
+# (derive_uneven runs after derive_splits: its stamp must not count as a newer corpus)
+CORPUS_NEWEST="$(ls -t "$STAMPS"/*.done | grep -v "/uneven-splits-" | head -1)"
 derive_splits
+derive_uneven
 
 count() { find -L "$DATA_DIR/$1" -type f | wc -l | tr -d ' '; }
 stores() { find "$DATA_DIR/$1" -mindepth 1 -maxdepth 1 -name '*.zarr' | wc -l | tr -d ' '; }
@@ -317,5 +343,5 @@ echo "done in ${SECONDS}s: $DATA_DIR: nemo=$(count nemo) sao=$(count sao)" \
     "iris-sample-data=$(count iris-sample-data) ncarg=$(count ncarg)" \
     "cfgrib-samples=$(count cfgrib-samples) zarr2-fixture=$(count zarr2-fixture)" \
     "era5-series=$(count era5-series) corpus=$(count corpus)" \
-    "corpus-splits=$(count corpus-splits) files;" \
+    "corpus-splits=$(count corpus-splits) uneven-splits=$(count uneven-splits) files;" \
     "nemo-zarr-v3=$(stores nemo-zarr-v3) nemo-zarr-v2=$(stores nemo-zarr-v2) stores"

@@ -48,7 +48,9 @@ class Series:
     name: str
     files: tuple[Path, ...]
     concat_dim: str
-    kind: str  # "series" (as published), "split" (one file split along a dim), "file"
+    # "series" (as published), "derived", "split" (one file split along a dim), "calendar"
+    # (one daily file cut at calendar boundaries), "file"
+    kind: str
     fmt: str = "auto"
     options: dict[str, Any] = field(default_factory=dict)  # more `source:` keys
 
@@ -134,6 +136,7 @@ def discover(data: Path) -> list[Series]:
     era5 = tuple(sorted((data / "era5-series").glob("era5-*.grib")))
     out.append(Series("cfgrib", "era5-series", era5, "time", "derived", "grib"))
     out.extend(_splits(data))
+    out.extend(_calendar_splits(data))
     out.extend(_single_files(data))
     return [s for s in out if s.files]
 
@@ -148,6 +151,19 @@ def _splits(data: Path) -> Iterator[Series]:
         # The folder is named after the file (and its subfolder in the package, if any).
         name = f"{folder.name}{Path(info['source']).suffix} / {len(files)} parts"
         yield Series(source, name, files, info["dim"], "split")
+
+
+def _calendar_splits(data: Path) -> Iterator[Series]:
+    """Real daily files cut at calendar boundaries into files of uneven length (monthly files
+    of 28-31 days, yearly files), by ``derive_samples.py calendar-split``."""
+    sources = {"chi200-monthly": "libncarg-data", "test_file2-yearly": "cf-python"}
+    for info_path in sorted((data / "uneven-splits").glob("*/split.json")):
+        info = json.loads(info_path.read_text())
+        folder = info_path.parent
+        files = tuple(folder / p for p in info["parts"])
+        sizes = "/".join(map(str, info["sizes"]))
+        name = f"{Path(info['source']).name} by {info['by']} ({sizes})"
+        yield Series(sources.get(folder.name, folder.name), name, files, info["dim"], "calendar")
 
 
 def _single_files(data: Path) -> Iterator[Series]:

@@ -265,24 +265,16 @@ def dtype_differs(d: Path, series: Series) -> Bad:
     )
 
 
-def time_chunks_differ(d: Path, series: Series) -> Bad:
-    series(2, steps=8, time_chunk=4)
-    (odd,) = series(1, prefix="g", start="2020-01-17", steps=10, time_chunk=5)
+def padded_chunk_inside(d: Path, series: Series) -> Bad:
+    # 10 steps in chunks of 4: the last chunk holds 2 steps, stored padded to 4. Another file
+    # after it (chunked otherwise: a rectilinear grid) cannot follow it (zarr-specs #394).
+    (padded,) = series(1, steps=10, time_chunk=4)
+    series(1, prefix="g", start="2020-01-11", steps=10, time_chunk=5)
     return Bad(
         write_pipeline(d, urls="src/*.nc"),
         SourceError,
-        [url(odd)],
-        ["chunked (5, 5, 6)", "mode: native"],
-    )
-
-
-def whole_file_chunks_365_366(d: Path, series: Series) -> Bad:
-    paths = series(2, steps=[365, 366], time_chunk=None)
-    return Bad(
-        write_pipeline(d, urls="src/*.nc"),
-        SourceError,
-        [url(paths[1])],
-        ["(366, 5, 6)", "(365, 5, 6)", "mode: native"],
+        [url(padded)],
+        ["'tas'", "zarr-specs #394", "mode: native", "divide its length"],
     )
 
 
@@ -360,8 +352,7 @@ FIRST_RUN_CASES = [
     missing_variable,
     other_dim_differs,
     dtype_differs,
-    time_chunks_differ,
-    whole_file_chunks_365_366,
+    padded_chunk_inside,
     time_units_differ,
     overlapping_times,
     empty_time_axis,
@@ -472,13 +463,15 @@ def new_file_extra_variable(d: Path, series: Series, paths: list[Path]) -> Bad:
     )
 
 
-def new_file_chunks_differ(d: Path, series: Series, paths: list[Path]) -> Bad:
-    (new,) = series(1, prefix="g", start=later(paths), time_chunk=2)
+def new_file_padded_before_another(d: Path, series: Series, paths: list[Path]) -> Bad:
+    # 3 steps in chunks of 2 (the last padded), then another file: refused by name.
+    (padded,) = series(1, prefix="g", start=later(paths), steps=3, time_chunk=2)
+    series(1, prefix="h", start="2020-01-12", steps=2, time_chunk=2)
     return Bad(
         d / "test.yaml",
         SourceError,
-        [url(new)],
-        ["the repository uses (1, 5, 6)", "mode: native"],
+        [url(padded)],
+        ["last chunk is partial", "mode: native"],
     )
 
 
@@ -491,7 +484,7 @@ LATER_RUN_CASES = [
     new_file_dtype_differs,
     new_file_units_differ,
     new_file_extra_variable,
-    new_file_chunks_differ,
+    new_file_padded_before_another,
 ]
 
 

@@ -59,15 +59,40 @@ def test_real_file_split_at_random_points(corpus: dict[str, Series], tmp_path_fa
 
 def test_refusal_names_the_file_and_the_fix(corpus: dict[str, Series], tmp_path: Path,
                                             client: Any) -> None:  # fmt: skip
-    """stars' sub.nc split in parts of different lengths: every part is one netCDF3 chunk, so
-    virtual references cannot be appended; native mode stores the same files."""
-    series = corpus["r-cran-stars/sub.nc / 4 parts"]
-    outcome = check(series, "virtual", [1, 2, 4], tmp_path, client)
-    assert outcome.status == "refused", outcome.message
-    assert outcome.message.startswith("SourceError: file://"), outcome.message
-    assert not outcome.checks  # names a file of the series
-    assert "mode: native" in outcome.message, outcome.message
-    _equal(series, "native", [1, 2, 4], tmp_path, client)
+    """NCL's seam.nc split in 4 parts: its time values are all the fill value, so the parts
+    overlap; both modes refuse the series, naming the files, and store nothing."""
+    series = corpus["libncarg-data/seam.nc / 4 parts"]
+    for mode in ("virtual", "native"):
+        (tmp_path / mode).mkdir()
+        outcome = check(series, mode, [3, 4], tmp_path / mode, client)
+        assert outcome.status == "refused", outcome.message
+        assert outcome.message.startswith("SourceError: file://"), outcome.message
+        assert "seam-p01.nc" in outcome.message and "overlap along 'time'" in outcome.message
+
+
+@pytest.mark.parametrize(
+    ("name", "cuts"),
+    [
+        # Daily velocity potential Dec 1950 - May 1951, netCDF3, one file per month.
+        ("libncarg-data/chi200_ud_smooth.nc by month (31/31/28/31/30/31)", [2, 3, 6]),
+        # Daily tasmax on a 360_day calendar, one file per year (30, 360 x 4, 330 days).
+        ("cf-python/test_file2.nc by year (30/360/360/360/360/330)", [1, 4, 6]),
+    ],
+)
+def test_real_daily_files_in_calendar_periods(corpus: dict[str, Series], name: str,
+                                              cuts: list[int], tmp_path: Path,
+                                              client: Any) -> None:  # fmt: skip
+    """Real daily files cut at month or year boundaries (``make data``): one chunk per file
+    along time, a rectilinear grid, stored virtually over several runs."""
+    _equal(corpus[name], "virtual", cuts, tmp_path, client)
+
+
+@pytest.mark.parametrize("mode", ["virtual", "native"])
+def test_parts_of_different_lengths(corpus: dict[str, Series], mode: str, tmp_path: Path,
+                                    client: Any) -> None:  # fmt: skip
+    """stars' sub.nc split in parts of different lengths: every part is one netCDF3 chunk of
+    its own length, stored virtually on a rectilinear grid (refused before), or natively."""
+    _equal(corpus["r-cran-stars/sub.nc / 4 parts"], mode, [1, 2, 4], tmp_path, client)
 
 
 def test_grib_series(corpus: dict[str, Series], tmp_path: Path, client: Any) -> None:

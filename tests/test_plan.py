@@ -8,16 +8,27 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import pickle
 from collections.abc import Sequence
 from typing import Any
 
+import cftime
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from icepipe.errors import SchemaMismatchError, SourceError
+from icepipe.errors import ConfigError, SchemaMismatchError, SourceError
 from icepipe.model import FileSchema, SourceFile, TargetSchema, VariableSchema
-from icepipe.plan import CubeFiles, Slot, ledger_slots, plan_append, plan_cubes, select_new
+from icepipe.plan import (
+    CubeFiles,
+    EdgePlan,
+    Slot,
+    ledger_slots,
+    plan_append,
+    plan_cubes,
+    plan_edges,
+    select_new,
+)
 
 UNITS = "days since 2000-01-01"
 CALENDAR = "proleptic_gregorian"
@@ -323,22 +334,32 @@ def test_large_coordinate_values_are_printed_exactly() -> None:
 # --- plan_append: chunk grids -------------------------------------------------------------
 
 
-def test_different_chunk_shapes_need_native_mode() -> None:
+def test_different_chunk_lengths_along_time_get_a_rectilinear_grid() -> None:
     a = file_schema("file:///d/a.nc", range(8), time_chunk=4)
     b = file_schema("file:///d/b.nc", range(8, 18), time_chunk=5)
-    with pytest.raises(SourceError) as info:
-        plan_append([a, b], TargetSchema(), "time")
-    assert type(info.value) is SourceError
-    assert info.value.urls == (b.url,)
-    assert "(5, 5, 6)" in str(info.value)
-    assert "mode: native" in str(info.value)
+    plan = plan_append([a, b], TargetSchema(), "time")
+    assert plan.rectilinear == ("tas",)
+    assert [(s.start, s.length) for s in plan.appends] == [(0, 8), (8, 10)]
 
 
-def test_whole_file_chunks_of_different_years_need_native_mode() -> None:
+def test_whole_file_chunks_of_different_years_get_a_rectilinear_grid() -> None:
     a = file_schema("file:///d/1999.nc", range(365), time_chunk=365)
     b = file_schema("file:///d/2000.nc", range(365, 731), time_chunk=366)
-    with pytest.raises(SourceError, match="mode: native"):
+    assert plan_append([a, b], TargetSchema(), "time").rectilinear == ("tas",)
+    # Equal chunks that tile every file but the last stay on one regular grid.
+    c = file_schema("file:///d/c.nc", range(731, 741), time_chunk=5)
+    d = file_schema("file:///d/d.nc", range(741, 748), time_chunk=5)
+    assert plan_append([c, d], TargetSchema(), "time").rectilinear == ()
+
+
+def test_chunks_along_other_dimensions_must_agree() -> None:
+    a = file_schema("file:///d/a.nc", range(8), time_chunk=4)
+    b = file_schema("file:///d/b.nc", range(8, 16), time_chunk=4)
+    b.variables["tas"] = dataclasses.replace(b.variables["tas"], chunks=(4, 1, NX))
+    with pytest.raises(SourceError, match="only along the concat") as info:
         plan_append([a, b], TargetSchema(), "time")
+    assert info.value.urls == (b.url,)
+    assert "mode: native" in str(info.value)
 
 
 def test_partial_last_chunk_only_allowed_in_the_last_file() -> None:
@@ -350,16 +371,24 @@ def test_partial_last_chunk_only_allowed_in_the_last_file() -> None:
     with pytest.raises(SourceError, match="last chunk is partial") as info:
         plan_append([a, b], TargetSchema(), "time")
     assert info.value.urls == (a.url,)
-    assert "mode: native" in str(info.value)
+    assert "mode: native" in str(info.value) and "'tas'" in str(info.value)
+    assert "zarr-specs #394" in str(info.value)
     assert plan_append([a], TargetSchema(), "time").new_length == 10
+    # With other chunk lengths too (rectilinear): a padded chunk cannot sit inside the array.
+    c = file_schema("file:///d/c.nc", range(20, 30), time_chunk=10)
+    with pytest.raises(SourceError, match="last chunk is partial"):
+        plan_append([a, c], TargetSchema(), "time")
+    # ... but it may end it.
+    d = file_schema("file:///d/d.nc", range(30, 40), time_chunk=4)
+    assert plan_append([c, d], TargetSchema(), "time").rectilinear == ("tas",)
 
 
-def test_chunks_must_match_the_repository() -> None:
+def test_other_chunks_than_the_repository_extend_a_rectilinear_grid() -> None:
     target = target_of(file_schema("file:///d/a.nc", range(8), time_chunk=4))
     new = file_schema("file:///d/b.nc", range(8, 16), time_chunk=8)
-    with pytest.raises(SourceError, match="the repository uses") as info:
-        plan_append([new], target, "time")
-    assert info.value.urls == (new.url,)
+    assert plan_append([new], target, "time").rectilinear == ("tas",)
+    same = file_schema("file:///d/c.nc", range(8, 16), time_chunk=4)
+    assert plan_append([same], target, "time").rectilinear == ()
 
 
 def test_repository_ending_in_a_partial_chunk_cannot_grow() -> None:
@@ -368,6 +397,50 @@ def test_repository_ending_in_a_partial_chunk_cannot_grow() -> None:
     with pytest.raises(SourceError, match="ends with a partial chunk") as info:
         plan_append([new], target, "time")
     assert "mode: native" in str(info.value)
+    # A rectilinear array whose last chunk reaches past its end: the same.
+    tas = dataclasses.replace(target.variables["tas"], edges=((4, 4), (5,), (NX,)))
+    padded = dataclasses.replace(target, variables={**target.variables, "tas": tas})
+    with pytest.raises(SourceError, match="ends with a partial chunk"):
+        plan_append([new], padded, "time")
+
+
+def _rectilinear_target(lengths: Sequence[int]) -> TargetSchema:
+    files, t = [], 0
+    for i, n in enumerate(lengths):
+        files.append(file_schema(f"file:///d/{i}.nc", range(t, t + n), time_chunk=n))
+        t += n
+    target = target_of(*files)
+    tas = dataclasses.replace(
+        target.variables["tas"], chunks=(max(lengths), 5, NX), edges=(tuple(lengths), (5,), (NX,))
+    )
+    return dataclasses.replace(
+        target,
+        variables={**target.variables, "tas": tas},
+        order_values=tuple(float(v) for v in range(t)),
+    )
+
+
+def test_rectilinear_repository_takes_any_whole_chunks() -> None:
+    target = _rectilinear_target([5, 6])
+    assert target.variables["tas"].chunk_lengths(0) == (5, 6)
+    assert pickle.loads(pickle.dumps(target)) == target  # sent to workers with the plan
+    new = file_schema("file:///d/n.nc", range(11, 15), time_chunk=4)
+    plan = plan_append([new], target, "time")
+    assert plan.rectilinear == ("tas",) and plan.appends[0].start == 11
+
+
+def test_region_into_a_rectilinear_grid_must_be_its_chunks() -> None:
+    from icepipe.plan import plan_reingest
+
+    target = _rectilinear_target([5, 6, 5])
+    again = file_schema("file:///d/1.nc", range(5, 11), time_chunk=6)
+    record = {"start": 5, "length": 6}
+    assert plan_reingest(again, record, target, "time", virtual=True).start == 5
+    split = file_schema("file:///d/1.nc", range(5, 11), time_chunk=3)
+    with pytest.raises(SourceError, match="only replace whole chunks") as info:
+        plan_reingest(split, record, target, "time", virtual=True)
+    assert "(3, 3) are not the stored chunks there (6)" in str(info.value)
+    assert plan_reingest(split, record, target, "time", virtual=False).start == 5
 
 
 # --- properties -----------------------------------------------------------------------------
@@ -612,3 +685,208 @@ def test_plan_cubes_refuses_a_changed_file_holding_other_hypercubes(
 ) -> None:
     with pytest.raises(SourceError, match=r"a\.grib: changed after it was ingested.*surface"):
         plan_cubes([], [("a.grib", now, {"cubes": before})])
+
+
+@PROPERTY_SETTINGS
+@given(files=st.lists(st.tuples(st.integers(1, 12), st.integers(1, 12)), min_size=1, max_size=5))
+def test_virtual_grid_decision(files: list[tuple[int, int]]) -> None:
+    """Files of any lengths and chunk lengths along time: refused exactly when a file other
+    than the last ends in a partial (padded) chunk; otherwise a rectilinear grid exactly when
+    the chunk lengths differ, and each file starts on a chunk boundary of the grid."""
+    schemas, t = [], 0
+    for i, (n, c) in enumerate(files):
+        schemas.append(file_schema(f"file:///d/{i}.nc", range(t, t + n), time_chunk=c))
+        t += n
+    padded_inside = any(n % c for n, c in files[:-1])
+    if padded_inside:
+        with pytest.raises(SourceError, match="zarr-specs #394"):
+            plan_append(schemas, TargetSchema(), "time")
+        return
+    plan = plan_append(schemas, TargetSchema(), "time")
+    assert plan.rectilinear == (() if len({c for _, c in files}) == 1 else ("tas",))
+    edges = [e for s in schemas for e in s.variables["tas"].chunk_lengths(0)]
+    bounds = set(itertools.accumulate(edges, initial=0))
+    assert all(slot.start in bounds for slot in plan.appends)
+    assert sum(edges) >= t and sum(edges[:-1]) < t
+
+
+# ----------------------------------------------------------------------------------------------
+# Chunk edges along the concat dimension (chunks: {time: file | day | month | year})
+# ----------------------------------------------------------------------------------------------
+
+EDGE_UNITS = "days since 1999-12-01"
+CALENDARS = ("standard", "proleptic_gregorian", "noleap", "all_leap", "360_day", "julian")
+
+
+def _edge_schema(
+    url: str, values: list[float], calendar: str, units: str = EDGE_UNITS
+) -> FileSchema:
+    n = len(values)
+    var = VariableSchema(("time",), (n,), "int64", None, units, calendar)
+    return FileSchema(
+        url=url,
+        format="netcdf4",
+        dims={"time": n},
+        variables={"time": var},
+        concat_values=tuple(values),
+        concat_units=units,
+        concat_calendar=calendar,
+    )
+
+
+def _edge_target(values: list[float], calendar: str) -> TargetSchema:
+    var = VariableSchema(("time",), (len(values),), "int64", (1,), EDGE_UNITS, calendar)
+    return TargetSchema(
+        variables={"time": var},
+        dims={"time": len(values)},
+        concat_first=values[0],
+        concat_last=values[-1],
+        order_values=tuple(values),
+    )
+
+
+def _edge_runs(values: list[float], cuts: list[int], calendar: str, rule: str) -> tuple[int, ...]:
+    """Edges after ingesting ``values`` as one file per piece between ``cuts``, one file per
+    run, each run planned against what the previous ones stored."""
+    bounds = [0, *sorted(set(cuts)), len(values)]
+    edges: tuple[int, ...] = ()
+    for a, b in itertools.pairwise(bounds):
+        if a == b:
+            continue
+        target = _edge_target(values[:a], calendar) if a else TargetSchema()
+        p = plan_edges(
+            rule, [_edge_schema(f"f{a}", values[a:b], calendar)], target, "time", stored_edges=edges
+        )
+        assert p.rewrite_from <= a and sum(p.edges) == b
+        edges = p.edges
+    return edges
+
+
+def test_month_edges_of_a_leap_year_and_noleap() -> None:
+    days = [float(d) for d in range(31, 31 + 366)]  # 2000-01-01 .. 2000-12-31
+    one = plan_edges("month", [_edge_schema("a", days, "standard")], TargetSchema(), "time")
+    assert one.edges == (31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
+    assert one.rewrite_from == 0
+    noleap = plan_edges("month", [_edge_schema("a", days[:365], "noleap")], TargetSchema(), "time")
+    assert noleap.edges == (31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
+    d360 = plan_edges(
+        "month", [_edge_schema("a", [d - 1 for d in days[:360]], "360_day")], TargetSchema(), "time"
+    )
+    assert d360.edges == (30,) * 12
+    year = plan_edges(
+        "year",
+        [_edge_schema("a", [*days, *(d + 366 for d in days[:34])], "standard")],
+        TargetSchema(),
+        "time",
+    )
+    assert year.edges == (366, 34)
+
+
+def test_append_completing_a_month_rewrites_the_stored_last_chunk() -> None:
+    days = [float(d) for d in range(31, 31 + 60)]  # 2000-01-01 .. 2000-02-29
+    first = plan_edges("month", [_edge_schema("a", days[:40], "standard")], TargetSchema(), "time")
+    assert first.edges == (31, 9)
+    then = plan_edges(
+        "month",
+        [_edge_schema("b", days[40:], "standard")],
+        _edge_target(days[:40], "standard"),
+        "time",
+        stored_edges=first.edges,
+    )
+    assert then == EdgePlan(edges=(31, 29), rewrite_from=31)
+    # An append that starts a new month leaves the stored chunks alone.
+    after = plan_edges(
+        "month",
+        [_edge_schema("c", [91.0, 92.0], "standard")],
+        _edge_target(days, "standard"),
+        "time",
+        stored_edges=then.edges,
+    )
+    assert after == EdgePlan(edges=(31, 29, 2), rewrite_from=60)
+
+
+def test_file_edges_follow_the_files() -> None:
+    files = [_edge_schema("a", [0.0, 1.0, 2.0], "standard"), _edge_schema("b", [3.0], "standard")]
+    assert plan_edges("file", files, TargetSchema(), "time").edges == (3, 1)
+    again = plan_edges("file", files[1:], TargetSchema(), "time", stored_edges=(3,))
+    assert again == EdgePlan(edges=(3, 1), rewrite_from=3)
+
+
+def test_calendar_rules_need_time_values() -> None:
+    with pytest.raises(ConfigError, match="'month' chunks need a time coordinate") as e:
+        plan_edges("month", [_edge_schema("a", [1.0], "standard", "m")], TargetSchema(), "time")
+    assert e.value.field == "chunks.time"
+    bare = FileSchema(url="x", format="netcdf4", dims={"time": 2}, variables={})
+    with pytest.raises(ConfigError, match="x: 'year' chunks need the time values"):
+        plan_edges("year", [bare], TargetSchema(), "time")
+    with pytest.raises(ConfigError, match="do not decode"):
+        plan_edges(
+            "month",
+            [_edge_schema("a", [1.0], "standard", "months since 2000-01-01")],
+            TargetSchema(),
+            "time",
+        )
+
+
+@st.composite
+def _daily_series(draw: st.DrawFn) -> tuple[list[float], str, float]:
+    calendar = draw(st.sampled_from(CALENDARS))
+    start = draw(st.integers(0, 800))
+    n = draw(st.integers(1, 500))
+    step = draw(st.sampled_from([1.0, 0.25, 0.5, 3.0]))  # daily, 6-hourly, 12-hourly, 3-daily
+    return [start + i * step for i in range(n)], calendar, step
+
+
+@settings(max_examples=60, deadline=None)
+@given(_daily_series(), st.sampled_from(["day", "month", "year"]), st.data())
+def test_calendar_edges_properties(
+    series: tuple[list[float], str, float], rule: str, data: st.DataObject
+) -> None:
+    values, calendar, _ = series
+    one = plan_edges(rule, [_edge_schema("a", values, calendar)], TargetSchema(), "time")
+    # The edges tile the series.
+    assert sum(one.edges) == len(values) and all(e > 0 for e in one.edges)
+    # Every boundary falls at the start of a period, and every chunk holds one period.
+    dates = cftime.num2date(values, EDGE_UNITS, calendar)
+    key_len = {"year": 1, "month": 2, "day": 3}[rule]
+
+    def key(d: object) -> tuple[int, ...]:
+        return (d.year, d.month, d.day)[:key_len]  # type: ignore[attr-defined]
+
+    bounds = [0, *itertools.accumulate(one.edges)]
+    for a, b in itertools.pairwise(bounds):
+        assert len({key(d) for d in dates[a:b]}) == 1
+        if a:
+            assert key(dates[a]) != key(dates[a - 1])
+    # Any split into runs gives the same edges as one run.
+    cuts = data.draw(st.lists(st.integers(0, len(values)), max_size=6))
+    assert _edge_runs(values, cuts, calendar, rule) == one.edges
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.lists(st.integers(1, 40), min_size=1, max_size=12), st.data())
+def test_file_edges_any_split(lengths: list[int], data: st.DataObject) -> None:
+    values = [float(i) for i in range(sum(lengths))]
+    starts = list(itertools.accumulate(lengths, initial=0))
+    files = [
+        _edge_schema(f"f{i}", values[a:b], "standard")
+        for i, (a, b) in enumerate(itertools.pairwise(starts))
+    ]
+    one = plan_edges("file", files, TargetSchema(), "time")
+    assert one.edges == tuple(lengths)
+    k = data.draw(st.integers(0, len(files)))
+    first = plan_edges("file", files[:k], TargetSchema(), "time") if k else None
+    stored = first.edges if first else ()
+    rest = plan_edges(
+        "file", files[k:], _edge_target(values, "standard"), "time", stored_edges=stored
+    )
+    assert rest.edges == one.edges and rest.rewrite_from == sum(stored)
+
+
+def test_month_boundaries_of_daily_data_fall_on_the_first() -> None:
+    values = [float(v) for v in range(0, 1200)]
+    for calendar in CALENDARS:
+        p = plan_edges("month", [_edge_schema("a", values, calendar)], TargetSchema(), "time")
+        dates = cftime.num2date(values, EDGE_UNITS, calendar)
+        for b in itertools.accumulate(p.edges[:-1]):
+            assert dates[b].day == 1

@@ -15,7 +15,7 @@ import yaml
 
 from icepipe.cli import main
 from icepipe.errors import ConfigError
-from icepipe.spec import Pipeline, load_pipeline
+from icepipe.spec import CHUNK_RULES, Pipeline, load_pipeline, pipeline_from_dict
 
 VALID: dict[str, Any] = {
     "name": "era5-t2m",
@@ -361,3 +361,46 @@ def test_cli_run_missing_yaml_exits_2(tmp_path: Path, capsys: pytest.CaptureFixt
     code = main(["run", str(tmp_path / "nope.yaml")])
     assert code == 2
     assert "nope.yaml" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------------------------
+# chunks: {<concat_dim>: file | day | month | year}
+# ----------------------------------------------------------------------------------------------
+
+
+def _native_pipeline(chunks: object, **top: object) -> object:
+    raw = {
+        "name": "p",
+        "mode": "native",
+        "source": {"urls": ["a.nc"], "concat_dim": "time"},
+        "target": {"repo": "r"},
+        "chunks": chunks,
+        **top,
+    }
+    return pipeline_from_dict(raw, Path("/tmp"))
+
+
+@pytest.mark.parametrize("rule", CHUNK_RULES)
+def test_spec_accepts_rules_on_the_concat_dim(rule: str) -> None:
+    p = _native_pipeline({"time": rule, "lat": 10})
+    assert p.native.chunks == {"time": rule, "lat": 10}  # type: ignore[attr-defined]
+
+
+def test_spec_refuses_rules_elsewhere_and_unknown_rules() -> None:
+    with pytest.raises(ConfigError, match="concat dimension") as e:
+        _native_pipeline({"lat": "month"})
+    assert e.value.field == "chunks.lat"
+    with pytest.raises(ConfigError, match="file, day, month, year") as e:
+        _native_pipeline({"time": "monthly"})
+    assert e.value.field == "chunks.time"
+    with pytest.raises(ConfigError, match="positive integer; got") as e:
+        _native_pipeline({"lat": "big"})
+    assert e.value.field == "chunks.lat"
+    with pytest.raises(ConfigError, match="mode: native only"):
+        _native_pipeline({"time": "month"}, mode="virtual")
+
+
+def test_spec_refuses_shards_with_rules() -> None:
+    with pytest.raises(ConfigError, match="rectilinear grid, which Zarr cannot shard") as e:
+        _native_pipeline({"time": "month", "lat": 2}, shards={"lat": 4})
+    assert e.value.field == "shards"

@@ -113,7 +113,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         f"({result.files_already} already present) into {where}\n"
         f"  snapshot   {result.snapshot_id}\n"
         f"{variables}{dimensions}{fallback}"
-        f"  mode       {pipeline.mode}, {result.cluster.get('workers', '?')} Dask worker(s)\n"
+        f"  mode       {pipeline.mode}, {_ran_on(result.cluster)}\n"
         f"  time       {result.seconds:.2f}s ({stages})\n"
         f"  report     {outcome.report_file or 'not written (see the warning above)'}"
     )
@@ -142,6 +142,12 @@ def _open_repo(location: str) -> tuple[Any, str]:
 
         return open_location(location)[0], "main"
     return open_repo(location), "main"
+
+
+def _ran_on(cluster: dict[str, Any]) -> str:
+    if cluster.get("address") == "in-process":
+        return "scanned in this process (small run: no cluster started)"
+    return f"{cluster.get('workers', '?')} Dask worker(s)"
 
 
 def _cmd_log(args: argparse.Namespace) -> int:
@@ -262,7 +268,35 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``icepipe`` command; returns the exit code."""
+    """Entry point of the ``icepipe`` command; returns the exit code.
+
+    Run as the program (``argv`` not given), it leaves without interpreter finalization once
+    the command is done (:func:`_leave`).
+    """
+    code = _main(argv)
+    if argv is None:
+        _leave(code)
+    return code
+
+
+def _leave(code: int) -> None:
+    """Exit now, with ``code``, after flushing output and logs.
+
+    A native runtime a run loads (HDF5 for the netCDF4 files small runs scan in this process,
+    the Tokio runtimes of Icechunk and obstore) can crash while Python tears its modules down,
+    turning a committed run into exit -11 (SIGSEGV); the tests' process leaves the same way
+    (``tests/conftest.py``). Everything a command does is finished by then: its cluster is
+    closed, its commit made, its report written.
+    """
+    import logging
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    logging.shutdown()
+    os._exit(code)
+
+
+def _main(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
     if args.catalog:
         from icepipe.catalog import CATALOG_ENV

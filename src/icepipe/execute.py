@@ -8,15 +8,23 @@ deadlocks after ``fork``); ``scheduler="tcp://host:8786"`` connects to any runni
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+import tempfile
+import uuid
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
+from pathlib import Path
 from typing import Any
 
 from icepipe.errors import ConfigError, IcepipeError, SourceError, StorageError
 
 __all__ = [
+    "IN_PROCESS",
+    "IN_PROCESS_MAX_ITEMS",
     "ClusterInfo",
+    "CrashJournal",
     "default_workers",
     "describe_client",
     "interrupts_deferred",
@@ -38,6 +46,62 @@ class ClusterInfo:
 
     def as_dict(self) -> dict[str, Any]:
         return {"address": self.address, "workers": self.n_workers, "embedded": self.embedded}
+
+
+#: A run scanning at most this many files, with no cluster given or configured, scans them in
+#: its own process: starting a cluster costs seconds (spawning workers that import xarray,
+#: VirtualiZarr, ...), scanning a small file tens of milliseconds.
+IN_PROCESS_MAX_ITEMS = 32
+
+#: What a run that started no cluster ran on (for the summary and the commit metadata).
+IN_PROCESS = ClusterInfo("in-process", 0, embedded=True)
+
+
+class CrashJournal:
+    """What this process is working on in process, on disk until the work returns.
+
+    A parser crashing the process (a segfault in a C library on a corrupt file) leaves no
+    error to report: the run just dies, having committed nothing. Its entry stays in the
+    journal, and the next runs give the items it names to worker processes
+    (:meth:`suspects`), where a crash kills a worker only and the file is named.
+
+    Entries live under ``<temp dir>/icepipe-crash-journal/<hash of key>/``, one file per
+    piece of work (concurrent runs do not share entries).
+    """
+
+    def __init__(self, key: str, folder: Path | None = None) -> None:
+        digest = hashlib.sha256(key.encode()).hexdigest()[:16]
+        root = folder or Path(tempfile.gettempdir()) / "icepipe-crash-journal"
+        self.folder = root / digest
+
+    def usable(self) -> bool:
+        """Whether entries can be written (else the work must not run in process)."""
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+        except OSError:
+            return False
+        return os.access(self.folder, os.W_OK)
+
+    def suspects(self) -> set[str]:
+        """The items of work that never returned (their process died)."""
+        out: set[str] = set()
+        if not self.folder.is_dir():
+            return out
+        for entry in self.folder.glob("*.json"):
+            with suppress(OSError, ValueError):
+                out.update(str(u) for u in json.loads(entry.read_text()))
+        return out
+
+    @contextmanager
+    def working_on(self, items: Sequence[str]) -> Iterator[None]:
+        """Record ``items`` for the duration of the block (kept if the process dies in it)."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        entry = self.folder / f"{os.getpid()}-{uuid.uuid4().hex}.json"
+        entry.write_text(json.dumps(list(items)))
+        try:
+            yield
+        finally:
+            entry.unlink(missing_ok=True)
 
 
 def describe_client(client: Any) -> ClusterInfo:

@@ -16,11 +16,19 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from icepipe import plan, repository, sources
-from icepipe.errors import SchemaMismatchError
+from icepipe.errors import ConfigError, SchemaMismatchError
 from icepipe.model import TargetSchema, TimeConversion
+from icepipe.sources.formats.common import is_virtual
 from icepipe.spec import Pipeline
 
-__all__ = ["Part", "open_native", "stored_grid", "write_fallback", "write_part"]
+__all__ = [
+    "Part",
+    "open_native",
+    "stored_grid",
+    "write_fallback",
+    "write_part",
+    "write_rectilinear_part",
+]
 
 
 @dataclass
@@ -56,13 +64,24 @@ def write_part(pipeline: Pipeline, session: Any, part: Part) -> dict[str, Any]:
     p, files, group, existing = part.append_plan, part.by_url, part.group, part.existing
     dim = pipeline.source.concat_dim
     virtual = pipeline.mode == "virtual"
+    if not virtual:
+        rule = _concat_rule(pipeline, session, group)
+        if rule is not None:
+            return write_rectilinear_part(pipeline, session, part, rule)
     for slot in [*p.regions, *part.reingest]:
         region = {dim: slice(slot.start, slot.start + slot.length)}
         if virtual:
             ds = sources.normalize_times(
                 files[slot.url].dataset, p.conversions.get(slot.url, {}), slot.url
             )
-            repository.write_virtual(session, ds, group=group, region=region, urls=[slot.url])
+            rect = _stored_rectilinear(existing, dim, ds)
+            if dim in ds.drop_vars(rect).dims:  # else only rectilinear variables have ``dim``
+                repository.write_virtual(
+                    session, ds.drop_vars(rect), group=group, region=region, urls=[slot.url]
+                )
+            repository.write_rectilinear(
+                session, [(slot.url, ds)], rect, group=group, dim=dim, start=slot.start
+            )
             write_fallback(pipeline, session, [files[slot.url]], group, region=region)
         else:
             ds = open_native(pipeline, [files[slot.url]], p.conversions, stored_grid(existing))
@@ -82,15 +101,7 @@ def write_part(pipeline: Pipeline, session: Any, part: Part) -> dict[str, Any]:
             )
             for f in ordered
         ]
-        combined = sources.combine_virtual(ordered, dim)
-        raw: dict[str, Any] = {}
-        if append_dim is not None:  # time units xarray cannot decode: appended undecoded
-            combined, raw = repository.split_undecodable(session, combined, group, append_dim)
-        repository.write_virtual(
-            session, combined, group=group, append_dim=append_dim, urls=list(p.order)
-        )
-        if append_dim is not None:
-            repository.append_raw(session, raw, group, append_dim, list(p.order))
+        _append_virtual(session, ordered, p, group, dim, append_dim)
         write_fallback(pipeline, session, ordered, group, append_dim=append_dim)
         return {}
     native = pipeline.native
@@ -108,7 +119,7 @@ def write_part(pipeline: Pipeline, session: Any, part: Part) -> dict[str, Any]:
         return {}
     dims = {**ordered[0].schema.dims, dim: p.new_length}
     chunk_len, task_len = plan.plan_chunks(
-        dims, dim, ordered[0].schema.dims[dim], chunks=native.chunks, shards=native.shards
+        dims, dim, ordered[0].schema.dims[dim], chunks=_lengths(native.chunks), shards=native.shards
     )
     ds = open_native(pipeline, ordered, p.conversions, task_len)
     encoding = repository.native_encoding(
@@ -122,6 +133,87 @@ def write_part(pipeline: Pipeline, session: Any, part: Part) -> dict[str, Any]:
         "shards": task_len if native.shards else None,
         "compression": native.compression,
     }
+
+
+def _lengths(chunks: Mapping[str, int | str]) -> dict[str, int]:
+    return {d: n for d, n in chunks.items() if isinstance(n, int)}
+
+
+def _concat_rule(pipeline: Pipeline, session: Any, group: str | None) -> str | None:
+    """The ``chunks.<concat_dim>`` rule (``file``, ``month``, ...) of a native ingest, or
+    ``None`` for regular chunks.
+
+    Raises
+    ------
+    ConfigError
+        The group stores a rectilinear grid along the concat dimension but the pipeline now
+        gives a chunk length (xarray cannot append to such arrays), or the reverse.
+    """
+    dim = pipeline.source.concat_dim
+    rule = pipeline.native.chunks.get(dim)
+    edges, rectilinear = repository.stored_edges(session, group, dim)
+    if rectilinear and not isinstance(rule, str):
+        raise ConfigError(
+            f"{group or '/'!r} stores chunks of different lengths along {dim!r} (a native "
+            "ingest with chunks that follow the files or the calendar); set chunks."
+            f"{dim} back to the rule it was created with (file, day, month or year: the "
+            "metadata of the commit that created the group records it under 'chunks'), or "
+            "ingest into a new group",
+            field=f"chunks.{dim}",
+        )
+    if isinstance(rule, str) and edges and not rectilinear and len(edges) > 1:
+        raise ConfigError(
+            f"{group or '/'!r} stores regular chunks of {edges[0]} along {dim!r}, but the "
+            f"pipeline asks for chunks.{dim}: {rule}; set chunks.{dim}: {edges[0]} as when "
+            "the group was created, or ingest into a new group",
+            field=f"chunks.{dim}",
+        )
+    return rule if isinstance(rule, str) else None
+
+
+def write_rectilinear_part(
+    pipeline: Pipeline, session: Any, part: Part, rule: str
+) -> dict[str, Any]:
+    """:func:`write_part` for native ingests with chunks that follow the files or the calendar
+    along the concat dimension (``chunks: {time: month}``): a rectilinear grid whose edges
+    :func:`icepipe.plan.plan_edges` decides, written by
+    :mod:`icepipe.repository.native_rectilinear`.
+    """
+    from icepipe.repository.native_rectilinear import create_rectilinear, write_native_rectilinear
+
+    assert part.append_plan is not None
+    p, files, group, existing = part.append_plan, part.by_url, part.group, part.existing
+    dim, native = pipeline.source.concat_dim, pipeline.native
+    for slot in [*p.regions, *part.reingest]:
+        ds = open_native(pipeline, [files[slot.url]], p.conversions, stored_grid(existing))
+        ds = ds.drop_vars([n for n, v in ds.variables.items() if dim not in v.dims])
+        edges, _ = repository.stored_edges(session, group, dim)
+        write_native_rectilinear(session, ds, group=group, dim=dim, start=slot.start, edges=edges)
+    if not p.order:
+        return {}
+    ordered = [files[u] for u in p.order]
+    stored, _ = repository.stored_edges(session, group, dim)
+    edges = plan.plan_edges(
+        rule,
+        [f.schema for f in ordered],
+        existing,
+        dim,
+        stored_edges=stored if p.append else (),
+        order_by=pipeline.source.order_by,
+    ).edges
+    if p.append:
+        ds = open_native(pipeline, ordered, p.conversions, stored_grid(existing))
+        ds = ds.drop_vars([n for n, v in ds.variables.items() if dim not in v.dims])
+        write_native_rectilinear(session, ds, group=group, dim=dim, start=sum(stored), edges=edges)
+        return {}
+    dims = {**ordered[0].schema.dims, dim: p.new_length}
+    chunk_len, _ = plan.plan_chunks(dims, dim, max(edges), chunks=_lengths(native.chunks))
+    ds = open_native(pipeline, ordered, p.conversions, chunk_len)
+    encoding = repository.native_encoding(
+        ds, chunk_len, shard_len=None, compression=native.compression
+    )
+    create_rectilinear(session, ds, group=group, dim=dim, edges=edges, encoding=encoding)
+    return {"chunks": {**chunk_len, dim: rule}, "shards": None, "compression": native.compression}
 
 
 def write_fallback(
@@ -187,6 +279,53 @@ def write_fallback(
     else:
         encoding = {n: {"chunks": schema[n].chunks} for n in names}
         write_dataset(session, ds, group=group, mode="a", encoding=encoding)
+
+
+def _append_virtual(
+    session: Any,
+    ordered: list[sources.ScannedFile],
+    p: plan.AppendPlan,
+    group: str | None,
+    dim: str,
+    append_dim: str | None,
+) -> None:
+    """Write the files' virtual datasets: variables on one regular grid concatenated through
+    VirtualiZarr, those whose chunks differ between files on a rectilinear grid, file by
+    file."""
+    # Variables read natively (GRIB fallback) are not in the datasets: write_fallback's.
+    rect = [n for n in p.rectilinear if all(n in f.dataset.variables for f in ordered)]
+    combined = sources.combine_virtual(
+        [dataclasses.replace(f, dataset=f.dataset.drop_vars(rect)) for f in ordered], dim
+    )
+    raw: dict[str, Any] = {}
+    if append_dim is not None and dim in combined.dims:
+        # Time units xarray cannot decode: appended undecoded.
+        combined, raw = repository.split_undecodable(session, combined, group, append_dim)
+    # With only rectilinear variables (or undecodable times) along ``dim``, the rest is
+    # stored already: nothing of it to append.
+    if append_dim is None or dim in combined.dims:
+        repository.write_virtual(
+            session, combined, group=group, append_dim=append_dim, urls=list(p.order)
+        )
+    repository.write_rectilinear(
+        session,
+        [(f.source.url, f.dataset) for f in ordered],
+        rect,
+        group=group,
+        dim=dim,
+        coords=[n for n in rect if n in ordered[0].dataset.coords],
+    )
+    if append_dim is not None:
+        repository.append_raw(session, raw, group, append_dim, list(p.order))
+
+
+def _stored_rectilinear(existing: TargetSchema, dim: str, ds: Any) -> list[str]:
+    """The variables of ``ds`` stored on a rectilinear grid along ``dim``."""
+    return [
+        n
+        for n, v in existing.variables.items()
+        if v.edges and dim in v.dims and n in ds.variables and is_virtual(ds.variables[n])
+    ]
 
 
 def stored_grid(existing: TargetSchema) -> dict[str, int]:

@@ -39,7 +39,12 @@ class SourceFile:
 
 @dataclass(frozen=True)
 class VariableSchema:
-    """What must agree between files for one variable: dims, dtype and (virtual) chunk shape."""
+    """What must agree between files for one variable: dims, dtype and (virtual) chunk shape.
+
+    ``chunks`` is the chunk length per dimension (``None`` for loaded, non-virtual variables of
+    a file). A stored array on a rectilinear grid (chunks of different lengths along a
+    dimension) reports its longest chunk there, and its exact grid in ``edges``.
+    """
 
     dims: tuple[str, ...]
     shape: tuple[int, ...]
@@ -50,6 +55,19 @@ class VariableSchema:
     #: The CF attributes that decide how raw values decode (``_FillValue``, ``missing_value``,
     #: ``scale_factor``, ``add_offset``), as comparable numbers (see ``icepipe.cf``).
     packing: tuple[tuple[str, float | str], ...] = ()
+    #: Empty for a regular chunk grid. For a rectilinear one, one entry per dimension: the
+    #: lengths of its chunks in order (the last may reach past the end: a padded chunk).
+    edges: tuple[tuple[int, ...], ...] = ()
+
+    def chunk_lengths(self, axis: int) -> tuple[int, ...]:
+        """The lengths of the chunks along ``axis`` in order, the last one as stored (a
+        regular grid pads its last chunk to the full length)."""
+        if self.edges:
+            return self.edges[axis]
+        if self.chunks is None:
+            return (self.shape[axis],) if self.shape[axis] else ()
+        c, n = self.chunks[axis], self.shape[axis]
+        return (c,) * (-(-n // c)) if c else ()
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ stage     function                    owner
 ========  ==========================  =====================================================
 list      ``_list``                   :mod:`icepipe.sources` (listing)
 select    ``_select``                 :mod:`icepipe.repository` (ledger), :func:`plan.select_new`
-scan      ``_scan``, ``_scan_files``  :mod:`icepipe.sources` on the cluster (:mod:`icepipe.execute`)
+scan      ``_scan``, ``_scan_files``  :mod:`icepipe.sources` on the cluster, or here for small runs
 plan      ``_parts``, ``_plan``       :mod:`icepipe.plan` (pure: order, regions, hypercubes)
 write     ``ingest.write_part``       :mod:`icepipe.ingest` over :mod:`icepipe.repository`
 commit    ``_commit``                 :func:`icepipe.repository.commit`
@@ -33,6 +33,7 @@ from icepipe import __version__, execute, ingest, plan, repository, sources
 from icepipe.errors import (
     ConfigError,
     ConflictError,
+    IcepipeError,
     SourceError,
     StaleWriteError,
 )
@@ -282,6 +283,7 @@ def _attempt(
     _scan(state, selection)
     with state.timer("plan"):
         parts = _parts(pipeline, selection, state.scanned, session, ledger)
+        _with_order_values(pipeline, session, parts, ledger)
     if not any(part.new or part.changed for part in parts):
         snapshot_id = session.snapshot_id if session else None
         return state.result(
@@ -306,7 +308,8 @@ def _attempt(
     if snapshot_id is None:
         return "branch-moved"
     for part in parts:
-        part.existing = _stored_schema(pipeline, session, part.group)
+        # For the summary: variables and dimensions, no values.
+        part.existing = _stored_schema(pipeline, session, part.group, values="none")
     return state.result(
         "committed",
         parts,
@@ -328,7 +331,10 @@ def _list(state: _Run) -> list[SourceFile]:
             storage=src.storage,
             unreadable=state.skipped if state.pipeline.on_error == "skip" else None,
         )
-    state.containers = repository.container_prefixes(reference_url(f.url) for f in listed)
+    # One file per folder is enough: a container covers a folder (the part of a reference URL
+    # before its last "/", which percent-encoding neither adds nor removes).
+    by_folder = {f.url.rsplit("/", 1)[0]: f.url for f in listed}
+    state.containers = repository.container_prefixes(reference_url(u) for u in by_folder.values())
     state.started_at = datetime.now(UTC).isoformat()
     return listed
 
@@ -359,22 +365,73 @@ def _select(
 
 def _scan(state: _Run, selection: plan.Selection) -> None:
     """The scan stage: scan the selected files not scanned by an earlier attempt (on the
-    cluster, started here when first needed: a run with nothing new costs no start-up)."""
+    cluster, started here when first needed: a run with nothing new costs no start-up; or in
+    this process when the run is small, see :func:`_scans_in_process`)."""
     todo = [*selection.new, *(f for f, _ in selection.changed)]
     to_scan = [f for f in todo if f.url not in state.scanned and f.url not in state.skipped]
     if not to_scan:
         return
-    if state.client is None:
-        assert state.stack is not None
-        state.client, state.cluster_info = state.stack.enter_context(
-            execute.open_client(workers=state.workers, scheduler=state.scheduler)
-        )
-        state.timer.client = state.client
-    with state.timer("scan"):
-        n_workers = state.cluster_info.n_workers if state.cluster_info else 1
-        done, failed = _scan_files(state.client, state.pipeline, to_scan, state.run_id, n_workers)
+    journal = _journal(state.pipeline)
+    if _scans_in_process(state, to_scan, journal):
+        with state.timer("scan"), journal.working_on([f.url for f in to_scan]):
+            done, failed = _scan_here(state.pipeline, to_scan)
+        state.cluster_info = state.cluster_info or execute.IN_PROCESS
+    else:
+        if state.client is None:
+            assert state.stack is not None
+            state.client, state.cluster_info = state.stack.enter_context(
+                execute.open_client(workers=state.workers, scheduler=state.scheduler)
+            )
+            state.timer.client = state.client
+        with state.timer("scan"):
+            n_workers = state.cluster_info.n_workers if state.cluster_info else 1
+            done, failed = _scan_files(
+                state.client, state.pipeline, to_scan, state.run_id, n_workers
+            )
     state.scanned.update({f.url: s for f, s in done})
     state.skipped.update({f.url: str(e) for f, e in failed})
+
+
+#: Formats scanned in process by small runs. GRIB always scans on workers: its virtual
+#: ingests may write variables natively (the fallback), which takes the cluster anyway.
+_IN_PROCESS_FORMATS = ("netcdf3", "netcdf4", "zarr")
+
+
+def _journal(pipeline: Pipeline) -> execute.CrashJournal:
+    t = pipeline.target
+    return execute.CrashJournal(f"{t.repo}\n{t.branch}\n{t.group}\n{pipeline.name}")
+
+
+def _scans_in_process(
+    state: _Run, to_scan: Sequence[SourceFile], journal: execute.CrashJournal
+) -> bool:
+    """Whether to scan ``to_scan`` in this process rather than start a cluster for it.
+
+    Only when no cluster was given or asked for (``client``, ``scheduler``, ``workers``), the
+    ingest is virtual (native writes run on the workers anyway), there are at most
+    :data:`icepipe.execute.IN_PROCESS_MAX_ITEMS` files, each is netCDF or Zarr, and none was
+    being scanned in process by a run that died (:class:`icepipe.execute.CrashJournal`: such
+    files go to workers, where a crashing parser kills a worker only and is named).
+    """
+    p = state.pipeline
+    if state.client is not None or state.scheduler or state.workers is not None:
+        return False
+    if p.mode != "virtual":
+        return False
+    if len(to_scan) > execute.IN_PROCESS_MAX_ITEMS:
+        return False
+    formats: set[str] = set()
+    if p.source.format != "auto":
+        formats.add(p.source.format)
+    else:
+        try:
+            formats.update(sources.detect_format(f.url, p.source.storage) for f in to_scan)
+        except IcepipeError:
+            return False  # the workers' scan reports it, as for any run
+    if not formats <= set(_IN_PROCESS_FORMATS) or not journal.usable():
+        return False
+    suspects = journal.suspects()
+    return not any(f.url in suspects for f in to_scan)
 
 
 def _plan(pipeline: Pipeline, parts: list[ingest.Part]) -> None:
@@ -516,11 +573,39 @@ def _commit(
         raise
 
 
-def _stored_schema(pipeline: Pipeline, session: Any, group: str | None) -> TargetSchema:
+def _stored_schema(
+    pipeline: Pipeline,
+    session: Any,
+    group: str | None,
+    *,
+    values: Literal["ends", "all", "none"] = "ends",
+) -> TargetSchema:
     src = pipeline.source
     if session is None:
         return TargetSchema()
-    return repository.read_target_schema(session, group, src.concat_dim, order_by=src.order_by)
+    return repository.read_target_schema(
+        session, group, src.concat_dim, order_by=src.order_by, values=values
+    )
+
+
+def _with_order_values(
+    pipeline: Pipeline, session: Any, parts: list[ingest.Part], ledger: Mapping[str, FileRecord]
+) -> None:
+    """Read every stored value of the ordering variable, and where the ledger places each
+    ingested file, for the parts whose files need them (late arrivals, changed files:
+    :func:`icepipe.plan.needs_order_values`); the others keep the stored range's ends, so
+    that planning an append reads neither the whole axis nor every ledger record's place."""
+    src = pipeline.source
+    for part in parts:
+        if plan.needs_order_values(
+            [s.schema for s in part.new],
+            len(part.changed),
+            part.existing,
+            src.concat_dim,
+            order_by=src.order_by,
+        ):
+            part.existing = _stored_schema(pipeline, session, part.group, values="all")
+            part.ledger_slots = plan.ledger_slots(ledger, cube=part.cube)
 
 
 def _parts(
@@ -554,7 +639,7 @@ def _parts(
                 existing=_stored_schema(pipeline, session, group),
                 new=steps([s for s in new if isinstance(s, sources.ScannedFile)]),
                 changed=[(s, r) for s, r in changed if isinstance(s, sources.ScannedFile)],
-                ledger_slots=plan.ledger_slots(ledger),
+                ledger_slots=[],  # read by _with_order_values when late files need them
             )
         ]
     cubes = plan.plan_cubes(
@@ -573,7 +658,7 @@ def _parts(
             existing=_stored_schema(pipeline, session, repository.subgroup(group, name)),
             new=steps(files.new),
             changed=list(files.changed),
-            ledger_slots=plan.ledger_slots(ledger, cube=name),
+            ledger_slots=[],
         )
         for name, files in cubes.items()
     ]
@@ -657,9 +742,34 @@ def _scan_files(
         options=options,
     )
     scanned = [(f, s) for batch, results in done for f, s in zip(batch, results, strict=True)]
-    scanned += retried
+    return _scan_outcome(pipeline, [*scanned, *retried], failed)
+
+
+def _scan_here(
+    pipeline: Pipeline, files: list[SourceFile]
+) -> tuple[
+    list[tuple[SourceFile, sources.ScannedFile | sources.ScannedCubes]],
+    list[tuple[SourceFile, SourceError]],
+]:
+    """Scan ``files`` in this process: what was scanned and what failed, as
+    :func:`_scan_files` returns them (the same task function, without the cluster)."""
+    options = sources.ScanOptions.from_source(pipeline.source, pipeline.mode)
+    results = sources.scan_files(files, options)
+    return _scan_outcome(pipeline, list(zip(files, results, strict=True)), [])
+
+
+def _scan_outcome(
+    pipeline: Pipeline,
+    scanned: list[tuple[SourceFile, sources.ScannedFile | sources.ScannedCubes | SourceError]],
+    failed: list[tuple[SourceFile, SourceError]],
+) -> tuple[
+    list[tuple[SourceFile, sources.ScannedFile | sources.ScannedCubes]],
+    list[tuple[SourceFile, SourceError]],
+]:
+    """Split scan results into the files scanned and the files that failed (raised together
+    with ``on_error: fail``)."""
     ok = [(f, s) for f, s in scanned if not isinstance(s, SourceError)]
-    failed += [(f, s) for f, s in scanned if isinstance(s, SourceError)]
+    failed = [*failed, *((f, s) for f, s in scanned if isinstance(s, SourceError))]
     if pipeline.on_error == "fail":
         execute.raise_source_errors([e for _, e in failed])
     return ok, failed

@@ -13,20 +13,25 @@ from dataclasses import field as dataclass_field
 from dataclasses import replace as dataclass_replace
 from typing import Any
 
-from icepipe.errors import SchemaMismatchError, SourceError
+from icepipe.errors import ConfigError, SchemaMismatchError, SourceError
 from icepipe.model import FileSchema, SourceFile, TargetSchema, TimeConversion, VariableSchema
 
 __all__ = [
     "AppendPlan",
     "CubeFiles",
+    "EdgePlan",
     "Selection",
     "Slot",
     "TimeConversion",
     "ledger_slots",
+    "needs_order_values",
     "time_conversion",
     "plan_append",
+    "calendar_keys",
     "plan_chunks",
     "plan_cubes",
+    "plan_calendar_edges",
+    "plan_edges",
     "plan_regions",
     "plan_reingest",
     "select_new",
@@ -65,6 +70,9 @@ class AppendPlan:
     appends: tuple[Slot, ...] = ()
     #: url -> variable -> how to rewrite its time values into the stored encoding.
     conversions: Mapping[str, Mapping[str, TimeConversion]] = dataclass_field(default_factory=dict)
+    #: Virtual variables the appends store on a rectilinear grid along the concat dimension
+    #: (their chunks differ between files); the others keep one regular grid.
+    rectilinear: tuple[str, ...] = ()
 
 
 def _is_time_units(units: str | None) -> bool:
@@ -205,7 +213,7 @@ def select_new(
         record = ledger.get(f.url)
         if record is None:
             new.append(f)
-        elif f.same_version(dict(record)):
+        elif f.same_version(record):
             already.append(f)
         elif on_changed == "reingest":
             changed_files.append((f, record))
@@ -354,43 +362,92 @@ def _check_packing(
         )
 
 
-def _check_chunks(ordered: Sequence[FileSchema], target: TargetSchema, concat_dim: str) -> None:
-    """Virtual concatenation needs one regular chunk grid along ``concat_dim``."""
+def _virtual_grids(
+    ordered: Sequence[FileSchema], target: TargetSchema, concat_dim: str
+) -> tuple[str, ...]:
+    """The virtual variables the appends store on a rectilinear grid along ``concat_dim``.
+
+    A variable keeps today's regular grid when every file (and the stored array) has the same
+    chunks and only the last file ends in a partial chunk. Otherwise its chunks differ from
+    file to file (365- and 366-day years, months of 28 to 31 days): it gets one edge per chunk
+    of each file, which works when every file but the last tiles its own length exactly (one
+    chunk per file, or chunks that divide it). Formats store a file's partial last chunk
+    padded to the full chunk length (HDF5, Zarr), and a padded chunk can only be the last
+    chunk of an array (zarr-specs #394).
+
+    Raises
+    ------
+    SourceError
+        A padded chunk would sit inside the array (a file, or the stored array, ends in a
+        partial chunk and more data follows), or the chunks differ along another dimension.
+    """
+    out: list[str] = []
     for name, first_var in ordered[0].variables.items():
         if first_var.chunks is None or concat_dim not in first_var.dims:
             continue
         axis = first_var.dims.index(concat_dim)
-        expected = first_var.chunks
         tvar = target.variables.get(name)
-        if tvar is not None and tvar.chunks is not None:
-            expected = tvar.chunks
-            if tvar.shape[axis] % tvar.chunks[axis]:
-                raise SourceError(
-                    f"variable {name!r} already in the repository ends with a partial chunk "
-                    f"({tvar.shape[axis]} steps, chunks of {tvar.chunks[axis]}): nothing can be "
-                    "appended to it virtually. Ingest into a new group, or use mode: native",
-                    urls=[ordered[0].url],
-                )
-        for i, f in enumerate(ordered):
+        stored = tvar if tvar is not None and tvar.chunks is not None else None
+        _check_other_axes(name, ordered, stored, axis)
+        if stored is not None and sum(stored.chunk_lengths(axis)) > stored.shape[axis]:
+            raise SourceError(
+                f"variable {name!r} already in the repository ends with a partial chunk "
+                f"({stored.shape[axis]} steps along {concat_dim!r}, chunks "
+                f"{_shown_edges(stored.chunk_lengths(axis))}): the file ingested last stores "
+                "it padded, so nothing can follow it virtually. Ingest these files into a new "
+                "group, or use mode: native",
+                urls=[ordered[0].url],
+            )
+        padded = [
+            f
+            for f in ordered[:-1]
+            if f.variables[name].shape[axis] % (f.variables[name].chunks or (1,) * (axis + 1))[axis]
+        ]
+        if padded:
+            f = padded[0]
             var = f.variables[name]
-            if var.chunks != expected:
-                raise SourceError(
-                    f"{f.url}: variable {name!r} is chunked {var.chunks} but "
-                    f"{'the repository' if tvar is not None and i == 0 else ordered[0].url} "
-                    f"uses {expected}; virtual references cannot combine different chunk shapes "
-                    "(this needs Zarr variable chunking, ZEP003). Use mode: native to rewrite "
-                    "the data, or ingest these files into separate groups",
-                    urls=[f.url],
-                )
-            last = i == len(ordered) - 1
-            if not last and var.chunks is not None and var.shape[axis] % var.chunks[axis]:
-                raise SourceError(
-                    f"{f.url}: variable {name!r} has {var.shape[axis]} steps along "
-                    f"{concat_dim!r} in chunks of {var.chunks[axis]}, so its last chunk is "
-                    "partial and the next file cannot follow it virtually (files of different "
-                    "lengths, e.g. 365- and 366-day years). Use mode: native to rewrite the data",
-                    urls=[f.url],
-                )
+            raise SourceError(
+                f"{f.url}: variable {name!r} has {var.shape[axis]} steps along {concat_dim!r} "
+                f"in chunks of {(var.chunks or ())[axis]}, so its last chunk is partial and "
+                "stored padded to the full length; with more data after it no Zarr chunk grid "
+                "can describe it (zarr-specs #394). Use mode: native to rewrite the data, "
+                f"list {name!r} in source.drop_variables, or rewrite the file with chunks "
+                "that divide its length (e.g. one chunk per file)",
+                urls=[f.url],
+            )
+        same = all(f.variables[name].chunks == first_var.chunks for f in ordered)
+        if same and (stored is None or (not stored.edges and stored.chunks == first_var.chunks)):
+            continue  # one regular grid, as VirtualiZarr writes it
+        out.append(name)
+    return tuple(out)
+
+
+def _shown_edges(edges: Sequence[int]) -> str:
+    shown = ", ".join(map(str, edges[:4]))
+    return f"({shown}{', ...' if len(edges) > 4 else ''})"
+
+
+def _check_other_axes(
+    name: str, ordered: Sequence[FileSchema], stored: VariableSchema | None, axis: int
+) -> None:
+    """Chunks may differ between files along the concat dimension only."""
+
+    def others(chunks: tuple[int, ...] | None) -> tuple[int, ...]:
+        return tuple(c for i, c in enumerate(chunks or ()) if i != axis)
+
+    expected = others(stored.chunks if stored is not None else ordered[0].variables[name].chunks)
+    for f in ordered:
+        var = f.variables[name]
+        if others(var.chunks) != expected:
+            raise SourceError(
+                f"{f.url}: variable {name!r} is chunked {var.chunks} but "
+                f"{'the repository' if stored is not None else ordered[0].url} uses "
+                f"{stored.chunks if stored is not None else ordered[0].variables[name].chunks}; "
+                "virtual references can combine different chunk lengths only along the concat "
+                "dimension. Use mode: native to rewrite the data, or ingest these files into "
+                "separate groups",
+                urls=[f.url],
+            )
 
 
 def _order_hint(schema: FileSchema, concat_dim: str, order_by: str | None) -> str:
@@ -459,9 +516,10 @@ def plan_append(
         late = _late(ordered, target, concat_dim)
         ordered = [s for s in ordered if s not in late]
     regions = plan_regions(late, target, concat_dim, ledger_slots, virtual=virtual)
+    rectilinear: tuple[str, ...] = ()
     if virtual and ordered:
         # Native ingests rewrite the data into their own chunk grid: any source chunking works.
-        _check_chunks(ordered, target, concat_dim)
+        rectilinear = _virtual_grids(ordered, target, concat_dim)
     start = target.dims.get(concat_dim, 0) if not target.is_empty else 0
     appends = []
     for s in ordered:
@@ -474,6 +532,7 @@ def plan_append(
         regions=tuple(regions),
         appends=tuple(appends),
         conversions=conversions,
+        rectilinear=rectilinear,
     )
 
 
@@ -635,7 +694,11 @@ def _check_region_chunks(
         # Loaded variables (coordinates) are native arrays: partial chunks are rewritten whole.
         if var.chunks is None or concat_dim not in var.dims or fvar is None or fvar.chunks is None:
             continue
-        c = var.chunks[var.dims.index(concat_dim)]
+        axis = var.dims.index(concat_dim)
+        if var.edges:
+            _check_rectilinear_region(f, name, var, fvar, axis, start, length, concat_dim)
+            continue
+        c = var.chunks[axis]
         if start % c or (length % c and start + length != n):
             raise SourceError(
                 f"{f.url}: belongs at positions {start}..{start + length - 1} of {concat_dim!r}, "
@@ -644,6 +707,34 @@ def _check_region_chunks(
                 "group",
                 url=f.url,
             )
+
+
+def _check_rectilinear_region(
+    f: FileSchema,
+    name: str,
+    var: VariableSchema,
+    fvar: VariableSchema,
+    axis: int,
+    start: int,
+    length: int,
+    concat_dim: str,
+) -> None:
+    """A file's chunks must be exactly the stored chunks at its place (rectilinear grid)."""
+    stored = var.chunk_lengths(axis)
+    bounds = list(itertools.accumulate(stored, initial=0))
+    mine = fvar.chunk_lengths(axis)
+    k = bounds.index(start) if start in bounds else -1
+    padded_inside = sum(mine) != length and start + length != var.shape[axis]
+    if k < 0 or tuple(stored[k : k + len(mine)]) != mine or padded_inside:
+        here = tuple(e for e, b in zip(stored, bounds, strict=False) if start <= b < start + length)
+        raise SourceError(
+            f"{f.url}: belongs at positions {start}..{start + length - 1} of {concat_dim!r}, "
+            f"but its chunks of {name!r} {_shown_edges(mine)} are not the stored chunks there "
+            f"{_shown_edges(here)}{'' if k >= 0 else ', no chunk starts at ' + str(start)}; "
+            "virtual references can only replace whole chunks. Use mode: native, or re-ingest "
+            "the group",
+            url=f.url,
+        )
 
 
 def plan_regions(
@@ -784,14 +875,58 @@ def _check_same_place(
     )
 
 
+def needs_order_values(
+    new: Sequence[FileSchema],
+    n_changed: int,
+    target: TargetSchema,
+    concat_dim: str,
+    *,
+    order_by: str | None = None,
+) -> bool:
+    """Whether planning these files needs every stored value of the ordering variable
+    (``target.order_values``), not only the stored range's ends.
+
+    Appending after the stored range needs only its last value; a changed file goes back to
+    its stored values, and a file starting at or before the stored end is a late arrival
+    (placed among the stored values, or a duplicate): those need them all. A file whose
+    ordering variable has other units than the stored one counts as late (its values are
+    compared once converted).
+    """
+    last = target.concat_last
+    if last is None:
+        return False
+    if n_changed:
+        return True
+    name = order_by or concat_dim
+    ref = target.variables.get(name)
+    for s in new:
+        var = s.variables.get(name)
+        if not s.concat_values:
+            continue
+        other_units = (
+            ref is not None
+            and var is not None
+            and (var.attrs_units, var.attrs_calendar) != (ref.attrs_units, ref.attrs_calendar)
+        )
+        if other_units or s.concat_values[0] <= last:
+            return True
+    return False
+
+
 def ledger_slots(ledger: Mapping[str, Mapping[str, Any]], *, cube: str | None = None) -> list[Slot]:
     """Where the ledger's files sit along the concat dimension (of one hypercube group with
     ``cube``); records without a valid place (older icepipe versions) are left out."""
     out = []
     for url, r in ledger.items():
-        place = (r.get("cubes") or {}).get(cube) if cube else [r.get("start"), r.get("length")]
-        if isinstance(place, list) and len(place) == 2 and all(isinstance(v, int) for v in place):
-            out.append(Slot(url, place[0], place[1]))
+        if cube:
+            place = (r.get("cubes") or {}).get(cube)
+            if not isinstance(place, list) or len(place) != 2:
+                continue
+            start, length = place
+        else:  # read for every file of the branch: no intermediate lists
+            start, length = r.get("start"), r.get("length")
+        if isinstance(start, int) and isinstance(length, int):
+            out.append(Slot(url, start, length))
     return out
 
 
@@ -856,3 +991,143 @@ def plan_cubes[T](
         name: CubeFiles(tuple(by_cube.get(name, ())), tuple(changed_by_cube.get(name, ())))
         for name in names
     }
+
+
+# ----------------------------------------------------------------------------------------------
+# Rectilinear grids along the concat dimension: one chunk per file, or per calendar period
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EdgePlan:
+    """The chunk edges along the concat dimension after a write, and where the write starts.
+
+    ``rewrite_from`` is the first position whose chunk the write (re)writes: the stored length
+    for an append that starts a new chunk, or the start of the stored last chunk when the new
+    steps complete it (a month begun by the previous run). Stored values from ``rewrite_from``
+    on are read back and written again with the new ones, since a chunk's length cannot grow
+    in place.
+    """
+
+    edges: tuple[int, ...]
+    rewrite_from: int
+
+
+_KEY_LENGTH = {"year": 1, "month": 2, "day": 3}
+
+
+def calendar_keys(
+    values: Sequence[float], units: str | None, calendar: str | None, rule: str, *, what: str
+) -> list[tuple[int, ...]]:
+    """The calendar period of each time value: ``(year,)``, ``(year, month)`` or ``(year,
+    month, day)`` for ``rule`` ``year``, ``month``, ``day``, decoded with cftime in the
+    variable's own calendar (``noleap``, ``360_day``, ``proleptic_gregorian``, ...).
+
+    Raises
+    ------
+    ConfigError
+        The values are not CF times (``units`` without ``since``) or cannot be decoded.
+    """
+    import cftime
+
+    field = f"chunks.{what}"
+    if not _is_time_units(units):
+        raise ConfigError(
+            f"{rule!r} chunks need a time coordinate along {what!r}, but its values have units "
+            f"{units!r} (not 'UNIT since DATE'); give {what!r} a chunk length, or 'file'",
+            field=field,
+        )
+    try:
+        dates = cftime.num2date(
+            list(values), str(units), calendar or "standard", only_use_cftime_datetimes=True
+        )
+    except (ValueError, TypeError, OverflowError) as exc:
+        raise ConfigError(
+            f"{rule!r} chunks need the times along {what!r} decoded, but units {units!r} "
+            f"(calendar {calendar!r}) do not decode: {exc}; give {what!r} a chunk length, or "
+            "'file'",
+            field=field,
+        ) from exc
+    n = _KEY_LENGTH[rule]
+    return [(int(d.year), int(d.month), int(d.day))[:n] for d in dates]
+
+
+def plan_calendar_edges(
+    keys: Sequence[tuple[int, ...]],
+    *,
+    stored_edges: Sequence[int] = (),
+    stored_last_key: tuple[int, ...] | None = None,
+) -> EdgePlan:
+    """Edges for new steps in calendar periods ``keys`` (one per step, non-decreasing),
+    appended after ``stored_edges``: one chunk per period; a first new period equal to the
+    stored last one (``stored_last_key``) extends the stored last chunk.
+
+    Raises
+    ------
+    ValueError
+        ``keys`` go back in time (the plan orders files before this).
+    """
+    if any(b < a for a, b in itertools.pairwise(keys)) or (
+        keys and stored_last_key is not None and keys[0] < stored_last_key
+    ):
+        raise ValueError("calendar keys must not decrease")
+    runs = [len(list(g)) for _, g in itertools.groupby(keys)]
+    edges = [int(e) for e in stored_edges]
+    length = sum(edges)
+    rewrite_from = length
+    if runs and edges and stored_last_key is not None and keys[0] == stored_last_key:
+        rewrite_from -= edges[-1]
+        edges[-1] += runs.pop(0)
+    return EdgePlan(edges=(*edges, *runs), rewrite_from=rewrite_from)
+
+
+def plan_edges(
+    rule: str,
+    files: Sequence[FileSchema],
+    target: TargetSchema,
+    concat_dim: str,
+    *,
+    stored_edges: Sequence[int] = (),
+    order_by: str | None = None,
+) -> EdgePlan:
+    """Edges along ``concat_dim`` after appending ``files`` (in concat order) to the stored
+    arrays (edges ``stored_edges``), for a ``chunks.<concat_dim>`` rule (:data:`CHUNK_RULES`
+    of :mod:`icepipe.spec`): ``file`` gives each file its own chunk; ``day``, ``month``,
+    ``year`` cut at the starts of calendar periods of the ordering variable's decoded times
+    (``order_by``, by default the ``concat_dim`` coordinate), continuing a period the stored
+    data end in.
+
+    Raises
+    ------
+    ConfigError
+        A calendar rule on values that are not decodable CF times.
+    """
+    if rule == "file":
+        edges = tuple(int(e) for e in stored_edges)
+        return EdgePlan(
+            edges=(*edges, *(f.dims[concat_dim] for f in files)), rewrite_from=sum(edges)
+        )
+    keys: list[tuple[int, ...]] = []
+    for f in files:
+        if f.concat_values is None:
+            raise ConfigError(
+                f"{f.url}: {rule!r} chunks need the time values along {concat_dim!r}, but the "
+                f"file has no coordinate {order_by or concat_dim!r}; give {concat_dim!r} a chunk "
+                "length, or 'file'",
+                field=f"chunks.{concat_dim}",
+            )
+        keys += calendar_keys(
+            f.concat_values, f.concat_units, f.concat_calendar, rule, what=concat_dim
+        )
+    last: tuple[int, ...] | None = None
+    stored = target.variables.get(order_by or concat_dim)
+    # The stored range's last value (read whatever planning reads: see needs_order_values).
+    if stored_edges and target.concat_last is not None and stored is not None:
+        last = calendar_keys(
+            (target.concat_last,),
+            stored.attrs_units,
+            stored.attrs_calendar,
+            rule,
+            what=concat_dim,
+        )[0]
+    return plan_calendar_edges(keys, stored_edges=stored_edges, stored_last_key=last)

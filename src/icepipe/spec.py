@@ -40,6 +40,7 @@ from icepipe.storage import (
 )
 
 __all__ = [
+    "CHUNK_RULES",
     "COMPRESSIONS",
     "FORMATS",
     "NativeSpec",
@@ -57,6 +58,8 @@ OnError = Literal["fail", "skip"]
 OnChanged = Literal["fail", "reingest"]
 FORMATS: tuple[str, ...] = ("auto", "netcdf3", "netcdf4", "zarr", "grib")
 COMPRESSIONS: tuple[str, ...] = ("zstd", "blosc", "gzip", "none")
+#: ``chunks.<concat_dim>`` rules: one chunk per source file, or per calendar day, month, year.
+CHUNK_RULES: tuple[str, ...] = ("file", "day", "month", "year")
 MODES: tuple[str, ...] = ("virtual", "native")
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
@@ -122,9 +125,12 @@ class NativeSpec:
     ``chunks`` maps dimension names to chunk lengths (missing dimensions: the whole dimension,
     except ``concat_dim``, which defaults to the first file's length along it); ``shards``
     optionally groups chunks into Zarr shards (each a multiple of the chunk length).
+    ``concat_dim`` may instead be chunked by a rule (:data:`CHUNK_RULES`): ``file`` (one chunk
+    per source file), ``day``, ``month`` or ``year`` (one chunk per calendar day, month or year
+    of its decoded time values), stored as a rectilinear chunk grid.
     """
 
-    chunks: dict[str, int] = field(default_factory=dict)
+    chunks: dict[str, int | str] = field(default_factory=dict)
     shards: dict[str, int] | None = None
     compression: str = "zstd"
 
@@ -268,7 +274,7 @@ def pipeline_from_dict(
     repo_settings = parse_repo_config(tgt.get("config"), "target.config")
     branch = _str(tgt, "branch", "target.") or "main"
     group = _group_path(_str(tgt, "group", "target."))
-    native = _native(top, mode)
+    native = _native(top, mode, source.concat_dim)
     return Pipeline(
         native=native,
         on_error=cast(OnError, on_error),
@@ -383,9 +389,9 @@ def _concat_dims(src: Mapping[str, Any]) -> tuple[str, tuple[str, ...]]:
     return concat_dims[0], concat_dims[1:]
 
 
-def _native(top: Mapping[str, Any], mode: str) -> NativeSpec:
+def _native(top: Mapping[str, Any], mode: str, concat_dim: str) -> NativeSpec:
     """``chunks``, ``shards`` and ``compression`` (``mode: native`` only)."""
-    chunks = _dim_map(top, "chunks") or {}
+    chunks = _chunk_map(top, concat_dim) or {}
     shards = _dim_map(top, "shards")
     compression = _choice(top, "compression", "", COMPRESSIONS, default="zstd")
     if mode != "native" and (chunks or shards or "compression" in top):
@@ -394,15 +400,58 @@ def _native(top: Mapping[str, Any], mode: str) -> NativeSpec:
             "mode: native",
             field="chunks" if chunks else ("shards" if shards else "compression"),
         )
+    rule = chunks.get(concat_dim)
+    if isinstance(rule, str) and shards:
+        # zarr 3.4: "Rectilinear chunks with sharding is not supported".
+        raise ConfigError(
+            f"shards cannot be combined with chunks.{concat_dim}: {rule} (chunks that follow "
+            "the files or the calendar form a rectilinear grid, which Zarr cannot shard); "
+            f"remove shards, or give chunks.{concat_dim} a length",
+            field="shards",
+        )
     for dim, n in (shards or {}).items():
         c = chunks.get(dim)
-        if c is None or n % c:
+        if c is None or n % int(c):
             raise ConfigError(
                 f"the shard length of {dim!r} ({n}) must be a multiple of its chunk length "
                 f"(chunks.{dim}: {c if c is not None else 'not set'})",
                 field=f"shards.{dim}",
             )
     return NativeSpec(chunks=chunks, shards=shards, compression=compression)
+
+
+def _chunk_map(top: Mapping[str, Any], concat_dim: str) -> dict[str, int | str] | None:
+    """``chunks``: a length per dimension, or for ``concat_dim`` a rule (``file``, ``day``,
+    ``month``, ``year``)."""
+    value = top.get("chunks")
+    if value is None:
+        return None
+    if not isinstance(value, Mapping) or not value:
+        raise ConfigError(
+            f"expected a mapping of dimension name to length; got {_describe(value)}",
+            field="chunks",
+        )
+    out: dict[str, int | str] = {}
+    rules = ", ".join(CHUNK_RULES)
+    for dim, n in value.items():
+        if isinstance(n, str) and n in CHUNK_RULES:
+            if str(dim) != concat_dim:
+                raise ConfigError(
+                    f"{n!r} chunks apply to the concat dimension ({concat_dim!r}) only; give "
+                    f"{dim!r} a chunk length (a positive integer)",
+                    field=f"chunks.{dim}",
+                )
+            out[str(dim)] = n
+            continue
+        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+            allowed = (
+                f"a positive integer, or one of {rules}"
+                if str(dim) == concat_dim
+                else ("a positive integer")
+            )
+            raise ConfigError(f"expected {allowed}; got {_describe(n)}", field=f"chunks.{dim}")
+        out[str(dim)] = n
+    return out
 
 
 def _group_path(value: str | None) -> str | None:

@@ -10,6 +10,7 @@ import xarray as xr
 
 from icepipe import __version__, repository
 from icepipe.errors import ConfigError, SourceError
+from icepipe.repository.grids import rectilinear_enabled
 from icepipe.storage import StorageOptions, coerce_storage_options, scheme_of
 
 if TYPE_CHECKING:
@@ -203,6 +204,7 @@ def open_dataset(
     chunks: Any = None,
     storage: StorageOptions | Mapping[str, Any] | None = None,
     source_storage: StorageOptions | Mapping[str, Any] | None = None,
+    decode_times: bool = True,
 ) -> xr.Dataset:
     """Open an ingested group as an xarray Dataset (lazily, backed by Dask).
 
@@ -231,6 +233,10 @@ def open_dataset(
     source_storage
         Credentials for the sources of virtual references (``anonymous``, or
         ``access_key_id_env``/``secret_access_key_env``); endpoints come from the repository.
+    decode_times
+        Passed to :func:`xarray.open_zarr`. ``False`` keeps times as stored numbers with
+        their ``units`` attribute: for units xarray cannot decode (``months since ...`` in
+        a standard calendar, year 0), which icepipe stores as the files hold them.
 
     Raises
     ------
@@ -261,13 +267,18 @@ def open_dataset(
             f"of {repo!r}: {exc}"
         ) from exc
     try:
-        ds: xr.Dataset = xr.open_zarr(
-            session.store,
-            group=group,
-            consolidated=False,
-            chunks=chunks,
-            zarr_format=3,
-        )
+        # Arrays with rectilinear chunk grids (files of uneven length, one chunk each) need
+        # zarr's experimental flag when their metadata is parsed, here; the arrays then read
+        # without it, in this process and on Dask workers (they pickle parsed metadata).
+        with rectilinear_enabled():
+            ds: xr.Dataset = xr.open_zarr(
+                session.store,
+                group=group,
+                consolidated=False,
+                chunks=chunks,
+                zarr_format=3,
+                decode_times=decode_times,
+            )
     except (FileNotFoundError, KeyError) as exc:
         raise ConfigError(
             f"no group {group or '/'!r} on {branch!r} of {repo!r}; check target.group"

@@ -4,6 +4,7 @@ validated stage branch with a compare-and-set, or leaves the target branch alone
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -121,3 +122,36 @@ def test_stage_compare_and_set_fails_cleanly_when_main_moved(
     assert staged.sizes["time"] == 8
     assert main(["log", str(tmp_path / "repo")]) == 0
     assert "cas" not in capsys.readouterr().out  # no ingest commit on main
+
+
+def test_validate_times_xarray_cannot_decode(
+    tmp_path: Path, sample_data: Path, capsys: Any
+) -> None:
+    """Real parts of ncarg's hgt.nc ("months since 1958-1-1" in the standard calendar, which
+    xarray refuses to decode): validation compared them undecoded instead of crashing."""
+    src = tmp_path / "src"
+    src.mkdir()
+    for f in sorted((sample_data / "corpus-splits" / "cdf" / "hgt").glob("*.nc")):
+        shutil.copy(f, src / f.name)
+    spec = write_pipeline(tmp_path, name="hgt", urls="src/*.nc")
+    assert main(["run", str(spec)]) == 0
+    capsys.readouterr()
+    assert main(["validate", str(spec), "--all", "--json"]) == 0  # was a ValueError traceback
+    report = json.loads(capsys.readouterr().out)
+    assert len(report["files_checked"]) == 4 and report["variables_checked"] > 4
+    with pytest.raises(ValueError, match="unable to decode time units"):
+        icepipe.open_dataset(str(tmp_path / "repo"), group="g")
+    ds = icepipe.open_dataset(str(tmp_path / "repo"), group="g", decode_times=False)
+    assert "months since" in ds["time"].attrs["units"]
+
+    # A value changed in one file after ingest is named, undecoded times and all.
+    part = src / "hgt-p01.nc"
+    with xr.open_dataset(part, decode_times=False) as f:
+        changed = f.load()
+    name = next(n for n, v in changed.data_vars.items() if "time" in v.dims and v.size > 1)
+    changed[name].values[...] = changed[name].values + 1
+    part.unlink()
+    changed.to_netcdf(part, format="NETCDF3_CLASSIC")
+    assert main(["validate", str(spec), "--all"]) == 6
+    err = capsys.readouterr().err
+    assert "hgt-p01.nc" in err and "Traceback" not in err

@@ -285,7 +285,10 @@ commit_records = st.builds(
     layout=st.none()
     | st.builds(
         NativeLayout,
-        chunks=st.dictionaries(_text, _ints, max_size=3),
+        # A length per dimension, or a rule along the concat dim (chunks: {time: month}).
+        chunks=st.dictionaries(
+            _text, _ints | st.sampled_from(["file", "day", "month", "year"]), max_size=3
+        ),
         shards=st.none() | st.dictionaries(_text, _ints, max_size=3),
         compression=_text,
     ),

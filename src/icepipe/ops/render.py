@@ -141,6 +141,30 @@ def render_refs(refs: Sequence[Any], kind: str | None = None) -> str:
     )
 
 
+def _edges(edges: Sequence[int]) -> str:
+    """A rectilinear dimension's chunk lengths, run-length encoded (``365*2,366``), or summed
+    up when they vary too much to list (``120 chunks 28-31``)."""
+    runs: list[list[int]] = []
+    for e in edges:
+        if runs and runs[-1][0] == e:
+            runs[-1][1] += 1
+        else:
+            runs.append([e, 1])
+    if len(runs) > 6:
+        return f"{len(edges)} chunks {min(edges)}-{max(edges)}"
+    return ",".join(f"{e}*{k}" if k > 1 else str(e) for e, k in runs)
+
+
+def _chunks(n: Any) -> str:
+    """``24x90x180``; a rectilinear dimension as its edges in parentheses:
+    ``(365,366,365)x2x3``."""
+    edges = n.edges or (None,) * len(n.chunks or ())
+    return "x".join(
+        str(k) if e is None else f"({_edges(e)})"
+        for k, e in zip(n.chunks or (), edges, strict=True)
+    )
+
+
 def render_tree(nodes: Sequence[Any], *, header: str) -> str:
     lines = [header]
     if not nodes:
@@ -154,7 +178,7 @@ def render_tree(nodes: Sequence[Any], *, header: str) -> str:
             continue
         dims = f"({', '.join(n.dims)}) " if n.dims else ""
         shape = " x ".join(map(str, n.shape)) or "scalar"
-        chunks = "x".join(map(str, n.chunks or ()))
+        chunks = _chunks(n)
         shards = f" shards {'x'.join(map(str, n.shards))}" if n.shards else ""
         written = n.native + n.inline + n.virtual
         if written:

@@ -114,17 +114,11 @@ def validate_pipeline(
         )
     candidates = [r for r in records if urls is None or r.url in set(urls)]
     chosen = sample_records(candidates, sample)
-    groups: dict[str | None, xr.Dataset] = {}
+    groups: dict[str | None, tuple[xr.Dataset, bool]] = {}
 
-    def stored(group: str | None) -> xr.Dataset:
+    def stored(group: str | None) -> tuple[xr.Dataset, bool]:
         if group not in groups:
-            groups[group] = open_dataset(
-                t.repo,
-                snapshot_id=snapshot_id,
-                group=group,
-                storage=t.storage,
-                source_storage=src.storage,
-            )
+            groups[group] = _open_stored(pipeline, snapshot_id, group)
         return groups[group]
 
     n_vars = n_values = 0
@@ -209,7 +203,33 @@ def _grib_format(url: str, cube: str | None) -> str:
     return f"grib:{names.index(cube)}"
 
 
-def _open_source(pipeline: Pipeline, url: str, cube: str | None = None) -> xr.Dataset:
+def _open_stored(
+    pipeline: Pipeline, snapshot_id: str, group: str | None
+) -> tuple[xr.Dataset, bool]:
+    """The stored group and whether its times are decoded: they are unless xarray cannot
+    decode them (``months since`` in a standard calendar, year 0: icepipe stores those as the
+    files hold them, and both sides are then compared undecoded; see :func:`_open_source`)."""
+    t, src = pipeline.target, pipeline.source
+
+    def opened(decode_times: bool) -> xr.Dataset:
+        return open_dataset(
+            t.repo,
+            snapshot_id=snapshot_id,
+            group=group,
+            storage=t.storage,
+            source_storage=src.storage,
+            decode_times=decode_times,
+        )
+
+    try:
+        return opened(True), True
+    except ValueError:  # xarray: "unable to decode time units ..."
+        return opened(False), False
+
+
+def _open_source(
+    pipeline: Pipeline, url: str, cube: str | None = None, *, decode_times: bool = True
+) -> xr.Dataset:
     src = pipeline.source
     try:
         fmt = src.format if src.format != "auto" else sources.detect_format(url, src.storage)
@@ -218,7 +238,15 @@ def _open_source(pipeline: Pipeline, url: str, cube: str | None = None) -> xr.Da
         ds = sources.open_files([url], [fmt], sources.ScanOptions.from_source(src, pipeline.mode))
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", category=xr.SerializationWarning)
-            return xr.decode_cf(ds)
+            try:
+                return xr.decode_cf(ds, decode_times=decode_times)
+            except ValueError as exc:
+                raise ValidationError(
+                    f"{url}: its times cannot be decoded ({short_message(exc).splitlines()[0]})"
+                    " but the repository's can: the file changed since it was ingested; "
+                    "restore it, or re-ingest the group",
+                    url=url,
+                ) from exc
     except IcepipeError as exc:
         if isinstance(exc, ValidationError):
             raise
@@ -229,11 +257,14 @@ def _open_source(pipeline: Pipeline, url: str, cube: str | None = None) -> xr.Da
         ) from exc
 
 
-def _compare_file(pipeline: Pipeline, stored: xr.Dataset, part: _Part) -> tuple[int, int]:
+def _compare_file(
+    pipeline: Pipeline, stored_group: tuple[xr.Dataset, bool], part: _Part
+) -> tuple[int, int]:
     """Compare one file with its region of ``stored``; return (variables, values) compared."""
     url, dim = part.url, pipeline.source.concat_dim
     start, length = part.start, part.length
-    src = _open_source(pipeline, url, part.cube)
+    stored, decoded = stored_group
+    src = _open_source(pipeline, url, part.cube, decode_times=decoded)
     region: dict[str, Any] = {dim: slice(start, start + length)}
     n_vars = n_values = 0
     for name in [*src.data_vars, *src.coords]:

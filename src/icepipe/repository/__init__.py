@@ -27,7 +27,9 @@ from icepipe.repository.native import (
     write_and_commit,
     write_dataset,
 )
+from icepipe.repository.native_rectilinear import stored_edges
 from icepipe.repository.raw_append import append_raw, split_undecodable
+from icepipe.repository.rectilinear import write_rectilinear
 from icepipe.repository.refs import (
     ArrayInfo,
     RefInfo,
@@ -102,11 +104,13 @@ __all__ = [
     "read_ledger",
     "read_log",
     "read_target_schema",
+    "stored_edges",
     "subgroup",
     "virtual_locations",
     "without_attrs",
     "writable_session",
     "write_and_commit",
     "write_dataset",
+    "write_rectilinear",
     "write_virtual",
 ]

@@ -27,6 +27,7 @@ __all__ = [
     "read_chunk_grid",
     "rectilinear_enabled",
     "set_chunk_grid",
+    "stored_chunks",
 ]
 
 #: One entry per dimension: an ``int`` for a regular dimension (its chunk length), a tuple of
@@ -53,6 +54,23 @@ def rectilinear_enabled() -> Iterator[None]:
 
     with zarr.config.set({_FLAG: True}):
         yield
+
+
+def stored_chunks(arr: Any) -> tuple[tuple[int, ...], tuple[tuple[int, ...], ...]]:
+    """The chunk lengths of an opened Zarr array, regular or rectilinear (where zarr's
+    ``Array.chunks`` raises ``NotImplementedError``): its longest chunk per dimension, and its
+    edges per dimension for a rectilinear grid (``()`` for a regular one)."""
+    grid = getattr(arr.metadata, "chunk_grid", None)
+    shapes = getattr(grid, "chunk_shapes", None)
+    if shapes is None:
+        return tuple(int(c) for c in arr.chunks), ()
+    edges: list[tuple[int, ...]] = []
+    for n, dim in zip(arr.shape, shapes, strict=True):
+        if isinstance(dim, int):
+            edges.append((int(dim),) * max(1, -(-int(n) // int(dim))))
+        else:
+            edges.append(tuple(int(e) for e in dim))
+    return tuple(max(e) if e else 0 for e in edges), tuple(edges)
 
 
 def chunk_edges(length: int, chunk: int) -> tuple[int, ...]:

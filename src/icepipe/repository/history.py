@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 import icechunk
 import numpy as np
@@ -16,6 +16,7 @@ from icepipe.cf import effective_time_encoding, packing_of
 from icepipe.errors import ConfigError
 from icepipe.faults import storage_failure
 from icepipe.model import TargetSchema, VariableSchema
+from icepipe.repository.grids import rectilinear_enabled, stored_chunks
 from icepipe.repository.ledger import METADATA_KEY, CommitRecord, FileRecord, read_record
 
 __all__ = [
@@ -174,12 +175,34 @@ def arrays_with_codec(
 
 
 def read_target_schema(
-    session: icechunk.Session, group: str | None, concat_dim: str, *, order_by: str | None = None
+    session: icechunk.Session,
+    group: str | None,
+    concat_dim: str,
+    *,
+    order_by: str | None = None,
+    values: Literal["ends", "all", "none"] = "ends",
 ) -> TargetSchema:
     """Summarise the arrays already stored in ``group`` (empty if the group does not exist).
 
     Dtypes are the stored (encoded) dtypes, which is what virtual references must match.
+
+    ``values`` says how much of the ordering variable (``order_by``, else ``concat_dim``) to
+    read: ``"ends"`` its first and last values only (``concat_first``/``concat_last``: two
+    chunks, whatever the length of the axis), ``"all"`` every value as well
+    (``order_values``: placing late files and re-ingested ones), ``"none"`` nothing.
     """
+    with rectilinear_enabled():
+        return _read_target_schema(session, group, concat_dim, order_by=order_by, values=values)
+
+
+def _read_target_schema(
+    session: icechunk.Session,
+    group: str | None,
+    concat_dim: str,
+    *,
+    order_by: str | None,
+    values: Literal["ends", "all", "none"],
+) -> TargetSchema:
     try:
         g = zarr.open_group(session.store, path=group or "", mode="r")
     except (FileNotFoundError, zarr.errors.GroupNotFoundError, KeyError):
@@ -201,20 +224,25 @@ def read_target_schema(
         for d, n in zip(arr_dims, arr.shape, strict=False):
             dims[d] = int(n)
         dtype = arr.dtype.to_native_dtype() if hasattr(arr.dtype, "to_native_dtype") else arr.dtype
+        chunks, edges = stored_chunks(arr)
         variables[name] = VariableSchema(
             dims=arr_dims,
             shape=tuple(int(s) for s in arr.shape),
             dtype=str(dtype),
-            chunks=tuple(int(c) for c in arr.chunks),
+            chunks=chunks,
             attrs_units=encodings[name][0],
             attrs_calendar=encodings[name][1],
             packing=packing_of(arr.attrs, str(dtype)),
+            edges=edges,
         )
-        if name == (order_by or concat_dim) and arr_dims == (concat_dim,) and arr.shape[0] > 0:
-            values = np.asarray(arr[:])
-            if values.dtype.kind in "iuf":
-                concat_first, concat_last = float(values[0]), float(values[-1])
-                order_values = tuple(float(v) for v in values)
+        ordering = name == (order_by or concat_dim) and arr_dims == (concat_dim,)
+        if ordering and arr.shape[0] > 0 and values != "none":
+            # The axis holds one chunk per file in virtual ingests: read only its ends unless
+            # every value is asked for, so that planning does not grow with the archive.
+            read = np.asarray(arr[:] if values == "all" else [arr[0], arr[-1]])
+            if read.dtype.kind in "iuf":
+                concat_first, concat_last = float(read[0]), float(read[-1])
+                order_values = tuple(float(v) for v in read) if values == "all" else None
     return TargetSchema(
         variables=variables,
         dims=dims,

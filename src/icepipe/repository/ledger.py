@@ -149,6 +149,17 @@ class FileRecord(Mapping[str, Any]):
             return {name: [s, n] for name, (s, n) in value.items()}
         return value
 
+    def get(self, key: str, default: Any = None) -> Any:
+        # Planning reads a few keys of every record of the branch: no KeyError round trips.
+        if key in ("url", "size", "mtime"):
+            return getattr(self, key)
+        if key not in ("etag", "start", "length", "cubes"):
+            return default
+        value = getattr(self, key)
+        if value is None or value == "":
+            return default
+        return self[key] if key == "cubes" else value
+
     def __iter__(self) -> Iterator[str]:
         yield from ("url", "size", "mtime")
         for key in ("etag", "start", "length", "cubes"):
@@ -171,7 +182,8 @@ class SkippedFile:
 class NativeLayout:
     """The chunk layout a native ingest chose when it created the group."""
 
-    chunks: Mapping[str, int]
+    #: A length per dimension, or a rule (``file``, ``month``, ...) for the concat dimension.
+    chunks: Mapping[str, int | str]
     shards: Mapping[str, int] | None
     compression: str
 
@@ -402,7 +414,7 @@ def _layout(data: Mapping[str, Any]) -> NativeLayout | None:
     if not isinstance(chunks, Mapping):
         return None
     return NativeLayout(
-        chunks={str(k): int(v) for k, v in chunks.items()},
+        chunks={str(k): v if isinstance(v, str) else int(v) for k, v in chunks.items()},
         shards={str(k): int(v) for k, v in shards.items()} if isinstance(shards, Mapping) else None,
         compression=str(data.get("compression")),
     )

@@ -43,6 +43,7 @@ import zarr.errors
 from icepipe.errors import ConfigError, ConflictError, IcepipeError, StaleWriteError, StorageError
 from icepipe.faults import storage_failure
 from icepipe.repository.commits import Retry, commit
+from icepipe.repository.grids import stored_chunks
 from icepipe.repository.repo import container_prefixes, in_memory, local_path
 from icepipe.repository.write import writable_session
 
@@ -258,7 +259,7 @@ def _check_append_dim(target: zarr.Group, append_dim: str, group: str | None) ->
 def _write_grid(arr: zarr.Array[Any]) -> tuple[int, ...]:
     """The unit a write must own whole: the shard shape when sharded, else the chunk shape."""
     shards = getattr(arr, "shards", None)
-    return tuple(int(c) for c in (shards or arr.chunks))
+    return tuple(int(c) for c in (shards or stored_chunks(arr)[0]))
 
 
 def _check_region(

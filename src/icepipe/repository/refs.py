@@ -22,9 +22,11 @@ from typing import Any
 
 import icechunk
 import zarr
+from zarr.core.metadata.v3 import RegularChunkGridMetadata
 
 from icepipe.errors import ConfigError, ConflictError
 from icepipe.faults import storage_failure
+from icepipe.repository.grids import rectilinear_enabled
 from icepipe.repository.history import CommitInfo
 from icepipe.repository.ledger import read_record
 from icepipe.repository.repo import _local_path, commit_lock
@@ -365,6 +367,11 @@ class ArrayInfo:
     Chunk counts are stored objects: with sharding one object holds a whole shard.
     ``native``/``inline``/``virtual`` count written chunks by where their bytes live;
     ``empty`` is the rest of the grid (never written: reads give the fill value).
+
+    ``chunks`` holds one chunk length per dimension; along a dimension of a rectilinear grid
+    (chunks of different lengths, e.g. one per source file) it is the longest, and ``edges``
+    holds every chunk's length there (``None`` along regular dimensions, and ``edges`` itself
+    is ``None`` for regular grids).
     """
 
     path: str
@@ -372,6 +379,7 @@ class ArrayInfo:
     dtype: str | None = None
     dims: tuple[str, ...] = ()
     chunks: tuple[int, ...] | None = None
+    edges: tuple[tuple[int, ...] | None, ...] | None = None
     shards: tuple[int, ...] | None = None
     grid: int = 0
     native: int = 0
@@ -403,44 +411,72 @@ def tree_info(
     """
     try:
         session = repo.readonly_session(snapshot_id=snapshot_id)
-        try:
-            root = zarr.open_group(session.store, mode="r")
-        except zarr.errors.GroupNotFoundError:
-            return []  # a new repository: nothing written yet, not even the root group
-        nodes: list[tuple[str, Any]] = [("/", root)]
-        nodes += sorted(("/" + name, node) for name, node in root.members(max_depth=None))
-        counts = None if exact else _manifest_counts(repo, snapshot_id)
-        out: list[ArrayInfo] = []
-        for path, node in nodes:
-            if isinstance(node, zarr.Group):
-                out.append(ArrayInfo(path=path))
-                continue
-            c = counts.get(path) if counts is not None else None
-            if c is None:
-                c = _chunk_type_counts(session, path)
-            shards = node.shards
-            storage_chunks = shards if shards is not None else node.chunks
-            grid = 1
-            for n, k in zip(node.shape, storage_chunks, strict=True):
-                grid *= -(-n // k) if k else 1
-            names = node.metadata.dimension_names if node.metadata.zarr_format == 3 else None
-            out.append(
-                ArrayInfo(
-                    path=path,
-                    shape=tuple(int(n) for n in node.shape),
-                    dtype=str(node.dtype),
-                    dims=tuple(str(d) for d in names or ()),
-                    chunks=tuple(int(n) for n in node.chunks),
-                    shards=tuple(int(n) for n in shards) if shards else None,
-                    grid=grid,
-                    native=c.get("native", 0),
-                    inline=c.get("inline", 0),
-                    virtual=c.get("virtual", 0),
-                )
-            )
-        return out
+        with rectilinear_enabled():  # arrays with rectilinear grids are listed too
+            return _tree(repo, session, snapshot_id, exact=exact)
     except icechunk.IcechunkError as exc:
         raise storage_failure(exc, f"cannot read snapshot {snapshot_id}") from exc
+
+
+def _tree(
+    repo: icechunk.Repository, session: icechunk.Session, snapshot_id: str, *, exact: bool
+) -> list[ArrayInfo]:
+    try:
+        root = zarr.open_group(session.store, mode="r")
+    except zarr.errors.GroupNotFoundError:
+        return []  # a new repository: nothing written yet, not even the root group
+    nodes: list[tuple[str, Any]] = [("/", root)]
+    nodes += sorted(("/" + name, node) for name, node in root.members(max_depth=None))
+    counts = None if exact else _manifest_counts(repo, snapshot_id)
+    out: list[ArrayInfo] = []
+    for path, node in nodes:
+        if isinstance(node, zarr.Group):
+            out.append(ArrayInfo(path=path))
+            continue
+        c = counts.get(path) if counts is not None else None
+        if c is None:
+            c = _chunk_type_counts(session, path)
+        shards = node.shards
+        chunks, edges, grid = _grid_of(node)
+        names = node.metadata.dimension_names if node.metadata.zarr_format == 3 else None
+        out.append(
+            ArrayInfo(
+                path=path,
+                shape=tuple(int(n) for n in node.shape),
+                dtype=str(node.dtype),
+                dims=tuple(str(d) for d in names or ()),
+                chunks=chunks,
+                edges=edges,
+                shards=tuple(int(n) for n in shards) if shards else None,
+                grid=grid,
+                native=c.get("native", 0),
+                inline=c.get("inline", 0),
+                virtual=c.get("virtual", 0),
+            )
+        )
+    return out
+
+
+def _grid_of(
+    node: zarr.Array[Any],
+) -> tuple[tuple[int, ...], tuple[tuple[int, ...] | None, ...] | None, int]:
+    """An array's chunk length per dimension (the longest along rectilinear dimensions), its
+    edges along rectilinear dimensions (``None`` for a regular grid), and how many storage
+    objects (chunks, or shards) its grid has."""
+    if node.metadata.zarr_format == 2 or isinstance(
+        node.metadata.chunk_grid, RegularChunkGridMetadata
+    ):
+        storage_chunks = node.shards if node.shards is not None else node.chunks
+        grid = 1
+        for n, k in zip(node.shape, storage_chunks, strict=True):
+            grid *= -(-n // k) if k else 1
+        return tuple(int(n) for n in node.chunks), None, grid
+    sizes = node.read_chunk_sizes
+    chunks = tuple(max((int(e) for e in dim), default=0) for dim in sizes)
+    edges = tuple(tuple(int(e) for e in dim) if len(set(dim)) > 1 else None for dim in sizes)
+    grid = 1
+    for dim in node.write_chunk_sizes:
+        grid *= len(dim)
+    return chunks, edges if any(e is not None for e in edges) else None, grid
 
 
 def _manifest_counts(repo: icechunk.Repository, snapshot_id: str) -> dict[str, Counter[str]] | None:

@@ -27,6 +27,7 @@ import icechunk
 
 from icepipe.errors import ConfigError, StorageError
 from icepipe.faults import storage_failure
+from icepipe.repository.grids import enable_rectilinear
 from icepipe.repository.schemes import EnvS3Credentials, bucket_and_prefix, icechunk_scheme
 from icepipe.storage import StorageOptions, find_scheme, is_local
 
@@ -629,6 +630,9 @@ def open_repo(
     StorageError
         The storage could not be read or written.
     """
+    # Arrays on rectilinear grids (files of uneven length) need zarr's flag in every process
+    # that opens them: this one, and the Dask workers it starts afterwards (environment).
+    enable_rectilinear()
     ic_storage = storage_for(repo, storage)
     # Its storage settings (timeouts, retries) also bound the existence check: an endpoint
     # that accepts connections and never answers must fail, not hang.

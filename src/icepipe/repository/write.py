@@ -14,6 +14,7 @@ import xarray as xr
 
 from icepipe.errors import SchemaMismatchError
 from icepipe.faults import storage_failure
+from icepipe.repository.grids import rectilinear_enabled
 
 __all__ = ["without_attrs", "writable_session", "write_virtual"]
 
@@ -67,9 +68,14 @@ def write_virtual(
     if region is not None:
         # Variables without the region's dimensions (grids, static fields) are already stored.
         ds = ds.drop_vars([n for n, v in ds.variables.items() if not set(region) & set(v.dims)])
-    with warnings.catch_warnings():
+    # The group may hold arrays on rectilinear grids (files of uneven length), which zarr
+    # parses only with its flag on.
+    with rectilinear_enabled(), warnings.catch_warnings():
         # See sources/scan.py: netCDF char arrays have no Zarr v3 dtype spec yet.
         warnings.filterwarnings("ignore", message=".*does not have a Zarr V3 specification")
+        # Only loaded variables left: the virtual ones are on rectilinear grids, written by
+        # icepipe.repository.write_rectilinear.
+        warnings.filterwarnings("ignore", message="Attempting to write an entirely non-virtual")
         try:
             if region is not None:
                 ds.vz.to_icechunk(session.store, group=group, region=region)
