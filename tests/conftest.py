@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import xarray as xr
+from distributed.diagnostics.plugin import WorkerPlugin
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DATA_DIR = Path(os.environ.get("ICEPIPE_DATA", REPO_ROOT / "data"))
@@ -392,3 +393,23 @@ def seaweedfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+class KillOnFirstTask(WorkerPlugin):
+    """A Dask worker plugin (register it with ``client.register_plugin``) that kills the worker
+    process when it starts the first task whose key begins with ``prefix``, once per
+    ``marker`` file: a worker dying mid-write."""
+
+    def __init__(self, marker: str, prefix: str) -> None:
+        self.marker = marker
+        self.prefix = prefix
+
+    def transition(self, key: Any, start: str, finish: str, **kwargs: Any) -> None:
+        name = key[0] if isinstance(key, tuple) else key
+        if finish == "executing" and str(name).startswith(self.prefix):
+            try:
+                fd = os.open(self.marker, os.O_CREAT | os.O_EXCL)
+            except FileExistsError:
+                return
+            os.close(fd)
+            os._exit(1)

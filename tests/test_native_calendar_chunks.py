@@ -14,12 +14,11 @@ import icechunk
 import numpy as np
 import pytest
 import xarray as xr
-from distributed.diagnostics.plugin import WorkerPlugin
 
 import icepipe
 from icepipe.ops.validate import validate_pipeline
 from icepipe.repository.grids import read_chunk_grid, rectilinear_enabled
-from tests.conftest import branch_tip, write_pipeline
+from tests.conftest import KillOnFirstTask, branch_tip, write_pipeline
 from tests.ingest_checks import check_tip, sources
 
 UNITS = "days since 1990-01-01"
@@ -273,23 +272,6 @@ def test_file_chunks_of_undecodable_times_and_month_chunks_refused(
     assert e.value.field == "chunks.time"
 
 
-class _KillOnFirstRectilinearWrite(WorkerPlugin):
-    """Kill the worker process when it starts its first chunk-writing task (once)."""
-
-    def __init__(self, marker: str) -> None:
-        self.marker = marker
-
-    def transition(self, key: Any, start: str, finish: str, **kwargs: Any) -> None:
-        name = key[0] if isinstance(key, tuple) else key
-        if finish == "executing" and str(name).startswith("icepipe-write-"):
-            try:
-                fd = os.open(self.marker, os.O_CREAT | os.O_EXCL)
-            except FileExistsError:
-                return
-            os.close(fd)
-            os._exit(1)
-
-
 def test_worker_killed_mid_write_gives_identical_data(tmp_path: Path) -> None:
     """A worker dying in a chunk-writing task: the task runs again elsewhere, the commit holds
     every chunk once (no half-written month is ever visible)."""
@@ -299,7 +281,7 @@ def test_worker_killed_mid_write_gives_identical_data(tmp_path: Path) -> None:
     spec = write_pipeline(tmp_path, urls="src/*.nc", extra="mode: native\nchunks: {time: month}\n")
     marker = tmp_path / "killed"
     with open_client(workers=2) as (c, _):
-        c.register_plugin(_KillOnFirstRectilinearWrite(str(marker)))
+        c.register_plugin(KillOnFirstTask(str(marker), "icepipe-write-"))
         result = icepipe.run(icepipe.load_pipeline(spec), client=c)
     assert marker.exists(), "no worker was killed: the test did not test anything"
     assert result.status == "committed"

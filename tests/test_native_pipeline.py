@@ -16,10 +16,9 @@ import numpy as np
 import pytest
 import xarray as xr
 import zarr
-from distributed.diagnostics.plugin import WorkerPlugin
 
 import icepipe
-from tests.conftest import REPO_ROOT, branch_tip, write_pipeline, write_series
+from tests.conftest import REPO_ROOT, KillOnFirstTask, branch_tip, write_pipeline, write_series
 from tests.ingest_checks import sources
 
 NATIVE = "mode: native\nchunks: {time: 4, lat: 3}\n"
@@ -81,23 +80,6 @@ def test_native_rerun_appends_into_partial_chunk(tmp_path: Path, client: Any) ->
     )
 
 
-class _KillOnFirstWrite(WorkerPlugin):
-    """Kill the worker process when it starts its first chunk-writing task (once per run)."""
-
-    def __init__(self, marker: str) -> None:
-        self.marker = marker
-
-    def transition(self, key: Any, start: str, finish: str, **kwargs: Any) -> None:
-        name = key[0] if isinstance(key, tuple) else key
-        if finish == "executing" and str(name).startswith("ice-changeset-"):
-            try:
-                fd = os.open(self.marker, os.O_CREAT | os.O_EXCL)
-            except FileExistsError:
-                return
-            os.close(fd)
-            os._exit(1)
-
-
 def test_worker_killed_mid_write_gives_identical_data(tmp_path: Path) -> None:
     from icepipe.execute import open_client
 
@@ -105,7 +87,7 @@ def test_worker_killed_mid_write_gives_identical_data(tmp_path: Path) -> None:
     spec = write_pipeline(tmp_path, urls="src/*.nc", extra=NATIVE)
     marker = tmp_path / "killed"
     with open_client(workers=2) as (c, _):
-        c.register_plugin(_KillOnFirstWrite(str(marker)))
+        c.register_plugin(KillOnFirstTask(str(marker), "ice-changeset-"))
         result = icepipe.run(icepipe.load_pipeline(spec), client=c)
     assert marker.exists(), "no worker was killed: the test did not test anything"
     assert result.status == "committed"

@@ -134,7 +134,6 @@ def _append(
     store: Any, root: zarr.Group, name: str, items: list[tuple[str, xr.Variable]], dim: str
 ) -> None:
     from virtualizarr.writers.icechunk import (
-        write_manifest_to_icechunk,
         write_virtual_variable_to_icechunk,
     )
 
@@ -171,13 +170,7 @@ def _append(
         shape[axis] += int(var.shape[axis])
     set_chunk_grid(store, path, shape=shape, grid=_grid(first, axis, tuple(edges)))
     for (_, var), k in zip(rest, offsets, strict=True):
-        write_manifest_to_icechunk(
-            store=store,
-            group=root,
-            arr_name=name,
-            manifest=var.data.manifest,
-            chunk_index_offsets=tuple(k if i == axis else 0 for i in range(var.ndim)),
-        )
+        _write_refs(store, root, name, var, axis, k)
 
 
 def _write_region(
@@ -188,7 +181,6 @@ def _write_region(
     dim: str,
     start: int,
 ) -> None:
-    from virtualizarr.writers.icechunk import write_manifest_to_icechunk
 
     arr = cast(zarr.Array[Any], root[name])
     for url, var in items:
@@ -203,13 +195,7 @@ def _write_region(
                 f"{url} belongs at position {start} of {dim!r}, where the stored chunks are "
                 f"not its chunks {mine[:4]}"
             )
-        write_manifest_to_icechunk(
-            store=store,
-            group=root,
-            arr_name=name,
-            manifest=var.data.manifest,
-            chunk_index_offsets=tuple(k if i == axis else 0 for i in range(var.ndim)),
-        )
+        _write_refs(store, root, name, var, axis, k)
         start += int(var.shape[axis])
 
 
@@ -220,3 +206,18 @@ def _keep_coordinates(root: zarr.Group, names: Sequence[str]) -> None:
     missing = [n for n in names if n not in listed]
     if missing:
         root.update_attributes({"coordinates": " ".join([*listed, *missing])})
+
+
+def _write_refs(
+    store: Any, root: zarr.Group, name: str, var: xr.Variable, axis: int, k: int
+) -> None:
+    """Write one file's references with its first chunk at index ``k`` along ``axis``."""
+    from virtualizarr.writers.icechunk import write_manifest_to_icechunk
+
+    write_manifest_to_icechunk(
+        store=store,
+        group=root,
+        arr_name=name,
+        manifest=var.data.manifest,
+        chunk_index_offsets=tuple(k if i == axis else 0 for i in range(var.ndim)),
+    )
