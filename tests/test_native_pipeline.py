@@ -209,3 +209,34 @@ def test_native_char_arrays_keep_the_file_string_length(tmp_path: Path, client: 
     assert icepipe.run(icepipe.load_pipeline(spec), client=client).status == "committed"
     stored = icepipe.open_dataset(str(tmp_path / "repo"), group="g").load()
     xr.testing.assert_equal(stored, sources(files))
+
+
+@pytest.mark.parametrize("chunks", ["", "chunks: {time: month}\n"])
+def test_corrupt_compressed_chunk_names_the_file_not_retry(
+    tmp_path: Path, chunks: str, capsys: Any
+) -> None:
+    """The scan reads metadata only, so a damaged zlib chunk surfaced in the copy: it exited 5
+    ("transient, retry") without naming the file. Now exit 3, the file and the variable."""
+    import h5py
+    import pandas as pd
+
+    from icepipe.cli import main
+
+    src = tmp_path / "src"
+    src.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(2):
+        t = pd.date_range(f"200{i}-01-01", periods=10)
+        ds = xr.Dataset({"tas": (("time", "y"), rng.random((10, 50), dtype="f4"))}, {"time": t})
+        enc = {"tas": {"zlib": True, "chunksizes": (5, 50)}}
+        ds.to_netcdf(src / f"f{i}.nc", encoding=enc, engine="h5netcdf")
+    with h5py.File(src / "f1.nc", "r") as f:
+        info = f["tas"].id.get_chunk_info(1)
+    raw = bytearray((src / "f1.nc").read_bytes())
+    raw[info.byte_offset + 2 : info.byte_offset + info.size - 2] = b"\x55" * (info.size - 4)
+    (src / "f1.nc").write_bytes(bytes(raw))
+    spec = write_pipeline(tmp_path, urls="src/*.nc", extra="mode: native\n" + chunks)
+    assert main(["run", str(spec), "--progress", "none"]) == 3
+    err = capsys.readouterr().err
+    assert "f1.nc: variable 'tas' cannot be read" in err and "retry" not in err
+    assert branch_tip(tmp_path / "repo") is None

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from icepipe import plan, repository, sources
-from icepipe.errors import ConfigError, SchemaMismatchError
+from icepipe.errors import ConfigError, SchemaMismatchError, SourceError
 from icepipe.model import TargetSchema, TimeConversion
 from icepipe.sources.formats.common import is_virtual
 from icepipe.spec import Pipeline
@@ -57,7 +57,76 @@ class Part:
 
 def write_part(pipeline: Pipeline, session: Any, part: Part) -> dict[str, Any]:
     """Write one part's regions then appends into ``session``; return the layout for the
-    commit metadata."""
+    commit metadata.
+
+    Raises
+    ------
+    SourceError
+        A source file cannot be decoded while its data are copied (a corrupt compressed chunk
+        passes the scan, which reads only metadata): the file and variable are named.
+    """
+    try:
+        return _write_part(pipeline, session, part)
+    except Exception as exc:
+        if not _is_source_read_failure(exc):
+            raise
+        bad = unreadable_source(pipeline, list(part.by_url.values()))
+        if bad is None:
+            raise
+        raise bad from exc
+
+
+#: What h5py, netCDF-C, zlib and friends say when the bytes of a chunk cannot be decoded.
+_READ_FAILURES = (
+    "filter returned failure",
+    "can't synchronously read data",
+    "can't read data",
+    "netcdf: hdf error",
+    "error -3 while decompressing",
+    "incorrect header check",
+    "invalid stored block",
+    "buffer size mismatch",
+)
+
+
+def _is_source_read_failure(exc: BaseException) -> bool:
+    seen: BaseException | None = exc
+    for _ in range(10):
+        if seen is None:
+            return False
+        if any(m in str(seen).lower() for m in _READ_FAILURES):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def unreadable_source(pipeline: Pipeline, files: list[sources.ScannedFile]) -> SourceError | None:
+    """The first of ``files`` whose data cannot be read, as a :class:`SourceError` naming the
+    file and the variable (``None`` when all of them read): the slow path after a failed
+    write, reading each file's variables in this process."""
+    for f in files:
+        try:
+            ds = open_native(pipeline, [f], {}, None)
+        except SourceError as exc:
+            return exc
+        for name in ds.data_vars:
+            try:
+                ds[name].load()
+            except Exception as exc:
+                return SourceError(
+                    f"{f.source.url}: variable {name!r} cannot be read ({_first_line(exc)}): "
+                    "the file is corrupt or truncated; replace it, or remove it from "
+                    "source.urls",
+                    url=f.source.url,
+                )
+    return None
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+def _write_part(pipeline: Pipeline, session: Any, part: Part) -> dict[str, Any]:
     from icepipe.repository.native import write_dataset
 
     assert part.append_plan is not None
