@@ -5,6 +5,7 @@ No mocks: every test writes real files and real Icechunk repositories.
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 from collections.abc import Callable, Iterator
@@ -413,3 +414,14 @@ class KillOnFirstTask(WorkerPlugin):
                 return
             os.close(fd)
             os._exit(1)
+
+
+@pytest.fixture(autouse=True)
+def _finalize_in_main_thread() -> Iterator[None]:
+    """Collect each test's garbage in the main thread. Otherwise xarray file managers of
+    netCDF/HDF5 files opened in this process are finalized by whichever thread next triggers a
+    collection -- seen: the Dask client's event-loop thread closing one while the main thread
+    was inside netCDF-C writing the next test's files, a segfault (the C libraries are not
+    thread-safe)."""
+    yield
+    gc.collect()

@@ -109,16 +109,17 @@ def unreadable_source(pipeline: Pipeline, files: list[sources.ScannedFile]) -> S
             ds = open_native(pipeline, [f], {}, None)
         except SourceError as exc:
             return exc
-        for name in ds.data_vars:
-            try:
-                ds[name].load()
-            except Exception as exc:
-                return SourceError(
-                    f"{f.source.url}: variable {name!r} cannot be read ({_first_line(exc)}): "
-                    "the file is corrupt or truncated; replace it, or remove it from "
-                    "source.urls",
-                    url=f.source.url,
-                )
+        with ds:  # closed here, in this thread (netCDF-C and HDF5 are not thread-safe)
+            for name in ds.data_vars:
+                try:
+                    ds[name].load()
+                except Exception as exc:
+                    return SourceError(
+                        f"{f.source.url}: variable {name!r} cannot be read "
+                        f"({_first_line(exc)}): the file is corrupt or truncated; replace it, "
+                        "or remove it from source.urls",
+                        url=f.source.url,
+                    )
     return None
 
 
