@@ -135,9 +135,9 @@ def _write_part(pipeline: Pipeline, session: Any, part: Part) -> dict[str, Any]:
     dim = pipeline.source.concat_dim
     virtual = pipeline.mode == "virtual"
     if not virtual:
-        rule = _concat_rule(pipeline, session, group)
+        rule, stored = _concat_rule(pipeline, session, group)
         if rule is not None:
-            return write_rectilinear_part(pipeline, session, part, rule)
+            return write_rectilinear_part(pipeline, session, part, rule, stored)
     for slot in [*p.regions, *part.reingest]:
         region = {dim: slice(slot.start, slot.start + slot.length)}
         if virtual:
@@ -209,9 +209,11 @@ def _lengths(chunks: Mapping[str, int | str]) -> dict[str, int]:
     return {d: n for d, n in chunks.items() if isinstance(n, int)}
 
 
-def _concat_rule(pipeline: Pipeline, session: Any, group: str | None) -> str | None:
+def _concat_rule(
+    pipeline: Pipeline, session: Any, group: str | None
+) -> tuple[str | None, tuple[int, ...]]:
     """The ``chunks.<concat_dim>`` rule (``file``, ``month``, ...) of a native ingest, or
-    ``None`` for regular chunks.
+    ``None`` for regular chunks; and the group's stored edges along the concat dimension.
 
     Raises
     ------
@@ -238,16 +240,17 @@ def _concat_rule(pipeline: Pipeline, session: Any, group: str | None) -> str | N
             "the group was created, or ingest into a new group",
             field=f"chunks.{dim}",
         )
-    return rule if isinstance(rule, str) else None
+    return (rule if isinstance(rule, str) else None), edges
 
 
 def write_rectilinear_part(
-    pipeline: Pipeline, session: Any, part: Part, rule: str
+    pipeline: Pipeline, session: Any, part: Part, rule: str, stored: tuple[int, ...]
 ) -> dict[str, Any]:
     """:func:`write_part` for native ingests with chunks that follow the files or the calendar
     along the concat dimension (``chunks: {time: month}``): a rectilinear grid whose edges
     :func:`icepipe.plan.plan_edges` decides, written by
-    :mod:`icepipe.repository.native_rectilinear`.
+    :mod:`icepipe.repository.native_rectilinear`. ``stored``: the group's edges along the
+    concat dimension (regions and re-ingests rewrite chunks inside them, never change them).
     """
     from icepipe.repository.native_rectilinear import create_rectilinear, write_native_rectilinear
 
@@ -257,12 +260,10 @@ def write_rectilinear_part(
     for slot in [*p.regions, *part.reingest]:
         ds = open_native(pipeline, [files[slot.url]], p.conversions, stored_grid(existing))
         ds = ds.drop_vars([n for n, v in ds.variables.items() if dim not in v.dims])
-        edges, _ = repository.stored_edges(session, group, dim)
-        write_native_rectilinear(session, ds, group=group, dim=dim, start=slot.start, edges=edges)
+        write_native_rectilinear(session, ds, group=group, dim=dim, start=slot.start, edges=stored)
     if not p.order:
         return {}
     ordered = [files[u] for u in p.order]
-    stored, _ = repository.stored_edges(session, group, dim)
     edges = plan.plan_edges(
         rule,
         [f.schema for f in ordered],
