@@ -1,0 +1,188 @@
+"""Virtual references to the tiles (or strips) of a GeoTIFF image, from ``virtual-tiff``.
+
+Each tile becomes one chunk, referenced where it lies in the file and decoded by Zarr codecs:
+the TIFF's compression (``numcodecs.zlib``, ``imagecodecs_*`` codecs registered by
+``virtual-tiff``'s entry points), its predictor (``HorizontalDeltaCodec``, registered when
+``virtual_tiff`` is imported, which :func:`icepipe.open_dataset` does) and the layout of the
+samples. The array is always ``(band, y, x)``, as rioxarray reads the file.
+
+virtual-tiff 0.5 builds pixel-interleaved images (the GDAL default for several bands) with a
+codec of its own (``ChunkyCodec``) that cannot be created with zarr 3.4 (it calls zarr's
+``Endian`` enum, now a deprecated shim). The same bytes are exactly a ``transpose`` to
+``(y, x, band)`` followed by zarr's ``bytes`` codec: icepipe stores that instead, so these
+chunks need no codec of virtual-tiff's to be read.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from icepipe.errors import SourceError
+from icepipe.storage import reference_url
+
+if TYPE_CHECKING:
+    from icepipe.sources.formats.base import ScanOptions
+    from icepipe.sources.formats.geotiff import TiffGrid
+
+__all__ = ["virtual_image"]
+
+
+def virtual_image(url: str, grid: TiffGrid, options: ScanOptions, registry: Any) -> Any:
+    """The image of ``url`` at ``source.geotiff.overview`` as a ``(band, y, x)``
+    ``ManifestArray``.
+
+    Raises
+    ------
+    SourceError
+        virtual-tiff cannot express the image's layout as Zarr chunks (strips that do not
+        divide the image, JPEG tables, sub-IFDs ...): ``mode: native`` reads it.
+    """
+    from virtual_tiff import VirtualTIFF
+
+    _allow_pixel_interleaved()
+    ifd = _ifd_of_overview(url, options)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Imagecodecs codecs are not in the Zarr")
+            store = VirtualTIFF(ifd=ifd)(url=reference_url(url), registry=registry)
+            array = store.to_virtual_dataset()[str(ifd)].data
+    except (ValueError, NotImplementedError) as exc:
+        raise SourceError(
+            f"{url}: its layout cannot be expressed as virtual references ({exc}); use mode: "
+            "native, or rewrite it as a tiled Cloud-Optimized GeoTIFF (gdal_translate -of COG)",
+            url=url,
+        ) from exc
+    array = _standard_codecs(array)
+    if array.ndim == 2:
+        array = _leading_axis(array)
+    if tuple(array.shape) != (grid.count, grid.height, grid.width):
+        raise SourceError(
+            f"{url}: virtual-tiff reads image {ifd} as {tuple(array.shape)} but GDAL as "
+            f"{(grid.count, grid.height, grid.width)}; use mode: native",
+            url=url,
+        )
+    return array
+
+
+def _ifd_of_overview(url: str, options: ScanOptions) -> int:
+    """The IFD holding overview ``source.geotiff.overview``: the full-resolution image is the
+    first; overviews follow it (GDAL and COG layout), masks are skipped."""
+    level = options.geotiff.overview if options.geotiff else 0
+    if level == 0:
+        return 0
+    from async_tiff import TIFF
+    from zarr.core.sync import sync
+
+    from icepipe.sources.stores import registry_for
+
+    store, path = registry_for(url, options.storage).resolve(reference_url(url))
+    from virtual_tiff.utils import convert_obstore_to_async_tiff_store  # type: ignore[attr-defined]
+
+    tiff = sync(TIFF.open(path, store=convert_obstore_to_async_tiff_store(store)))
+    reduced = [i for i, d in enumerate(tiff.ifds) if (d.new_subfile_type or 0) & 1]
+    reduced = [i for i in reduced if not (tiff.ifds[i].new_subfile_type or 0) & 4]
+    if level > len(reduced):
+        raise SourceError(
+            f"{url}: has {len(reduced)} overview(s) but source.geotiff.overview is {level}",
+            url=url,
+        )
+    return int(reduced[level - 1])
+
+
+def _allow_pixel_interleaved() -> None:
+    """Make virtual-tiff build pixel-interleaved images with zarr 3.4 (see the module doc):
+    its ``ChunkyCodec`` is replaced, in its parser only, by :class:`_Interleaved`, which
+    :func:`_standard_codecs` then rewrites. Nothing changes where ``ChunkyCodec`` works."""
+    import virtual_tiff.parser as parser
+
+    if parser.ChunkyCodec is _interleaved_class():
+        return
+    try:
+        parser.ChunkyCodec(endian="little")
+    except TypeError:
+        parser.ChunkyCodec = _interleaved_class()
+
+
+def _interleaved_class() -> Any:
+    global _INTERLEAVED
+    if _INTERLEAVED is None:
+        from zarr.codecs import BytesCodec
+
+        class _Interleaved(BytesCodec):
+            """Stands for virtual-tiff's ``ChunkyCodec`` until rewritten."""
+
+        _INTERLEAVED = _Interleaved
+    return _INTERLEAVED
+
+
+_INTERLEAVED: Any = None
+
+
+def _standard_codecs(array: Any) -> Any:
+    """``array`` with virtual-tiff's pixel-interleaved pair (``transpose(0, 2, 1)`` then
+    ``ChunkyCodec``, which reads the bytes in Fortran order) written as Zarr's own
+    ``transpose(1, 2, 0)`` then ``bytes``: both read ``(y, x, band)``-ordered bytes."""
+    from zarr.codecs import BytesCodec, TransposeCodec
+
+    codecs = list(array.metadata.codecs)
+    out: list[Any] = []
+    for codec in codecs:
+        name = type(codec).__name__
+        if name in ("_Interleaved", "ChunkyCodec"):
+            if not out or not isinstance(out[-1], TransposeCodec) or array.ndim != 3:
+                raise SourceError("unexpected pixel-interleaved codec layout from virtual-tiff")
+            out[-1] = TransposeCodec(order=(1, 2, 0))
+            endian = getattr(codec, "endian", None)
+            out.append(BytesCodec(endian=getattr(endian, "value", endian) or "little"))
+        else:
+            out.append(codec)
+    if [type(c) for c in out] == [type(c) for c in codecs] and out == codecs:
+        return array
+    return _with_metadata(array, codecs=out)
+
+
+def _leading_axis(array: Any) -> Any:
+    """A ``(y, x)`` array as ``(band, y, x)`` with one band: one chunk along it, the same
+    references."""
+    from virtualizarr.manifests import ChunkManifest
+
+    manifest = array.manifest
+    refs = ChunkManifest.from_arrays(
+        paths=manifest._paths[np.newaxis],
+        offsets=manifest._offsets[np.newaxis],
+        lengths=manifest._lengths[np.newaxis],
+        validate_paths=False,
+    )
+    return _with_metadata(
+        array,
+        manifest=refs,
+        shape=(1, *array.shape),
+        chunks=(1, *array.metadata.chunks),
+        dimension_names=("band", "y", "x"),
+    )
+
+
+def _with_metadata(array: Any, *, manifest: Any = None, **changes: Any) -> Any:
+    """``array`` with its Zarr metadata rebuilt with ``changes`` (``shape``, ``chunks``,
+    ``codecs``, ``dimension_names``); attributes are left to the dataset built around it."""
+    from virtualizarr.manifests import ManifestArray
+    from zarr.core.metadata.v3 import ArrayV3Metadata
+
+    m = array.metadata
+    metadata = ArrayV3Metadata(
+        shape=changes.get("shape", m.shape),
+        data_type=m.data_type,
+        chunk_grid={
+            "name": "regular",
+            "configuration": {"chunk_shape": changes.get("chunks", m.chunks)},
+        },
+        chunk_key_encoding={"name": "default"},
+        fill_value=m.fill_value,
+        codecs=changes.get("codecs", m.codecs),
+        attributes={},
+        dimension_names=changes.get("dimension_names", ("band", "y", "x")),
+    )
+    return ManifestArray(metadata=metadata, chunkmanifest=manifest or array.manifest)
