@@ -26,6 +26,7 @@ import xarray as xr
 from icepipe.errors import SourceError, short_message
 from icepipe.model import SourceFile
 from icepipe.sources.formats.base import Opened, ScanOptions
+from icepipe.sources.formats.common import is_virtual
 from icepipe.sources.stores import RemoteFile, registry_for
 from icepipe.spec import GeoTiffSpec
 from icepipe.storage import reference_url, scheme_of
@@ -315,7 +316,17 @@ def _stacked(ds: xr.Dataset, url: str, grid: TiffGrid, options: ScanOptions) -> 
         np.array([seconds], dtype="int64"),
         {"standard_name": "time", "units": TIME_UNITS, "calendar": TIME_CALENDAR},
     )
-    return ds.expand_dims(time=1, axis=0).assign_coords(time=time)
+    name = spec.variable
+    var = ds[name].variable
+    if not is_virtual(var):
+        return ds.expand_dims(time=1, axis=0).assign_coords(time=time)
+    # xarray cannot add a dimension to references: the array gets its time axis itself.
+    from icepipe.sources.formats.tiff_refs import add_time_axis
+
+    stacked = xr.Variable(("time", *var.dims), add_time_axis(var.data), var.attrs, var.encoding)
+    ds = ds.drop_vars(name).expand_dims(time=1).assign_coords(time=time)
+    ds[name] = stacked
+    return ds
 
 
 def _from_name(url: str, pattern: str, key: str, group: str) -> str:

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from icepipe.sources.formats.base import ScanOptions
     from icepipe.sources.formats.geotiff import TiffGrid
 
-__all__ = ["virtual_image"]
+__all__ = ["add_time_axis", "virtual_image"]
 
 
 def virtual_image(url: str, grid: TiffGrid, options: ScanOptions, registry: Any) -> Any:
@@ -57,7 +57,7 @@ def virtual_image(url: str, grid: TiffGrid, options: ScanOptions, registry: Any)
         ) from exc
     array = _standard_codecs(array)
     if array.ndim == 2:
-        array = _leading_axis(array)
+        array = _leading_axis(array, "band")
     if tuple(array.shape) != (grid.count, grid.height, grid.width):
         raise SourceError(
             f"{url}: virtual-tiff reads image {ifd} as {tuple(array.shape)} but GDAL as "
@@ -120,34 +120,42 @@ def _interleaved_class() -> Any:
 
 _INTERLEAVED: Any = None
 
+#: The dimensions of virtual-tiff's arrays, which it names but VirtualiZarr does not keep.
+_DIMS = {2: ("y", "x"), 3: ("band", "y", "x")}
+
 
 def _standard_codecs(array: Any) -> Any:
     """``array`` with virtual-tiff's pixel-interleaved pair (``transpose(0, 2, 1)`` then
     ``ChunkyCodec``, which reads the bytes in Fortran order) written as Zarr's own
-    ``transpose(1, 2, 0)`` then ``bytes``: both read ``(y, x, band)``-ordered bytes."""
+    ``transpose(1, 2, 0)`` then ``bytes``: both read ``(y, x, band)``-ordered bytes.
+
+    Zarr re-parses the codecs of new metadata from their JSON, so the stand-in of
+    :func:`_allow_pixel_interleaved` arrives as a plain ``bytes`` codec: virtual-tiff emits a
+    ``transpose`` for this layout only, so a ``transpose(0, 2, 1)`` before ``bytes`` is it.
+    """
     from zarr.codecs import BytesCodec, TransposeCodec
 
     codecs = list(array.metadata.codecs)
     out: list[Any] = []
     for codec in codecs:
-        name = type(codec).__name__
-        if name in ("_Interleaved", "ChunkyCodec"):
-            if not out or not isinstance(out[-1], TransposeCodec) or array.ndim != 3:
-                raise SourceError("unexpected pixel-interleaved codec layout from virtual-tiff")
+        chunky = type(codec).__name__ == "ChunkyCodec" or isinstance(codec, BytesCodec)
+        after = out[-1] if out else None
+        if chunky and isinstance(after, TransposeCodec) and tuple(after.order) == (0, 2, 1):
             out[-1] = TransposeCodec(order=(1, 2, 0))
             endian = getattr(codec, "endian", None)
             out.append(BytesCodec(endian=getattr(endian, "value", endian) or "little"))
         else:
             out.append(codec)
-    if [type(c) for c in out] == [type(c) for c in codecs] and out == codecs:
+    if out == codecs:
         return array
     return _with_metadata(array, codecs=out)
 
 
-def _leading_axis(array: Any) -> Any:
-    """A ``(y, x)`` array as ``(band, y, x)`` with one band: one chunk along it, the same
-    references."""
+def _leading_axis(array: Any, name: str = "band") -> Any:
+    """``array`` with a new first axis ``name`` of length 1: one chunk along it, the same
+    references (a ``(y, x)`` image as ``(band, y, x)``; a file as one ``time`` step)."""
     from virtualizarr.manifests import ChunkManifest
+    from zarr.codecs import TransposeCodec
 
     manifest = array.manifest
     refs = ChunkManifest.from_arrays(
@@ -156,13 +164,27 @@ def _leading_axis(array: Any) -> Any:
         lengths=manifest._lengths[np.newaxis],
         validate_paths=False,
     )
+    # A transpose keeps the new axis first and moves the others as before.
+    codecs = [
+        TransposeCodec(order=(0, *(int(i) + 1 for i in c.order)))
+        if isinstance(c, TransposeCodec)
+        else c
+        for c in array.metadata.codecs
+    ]
+    names = array.metadata.dimension_names or _DIMS[array.ndim]
     return _with_metadata(
         array,
         manifest=refs,
         shape=(1, *array.shape),
         chunks=(1, *array.metadata.chunks),
-        dimension_names=("band", "y", "x"),
+        codecs=codecs,
+        dimension_names=(name, *names),
     )
+
+
+def add_time_axis(array: Any) -> Any:
+    """``array`` as one step of ``time`` (references and codecs adjusted)."""
+    return _leading_axis(array, "time")
 
 
 def _with_metadata(array: Any, *, manifest: Any = None, **changes: Any) -> Any:
@@ -183,6 +205,6 @@ def _with_metadata(array: Any, *, manifest: Any = None, **changes: Any) -> Any:
         fill_value=m.fill_value,
         codecs=changes.get("codecs", m.codecs),
         attributes={},
-        dimension_names=changes.get("dimension_names", ("band", "y", "x")),
+        dimension_names=changes.get("dimension_names", m.dimension_names or _DIMS[len(m.shape)]),
     )
     return ManifestArray(metadata=metadata, chunkmanifest=manifest or array.manifest)
