@@ -86,6 +86,9 @@ class FileSchema:
     concat_values: tuple[float, ...] | None = None
     concat_units: str | None = None
     concat_calendar: str | None = None
+    #: The file's grid (CRS and geotransform) where its format has one (GeoTIFF): files
+    #: combined into one dataset must share it. ``None``: not applicable.
+    grid: str | None = None
 
 
 @dataclass(frozen=True)

@@ -255,6 +255,19 @@ def _decoded_chars(var: VariableSchema, ref: VariableSchema) -> bool:
     )
 
 
+def _check_grid(ref: FileSchema, other: FileSchema) -> None:
+    """Raise when ``other`` lies on another grid (CRS or geotransform) than ``ref``: its
+    x/y coordinates would be replaced by ``ref``'s without a word."""
+    if ref.grid != other.grid:
+        raise SchemaMismatchError(
+            f"{other.url}: has another CRS or grid than {ref.url} ({other.grid} vs {ref.grid}); "
+            "files stacked into one dataset must share CRS, transform and size: warp it onto "
+            "the others' grid (gdalwarp -t_srs/-te/-tr), ingest it into another group, or "
+            "remove it from source.urls",
+            urls=(other.url, ref.url),
+        )
+
+
 def _check_against(
     ref_name: str,
     ref_vars: Mapping[str, VariableSchema],
@@ -565,6 +578,7 @@ def _check_combine(
     """The files combine with the first of them, and the first with the stored arrays."""
     ref = ordered[0]
     for s in ordered[1:]:
+        _check_grid(ref, s)
         _check_against(
             ref.url,
             ref.variables,

@@ -81,8 +81,14 @@ class TiffGrid:
         return {"x": np.asarray(x, dtype="float64"), "y": np.asarray(y, dtype="float64")}
 
     def fingerprint(self) -> str:
-        """CRS and transform as one comparable text (a series must share both)."""
-        return f"{self.crs_wkt}|{','.join(repr(float(v)) for v in self.transform)}"
+        """CRS, transform and size as one short, comparable text (a series shares them)."""
+        crs = "no CRS"
+        if self.crs_wkt:
+            from pyproj import CRS
+
+            code = CRS.from_wkt(self.crs_wkt).to_epsg()
+            crs = f"EPSG:{code}" if code else self.crs_wkt
+        return f"{crs}, transform {list(self.transform)}, {self.width}x{self.height} pixels"
 
 
 @contextmanager
@@ -228,6 +234,8 @@ class GeoTiffReader:
                 # Stored as the file has them: xarray would give float coordinates a NaN fill.
                 var.encoding["_FillValue"] = None
         ds.encoding["source"] = url
+        # Compared between the files of a series by the plan (FileSchema.grid).
+        ds.encoding["grid"] = grid.fingerprint()
         return ds
 
 
@@ -376,9 +384,3 @@ def _time_of(url: str, grid: TiffGrid, spec: GeoTiffSpec) -> int:
     if stamp.tzinfo is not None:
         stamp = stamp.tz_convert("UTC").tz_localize(None)
     return int(stamp.value // 1_000_000_000)
-
-
-def same_grid(a: TiffGrid, b: TiffGrid) -> bool:
-    """Whether two images share CRS, transform and size (a series must)."""
-    return (a.crs_wkt, a.transform, a.width, a.height) == (b.crs_wkt, b.transform, b.width, b.height)
-
