@@ -15,6 +15,7 @@ full-resolution image is read unless ``source.geotiff.overview`` asks for an ove
 from __future__ import annotations
 
 import re
+import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -75,9 +76,11 @@ class TiffGrid:
         from affine import Affine
 
         # rioxarray's arithmetic, step by step, so that the values are equal to the last bit.
-        centre = Affine(a, b, c, d, e, f) * Affine.translation(0.5, 0.5)
-        x, _ = centre * (np.arange(self.width), np.zeros(self.width))
-        _, y = centre * (np.zeros(self.height), np.arange(self.height))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", PendingDeprecationWarning)  # affine 3: prefers @
+            centre = Affine(a, b, c, d, e, f) * Affine.translation(0.5, 0.5)
+            x, _ = centre * (np.arange(self.width), np.zeros(self.width))
+            _, y = centre * (np.zeros(self.height), np.arange(self.height))
         return {"x": np.asarray(x, dtype="float64"), "y": np.asarray(y, dtype="float64")}
 
     def fingerprint(self) -> str:
