@@ -320,7 +320,12 @@ def geotiff_bands(out_dir: Path, path: Path) -> None:
     with rasterio.open(path) as src:
         profile = src.profile.copy()
         profile.update(
-            count=1, tiled=True, blockxsize=128, blockysize=128, compress="deflate", predictor=2,
+            count=1,
+            tiled=True,
+            blockxsize=128,
+            blockysize=128,
+            compress="deflate",
+            predictor=2,
             interleave="band",
         )
         for band in range(1, src.count + 1):

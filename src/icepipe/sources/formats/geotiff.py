@@ -30,7 +30,7 @@ from icepipe.sources.formats.base import Opened, ScanOptions
 from icepipe.sources.formats.common import is_virtual
 from icepipe.sources.stores import RemoteFile, registry_for
 from icepipe.spec import GeoTiffSpec
-from icepipe.storage import reference_url, scheme_of
+from icepipe.storage import scheme_of
 
 __all__ = ["TIFF_MAGIC", "GeoTiffReader", "TiffGrid", "read_grid"]
 
@@ -78,7 +78,7 @@ class TiffGrid:
         # rioxarray's arithmetic, step by step, so that the values are equal to the last bit.
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", PendingDeprecationWarning)  # affine 3: prefers @
-            centre = Affine(a, b, c, d, e, f) * Affine.translation(0.5, 0.5)
+            centre: Any = Affine(a, b, c, d, e, f) * Affine.translation(0.5, 0.5)
             x, _ = centre * (np.arange(self.width), np.zeros(self.width))
             _, y = centre * (np.zeros(self.height), np.arange(self.height))
         return {"x": np.asarray(x, dtype="float64"), "y": np.asarray(y, dtype="float64")}
@@ -266,7 +266,7 @@ def _native_data(url: str, options: ScanOptions, chunks: Mapping[str, int] | Non
     if chunks is not None:
         dask_chunks = {d: n for d, n in chunks.items() if d in ("band", "y", "x")} or True
     try:
-        da = rioxarray.open_rasterio(
+        da: Any = rioxarray.open_rasterio(
             source, chunks=dask_chunks, mask_and_scale=False, lock=False, cache=False, **kwargs
         )
     except Exception as exc:

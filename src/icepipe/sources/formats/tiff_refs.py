@@ -96,7 +96,9 @@ def _allow_pixel_interleaved() -> None:
     """Make virtual-tiff build pixel-interleaved images with zarr 3.4 (see the module doc):
     its ``ChunkyCodec`` is replaced, in its parser only, by :class:`_Interleaved`, which
     :func:`_standard_codecs` then rewrites. Nothing changes where ``ChunkyCodec`` works."""
-    import virtual_tiff.parser as parser
+    import virtual_tiff.parser
+
+    parser: Any = virtual_tiff.parser
 
     if parser.ChunkyCodec is _interleaved_class():
         return
