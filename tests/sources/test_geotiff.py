@@ -243,6 +243,21 @@ def test_another_grid_in_the_series_is_refused(tmp_path: Path, client: Any, chan
     assert str(bad) in str(err.value)
 
 
+def test_a_later_file_on_another_grid_is_refused(tmp_path: Path, client: Any) -> None:
+    """Nightly runs compare a new file with the grid stored by the first run."""
+    write_tiff(tmp_path / "tile_20240101.tif")
+    pipeline = _pipeline(
+        tmp_path, str(tmp_path / "tile_*.tif"), "virtual", time_from_filename=r"_(\d{8})"
+    )
+    icepipe.run(pipeline, client=client)
+    bad = write_tiff(tmp_path / "tile_20240102.tif", origin=(500000.0, 4600030.0))
+    with pytest.raises(SchemaMismatchError, match="another CRS or grid than the repository"):
+        icepipe.run(pipeline, client=client)
+    bad.unlink()
+    write_tiff(tmp_path / "tile_20240103.tif", seed=3)
+    assert icepipe.run(pipeline, client=client).status == "committed"
+
+
 def test_time_from_a_name_that_does_not_match(tmp_path: Path) -> None:
     path = write_tiff(tmp_path / "tile_latest.tif")
     (src,) = list_sources([f"file://{path}"], is_glob=False)

@@ -24,6 +24,7 @@ from typing import Any, ClassVar
 import numpy as np
 import xarray as xr
 
+from icepipe.cf import grid_of
 from icepipe.errors import SourceError, short_message
 from icepipe.model import SourceFile
 from icepipe.sources.formats.base import Opened, ScanOptions
@@ -82,16 +83,6 @@ class TiffGrid:
             x, _ = centre * (np.arange(self.width), np.zeros(self.width))
             _, y = centre * (np.zeros(self.height), np.arange(self.height))
         return {"x": np.asarray(x, dtype="float64"), "y": np.asarray(y, dtype="float64")}
-
-    def fingerprint(self) -> str:
-        """CRS, transform and size as one short, comparable text (a series shares them)."""
-        crs = "no CRS"
-        if self.crs_wkt:
-            from pyproj import CRS
-
-            code = CRS.from_wkt(self.crs_wkt).to_epsg()
-            crs = f"EPSG:{code}" if code else self.crs_wkt
-        return f"{crs}, transform {list(self.transform)}, {self.width}x{self.height} pixels"
 
 
 @contextmanager
@@ -237,8 +228,9 @@ class GeoTiffReader:
                 # Stored as the file has them: xarray would give float coordinates a NaN fill.
                 var.encoding["_FillValue"] = None
         ds.encoding["source"] = url
-        # Compared between the files of a series by the plan (FileSchema.grid).
-        ds.encoding["grid"] = grid.fingerprint()
+        # Compared between the files of a series, and with the stored grid, by the plan
+        # (FileSchema.grid), in the form the repository's spatial_ref gives too.
+        ds.encoding["grid"] = grid_of(ds["spatial_ref"].attrs, grid.width, grid.height)
         return ds
 
 
