@@ -22,6 +22,7 @@ from icepipe.errors import ConfigError, SchemaMismatchError, SourceError
 from icepipe.sources import ScanOptions, list_sources, scan_file
 from icepipe.sources.formats import detect_head
 from icepipe.spec import GeoTiffSpec, pipeline_from_dict
+from tests.conftest import S3Server
 
 DAYS = ("20240101", "20240102", "20240103")
 
@@ -306,3 +307,34 @@ def test_spec_refuses(tmp_path: Path, source: dict[str, Any], field: str) -> Non
     with pytest.raises(ConfigError) as err:
         pipeline_from_dict(raw, base_dir=tmp_path)
     assert err.value.field == field
+
+
+@pytest.mark.parametrize("mode", ["virtual", "native"])
+def test_cogs_in_a_bucket(tmp_path: Path, s3: S3Server, s3_client: Any, mode: str) -> None:
+    """COGs on S3 (moto): headers and pixels read through obstore with the workers' own
+    credentials (rasterio through a file object, virtual-tiff through the registry)."""
+    paths = [
+        write_tiff(tmp_path / f"tile_{d}.tif", seed=i, nodata=0, predictor=2)
+        for i, d in enumerate(DAYS)
+    ]
+    bucket = s3.bucket("tiffs")
+    s3.upload(paths, bucket, "cogs")
+    pipeline = pipeline_from_dict(
+        {
+            "name": "s3tiffs",
+            "mode": mode,
+            "source": {
+                "urls": f"s3://{bucket}/cogs/tile_*.tif",
+                "format": "geotiff",
+                "concat_dim": "time",
+                "geotiff": {"time_from_filename": r"_(\d{8})\.tif$"},
+                "storage": s3.options(),
+            },
+            "target": {"repo": str(tmp_path / "repo")},
+        },
+        base_dir=tmp_path,
+    )
+    assert icepipe.run(pipeline, client=s3_client).status == "committed"
+    stored = icepipe.open_dataset(pipeline.target.repo, source_storage=s3.options())
+    np.testing.assert_array_equal(stored.band_data.values, _rioxarray(paths, "time").values)
+    np.testing.assert_array_equal(stored.x.values, _rioxarray(paths[:1], "time").x.values)

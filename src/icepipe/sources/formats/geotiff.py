@@ -244,23 +244,30 @@ def _no_group(url: str, options: ScanOptions) -> None:
 
 
 def _native_data(url: str, options: ScanOptions, chunks: Mapping[str, int] | None) -> Any:
-    """rioxarray's lazy read of the image (Dask when ``chunks``), raw values."""
-    import rioxarray
-
+    """rioxarray's lazy read of the image (Dask when ``chunks``), raw values; on object
+    storage, the Zarr view of the image's references (:func:`tiff_refs.tiff_store`)."""
     spec = _spec(options)
-    source: Any = url.removeprefix("file://") if scheme_of(url) == "file" else url
-    kwargs: dict[str, Any] = {}
-    if scheme_of(url) != "file":
-        kwargs["opener"] = _RemoteOpener(options)
-    if spec.overview:
-        kwargs["overview_level"] = spec.overview - 1
     dask_chunks: Any = None
     if chunks is not None:
         dask_chunks = {d: n for d, n in chunks.items() if d in ("band", "y", "x")} or True
     try:
+        if scheme_of(url) != "file":
+            return _remote_data(url, options, dask_chunks)
+        import rioxarray
+
+        kwargs: dict[str, Any] = {}
+        if spec.overview:
+            kwargs["overview_level"] = spec.overview - 1
         da: Any = rioxarray.open_rasterio(
-            source, chunks=dask_chunks, mask_and_scale=False, lock=False, cache=False, **kwargs
+            url.removeprefix("file://"),
+            chunks=dask_chunks,
+            mask_and_scale=False,
+            lock=False,
+            cache=False,
+            **kwargs,
         )
+    except SourceError:
+        raise
     except Exception as exc:
         raise SourceError(
             f"{url}: cannot be opened as a GeoTIFF ({short_message(exc)}); the file may be "
@@ -270,15 +277,20 @@ def _native_data(url: str, options: ScanOptions, chunks: Mapping[str, int] | Non
     return da.variable.data
 
 
-@dataclass(frozen=True)
-class _RemoteOpener:
-    """rasterio's ``opener`` for objects on object storage: a :class:`RemoteFile` (pickles as
-    ``(url, storage)``, reconnects with each worker's own credentials)."""
+def _remote_data(url: str, options: ScanOptions, dask_chunks: Any) -> Any:
+    """The image of a file on object storage through its references: GDAL's file-object
+    openers live in one thread's context, while Dask reads chunks in others."""
+    from icepipe.sources.formats.tiff_refs import tiff_store
 
-    options: ScanOptions
-
-    def __call__(self, path: str, mode: str = "rb") -> Any:
-        return RemoteFile(path, self.options.storage)
+    ds = xr.open_zarr(
+        tiff_store(url, options),
+        consolidated=False,
+        zarr_format=3,
+        chunks={} if dask_chunks is True else dask_chunks,
+        mask_and_scale=False,
+        decode_times=False,
+    )
+    return ds["image"].variable.data
 
 
 def _spatial_ref_attrs(grid: TiffGrid) -> dict[str, Any]:

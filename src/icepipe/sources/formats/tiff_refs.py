@@ -15,10 +15,12 @@ chunks need no codec of virtual-tiff's to be read.
 
 from __future__ import annotations
 
+import functools
 import warnings
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from zarr.storage import WrapperStore
 
 from icepipe.errors import SourceError
 from icepipe.storage import reference_url
@@ -27,7 +29,7 @@ if TYPE_CHECKING:
     from icepipe.sources.formats.base import ScanOptions
     from icepipe.sources.formats.geotiff import TiffGrid
 
-__all__ = ["add_time_axis", "virtual_image"]
+__all__ = ["add_time_axis", "tiff_store", "virtual_image"]
 
 
 def virtual_image(url: str, grid: TiffGrid, options: ScanOptions, registry: Any) -> Any:
@@ -58,6 +60,8 @@ def virtual_image(url: str, grid: TiffGrid, options: ScanOptions, registry: Any)
     array = _standard_codecs(array)
     if array.ndim == 2:
         array = _leading_axis(array, "band")
+    elif not array.metadata.dimension_names:
+        array = _with_metadata(array)  # named: xarray reads the Zarr view by these names
     if tuple(array.shape) != (grid.count, grid.height, grid.width):
         raise SourceError(
             f"{url}: virtual-tiff reads image {ifd} as {tuple(array.shape)} but GDAL as "
@@ -210,3 +214,33 @@ def _with_metadata(array: Any, *, manifest: Any = None, **changes: Any) -> Any:
         dimension_names=changes.get("dimension_names", m.dimension_names or _DIMS[len(m.shape)]),
     )
     return ManifestArray(metadata=metadata, chunkmanifest=manifest or array.manifest)
+
+
+def tiff_store(url: str, options: ScanOptions) -> Any:
+    """A read-only Zarr view of a GeoTIFF on object storage (its image as the array
+    ``image``, through the same references virtual ingests store), that pickles as
+    ``(url, options)``: native reads of remote files, on whichever worker reads, with its own
+    credentials (GDAL's file-object openers do not follow Dask's threads)."""
+    return _TiffStore(url, options)
+
+
+@functools.lru_cache(maxsize=32)
+def _parsed(url: str, options: ScanOptions) -> Any:
+    # One header parse per file and process, however many tasks unpickle the view.
+    from virtualizarr.manifests import ManifestGroup, ManifestStore
+
+    from icepipe.sources.formats.geotiff import read_grid
+    from icepipe.sources.stores import registry_for
+
+    registry = registry_for(url, options.storage)
+    image = virtual_image(url, read_grid(url, options), options, registry)
+    return ManifestStore(registry=registry, group=ManifestGroup(arrays={"image": image}))
+
+
+class _TiffStore(WrapperStore):  # type: ignore[type-arg]
+    def __init__(self, url: str, options: ScanOptions) -> None:
+        super().__init__(_parsed(url, options))
+        self._icepipe_location = (url, options)
+
+    def __reduce__(self) -> Any:
+        return (_TiffStore, self._icepipe_location)
