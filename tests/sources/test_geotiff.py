@@ -338,3 +338,31 @@ def test_cogs_in_a_bucket(tmp_path: Path, s3: S3Server, s3_client: Any, mode: st
     stored = icepipe.open_dataset(pipeline.target.repo, source_storage=s3.options())
     np.testing.assert_array_equal(stored.band_data.values, _rioxarray(paths, "time").values)
     np.testing.assert_array_equal(stored.x.values, _rioxarray(paths[:1], "time").x.values)
+
+
+@pytest.mark.parametrize("mode", ["virtual", "native"])
+def test_overview_when_asked(sample_data: Path, tmp_path: Path, client: Any, mode: str) -> None:
+    """Overviews are ignored by default (level 0, checked above); ``overview: 1`` ingests
+    the first reduced level, equal to rioxarray's ``overview_level=0``."""
+    pipeline = pipeline_from_dict(
+        {
+            "name": "ov",
+            "mode": mode,
+            "source": {
+                "urls": str(sample_data / "geotiff/l7-bands/L7_ETMs_B*.tif"),
+                "format": "geotiff",
+                "concat_dim": "band",
+                "geotiff": {"band_from_filename": r"_B(\d+)\.tif$", "overview": 1},
+            },
+            "target": {"repo": str(tmp_path / "repo")},
+        },
+        base_dir=tmp_path,
+    )
+    icepipe.run(pipeline, client=client)
+    stored = icepipe.open_dataset(pipeline.target.repo)
+    paths = sorted((sample_data / "geotiff/l7-bands").glob("L7_ETMs_B*.tif"))
+    ref = xr.concat([rioxarray.open_rasterio(p, overview_level=0) for p in paths], "band")
+    assert stored.band_data.shape == (6, 176, 175)
+    np.testing.assert_array_equal(stored.band_data.values, ref.values)
+    np.testing.assert_array_equal(stored.x.values, ref.x.values)
+    np.testing.assert_array_equal(stored.y.values, ref.y.values)

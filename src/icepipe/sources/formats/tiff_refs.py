@@ -83,9 +83,11 @@ def _ifd_of_overview(url: str, options: ScanOptions) -> int:
     from icepipe.sources.stores import registry_for
 
     store, path = registry_for(url, options.storage).resolve(reference_url(url))
-    from virtual_tiff.utils import convert_obstore_to_async_tiff_store  # type: ignore[attr-defined]
 
-    tiff = sync(TIFF.open(path, store=convert_obstore_to_async_tiff_store(store)))
+    async def _open() -> Any:  # as virtual-tiff opens it (inside the event loop)
+        return await TIFF.open(path, store=store)
+
+    tiff = sync(_open())
     reduced = [i for i, d in enumerate(tiff.ifds) if (d.new_subfile_type or 0) & 1]
     reduced = [i for i in reduced if not (tiff.ifds[i].new_subfile_type or 0) & 4]
     if level > len(reduced):
