@@ -370,5 +370,6 @@ echo "done in ${SECONDS}s: $DATA_DIR: nemo=$(count nemo) sao=$(count sao)" \
     "iris-sample-data=$(count iris-sample-data) ncarg=$(count ncarg)" \
     "cfgrib-samples=$(count cfgrib-samples) zarr2-fixture=$(count zarr2-fixture)" \
     "era5-series=$(count era5-series) corpus=$(count corpus)" \
-    "corpus-splits=$(count corpus-splits) uneven-splits=$(count uneven-splits) files;" \
+    "corpus-splits=$(count corpus-splits) uneven-splits=$(count uneven-splits)" \
+    "geotiff=$(count geotiff) files;" \
     "nemo-zarr-v3=$(stores nemo-zarr-v3) nemo-zarr-v2=$(stores nemo-zarr-v2) stores"
