@@ -135,7 +135,9 @@ def read_grid(url: str, options: ScanOptions) -> TiffGrid:
         if spec.overview:
             factor = levels[spec.overview - 1]
             width, height = -(-ds.width // factor), -(-ds.height // factor)
-            transform = transform * transform.scale(ds.width / width, ds.height / height)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", PendingDeprecationWarning)  # affine 3: @
+                transform = transform * transform.scale(ds.width / width, ds.height / height)
         return TiffGrid(
             width=int(width),
             height=int(height),
@@ -170,7 +172,9 @@ class GeoTiffReader:
         grid = read_grid(url, options)
         if options.mode == "native":
             # Rewritten anyway: the file as rioxarray reads it (every layout, no references).
-            return [Opened("", self._dataset(url, grid, None, options, chunks=None), self.name)]
+            # Lazily (Dask): adding the time axis to a plain lazy array would read it whole.
+            ds = self._dataset(url, grid, None, options, chunks={})
+            return [Opened("", ds, self.name)]
         from icepipe.sources.formats.tiff_refs import virtual_image
 
         data = virtual_image(url, grid, options, registry_for(url, options.storage))
@@ -184,7 +188,8 @@ class GeoTiffReader:
 
     def open_plain(self, url: str, options: ScanOptions) -> xr.Dataset | None:
         try:
-            ds = self.open_native(url, self.name, options, None)
+            # Dask: a plain lazy array would be read whole when the time axis is added.
+            ds = self.open_native(url, self.name, options, {})
         except SourceError:
             return None
         for name, var in ds.variables.items():
