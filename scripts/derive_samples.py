@@ -52,6 +52,8 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+import icepipe  # noqa: F401  (loads pyproj before ecCodes: see icepipe/__init__.py)
+
 
 def nemo_zarr(out_dir: Path, paths: list[Path], *, zarr_format: int) -> None:
     import xarray as xr
