@@ -23,6 +23,7 @@ from icepipe.errors import (
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
+    from icepipe.ops.repos import get_or_create_repo, open_repo
     from icepipe.pipeline import RunResult, run
     from icepipe.spec import Pipeline, load_pipeline
     from icepipe.xarray import open_dataset, to_icechunk
@@ -35,6 +36,8 @@ _LAZY = {
     "load_pipeline": "icepipe.spec",
     "open_dataset": "icepipe.xarray",
     "to_icechunk": "icepipe.xarray",
+    "open_repo": "icepipe.ops.repos",
+    "get_or_create_repo": "icepipe.ops.repos",
 }
 
 __all__ = [
@@ -48,8 +51,10 @@ __all__ = [
     "StorageError",
     "ValidationError",
     "__version__",
+    "get_or_create_repo",
     "load_pipeline",
     "open_dataset",
+    "open_repo",
     "run",
     "to_icechunk",
 ]

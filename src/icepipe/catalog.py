@@ -52,9 +52,11 @@ __all__ = [
     "CATALOG_PREFIX",
     "Catalog",
     "CatalogEntry",
+    "UnknownSchemeError",
     "catalog_path",
     "edit_catalog",
     "load_catalog",
+    "resolve_repo",
     "resolve_target",
 ]
 
@@ -64,6 +66,30 @@ CATALOG_ENV = "ICEPIPE_CATALOG"
 CATALOG_PREFIX = "catalog:"
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*/[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 _ENTRY_KEYS = frozenset({"url", "description", "storage", "config"})
+# ``word:`` at the start of a location: a URL scheme, ``catalog:``, or a mistake.
+_PREFIX_RE = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]+):")
+#: URL schemes a repository argument may start with (``memory`` for icechunk's own stores;
+#: whether a scheme can hold a repository is checked where the repository is opened).
+KNOWN_SCHEMES = frozenset({"file", "s3", "gs", "az", "http", "https", "memory"})
+
+
+class UnknownSchemeError(ConfigError):
+    """A repository argument starts with a prefix that is neither ``catalog:`` nor a URL
+    scheme icepipe knows (``s3://``, ``gs://``, ``az://``, ``http(s)://``, ``file://``).
+
+    Refused rather than read as a local folder named after the whole string (a write there
+    would silently miss the repository that was meant). The message names the value and the
+    fix.
+
+    Attributes
+    ----------
+    value
+        The refused argument.
+    """
+
+    def __init__(self, message: str, *, value: str = "", field: str | None = None) -> None:
+        super().__init__(message, field=field)
+        self.value = value
 
 
 @dataclass(frozen=True)
@@ -252,27 +278,119 @@ def edit_catalog(path: str | os.PathLike[str] | None = None) -> Iterator[dict[st
 
 
 def resolve_target(
-    repo: str, storage: StorageOptions, settings: dict[str, Any]
+    repo: str,
+    storage: StorageOptions,
+    settings: dict[str, Any],
+    *,
+    base: str | os.PathLike[str] | None = None,
 ) -> tuple[str, StorageOptions, dict[str, Any]]:
-    """Replace a ``catalog:org/name`` reference in ``target.repo`` by the entry's location,
+    """Replace a catalog reference in ``target.repo`` (``catalog:org/name``, or a bare
+    ``org/name`` the catalog holds; see :func:`resolve_repo`) by the entry's location,
     storage options and settings (other values are returned unchanged).
 
     Raises
     ------
+    UnknownSchemeError
+        ``repo`` starts with an unknown ``xxx:`` prefix.
     ConfigError
         The entry does not exist, or the pipeline also sets storage options or ``config``
         (they belong to the catalog entry then).
     """
-    if not repo.startswith(CATALOG_PREFIX):
+    entry = resolve_repo(repo, storage=storage, config=settings, base=base, where="target.repo")
+    if not entry.name:
         return repo, storage, settings
-    if not storage.is_default or settings:
+    return entry.url, entry.storage, dict(entry.config)
+
+
+def check_prefix(value: str, where: str = "repo") -> None:
+    """Refuse a repository argument with an unknown ``xxx:`` prefix (see
+    :class:`UnknownSchemeError`); ``catalog:`` and known URL schemes (``s3://``, ...) pass.
+
+    Raises
+    ------
+    UnknownSchemeError
+        The prefix is unknown, or a known scheme lacks its ``//`` (``s3:bucket``).
+    """
+    m = _PREFIX_RE.match(value.strip())
+    if not m:
+        return
+    prefix = m.group(1).lower()
+    rest = value.strip()[m.end() :]
+    if prefix == CATALOG_PREFIX.rstrip(":") or (prefix in KNOWN_SCHEMES and rest.startswith("//")):
+        return
+    hint = (
+        f"did you mean {prefix}://{rest.lstrip('/')}?"
+        if prefix in KNOWN_SCHEMES
+        else f"name a catalog entry as catalog:ORG/NAME (e.g. catalog:{rest or 'org/name'}), "
+        "use a URL (s3://, gs://, az://, file://), or write ./" + value.strip() + " for a local "
+        "folder of that name"
+    )
+    raise UnknownSchemeError(
+        f"{value!r} starts with {prefix + ':'!r}, which is neither 'catalog:' nor a URL scheme "
+        f"icepipe knows ({', '.join(s + '://' for s in sorted(KNOWN_SCHEMES))}); {hint}",
+        value=value,
+        field=where,
+    )
+
+
+def resolve_repo(
+    value: str | os.PathLike[str],
+    *,
+    storage: StorageOptions | None = None,
+    config: Mapping[str, Any] | None = None,
+    base: str | os.PathLike[str] | None = None,
+    where: str = "repo",
+) -> CatalogEntry:
+    """What a repository argument names, as a catalog entry (``name`` empty for plain
+    locations).
+
+    - ``catalog:org/name``: the catalog's entry (its location, storage options and settings);
+    - a bare ``org/name`` that the catalog holds, when no local folder of that (relative) name
+      exists: the entry too;
+    - a path (``os.PathLike`` values always are), ``file://``, ``s3://``, ``gs://``, ``az://``:
+      that location, reached with ``storage`` and ``config``.
+
+    ``base`` is the folder relative paths are relative to (the current one by default).
+
+    Raises
+    ------
+    UnknownSchemeError
+        ``value`` starts with an unknown ``xxx:`` prefix.
+    ConfigError
+        No such catalog entry; storage options or settings given for a catalog entry (they
+        belong to the entry); a bare ``org/name`` that is both a local folder and a catalog
+        entry elsewhere.
+    """
+    options = storage or StorageOptions()
+    settings = dict(config or {})
+    if not isinstance(value, str):
+        return CatalogEntry(name="", url=os.fspath(value), storage=options, config=settings)
+    text = value.strip()
+    check_prefix(text, where)
+    if text.startswith(CATALOG_PREFIX):
+        name = text.removeprefix(CATALOG_PREFIX)
+    elif _NAME_RE.match(text) and not text.startswith("."):
+        entry = load_catalog().entries.get(text)
+        if entry is None:
+            return CatalogEntry(name="", url=value, storage=options, config=settings)
+        local = Path(base or ".") / text
+        if local.exists() and os.path.normpath(local.absolute()) != entry.url:
+            raise ConfigError(
+                f"{text!r} is both a local folder ({str(local.absolute())!r}) and the catalog "
+                f"entry {text!r} (at {entry.url!r}); write catalog:{text} for the entry or "
+                f"./{text} for the folder",
+                field=where,
+            )
+        name = text
+    else:
+        return CatalogEntry(name="", url=value, storage=options, config=settings)
+    if not options.is_default or settings:
         raise ConfigError(
-            f"{repo!r} takes its storage options and config from the catalog; remove them "
-            "from the pipeline, or edit the catalog entry",
-            field="target.repo",
+            f"{value!r} takes its storage options and config from the catalog; do not pass "
+            "them as well, or edit the catalog entry",
+            field=where,
         )
     try:
-        entry = load_catalog().get(repo.removeprefix(CATALOG_PREFIX))
+        return load_catalog().get(name)
     except ConfigError as exc:
-        raise ConfigError(str(exc), field="target.repo") from None
-    return entry.url, entry.storage, dict(entry.config)
+        raise ConfigError(str(exc).removeprefix(f"{exc.field}: "), field=where) from None

@@ -137,11 +137,10 @@ def _open_repo(location: str) -> tuple[Any, str]:
             config=t.config,
         )
         return repo, t.branch
-    if location.startswith("catalog:"):
-        from icepipe.ops.repos import open_location
+    from icepipe.ops.repos import open_location
 
-        return open_location(location)[0], "main"
-    return open_repo(location), "main"
+    # catalog:org/name, a bare org/name the catalog holds, or a location.
+    return open_location(location)[0], "main"
 
 
 def _ran_on(cluster: dict[str, Any]) -> str:
@@ -564,7 +563,11 @@ def _cmd_repo(args: argparse.Namespace) -> int:
 
     if args.repo_command == "create":
         entry, created = repos.create_repo(
-            args.name, args.url, description=args.description or "", exists_ok=args.exists_ok
+            args.name,
+            args.url,
+            description=args.description or "",
+            storage=_storage_args(args),
+            exists_ok=args.exists_ok,
         )
         verb = "created" if created else "registered the existing repository"
         print(f"{entry.name}: {verb} at {entry.url} (catalog {catalog_path()})")
@@ -767,6 +770,7 @@ def _add_repo_commands(sub: Any) -> None:
     p.add_argument(
         "--exists-ok", action="store_true", help="register a repository that already exists"
     )
+    _add_storage_options(p)
     p = repo.add_parser("list", help="the catalog's repositories")
     p.add_argument("--no-check", action="store_true", help="do not check that they exist")
     p.add_argument("--json", action="store_true")
@@ -785,6 +789,40 @@ def _add_repo_commands(sub: Any) -> None:
         "--forget", action="store_true", help="only remove it from the catalog; keep the data"
     )
     p_repo.set_defaults(func=_cmd_repo)
+
+
+def _add_storage_options(p: argparse.ArgumentParser) -> None:
+    """How to reach an object-store repository: recorded in the catalog (variable names for
+    credentials, never their values)."""
+    g = p.add_argument_group("object storage (s3://...; recorded in the catalog)")
+    g.add_argument("--endpoint", default=None, help="http(s)://host:port of an S3-compatible store")
+    g.add_argument("--region", default=None, help="the bucket's region")
+    g.add_argument(
+        "--force-path-style",
+        "--path-style",
+        action="store_true",
+        help="http://host/bucket/key addressing (most S3-compatible stores)",
+    )
+    g.add_argument("--allow-http", action="store_true", help="allow an http:// endpoint")
+    g.add_argument("--anonymous", action="store_true", help="unsigned requests (public bucket)")
+    for key, what in (
+        ("access-key-id-env", "the access key id"),
+        ("secret-access-key-env", "the secret access key"),
+        ("session-token-env", "the session token"),
+    ):
+        g.add_argument(
+            f"--{key}", default=None, metavar="VAR", help=f"NAME of the variable holding {what}"
+        )
+
+
+def _storage_args(args: argparse.Namespace) -> dict[str, Any]:
+    """The storage options given on the command line, as a pipeline's ``target`` keys."""
+    keys = ("endpoint", "region", "access_key_id_env", "secret_access_key_env")
+    out: dict[str, Any] = {k: getattr(args, k) for k in (*keys, "session_token_env")}
+    out.update(
+        {k: True for k in ("force_path_style", "allow_http", "anonymous") if getattr(args, k)}
+    )
+    return {k: v for k, v in out.items() if v is not None}
 
 
 def _add_history_commands(sub: Any) -> None:
