@@ -577,6 +577,8 @@ def _cmd_repo(args: argparse.Namespace) -> int:
             _print_json([asdict(r) for r in found])
         else:
             print(render_repos(found, str(catalog_path())), end="")
+    elif args.repo_command == "stac":
+        return _cmd_repo_stac(args)
     elif args.repo_command == "info":
         info = repos.repo_info(args.name)
         if args.json:
@@ -587,6 +589,29 @@ def _cmd_repo(args: argparse.Namespace) -> int:
         entry = repos.delete_repo(args.name, confirm=args.yes_delete_all_data, forget=args.forget)
         what = "removed from the catalog" if args.forget else f"deleted ({entry.url})"
         print(f"{entry.name}: {what}")
+    return 0
+
+
+def _cmd_repo_stac(args: argparse.Namespace) -> int:
+    from icepipe.ops.stac import repo_collection, stac_target
+
+    target = stac_target(args.name, group=args.group, branch=args.branch)
+    collection = repo_collection(
+        target,
+        ref=args.ref,
+        collection_id=args.id,
+        title=args.title,
+        description=args.description,
+        license=args.license,
+    )
+    text = json.dumps(collection.to_dict(), indent=2) + "\n"
+    if args.output:
+        with open(args.output, "w") as fh:
+            fh.write(text)
+        snapshot = collection.extra_fields["version"]
+        print(f"{args.output}: STAC Collection {collection.id} (snapshot {snapshot})")
+    else:
+        print(text, end="")
     return 0
 
 
@@ -777,6 +802,24 @@ def _add_repo_commands(sub: Any) -> None:
     p = repo.add_parser("info", help="a repository's location, branches, tags and containers")
     p.add_argument("name", help="org/name, catalog:org/name or a location")
     p.add_argument("--json", action="store_true")
+    p = repo.add_parser(
+        "stac",
+        help="a STAC Collection whose asset opens the repository (xpystac's Icechunk convention)",
+    )
+    p.add_argument("name", help="org/name, catalog:org/name, a location, or a pipeline file")
+    p.add_argument(
+        "--group",
+        default=None,
+        help="the group described (default: the pipeline's "
+        "target.group, else the root or the only group holding data)",
+    )
+    p.add_argument("--branch", default=None, help="default: main (or the pipeline's branch)")
+    p.add_argument("--ref", default=None, help="a tag, snapshot id or REF~N instead")
+    p.add_argument("--id", default=None, help="collection id (default: org-name)")
+    p.add_argument("--title", default=None)
+    p.add_argument("--description", default=None)
+    p.add_argument("--license", default="other", help="SPDX id (default: other)")
+    p.add_argument("-o", "--output", default=None, help="write the JSON here (default: stdout)")
     p = repo.add_parser("delete", help="delete a repository and all its data")
     p.add_argument("name", help="org/name")
     p.add_argument(
