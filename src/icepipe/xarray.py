@@ -51,10 +51,9 @@ def to_icechunk(
     ds
         The data: numpy- or Dask-backed, or a virtual dataset.
     repo
-        A repository path or URL (created when the write creates data and none exists, with
-        virtual chunk containers for virtual references), a catalog name (``catalog:org/name``,
-        or a bare ``org/name`` the catalog holds: written where the entry says, with its
-        storage options), an ``icechunk.Repository``, or a writable
+        A repository path or catalog name (``catalog:org/name``; unknown ``xxx:`` prefixes are
+        refused), created when the write creates data and none exists (with virtual chunk
+        containers for virtual references), an ``icechunk.Repository``, or a writable
         ``icechunk.Session``: then nothing is committed, ``None`` is returned, and ``branch``,
         ``message``, ``metadata`` and ``max_attempts`` do not apply.
     branch, group
@@ -92,9 +91,7 @@ def to_icechunk(
     Raises
     ------
     ConfigError
-        Bad arguments, with the fix in the message: a ``repo`` with an unknown ``xxx:``
-        prefix (:class:`~icepipe.catalog.UnknownSchemeError`) or naming no catalog entry,
-        unknown mode, a region cutting through
+        Bad arguments, with the fix in the message: unknown mode, a region cutting through
         chunks, an ``append_dim`` the target lacks, a group that exists (``"w-"``) or does
         not (appends, regions, ``"r+"``), a missing repository for such writes.
     ConflictError
