@@ -191,3 +191,13 @@ def test_repo_create_with_storage_options_on_s3(
     assert main(["repo", "create", "acme/loc", "somewhere", "--region", "x"]) == 2
     assert main(["repo", "create", "acme/s", f"s3://{bucket}/x", "--access-key-id-env", "a=b"]) == 2
     assert "acme/loc" not in catalog.read_text()
+
+
+def test_unknown_scheme_error_pickles_with_its_value() -> None:
+    import pickle
+
+    with pytest.raises(UnknownSchemeError) as info:
+        check_prefix("katalog:acme/x", "target.repo")
+    back = pickle.loads(pickle.dumps(info.value))
+    assert type(back) is UnknownSchemeError and isinstance(back, ConfigError)
+    assert (back.value, back.field, str(back)) == ("katalog:acme/x", "target.repo", str(info.value))

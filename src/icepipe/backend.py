@@ -71,7 +71,6 @@ class IcepipeBackendEntrypoint(BackendEntrypoint):
     """
 
     description = "Icechunk repositories by location or icepipe catalog name"
-    url = "https://github.com/icepipe/icepipe/blob/main/docs/xarray.md"
     supports_groups = True
 
     def guess_can_open(self, filename_or_obj: Any) -> bool:
