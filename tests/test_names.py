@@ -201,3 +201,54 @@ def test_unknown_scheme_error_pickles_with_its_value() -> None:
     back = pickle.loads(pickle.dumps(info.value))
     assert type(back) is UnknownSchemeError and isinstance(back, ConfigError)
     assert (back.value, back.field, str(back)) == ("katalog:acme/x", "target.repo", str(info.value))
+
+
+def test_icechunk_cli_aliases(
+    catalog: Path, tmp_path: Path, s3: S3Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``icechunk:ALIAS`` reads the aliases of icechunk's own command line; the file is the
+    one icechunk's CLI reads (it lists the same aliases)."""
+    import subprocess
+    import sys
+
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
+    local, bucket = tmp_path / "local-repo", s3.bucket("alias")
+    config = tmp_path / "xdg" / "icechunk" / "cli-config.yaml"
+    config.parent.mkdir(parents=True)
+    config.write_text(
+        f"""repos:
+  loc: !LocalFileSystem
+    path: {local}
+    config: {{}}
+  lake: !S3
+    location: {{bucket: {bucket}, prefix: cube}}
+    object_store_config: {{region: us-east-1, endpoint_url: "{s3.endpoint}",
+      anonymous: false, allow_http: true, force_path_style: true}}
+    credentials: {{s3_credential_type: from_env}}
+    config: {{}}
+  secret: !S3
+    location: {{bucket: {bucket}, prefix: other}}
+    object_store_config: {{region: us-east-1, anonymous: false, allow_http: false,
+      force_path_style: false}}
+    credentials: {{s3_credential_type: static, access_key_id: AK, secret_access_key: SK}}
+    config: {{}}
+"""
+    )
+    # icechunk's CLI (installed with its wheel) parses the same file; one it cannot parse it
+    # lists as `repos: {}`.
+    cli = Path(sys.executable).parent / "icechunk"
+    listed = subprocess.run([str(cli), "config", "list"], capture_output=True, text=True)
+    assert all(f"{a}: !" in listed.stdout for a in ("loc", "lake", "secret")), listed.stdout
+    ds = _ds()
+    icepipe.to_icechunk(ds, "icechunk:loc", group="g")
+    assert (local / "repo").exists()
+    xr.testing.assert_identical(icepipe.open_dataset(str(local), group="g").load(), ds)
+    icepipe.to_icechunk(ds, "icechunk:lake")
+    entry = resolve_repo("icechunk:lake")
+    assert entry.url == f"s3://{bucket}/cube" and entry.storage.endpoint == s3.endpoint
+    xr.testing.assert_identical(xr.open_dataset("icechunk:lake", engine="icepipe").load(), ds)
+    assert main(["log", "icechunk:lake"]) == 0
+    with pytest.raises(ConfigError, match="static credentials"):
+        icepipe.open_repo("icechunk:secret")
+    with pytest.raises(ConfigError, match=r"no repository alias 'nope'.*known: lake, loc, secret"):
+        icepipe.open_dataset("icechunk:nope")

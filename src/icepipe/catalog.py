@@ -55,6 +55,7 @@ __all__ = [
     "UnknownSchemeError",
     "catalog_path",
     "edit_catalog",
+    "icechunk_alias",
     "load_catalog",
     "resolve_repo",
     "resolve_target",
@@ -64,6 +65,8 @@ __all__ = [
 CATALOG_ENV = "ICEPIPE_CATALOG"
 #: Prefix of catalog references in ``target.repo`` and on the command line.
 CATALOG_PREFIX = "catalog:"
+#: Prefix of the repository aliases of icechunk's own command line (``icechunk config add``).
+ICECHUNK_PREFIX = "icechunk:"
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*/[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 _ENTRY_KEYS = frozenset({"url", "description", "storage", "config"})
 # ``word:`` at the start of a location: a URL scheme, ``catalog:``, or a mistake.
@@ -316,17 +319,18 @@ def check_prefix(value: str, where: str = "repo") -> None:
         return
     prefix = m.group(1).lower()
     rest = value.strip()[m.end() :]
-    if prefix == CATALOG_PREFIX.rstrip(":") or (prefix in KNOWN_SCHEMES and rest.startswith("//")):
+    if prefix in ("catalog", "icechunk") or (prefix in KNOWN_SCHEMES and rest.startswith("//")):
         return
     hint = (
         f"did you mean {prefix}://{rest.lstrip('/')}?"
         if prefix in KNOWN_SCHEMES
         else f"name a catalog entry as catalog:ORG/NAME (e.g. catalog:{rest or 'org/name'}), "
-        "use a URL (s3://, gs://, az://, file://), or write ./" + value.strip() + " for a local "
-        "folder of that name"
+        "an alias of icechunk's command line as icechunk:ALIAS, use a URL (s3://, gs://, az://, "
+        "file://), or write ./" + value.strip() + " for a local folder of that name"
     )
     raise UnknownSchemeError(
-        f"{value!r} starts with {prefix + ':'!r}, which is neither 'catalog:' nor a URL scheme "
+        f"{value!r} starts with {prefix + ':'!r}, which is neither 'catalog:', 'icechunk:' nor "
+        "a URL scheme "
         f"icepipe knows ({', '.join(s + '://' for s in sorted(KNOWN_SCHEMES))}); {hint}",
         value=value,
         field=where,
@@ -367,6 +371,9 @@ def resolve_repo(
         return CatalogEntry(name="", url=os.fspath(value), storage=options, config=settings)
     text = value.strip()
     check_prefix(text, where)
+    if text.startswith(ICECHUNK_PREFIX):
+        _no_options(value, options, settings, where)
+        return icechunk_alias(text.removeprefix(ICECHUNK_PREFIX), where=where)
     if text.startswith(CATALOG_PREFIX):
         name = text.removeprefix(CATALOG_PREFIX)
     elif _NAME_RE.match(text) and not text.startswith("."):
@@ -384,13 +391,105 @@ def resolve_repo(
         name = text
     else:
         return CatalogEntry(name="", url=value, storage=options, config=settings)
+    _no_options(value, options, settings, where)
+    try:
+        return load_catalog().get(name)
+    except ConfigError as exc:
+        raise ConfigError(str(exc).removeprefix(f"{exc.field}: "), field=where) from None
+
+
+def _no_options(
+    value: str, options: StorageOptions, settings: Mapping[str, Any], where: str
+) -> None:
     if not options.is_default or settings:
         raise ConfigError(
             f"{value!r} takes its storage options and config from the catalog; do not pass "
             "them as well, or edit the catalog entry",
             field=where,
         )
+
+
+def icechunk_cli_config() -> Path:
+    """The configuration file of icechunk's command line (``icechunk config add ALIAS``):
+    ``$XDG_CONFIG_HOME/icechunk/cli-config.yaml``, else ``~/.config/icechunk/...``."""
+    config_home = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(config_home) / "icechunk" / "cli-config.yaml"
+
+
+class _TaggedLoader(yaml.SafeLoader):
+    """Reads icechunk's YAML, whose enums are tagged (``!LocalFileSystem``, ``!S3``)."""
+
+
+def _tagged(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> dict[str, Any]:
+    body = loader.construct_mapping(node, deep=True) if isinstance(node, yaml.MappingNode) else {}
+    return {"__kind__": suffix, **{str(k): v for k, v in body.items()}}
+
+
+_TaggedLoader.add_multi_constructor("!", _tagged)
+
+
+def icechunk_alias(alias: str, *, where: str = "repo") -> CatalogEntry:
+    """The repository an alias of icechunk's command line names (``icechunk:ALIAS``): a local
+    folder, or an S3, GCS or Azure location with its endpoint, region and addressing.
+
+    Credentials come from this process's environment (the standard chains), as for
+    icechunk's ``from_env``; an alias holding static credentials is refused.
+
+    Raises
+    ------
+    ConfigError
+        No such alias (the message lists the known ones and the file), an unreadable file,
+        or an alias icepipe cannot reach (static credentials, Tigris).
+    """
+    path = icechunk_cli_config()
     try:
-        return load_catalog().get(name)
-    except ConfigError as exc:
-        raise ConfigError(str(exc).removeprefix(f"{exc.field}: "), field=where) from None
+        raw = yaml.load(path.read_text(), Loader=_TaggedLoader) if path.exists() else None
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"cannot read icechunk's configuration {str(path)!r}: {exc}") from exc
+    repos = (raw or {}).get("repos") or {} if isinstance(raw, Mapping) else {}
+    found = repos.get(alias)
+    if not isinstance(found, Mapping):
+        known = ", ".join(sorted(map(str, repos))) or "none"
+        raise ConfigError(
+            f"no repository alias {alias!r} in icechunk's configuration {str(path)!r} (known: "
+            f"{known}); add it with `icechunk config add {alias}`",
+            field=where,
+        )
+    return _alias_entry(alias, found, where)
+
+
+def _alias_entry(alias: str, d: Mapping[str, Any], where: str) -> CatalogEntry:
+    kind = d.get("__kind__")
+    if kind == "LocalFileSystem":
+        return CatalogEntry(name="", url=os.path.abspath(os.path.expanduser(str(d["path"]))))
+    location = d.get("location") or {}
+    prefix = str(location.get("prefix") or "").strip("/")
+    credentials = d.get("credentials") or {}
+    ctype = next((str(v) for k, v in credentials.items() if k.endswith("credential_type")), "")
+    if ctype not in ("", "from_env", "anonymous"):
+        raise ConfigError(
+            f"icechunk alias {alias!r} holds {ctype} credentials, which icepipe does not read "
+            "from icechunk's file; use from_env credentials, or register the repository with "
+            "`icepipe repo create NAME URL --access-key-id-env VAR --secret-access-key-env VAR`",
+            field=where,
+        )
+    if kind == "S3":
+        o = d.get("object_store_config") or {}
+        storage = StorageOptions(
+            endpoint=(str(o["endpoint_url"]).rstrip("/") if o.get("endpoint_url") else None),
+            region=o.get("region") or None,
+            force_path_style=bool(o.get("force_path_style")),
+            allow_http=bool(o.get("allow_http")),
+            anonymous=bool(o.get("anonymous")) or ctype == "anonymous",
+        )
+        url = f"s3://{location['bucket']}/{prefix}".rstrip("/")
+        return CatalogEntry(name="", url=url, storage=storage)
+    if kind == "GCS":
+        return CatalogEntry(name="", url=f"gs://{location['bucket']}/{prefix}".rstrip("/"))
+    if kind == "Azure":
+        return CatalogEntry(name="", url=f"az://{location['container']}/{prefix}".rstrip("/"))
+    raise ConfigError(
+        f"icechunk alias {alias!r} is a {kind} repository, which icepipe cannot reach; use a "
+        "local, S3, GCS or Azure repository",
+        field=where,
+    )
