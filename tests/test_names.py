@@ -193,16 +193,6 @@ def test_repo_create_with_storage_options_on_s3(
     assert "acme/loc" not in catalog.read_text()
 
 
-def test_unknown_scheme_error_pickles_with_its_value() -> None:
-    import pickle
-
-    with pytest.raises(UnknownSchemeError) as info:
-        check_prefix("katalog:acme/x", "target.repo")
-    back = pickle.loads(pickle.dumps(info.value))
-    assert type(back) is UnknownSchemeError and isinstance(back, ConfigError)
-    assert (back.value, back.field, str(back)) == ("katalog:acme/x", "target.repo", str(info.value))
-
-
 def test_icechunk_cli_aliases(
     catalog: Path, tmp_path: Path, s3: S3Server, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -252,3 +242,23 @@ def test_icechunk_cli_aliases(
         icepipe.open_repo("icechunk:secret")
     with pytest.raises(ConfigError, match=r"no repository alias 'nope'.*known: lake, loc, secret"):
         icepipe.open_dataset("icechunk:nope")
+
+
+def test_repo_create_reads_credentials_from_the_named_variables_on_seaweedfs(
+    catalog: Path, seaweedfs: S3Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SeaweedFS checks credentials: the standard variables hold wrong ones, so writes and reads
+    through the catalog name succeed only with the variables the entry names."""
+    bucket = seaweedfs.bucket("names")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "wrong-key")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wrong-secret")
+    reach = ["--endpoint", seaweedfs.endpoint, "--path-style", "--allow-http"]
+    named = ["--access-key-id-env", "ICEPIPE_TEST_KEY_ID"]
+    named += ["--secret-access-key-env", "ICEPIPE_TEST_SECRET"]
+    assert main(["repo", "create", "acme/sw", f"s3://{bucket}/sw", *reach, *named]) == 0
+    ds = _ds()
+    icepipe.to_icechunk(ds, "acme/sw", group="g")
+    xr.testing.assert_identical(icepipe.open_dataset("catalog:acme/sw", group="g").load(), ds)
+    # The same location without the names: the wrong standard credentials are refused (exit 2).
+    assert main(["repo", "create", "acme/sw2", f"s3://{bucket}/sw2", *reach]) == 2
+    assert "acme/sw2" not in catalog.read_text()
