@@ -121,14 +121,14 @@ def test_bare_names_and_paths(catalog: Path, tmp_path: Path) -> None:
         icepipe.open_dataset("catalog:acme/nope")
 
 
-def test_pipeline_targets_a_bare_catalog_name(catalog: Path, tmp_path: Path, client: Any) -> None:
+def test_pipeline_targets_a_bare_catalog_name(catalog: Path, tmp_path: Path) -> None:
     target = tmp_path / "named"
     _register(catalog, "acme/series", target)
     write_series(tmp_path / "src", 2)
     spec = write_pipeline(tmp_path, urls="src/*.nc", repo="acme/series", group="g")
     pipeline = icepipe.load_pipeline(spec)
     assert pipeline.target.repo == str(target)
-    result = icepipe.run(pipeline, client=client)
+    result = icepipe.run(pipeline)  # a small run: scanned in this process, no cluster
     assert result.status == "committed" and (target / "repo").exists()
     assert not (tmp_path / "acme").exists()
     assert main(["log", "acme/series"]) == 0
