@@ -240,6 +240,11 @@ def test_icechunk_cli_aliases(
     assert main(["log", "icechunk:lake"]) == 0
     with pytest.raises(ConfigError, match="static credentials"):
         icepipe.open_repo("icechunk:secret")
+    spec = write_pipeline(tmp_path, urls="src/*.nc", repo="icechunk:loc")
+    assert icepipe.load_pipeline(spec).target.repo == str(local)
+    spec = write_pipeline(tmp_path, urls="src/*.nc", repo="icechunk:lake")
+    target = icepipe.load_pipeline(spec).target
+    assert (target.repo, target.storage) == (entry.url, entry.storage)
     with pytest.raises(ConfigError, match=r"no repository alias 'nope'.*known: lake, loc, secret"):
         icepipe.open_dataset("icechunk:nope")
 

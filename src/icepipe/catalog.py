@@ -459,9 +459,10 @@ def icechunk_alias(alias: str, *, where: str = "repo") -> CatalogEntry:
 
 
 def _alias_entry(alias: str, d: Mapping[str, Any], where: str) -> CatalogEntry:
+    name = f"{ICECHUNK_PREFIX}{alias}"
     kind = d.get("__kind__")
     if kind == "LocalFileSystem":
-        return CatalogEntry(name="", url=os.path.abspath(os.path.expanduser(str(d["path"]))))
+        return CatalogEntry(name=name, url=os.path.abspath(os.path.expanduser(str(d["path"]))))
     location = d.get("location") or {}
     prefix = str(location.get("prefix") or "").strip("/")
     credentials = d.get("credentials") or {}
@@ -483,11 +484,11 @@ def _alias_entry(alias: str, d: Mapping[str, Any], where: str) -> CatalogEntry:
             anonymous=bool(o.get("anonymous")) or ctype == "anonymous",
         )
         url = f"s3://{location['bucket']}/{prefix}".rstrip("/")
-        return CatalogEntry(name="", url=url, storage=storage)
+        return CatalogEntry(name=name, url=url, storage=storage)
     if kind == "GCS":
-        return CatalogEntry(name="", url=f"gs://{location['bucket']}/{prefix}".rstrip("/"))
+        return CatalogEntry(name=name, url=f"gs://{location['bucket']}/{prefix}".rstrip("/"))
     if kind == "Azure":
-        return CatalogEntry(name="", url=f"az://{location['container']}/{prefix}".rstrip("/"))
+        return CatalogEntry(name=name, url=f"az://{location['container']}/{prefix}".rstrip("/"))
     raise ConfigError(
         f"icechunk alias {alias!r} is a {kind} repository, which icepipe cannot reach; use a "
         "local, S3, GCS or Azure repository",

@@ -135,9 +135,11 @@ def repo_collection(
 
 
 def _default_id(entry: CatalogEntry) -> str:
-    if entry.name:
-        return entry.name.replace("/", "-")
-    return os.path.basename(entry.url.rstrip("/")) or "icechunk"
+    """``org-name`` for catalog names, the folder's name for locations."""
+    import re
+
+    name = entry.name or os.path.basename(entry.url.rstrip("/")) or "icechunk"
+    return re.sub(r"[^A-Za-z0-9_.\-]+", "-", name)
 
 
 def _open_group(
