@@ -8,6 +8,7 @@ import pickle
 import pytest
 
 import icepipe.cli  # noqa: F401 - imports every module that defines an error class
+from icepipe.catalog import UnknownSchemeError
 from icepipe.errors import (
     ConfigError,
     ConflictError,
@@ -27,6 +28,7 @@ EXCEPTIONS = [
     ConfigError("expected a string; got int 3", field="source.concat_dim"),
     ConfigError("no field"),
     RepoNotFoundError("no Icechunk repository at '/x'"),
+    UnknownSchemeError("'katalog:a/b' starts with 'katalog:'", value="katalog:a/b", field="repo"),
     SourceError("file:///d/a.nc: truncated", url="file:///d/a.nc"),
     SourceError("two bad files", urls=["file:///d/a.nc", "file:///d/b.nc"]),
     SourceError("no file"),
@@ -49,6 +51,7 @@ ATTRIBUTES = (
     "variable",
     "found",
     "supported",
+    "value",
 )
 
 

@@ -45,6 +45,7 @@ def _load_pyproj_before_eccodes() -> None:
 _load_pyproj_before_eccodes()
 
 if TYPE_CHECKING:
+    from icepipe.ops.repos import get_or_create_repo, open_repo
     from icepipe.pipeline import RunResult, run
     from icepipe.spec import Pipeline, load_pipeline
     from icepipe.xarray import open_dataset, to_icechunk
@@ -57,6 +58,8 @@ _LAZY = {
     "load_pipeline": "icepipe.spec",
     "open_dataset": "icepipe.xarray",
     "to_icechunk": "icepipe.xarray",
+    "open_repo": "icepipe.ops.repos",
+    "get_or_create_repo": "icepipe.ops.repos",
 }
 
 __all__ = [
@@ -70,8 +73,10 @@ __all__ = [
     "StorageError",
     "ValidationError",
     "__version__",
+    "get_or_create_repo",
     "load_pipeline",
     "open_dataset",
+    "open_repo",
     "run",
     "to_icechunk",
 ]

@@ -137,11 +137,10 @@ def _open_repo(location: str) -> tuple[Any, str]:
             config=t.config,
         )
         return repo, t.branch
-    if location.startswith("catalog:"):
-        from icepipe.ops.repos import open_location
+    from icepipe.ops.repos import open_location
 
-        return open_location(location)[0], "main"
-    return open_repo(location), "main"
+    # catalog:org/name, a bare org/name the catalog holds, or a location.
+    return open_location(location)[0], "main"
 
 
 def _ran_on(cluster: dict[str, Any]) -> str:
@@ -564,7 +563,11 @@ def _cmd_repo(args: argparse.Namespace) -> int:
 
     if args.repo_command == "create":
         entry, created = repos.create_repo(
-            args.name, args.url, description=args.description or "", exists_ok=args.exists_ok
+            args.name,
+            args.url,
+            description=args.description or "",
+            storage=_storage_args(args),
+            exists_ok=args.exists_ok,
         )
         verb = "created" if created else "registered the existing repository"
         print(f"{entry.name}: {verb} at {entry.url} (catalog {catalog_path()})")
@@ -574,6 +577,8 @@ def _cmd_repo(args: argparse.Namespace) -> int:
             _print_json([asdict(r) for r in found])
         else:
             print(render_repos(found, str(catalog_path())), end="")
+    elif args.repo_command == "stac":
+        return _cmd_repo_stac(args)
     elif args.repo_command == "info":
         info = repos.repo_info(args.name)
         if args.json:
@@ -584,6 +589,29 @@ def _cmd_repo(args: argparse.Namespace) -> int:
         entry = repos.delete_repo(args.name, confirm=args.yes_delete_all_data, forget=args.forget)
         what = "removed from the catalog" if args.forget else f"deleted ({entry.url})"
         print(f"{entry.name}: {what}")
+    return 0
+
+
+def _cmd_repo_stac(args: argparse.Namespace) -> int:
+    from icepipe.ops.stac import repo_collection, stac_target
+
+    target = stac_target(args.name, group=args.group, branch=args.branch)
+    collection = repo_collection(
+        target,
+        ref=args.ref,
+        collection_id=args.id,
+        title=args.title,
+        description=args.description,
+        license=args.license,
+    )
+    text = json.dumps(collection.to_dict(), indent=2) + "\n"
+    if args.output:
+        with open(args.output, "w") as fh:
+            fh.write(text)
+        snapshot = collection.extra_fields["version"]
+        print(f"{args.output}: STAC Collection {collection.id} (snapshot {snapshot})")
+    else:
+        print(text, end="")
     return 0
 
 
@@ -767,12 +795,31 @@ def _add_repo_commands(sub: Any) -> None:
     p.add_argument(
         "--exists-ok", action="store_true", help="register a repository that already exists"
     )
+    _add_storage_options(p)
     p = repo.add_parser("list", help="the catalog's repositories")
     p.add_argument("--no-check", action="store_true", help="do not check that they exist")
     p.add_argument("--json", action="store_true")
     p = repo.add_parser("info", help="a repository's location, branches, tags and containers")
     p.add_argument("name", help="org/name, catalog:org/name or a location")
     p.add_argument("--json", action="store_true")
+    p = repo.add_parser(
+        "stac",
+        help="a STAC Collection whose asset opens the repository (xpystac's Icechunk convention)",
+    )
+    p.add_argument("name", help="org/name, catalog:org/name, a location, or a pipeline file")
+    p.add_argument(
+        "--group",
+        default=None,
+        help="the group described (default: the pipeline's "
+        "target.group, else the root or the only group holding data)",
+    )
+    p.add_argument("--branch", default=None, help="default: main (or the pipeline's branch)")
+    p.add_argument("--ref", default=None, help="a tag, snapshot id or REF~N instead")
+    p.add_argument("--id", default=None, help="collection id (default: org-name)")
+    p.add_argument("--title", default=None)
+    p.add_argument("--description", default=None)
+    p.add_argument("--license", default="other", help="SPDX id (default: other)")
+    p.add_argument("-o", "--output", default=None, help="write the JSON here (default: stdout)")
     p = repo.add_parser("delete", help="delete a repository and all its data")
     p.add_argument("name", help="org/name")
     p.add_argument(
@@ -785,6 +832,40 @@ def _add_repo_commands(sub: Any) -> None:
         "--forget", action="store_true", help="only remove it from the catalog; keep the data"
     )
     p_repo.set_defaults(func=_cmd_repo)
+
+
+def _add_storage_options(p: argparse.ArgumentParser) -> None:
+    """How to reach an object-store repository: recorded in the catalog (variable names for
+    credentials, never their values)."""
+    g = p.add_argument_group("object storage (s3://...; recorded in the catalog)")
+    g.add_argument("--endpoint", default=None, help="http(s)://host:port of an S3-compatible store")
+    g.add_argument("--region", default=None, help="the bucket's region")
+    g.add_argument(
+        "--force-path-style",
+        "--path-style",
+        action="store_true",
+        help="http://host/bucket/key addressing (most S3-compatible stores)",
+    )
+    g.add_argument("--allow-http", action="store_true", help="allow an http:// endpoint")
+    g.add_argument("--anonymous", action="store_true", help="unsigned requests (public bucket)")
+    for key, what in (
+        ("access-key-id-env", "the access key id"),
+        ("secret-access-key-env", "the secret access key"),
+        ("session-token-env", "the session token"),
+    ):
+        g.add_argument(
+            f"--{key}", default=None, metavar="VAR", help=f"NAME of the variable holding {what}"
+        )
+
+
+def _storage_args(args: argparse.Namespace) -> dict[str, Any]:
+    """The storage options given on the command line, as a pipeline's ``target`` keys."""
+    keys = ("endpoint", "region", "access_key_id_env", "secret_access_key_env")
+    out: dict[str, Any] = {k: getattr(args, k) for k in (*keys, "session_token_env")}
+    out.update(
+        {k: True for k in ("force_path_style", "allow_http", "anonymous") if getattr(args, k)}
+    )
+    return {k: v for k, v in out.items() if v is not None}
 
 
 def _add_history_commands(sub: Any) -> None:

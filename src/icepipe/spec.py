@@ -633,7 +633,7 @@ def _target(
     settings: dict[str, Any],
     raw: Mapping[str, Any],
 ) -> TargetSpec:
-    repo, storage, settings = _catalog_target(repo, storage, settings)  # catalog:org/name
+    repo, storage, settings = _catalog_target(repo, storage, settings, base=base)  # org/name
     location = _resolve_repo(repo, base)
     if is_local(location) and not storage.is_default:
         key = next(k for k in sorted(STORAGE_KEYS) if k in raw)

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 import xarray as xr
 
 from icepipe import __version__, repository
+from icepipe.catalog import resolve_repo
 from icepipe.errors import ConfigError, SourceError
 from icepipe.repository.grids import rectilinear_enabled
 from icepipe.storage import StorageOptions, coerce_storage_options, scheme_of
@@ -18,7 +19,7 @@ if TYPE_CHECKING:
 
     from icepipe.repository.native import Region, WriteMode
 
-__all__ = ["open_dataset", "to_icechunk"]
+__all__ = ["check_source_access", "open_dataset", "open_session", "to_icechunk"]
 
 
 def to_icechunk(
@@ -50,8 +51,9 @@ def to_icechunk(
     ds
         The data: numpy- or Dask-backed, or a virtual dataset.
     repo
-        A repository path (created when the write creates data and none exists, with virtual
-        chunk containers for virtual references), an ``icechunk.Repository``, or a writable
+        A repository path or catalog name (``catalog:org/name``; unknown ``xxx:`` prefixes are
+        refused), created when the write creates data and none exists (with virtual chunk
+        containers for virtual references), an ``icechunk.Repository``, or a writable
         ``icechunk.Session``: then nothing is committed, ``None`` is returned, and ``branch``,
         ``message``, ``metadata`` and ``max_attempts`` do not apply.
     branch, group
@@ -161,7 +163,9 @@ def _repository(
             f"icechunk.Session; got {type(repo).__name__}",
             field="repo",
         )
-    path = os.fspath(repo)
+    # catalog:org/name (or a bare org/name the catalog holds) writes where the entry says.
+    entry = resolve_repo(repo, storage=coerce_storage_options(storage, "storage"), where="repo")
+    path = entry.url
     appending = write["append_dim"] is not None
     # Appends and region writes need existing data: never create an empty repository for them.
     creates = not appending and write["region"] is None and write["mode"] != "r+"
@@ -171,8 +175,9 @@ def _repository(
             path,
             create=creates,
             containers=repository.virtual_locations(ds) if virtual else (),
-            storage=coerce_storage_options(storage, "storage"),
+            storage=entry.storage,
             source_storage=coerce_storage_options(source_storage, "source_storage"),
+            config=entry.config,
         )
     except repository.RepoNotFoundError as exc:
         raise repository.RepoNotFoundError(
@@ -201,6 +206,7 @@ def open_dataset(
     branch: str = "main",
     group: str | None = None,
     snapshot_id: str | None = None,
+    tag: str | None = None,
     chunks: Any = None,
     storage: StorageOptions | Mapping[str, Any] | None = None,
     source_storage: StorageOptions | Mapping[str, Any] | None = None,
@@ -218,9 +224,10 @@ def open_dataset(
     Parameters
     ----------
     repo
-        The repository location.
-    branch, snapshot_id
-        What to read (``snapshot_id`` wins over ``branch``).
+        The repository location, or a catalog name (``catalog:org/name``, or a bare
+        ``org/name`` the catalog holds).
+    branch, tag, snapshot_id
+        What to read (``snapshot_id`` wins over ``tag``, which wins over ``branch``).
     group
         The group to open; the root group when ``None``.
     chunks
@@ -242,30 +249,23 @@ def open_dataset(
     ------
     RepoNotFoundError
         No repository at ``repo``.
+    UnknownSchemeError
+        ``repo`` starts with an unknown ``xxx:`` prefix (a :class:`ConfigError`).
     ConfigError
-        The branch or group does not exist, or this reader may not read the source files
-        that virtual references point into (the message names the location and the fix).
+        The branch or group does not exist, no such catalog entry, or this reader may not
+        read the source files that virtual references point into (the message names the
+        location and the fix).
     SourceError
         A source file that virtual references point into no longer exists.
     """
-    source_options = coerce_storage_options(source_storage, "source_storage")
-    r = repository.open_repo(
+    r, session, source_options = open_session(
         repo,
-        create=False,
-        storage=coerce_storage_options(storage, "storage"),
-        source_storage=source_options,
+        branch=branch,
+        tag=tag,
+        snapshot_id=snapshot_id,
+        storage=storage,
+        source_storage=source_storage,
     )
-    try:
-        session = (
-            r.readonly_session(snapshot_id=snapshot_id)
-            if snapshot_id
-            else r.readonly_session(branch=branch)
-        )
-    except Exception as exc:
-        raise ConfigError(
-            f"cannot read {'snapshot ' + snapshot_id if snapshot_id else 'branch ' + branch!r} "
-            f"of {repo!r}: {exc}"
-        ) from exc
     try:
         # Arrays with rectilinear chunk grids (files of uneven length, one chunk each) need
         # zarr's experimental flag when their metadata is parsed, here; the arrays then read
@@ -281,16 +281,73 @@ def open_dataset(
             )
     except (FileNotFoundError, KeyError) as exc:
         raise ConfigError(
-            f"no group {group or '/'!r} on {branch!r} of {repo!r}; check target.group"
+            f"no group {group or '/'!r} on {_version(branch, tag, snapshot_id)} of {repo!r}; "
+            "check target.group"
         ) from exc
-    _check_source_access(r, session.snapshot_id, group, source_options)
+    check_source_access(r, session.snapshot_id, group, source_options)
     return ds
 
 
-def _check_source_access(
-    repo: icechunk.Repository, snapshot_id: str, group: str | None, source: StorageOptions
+def _version(branch: str, tag: str | None, snapshot_id: str | None) -> str:
+    """What a read names, for messages: ``snapshot X``, ``tag 'v1'`` or ``branch 'main'``."""
+    if snapshot_id:
+        return f"snapshot {snapshot_id}"
+    return f"tag {tag!r}" if tag else f"branch {branch!r}"
+
+
+def open_session(
+    repo: str | os.PathLike[str],
+    *,
+    branch: str = "main",
+    tag: str | None = None,
+    snapshot_id: str | None = None,
+    storage: StorageOptions | Mapping[str, Any] | None = None,
+    source_storage: StorageOptions | Mapping[str, Any] | None = None,
+) -> tuple[icechunk.Repository, icechunk.Session, StorageOptions]:
+    """The repository ``repo`` names (a location or a catalog name), with every virtual chunk
+    container authorized, and a read-only session of ``snapshot_id``, else ``tag``, else
+    ``branch``; with the source storage options (for :func:`check_source_access`).
+
+    Raises
+    ------
+    RepoNotFoundError
+        No repository there.
+    ConfigError
+        Unknown prefix or catalog name, bad options, or no such branch, tag or snapshot.
+    """
+    source_options = coerce_storage_options(source_storage, "source_storage")
+    entry = resolve_repo(repo, storage=coerce_storage_options(storage, "storage"), where="repo")
+    r = repository.open_repo(
+        entry.url,
+        create=False,
+        storage=entry.storage,
+        source_storage=source_options,
+        config=entry.config,
+    )
+    try:
+        if snapshot_id:
+            session = r.readonly_session(snapshot_id=snapshot_id)
+        elif tag:
+            session = r.readonly_session(tag=tag)
+        else:
+            session = r.readonly_session(branch=branch)
+    except Exception as exc:
+        raise ConfigError(
+            f"cannot read {_version(branch, tag, snapshot_id)} of {os.fspath(repo)!r}: {exc}"
+        ) from exc
+    return r, session, source_options
+
+
+def check_source_access(
+    repo: icechunk.Repository,
+    snapshot_id: str,
+    group: str | None,
+    source: StorageOptions,
+    *,
+    subtree: bool = False,
 ) -> None:
-    """HEAD one ingested file per object-store container with this reader's credentials.
+    """HEAD one ingested file per object-store container with this reader's credentials
+    (files ingested into ``group``, or with ``subtree`` into any group at or below it).
 
     Icechunk raises when a virtual chunk cannot be fetched, but only when it is read, deep
     inside a computation; this names the location and the fix when the dataset is opened.
@@ -304,7 +361,7 @@ def _check_source_access(
     ]
     if not containers:
         return
-    urls = _virtual_urls(repo, snapshot_id, group)
+    urls = _virtual_urls(repo, snapshot_id, group, subtree=subtree)
     for c in containers:
         url = next((u for u in urls if u.startswith(c.url_prefix)), None)
         if url is None:
@@ -332,11 +389,14 @@ def _check_source_access(
             raise
 
 
-def _virtual_urls(repo: icechunk.Repository, snapshot_id: str, group: str | None) -> list[str]:
-    """The source files ingested into ``group`` as virtual references (newest commit first)."""
-    return [
-        f.url
-        for record in repository.read_commits(repo, snapshot_id, group)
-        if record.mode == "virtual"
-        for f in record.files or ()
-    ]
+def _virtual_urls(
+    repo: icechunk.Repository, snapshot_id: str, group: str | None, *, subtree: bool = False
+) -> list[str]:
+    """The source files ingested into ``group`` (or, with ``subtree``, into ``group`` and the
+    groups below it) as virtual references (newest commit first)."""
+    records = (
+        repository.read_commits(repo, snapshot_id, group)
+        if not subtree
+        else repository.read_commits_below(repo, snapshot_id, group)
+    )
+    return [f.url for record in records if record.mode == "virtual" for f in record.files or ()]

@@ -81,6 +81,21 @@ def read_commits(
             yield record
 
 
+def read_commits_below(
+    repo: icechunk.Repository, snapshot_id: str, group: str | None
+) -> Iterator[CommitRecord]:
+    """The ledger records of the commits into ``group`` or any group below it (every group
+    for the root), as of ``snapshot_id``, newest first."""
+    root = (group or "").strip("/")
+    for snap in repo.ancestry(snapshot_id=snapshot_id):
+        record = read_record(snap.metadata, snapshot_id=snap.id)
+        if record is None:
+            continue
+        at = (record.group or "").strip("/")
+        if not root or at == root or at.startswith(root + "/"):
+            yield record
+
+
 def read_ledger(
     repo: icechunk.Repository, snapshot_id: str, group: str | None
 ) -> dict[str, FileRecord]:
