@@ -24,7 +24,6 @@ deletes the repositories it names.
 
 from __future__ import annotations
 
-import fcntl
 import os
 import re
 import tempfile
@@ -37,22 +36,29 @@ from typing import Any, cast
 import yaml
 
 from icepipe.errors import ConfigError
-from icepipe.fields import no_unknown
+from icepipe.fields import Field, no_unknown
+from icepipe.locks import lock as _lock_file
 from icepipe.storage import (
+    STORAGE_FIELDS,
     STORAGE_KEYS,
     StorageOptions,
     is_local,
     parse_repo_config,
     parse_storage_options,
     refuse_credentials_in_url,
+    repo_config_json_schema,
+    secret_key_message,
 )
 
 __all__ = [
+    "CATALOG",
     "CATALOG_ENV",
     "CATALOG_PREFIX",
     "Catalog",
     "CatalogEntry",
+    "ENTRY_FIELDS",
     "catalog_path",
+    "check_entry",
     "edit_catalog",
     "load_catalog",
     "resolve_target",
@@ -63,7 +69,36 @@ CATALOG_ENV = "ICEPIPE_CATALOG"
 #: Prefix of catalog references in ``target.repo`` and on the command line.
 CATALOG_PREFIX = "catalog:"
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*/[A-Za-z0-9][A-Za-z0-9_.\-]*$")
-_ENTRY_KEYS = frozenset({"url", "description", "storage", "config"})
+#: The keys of a catalog entry (read by the loader, ``icepipe check`` and ``icepipe schema``).
+ENTRY_FIELDS: dict[str, Field] = {
+    "url": Field(
+        "string",
+        "the repository: a path (relative: to the catalog's folder) or s3://...",
+        required=True,
+    ),
+    "description": Field("custom", "what the repository holds", schema={"type": "string"}),
+    "storage": Field(
+        "section",
+        "how to reach an object-store repository (variable names, never secrets)",
+        fields=STORAGE_FIELDS,
+        refuse=secret_key_message,
+    ),
+    "config": Field("custom", "Icechunk repository settings", schema=repo_config_json_schema()),
+}
+#: A catalog file (see :data:`ENTRY_FIELDS`).
+CATALOG = Field(
+    "section",
+    "The icepipe repository catalog: short names (org/name) for repositories",
+    fields={
+        "repos": Field(
+            "map",
+            "repositories by name (org/name)",
+            values=Field("section", "one repository", fields=ENTRY_FIELDS),
+            schema={"propertyNames": {"pattern": _NAME_RE.pattern}},
+        )
+    },
+)
+_ENTRY_KEYS = frozenset(ENTRY_FIELDS)
 
 
 @dataclass(frozen=True)
@@ -179,6 +214,18 @@ def load_catalog(path: str | os.PathLike[str] | None = None) -> Catalog:
     return Catalog(path=p, entries=entries)
 
 
+def check_entry(name: str, value: object, base: Path, where: str) -> CatalogEntry:
+    """Validate one catalog entry (``repos.<name>``) of the file ``where``, whose folder is
+    ``base`` (``icepipe check`` checks a catalog entry by entry).
+
+    Raises
+    ------
+    ConfigError
+        The entry is invalid (the message names the key).
+    """
+    return _entry(name, value, base, where)
+
+
 def _entry(name: str, value: object, base: Path, where: str) -> CatalogEntry:
     try:
         check_name(name)
@@ -236,7 +283,7 @@ def edit_catalog(path: str | os.PathLike[str] | None = None) -> Iterator[dict[st
     except OSError as exc:
         raise ConfigError(f"cannot write the catalog {str(p)!r}: {exc.strerror}") from exc
     with lock:
-        fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+        _lock_file(lock.fileno())  # released when the file closes
         entries = dict(load_catalog(p).entries)
         yield entries
         doc = {"repos": {n: entries[n].to_yaml() for n in sorted(entries)}}

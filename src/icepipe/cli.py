@@ -663,7 +663,66 @@ def _cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_check(args: argparse.Namespace) -> int:
+    from icepipe.errors import ConfigError
+    from icepipe.ops.check import check_file
+    from icepipe.ops.status import find_pipelines
+
+    files = [f for path in args.paths for f in find_pipelines(path)]
+    if not files:
+        raise ConfigError(f"no pipeline files (*.yaml, *.yml) in {' '.join(args.paths)!r}")
+    found = {str(f): check_file(f, kind=args.kind) for f in files}
+    problems = [p for ps in found.values() for p in ps]
+    if args.json:
+        _print_json({"files": list(found), "problems": [asdict(p) for p in problems]})
+    else:
+        for name, ps in found.items():
+            print("\n".join(map(str, ps)) if ps else f"{name}: ok")
+    if problems:
+        bad = sum(1 for ps in found.values() if ps)
+        raise ConfigError(f"{len(problems)} problem(s) in {bad} of {len(files)} file(s)")
+    return 0
+
+
+def _cmd_schema(args: argparse.Namespace) -> int:
+    from icepipe.ops.schema import render_schema
+
+    print(render_schema(args.kind), end="")
+    return 0
+
+
+def _add_config_commands(sub: Any) -> None:
+    """``check`` and ``schema``: pipeline and catalog files before any run."""
+    p = sub.add_parser(
+        "check",
+        help="load pipeline (or catalog) files without running them; report every problem",
+        description="Check pipeline files (or a catalog file: a mapping with 'repos') without "
+        "running them: every problem at once, as FILE:LINE:COLUMN, with 'did you mean' for "
+        "misspelt keys and values. Exit 2 when any file has a problem.",
+    )
+    p.add_argument("paths", nargs="+", help="pipeline files or folders of them")
+    p.add_argument(
+        "--kind",
+        choices=("pipeline", "catalog"),
+        default=None,
+        help="what the files are (default: a catalog when a file has 'repos' and no 'name')",
+    )
+    p.add_argument("--json", action="store_true", help="print the problems as JSON")
+    p.set_defaults(func=_cmd_check)
+
+    p = sub.add_parser(
+        "schema",
+        help="print the JSON Schema of pipeline (or catalog) files, for editors",
+        description="Print the JSON Schema (draft 2020-12) of pipeline or catalog files, "
+        "generated from the definitions the loader checks. Editors using the YAML language "
+        "server read it from a first line `# yaml-language-server: $schema=PATH`.",
+    )
+    p.add_argument("kind", nargs="?", choices=("pipeline", "catalog"), default="pipeline")
+    p.set_defaults(func=_cmd_schema)
+
+
 def _add_ops_commands(sub: Any) -> None:
+    _add_config_commands(sub)
     _add_check_commands(sub)
     _add_schedule_commands(sub)
     _add_repo_commands(sub)

@@ -13,7 +13,6 @@ sets ``concurrencyPolicy: Forbid``.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import logging
 import os
 import shlex
@@ -33,6 +32,7 @@ import yaml
 
 from icepipe.cron import Schedule
 from icepipe.errors import ConfigError
+from icepipe.locks import require_posix, try_lock
 from icepipe.ops.reports import state_dir
 from icepipe.ops.status import find_pipelines
 from icepipe.spec import load_pipeline
@@ -112,9 +112,7 @@ def _try_lock(path: Path) -> int | None:
     """An fd holding an exclusive ``flock`` on ``path``, or ``None`` when another holds it."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
+    if not try_lock(fd):
         os.close(fd)
         return None
     return fd
@@ -156,6 +154,12 @@ class Scheduler:
     grace
         On SIGTERM/SIGINT, how long to wait for runs in progress before interrupting them
         (they then exit without committing, code 130).
+
+    Raises
+    ------
+    ConfigError
+        On Windows: the scheduler relies on POSIX locks its runs inherit, and on process
+        groups (:func:`icepipe.locks.require_posix`).
     """
 
     def __init__(
@@ -171,6 +175,7 @@ class Scheduler:
         grace: float = 60.0,
         python: str = sys.executable,
     ) -> None:
+        require_posix("icepipe schedule serve")
         self.pipelines = list(pipelines)
         self.state = state
         self.run_args = list(run_args)

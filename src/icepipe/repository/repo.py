@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import errno
-import fcntl
 import os
 import re
 import shutil
@@ -27,6 +26,7 @@ import icechunk
 
 from icepipe.errors import ConfigError, StorageError
 from icepipe.faults import storage_failure
+from icepipe.locks import lock, unlock
 from icepipe.repository.grids import enable_rectilinear
 from icepipe.repository.schemes import EnvS3Credentials, bucket_and_prefix, icechunk_scheme
 from icepipe.storage import StorageOptions, find_scheme, is_local
@@ -271,7 +271,7 @@ def commit_lock(repo: str) -> Iterator[None]:
     finally:
         if folder is not None:
             os.close(folder)  # releases its flock
-        fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+        unlock(fh.fileno())
         fh.close()
 
 
@@ -280,12 +280,15 @@ def _lock_folder(folder: Path) -> int | None:
     lock file's: a run that finds the lock file deleted while another run holds it (e.g. by
     ``rm .*.icepipe.lock``) creates a new one and locks it, but still waits here. Best effort:
     file systems that cannot lock folders (some network mounts) keep the lock file alone."""
+    directory = getattr(os, "O_DIRECTORY", None)
+    if directory is None:
+        return None  # Windows opens no folders: the lock file alone
     try:
-        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+        fd = os.open(folder, os.O_RDONLY | directory)
     except OSError:
         return None
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        lock(fd)
     except OSError:
         os.close(fd)
         return None
@@ -302,7 +305,7 @@ def _locked(lock_path: Path) -> IO[str]:
     while True:
         fh = open(lock_path, "a+")  # noqa: SIM115 - held until the caller's block ends
         try:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+            lock(fh.fileno())
             held = os.fstat(fh.fileno())
             try:
                 now = os.stat(lock_path)
