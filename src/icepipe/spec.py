@@ -302,6 +302,11 @@ PIPELINE = Field(
             schema={
                 "oneOf": [{"required": ["concat_dim"]}, {"required": ["concat_dims"]}],
                 "not": {"required": ["variables", "drop_variables"]},
+                # grib_cubes applies to format: grib only.
+                "if": {
+                    "not": {"required": ["format"], "properties": {"format": {"const": "grib"}}}
+                },
+                "then": {"properties": {"grib_cubes": False}},
             },
         ),
         "mode": Field(
