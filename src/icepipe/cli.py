@@ -532,16 +532,14 @@ def _cmd_schedule_export(args: argparse.Namespace) -> int:
         command = ["icepipe"]
     else:
         command = [sys.executable, "-m", "icepipe.cli"]
+    kubernetes = _kubernetes_options(args) if args.format == "kubernetes" else None
     files = export_schedules(
         pipelines,
         args.format,
         command=command,
         state=Path(args.state_dir).absolute() if args.state_dir else None,
         run_args=_pass_through(args),
-        image=args.image,
-        namespace=args.namespace,
-        pipeline_dir=args.pipeline_dir,
-        configmap=args.configmap,
+        kubernetes=kubernetes,
     )
     if args.output_dir:
         out = Path(args.output_dir)
@@ -555,6 +553,27 @@ def _cmd_schedule_export(args: argparse.Namespace) -> int:
             print(f"{'' if i == 0 else chr(10)}# ---- {name} ----")
         print(text, end="")
     return 0
+
+
+def _kubernetes_options(args: argparse.Namespace) -> Any:
+    from icepipe.ops.kubernetes import KubernetesOptions, parse_resources
+
+    requests, limits = parse_resources(args.resources) if args.resources else ({}, {})
+    return KubernetesOptions(
+        image=args.image,
+        namespace=args.namespace,
+        pipeline_dir=args.pipeline_dir,
+        configmap=args.configmap,
+        env_from_secrets=tuple(args.env_from_secret),
+        requests=requests,
+        limits=limits,
+        service_account=args.service_account,
+        state_dir=args.state_dir,
+        state_claim=args.state_claim,
+        validate_schedule=args.validate_schedule,
+        validate_timezone=args.validate_timezone,
+        validate_sample=args.validate_sample,
+    )
 
 
 def _cmd_repo(args: argparse.Namespace) -> int:
@@ -812,7 +831,52 @@ def _add_schedule_commands(sub: Any) -> None:
     p.add_argument(
         "--configmap", default=None, help="kubernetes: ConfigMap holding the pipeline files"
     )
+    _add_kubernetes_options(p)
     p.set_defaults(func=_cmd_schedule_export)
+
+
+def _add_kubernetes_options(p: argparse.ArgumentParser) -> None:
+    """``schedule export --format kubernetes``: secrets, resources, identity, validation."""
+    p.add_argument(
+        "--env-from-secret",
+        action="append",
+        default=[],
+        metavar="SECRET",
+        help="kubernetes: a Secret whose keys become environment variables (the credentials "
+        "the pipelines' *_env keys name); repeatable",
+    )
+    p.add_argument(
+        "--resources",
+        default=None,
+        metavar="SPEC",
+        help="kubernetes: container resources, e.g. cpu=2,memory=8Gi (requests = limits) or "
+        "requests.cpu=1,limits.cpu=2,memory=8Gi",
+    )
+    p.add_argument("--service-account", default=None, help="kubernetes: the pods' account")
+    p.add_argument(
+        "--state-claim",
+        default=None,
+        metavar="PVC",
+        help="kubernetes: a PersistentVolumeClaim mounted at --state-dir (run reports)",
+    )
+    p.add_argument(
+        "--validate-schedule",
+        default=None,
+        metavar="CRON",
+        help="kubernetes: also a CronJob per pipeline running `icepipe validate` on this schedule",
+    )
+    p.add_argument(
+        "--validate-timezone",
+        default=None,
+        help="the zone of --validate-schedule (default: each pipeline's)",
+    )
+    p.add_argument(
+        "--validate-sample",
+        type=_count(minimum=1),
+        default=None,
+        metavar="N",
+        help="kubernetes: `icepipe validate --sample N` (default: validate's)",
+    )
 
 
 def _add_repo_commands(sub: Any) -> None:
