@@ -490,6 +490,7 @@ def _create_in_place(
     """
     path = _local_path(repo)
     _check_creatable(repo, path)
+    _remove_orphan_chunks(path)
     for stale in path.parent.glob(f".{path.name}.icepipe-creating-*"):
         shutil.rmtree(stale, ignore_errors=True)
     staging = path.parent / f".{path.name}.icepipe-creating-{uuid.uuid4().hex}"
@@ -513,6 +514,31 @@ def _create_in_place(
             f"cannot create a repository at {repo!r}: the folder holds files but no Icechunk "
             f"repository ({exc.strerror}); remove it, or point target.repo elsewhere"
         ) from exc
+
+
+# Icechunk object names: 20 characters of Crockford's base32 (chunks/0123456789ABCDEFGHJK).
+_OBJECT_ID = re.compile(r"^[0-9A-HJKMNP-TV-Z]{20}$")
+
+
+def _remove_orphan_chunks(path: Path) -> None:
+    """Remove a folder holding nothing but Icechunk chunk objects (hold ``commit_lock``).
+
+    A write task still running when a first run failed can finish after the run deleted the
+    repository it created, and Icechunk's local storage creates ``chunks/`` again for it. No
+    snapshot references those chunks (there is no repository), so they are removed rather
+    than blocking every later run with "the folder holds files but no Icechunk repository".
+    Anything else in the folder (a user's file, an ``.nc``) keeps it untouched.
+    """
+    try:
+        entries = list(path.iterdir())
+        chunks = [e for e in entries if e.name == "chunks" and e.is_dir()]
+        if len(entries) != 1 or not chunks:
+            return
+        names = list(chunks[0].iterdir())
+    except OSError:
+        return  # not a folder, or unreadable: creation reports it
+    if all(_OBJECT_ID.match(n.name) and n.is_file() for n in names):
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def _check_creatable(repo: str, path: Path) -> None:
