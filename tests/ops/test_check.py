@@ -251,3 +251,16 @@ def test_check_finds_a_problem_exactly_when_the_loader_does(
     else:
         assert valid
         assert problems == []
+
+
+def test_run_suggests_too(tmp_path: Path) -> None:
+    """``icepipe run`` stops at the first problem, with the same suggestion."""
+    path = tmp_path / "typos.yaml"
+    path.write_text(FOUR_TYPOS)
+    with pytest.raises(ConfigError, match=r"did you mean 'virtual'\?"):
+        load_pipeline(path)
+    path.write_text(FOUR_TYPOS.replace("virtul", "virtual"))
+    with pytest.raises(
+        ConfigError, match=r"'concat_dimm', 'fromat' \(did you mean 'concat_dim'\?\)"
+    ):
+        load_pipeline(path)
