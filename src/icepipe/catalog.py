@@ -24,7 +24,6 @@ deletes the repositories it names.
 
 from __future__ import annotations
 
-import fcntl
 import os
 import re
 import tempfile
@@ -37,23 +36,30 @@ from typing import Any, cast
 import yaml
 
 from icepipe.errors import ConfigError
-from icepipe.fields import no_unknown
+from icepipe.fields import Field, no_unknown
+from icepipe.locks import lock as _lock_file
 from icepipe.storage import (
+    STORAGE_FIELDS,
     STORAGE_KEYS,
     StorageOptions,
     is_local,
     parse_repo_config,
     parse_storage_options,
     refuse_credentials_in_url,
+    repo_config_json_schema,
+    secret_key_message,
 )
 
 __all__ = [
+    "CATALOG",
     "CATALOG_ENV",
     "CATALOG_PREFIX",
     "Catalog",
     "CatalogEntry",
+    "ENTRY_FIELDS",
     "UnknownSchemeError",
     "catalog_path",
+    "check_entry",
     "edit_catalog",
     "icechunk_alias",
     "load_catalog",
@@ -68,7 +74,36 @@ CATALOG_PREFIX = "catalog:"
 #: Prefix of the repository aliases of icechunk's own command line (``icechunk config add``).
 ICECHUNK_PREFIX = "icechunk:"
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*/[A-Za-z0-9][A-Za-z0-9_.\-]*$")
-_ENTRY_KEYS = frozenset({"url", "description", "storage", "config"})
+#: The keys of a catalog entry (read by the loader, ``icepipe check`` and ``icepipe schema``).
+ENTRY_FIELDS: dict[str, Field] = {
+    "url": Field(
+        "string",
+        "the repository: a path (relative: to the catalog's folder) or s3://...",
+        required=True,
+    ),
+    "description": Field("custom", "what the repository holds", schema={"type": "string"}),
+    "storage": Field(
+        "section",
+        "how to reach an object-store repository (variable names, never secrets)",
+        fields=STORAGE_FIELDS,
+        refuse=secret_key_message,
+    ),
+    "config": Field("custom", "Icechunk repository settings", schema=repo_config_json_schema()),
+}
+#: A catalog file (see :data:`ENTRY_FIELDS`).
+CATALOG = Field(
+    "section",
+    "The icepipe repository catalog: short names (org/name) for repositories",
+    fields={
+        "repos": Field(
+            "map",
+            "repositories by name (org/name)",
+            values=Field("section", "one repository", fields=ENTRY_FIELDS),
+            schema={"propertyNames": {"pattern": _NAME_RE.pattern}},
+        )
+    },
+)
+_ENTRY_KEYS = frozenset(ENTRY_FIELDS)
 # ``word:`` at the start of a location: a URL scheme, ``catalog:``, or a mistake.
 _PREFIX_RE = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]+):")
 #: URL schemes a repository argument may start with (``memory`` for icechunk's own stores;
@@ -208,6 +243,18 @@ def load_catalog(path: str | os.PathLike[str] | None = None) -> Catalog:
     return Catalog(path=p, entries=entries)
 
 
+def check_entry(name: str, value: object, base: Path, where: str) -> CatalogEntry:
+    """Validate one catalog entry (``repos.<name>``) of the file ``where``, whose folder is
+    ``base`` (``icepipe check`` checks a catalog entry by entry).
+
+    Raises
+    ------
+    ConfigError
+        The entry is invalid (the message names the key).
+    """
+    return _entry(name, value, base, where)
+
+
 def _entry(name: str, value: object, base: Path, where: str) -> CatalogEntry:
     try:
         check_name(name)
@@ -265,7 +312,7 @@ def edit_catalog(path: str | os.PathLike[str] | None = None) -> Iterator[dict[st
     except OSError as exc:
         raise ConfigError(f"cannot write the catalog {str(p)!r}: {exc.strerror}") from exc
     with lock:
-        fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+        _lock_file(lock.fileno())  # released when the file closes
         entries = dict(load_catalog(p).entries)
         yield entries
         doc = {"repos": {n: entries[n].to_yaml() for n in sorted(entries)}}

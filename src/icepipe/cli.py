@@ -531,16 +531,14 @@ def _cmd_schedule_export(args: argparse.Namespace) -> int:
         command = ["icepipe"]
     else:
         command = [sys.executable, "-m", "icepipe.cli"]
+    kubernetes = _kubernetes_options(args) if args.format == "kubernetes" else None
     files = export_schedules(
         pipelines,
         args.format,
         command=command,
         state=Path(args.state_dir).absolute() if args.state_dir else None,
         run_args=_pass_through(args),
-        image=args.image,
-        namespace=args.namespace,
-        pipeline_dir=args.pipeline_dir,
-        configmap=args.configmap,
+        kubernetes=kubernetes,
     )
     if args.output_dir:
         out = Path(args.output_dir)
@@ -554,6 +552,27 @@ def _cmd_schedule_export(args: argparse.Namespace) -> int:
             print(f"{'' if i == 0 else chr(10)}# ---- {name} ----")
         print(text, end="")
     return 0
+
+
+def _kubernetes_options(args: argparse.Namespace) -> Any:
+    from icepipe.ops.kubernetes import KubernetesOptions, parse_resources
+
+    requests, limits = parse_resources(args.resources) if args.resources else ({}, {})
+    return KubernetesOptions(
+        image=args.image,
+        namespace=args.namespace,
+        pipeline_dir=args.pipeline_dir,
+        configmap=args.configmap,
+        env_from_secrets=tuple(args.env_from_secret),
+        requests=requests,
+        limits=limits,
+        service_account=args.service_account,
+        state_dir=args.state_dir,
+        state_claim=args.state_claim,
+        validate_schedule=args.validate_schedule,
+        validate_timezone=args.validate_timezone,
+        validate_sample=args.validate_sample,
+    )
 
 
 def _cmd_repo(args: argparse.Namespace) -> int:
@@ -691,7 +710,66 @@ def _cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_check(args: argparse.Namespace) -> int:
+    from icepipe.errors import ConfigError
+    from icepipe.ops.check import check_file
+    from icepipe.ops.status import find_pipelines
+
+    files = [f for path in args.paths for f in find_pipelines(path)]
+    if not files:
+        raise ConfigError(f"no pipeline files (*.yaml, *.yml) in {' '.join(args.paths)!r}")
+    found = {str(f): check_file(f, kind=args.kind) for f in files}
+    problems = [p for ps in found.values() for p in ps]
+    if args.json:
+        _print_json({"files": list(found), "problems": [asdict(p) for p in problems]})
+    else:
+        for name, ps in found.items():
+            print("\n".join(map(str, ps)) if ps else f"{name}: ok")
+    if problems:
+        bad = sum(1 for ps in found.values() if ps)
+        raise ConfigError(f"{len(problems)} problem(s) in {bad} of {len(files)} file(s)")
+    return 0
+
+
+def _cmd_schema(args: argparse.Namespace) -> int:
+    from icepipe.ops.schema import render_schema
+
+    print(render_schema(args.kind), end="")
+    return 0
+
+
+def _add_config_commands(sub: Any) -> None:
+    """``check`` and ``schema``: pipeline and catalog files before any run."""
+    p = sub.add_parser(
+        "check",
+        help="load pipeline (or catalog) files without running them; report every problem",
+        description="Check pipeline files (or a catalog file: a mapping with 'repos') without "
+        "running them: every problem at once, as FILE:LINE:COLUMN, with 'did you mean' for "
+        "misspelt keys and values. Exit 2 when any file has a problem.",
+    )
+    p.add_argument("paths", nargs="+", help="pipeline files or folders of them")
+    p.add_argument(
+        "--kind",
+        choices=("pipeline", "catalog"),
+        default=None,
+        help="what the files are (default: a catalog when a file has 'repos' and no 'name')",
+    )
+    p.add_argument("--json", action="store_true", help="print the problems as JSON")
+    p.set_defaults(func=_cmd_check)
+
+    p = sub.add_parser(
+        "schema",
+        help="print the JSON Schema of pipeline (or catalog) files, for editors",
+        description="Print the JSON Schema (draft 2020-12) of pipeline or catalog files, "
+        "generated from the definitions the loader checks. Editors using the YAML language "
+        "server read it from a first line `# yaml-language-server: $schema=PATH`.",
+    )
+    p.add_argument("kind", nargs="?", choices=("pipeline", "catalog"), default="pipeline")
+    p.set_defaults(func=_cmd_schema)
+
+
 def _add_ops_commands(sub: Any) -> None:
+    _add_config_commands(sub)
     _add_check_commands(sub)
     _add_schedule_commands(sub)
     _add_repo_commands(sub)
@@ -781,7 +859,52 @@ def _add_schedule_commands(sub: Any) -> None:
     p.add_argument(
         "--configmap", default=None, help="kubernetes: ConfigMap holding the pipeline files"
     )
+    _add_kubernetes_options(p)
     p.set_defaults(func=_cmd_schedule_export)
+
+
+def _add_kubernetes_options(p: argparse.ArgumentParser) -> None:
+    """``schedule export --format kubernetes``: secrets, resources, identity, validation."""
+    p.add_argument(
+        "--env-from-secret",
+        action="append",
+        default=[],
+        metavar="SECRET",
+        help="kubernetes: a Secret whose keys become environment variables (the credentials "
+        "the pipelines' *_env keys name); repeatable",
+    )
+    p.add_argument(
+        "--resources",
+        default=None,
+        metavar="SPEC",
+        help="kubernetes: container resources, e.g. cpu=2,memory=8Gi (requests = limits) or "
+        "requests.cpu=1,limits.cpu=2,memory=8Gi",
+    )
+    p.add_argument("--service-account", default=None, help="kubernetes: the pods' account")
+    p.add_argument(
+        "--state-claim",
+        default=None,
+        metavar="PVC",
+        help="kubernetes: a PersistentVolumeClaim mounted at --state-dir (run reports)",
+    )
+    p.add_argument(
+        "--validate-schedule",
+        default=None,
+        metavar="CRON",
+        help="kubernetes: also a CronJob per pipeline running `icepipe validate` on this schedule",
+    )
+    p.add_argument(
+        "--validate-timezone",
+        default=None,
+        help="the zone of --validate-schedule (default: each pipeline's)",
+    )
+    p.add_argument(
+        "--validate-sample",
+        type=_count(minimum=1),
+        default=None,
+        metavar="N",
+        help="kubernetes: `icepipe validate --sample N` (default: validate's)",
+    )
 
 
 def _add_repo_commands(sub: Any) -> None:

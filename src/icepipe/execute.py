@@ -31,6 +31,7 @@ __all__ = [
     "open_client",
     "run_tasks",
     "run_tasks_collect",
+    "wait_until_idle",
     "batches",
     "raise_source_errors",
 ]
@@ -339,3 +340,35 @@ def run_tasks_collect[T, R](
     if other is not None:
         raise other
     return done, failed
+
+
+def wait_until_idle(client: Any, *, timeout: float = 60.0) -> bool:
+    """Wait until no worker of ``client``'s cluster is executing a task; False on timeout (or
+    when the client is closed or unreachable).
+
+    A failed ``compute`` releases its other tasks, but the ones already executing on workers
+    run to their end: their results are dropped, their writes are not. Before deleting what a
+    failed run wrote (a first run's repository), wait for them, or a straggling write task
+    recreates the folder it writes into after the deletion.
+    """
+    import time
+
+    if getattr(client, "status", None) != "running":
+        return False
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            busy = client.run(_executing_count)
+        except Exception:
+            return False
+        if not any(busy.values()):
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.1)
+
+
+def _executing_count(dask_worker: Any) -> int:
+    """Tasks executing on this worker (run by ``client.run``, outside the task queue)."""
+    state = dask_worker.state
+    return len(state.executing) + len(state.long_running)

@@ -231,6 +231,10 @@ class _Run:
         if exc_type is not None and self.created:
             # Best effort: the run's own error is what to report.
             with suppress(Exception):
+                if self.client is not None:
+                    # Write tasks already running when the run failed still write chunks
+                    # into the folder; an embedded cluster is closed by now, another is not.
+                    execute.wait_until_idle(self.client)
                 repository.discard_unused_repo(self.pipeline.target.repo)
         return False
 

@@ -22,6 +22,7 @@ import yaml
 from icepipe.catalog import resolve_target as _catalog_target
 from icepipe.cron import Schedule, parse_schedule
 from icepipe.errors import ConfigError
+from icepipe.fields import Field, did_you_mean
 from icepipe.fields import describe as _describe
 from icepipe.fields import no_unknown as _no_unknown
 from icepipe.fields import optional_str as _str
@@ -29,13 +30,16 @@ from icepipe.globs import glob_to_regex
 from icepipe.storage import (
     REPO_SCHEMES,
     SOURCE_SCHEMES,
+    STORAGE_FIELDS,
     STORAGE_KEYS,
     StorageOptions,
     is_local,
     parse_repo_config,
     parse_storage_options,
     refuse_credentials_in_url,
+    repo_config_json_schema,
     scheme_of,
+    secret_key_message,
     split_url,
 )
 
@@ -46,8 +50,13 @@ __all__ = [
     "GeoTiffSpec",
     "NativeSpec",
     "MODES",
+    "ON_CHANGED",
+    "ON_ERROR",
+    "PIPELINE",
     "Pipeline",
+    "SOURCE_FIELDS",
     "SourceSpec",
+    "TARGET_FIELDS",
     "TargetSpec",
     "load_pipeline",
     "pipeline_from_dict",
@@ -62,6 +71,8 @@ COMPRESSIONS: tuple[str, ...] = ("zstd", "blosc", "gzip", "none")
 #: ``chunks.<concat_dim>`` rules: one chunk per source file, or per calendar day, month, year.
 CHUNK_RULES: tuple[str, ...] = ("file", "day", "month", "year")
 MODES: tuple[str, ...] = ("virtual", "native")
+ON_ERROR: tuple[str, ...] = ("fail", "skip")
+ON_CHANGED: tuple[str, ...] = ("fail", "reingest")
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 _URL_SCHEME_RE = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.\-]*://")
@@ -235,34 +246,195 @@ class _StrictLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
-_TOP_KEYS = {
-    "name",
-    "source",
-    "mode",
-    "target",
-    "chunks",
-    "shards",
-    "compression",
-    "on_error",
-    "on_changed",
-    "schedule",
+#: The keys of ``source.geotiff`` (format: geotiff; docs/geotiff.md).
+GEOTIFF_FIELDS: dict[str, Field] = {
+    "variable": Field("string", "the data variable's name", default="band_data"),
+    "time_from_filename": Field(
+        "string", "a regular expression whose first group is each file's time"
+    ),
+    "time_from_tag": Field("string", "a TIFF tag holding each file's time (TIFFTAG_DATETIME)"),
+    "time_format": Field(
+        "string",
+        "strptime format of the time (default: parsed by pandas; TIFF's own for TIFFTAG_DATETIME)",
+    ),
+    "band_from_filename": Field(
+        "string", "a regular expression whose first group is each single-band file's band"
+    ),
+    "overview": Field(
+        "integer",
+        "the overview level to read (0: full resolution)",
+        default=0,
+        schema={"minimum": 0},
+    ),
 }
-_SOURCE_KEYS = {
-    "urls",
-    "format",
-    "concat_dim",
-    "concat_dims",
-    "merge",
-    "order_by",
-    "variables",
-    "drop_variables",
-    "preprocess",
-    "storage",
-    "grib_cube",
-    "grib_cubes",
-    "group",
-    "geotiff",
+
+
+_STRINGS = {"type": "array", "minItems": 1, "items": {"type": "string", "minLength": 1}}
+_LENGTH = {"type": "integer", "minimum": 1}
+#: The keys of ``source:`` (read by the loader, ``icepipe check`` and ``icepipe schema``).
+SOURCE_FIELDS: dict[str, Field] = {
+    "urls": Field(
+        "custom",
+        "one glob pattern (*, ?, [...], **) or a list of paths/URLs; relative paths resolve "
+        "against the pipeline file's folder; s3://, gs://, az://, http(s)://",
+        required=True,
+        schema={"oneOf": [{"type": "string", "minLength": 1}, _STRINGS]},
+    ),
+    "format": Field(
+        "choice",
+        "the source files' format (auto: from their first bytes)",
+        choices=FORMATS,
+        default="auto",
+    ),
+    "concat_dim": Field("string", "the dimension files are combined (appended) along"),
+    "concat_dims": Field(
+        "strings",
+        "instead of concat_dim: the append dimension first, then dimensions stacked "
+        "by coordinate within each step",
+    ),
+    "merge": Field(
+        "boolean", "merge files holding the same steps but different variables", default=False
+    ),
+    "order_by": Field("string", "a 1-D variable along concat_dim ordering the files"),
+    "variables": Field("strings", "keep only these variables (and their coordinates)"),
+    "drop_variables": Field("strings", "drop these variables (not with variables)"),
+    "preprocess": Field(
+        "string",
+        "'module:function' called with each opened dataset",
+        schema={"pattern": r"^[\w.]+:\w+$"},
+    ),
+    "storage": Field(
+        "section",
+        "how to reach object-store sources (variable names, never secrets)",
+        fields=STORAGE_FIELDS,
+        refuse=secret_key_message,
+    ),
+    "grib_cube": Field("string", "the GRIB hypercube to ingest (files holding several)"),
+    "grib_cubes": Field(
+        "custom",
+        "'all', or GRIB hypercube names, each into <target.group>/<cube>",
+        schema={"oneOf": [{"const": "all"}, _STRINGS]},
+    ),
+    "group": Field("string", "the netCDF4/HDF5 or Zarr group of each file (default: root)"),
+    "geotiff": Field(
+        "section",
+        "format: geotiff only: the variable's name, where each file's coordinate comes from",
+        fields=GEOTIFF_FIELDS,
+    ),
 }
+#: The keys of ``target:``: the repository, and how to reach it (:data:`STORAGE_FIELDS`).
+TARGET_FIELDS: dict[str, Field] = {
+    "repo": Field(
+        "string",
+        "the Icechunk repository: a local path, s3://, gs://, az://, or catalog:org/name",
+        required=True,
+    ),
+    "branch": Field("string", "the branch to commit to (created from main)", default="main"),
+    "group": Field("string", "the Zarr group the dataset goes into (default: root)"),
+    "config": Field("custom", "Icechunk repository settings", schema=repo_config_json_schema()),
+    **STORAGE_FIELDS,
+}
+_SCHEDULE_CRON = {"type": "string", "minLength": 1, "description": "5-field cron or @daily"}
+#: Every key of a pipeline file, section by section (see :class:`icepipe.fields.Field`).
+PIPELINE = Field(
+    "section",
+    "An icepipe pipeline: which files to ingest (source), where (target), and how",
+    fields={
+        "name": Field(
+            "string",
+            "the pipeline's name (letters, digits, _ - .)",
+            required=True,
+            schema={"pattern": _NAME_RE.pattern},
+        ),
+        "source": Field(
+            "section",
+            "which files to ingest and how to combine them",
+            required=True,
+            fields=SOURCE_FIELDS,
+            schema={
+                "oneOf": [{"required": ["concat_dim"]}, {"required": ["concat_dims"]}],
+                "not": {"required": ["variables", "drop_variables"]},
+                # grib_cubes applies to format: grib only.
+                "if": {
+                    "not": {"required": ["format"], "properties": {"format": {"const": "grib"}}}
+                },
+                "then": {"properties": {"grib_cubes": False}},
+            },
+        ),
+        "mode": Field(
+            "choice",
+            "virtual: references to the source files; native: rewritten chunks",
+            choices=MODES,
+            default="virtual",
+        ),
+        "target": Field(
+            "section",
+            "where to write",
+            required=True,
+            fields=TARGET_FIELDS,
+            refuse=secret_key_message,
+        ),
+        "chunks": Field(
+            "custom",
+            "mode: native: chunk length per dimension (concat_dim: also file, day, month or year)",
+            schema={
+                "type": "object",
+                "minProperties": 1,
+                "additionalProperties": {"oneOf": [_LENGTH, {"enum": list(CHUNK_RULES)}]},
+            },
+        ),
+        "shards": Field(
+            "custom",
+            "mode: native: shard length per dimension",
+            schema={"type": "object", "minProperties": 1, "additionalProperties": _LENGTH},
+        ),
+        "compression": Field(
+            "choice", "mode: native: the chunks' codec", choices=COMPRESSIONS, default="zstd"
+        ),
+        "on_error": Field(
+            "choice",
+            "skip: leave unreadable files out (retried next run)",
+            choices=ON_ERROR,
+            default="fail",
+        ),
+        "on_changed": Field(
+            "choice",
+            "reingest: overwrite a changed file's region in place",
+            choices=ON_CHANGED,
+            default="fail",
+        ),
+        "schedule": Field(
+            "custom",
+            "when icepipe schedule serve/export runs it: cron, or {cron, timezone}",
+            schema={
+                "oneOf": [
+                    _SCHEDULE_CRON,
+                    {
+                        "type": "object",
+                        "required": ["cron"],
+                        "additionalProperties": False,
+                        "properties": {
+                            "cron": _SCHEDULE_CRON,
+                            "timezone": {
+                                "type": "string",
+                                "minLength": 1,
+                                "description": "IANA zone",
+                                "default": "UTC",
+                            },
+                        },
+                    },
+                ]
+            },
+        ),
+    },
+    # chunks, shards and compression apply to mode: native only.
+    schema={
+        "if": {"not": {"required": ["mode"], "properties": {"mode": {"const": "native"}}}},
+        "then": {"properties": {"chunks": False, "shards": False, "compression": False}},
+    },
+)
+_TOP_KEYS = frozenset(PIPELINE.fields)
+_SOURCE_KEYS = frozenset(SOURCE_FIELDS)
 
 
 def pipeline_from_dict(
@@ -289,12 +461,12 @@ def pipeline_from_dict(
             field="name",
         )
     mode = _choice(top, "mode", "", MODES, default="virtual")
-    on_error = _choice(top, "on_error", "", ("fail", "skip"), default="fail")
-    on_changed = _choice(top, "on_changed", "", ("fail", "reingest"), default="fail")
+    on_error = _choice(top, "on_error", "", ON_ERROR, default="fail")
+    on_changed = _choice(top, "on_changed", "", ON_CHANGED, default="fail")
     source = _source(_mapping(top.get("source"), "source"), base)
     tgt = _mapping(top.get("target"), "target")
     target_storage = parse_storage_options(tgt, "target.")  # first: it refuses pasted secrets
-    _no_unknown(tgt, {"repo", "branch", "group", "config", *STORAGE_KEYS}, "target.")
+    _no_unknown(tgt, TARGET_FIELDS, "target.")
     repo = _required_str(tgt, "repo", "target.")
     repo_settings = parse_repo_config(tgt.get("config"), "target.config")
     branch = _str(tgt, "branch", "target.") or "main"
@@ -386,8 +558,7 @@ def _geotiff(src: Mapping[str, Any], fmt: str, concat_dim: str) -> GeoTiffSpec:
             field="source.geotiff",
         )
     m = _mapping(raw if raw is not None else {}, "source.geotiff")
-    keys = {"variable", "time_from_filename", "time_from_tag", "time_format"}
-    _no_unknown(m, keys | {"band_from_filename", "overview"}, "source.geotiff.")
+    _no_unknown(m, GEOTIFF_FIELDS, "source.geotiff.")
     for key in ("time_from_filename", "band_from_filename"):
         pattern = _str(m, key, "source.geotiff.")
         try:
@@ -772,7 +943,10 @@ def _choice(
 ) -> str:
     value = m.get(key, default)
     if value not in choices:
+        guess = did_you_mean(value, choices) if isinstance(value, str) else None
+        hint = f" (did you mean {guess!r}?)" if guess else ""
         raise ConfigError(
-            f"expected one of {', '.join(choices)}; got {_describe(value)}", field=prefix + key
+            f"expected one of {', '.join(choices)}; got {_describe(value)}{hint}",
+            field=prefix + key,
         )
     return cast(str, value)
