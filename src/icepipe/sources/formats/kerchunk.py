@@ -76,7 +76,7 @@ def manifest_store(url: str, storage: StorageOptions | None, group: str | None) 
     refset = read_reference_set(url, storage)
     try:
         # Every URL is absolute already (read_reference_set): no fs_root.
-        refs: Any = {"version": 1, "refs": refset.refs}
+        refs: Any = {"version": 1, "refs": _fill_values_as_attributes(refset.refs)}
         manifests = manifestgroup_from_kerchunk_refs(refs, group)
     except Exception as exc:
         raise SourceError(
@@ -87,6 +87,41 @@ def manifest_store(url: str, storage: StorageOptions | None, group: str | None) 
             url=url,
         ) from exc
     return ManifestStore(group=manifests, registry=_registry(refset, storage))
+
+
+def _fill_values_as_attributes(refs: dict[str, Any]) -> dict[str, Any]:
+    """``refs`` with each Zarr v2 array's ``fill_value`` also as its ``_FillValue`` attribute,
+    and a ``null`` fill value as the 0 Zarr v2 readers use.
+
+    xarray reads a Zarr v2 array's ``fill_value`` as ``_FillValue`` (fsspec readers of the set
+    see those values masked), but VirtualiZarr turns the set into Zarr v3 arrays, whose
+    ``fill_value`` xarray ignores: without the attribute, the stored data would show the fill
+    values where the set's readers see NaN.
+    """
+    import numpy as np
+    import ujson
+    from xarray.backends.zarr import FillValueCoder
+
+    out = dict(refs)
+    for key, value in refs.items():
+        if not key.endswith(".zarray") or not isinstance(value, str | bytes):
+            continue
+        zarray = ujson.loads(value)
+        fill, dtype = zarray.get("fill_value"), zarray.get("dtype")
+        if not isinstance(dtype, str) or np.dtype(dtype).kind not in "biuf":
+            continue
+        if fill is None:
+            # Zarr v2 reads the chunks a set lacks as 0 then (VirtualiZarr would make NaN).
+            out[key] = ujson.dumps({**zarray, "fill_value": 0})
+            continue
+        attrs_key = key.removesuffix(".zarray") + ".zattrs"
+        attrs = ujson.loads(refs.get(attrs_key, "{}"))
+        if "_FillValue" not in attrs:
+            attrs["_FillValue"] = FillValueCoder.encode(
+                float(fill) if isinstance(fill, str) else fill, np.dtype(dtype)
+            )
+            out[attrs_key] = ujson.dumps(attrs)
+    return out
 
 
 def _registry(refset: ReferenceSet, storage: StorageOptions | None) -> Any:

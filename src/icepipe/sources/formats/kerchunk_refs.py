@@ -24,6 +24,7 @@ import io
 import math
 import os
 import posixpath
+import warnings
 import zlib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -90,11 +91,14 @@ def read_reference_set(url: str, storage: StorageOptions | None = None) -> Refer
     folder = url.rstrip("/").rsplit("/", 1)[0]
     refs: dict[str, Any] = {}
     literal: dict[str, str] = {}  # reference URL -> literal URL
+    urls: dict[str, str] = {}  # path in the set -> reference URL (a set repeats few paths)
     for key, value in raw.items():
         if isinstance(value, list | tuple) and value and isinstance(value[0], str):
-            target = _absolute(value[0], folder)
-            ref = reference_url(target)
-            literal[ref] = target
+            ref = urls.get(value[0])
+            if ref is None:
+                target = _absolute(value[0], folder)
+                ref = urls[value[0]] = reference_url(target)
+                literal[ref] = target
             refs[key] = [ref, *value[1:]]
         elif isinstance(value, dict):  # metadata as objects (Parquet sets, some writers)
             refs[key] = ujson.dumps(value)
@@ -172,6 +176,16 @@ def _get(url: str, storage: StorageOptions | None, what: str = "") -> bytes:
         raise access_error(exc, url) from exc
 
 
+def _record(root: str, name: str, storage: StorageOptions | None) -> bytes | None:
+    """The object ``name`` of the Parquet set at ``root``; ``None`` when there is none."""
+    try:
+        return bytes(obstore.get(store_for(root, storage), name).bytes())
+    except Exception as exc:
+        if is_not_found(exc):
+            return None
+        raise access_error(exc, f"{root}/{name}") from exc
+
+
 def _json_refs(url: str, storage: StorageOptions | None) -> dict[str, Any]:
     """The ``refs`` of a kerchunk JSON file (gzip-compressed or not), templates expanded."""
     import ujson
@@ -246,7 +260,7 @@ def _field_refs(
 ) -> Iterator[tuple[str, Ref]]:
     """One variable's chunk references from its Parquet records."""
     import numpy as np
-    import pyarrow.parquet as pq
+    import pandas as pd
     import ujson
 
     zarray = ujson.loads(zarray) if isinstance(zarray, str | bytes) else zarray
@@ -256,9 +270,16 @@ def _field_refs(
         return
     for record in range(math.ceil(total / record_size)):
         name = f"{root}/{field}/refs.{record}.parq"
-        data = _get(name, storage, f" (records of {field!r})")
+        data = _record(root, f"{field}/refs.{record}.parq", storage)
+        if data is None:
+            continue  # no record file: chunks never written (fsspec reads them as missing)
         try:
-            table = pq.read_table(io.BytesIO(data)).to_pydict()
+            with warnings.catch_warnings():
+                # fastparquet: the engine kerchunk and fsspec write and read these sets with
+                # (pandas 3 calls it deprecated).
+                warnings.simplefilter("ignore")
+                frame = pd.read_parquet(io.BytesIO(data), engine="fastparquet")
+            table = {str(c): _column(frame[c]) for c in frame.columns}
         except Exception as exc:
             raise SourceError(
                 f"{name}: is not a readable Parquet file ({short_message(exc)}); the reference "
@@ -267,8 +288,8 @@ def _field_refs(
             ) from exc
         paths = table.get("path", [])
         n = len(paths)
-        raws = table.get("raw") or [None] * n
-        offsets, sizes = table.get("offset") or [0] * n, table.get("size") or [0] * n
+        raws = table.get("raw", [None] * n)
+        offsets, sizes = table.get("offset", [0] * n), table.get("size", [0] * n)
         for i in range(n):
             flat = record * record_size + i
             if flat >= total:
@@ -280,3 +301,8 @@ def _field_refs(
             elif paths[i] is not None:
                 whole = not offsets[i] and not sizes[i]
                 yield key, [paths[i]] if whole else [paths[i], int(offsets[i]), int(sizes[i])]
+
+
+def _column(series: Any) -> list[Any]:
+    """A Parquet column as Python values, missing values (NaN, None) as ``None``."""
+    return [None if v is None or (isinstance(v, float) and math.isnan(v)) else v for v in series]
