@@ -307,3 +307,51 @@ def test_scanned_sets_pickle(tmp_path: Path) -> None:
     assert again.schema == scanned.schema
     assert isinstance(again.source, SourceFile)
     assert ujson.loads(Path(url.removeprefix("file://")).read_text())["version"] == 1
+
+
+def test_sets_in_s3_pointing_to_s3_data(tmp_path: Path, sample_data: Path, s3: Any) -> None:
+    """Real netCDF4 files and their reference sets (JSON and Parquet) in a bucket: the
+    references point to S3 objects, whose folder becomes the repository's container."""
+    files = nemo_files(sample_data)
+    bucket = s3.bucket("refs")
+    s3.upload(files, bucket, "nemo")
+    local_sets = []
+    for f in files:
+        refs = hdf5_refs(f)
+        for v in refs["refs"].values():
+            if isinstance(v, list):
+                v[0] = f"s3://{bucket}/nemo/{Path(v[0]).name}"
+        local_sets.append(write_json(refs, tmp_path / "s3refs" / f"{f.stem}.json"))
+    write_parquet(json.loads(local_sets[2].read_text()), tmp_path / "s3refs" / "c.parq")
+    s3.upload(local_sets[:2], bucket, "refs")
+    s3.upload([tmp_path / "s3refs" / "c.parq"], bucket, "refs")
+    p = pipeline(
+        tmp_path,
+        f"s3://{bucket}/refs/*",
+        "time_counter",
+        order_by="time_centered",
+        storage=s3.options(),
+    )
+    result = icepipe.run(p)
+    assert len(result.files_new) == 3 and f"s3://{bucket}/refs/c.parq" in result.files_new
+    got = icepipe.open_dataset(
+        p.target.repo, group="g", decode_times=False, source_storage=p.source.storage
+    ).load()
+    expected = concat([fsspec_open(s) for s in _local(local_sets, files)], "time_counter")
+    xr.testing.assert_identical(got, expected)
+    repo = repository.open_repo(p.target.repo, source_storage=p.source.storage)
+    prefixes = [c.url_prefix for c in (repo.config.virtual_chunk_containers or {}).values()]
+    assert f"s3://{bucket}/nemo/" in prefixes
+    assert icepipe.run(p).status == "nothing-new"
+
+
+def _local(sets: list[Path], files: list[Path]) -> list[Path]:
+    """The sets pointing to the local copies of the files (for fsspec, which has no S3 here)."""
+    out = []
+    for s, f in zip(sets, files, strict=True):
+        refs = json.loads(s.read_text())
+        for v in refs["refs"].values():
+            if isinstance(v, list):
+                v[0] = str(f)
+        out.append(write_json(refs, s.with_suffix(".local.json")))
+    return out
