@@ -112,8 +112,9 @@ def _for_export(store: Any, group: str, name: str, marr: Any, inline_limit: int)
     if size > inline_limit:
         raise NotExportableError(
             f"variable {name!r} holds {size} bytes of chunks stored in the repository "
-            f"(written natively), not references to files; a reference set can only inline "
-            f"them: raise --inline-limit above {size}, or export a virtual group",
+            f"(written natively), not references to files, and more than the {inline_limit} "
+            f"bytes a reference set inlines; raise --inline-limit to at least {size} to copy "
+            "them into the set, or export a group ingested virtually",
             variable=name,
         )
     for idx in native:
