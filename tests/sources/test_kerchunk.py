@@ -355,3 +355,35 @@ def _local(sets: list[Path], files: list[Path]) -> list[Path]:
                 v[0] = str(f)
         out.append(write_json(refs, s.with_suffix(".local.json")))
     return out
+
+
+def test_a_later_set_pointing_into_a_new_folder_adds_its_container(tmp_path: Path) -> None:
+    """The second run's references point into a folder the repository has no container for
+    yet: it is added (the session reopened) before the write, and read back."""
+    first = write_series(tmp_path / "2020", 1, steps=2)
+    later = write_series(tmp_path / "2021", 1, steps=2, start="2021-01-01", prefix="g")
+    refs = tmp_path / "refs"
+    write_json(hdf5_refs(first[0], inline=0), refs / "1.json")
+    p = pipeline(tmp_path, str(refs / "*.json"), "time")
+    icepipe.run(p)
+    write_json(hdf5_refs(later[0], inline=0), refs / "2.json")
+    assert icepipe.run(p).status == "committed"
+    repo = repository.open_repo(p.target.repo)
+    prefixes = {c.url_prefix for c in (repo.config.virtual_chunk_containers or {}).values()}
+    assert {f"file://{tmp_path / '2020'}/", f"file://{tmp_path / '2021'}/"} <= prefixes
+    expected = xr.open_mfdataset(
+        [*first, *later], decode_times=False, combine="nested", concat_dim="time"
+    )
+    xr.testing.assert_equal(stored(p), expected.load())
+
+
+def test_validate_compares_the_repository_with_the_sets(tmp_path: Path) -> None:
+    from icepipe.cli import main
+
+    paths = write_series(tmp_path / "nc", 2)
+    refs = tmp_path / "refs"
+    for x in paths:
+        write_json(hdf5_refs(x), refs / f"{x.stem}.json")
+    p = pipeline(tmp_path, str(refs / "*.json"), "time")
+    icepipe.run(p)
+    assert main(["validate", str(p.path), "--all"]) == 0
