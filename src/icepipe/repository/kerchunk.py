@@ -53,6 +53,7 @@ def virtual_dataset_for_export(
         No such group.
     """
     from obspec_utils.registry import ObjectStoreRegistry
+    from virtualizarr.manifests import ManifestGroup, ManifestStore
     from virtualizarr.parsers import IcechunkParser
     from zarr.errors import GroupNotFoundError
 
@@ -68,10 +69,14 @@ def virtual_dataset_for_export(
             f"no group {group or '/'!r} at snapshot {snapshot_id} ({exc}); see `icepipe info`",
             field="--group",
         ) from exc
-    manifests = store._group
-    for name, marr in list(manifests.arrays.items()):
-        manifests.arrays[name] = _for_export(session.store, path, name, marr, inline_limit)
-    vds: xr.Dataset = store.to_virtual_dataset(loadable_variables=[], decode_times=False)
+    parsed = store._group
+    arrays = {
+        name: _for_export(session.store, path, name, marr, inline_limit)
+        for name, marr in parsed.arrays.items()
+    }
+    manifests = ManifestGroup(arrays=arrays, attributes=parsed.metadata.attributes)
+    exported = ManifestStore(group=manifests, registry=ObjectStoreRegistry())
+    vds: xr.Dataset = exported.to_virtual_dataset(loadable_variables=[], decode_times=False)
     return vds
 
 
@@ -95,6 +100,7 @@ def _check_regular(store: Any, group: str) -> None:
 
 def _for_export(store: Any, group: str, name: str, marr: Any, inline_limit: int) -> Any:
     """``marr`` with its native chunks inlined (read from ``store``) and its URLs literal."""
+    import zarr
     from virtualizarr.manifests import ChunkManifest, ManifestArray
     from virtualizarr.manifests.manifest import INLINED_CHUNK_PATH
 
@@ -117,12 +123,13 @@ def _for_export(store: Any, group: str, name: str, marr: Any, inline_limit: int)
             "them into the set, or export a group ingested virtually",
             variable=name,
         )
+    array = f"{group}/{name}" if group else name
+    # The stored array's own chunk keys (the parsed metadata may name another encoding).
+    stored = zarr.open_array(store, path=array, mode="r").metadata if native else None
     for idx in native:
         if idx not in inlined:
-            key = marr.metadata.encode_chunk_key(idx)
-            inlined[idx] = _chunk_bytes(
-                store, f"{group}/{name}/{key}" if group else f"{name}/{key}"
-            )
+            assert stored is not None
+            inlined[idx] = _chunk_bytes(store, f"{array}/{stored.encode_chunk_key(idx)}")
         paths[idx] = INLINED_CHUNK_PATH
         offsets[idx] = 0
         lengths[idx] = len(inlined[idx])
