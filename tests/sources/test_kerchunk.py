@@ -98,6 +98,7 @@ def concat(parts: list[xr.Dataset], dim: str) -> xr.Dataset:
 
 def test_the_reader_is_registered_and_pickles() -> None:
     assert READERS["kerchunk"].name == "kerchunk"
+    assert pickle.loads(pickle.dumps(READERS["kerchunk"])).name == "kerchunk"
     assert not READERS["kerchunk"].detect(b'{"version": 1, "refs": {}}', "file:///x.json")
 
 
