@@ -240,6 +240,10 @@ def test_a_truncated_or_corrupt_set_names_it(tmp_path: Path) -> None:
     other.write_text("[1, 2]")
     with pytest.raises(SourceError, match="not a kerchunk reference set"):
         _scan(f"file://{other}")
+    gen = tmp_path / "gen.json"
+    gen.write_text(json.dumps({**json.loads(text), "gen": [{"key": "x/{{i}}", "url": "u"}]}))
+    with pytest.raises(SourceError, match=r"gen\.json: uses kerchunk 'gen' keys"):
+        _scan(f"file://{gen}")
     pq = write_parquet(hdf5_refs(path), tmp_path / "p.parq")
     (next(pq.glob("tas/refs.0.parq"))).write_bytes(b"PAR1 not really")
     with pytest.raises(SourceError, match=r"refs\.0\.parq: is not a readable Parquet file"):

@@ -146,22 +146,29 @@ def _absolute(path: str, folder: str) -> str:
 
 
 def _sizes(set_url: str, targets: list[str], storage: StorageOptions | None) -> dict[str, int]:
-    """``HEAD`` every data file the set references: their sizes."""
-    sizes = {}
-    for target in targets:
-        store, path = store_and_path(target, storage)
-        try:
-            sizes[target] = int(obstore.head(store, path)["size"])
-        except Exception as exc:
-            if is_not_found(exc):
-                raise SourceError(
-                    f"{set_url}: references {target}, which does not exist; restore the file "
-                    "(or regenerate the reference set where the files are now), or remove the "
-                    "set from source.urls",
-                    url=set_url,
-                ) from exc
-            raise access_error(exc, target) from exc
-    return sizes
+    """``HEAD`` every data file the set references (a few at a time): their sizes."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    if len(targets) <= 1:
+        return {t: _size(set_url, t, storage) for t in targets}
+    with ThreadPoolExecutor(max_workers=min(16, len(targets))) as pool:
+        sizes = pool.map(lambda t: _size(set_url, t, storage), targets)
+        return dict(zip(targets, sizes, strict=True))
+
+
+def _size(set_url: str, target: str, storage: StorageOptions | None) -> int:
+    store, path = store_and_path(target, storage)
+    try:
+        return int(obstore.head(store, path)["size"])
+    except Exception as exc:
+        if is_not_found(exc):
+            raise SourceError(
+                f"{set_url}: references {target}, which does not exist; restore the file "
+                "(or regenerate the reference set where the files are now), or remove the "
+                "set from source.urls",
+                url=set_url,
+            ) from exc
+        raise access_error(exc, target) from exc
 
 
 def _get(url: str, storage: StorageOptions | None, what: str = "") -> bytes:
