@@ -414,3 +414,37 @@ def test_split_translation_equals_virtualizarrs(sample_data: Path, kind: str) ->
         b = theirs.arrays[name]
         assert a.metadata == b.metadata, name
         assert a.manifest.dict() == b.manifest.dict(), name
+
+
+@pytest.mark.parametrize("on_changed", ["fail", "reingest"])
+def test_a_set_regenerated_with_more_files_is_refused(tmp_path: Path, on_changed: str) -> None:
+    from kerchunk.combine import MultiZarrToZarr
+
+    from icepipe.errors import IcepipeError
+
+    paths = write_series(tmp_path / "nc", 3, steps=2)
+
+    def combined(n: int) -> dict[str, Any]:
+        out: dict[str, Any] = MultiZarrToZarr(
+            [hdf5_refs(x) for x in paths[:n]], concat_dims=["time"], identical_dims=["lat", "lon"]
+        ).translate()
+        return out
+
+    set_path = write_json(combined(2), tmp_path / "refs" / "all.json")
+    p = pipeline(tmp_path, str(tmp_path / "refs" / "*.json"), "time")
+    p = _with(p) if on_changed == "fail" else _on_changed(p, on_changed)
+    icepipe.run(p)
+    before = stored(p)
+    write_json(combined(3), set_path)
+    with pytest.raises(IcepipeError, match="all.json") as info:
+        icepipe.run(p)
+    assert info.value.exit_code in (2, 3)
+    xr.testing.assert_identical(stored(p), before)  # nothing committed
+
+
+def _on_changed(p: icepipe.Pipeline, value: str) -> icepipe.Pipeline:
+    assert p.path is not None
+    doc = yaml.safe_load(Path(p.path).read_text())
+    doc["on_changed"] = value
+    Path(p.path).write_text(yaml.safe_dump(doc, sort_keys=False))
+    return icepipe.load_pipeline(p.path)
