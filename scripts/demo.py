@@ -87,6 +87,8 @@ def reference(pipeline: icepipe.Pipeline, urls: list[str], cube: str | None = No
             ds.attrs.pop("history", None)  # cfgrib stamps the time of reading; icepipe drops it
         elif src.format == "kerchunk":
             ds = _kerchunk_set(path)
+        elif path.endswith((".tif", ".tiff")):
+            ds = _geotiff(path, src)
         elif path.endswith(".zarr"):
             consolidated = Path(path, ".zmetadata").exists()  # v2 stores; v3 has no standard
             ds = xr.open_zarr(path, consolidated=consolidated)
@@ -105,6 +107,23 @@ def reference(pipeline: icepipe.Pipeline, urls: list[str], cube: str | None = No
         combine_attrs="override",
         join="override",
     )
+
+
+def _geotiff(path: str, src: icepipe.SourceSpec) -> xr.Dataset:
+    """rioxarray's read of a GeoTIFF (masked), as icepipe's ``source.geotiff`` stacks it."""
+    import re
+
+    import rioxarray
+
+    spec = src.geotiff
+    da = rioxarray.open_rasterio(path, mask_and_scale=False)
+    keep = ("_FillValue",)  # masked when read, as the stored attribute is
+    da.attrs = {"grid_mapping": "spatial_ref", **{k: v for k, v in da.attrs.items() if k in keep}}
+    da.encoding = {}
+    if spec.band_from_filename:
+        match = re.search(spec.band_from_filename, Path(path).name)
+        da = da.assign_coords(band=[int(match.group(1))] if match else da.band)
+    return xr.decode_cf(da.to_dataset(name=spec.variable), decode_coords=False)
 
 
 def check_read_back(pipeline: icepipe.Pipeline, samples: int = 64) -> tuple[bool, str]:

@@ -43,6 +43,7 @@ __all__ = [
     "CHUNK_RULES",
     "COMPRESSIONS",
     "FORMATS",
+    "GeoTiffSpec",
     "NativeSpec",
     "MODES",
     "Pipeline",
@@ -52,11 +53,11 @@ __all__ = [
     "pipeline_from_dict",
 ]
 
-Format = Literal["auto", "netcdf3", "netcdf4", "zarr", "grib", "kerchunk"]
+Format = Literal["auto", "netcdf3", "netcdf4", "zarr", "grib", "geotiff", "kerchunk"]
 Mode = Literal["virtual", "native"]
 OnError = Literal["fail", "skip"]
 OnChanged = Literal["fail", "reingest"]
-FORMATS: tuple[str, ...] = ("auto", "netcdf3", "netcdf4", "zarr", "grib", "kerchunk")
+FORMATS: tuple[str, ...] = ("auto", "netcdf3", "netcdf4", "zarr", "grib", "geotiff", "kerchunk")
 COMPRESSIONS: tuple[str, ...] = ("zstd", "blosc", "gzip", "none")
 #: ``chunks.<concat_dim>`` rules: one chunk per source file, or per calendar day, month, year.
 CHUNK_RULES: tuple[str, ...] = ("file", "day", "month", "year")
@@ -64,6 +65,27 @@ MODES: tuple[str, ...] = ("virtual", "native")
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 _URL_SCHEME_RE = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.\-]*://")
+
+
+@dataclass(frozen=True)
+class GeoTiffSpec:
+    """``source.geotiff``: how GeoTIFF files become one dataset (``format: geotiff``).
+
+    Each file is one variable ``variable`` along ``(band, y, x)``. Files are stacked along
+    ``time`` with the time taken from the file name (``time_from_filename``: a regular
+    expression whose first group, or group named ``time``, is parsed with ``time_format``, or
+    as ISO 8601 / ``YYYYMMDD`` without it) or from a TIFF tag (``time_from_tag``, e.g.
+    ``TIFFTAG_DATETIME``); or along ``band`` with each single-band file's band number taken
+    from its name (``band_from_filename``: the first group, an integer). ``overview`` picks a
+    reduced-resolution level (0, the default: full resolution; overviews are ignored).
+    """
+
+    variable: str = "band_data"
+    time_from_filename: str | None = None
+    time_from_tag: str | None = None
+    time_format: str | None = None
+    band_from_filename: str | None = None
+    overview: int = 0
 
 
 @dataclass(frozen=True)
@@ -101,6 +123,8 @@ class SourceSpec:
     storage: StorageOptions = field(default_factory=StorageOptions)
     #: The netCDF4/HDF5 (or Zarr) group of each file to ingest; the root group when None.
     group: str | None = None
+    #: ``source.geotiff`` (``format: geotiff`` only).
+    geotiff: GeoTiffSpec = field(default_factory=GeoTiffSpec)
 
 
 @dataclass(frozen=True)
@@ -237,6 +261,7 @@ _SOURCE_KEYS = {
     "grib_cube",
     "grib_cubes",
     "group",
+    "geotiff",
 }
 
 
@@ -347,7 +372,62 @@ def _source(src: Mapping[str, Any], base: Path) -> SourceSpec:
         search_path=str(base),
         storage=_source_storage(src, urls),
         group=source_group,
+        geotiff=_geotiff(src, fmt, concat_dim),
     )
+
+
+def _geotiff(src: Mapping[str, Any], fmt: str, concat_dim: str) -> GeoTiffSpec:
+    """``source.geotiff``: only with ``format: geotiff``, which needs it to stack files along
+    a dimension GeoTIFFs do not have (``time``)."""
+    raw = src.get("geotiff")
+    if raw is not None and fmt != "geotiff":
+        raise ConfigError(
+            "applies to format: geotiff only; set source.format: geotiff, or remove it",
+            field="source.geotiff",
+        )
+    m = _mapping(raw if raw is not None else {}, "source.geotiff")
+    keys = {"variable", "time_from_filename", "time_from_tag", "time_format"}
+    _no_unknown(m, keys | {"band_from_filename", "overview"}, "source.geotiff.")
+    for key in ("time_from_filename", "band_from_filename"):
+        pattern = _str(m, key, "source.geotiff.")
+        try:
+            if pattern is not None and re.compile(pattern).groups < 1:
+                raise ConfigError(
+                    f"expected a regular expression with a group around the value; got "
+                    f"{pattern!r} (e.g. '_(\\d{{8}})\\.tif$')",
+                    field=f"source.geotiff.{key}",
+                )
+        except re.error as exc:
+            raise ConfigError(
+                f"not a regular expression ({exc}): {pattern!r}", field=f"source.geotiff.{key}"
+            ) from exc
+    overview = m.get("overview", 0)
+    if isinstance(overview, bool) or not isinstance(overview, int) or overview < 0:
+        raise ConfigError(
+            f"expected a whole number >= 0; got {_describe(overview)}",
+            field="source.geotiff.overview",
+        )
+    spec = GeoTiffSpec(
+        variable=_str(m, "variable", "source.geotiff.") or "band_data",
+        time_from_filename=_str(m, "time_from_filename", "source.geotiff."),
+        time_from_tag=_str(m, "time_from_tag", "source.geotiff."),
+        time_format=_str(m, "time_format", "source.geotiff."),
+        band_from_filename=_str(m, "band_from_filename", "source.geotiff."),
+        overview=overview,
+    )
+    if spec.time_from_filename and spec.time_from_tag:
+        raise ConfigError(
+            "give either time_from_filename or time_from_tag", field="source.geotiff.time_from_tag"
+        )
+    timed = spec.time_from_filename or spec.time_from_tag
+    if fmt == "geotiff" and concat_dim not in ("band", "y", "x") and not timed:
+        raise ConfigError(
+            f"GeoTIFF files have no {concat_dim!r} dimension: set source.geotiff."
+            "time_from_filename (a regular expression taking the time from each file name) or "
+            "time_from_tag, or set source.concat_dim: band",
+            field="source.geotiff",
+        )
+    return spec
 
 
 def _source_urls(src: Mapping[str, Any], base: Path) -> tuple[tuple[str, ...], bool]:

@@ -12,7 +12,7 @@ import icechunk
 import numpy as np
 import zarr
 
-from icepipe.cf import effective_time_encoding, packing_of
+from icepipe.cf import effective_time_encoding, grid_of, packing_of
 from icepipe.errors import ConfigError
 from icepipe.faults import storage_failure
 from icepipe.model import TargetSchema, VariableSchema
@@ -249,4 +249,14 @@ def _read_target_schema(
         concat_first=concat_first,
         concat_last=concat_last,
         order_values=order_values,
+        grid=_stored_grid(arrays, dims),
     )
+
+
+def _stored_grid(arrays: dict[str, Any], dims: dict[str, int]) -> str | None:
+    """The raster grid of a group holding a CF grid mapping ``spatial_ref`` (GeoTIFF
+    ingests), as :func:`icepipe.cf.grid_of` describes a source file's."""
+    ref = arrays.get("spatial_ref")
+    if ref is None or "x" not in dims or "y" not in dims:
+        return None
+    return grid_of(ref.attrs.asdict(), dims["x"], dims["y"])
