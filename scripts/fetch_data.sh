@@ -263,6 +263,24 @@ derive_nemo_zarr() {  # derive_nemo_zarr ZARR_FORMAT  (2 or 3)
     echo "$target: derived from nemo/ -> $target/ ($n Zarr v$format stores)"
 }
 
+KERCHUNK_REFS="$REPO_ROOT/scripts/make_kerchunk_refs.py"
+
+derive_nemo_kerchunk() {  # kerchunk reference sets over nemo/ (pipelines/nemo-kerchunk.yaml)
+    local target="nemo-kerchunk" stamp tmp n
+    stamp="$target-$IRIS_SAMPLE_DATA_VERSION-$(sha256sum "$KERCHUNK_REFS" | cut -c1-12).done"
+    if is_cached "$stamp" "$target"; then
+        echo "$target: cached"; return
+    fi
+    rm -f -- "$STAMPS/$target"-*.done
+    new_tmp "$target"
+    run_logged "$tmp/derive.log" "$PYTHON" "$KERCHUNK_REFS" --relative-to "$DATA_DIR/$target" \
+        "$tmp/stage/$target" "$DATA_DIR"/nemo/nemo_1m_2015*grid-T.nc
+    n="$(find "$tmp/stage/$target" -mindepth 1 -maxdepth 1 | wc -l)"
+    [[ "$n" -eq 3 ]] || die "expected 3 kerchunk reference sets, found $n"
+    install_outputs "$tmp/stage" "$stamp" "$target"
+    echo "$target: derived from nemo/ -> $target/ ($n kerchunk reference sets)"
+}
+
 derive_era5_series() {
     local target="era5-series" stamp tmp n
     stamp="$target-$CFGRIB_VERSION-$DERIVE_HASH.done"
@@ -343,6 +361,7 @@ fetch_sdist_subdir cfgrib "$CFGRIB_VERSION" tests/sample-data cfgrib-samples
 fetch_sdist_subdir zarr "$ZARR2_VERSION" fixture zarr2-fixture
 derive_nemo_zarr 3
 derive_nemo_zarr 2
+derive_nemo_kerchunk
 derive_era5_series
 fetch_deb_subdir ferret-datasets "$FERRET_DATASETS_VERSION" usr/share/ferret-vis/data \
     corpus/ferret-datasets

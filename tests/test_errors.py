@@ -15,6 +15,7 @@ from icepipe.errors import (
     IcepipeError,
     LedgerError,
     LedgerVersionError,
+    NotExportableError,
     SchemaMismatchError,
     SourceError,
     StaleWriteError,
@@ -39,6 +40,7 @@ EXCEPTIONS = [
     ValidationError("file:///d/a.nc: variable 'tas' differs", url="file:///d/a.nc", variable="tas"),
     LedgerError("snapshot ABC: ledger field 'files' is not a list"),
     LedgerVersionError("snapshot ABC: ledger version 2; upgrade icepipe", found=2, supported=1),
+    NotExportableError("variable 'tas' holds 800 bytes of native chunks", variable="tas"),
 ]
 
 ATTRIBUTES = (

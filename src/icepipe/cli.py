@@ -263,6 +263,9 @@ def build_parser() -> argparse.ArgumentParser:
     p_gc.add_argument("--json", action="store_true")
     p_gc.set_defaults(func=_cmd_gc)
     _add_ops_commands(sub)
+    from icepipe.ops.export import add_export_command
+
+    add_export_command(sub, _open_repo)
     return parser
 
 

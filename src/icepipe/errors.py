@@ -27,6 +27,7 @@ __all__ = [
     "IcepipeError",
     "LedgerError",
     "LedgerVersionError",
+    "NotExportableError",
     "SchemaMismatchError",
     "SourceError",
     "StaleWriteError",
@@ -93,6 +94,22 @@ class LedgerVersionError(LedgerError, ConfigError):
         super().__init__(message)
         self.found = found
         self.supported = supported
+
+
+class NotExportableError(ConfigError):
+    """A repository's variable cannot be written as kerchunk references (``icepipe export
+    kerchunk``): it holds chunks stored in the repository rather than references, or chunks of
+    uneven length. The message says which option or which group to export instead.
+
+    Attributes
+    ----------
+    variable
+        The variable that cannot be exported.
+    """
+
+    def __init__(self, message: str, *, variable: str) -> None:
+        super().__init__(message)
+        self.variable = variable
 
 
 class SourceError(IcepipeError):

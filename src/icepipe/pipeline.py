@@ -285,6 +285,10 @@ def _attempt(
     with state.timer("plan"):
         session, ledger, selection = _select(state, listed)
     _scan(state, selection)
+    if _add_referenced_containers(state, selection) and session is not None:
+        session = _reopened(state, session)
+        if session is None:
+            return "branch-moved"
     with state.timer("plan"):
         parts = _parts(pipeline, selection, state.scanned, session, ledger)
         _with_order_values(pipeline, session, parts, ledger)
@@ -396,9 +400,44 @@ def _scan(state: _Run, selection: plan.Selection) -> None:
     state.skipped.update({f.url: str(e) for f, e in failed})
 
 
+def _add_referenced_containers(state: _Run, selection: plan.Selection) -> bool:
+    """Add the folders that the scanned references point into, and that the listing's
+    containers miss, to ``state.containers``; whether any was added.
+
+    Kerchunk reference sets point into other files than themselves (which the list stage
+    cannot know without reading them): their containers come from their references.
+    """
+    if state.pipeline.source.format != "kerchunk":
+        return False
+    found: set[str] = set()
+    for f in [*selection.new, *(f for f, _ in selection.changed)]:
+        scanned = state.scanned.get(f.url)
+        if scanned is None:
+            continue
+        one = scanned.cubes.values() if isinstance(scanned, sources.ScannedCubes) else [scanned]
+        for s in one:
+            found.update(repository.virtual_locations(s.dataset))
+    missing = [p for p in found if not any(p.startswith(c) for c in state.containers)]
+    if missing:
+        state.containers = repository.container_prefixes([*state.containers, *missing])
+    return bool(missing)
+
+
+def _reopened(state: _Run, session: icechunk.Session) -> icechunk.Session | None:
+    """A new session on the branch, its repository opened with ``state.containers`` (Icechunk
+    refuses references outside the containers a session was opened with); ``None`` when the
+    branch moved since ``session`` was opened (re-plan)."""
+    pipeline = state.pipeline
+    repo = _open_if_exists(pipeline, state.containers)
+    fresh = repository.writable_session(repo, pipeline.target.branch) if repo else None
+    if fresh is None or fresh.snapshot_id != session.snapshot_id:
+        return None
+    return fresh
+
+
 #: Formats scanned in process by small runs. GRIB always scans on workers: its virtual
 #: ingests may write variables natively (the fallback), which takes the cluster anyway.
-_IN_PROCESS_FORMATS = ("netcdf3", "netcdf4", "zarr")
+_IN_PROCESS_FORMATS = ("netcdf3", "netcdf4", "zarr", "kerchunk")
 
 
 def _journal(pipeline: Pipeline) -> execute.CrashJournal:

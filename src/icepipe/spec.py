@@ -62,11 +62,11 @@ __all__ = [
     "pipeline_from_dict",
 ]
 
-Format = Literal["auto", "netcdf3", "netcdf4", "zarr", "grib", "geotiff"]
+Format = Literal["auto", "netcdf3", "netcdf4", "zarr", "grib", "geotiff", "kerchunk"]
 Mode = Literal["virtual", "native"]
 OnError = Literal["fail", "skip"]
 OnChanged = Literal["fail", "reingest"]
-FORMATS: tuple[str, ...] = ("auto", "netcdf3", "netcdf4", "zarr", "grib", "geotiff")
+FORMATS: tuple[str, ...] = ("auto", "netcdf3", "netcdf4", "zarr", "grib", "geotiff", "kerchunk")
 COMPRESSIONS: tuple[str, ...] = ("zstd", "blosc", "gzip", "none")
 #: ``chunks.<concat_dim>`` rules: one chunk per source file, or per calendar day, month, year.
 CHUNK_RULES: tuple[str, ...] = ("file", "day", "month", "year")

@@ -30,7 +30,8 @@ class ScanOptions:
     Attributes
     ----------
     format
-        ``auto`` (magic bytes) or one of ``netcdf3``, ``netcdf4``, ``zarr``, ``grib``.
+        ``auto`` (magic bytes) or one of ``netcdf3``, ``netcdf4``, ``zarr``, ``grib``,
+        ``kerchunk``.
     concat_dim, order_by, variables, drop_variables, preprocess
         As in the pipeline's ``source`` section.
     search_path
