@@ -59,6 +59,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         args.pipeline,
         workers=args.workers,
         scheduler=args.scheduler,
+        cluster=args.cluster,
+        memory_limit=args.memory_limit,
         state=args.state_dir,
         stage=args.stage,
         stage_sample=args.stage_sample,
@@ -147,7 +149,26 @@ def _open_repo(location: str) -> tuple[Any, str]:
 def _ran_on(cluster: dict[str, Any]) -> str:
     if cluster.get("address") == "in-process":
         return "scanned in this process (small run: no cluster started)"
-    return f"{cluster.get('workers', '?')} Dask worker(s)"
+    dashboard = f" (dashboard {cluster['dashboard']})" if cluster.get("dashboard") else ""
+    return f"{cluster.get('workers', '?')} Dask worker(s){dashboard}"
+
+
+def _add_cluster_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--cluster",
+        default=None,
+        metavar="MODULE:FACTORY",
+        help="a function returning a distributed.Client or a cluster object (dask-jobqueue, "
+        "dask-kubernetes, dask-gateway, Coiled); default: $ICEPIPE_CLUSTER, else the "
+        "pipeline's cluster:, else Dask's scheduler-address, else an embedded LocalCluster",
+    )
+    p.add_argument(
+        "--memory-limit",
+        default=None,
+        metavar="SIZE",
+        help="memory limit per worker of the embedded LocalCluster (e.g. 4GiB; default: the "
+        "machine's memory shared among the workers)",
+    )
 
 
 def _cmd_log(args: argparse.Namespace) -> int:
@@ -230,6 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
     p_run.add_argument(
         "--scheduler", default=None, help="address of an existing Dask scheduler to use instead"
     )
+    _add_cluster_options(p_run)
     p_run.add_argument("--json", action="store_true", help="print the run result as JSON")
     _add_run_options(p_run)
     p_run.set_defaults(func=_cmd_run)

@@ -3,24 +3,32 @@ commit or a cluster start must finish (:func:`interrupts_deferred`).
 
 The embedded default is a ``LocalCluster`` of worker *processes* (spawned, since Icechunk
 deadlocks after ``fork``); ``scheduler="tcp://host:8786"`` connects to any running
-``dask.distributed`` cluster instead (dask-jobqueue, Kubernetes, ...).
+``dask.distributed`` cluster instead, and ``cluster="module:factory"`` calls a function
+returning a ``distributed.Client`` or a cluster object (dask-jobqueue's ``SLURMCluster``,
+dask-kubernetes' ``KubeCluster``, dask-gateway, Coiled, ...). :func:`choose_cluster` says
+which one a run uses.
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 import os
+import sys
 import tempfile
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from icepipe.errors import ConfigError, IcepipeError, SourceError, StorageError
 
 __all__ = [
+    "CLUSTER_ENV",
+    "ClusterChoice",
     "IN_PROCESS",
     "IN_PROCESS_MAX_ITEMS",
     "ClusterInfo",
@@ -32,20 +40,101 @@ __all__ = [
     "run_tasks",
     "run_tasks_collect",
     "batches",
+    "choose_cluster",
+    "dashboard_link",
     "raise_source_errors",
 ]
 
 
 class ClusterInfo:
-    """What a run ran on, for the summary and the commit metadata."""
+    """What a run ran on, for the summary and the commit metadata (``dashboard``: the Dask
+    dashboard's URL, for the run report only)."""
 
-    def __init__(self, address: str, n_workers: int, embedded: bool) -> None:
+    def __init__(
+        self, address: str, n_workers: int, embedded: bool, dashboard: str | None = None
+    ) -> None:
         self.address = address
         self.n_workers = n_workers
         self.embedded = embedded
+        self.dashboard = dashboard
 
     def as_dict(self) -> dict[str, Any]:
-        return {"address": self.address, "workers": self.n_workers, "embedded": self.embedded}
+        out: dict[str, Any] = {
+            "address": self.address,
+            "workers": self.n_workers,
+            "embedded": self.embedded,
+        }
+        if self.dashboard:
+            out["dashboard"] = self.dashboard
+        return out
+
+
+#: Environment variable naming a cluster factory (``module:factory``) for every run.
+CLUSTER_ENV = "ICEPIPE_CLUSTER"
+
+
+@dataclass(frozen=True)
+class ClusterChoice:
+    """Where a run's Dask work goes, and why (``origin``, for error messages).
+
+    ``kind``: ``"scheduler"`` (connect to ``value``, an address), ``"factory"`` (call
+    ``value``, ``module:factory``) or ``"embedded"`` (start a ``LocalCluster``).
+    """
+
+    kind: str
+    value: str | None = None
+    origin: str = ""
+
+    @property
+    def configured(self) -> bool:
+        """Whether a cluster was named (a run scanning few files then still uses it)."""
+        return self.kind != "embedded"
+
+
+def choose_cluster(
+    *, scheduler: str | None = None, cluster: str | None = None, pipeline: str | None = None
+) -> ClusterChoice:
+    """The cluster a run uses, first match wins: ``scheduler`` (``--scheduler``), ``cluster``
+    (``--cluster``), ``$ICEPIPE_CLUSTER``, the pipeline's ``cluster:``, Dask's own
+    ``scheduler-address`` setting (``$DASK_SCHEDULER_ADDRESS`` or a Dask config file), else
+    the embedded ``LocalCluster``.
+
+    Raises
+    ------
+    ConfigError
+        Both ``scheduler`` and ``cluster`` are given.
+    """
+    import dask.config
+
+    if scheduler and cluster:
+        raise ConfigError(
+            f"give either --scheduler ({scheduler!r}) or --cluster ({cluster!r}), not both",
+            field="--cluster",
+        )
+    if scheduler:
+        return ClusterChoice("scheduler", scheduler, "--scheduler")
+    if cluster:
+        return ClusterChoice("factory", cluster, "--cluster")
+    if os.environ.get(CLUSTER_ENV):
+        return ClusterChoice("factory", os.environ[CLUSTER_ENV], f"${CLUSTER_ENV}")
+    if pipeline:
+        return ClusterChoice("factory", pipeline, "the pipeline's cluster:")
+    # Dask reads $DASK_SCHEDULER_ADDRESS into its config at import; read it here too, since
+    # it may have been set afterwards (a test, a wrapper script).
+    address = os.environ.get("DASK_SCHEDULER_ADDRESS") or dask.config.get("scheduler-address", None)
+    if address:
+        return ClusterChoice("scheduler", str(address), "Dask's scheduler-address setting")
+    return ClusterChoice("embedded")
+
+
+def dashboard_link(client: Any) -> str | None:
+    """The Dask dashboard's URL, or ``None`` when the scheduler serves none (``bokeh`` is not
+    installed there: ``pip install icepipe[dashboard]``)."""
+    try:
+        link = client.dashboard_link
+    except Exception:  # no dashboard service: distributed raises KeyError
+        return None
+    return str(link) if link else None
 
 
 #: A run scanning at most this many files, with no cluster given or configured, scans them in
@@ -107,7 +196,8 @@ class CrashJournal:
 def describe_client(client: Any) -> ClusterInfo:
     """What an existing ``distributed.Client`` runs on."""
     info = client.scheduler_info()
-    return ClusterInfo(str(info.get("address", "")), len(info.get("workers", {})), embedded=False)
+    n = len(info.get("workers", {}))
+    return ClusterInfo(str(info.get("address", "")), n, embedded=False)
 
 
 def default_workers() -> int:
@@ -121,41 +211,139 @@ def open_client(
     workers: int | None = None,
     scheduler: str | None = None,
     memory_limit: str | None = None,
+    choice: ClusterChoice | None = None,
+    search_path: str | None = None,
 ) -> Iterator[tuple[Any, ClusterInfo]]:
     """Yield a ``distributed.Client`` (and what it runs on), closed on exit.
 
     Parameters
     ----------
     workers
-        Number of worker processes of the embedded ``LocalCluster`` (ignored with ``scheduler``).
+        Number of worker processes of the embedded ``LocalCluster`` (ignored with another
+        cluster).
     scheduler
         Address of an existing scheduler to connect to instead of starting a cluster.
     memory_limit
         Per-worker memory limit of the embedded cluster (Dask's syntax, e.g. ``"2GiB"``).
+    choice
+        The cluster to use (:func:`choose_cluster`); default: ``scheduler`` if given, else
+        Dask's ``scheduler-address`` setting, else the embedded cluster.
+    search_path
+        Folder searched first for a factory's module (the pipeline file's folder).
 
     Raises
     ------
     ConfigError
-        ``workers`` is not positive.
+        ``workers`` is not positive; a factory cannot be imported, raises, or returns
+        neither a client nor a cluster.
     StorageError
         The scheduler could not be reached.
     """
+    choice = choice or choose_cluster(scheduler=scheduler)
+    if choice.kind == "scheduler":
+        with _connect(str(choice.value), choice.origin) as out:
+            yield out
+    elif choice.kind == "factory":
+        with _from_factory(str(choice.value), choice.origin, search_path) as out:
+            yield out
+    else:
+        with _embedded(workers, memory_limit) as out:
+            yield out
+
+
+@contextmanager
+def _connect(address: str, origin: str) -> Iterator[tuple[Any, ClusterInfo]]:
+    from distributed import Client
+
+    try:
+        client = Client(address, timeout="20s")
+    except OSError as exc:
+        raise StorageError(
+            f"cannot connect to the Dask scheduler at {address!r} (from {origin}): {exc}; "
+            "check the address and that the cluster is running"
+        ) from exc
+    try:
+        n = len(client.scheduler_info().get("workers", {}))
+        yield client, ClusterInfo(address, n, embedded=False, dashboard=dashboard_link(client))
+    finally:
+        client.close()
+
+
+def load_factory(spec: str, origin: str, search_path: str | None = None) -> Callable[[], Any]:
+    """Import the cluster factory ``module:function`` (``search_path`` searched first).
+
+    Raises
+    ------
+    ConfigError
+        The module or function cannot be found.
+    """
+    module_name, _, func_name = spec.partition(":")
+    if not module_name or not func_name:
+        raise ConfigError(f"expected 'module:factory'; got {spec!r}", field=origin)
+    if search_path and search_path not in sys.path:
+        sys.path.insert(0, search_path)
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigError(
+            f"cannot import the cluster factory's module {module_name!r} ({exc}); put it next "
+            "to the pipeline file or install it",
+            field=origin,
+        ) from exc
+    func = getattr(module, func_name, None)
+    if not callable(func):
+        raise ConfigError(f"module {module_name!r} has no function {func_name!r}", field=origin)
+    return func  # type: ignore[no-any-return]
+
+
+@contextmanager
+def _from_factory(
+    spec: str, origin: str, search_path: str | None
+) -> Iterator[tuple[Any, ClusterInfo]]:
+    """Call the factory; use the ``Client`` it returns, or a client of the cluster object it
+    returns. Both are closed at the end (the cluster too: a factory that must leave a
+    long-lived cluster running returns ``Client(address)``)."""
+    from distributed import Client
+
+    factory = load_factory(spec, origin, search_path)
+    try:
+        with interrupts_deferred():
+            made = factory()
+    except (OSError, TimeoutError) as exc:
+        raise StorageError(
+            f"the cluster factory {spec!r} (from {origin}) could not start or reach its "
+            f"cluster: {type(exc).__name__}: {exc}"
+        ) from exc
+    except Exception as exc:
+        raise ConfigError(
+            f"the cluster factory {spec!r} raised {type(exc).__name__}: {exc}; fix the factory",
+            field=origin,
+        ) from exc
+    cluster = None if isinstance(made, Client) else made
+    if cluster is not None and not hasattr(cluster, "scheduler_address"):
+        raise ConfigError(
+            f"the cluster factory {spec!r} returned {type(made).__name__}; expected a "
+            "distributed.Client or a cluster object (with .scheduler_address)",
+            field=origin,
+        )
+    client: Any = None
+    try:
+        client = made if cluster is None else Client(cluster)
+        info = describe_client(client)
+        info.dashboard = dashboard_link(client)
+        yield client, info
+    finally:
+        if client is not None:
+            client.close()
+        if cluster is not None:
+            with suppress(Exception):  # closing is best effort: the run's outcome stands
+                cluster.close()
+
+
+@contextmanager
+def _embedded(workers: int | None, memory_limit: str | None) -> Iterator[tuple[Any, ClusterInfo]]:
     from distributed import Client, LocalCluster
 
-    if scheduler:
-        try:
-            client = Client(scheduler, timeout="20s")
-        except OSError as exc:
-            raise StorageError(
-                f"cannot connect to the Dask scheduler at {scheduler!r}: {exc}; check --scheduler "
-                "and that the cluster is running"
-            ) from exc
-        try:
-            n = len(client.scheduler_info().get("workers", {}))
-            yield client, ClusterInfo(scheduler, n, embedded=False)
-        finally:
-            client.close()
-        return
     n_workers = default_workers() if workers is None else workers
     if n_workers < 1:
         raise ConfigError(f"expected at least 1 worker; got {n_workers}", field="--workers")
@@ -172,7 +360,17 @@ def open_client(
                 silence_logs=50,  # logging.CRITICAL: task errors are reported by run_tasks
             )
         embedded = Client(cluster)
-        yield embedded, ClusterInfo(cluster.scheduler_address, n_workers, embedded=True)
+        info = ClusterInfo(cluster.scheduler_address, n_workers, embedded=True)
+        info.dashboard = dashboard_link(embedded)
+        yield embedded, info
+    except ValueError as exc:
+        if cluster is None and memory_limit:  # Dask's parse of a bad --memory-limit
+            raise ConfigError(
+                f"expected a memory size like 2GiB, 500MB or 0.5 (of the machine); got "
+                f"{memory_limit!r} ({exc})",
+                field="--memory-limit",
+            ) from exc
+        raise
     finally:
         if embedded is not None:
             embedded.close()

@@ -149,6 +149,8 @@ class Pipeline:
     on_changed: OnChanged = "fail"
     #: When to run (``schedule:``), for ``icepipe schedule serve|export``.
     schedule: Schedule | None = None
+    #: ``cluster: "module:factory"``: the Dask cluster or client to run on (``icepipe.execute``).
+    cluster: str | None = None
 
 
 def load_pipeline(path: str | os.PathLike[str]) -> Pipeline:
@@ -222,6 +224,7 @@ _TOP_KEYS = {
     "on_error",
     "on_changed",
     "schedule",
+    "cluster",
 }
 _SOURCE_KEYS = {
     "urls",
@@ -295,7 +298,18 @@ def pipeline_from_dict(
         mode=cast(Mode, mode),
         path=path,
         schedule=parse_schedule(top.get("schedule")),
+        cluster=_cluster(top),
     )
+
+
+def _cluster(top: Mapping[str, Any]) -> str | None:
+    """``cluster: "module:factory"`` (imported from the pipeline's folder first)."""
+    spec = _str(top, "cluster", "")
+    if spec is not None and not re.match(r"^[\w.]+:\w+$", spec):
+        raise ConfigError(
+            f"expected 'module:factory' (e.g. 'clusters:slurm'); got {spec!r}", field="cluster"
+        )
+    return spec
 
 
 def _source(src: Mapping[str, Any], base: Path) -> SourceSpec:
