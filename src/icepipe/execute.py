@@ -19,7 +19,7 @@ import sys
 import tempfile
 import uuid
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,6 +40,7 @@ __all__ = [
     "run_tasks",
     "run_tasks_collect",
     "batches",
+    "check_memory_limit",
     "choose_cluster",
     "dashboard_link",
     "raise_source_errors",
@@ -125,6 +126,30 @@ def choose_cluster(
     if address:
         return ClusterChoice("scheduler", str(address), "Dask's scheduler-address setting")
     return ClusterChoice("embedded")
+
+
+def check_memory_limit(text: str | None) -> None:
+    """Check a ``--memory-limit`` before any work (Dask's syntax: ``4GiB``, ``500MB``, a
+    fraction of the machine's memory such as ``0.5``, or ``auto``).
+
+    Raises
+    ------
+    ConfigError
+        Dask cannot parse it.
+    """
+    import logging
+
+    from distributed.worker_memory import parse_memory_limit
+
+    if text is None:
+        return
+    try:
+        parse_memory_limit(text, 1, logger=logging.getLogger("icepipe"))
+    except ValueError as exc:
+        raise ConfigError(
+            f"expected a memory size like 4GiB, 500MB, 0.5 (of the machine) or auto; got {text!r}",
+            field="--memory-limit",
+        ) from exc
 
 
 def dashboard_link(client: Any) -> str | None:
@@ -342,6 +367,7 @@ def _from_factory(
 
 @contextmanager
 def _embedded(workers: int | None, memory_limit: str | None) -> Iterator[tuple[Any, ClusterInfo]]:
+    import dask.config
     from distributed import Client, LocalCluster
 
     n_workers = default_workers() if workers is None else workers
@@ -349,6 +375,12 @@ def _embedded(workers: int | None, memory_limit: str | None) -> Iterator[tuple[A
         raise ConfigError(f"expected at least 1 worker; got {n_workers}", field="--workers")
     cluster: Any = None
     embedded: Any = None
+    stack = ExitStack()
+    # LocalCluster closes a worker's nanny for good when no worker of that name is back
+    # `lost-worker-timeout` (15 s) after one was lost: a worker crashing again and again (a
+    # parser killing its process) then leaves the run waiting forever on no worker at all.
+    # The nanny restarts its worker itself; the run closes the cluster when done.
+    stack.enter_context(dask.config.set({"distributed.deploy.lost-worker-timeout": "7d"}))
     try:
         with interrupts_deferred():
             cluster = LocalCluster(
@@ -363,19 +395,12 @@ def _embedded(workers: int | None, memory_limit: str | None) -> Iterator[tuple[A
         info = ClusterInfo(cluster.scheduler_address, n_workers, embedded=True)
         info.dashboard = dashboard_link(embedded)
         yield embedded, info
-    except ValueError as exc:
-        if cluster is None and memory_limit:  # Dask's parse of a bad --memory-limit
-            raise ConfigError(
-                f"expected a memory size like 2GiB, 500MB or 0.5 (of the machine); got "
-                f"{memory_limit!r} ({exc})",
-                field="--memory-limit",
-            ) from exc
-        raise
     finally:
         if embedded is not None:
             embedded.close()
         if cluster is not None:
             cluster.close()
+        stack.close()
 
 
 @contextmanager
@@ -466,6 +491,39 @@ def raise_source_errors(errors: Sequence[SourceError]) -> None:
     )
 
 
+#: Future states that do not change any more (a "finished" result can still be lost with its
+#: worker: it goes back to "pending", and is computed again).
+_SETTLED = ("finished", "error", "cancelled")
+
+
+def _settle(client: Any, futures: Sequence[Any]) -> list[tuple[bool, Any]]:
+    """Wait until every future has a result or failed; ``(True, result)`` or ``(False,
+    exception)`` per future, in order."""
+    from concurrent.futures import CancelledError
+
+    from distributed import wait
+
+    while True:
+        wait(futures)
+        if not all(f.status in _SETTLED for f in futures):
+            continue  # a result lost with its worker is being computed again
+        ok = [f for f in futures if f.status == "finished"]
+        try:
+            results = client.gather(ok) if ok else []
+        except Exception:  # a result lost meanwhile, and computing it again failed: look again
+            continue
+        by_key = {f.key: r for f, r in zip(ok, results, strict=True)}
+        out: list[tuple[bool, Any]] = []
+        for f in futures:
+            if f.key in by_key:
+                out.append((True, by_key[f.key]))
+            elif f.status == "cancelled":
+                out.append((False, CancelledError(f"task {f.key} was cancelled")))
+            else:
+                out.append((False, f.exception()))
+        return out
+
+
 def batches[T](items: Sequence[T], n_workers: int, *, per_worker: int = 4) -> list[list[T]]:
     """Split ``items`` into about ``per_worker`` batches per worker, of near-equal sizes."""
     n = max(1, min(len(items), max(1, n_workers) * per_worker))
@@ -485,13 +543,17 @@ def run_tasks_collect[T, R](
     *,
     describe: Callable[[T], str],
     key: str,
+    isolate: bool = True,
     **kwargs: Any,
 ) -> tuple[list[tuple[T, R]], list[tuple[T, SourceError]]]:
     """Like :func:`run_tasks`, but return the items that failed on their input with their
     errors instead of raising (for ``on_error: skip``).
 
     A worker that died repeatedly on an item (``KilledWorker``: a parser crashing the process,
-    or running out of memory) counts as that item's failure.
+    or running out of memory) counts as that item's failure. Dask blames every task a dying
+    worker held, so with ``isolate`` (the default) items killed together are run again one at
+    a time, and only those that still kill their worker fail. A finished task whose worker
+    died afterwards (its result lost) is computed again, not reported.
 
     Raises
     ------
@@ -500,21 +562,29 @@ def run_tasks_collect[T, R](
     StorageError
         A task failed unexpectedly.
     """
-    from distributed import KilledWorker, wait
+    from distributed import KilledWorker
 
     if not items:
         return [], []
     futures = client.map(fn, items, key=[f"{key}-{i}" for i in range(len(items))], **kwargs)
-    wait(futures)
-    ok = [(item, f) for item, f in zip(items, futures, strict=True) if f.status == "finished"]
-    results = client.gather([f for _, f in ok]) if ok else []
-    done = [(item, r) for (item, _), r in zip(ok, results, strict=True)]
+    outcomes = list(zip(items, _settle(client, futures), strict=True))
+    killed = [item for item, (_, value) in outcomes if isinstance(value, KilledWorker)]
+    if isolate and len(killed) > 1:
+        # Tasks queued on a worker die with it: a good item sharing a worker with one that
+        # crashes it is blamed too. Run each alone to name only the items that crash.
+        again = {
+            id(item): _settle(client, [client.submit(fn, item, key=f"{key}-alone-{i}", **kwargs)])[
+                0
+            ]
+            for i, item in enumerate(killed)
+        }
+        outcomes = [(item, again.get(id(item), out)) for item, out in outcomes]
+    done = [(item, value) for item, (ok, value) in outcomes if ok]
     failed: list[tuple[T, SourceError]] = []
     other: IcepipeError | None = None
-    for item, fut in zip(items, futures, strict=True):
-        if fut.status == "finished":
+    for item, (ok, exc) in outcomes:
+        if ok:
             continue
-        exc = fut.exception()
         if isinstance(exc, SourceError):
             failed.append((item, exc))
         elif isinstance(exc, KilledWorker):

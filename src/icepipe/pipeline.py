@@ -220,6 +220,7 @@ def _run(
     """:func:`run` without the report."""
     _check_runnable(pipeline)
     o = options
+    execute.check_memory_limit(o.memory_limit)
     choice = execute.choose_cluster(
         scheduler=o.scheduler, cluster=o.cluster, pipeline=pipeline.cluster
     )
@@ -809,6 +810,7 @@ def _scan_files(
         execute.batches(files, n_workers),
         describe=lambda b: ", ".join(f.url for f in b),
         key=f"scan-{run_id}",
+        isolate=False,  # crashed batches are scanned again file by file below
         options=options,
     )
     retried, failed = execute.run_tasks_collect(
