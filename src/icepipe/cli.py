@@ -686,10 +686,13 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
 
 def _add_ops_commands(sub: Any) -> None:
+    from icepipe.ops.history_cmds import add_history_edit_commands
+
     _add_check_commands(sub)
     _add_schedule_commands(sub)
     _add_repo_commands(sub)
     _add_history_commands(sub)
+    add_history_edit_commands(sub)
 
 
 def _add_check_commands(sub: Any) -> None:
