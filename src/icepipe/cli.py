@@ -153,6 +153,35 @@ def _ran_on(cluster: dict[str, Any]) -> str:
     return f"{cluster.get('workers', '?')} Dask worker(s){dashboard}"
 
 
+def _add_alert_options(p: argparse.ArgumentParser) -> None:
+    """``icepipe status`` as an alert check (exit codes in docs/operations.md)."""
+    p.add_argument(
+        "--check",
+        action="store_true",
+        help="exit 10 if the last run failed, 11 if a scheduled run is late (see "
+        "--schedule-grace); implied by --max-age and --max-pending",
+    )
+    p.add_argument(
+        "--max-age",
+        default=None,
+        metavar="DURATION",
+        help="exit 11 (late) when the last successful run is older than this (e.g. 26h)",
+    )
+    p.add_argument(
+        "--max-pending",
+        type=_count(minimum=0),
+        default=None,
+        metavar="N",
+        help="exit 12 (behind) when more than N source files are not ingested yet",
+    )
+    p.add_argument(
+        "--schedule-grace",
+        default="1h",
+        metavar="DURATION",
+        help="how long a scheduled run may take before it counts as late (default 1h)",
+    )
+
+
 def _add_cluster_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--cluster",
@@ -192,7 +221,7 @@ def _cmd_log(args: argparse.Namespace) -> int:
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
-def parse_duration(text: str) -> timedelta:
+def parse_duration(text: str, *, field: str = "--older-than") -> timedelta:
     """``90s``, ``15m``, ``6h``, ``7d``, ``2w`` (a bare number means seconds)."""
     from icepipe.errors import ConfigError
 
@@ -203,7 +232,7 @@ def parse_duration(text: str) -> timedelta:
         value = float(number)
     except ValueError:
         raise ConfigError(
-            f"expected a duration like 90s, 15m, 6h, 7d or 2w; got {text!r}", field="--older-than"
+            f"expected a duration like 90s, 15m, 6h, 7d or 2w; got {text!r}", field=field
         ) from None
     return timedelta(seconds=value * _UNITS[unit])
 
@@ -426,10 +455,16 @@ def _print_json(obj: Any) -> None:
 def _cmd_status(args: argparse.Namespace) -> int:
     from icepipe.errors import ConfigError
     from icepipe.ops.render import render_status
-    from icepipe.ops.status import find_pipelines, pipeline_status
+    from icepipe.ops.status import alert_exit_code, check_alerts, find_pipelines, pipeline_status
     from icepipe.spec import load_pipeline
 
-    statuses, errors = [], []
+    checks = {
+        "max_age": parse_duration(args.max_age, field="--max-age") if args.max_age else None,
+        "max_pending": args.max_pending,
+        "grace": parse_duration(args.schedule_grace, field="--schedule-grace"),
+    }
+    alerting = args.check or args.max_age is not None or args.max_pending is not None
+    statuses, errors, alerts = [], [], []
     files = find_pipelines(args.path)
     if not files:
         raise ConfigError(f"no pipeline files (*.yaml, *.yml) in {args.path!r}")
@@ -442,11 +477,16 @@ def _cmd_status(args: argparse.Namespace) -> int:
             errors.append(f"{f}: {exc}")
             continue
         statuses.append(pipeline_status(pipeline, state=args.state_dir, runs=args.runs))
+        if alerting:
+            alerts += check_alerts(statuses[-1], pipeline, **checks)
     if args.json:
-        _print_json({"pipelines": [asdict(s) for s in statuses], "errors": errors})
+        doc = {"pipelines": [asdict(s) for s in statuses], "errors": errors}
+        _print_json({**doc, "alerts": [asdict(a) for a in alerts]} if alerting else doc)
     else:
         print(render_status(statuses, errors), end="")
-    return 0
+        for a in alerts:
+            print(f"ALERT {a.pipeline}: {a.kind}: {a.reason}")
+    return alert_exit_code(alerts)
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
@@ -705,6 +745,7 @@ def _add_check_commands(sub: Any) -> None:
     p.add_argument("--state-dir", default=None, help="where run reports are (see `run`)")
     p.add_argument("--runs", type=int, default=5, help="how many recent runs to show")
     p.add_argument("--json", action="store_true")
+    _add_alert_options(p)
     p.set_defaults(func=_cmd_status)
 
     p = sub.add_parser(
