@@ -201,10 +201,11 @@ def _add_cluster_options(p: argparse.ArgumentParser) -> None:
 
 
 def _cmd_log(args: argparse.Namespace) -> int:
-    from icepipe.repository import read_log
+    from icepipe.repository import read_log, resolve_ref
 
     repo, branch = _open_repo(args.repo)
-    entries = read_log(repo, args.branch or branch, limit=args.n)
+    at = resolve_ref(repo, args.ref) if args.ref else None
+    entries = read_log(repo, args.branch or branch, limit=args.n, snapshot_id=at)
     if args.json:
         print(json.dumps([asdict(e) for e in entries], indent=2, default=str))
         return 0
@@ -292,6 +293,7 @@ def build_parser() -> argparse.ArgumentParser:
     p_log.add_argument(
         "--branch", default=None, help="default: main (or the pipeline file's target.branch)"
     )
+    p_log.add_argument("--ref", default=None, help="a tag, snapshot id or REF~N instead")
     p_log.add_argument("-n", type=int, default=None, help="show at most N commits")
     p_log.add_argument("--json", action="store_true")
     p_log.set_defaults(func=_cmd_log)

@@ -205,6 +205,8 @@ def open_dataset(
     storage: StorageOptions | Mapping[str, Any] | None = None,
     source_storage: StorageOptions | Mapping[str, Any] | None = None,
     decode_times: bool = True,
+    tag: str | None = None,
+    ref: str | None = None,
 ) -> xr.Dataset:
     """Open an ingested group as an xarray Dataset (lazily, backed by Dask).
 
@@ -219,8 +221,11 @@ def open_dataset(
     ----------
     repo
         The repository location.
-    branch, snapshot_id
-        What to read (``snapshot_id`` wins over ``branch``).
+    branch, tag, snapshot_id, ref
+        What to read: a branch (default ``main``), a tag, a snapshot id, or ``ref``, any of
+        them as the command line takes it (``main~1``, ``tag:v1``: see
+        :func:`icepipe.repository.resolve_ref`). ``snapshot_id`` wins, then ``ref``, ``tag``,
+        ``branch``.
     group
         The group to open; the root group when ``None``.
     chunks
@@ -255,17 +260,25 @@ def open_dataset(
         storage=coerce_storage_options(storage, "storage"),
         source_storage=source_options,
     )
+    if ref is not None and snapshot_id is None:
+        snapshot_id = repository.resolve_ref(r, ref)
+    what = (
+        f"snapshot {snapshot_id}"
+        if snapshot_id
+        else f"tag {tag!r}"
+        if tag
+        else f"branch {branch!r}"
+    )
     try:
         session = (
             r.readonly_session(snapshot_id=snapshot_id)
             if snapshot_id
+            else r.readonly_session(tag=tag)
+            if tag
             else r.readonly_session(branch=branch)
         )
     except Exception as exc:
-        raise ConfigError(
-            f"cannot read {'snapshot ' + snapshot_id if snapshot_id else 'branch ' + branch!r} "
-            f"of {repo!r}: {exc}"
-        ) from exc
+        raise ConfigError(f"cannot read {what} of {repo!r}: {exc}") from exc
     try:
         # Arrays with rectilinear chunk grids (files of uneven length, one chunk each) need
         # zarr's experimental flag when their metadata is parsed, here; the arrays then read

@@ -135,3 +135,25 @@ def test_rm_asks_unless_yes_and_refuses_without_a_terminal(
     assert "tas" in icepipe.open_dataset(repo, group="g", snapshot_id=before).variables
     r = icechunk.Repository.open(icechunk.local_filesystem_storage(repo))
     assert next(iter(r.ancestry(branch="main"))).message == "icepipe rm /g/tas"
+
+
+def test_reading_at_any_ref(
+    tmp_path: Path, client: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    files = write_series(tmp_path / "all", 2)
+    (tmp_path / "src").mkdir()
+    shutil.copy2(files[0], tmp_path / "src")
+    spec = write_pipeline(tmp_path, urls="src/*.nc")
+    repo = str(tmp_path / "repo")
+    first = _run(spec, client).snapshot_id
+    assert main(["tag", repo, "v1"]) == 0
+    shutil.copy2(files[1], tmp_path / "src")
+    _run(spec, client)
+    one = sources(files[:1])
+    for how in ({"tag": "v1"}, {"ref": "main~1"}, {"ref": "tag:v1"}, {"snapshot_id": first}):
+        xr.testing.assert_identical(icepipe.open_dataset(repo, group="g", **how).load(), one)
+    capsys.readouterr()
+    assert main(["log", repo, "--ref", "v1", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["id"] == first
+    assert main(["info", repo, "--ref", "main~1", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["snapshot_id"] == first
