@@ -195,6 +195,35 @@ def _default_message(
     return f"icepipe.to_icechunk: write {shown} into {where}"
 
 
+def _session_at(
+    r: Any,
+    repo: str,
+    *,
+    branch: str,
+    tag: str | None,
+    snapshot_id: str | None,
+    ref: str | None,
+) -> Any:
+    """A read-only session of ``r`` at the ref :func:`open_dataset` was asked for."""
+    if ref is not None and snapshot_id is None:
+        snapshot_id = repository.resolve_ref(r, ref)
+    what = (
+        f"snapshot {snapshot_id}"
+        if snapshot_id
+        else f"tag {tag!r}"
+        if tag
+        else f"branch {branch!r}"
+    )
+    try:
+        if snapshot_id:
+            return r.readonly_session(snapshot_id=snapshot_id)
+        if tag:
+            return r.readonly_session(tag=tag)
+        return r.readonly_session(branch=branch)
+    except Exception as exc:
+        raise ConfigError(f"cannot read {what} of {repo!r}: {exc}") from exc
+
+
 def open_dataset(
     repo: str,
     *,
@@ -222,10 +251,8 @@ def open_dataset(
     repo
         The repository location.
     branch, tag, snapshot_id, ref
-        What to read: a branch (default ``main``), a tag, a snapshot id, or ``ref``, any of
-        them as the command line takes it (``main~1``, ``tag:v1``: see
-        :func:`icepipe.repository.resolve_ref`). ``snapshot_id`` wins, then ``ref``, ``tag``,
-        ``branch``.
+        What to read (the first given of ``snapshot_id``, ``ref``, ``tag``, ``branch``);
+        ``ref`` as commands take it: ``main~1``, ``tag:v1`` (``repository.resolve_ref``).
     group
         The group to open; the root group when ``None``.
     chunks
@@ -260,25 +287,7 @@ def open_dataset(
         storage=coerce_storage_options(storage, "storage"),
         source_storage=source_options,
     )
-    if ref is not None and snapshot_id is None:
-        snapshot_id = repository.resolve_ref(r, ref)
-    what = (
-        f"snapshot {snapshot_id}"
-        if snapshot_id
-        else f"tag {tag!r}"
-        if tag
-        else f"branch {branch!r}"
-    )
-    try:
-        session = (
-            r.readonly_session(snapshot_id=snapshot_id)
-            if snapshot_id
-            else r.readonly_session(tag=tag)
-            if tag
-            else r.readonly_session(branch=branch)
-        )
-    except Exception as exc:
-        raise ConfigError(f"cannot read {what} of {repo!r}: {exc}") from exc
+    session = _session_at(r, repo, branch=branch, tag=tag, snapshot_id=snapshot_id, ref=ref)
     try:
         # Arrays with rectilinear chunk grids (files of uneven length, one chunk each) need
         # zarr's experimental flag when their metadata is parsed, here; the arrays then read
