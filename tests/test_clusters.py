@@ -110,7 +110,7 @@ def test_a_cluster_of_separate_dask_processes_via_dask_scheduler_address(
     assert result.cluster["address"] == dask_processes
     assert result.cluster["embedded"] is False
     assert result.cluster["workers"] == 1
-    assert "dashboard" in result.cluster  # the scheduler process serves one (bokeh installed)
+    assert "dashboard" in result.cluster  # the scheduler process serves one
     report = json.loads(Path(str(result.report_file)).read_text())
     assert report["cluster"]["dashboard"] == result.cluster["dashboard"]
 

@@ -117,7 +117,15 @@ class ProgressPrinter:
         self._dashboard_shown = True
         link = dashboard_link(client)
         if link:
-            self._write(f"{self.name}: Dask dashboard at {link}\n")
+            import importlib.util
+
+            # Without bokeh, Dask serves a page asking for it instead of the dashboard.
+            hint = (
+                ""
+                if importlib.util.find_spec("bokeh")
+                else " (bokeh is not installed here: pip install 'icepipe[dashboard]')"
+            )
+            self._write(f"{self.name}: Dask dashboard at {link}{hint}\n")
 
     def stage_finished(self, stage: str, seconds: float) -> None:
         if self.mode == "none":
