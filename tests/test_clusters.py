@@ -225,3 +225,18 @@ def test_a_file_killing_its_worker_on_a_one_worker_cluster(
     assert list(result.files_skipped) == [bad]
     assert "the worker reading it died" in result.files_skipped[bad]
     assert sorted(result.files_new) == [f"file://{f}" for f in (files[0], files[2], files[3])]
+
+
+def test_cli_cluster_arguments_checked_before_any_work(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], no_cluster_env: None
+) -> None:
+    write_series(tmp_path / "src", 1)
+    spec = str(write_pipeline(tmp_path, urls="src/*.nc"))
+    both = ["run", spec, "--scheduler", "tcp://127.0.0.1:1", "--cluster", "m:f"]
+    assert main(both) == 2
+    assert "not both" in capsys.readouterr().err
+    assert main(["run", spec, "--memory-limit", "lots"]) == 2
+    assert "--memory-limit" in capsys.readouterr().err
+    assert main(["run", spec, "--cluster", "no_such_module:make"]) == 2
+    assert "cannot import the cluster factory's module" in capsys.readouterr().err
+    assert not (tmp_path / "repo").exists()
