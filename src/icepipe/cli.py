@@ -59,6 +59,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         args.pipeline,
         workers=args.workers,
         scheduler=args.scheduler,
+        cluster=args.cluster,
+        memory_limit=args.memory_limit,
         state=args.state_dir,
         stage=args.stage,
         stage_sample=args.stage_sample,
@@ -146,14 +148,63 @@ def _open_repo(location: str) -> tuple[Any, str]:
 def _ran_on(cluster: dict[str, Any]) -> str:
     if cluster.get("address") == "in-process":
         return "scanned in this process (small run: no cluster started)"
-    return f"{cluster.get('workers', '?')} Dask worker(s)"
+    dashboard = f" (dashboard {cluster['dashboard']})" if cluster.get("dashboard") else ""
+    return f"{cluster.get('workers', '?')} Dask worker(s){dashboard}"
+
+
+def _add_alert_options(p: argparse.ArgumentParser) -> None:
+    """``icepipe status`` as an alert check (exit codes in docs/operations.md)."""
+    p.add_argument(
+        "--check",
+        action="store_true",
+        help="exit 10 if the last run failed, 11 if a scheduled run is late (see "
+        "--schedule-grace); implied by --max-age and --max-pending",
+    )
+    p.add_argument(
+        "--max-age",
+        default=None,
+        metavar="DURATION",
+        help="exit 11 (late) when the last successful run is older than this (e.g. 26h)",
+    )
+    p.add_argument(
+        "--max-pending",
+        type=_count(minimum=0),
+        default=None,
+        metavar="N",
+        help="exit 12 (behind) when more than N source files are not ingested yet",
+    )
+    p.add_argument(
+        "--schedule-grace",
+        default="1h",
+        metavar="DURATION",
+        help="how long a scheduled run may take before it counts as late (default 1h)",
+    )
+
+
+def _add_cluster_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--cluster",
+        default=None,
+        metavar="MODULE:FACTORY",
+        help="a function returning a distributed.Client or a cluster object (dask-jobqueue, "
+        "dask-kubernetes, dask-gateway, Coiled); default: $ICEPIPE_CLUSTER, else the "
+        "pipeline's cluster:, else Dask's scheduler-address, else an embedded LocalCluster",
+    )
+    p.add_argument(
+        "--memory-limit",
+        default=None,
+        metavar="SIZE",
+        help="memory limit per worker of the embedded LocalCluster (e.g. 4GiB; default: the "
+        "machine's memory shared among the workers)",
+    )
 
 
 def _cmd_log(args: argparse.Namespace) -> int:
-    from icepipe.repository import read_log
+    from icepipe.repository import read_log, resolve_ref
 
     repo, branch = _open_repo(args.repo)
-    entries = read_log(repo, args.branch or branch, limit=args.n)
+    at = resolve_ref(repo, args.ref) if args.ref else None
+    entries = read_log(repo, args.branch or branch, limit=args.n, snapshot_id=at)
     if args.json:
         print(json.dumps([asdict(e) for e in entries], indent=2, default=str))
         return 0
@@ -170,7 +221,7 @@ def _cmd_log(args: argparse.Namespace) -> int:
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
-def parse_duration(text: str) -> timedelta:
+def parse_duration(text: str, *, field: str = "--older-than") -> timedelta:
     """``90s``, ``15m``, ``6h``, ``7d``, ``2w`` (a bare number means seconds)."""
     from icepipe.errors import ConfigError
 
@@ -181,7 +232,7 @@ def parse_duration(text: str) -> timedelta:
         value = float(number)
     except ValueError:
         raise ConfigError(
-            f"expected a duration like 90s, 15m, 6h, 7d or 2w; got {text!r}", field="--older-than"
+            f"expected a duration like 90s, 15m, 6h, 7d or 2w; got {text!r}", field=field
         ) from None
     return timedelta(seconds=value * _UNITS[unit])
 
@@ -229,6 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
     p_run.add_argument(
         "--scheduler", default=None, help="address of an existing Dask scheduler to use instead"
     )
+    _add_cluster_options(p_run)
     p_run.add_argument("--json", action="store_true", help="print the run result as JSON")
     _add_run_options(p_run)
     p_run.set_defaults(func=_cmd_run)
@@ -240,6 +292,7 @@ def build_parser() -> argparse.ArgumentParser:
     p_log.add_argument(
         "--branch", default=None, help="default: main (or the pipeline file's target.branch)"
     )
+    p_log.add_argument("--ref", default=None, help="a tag, snapshot id or REF~N instead")
     p_log.add_argument("-n", type=int, default=None, help="show at most N commits")
     p_log.add_argument("--json", action="store_true")
     p_log.set_defaults(func=_cmd_log)
@@ -406,10 +459,16 @@ def _print_json(obj: Any) -> None:
 def _cmd_status(args: argparse.Namespace) -> int:
     from icepipe.errors import ConfigError
     from icepipe.ops.render import render_status
-    from icepipe.ops.status import find_pipelines, pipeline_status
+    from icepipe.ops.status import alert_exit_code, check_alerts, find_pipelines, pipeline_status
     from icepipe.spec import load_pipeline
 
-    statuses, errors = [], []
+    checks = {
+        "max_age": parse_duration(args.max_age, field="--max-age") if args.max_age else None,
+        "max_pending": args.max_pending,
+        "grace": parse_duration(args.schedule_grace, field="--schedule-grace"),
+    }
+    alerting = args.check or args.max_age is not None or args.max_pending is not None
+    statuses, errors, alerts = [], [], []
     files = find_pipelines(args.path)
     if not files:
         raise ConfigError(f"no pipeline files (*.yaml, *.yml) in {args.path!r}")
@@ -422,11 +481,16 @@ def _cmd_status(args: argparse.Namespace) -> int:
             errors.append(f"{f}: {exc}")
             continue
         statuses.append(pipeline_status(pipeline, state=args.state_dir, runs=args.runs))
+        if alerting:
+            alerts += check_alerts(statuses[-1], pipeline, **checks)
     if args.json:
-        _print_json({"pipelines": [asdict(s) for s in statuses], "errors": errors})
+        doc = {"pipelines": [asdict(s) for s in statuses], "errors": errors}
+        _print_json({**doc, "alerts": [asdict(a) for a in alerts]} if alerting else doc)
     else:
         print(render_status(statuses, errors), end="")
-    return 0
+        for a in alerts:
+            print(f"ALERT {a.pipeline}: {a.kind}: {a.reason}")
+    return alert_exit_code(alerts)
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
@@ -772,11 +836,14 @@ def _add_config_commands(sub: Any) -> None:
 
 
 def _add_ops_commands(sub: Any) -> None:
+    from icepipe.ops.history_cmds import add_history_edit_commands
+
     _add_config_commands(sub)
     _add_check_commands(sub)
     _add_schedule_commands(sub)
     _add_repo_commands(sub)
     _add_history_commands(sub)
+    add_history_edit_commands(sub)
 
 
 def _add_check_commands(sub: Any) -> None:
@@ -789,6 +856,7 @@ def _add_check_commands(sub: Any) -> None:
     p.add_argument("--state-dir", default=None, help="where run reports are (see `run`)")
     p.add_argument("--runs", type=int, default=5, help="how many recent runs to show")
     p.add_argument("--json", action="store_true")
+    _add_alert_options(p)
     p.set_defaults(func=_cmd_status)
 
     p = sub.add_parser(

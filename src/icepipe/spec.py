@@ -184,6 +184,8 @@ class Pipeline:
     on_changed: OnChanged = "fail"
     #: When to run (``schedule:``), for ``icepipe schedule serve|export``.
     schedule: Schedule | None = None
+    #: ``cluster: "module:factory"``: the Dask cluster or client to run on (``icepipe.execute``).
+    cluster: str | None = None
 
 
 def load_pipeline(path: str | os.PathLike[str]) -> Pipeline:
@@ -426,6 +428,12 @@ PIPELINE = Field(
                 ]
             },
         ),
+        "cluster": Field(
+            "string",
+            "the Dask cluster runs use: 'module:factory' returning a distributed.Client or a "
+            "cluster object (imported from the pipeline's folder first)",
+            schema={"pattern": r"^[\w.]+:\w+$"},
+        ),
     },
     # chunks, shards and compression apply to mode: native only.
     schema={
@@ -492,7 +500,18 @@ def pipeline_from_dict(
         mode=cast(Mode, mode),
         path=path,
         schedule=parse_schedule(top.get("schedule")),
+        cluster=_cluster(top),
     )
+
+
+def _cluster(top: Mapping[str, Any]) -> str | None:
+    """``cluster: "module:factory"`` (imported from the pipeline's folder first)."""
+    spec = _str(top, "cluster", "")
+    if spec is not None and not re.match(r"^[\w.]+:\w+$", spec):
+        raise ConfigError(
+            f"expected 'module:factory' (e.g. 'clusters:slurm'); got {spec!r}", field="cluster"
+        )
+    return spec
 
 
 def _source(src: Mapping[str, Any], base: Path) -> SourceSpec:

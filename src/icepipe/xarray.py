@@ -211,6 +211,7 @@ def open_dataset(
     storage: StorageOptions | Mapping[str, Any] | None = None,
     source_storage: StorageOptions | Mapping[str, Any] | None = None,
     decode_times: bool = True,
+    ref: str | None = None,
 ) -> xr.Dataset:
     """Open an ingested group as an xarray Dataset (lazily, backed by Dask).
 
@@ -226,8 +227,9 @@ def open_dataset(
     repo
         The repository location, or a catalog name (``catalog:org/name``, or a bare
         ``org/name`` the catalog holds).
-    branch, tag, snapshot_id
-        What to read (``snapshot_id`` wins over ``tag``, which wins over ``branch``).
+    branch, tag, snapshot_id, ref
+        What to read (the first given of ``snapshot_id``, ``ref``, ``tag``, ``branch``);
+        ``ref`` as commands take it: ``main~1``, ``tag:v1`` (``repository.resolve_ref``).
     group
         The group to open; the root group when ``None``.
     chunks
@@ -265,6 +267,7 @@ def open_dataset(
         snapshot_id=snapshot_id,
         storage=storage,
         source_storage=source_storage,
+        ref=ref,
     )
     try:
         # Arrays with rectilinear chunk grids (files of uneven length, one chunk each) need
@@ -303,10 +306,12 @@ def open_session(
     snapshot_id: str | None = None,
     storage: StorageOptions | Mapping[str, Any] | None = None,
     source_storage: StorageOptions | Mapping[str, Any] | None = None,
+    ref: str | None = None,
 ) -> tuple[icechunk.Repository, icechunk.Session, StorageOptions]:
     """The repository ``repo`` names (a location or a catalog name), with every virtual chunk
-    container authorized, and a read-only session of ``snapshot_id``, else ``tag``, else
-    ``branch``; with the source storage options (for :func:`check_source_access`).
+    container authorized, and a read-only session of ``snapshot_id``, else ``ref`` (``main~1``,
+    ``tag:v1``), else ``tag``, else ``branch``; with the source storage options (for
+    :func:`check_source_access`).
 
     Raises
     ------
@@ -324,6 +329,8 @@ def open_session(
         source_storage=source_options,
         config=entry.config,
     )
+    if ref is not None and snapshot_id is None:
+        snapshot_id = repository.resolve_ref(r, ref)
     try:
         if snapshot_id:
             session = r.readonly_session(snapshot_id=snapshot_id)

@@ -130,21 +130,29 @@ def read_ingested(
 
 
 def read_log(
-    repo: icechunk.Repository, branch: str, *, limit: int | None = None
+    repo: icechunk.Repository,
+    branch: str,
+    *,
+    limit: int | None = None,
+    snapshot_id: str | None = None,
 ) -> list[CommitInfo]:
-    """The commits of ``branch``, newest first.
+    """The commits of ``branch`` (or, given ``snapshot_id``, of that snapshot and its
+    ancestors), newest first.
 
     Raises
     ------
     ConfigError
         The branch does not exist.
     """
-    if not _branch_exists(repo, branch):
+    if snapshot_id is None and not _branch_exists(repo, branch):
         raise ConfigError(
             f"branch {branch!r} does not exist; branches: {', '.join(sorted(repo.list_branches()))}"
         )
     out: list[CommitInfo] = []
-    for snap in repo.ancestry(branch=branch):
+    history = (
+        repo.ancestry(snapshot_id=snapshot_id) if snapshot_id else repo.ancestry(branch=branch)
+    )
+    for snap in history:
         out.append(CommitInfo.of(snap, read_record(snap.metadata, snapshot_id=snap.id)))
         if limit is not None and len(out) >= limit:
             break
