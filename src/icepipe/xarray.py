@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping, MutableMapping
 from typing import TYPE_CHECKING, Any
 
 import xarray as xr
 
 from icepipe import __version__, repository
-from icepipe.errors import ConfigError, SourceError
+from icepipe.errors import ArgumentTypeError, ConfigError, SourceError
 from icepipe.repository.grids import rectilinear_enabled
 from icepipe.storage import StorageOptions, coerce_storage_options, scheme_of
 
@@ -22,22 +22,33 @@ __all__ = ["open_dataset", "to_icechunk"]
 
 
 def to_icechunk(
-    ds: xr.Dataset,
-    repo: str | os.PathLike[str] | icechunk.Repository | icechunk.Session,
+    obj: xr.Dataset | xr.DataArray,
+    repo: str | os.PathLike[str] | icechunk.Repository | icechunk.Session | None = None,
     *,
+    session: icechunk.Session | None = None,
     branch: str = "main",
     group: str | None = None,
     mode: WriteMode | None = None,
-    append_dim: str | None = None,
+    safe_chunks: bool = True,
+    align_chunks: bool | None = None,
+    append_dim: Hashable | None = None,
     region: Region | None = None,
-    encoding: Mapping[str, Mapping[str, Any]] | None = None,
+    encoding: Mapping[Any, Any] | None = None,
+    chunkmanager_store_kwargs: MutableMapping[Any, Any] | None = None,
+    split_every: int | None = None,
     message: str | None = None,
     metadata: Mapping[str, Any] | None = None,
     max_attempts: int = 5,
     storage: StorageOptions | Mapping[str, Any] | None = None,
     source_storage: StorageOptions | Mapping[str, Any] | None = None,
 ) -> str | None:
-    """Write an xarray Dataset into an Icechunk repository and commit it.
+    """Write an xarray Dataset (or DataArray) into an Icechunk repository and commit it.
+
+    A drop-in superset of :func:`icechunk.xarray.to_icechunk`: every call that function accepts
+    works here and, given a session, does what it does (writes, commits nothing, returns
+    ``None``), with two differences that only remove ways to lose data: Dask chunks are
+    rechunked onto the target's chunks (``align_chunks``), and errors are icepipe errors that
+    are also the built-in type xarray raised. Given a repository or a path, icepipe also commits.
 
     Dask variables are written in parallel on the active Dask scheduler through forks of one
     session, each task owning whole target chunks (or shards); numpy variables by this process;
@@ -47,13 +58,18 @@ def to_icechunk(
 
     Parameters
     ----------
-    ds
-        The data: numpy- or Dask-backed, or a virtual dataset.
+    obj
+        The data: numpy- or Dask-backed, or a virtual dataset. A DataArray is written as a
+        one-variable Dataset, named as :meth:`xarray.DataArray.to_zarr` names it.
     repo
         A repository path (created when the write creates data and none exists, with virtual
         chunk containers for virtual references), an ``icechunk.Repository``, or a writable
-        ``icechunk.Session``: then nothing is committed, ``None`` is returned, and ``branch``,
-        ``message``, ``metadata`` and ``max_attempts`` do not apply.
+        ``icechunk.Session`` (as ``session``).
+    session
+        A writable ``icechunk.Session`` (or fork), as in Icechunk: the data is written into it
+        and nothing is committed (the caller commits); ``None`` is returned, and ``branch``,
+        ``message``, ``metadata`` and ``max_attempts`` do not apply. Give ``repo`` or
+        ``session``, not both.
     branch, group
         The branch to commit to (created from ``main`` when new); the group to write into (the
         root group when ``None``).
@@ -62,15 +78,25 @@ def to_icechunk(
         ``"a"`` add or overwrite variables (the default with ``append_dim``), ``"a-"`` append
         only the variables with ``append_dim``, ``"r+"`` change existing arrays only (the
         default with ``region``).
+    safe_chunks, align_chunks
+        As in Icechunk, except that ``align_chunks`` defaults to ``True`` (``None``): Dask
+        chunks straddling target chunks (shards) are rechunked onto them, so that no two tasks
+        write one chunk. ``align_chunks=False`` keeps xarray's check (``safe_chunks=True``:
+        a ``ValueError`` for such chunks); ``safe_chunks=False``, which in Icechunk lets two
+        tasks race on one chunk, aligns instead.
     append_dim
         Append along this existing dimension.
     region
         Overwrite this part of the existing arrays: ``{"time": slice(0, 24)}``, or ``"auto"``
-        (per dimension too) to locate it by coordinate values. Regions must start and end on
-        chunk (shard) boundaries, or end at the array's end.
+        (per dimension too) to locate it by coordinate values. Numpy data may cut through
+        chunks; Dask data must cover whole chunks (shards) in mode ``"r+"`` unless
+        ``safe_chunks=False`` (as in xarray: merging forks keeps one of two writes to a chunk).
     encoding
         Zarr encoding of new variables, e.g. ``{"t2m": {"chunks": (24, 90, 180)}}``; add
         ``"shards"`` to store several chunks per object.
+    chunkmanager_store_kwargs, split_every
+        As in Icechunk: options for ``dask.array.store``, and how many forks each step of the
+        tree reduction merges.
     message, metadata
         The commit message (a summary of the write by default) and extra JSON commit metadata;
         icepipe adds its provenance under ``"icepipe"`` (``version``, ``mode``, ``api``, ...).
@@ -79,19 +105,24 @@ def to_icechunk(
     storage, source_storage
         How to reach a repository given as an object-store URL (the keys of a pipeline's
         ``target``: ``endpoint``, ``region``, ``access_key_id_env``, ...), and the object store
-        virtual references of ``ds`` point into (the keys of ``source.storage``).
+        virtual references of ``obj`` point into (the keys of ``source.storage``).
 
     Returns
     -------
     str or None
-        The snapshot id of the commit, or ``None`` when ``repo`` is a session.
+        The snapshot id of the commit, or ``None`` when writing into a session.
 
     Raises
     ------
     ConfigError
-        Bad arguments, with the fix in the message: unknown mode, a region cutting through
-        chunks, an ``append_dim`` the target lacks, a group that exists (``"w-"``) or does
-        not (appends, regions, ``"r+"``), a missing repository for such writes.
+        Bad arguments, with the fix in the message: unknown mode, an ``append_dim`` the target
+        lacks, a missing repository for appends or regions; a ``ValueError`` too. Its
+        subclasses keep the built-in type xarray raises: :class:`~icepipe.errors.
+        TargetExistsError` (``FileExistsError``: the group exists, mode ``"w-"``),
+        :class:`~icepipe.errors.TargetNotFoundError` (``FileNotFoundError``: no group for a
+        region or ``"r+"``), :class:`~icepipe.errors.WriteKeyError` (``KeyError``: e.g.
+        ``region="auto"`` values the stored coordinate lacks) and
+        :class:`~icepipe.errors.ArgumentTypeError` (``TypeError``).
     ConflictError
         Another writer wrote the same chunks meanwhile (the message names the arrays and
         chunks; nothing was committed), or the branch kept moving for ``max_attempts``.
@@ -102,15 +133,29 @@ def to_icechunk(
     --------
     >>> snapshot = icepipe.to_icechunk(ds, "repos/era5", group="t2m")  # doctest: +SKIP
     >>> icepipe.to_icechunk(day2, "repos/era5", group="t2m", append_dim="time")  # doctest: +SKIP
+    >>> icepipe.to_icechunk(ds, session=repo.writable_session("main"))  # doctest: +SKIP
     """
-    write: dict[str, Any]
-    write = dict(group=group, mode=mode, append_dim=append_dim, region=region, encoding=encoding)
-    if repository.is_session(repo):
-        repository.write_dataset(repo, ds, **write)
+    target = _target(repo, session)
+    ds = as_dataset(obj)
+    write: dict[str, Any] = dict(
+        group=group,
+        mode=mode,
+        append_dim=None if append_dim is None else str(append_dim),
+        region=region,
+        encoding=encoding,
+        safe_chunks=safe_chunks,
+        align_chunks=align_chunks,
+        split_every=split_every,
+    )
+    if repository.is_session(target):
+        # Icechunk's function hands the caller's mapping to dask (and adds keys to it).
+        repository.write_dataset(
+            target, ds, chunkmanager_store_kwargs=chunkmanager_store_kwargs, **write
+        )
         return None
     commit_metadata = {**(metadata or {}), repository.METADATA_KEY: _provenance(ds, group)}
     repository.check_write_args(ds, mode=mode, metadata=commit_metadata, max_attempts=max_attempts)
-    opened = _repository(repo, ds, write, storage=storage, source_storage=source_storage)
+    opened = _repository(target, ds, write, storage=storage, source_storage=source_storage)
     return repository.write_and_commit(
         opened,
         ds,
@@ -118,8 +163,59 @@ def to_icechunk(
         message=message or _default_message(ds, group, append_dim=append_dim, region=region),
         metadata=commit_metadata,
         max_attempts=max_attempts,
+        chunkmanager_store_kwargs=chunkmanager_store_kwargs,
         **write,
     )
+
+
+_DATAARRAY_NAME = "__xarray_dataarray_name__"
+_DATAARRAY_VARIABLE = "__xarray_dataarray_variable__"
+
+
+def as_dataset(obj: object) -> xr.Dataset:
+    """``obj`` as the Dataset :meth:`xarray.DataArray.to_zarr` (and Icechunk) would write.
+
+    A DataArray without a name, or named like one of its coordinates or dimensions, becomes
+    the variable ``__xarray_dataarray_variable__`` (the original name, if any, kept in the
+    attribute ``__xarray_dataarray_name__``), which :func:`xarray.open_dataarray` undoes.
+    Anything else is returned as it is (the write checks it).
+    """
+    if not isinstance(obj, xr.DataArray):
+        return obj  # type: ignore[return-value]
+    if obj.name is None:
+        return obj.to_dataset(name=_DATAARRAY_VARIABLE)
+    if obj.name in obj.coords or obj.name in obj.dims:
+        ds = obj.to_dataset(name=_DATAARRAY_VARIABLE)
+        ds.attrs[_DATAARRAY_NAME] = obj.name
+        return ds
+    return obj.to_dataset()
+
+
+def _target(
+    repo: str | os.PathLike[str] | icechunk.Repository | icechunk.Session | None,
+    session: icechunk.Session | None,
+) -> str | os.PathLike[str] | icechunk.Repository | icechunk.Session:
+    """Where to write: ``repo`` (positional, icepipe's name) or ``session`` (Icechunk's)."""
+    if session is None:
+        if repo is None:
+            raise ArgumentTypeError(
+                "to_icechunk needs where to write: a repository path or icechunk.Repository "
+                "as the second argument, or a writable session as session=",
+                field="repo",
+            )
+        return repo
+    if repo is not None:
+        raise ConfigError(
+            "give either a repository (the second argument) or session=, not both",
+            field="session",
+        )
+    if not repository.is_session(session):
+        raise ArgumentTypeError(
+            f"expected a writable icechunk.Session; got {type(session).__name__} (pass a "
+            "repository path or an icechunk.Repository as the second argument instead)",
+            field="session",
+        )
+    return session
 
 
 def _provenance(ds: xr.Dataset, group: str | None) -> dict[str, Any]:
@@ -183,7 +279,7 @@ def _repository(
 
 
 def _default_message(
-    ds: xr.Dataset, group: str | None, *, append_dim: str | None, region: Any
+    ds: xr.Dataset, group: str | None, *, append_dim: Hashable | None, region: Any
 ) -> str:
     names = sorted(str(n) for n in ds.data_vars) if isinstance(ds, xr.Dataset) else []
     shown = ", ".join(names[:5]) + (f" (+{len(names) - 5} more)" if len(names) > 5 else "")
