@@ -44,96 +44,54 @@ def to_icechunk(
 ) -> str | None:
     """Write an xarray Dataset (or DataArray) into an Icechunk repository and commit it.
 
-    A drop-in superset of :func:`icechunk.xarray.to_icechunk`: every call that function accepts
-    works here and, given a session, does what it does (writes, commits nothing, returns
-    ``None``), with two differences that only remove ways to lose data: Dask chunks are
-    rechunked onto the target's chunks (``align_chunks``), and errors are icepipe errors that
-    are also the built-in type xarray raised. Given a repository or a path, icepipe also commits.
-
-    Dask variables are written in parallel on the active Dask scheduler through forks of one
-    session, each task owning whole target chunks (or shards); numpy variables by this process;
-    virtual datasets (VirtualiZarr) as references. When another writer commits meanwhile,
-    disjoint changes are rebased, appends redone on the new tip, and a write of the same chunks
-    raises :class:`~icepipe.ConflictError` and commits nothing (``docs/xarray.md``).
+    A drop-in superset of :func:`icechunk.xarray.to_icechunk` (see ``docs/xarray.md``): into
+    a ``session`` it writes and commits nothing, as Icechunk does; into a repository or a path
+    it also commits, rebasing over other writers' disjoint changes and redoing appends.
 
     Parameters
     ----------
     obj
-        The data: numpy- or Dask-backed, or a virtual dataset. A DataArray is written as a
-        one-variable Dataset, named as :meth:`xarray.DataArray.to_zarr` names it.
-    repo
-        A repository path (created when the write creates data and none exists, with virtual
-        chunk containers for virtual references), an ``icechunk.Repository``, or a writable
-        ``icechunk.Session`` (as ``session``).
-    session
-        A writable ``icechunk.Session`` (or fork), as in Icechunk: the data is written into it
-        and nothing is committed (the caller commits); ``None`` is returned, and ``branch``,
-        ``message``, ``metadata`` and ``max_attempts`` do not apply. Give ``repo`` or
-        ``session``, not both.
+        The data (numpy, Dask or virtual); a DataArray is written as ``DataArray.to_zarr`` does.
+    repo, session
+        Where to write (one of them): a repository path (created when the write creates data,
+        with virtual chunk containers for virtual references) or ``icechunk.Repository``; or,
+        as in Icechunk, a writable ``icechunk.Session`` or fork (``repo`` takes one too).
     branch, group
-        The branch to commit to (created from ``main`` when new); the group to write into (the
-        root group when ``None``).
-    mode
-        As :meth:`xarray.Dataset.to_zarr`: ``"w-"`` create (the default), ``"w"`` replace,
-        ``"a"`` add or overwrite variables (the default with ``append_dim``), ``"a-"`` append
-        only the variables with ``append_dim``, ``"r+"`` change existing arrays only (the
-        default with ``region``).
+        The branch to commit to (new ones start from ``main``); the group (root if ``None``).
+    mode, append_dim, encoding
+        As :meth:`xarray.Dataset.to_zarr` (``mode``: ``"w-"`` by default, ``"a"`` with
+        ``append_dim``, ``"r+"`` with ``region``). ``encoding`` may give ``"shards"``.
     safe_chunks, align_chunks
-        As in Icechunk, except that ``align_chunks`` defaults to ``True`` (``None``): Dask
-        chunks straddling target chunks (shards) are rechunked onto them, so that no two tasks
-        write one chunk. ``align_chunks=False`` keeps xarray's check (``safe_chunks=True``:
-        a ``ValueError`` for such chunks); ``safe_chunks=False``, which in Icechunk lets two
-        tasks race on one chunk, aligns instead.
-    append_dim
-        Append along this existing dimension.
+        As in Icechunk, but ``align_chunks=None`` (default) and ``safe_chunks=False`` align
+        Dask chunks onto the target's, so that no two tasks write one chunk.
     region
-        Overwrite this part of the existing arrays: ``{"time": slice(0, 24)}``, or ``"auto"``
-        (per dimension too) to locate it by coordinate values. Numpy data may cut through
-        chunks; Dask data must cover whole chunks (shards) in mode ``"r+"`` unless
-        ``safe_chunks=False`` (as in xarray: merging forks keeps one of two writes to a chunk).
-    encoding
-        Zarr encoding of new variables, e.g. ``{"t2m": {"chunks": (24, 90, 180)}}``; add
-        ``"shards"`` to store several chunks per object.
+        Overwrite this part of the existing arrays: ``{"time": slice(0, 24)}``, or ``"auto"``.
+        Numpy data may cut through chunks; Dask data may not in mode ``"r+"`` unless
+        ``safe_chunks=False`` (as in xarray).
     chunkmanager_store_kwargs, split_every
-        As in Icechunk: options for ``dask.array.store``, and how many forks each step of the
-        tree reduction merges.
-    message, metadata
-        The commit message (a summary of the write by default) and extra JSON commit metadata;
-        icepipe adds its provenance under ``"icepipe"`` (``version``, ``mode``, ``api``, ...).
-    max_attempts
-        How many times to write when the branch keeps moving under appends.
+        As in Icechunk.
+    message, metadata, max_attempts
+        The commit message and extra JSON commit metadata (icepipe adds its provenance under
+        ``"icepipe"``); how many times to write when the branch keeps moving under appends.
     storage, source_storage
-        How to reach a repository given as an object-store URL (the keys of a pipeline's
-        ``target``: ``endpoint``, ``region``, ``access_key_id_env``, ...), and the object store
-        virtual references of ``obj`` point into (the keys of ``source.storage``).
+        How to reach a repository given as an object-store URL (a pipeline's ``target`` keys),
+        and the object store virtual references point into (``source.storage`` keys).
 
     Returns
     -------
     str or None
-        The snapshot id of the commit, or ``None`` when writing into a session.
+        The snapshot id of the commit; ``None`` for a session.
 
     Raises
     ------
     ConfigError
-        Bad arguments, with the fix in the message: unknown mode, an ``append_dim`` the target
-        lacks, a missing repository for appends or regions; a ``ValueError`` too. Its
-        subclasses keep the built-in type xarray raises: :class:`~icepipe.errors.
-        TargetExistsError` (``FileExistsError``: the group exists, mode ``"w-"``),
-        :class:`~icepipe.errors.TargetNotFoundError` (``FileNotFoundError``: no group for a
-        region or ``"r+"``), :class:`~icepipe.errors.WriteKeyError` (``KeyError``: e.g.
-        ``region="auto"`` values the stored coordinate lacks) and
-        :class:`~icepipe.errors.ArgumentTypeError` (``TypeError``).
+        Bad arguments (also a ``ValueError``); its subclasses keep the type xarray raises:
+        ``TargetExistsError`` (``FileExistsError``), ``TargetNotFoundError``
+        (``FileNotFoundError``), ``WriteKeyError`` (``KeyError``), ``ArgumentTypeError``.
     ConflictError
-        Another writer wrote the same chunks meanwhile (the message names the arrays and
-        chunks; nothing was committed), or the branch kept moving for ``max_attempts``.
+        Another writer wrote the same chunks, or the branch kept moving: nothing committed.
     StorageError
         Storage failed, or Dask workers died.
-
-    Examples
-    --------
-    >>> snapshot = icepipe.to_icechunk(ds, "repos/era5", group="t2m")  # doctest: +SKIP
-    >>> icepipe.to_icechunk(day2, "repos/era5", group="t2m", append_dim="time")  # doctest: +SKIP
-    >>> icepipe.to_icechunk(ds, session=repo.writable_session("main"))  # doctest: +SKIP
     """
     target = _target(repo, session)
     ds = as_dataset(obj)
@@ -147,11 +105,9 @@ def to_icechunk(
         align_chunks=align_chunks,
         split_every=split_every,
     )
-    if repository.is_session(target):
-        # Icechunk's function hands the caller's mapping to dask (and adds keys to it).
-        repository.write_dataset(
-            target, ds, chunkmanager_store_kwargs=chunkmanager_store_kwargs, **write
-        )
+    write["chunkmanager_store_kwargs"] = chunkmanager_store_kwargs
+    if repository.is_session(target):  # as Icechunk: dask gets (and adds keys to) the mapping
+        repository.write_dataset(target, ds, **write)
         return None
     commit_metadata = {**(metadata or {}), repository.METADATA_KEY: _provenance(ds, group)}
     repository.check_write_args(ds, mode=mode, metadata=commit_metadata, max_attempts=max_attempts)
@@ -163,7 +119,6 @@ def to_icechunk(
         message=message or _default_message(ds, group, append_dim=append_dim, region=region),
         metadata=commit_metadata,
         max_attempts=max_attempts,
-        chunkmanager_store_kwargs=chunkmanager_store_kwargs,
         **write,
     )
 

@@ -160,14 +160,9 @@ def write_dataset(
     encoding
         Per-variable Zarr encoding of new arrays (``{"var": {"chunks": ..., "shards": ...}}``).
         Existing arrays keep theirs.
-    safe_chunks, align_chunks
-        As :func:`icechunk.xarray.to_icechunk`, except that ``align_chunks=None`` (the
-        default) means ``True``, and ``safe_chunks=False`` aligns too: Dask chunks are always
-        rechunked onto the target grid unless ``align_chunks=False`` is passed with
-        ``safe_chunks=True``, where xarray refuses Dask chunks that straddle target chunks.
-    chunkmanager_store_kwargs, split_every
-        Passed to :func:`icechunk.xarray.to_icechunk` (``dask.array.store`` options; the
-        fan-in of the tree reduction merging the forks).
+    safe_chunks, align_chunks, chunkmanager_store_kwargs, split_every
+        As :func:`icechunk.xarray.to_icechunk`, but Dask chunks are rechunked onto the target
+        grid unless ``align_chunks=False`` with ``safe_chunks=True`` (xarray's check).
 
     Raises
     ------
