@@ -7,6 +7,7 @@
 # (icepipe's own Hypothesis tests set theirs) and the MinIO client (boto3, localhost:4200).
 import os
 from enum import Enum
+from collections.abc import Iterator
 from typing import Literal, cast
 
 import pytest
@@ -104,3 +105,17 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
                         "run with ICEPIPE_PORT_ALL_SPECS=1"
                     )
                 )
+
+
+@pytest.fixture(autouse=True)
+def _no_leftover_distributed_client(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Not from Icechunk: icepipe's session-wide LocalCluster (tests/conftest.py ``client``)
+    stays the default Dask scheduler after the tests that use it. Dask-backed reads of an
+    uncommitted session's store then run on its workers, which see the session's snapshot
+    without its changes, and xarray's region tests (reading back before committing) fail
+    whatever wrote the data. In Icechunk's suite no Client outlives its test: threads here,
+    unless a test picks its scheduler itself (they do, inside the test)."""
+    import dask
+
+    with dask.config.set(scheduler="threads"):
+        yield
