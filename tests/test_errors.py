@@ -10,6 +10,7 @@ import pytest
 import icepipe.cli  # noqa: F401 - imports every module that defines an error class
 from icepipe.catalog import UnknownSchemeError
 from icepipe.errors import (
+    ArgumentTypeError,
     ConfigError,
     ConflictError,
     IcepipeError,
@@ -20,7 +21,10 @@ from icepipe.errors import (
     SourceError,
     StaleWriteError,
     StorageError,
+    TargetExistsError,
+    TargetNotFoundError,
     ValidationError,
+    WriteKeyError,
 )
 from icepipe.repository import RepoNotFoundError
 
@@ -41,6 +45,10 @@ EXCEPTIONS = [
     LedgerError("snapshot ABC: ledger field 'files' is not a list"),
     LedgerVersionError("snapshot ABC: ledger version 2; upgrade icepipe", found=2, supported=1),
     NotExportableError("variable 'tas' holds 800 bytes of native chunks", variable="tas"),
+    TargetExistsError("'g' already holds data; pass mode='w'", field="mode"),
+    TargetNotFoundError("no group 'g'; create it first"),
+    WriteKeyError("not all values of coordinate 'x' were found", field="region"),
+    ArgumentTypeError("expected a slice or 'auto'; got 3", field="region"),
 ]
 
 ATTRIBUTES = (

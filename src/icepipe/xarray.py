@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping, MutableMapping
 from typing import TYPE_CHECKING, Any
 
 import xarray as xr
 
 from icepipe import __version__, repository
 from icepipe.catalog import resolve_repo
-from icepipe.errors import ConfigError, SourceError
+from icepipe.errors import ArgumentTypeError, ConfigError, SourceError
 from icepipe.repository.grids import rectilinear_enabled
 from icepipe.storage import StorageOptions, coerce_storage_options, scheme_of
 
@@ -23,96 +23,98 @@ __all__ = ["check_source_access", "open_dataset", "open_session", "to_icechunk"]
 
 
 def to_icechunk(
-    ds: xr.Dataset,
-    repo: str | os.PathLike[str] | icechunk.Repository | icechunk.Session,
+    obj: xr.Dataset | xr.DataArray,
+    repo: str | os.PathLike[str] | icechunk.Repository | icechunk.Session | None = None,
     *,
+    session: icechunk.Session | None = None,
     branch: str = "main",
     group: str | None = None,
     mode: WriteMode | None = None,
-    append_dim: str | None = None,
+    safe_chunks: bool = True,
+    align_chunks: bool | None = None,
+    append_dim: Hashable | None = None,
     region: Region | None = None,
-    encoding: Mapping[str, Mapping[str, Any]] | None = None,
+    encoding: Mapping[Any, Any] | None = None,
+    chunkmanager_store_kwargs: MutableMapping[Any, Any] | None = None,
+    split_every: int | None = None,
     message: str | None = None,
     metadata: Mapping[str, Any] | None = None,
     max_attempts: int = 5,
     storage: StorageOptions | Mapping[str, Any] | None = None,
     source_storage: StorageOptions | Mapping[str, Any] | None = None,
 ) -> str | None:
-    """Write an xarray Dataset into an Icechunk repository and commit it.
+    """Write an xarray Dataset (or DataArray) into an Icechunk repository and commit it.
 
-    Dask variables are written in parallel on the active Dask scheduler through forks of one
-    session, each task owning whole target chunks (or shards); numpy variables by this process;
-    virtual datasets (VirtualiZarr) as references. When another writer commits meanwhile,
-    disjoint changes are rebased, appends redone on the new tip, and a write of the same chunks
-    raises :class:`~icepipe.ConflictError` and commits nothing (``docs/xarray.md``).
+    A drop-in superset of :func:`icechunk.xarray.to_icechunk` (see ``docs/xarray.md``): into
+    a ``session`` it writes and commits nothing, as Icechunk does; into a repository or a path
+    it also commits, rebasing over other writers' disjoint changes and redoing appends.
 
     Parameters
     ----------
-    ds
-        The data: numpy- or Dask-backed, or a virtual dataset.
-    repo
-        A repository path or catalog name (``catalog:org/name``; unknown ``xxx:`` prefixes are
-        refused), created when the write creates data and none exists (with virtual chunk
-        containers for virtual references), an ``icechunk.Repository``, or a writable
-        ``icechunk.Session``: then nothing is committed, ``None`` is returned, and ``branch``,
-        ``message``, ``metadata`` and ``max_attempts`` do not apply.
+    obj
+        The data (numpy, Dask or virtual); a DataArray is written as ``DataArray.to_zarr`` does.
+    repo, session
+        Where to write (one of them): a repository path or catalog name
+        (``catalog:org/name``; unknown ``xxx:`` prefixes are refused), created when the write
+        creates data (with virtual chunk containers for virtual references), or an
+        ``icechunk.Repository``; or, as in Icechunk, a writable ``icechunk.Session`` or fork
+        (``repo`` takes one too): then nothing is committed and ``None`` is returned.
     branch, group
-        The branch to commit to (created from ``main`` when new); the group to write into (the
-        root group when ``None``).
-    mode
-        As :meth:`xarray.Dataset.to_zarr`: ``"w-"`` create (the default), ``"w"`` replace,
-        ``"a"`` add or overwrite variables (the default with ``append_dim``), ``"a-"`` append
-        only the variables with ``append_dim``, ``"r+"`` change existing arrays only (the
-        default with ``region``).
-    append_dim
-        Append along this existing dimension.
+        The branch to commit to (new ones start from ``main``); the group (root if ``None``).
+    mode, append_dim, encoding
+        As :meth:`xarray.Dataset.to_zarr` (``mode``: ``"w-"`` by default, ``"a"`` with
+        ``append_dim``, ``"r+"`` with ``region``). ``encoding`` may give ``"shards"``.
+    safe_chunks, align_chunks
+        As in Icechunk, but ``align_chunks=None`` (default) and ``safe_chunks=False`` align
+        Dask chunks onto the target's, so that no two tasks write one chunk.
     region
-        Overwrite this part of the existing arrays: ``{"time": slice(0, 24)}``, or ``"auto"``
-        (per dimension too) to locate it by coordinate values. Regions must start and end on
-        chunk (shard) boundaries, or end at the array's end.
-    encoding
-        Zarr encoding of new variables, e.g. ``{"t2m": {"chunks": (24, 90, 180)}}``; add
-        ``"shards"`` to store several chunks per object.
-    message, metadata
-        The commit message (a summary of the write by default) and extra JSON commit metadata;
-        icepipe adds its provenance under ``"icepipe"`` (``version``, ``mode``, ``api``, ...).
-    max_attempts
-        How many times to write when the branch keeps moving under appends.
+        Overwrite this part of the existing arrays: ``{"time": slice(0, 24)}``, or ``"auto"``.
+        Numpy data may cut through chunks; Dask data may not in mode ``"r+"`` unless
+        ``safe_chunks=False`` (as in xarray).
+    chunkmanager_store_kwargs, split_every
+        As in Icechunk.
+    message, metadata, max_attempts
+        The commit message and extra JSON commit metadata (icepipe adds its provenance under
+        ``"icepipe"``); how many times to write when the branch keeps moving under appends.
     storage, source_storage
-        How to reach a repository given as an object-store URL (the keys of a pipeline's
-        ``target``: ``endpoint``, ``region``, ``access_key_id_env``, ...), and the object store
-        virtual references of ``ds`` point into (the keys of ``source.storage``).
+        How to reach a repository given as an object-store URL (a pipeline's ``target`` keys),
+        and the object store virtual references point into (``source.storage`` keys).
 
     Returns
     -------
     str or None
-        The snapshot id of the commit, or ``None`` when ``repo`` is a session.
+        The snapshot id of the commit; ``None`` for a session.
 
     Raises
     ------
     ConfigError
-        Bad arguments, with the fix in the message: unknown mode, a region cutting through
-        chunks, an ``append_dim`` the target lacks, a group that exists (``"w-"``) or does
-        not (appends, regions, ``"r+"``), a missing repository for such writes.
+        Bad arguments (also a ``ValueError``); its subclasses keep the type xarray raises:
+        ``TargetExistsError`` (``FileExistsError``), ``TargetNotFoundError``
+        (``FileNotFoundError``), ``WriteKeyError`` (``KeyError``), ``ArgumentTypeError``.
     ConflictError
-        Another writer wrote the same chunks meanwhile (the message names the arrays and
-        chunks; nothing was committed), or the branch kept moving for ``max_attempts``.
+        Another writer wrote the same chunks, or the branch kept moving: nothing committed.
     StorageError
         Storage failed, or Dask workers died.
-
-    Examples
-    --------
-    >>> snapshot = icepipe.to_icechunk(ds, "repos/era5", group="t2m")  # doctest: +SKIP
-    >>> icepipe.to_icechunk(day2, "repos/era5", group="t2m", append_dim="time")  # doctest: +SKIP
     """
-    write: dict[str, Any]
-    write = dict(group=group, mode=mode, append_dim=append_dim, region=region, encoding=encoding)
-    if repository.is_session(repo):
-        repository.write_dataset(repo, ds, **write)
+    target = _target(repo, session)
+    ds = as_dataset(obj)
+    write: dict[str, Any] = dict(
+        group=group,
+        mode=mode,
+        append_dim=None if append_dim is None else str(append_dim),
+        region=region,
+        encoding=encoding,
+        safe_chunks=safe_chunks,
+        align_chunks=align_chunks,
+        split_every=split_every,
+    )
+    write["chunkmanager_store_kwargs"] = chunkmanager_store_kwargs
+    if repository.is_session(target):  # as Icechunk: dask gets (and adds keys to) the mapping
+        repository.write_dataset(target, ds, **write)
         return None
     commit_metadata = {**(metadata or {}), repository.METADATA_KEY: _provenance(ds, group)}
     repository.check_write_args(ds, mode=mode, metadata=commit_metadata, max_attempts=max_attempts)
-    opened = _repository(repo, ds, write, storage=storage, source_storage=source_storage)
+    opened = _repository(target, ds, write, storage=storage, source_storage=source_storage)
     return repository.write_and_commit(
         opened,
         ds,
@@ -122,6 +124,56 @@ def to_icechunk(
         max_attempts=max_attempts,
         **write,
     )
+
+
+_DATAARRAY_NAME = "__xarray_dataarray_name__"
+_DATAARRAY_VARIABLE = "__xarray_dataarray_variable__"
+
+
+def as_dataset(obj: object) -> xr.Dataset:
+    """``obj`` as the Dataset :meth:`xarray.DataArray.to_zarr` (and Icechunk) would write.
+
+    A DataArray without a name, or named like one of its coordinates or dimensions, becomes
+    the variable ``__xarray_dataarray_variable__`` (the original name, if any, kept in the
+    attribute ``__xarray_dataarray_name__``), which :func:`xarray.open_dataarray` undoes.
+    Anything else is returned as it is (the write checks it).
+    """
+    if not isinstance(obj, xr.DataArray):
+        return obj  # type: ignore[return-value]
+    if obj.name is None:
+        return obj.to_dataset(name=_DATAARRAY_VARIABLE)
+    if obj.name in obj.coords or obj.name in obj.dims:
+        ds = obj.to_dataset(name=_DATAARRAY_VARIABLE)
+        ds.attrs[_DATAARRAY_NAME] = obj.name
+        return ds
+    return obj.to_dataset()
+
+
+def _target(
+    repo: str | os.PathLike[str] | icechunk.Repository | icechunk.Session | None,
+    session: icechunk.Session | None,
+) -> str | os.PathLike[str] | icechunk.Repository | icechunk.Session:
+    """Where to write: ``repo`` (positional, icepipe's name) or ``session`` (Icechunk's)."""
+    if session is None:
+        if repo is None:
+            raise ArgumentTypeError(
+                "to_icechunk needs where to write: a repository path or icechunk.Repository "
+                "as the second argument, or a writable session as session=",
+                field="repo",
+            )
+        return repo
+    if repo is not None:
+        raise ConfigError(
+            "give either a repository (the second argument) or session=, not both",
+            field="session",
+        )
+    if not repository.is_session(session):
+        raise ArgumentTypeError(
+            f"expected a writable icechunk.Session; got {type(session).__name__} (pass a "
+            "repository path or an icechunk.Repository as the second argument instead)",
+            field="session",
+        )
+    return session
 
 
 def _provenance(ds: xr.Dataset, group: str | None) -> dict[str, Any]:
@@ -188,7 +240,7 @@ def _repository(
 
 
 def _default_message(
-    ds: xr.Dataset, group: str | None, *, append_dim: str | None, region: Any
+    ds: xr.Dataset, group: str | None, *, append_dim: Hashable | None, region: Any
 ) -> str:
     names = sorted(str(n) for n in ds.data_vars) if isinstance(ds, xr.Dataset) else []
     shown = ", ".join(names[:5]) + (f" (+{len(names) - 5} more)" if len(names) > 5 else "")

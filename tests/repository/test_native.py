@@ -135,25 +135,50 @@ def test_append_with_misaligned_dask_chunks_after_a_partial_last_chunk(
     np.testing.assert_array_equal(read(repo, "a"), full)
 
 
-def test_region_must_cover_whole_chunks(tmp_path: Path) -> None:
+def test_dask_regions_must_cover_whole_chunks(tmp_path: Path) -> None:
+    # xarray's mode="r+" rule: the rest of a cut chunk is usually written by another task
+    # into another fork, and merging forks keeps only one of the two writes.
     _, repo = base_repo(tmp_path)
     session = repo.writable_session("main")
     with pytest.raises(ConfigError, match=r"'a' along 'x': slice\(5, 20\).*slice\(0, 20\)"):
-        write_dataset(session, region_of(1, 5, 20), group="g", region={"x": slice(5, 20)})
+        write_dataset(
+            session, region_of(1, 5, 20).chunk(x=5), group="g", region={"x": slice(5, 20)}
+        )
     with pytest.raises(ConfigError, match=r"slice\(0, 15\).*slice\(0, 20\)"):
-        write_dataset(session, region_of(1, 0, 15), group="g", region={"x": slice(0, 15)})
+        write_dataset(
+            session, region_of(1, 0, 15).chunk(x=5), group="g", region={"x": slice(0, 15)}
+        )
     assert not session.has_uncommitted_changes
     # The array's end is a boundary even when the last chunk is partial.
     _, repo = base_repo(tmp_path / "short", n=35)
     session = repo.writable_session("main")
-    write_dataset(session, region_of(7, 30, 35), group="g", region={"x": slice(30, 35)})
+    write_dataset(session, region_of(7, 30, 35).chunk(x=2), group="g", region={"x": slice(30, 35)})
     session.commit("last partial chunk")
     assert (read(repo, "g/a")[30:] == 7).all() and (read(repo, "g/a")[:30] == 0).all()
 
 
+def test_numpy_regions_and_safe_chunks_false_may_cut_through_chunks(tmp_path: Path) -> None:
+    _, repo = base_repo(tmp_path)
+    session = repo.writable_session("main")
+    write_dataset(session, region_of(1, 5, 17), group="g", region={"x": slice(5, 17)})
+    # Dask chunks of 3 cut the chunks of 10: icepipe aligns them, so one task owns each chunk.
+    write_dataset(
+        session,
+        region_of(2, 23, 38).chunk(x=3),
+        group="g",
+        region={"x": slice(23, 38)},
+        safe_chunks=False,
+    )
+    session.commit("cut chunks")
+    expected = np.zeros((40, 4))
+    expected[5:17] = 1
+    expected[23:38] = 2
+    np.testing.assert_array_equal(read(repo, "g/a"), expected)
+
+
 def test_region_auto_is_checked_against_the_chunks(tmp_path: Path) -> None:
     _, repo = base_repo(tmp_path)
-    part = grid().isel(x=slice(12, 20)).drop_vars("b")
+    part = grid().isel(x=slice(12, 20)).drop_vars("b").chunk(x=4)
     with pytest.raises(ConfigError, match=r"slice\(12, 20\).*slice\(10, 20\)"):
         write_dataset(repo.writable_session("main"), part, group="g", region="auto")
     session = repo.writable_session("main")
