@@ -254,7 +254,7 @@ def _merge_forks_of(stored: Any, *, split_every: int | None) -> icechunk.session
             keepdims=False,
             dtype=object,
             meta=np.array([object()], dtype=object),
-            name="icepipe-merge-forks",
+            name="ice-changeset",  # Icechunk's task names (dashboards, tests killing them)
         )
         for a in arrays
     ]
