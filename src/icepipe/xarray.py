@@ -58,21 +58,19 @@ def to_icechunk(
         (``catalog:org/name``; unknown ``xxx:`` prefixes are refused), created when the write
         creates data (with virtual chunk containers for virtual references), or an
         ``icechunk.Repository``; or, as in Icechunk, a writable ``icechunk.Session`` or fork
-        (``repo`` takes one too): then nothing is committed and ``None`` is returned.
+        (``repo`` takes one too): then nothing is committed, and ``None`` returned.
     branch, group
         The branch to commit to (new ones start from ``main``); the group (root if ``None``).
     mode, append_dim, encoding
         As :meth:`xarray.Dataset.to_zarr` (``mode``: ``"w-"`` by default, ``"a"`` with
         ``append_dim``, ``"r+"`` with ``region``). ``encoding`` may give ``"shards"``.
-    safe_chunks, align_chunks
+    safe_chunks, align_chunks, chunkmanager_store_kwargs, split_every
         As in Icechunk, but ``align_chunks=None`` (default) and ``safe_chunks=False`` align
         Dask chunks onto the target's, so that no two tasks write one chunk.
     region
         Overwrite this part of the existing arrays: ``{"time": slice(0, 24)}``, or ``"auto"``.
         Numpy data may cut through chunks; Dask data may not in mode ``"r+"`` unless
         ``safe_chunks=False`` (as in xarray).
-    chunkmanager_store_kwargs, split_every
-        As in Icechunk.
     message, metadata, max_attempts
         The commit message and extra JSON commit metadata (icepipe adds its provenance under
         ``"icepipe"``); how many times to write when the branch keeps moving under appends.
@@ -107,8 +105,8 @@ def to_icechunk(
         safe_chunks=safe_chunks,
         align_chunks=align_chunks,
         split_every=split_every,
+        chunkmanager_store_kwargs=chunkmanager_store_kwargs,
     )
-    write["chunkmanager_store_kwargs"] = chunkmanager_store_kwargs
     if repository.is_session(target):  # as Icechunk: dask gets (and adds keys to) the mapping
         repository.write_dataset(target, ds, **write)
         return None

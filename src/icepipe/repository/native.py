@@ -1,9 +1,11 @@
 """Write xarray Datasets into Icechunk sessions, and commit them against a moving branch.
 
 :func:`write_dataset` is the building block: one dataset into one writable session, no commit.
-Dask variables are written by :func:`icechunk.xarray.to_icechunk`, which forks the session on
-the active scheduler (a ``distributed.Client`` when one exists) and merges the forks back with a
-tree reduction. What icepipe adds on top:
+Dask variables are written as :func:`icechunk.xarray.to_icechunk` writes them (its writer, the
+same graph: one task per block writes into a fork of the session on the active scheduler, a
+``distributed.Client`` when one exists, and the forks are merged back with a tree reduction),
+merged by :func:`_merge_forks_of`, which skips Icechunk's fixed cost per write. What icepipe
+adds on top:
 
 * **Every write task owns whole target chunks (or whole shards).** Icechunk merges forks without
   looking at chunks, so two tasks writing parts of one chunk silently lose one part (measured:
@@ -39,11 +41,11 @@ from typing import Any, Literal, TypeGuard
 
 import dask
 import icechunk
-import icechunk.xarray
 import numpy as np
 import xarray as xr
 import zarr
 import zarr.errors
+from dask.base import compute, is_dask_collection
 
 from icepipe.errors import (
     ArgumentTypeError,
@@ -198,7 +200,7 @@ def write_dataset(
         # one chunk into two forks lose one part when the forks merge: safe_chunks=False
         # (xarray's "I accept the race") aligns too, as no write here may lose data.
         align = (align_chunks is not False) or not safe_chunks
-        icechunk.xarray.to_icechunk(
+        _to_icechunk(
             ds,
             session,
             group=group,
@@ -213,6 +215,104 @@ def write_dataset(
         )
     except Exception as exc:
         raise _convert_write_error(exc, what, group=group) from exc
+
+
+def _to_icechunk(
+    obj: xr.Dataset | xr.DataArray,
+    session: icechunk.Session,
+    *,
+    group: str | None = None,
+    mode: WriteMode | None = None,
+    safe_chunks: bool = True,
+    align_chunks: bool = False,
+    append_dim: str | None = None,
+    region: Region | None = None,
+    encoding: Mapping[str, Any] | None = None,
+    chunkmanager_store_kwargs: MutableMapping[Any, Any] | None = None,
+    split_every: int | None = None,
+) -> None:
+    """:func:`icechunk.xarray.to_icechunk` (same arguments, same writes, same forks and merge)
+    without its fixed cost of tokenizing closures.
+
+    Icechunk merges the forks with ``da.reduction`` over functions it wraps in a new closure on
+    every call, which Dask tokenizes by pickling them by value (cloudpickle scans every loaded
+    module): ~0.1-0.2 s per write on a loaded 2-core machine, more in a process with many
+    modules, for nothing. :func:`_merge_forks_of` is that reduction over module-level
+    functions. The rest is Icechunk's own writer (private, but icechunk is pinned to a minor
+    release in pyproject.toml, and the tests write through it).
+    """
+    from icechunk.xarray import _make_dataset, _XarrayDatasetWriter
+
+    writer = _XarrayDatasetWriter(
+        _make_dataset(obj), store=session.store, safe_chunks=safe_chunks, align_chunks=align_chunks
+    )
+    writer._open_group(group=group, mode=mode, append_dim=append_dim, region=region)
+    writer.write_metadata(encoding)  # array metadata, attributes; resizes appended arrays
+    writer.write_eager()  # numpy variables, by this process
+    if not is_dask_collection(obj):
+        return
+    lazy = writer.writer
+    if not lazy.sources:
+        raise TypeError("Attempting to execute a write with dask but no dask arrays were detected.")
+    # One fork for every task: each task writes its chunks into its own copy of it (they
+    # pickle), and returns that copy, merged back below.
+    fork = session.fork()
+    lazy.targets = [zarr.open_array(fork.store, path=t.path, mode="a") for t in lazy.targets]
+    # As Icechunk: the caller's mapping gets (and keeps) the two keys.
+    store_kwargs = chunkmanager_store_kwargs if chunkmanager_store_kwargs is not None else {}
+    store_kwargs["load_stored"] = False
+    store_kwargs["return_stored"] = True  # each block's task returns the zarr.Array it wrote
+    stored = lazy.sync(compute=False, chunkmanager_store_kwargs=store_kwargs)  # type: ignore[no-untyped-call]
+    session.merge(_merge_forks_of(stored, split_every=split_every))
+
+
+def _merge_forks_of(stored: Any, *, split_every: int | None) -> icechunk.session.ForkSession:
+    """The forks written by the blocks of ``stored`` (Dask arrays of zarr Arrays, as
+    ``dask.array.store(..., return_stored=True)`` returns), merged by a tree reduction on the
+    scheduler, fused with the writes (one task per block), then into one."""
+    import dask.array as da
+    from icechunk.distributed import merge_sessions
+
+    arrays = stored if isinstance(stored, list | tuple) else [stored]
+    if not all(isinstance(a, da.Array) for a in arrays):  # another array backend: Icechunk's
+        from icechunk.dask import session_merge_reduction
+
+        return session_merge_reduction(list(arrays), split_every=split_every)
+    reduced = [
+        da.reduction(  # type: ignore[no-untyped-call]
+            a,
+            chunk=_fork_of_block,
+            aggregate=_merge_forks,
+            split_every=split_every,
+            concatenate=False,
+            keepdims=False,
+            dtype=object,
+            meta=np.array([object()], dtype=object),
+            name="ice-changeset",  # Icechunk's task names (dashboards, tests killing them)
+        )
+        for a in arrays
+    ]
+    return merge_sessions(*compute(*reduced))  # type: ignore[no-untyped-call]
+
+
+def _fork_of_block(
+    stored: Any, axis: Any = None, keepdims: Any = None, computing_meta: bool = False
+) -> Any:
+    """In a Dask task: the fork a block was written into (its zarr Array's session)."""
+    if computing_meta:
+        return np.array([object()], dtype=object)
+    return stored.store.session
+
+
+def _merge_forks(
+    *forks: Any, axis: Any = None, keepdims: Any = None, computing_meta: bool = False
+) -> Any:
+    """In a Dask task: merge forks (nested lists of them, as the reduction passes them)."""
+    if computing_meta:
+        return np.array([object()], dtype=object)
+    from icechunk.distributed import merge_sessions
+
+    return merge_sessions(*forks)
 
 
 def _check_dataset_and_mode(ds: object, mode: str | None) -> None:
