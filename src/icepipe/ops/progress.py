@@ -94,6 +94,7 @@ class ProgressPrinter:
         self._counter: _Counter | None = None
         self._printed = False
         self._dashboard_shown = False
+        self._dashboard_line = ""
 
     def stage_started(self, stage: str, client: Any) -> None:
         if self.mode == "none":
@@ -111,21 +112,21 @@ class ProgressPrinter:
         self._thread.start()
 
     def _show_dashboard(self, client: Any) -> None:
-        """Print the Dask dashboard's URL once, when the run's cluster has one."""
+        """Print the Dask dashboard's URL once, when the run's cluster serves one: at once on a
+        terminal, with the first progress line in ``log`` mode (short runs stay quiet). Without
+        bokeh Dask serves a page asking for it, not a dashboard: then nothing is printed (the
+        run report still records the link)."""
+        import importlib.util
+
         from icepipe.execute import dashboard_link
 
         self._dashboard_shown = True
         link = dashboard_link(client)
-        if link:
-            import importlib.util
-
-            # Without bokeh, Dask serves a page asking for it instead of the dashboard.
-            hint = (
-                ""
-                if importlib.util.find_spec("bokeh")
-                else " (bokeh is not installed here: pip install 'icepipe[dashboard]')"
-            )
-            self._write(f"{self.name}: Dask dashboard at {link}{hint}\n")
+        if link and importlib.util.find_spec("bokeh"):
+            self._dashboard_line = f"{self.name}: Dask dashboard at {link}\n"
+            if self.mode == "bar":
+                self._write(self._dashboard_line)
+                self._dashboard_line = ""
 
     def stage_finished(self, stage: str, seconds: float) -> None:
         if self.mode == "none":
@@ -159,6 +160,8 @@ class ProgressPrinter:
             self._write(f"\r\x1b[2K{text}")
         else:
             detail = f"{counts[0]}/{counts[1]} tasks" if counts else "running"
+            self._write(self._dashboard_line)
+            self._dashboard_line = ""
             self._write(f"{self.name}: {self._stage} {detail} after {elapsed:.0f}s\n")
             self._printed = True
 
