@@ -26,6 +26,7 @@ from icepipe.model import FileSchema, SourceFile, VariableSchema
 from icepipe.sources.formats import Opened, Reader, ScanOptions, detect_format, reader_for
 from icepipe.sources.formats.common import is_virtual
 from icepipe.sources.hooks import apply_preprocess
+from icepipe.sources.packed import PackedDataset, Skeleton, pack
 from icepipe.sources.stores import access_error
 from icepipe.storage import reference_url, scheme_of
 
@@ -34,6 +35,7 @@ __all__ = [
     "ScannedCubes",
     "ScannedFile",
     "detect_format",
+    "pack_results",
     "sanitize_attrs",
     "scan_file",
     "scan_files",
@@ -47,7 +49,9 @@ class ScannedFile:
 
     source: SourceFile
     schema: FileSchema
-    dataset: xr.Dataset
+    #: The virtual dataset, or (scans packed by :func:`scan_files`) its columns, from which
+    #: :attr:`dataset` rebuilds it on each access.
+    content: xr.Dataset | PackedDataset
     #: The files combined into this one step (``merge``/``concat_dims``); empty for one file.
     members: tuple[SourceFile, ...] = ()
     #: Each member's format as scanned (for GRIB, ``grib:<index>`` of its own hypercube).
@@ -60,6 +64,18 @@ class ScannedFile:
     def sources(self) -> tuple[SourceFile, ...]:
         """Every source file whose data this holds."""
         return self.members or (self.source,)
+
+    @property
+    def dataset(self) -> xr.Dataset:
+        """The virtual dataset (rebuilt from its columns when packed: a new one per access)."""
+        c = self.content
+        return c if isinstance(c, xr.Dataset) else c.to_dataset()
+
+    @property
+    def variable_names(self) -> tuple[str, ...]:
+        """The dataset's variable names, without rebuilding a packed dataset."""
+        c = self.content
+        return c.names if isinstance(c, PackedDataset) else tuple(str(n) for n in c.variables)
 
 
 @dataclass(frozen=True)
@@ -260,7 +276,7 @@ def _finish(source: SourceFile, opened: Opened, o: ScanOptions, reader: Reader) 
             "a file system every worker mounts",
             url=url,
         )
-    return ScannedFile(source=source, schema=schema, dataset=ds, fallback=fallback)
+    return ScannedFile(source=source, schema=schema, content=ds, fallback=fallback)
 
 
 def scan_files(
@@ -269,7 +285,9 @@ def scan_files(
     """:func:`scan_file` for a batch of files in one task: per file, the result or its error.
 
     One task per batch instead of per file keeps scheduler round trips and result transfers
-    few when there are thousands of small files.
+    few when there are thousands of small files. The results are packed
+    (:func:`pack_results`): files laid out alike share one skeleton and one schema's parts, so
+    the batch pickles and is held on the client in a few hundred bytes a file.
     """
     out: list[ScannedFile | ScannedCubes | SourceError] = []
     for source in sources:
@@ -277,7 +295,44 @@ def scan_files(
             out.append(scan_file(source, options))
         except SourceError as exc:
             out.append(exc)
+    return pack_results(out, options.concat_dim)
+
+
+#: Whether :func:`scan_files` packs its results (tests switch it off to compare).
+PACK_RESULTS = True
+
+
+def pack_results[T](results: list[T], concat_dim: str) -> list[T]:
+    """The scans among ``results`` with their datasets packed (:mod:`icepipe.sources.packed`)
+    and the parts of their schemas that are equal shared, so that pickling writes them once.
+    A dataset that does not pack exactly stays as it is."""
+    if not PACK_RESULTS:
+        return results
+    skeletons: list[Skeleton] = []
+    interned: dict[Any, Any] = {}
+    out: list[Any] = []
+    for r in results:
+        if isinstance(r, ScannedFile) and not r.members and isinstance(r.content, xr.Dataset):
+            packed = pack(r.content, concat_dim, skeletons)
+            r = dataclasses.replace(
+                r, schema=_interned(r.schema, interned), content=packed or r.content
+            )
+        out.append(r)
     return out
+
+
+def _interned(schema: FileSchema, cache: dict[Any, Any]) -> FileSchema:
+    """``schema`` with its variables and dimensions the same objects as those of an equal
+    schema seen before (schemas are never changed in place)."""
+    variables = {name: cache.setdefault(("v", var), var) for name, var in schema.variables.items()}
+    vkey = ("vs", tuple(variables.items()))
+    dkey = ("d", tuple(schema.dims.items()))
+    return dataclasses.replace(
+        schema,
+        variables=cache.setdefault(vkey, variables),
+        dims=cache.setdefault(dkey, dict(schema.dims)),
+        format=cache.setdefault(("f", schema.format), schema.format),
+    )
 
 
 def _is_access_error(exc: BaseException) -> bool:

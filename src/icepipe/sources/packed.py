@@ -1,0 +1,343 @@
+"""Scan results in columnar form: what the files of one layout share is kept once, each file
+keeps only its own columns (chunk offsets and lengths, the values of its variables along the
+concat dimension, the attributes that differ).
+
+A scanned virtual dataset is an ``xarray.Dataset`` of a few variables, indexes and attribute
+dicts: some 4 KB pickled and tens of KB of Python objects once unpickled, per file, although the
+files of a series differ only in their chunk tables, their time values and a title. A batch of
+scans is packed on the worker (:func:`pack_batch`): the files of one :class:`Skeleton` point at
+the same skeleton object, so pickling the batch writes it once, and the client holds per file
+only a :class:`PackedDataset`. :meth:`PackedDataset.to_dataset` gives the file's dataset back,
+identical to the scanned one (checked once per skeleton when packing: a file whose dataset the
+skeleton does not reproduce exactly stays unpacked). :func:`concat_packed` concatenates files of
+one skeleton along the concat dimension straight from their columns, without a dataset per
+file, as ``xarray.concat`` (``data_vars``/``coords="minimal"``, ``compat``/``combine_attrs``/
+``join="override"``) does.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+
+if TYPE_CHECKING:
+    import xarray as xr
+
+__all__ = ["PackedDataset", "Skeleton", "concat_packed", "pack", "same_skeleton"]
+
+_Kind = Literal["virtual", "per-file", "shared"]
+
+
+@dataclass(frozen=True, eq=False)
+class _VarSkeleton:
+    name: str
+    dims: tuple[str, ...]
+    attrs: dict[Any, Any]
+    encoding: dict[Any, Any]
+    #: ``virtual``: chunk references (``metadata``); ``per-file``: loaded values along the
+    #: concat dimension, one column per file; ``shared``: loaded values every file has.
+    kind: _Kind
+    metadata: Any = None
+    values: np.ndarray[Any, Any] | None = None
+    #: ``per-file``: the values' dtype and shape, the concat dimension's length left out.
+    form: tuple[Any, ...] = ()
+
+
+@dataclass(frozen=True, eq=False)
+class Skeleton:
+    """What the scanned datasets of files laid out alike share: variables in order, their
+    dimensions, encodings, chunk metadata, the values of variables without the concat
+    dimension, and the attributes of the first file packed with it."""
+
+    concat_dim: str
+    variables: tuple[_VarSkeleton, ...]
+    coords: tuple[str, ...]
+    attrs: dict[Any, Any]
+    #: The dataset's encoding without ``source`` (each file's own).
+    encoding: dict[Any, Any]
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(v.name for v in self.variables)
+
+
+#: One virtual variable's references in one file: the path of every chunk (a single string
+#: when all chunks are in one object, the usual case), their offsets and lengths.
+_Refs = tuple[str | np.ndarray[Any, Any], np.ndarray[Any, Any], np.ndarray[Any, Any]]
+
+
+@dataclass(frozen=True, eq=False)
+class PackedDataset:
+    """One file's scanned virtual dataset as its skeleton plus its own columns."""
+
+    skeleton: Skeleton
+    #: Per ``virtual`` variable of the skeleton, in order.
+    refs: tuple[_Refs, ...]
+    #: Per ``per-file`` variable of the skeleton, in order.
+    values: tuple[np.ndarray[Any, Any], ...]
+    #: Attributes that differ from the skeleton's: variable name (``""``: the dataset) ->
+    #: the whole attribute dict.
+    attrs: dict[str, dict[Any, Any]]
+    #: ``encoding["source"]`` of the dataset, if it has one.
+    source: Any = None
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The dataset's variable names, in order."""
+        return self.skeleton.names
+
+    def to_dataset(self) -> xr.Dataset:
+        """The file's dataset, as scanned."""
+        import xarray as xr
+
+        sk = self.skeleton
+        refs, values = iter(self.refs), iter(self.values)
+        variables: dict[str, xr.Variable] = {}
+        for v in sk.variables:
+            data: Any
+            if v.kind == "virtual":
+                data = _manifest_array(v.metadata, next(refs))
+            elif v.kind == "per-file":
+                data = next(values)
+            else:
+                data = v.values
+            attrs = dict(self.attrs.get(v.name, v.attrs))
+            variables[v.name] = xr.Variable(v.dims, data, attrs=attrs, encoding=dict(v.encoding))
+        ds = xr.Dataset(variables, attrs=dict(self.attrs.get("", sk.attrs)))
+        others = [n for n in sk.coords if n not in ds.coords]
+        if others:
+            ds = ds.set_coords(others)
+        ds.encoding = (
+            {**sk.encoding, "source": self.source} if self.source is not None else dict(sk.encoding)
+        )
+        return ds
+
+
+def _manifest_array(metadata: Any, refs: _Refs) -> Any:
+    from virtualizarr.manifests import ChunkManifest, ManifestArray
+
+    paths, offsets, lengths = refs
+    if isinstance(paths, str):
+        paths = np.full(offsets.shape, paths, dtype=np.dtypes.StringDType())
+    manifest = ChunkManifest.from_arrays(
+        paths=paths, offsets=offsets, lengths=lengths, validate_paths=False
+    )
+    return ManifestArray(metadata=metadata, chunkmanifest=manifest)
+
+
+def _refs_of(data: Any) -> _Refs | None:
+    """A ManifestArray's references as columns, or None when it holds inlined chunks."""
+    manifest = data.manifest
+    if manifest._inlined:
+        return None
+    paths = manifest._paths
+    first = paths.flat[0] if paths.size else ""
+    if first and bool((paths == first).all()):
+        return str(first), manifest._offsets, manifest._lengths
+    return paths, manifest._offsets, manifest._lengths
+
+
+def _skeleton_and_columns(
+    ds: xr.Dataset, concat_dim: str
+) -> tuple[Skeleton, tuple[_Refs, ...], tuple[np.ndarray[Any, Any], ...]] | None:
+    """``ds`` split into a new skeleton and its columns, or None when it holds something this
+    module does not pack (inlined chunks, values that are not numpy arrays)."""
+    from virtualizarr.manifests import ManifestArray
+
+    variables: list[_VarSkeleton] = []
+    refs: list[_Refs] = []
+    values: list[np.ndarray[Any, Any]] = []
+    for name, var in ds.variables.items():
+        data = var.data
+        kind: _Kind
+        if isinstance(data, ManifestArray):
+            columns = _refs_of(data)
+            if columns is None:
+                return None
+            refs.append(columns)
+            kind = "virtual"
+        elif isinstance(data, np.ndarray):
+            kind = "per-file" if concat_dim in var.dims else "shared"
+            if kind == "per-file":
+                values.append(data)
+        else:
+            return None
+        variables.append(
+            _VarSkeleton(
+                name=str(name),
+                dims=tuple(str(d) for d in var.dims),
+                attrs=var.attrs,
+                encoding=var.encoding,
+                kind=kind,
+                metadata=data.metadata if kind == "virtual" else None,
+                values=data if kind == "shared" else None,
+                form=_form(data, var.dims, concat_dim) if kind == "per-file" else (),
+            )
+        )
+    encoding = {k: v for k, v in ds.encoding.items() if k != "source"}
+    skeleton = Skeleton(
+        concat_dim=concat_dim,
+        variables=tuple(variables),
+        coords=tuple(str(c) for c in ds.coords),
+        attrs=ds.attrs,
+        encoding=encoding,
+    )
+    return skeleton, tuple(refs), tuple(values)
+
+
+def _form(data: np.ndarray[Any, Any], dims: Any, concat_dim: str) -> tuple[Any, ...]:
+    shape = tuple(-1 if d == concat_dim else n for d, n in zip(dims, data.shape, strict=True))
+    return (data.dtype.str, shape)
+
+
+def same_skeleton(a: Skeleton, b: Skeleton) -> bool:
+    """Whether two skeletons describe the same layout (attributes aside: those are kept per
+    file where they differ)."""
+    if a.concat_dim != b.concat_dim or a.coords != b.coords or a.names != b.names:
+        return False
+    if not _same_mapping(a.encoding, b.encoding):
+        return False
+    for va, vb in zip(a.variables, b.variables, strict=True):
+        if va.dims != vb.dims or va.kind != vb.kind or va.form != vb.form:
+            return False
+        if not _same_mapping(va.encoding, vb.encoding):
+            return False
+        if va.kind == "virtual" and va.metadata != vb.metadata:
+            return False
+        if va.kind == "shared" and not _same_array(va.values, vb.values):
+            return False
+    return True
+
+
+def pack(
+    ds: xr.Dataset, concat_dim: str, known: list[Skeleton] | None = None
+) -> PackedDataset | None:
+    """``ds`` packed onto one of the ``known`` skeletons (most recent last), or onto a new one
+    appended to ``known`` once it reproduces ``ds`` exactly; None when ``ds`` cannot be packed
+    exactly (it is then kept as a dataset)."""
+    from icepipe.sources.formats.hdf5_index import same_dataset
+
+    split = _skeleton_and_columns(ds, concat_dim)
+    if split is None:
+        return None
+    mine, refs, values = split
+    known = [] if known is None else known
+    for skeleton in reversed(known):
+        if same_skeleton(mine, skeleton):
+            return PackedDataset(
+                skeleton=skeleton,
+                refs=refs,
+                values=values,
+                attrs=_attrs_differing(mine, skeleton),
+                source=ds.encoding.get("source"),
+            )
+    packed = PackedDataset(
+        skeleton=mine, refs=refs, values=values, attrs={}, source=ds.encoding.get("source")
+    )
+    if not same_dataset(packed.to_dataset(), ds):
+        return None
+    known.append(mine)
+    return packed
+
+
+def _attrs_differing(mine: Skeleton, skeleton: Skeleton) -> dict[str, dict[Any, Any]]:
+    out: dict[str, dict[Any, Any]] = {}
+    if not _same_mapping(mine.attrs, skeleton.attrs):
+        out[""] = mine.attrs
+    for va, vb in zip(mine.variables, skeleton.variables, strict=True):
+        if not _same_mapping(va.attrs, vb.attrs):
+            out[va.name] = va.attrs
+    return out
+
+
+def concat_packed(files: Sequence[PackedDataset], concat_dim: str) -> xr.Dataset | None:
+    """The files, of one skeleton and already ordered, concatenated along the concat dimension
+    as ``xarray.concat`` does for the scans (see the module docstring); None when they do not
+    share one skeleton or a variable without the concat dimension is virtual (the caller then
+    concatenates their datasets)."""
+    import xarray as xr
+    from virtualizarr.manifests.array_api import concatenate
+
+    if not files:
+        return None
+    sk = files[0].skeleton
+    if sk.concat_dim != concat_dim or any(f.skeleton is not sk for f in files):
+        return None
+    dim = sk.concat_dim
+    first = files[0]
+    variables: dict[str, xr.Variable] = {}
+    v_index = p_index = 0
+    for v in sk.variables:
+        attrs = dict(first.attrs.get(v.name, v.attrs))
+        data: Any
+        if v.kind == "virtual":
+            if dim not in v.dims:
+                return None  # xarray takes the first file's: as rare as it is, leave it to it
+            axis = v.dims.index(dim)
+            arrays = [_manifest_array(v.metadata, f.refs[v_index]) for f in files]
+            data = concatenate(arrays, axis=axis) if len(arrays) > 1 else arrays[0]
+            v_index += 1
+        elif v.kind == "per-file":
+            axis = v.dims.index(dim)
+            data = np.concatenate([f.values[p_index] for f in files], axis=axis)
+            p_index += 1
+        else:
+            data = v.values
+        variables[v.name] = xr.Variable(v.dims, data, attrs=attrs, encoding=dict(v.encoding))
+    # In the order xarray.concat gives them (it depends on the layout only): concatenate the
+    # first file with itself.
+    one = first.to_dataset()
+    model = xr.concat([one, one], dim=dim, **_CONCAT)
+    ds = xr.Dataset(
+        {n: variables[str(n)] for n in model.variables},
+        attrs=dict(first.attrs.get("", sk.attrs)),
+    )
+    others = [n for n in model.coords if n not in ds.coords]
+    if others:
+        ds = ds.set_coords(others)
+    ds.encoding = dict(model.encoding)
+    return ds
+
+
+#: How the scans of a run are concatenated (``icepipe.sources.combine_virtual``).
+_CONCAT: dict[str, Any] = {
+    "data_vars": "minimal",
+    "coords": "minimal",
+    "compat": "override",
+    "combine_attrs": "override",
+    "join": "override",
+}
+
+
+def _same_array(a: np.ndarray[Any, Any] | None, b: np.ndarray[Any, Any] | None) -> bool:
+    if a is None or b is None:
+        return a is b
+    if a.dtype != b.dtype or a.shape != b.shape:
+        return False
+    return bool(np.array_equal(a, b, equal_nan=a.dtype.kind in "fc"))
+
+
+def _same_mapping(a: Any, b: Any) -> bool:
+    """Attribute/encoding dicts equal, NaN equal to NaN and numpy values compared by dtype."""
+    if a is b:
+        return True
+    if a.keys() != b.keys() or list(a) != list(b):
+        return False
+    for k in a:
+        x, y = a[k], b[k]
+        if isinstance(x, np.ndarray | np.generic) or isinstance(y, np.ndarray | np.generic):
+            if type(x) is not type(y) or np.asarray(x).dtype != np.asarray(y).dtype:
+                return False
+            if np.shape(x) != np.shape(y):
+                return False
+            if not np.array_equal(x, y, equal_nan=np.asarray(x).dtype.kind in "fc"):
+                return False
+        elif isinstance(x, float) and isinstance(y, float) and math.isnan(x) and math.isnan(y):
+            continue
+        elif type(x) is not type(y) or x != y:
+            return False
+    return True
