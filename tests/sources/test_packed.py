@@ -130,10 +130,11 @@ def test_packed_scans_rebuild_and_concatenate_exactly(
     layout: dict[str, Any], n_files: int, data: st.DataObject
 ) -> None:
     datasets = [_file(data.draw, layout, i) for i in range(n_files)]
-    known: list[Any] = []
-    packed = [pack(ds, "time", known) for ds in datasets]
+    # Two batches: each packs its files onto its own skeleton (equal, other objects).
+    batches: tuple[list[Any], list[Any]] = ([], [])
+    packed = [pack(ds, "time", batches[i % 2]) for i, ds in enumerate(datasets)]
     assert all(p is not None for p in packed)
-    assert len(known) == 1  # one layout: one skeleton, shared
+    assert [len(k) for k in batches] == [1, 1 if n_files > 1 else 0]  # one per layout
     for ds, p in zip(datasets, packed, strict=True):
         assert p is not None
         assert same_dataset(p.to_dataset(), ds)

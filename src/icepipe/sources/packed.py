@@ -70,7 +70,7 @@ class Skeleton:
 _Refs = tuple[str | np.ndarray[Any, Any], np.ndarray[Any, Any], np.ndarray[Any, Any]]
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(frozen=True, eq=False, slots=True)
 class PackedDataset:
     """One file's scanned virtual dataset as its skeleton plus its own columns."""
 
@@ -265,7 +265,9 @@ def concat_packed(files: Sequence[PackedDataset], concat_dim: str) -> xr.Dataset
     if not files:
         return None
     sk = files[0].skeleton
-    if sk.concat_dim != concat_dim or any(f.skeleton is not sk for f in files):
+    # Batches packed apart hold equal skeletons, each its own object.
+    distinct = {id(f.skeleton): f.skeleton for f in files}
+    if sk.concat_dim != concat_dim or not all(same_skeleton(s, sk) for s in distinct.values()):
         return None
     dim = sk.concat_dim
     first = files[0]

@@ -31,19 +31,21 @@ from icepipe.sources.stores import access_error
 from icepipe.storage import reference_url, scheme_of
 
 __all__ = [
+    "ScanBatch",
     "ScanOptions",
     "ScannedCubes",
     "ScannedFile",
     "detect_format",
     "pack_results",
     "sanitize_attrs",
+    "scan_batch",
     "scan_file",
     "scan_files",
     "schema_of",
 ]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ScannedFile:
     """A source file turned into a virtual dataset, plus the schema that planning checks."""
 
@@ -298,6 +300,19 @@ def scan_files(
     return pack_results(out, options.concat_dim)
 
 
+@dataclass(frozen=True)
+class ScanBatch:
+    """:func:`scan_files`'s results as one object: Dask's serialisation pickles the items of a
+    returned list one by one, which would write each file's shared skeleton again."""
+
+    results: list[ScannedFile | ScannedCubes | SourceError]
+
+
+def scan_batch(sources: list[SourceFile], options: ScanOptions) -> ScanBatch:
+    """:func:`scan_files` as a Dask task returns it (see :class:`ScanBatch`)."""
+    return ScanBatch(scan_files(sources, options))
+
+
 #: Whether :func:`scan_files` packs its results (tests switch it off to compare).
 PACK_RESULTS = True
 
@@ -384,9 +399,11 @@ def _check_refs_inside(ds: xr.Dataset, source: SourceFile) -> None:
     ref_url = reference_url(source.url)
     for var in ds.variables.values():
         if is_virtual(var):
-            for _, ref in var.data.manifest.iter_refs():
-                if ref["path"] == ref_url:
-                    end = max(end, int(ref["offset"]) + int(ref["length"]))
+            manifest = var.data.manifest
+            mine = manifest._paths == ref_url  # the references into this very file
+            if mine.any():
+                ends = manifest._offsets[mine] + manifest._lengths[mine]
+                end = max(end, int(ends.max()))
     if end > source.size:
         raise SourceError(
             f"{source.url}: is truncated: its header places data up to byte {end} but the file "
