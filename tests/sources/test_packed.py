@@ -31,7 +31,7 @@ from icepipe.model import SourceFile
 from icepipe.sources import scan as scan_module
 from icepipe.sources.combine import combine_virtual
 from icepipe.sources.formats.hdf5_index import same_dataset
-from icepipe.sources.packed import PackedDataset, concat_packed, pack
+from icepipe.sources.packed import PackedDataset, concat_packed, in_columns, pack
 from icepipe.sources.scan import ScannedFile, pack_results, schema_of
 from icepipe.spec import pipeline_from_dict
 from tests.conftest import write_series
@@ -135,11 +135,21 @@ def test_packed_scans_rebuild_and_concatenate_exactly(
     packed = [pack(ds, "time", batches[i % 2]) for i, ds in enumerate(datasets)]
     assert all(p is not None for p in packed)
     assert [len(k) for k in batches] == [1, 1 if n_files > 1 else 0]  # one per layout
-    for ds, p in zip(datasets, packed, strict=True):
+    # And each batch's files moved into its columns (those whose chunks sit in one object).
+    columns = [
+        *in_columns([p for i, p in enumerate(packed) if i % 2 == 0 and p is not None]),
+        *in_columns([p for i, p in enumerate(packed) if i % 2 == 1 and p is not None]),
+    ]
+    assert len(columns) == n_files
+    for p in [*packed, *columns]:
         assert p is not None
+        ds = datasets[int(str(p.source)[-6:-3])]
         assert same_dataset(p.to_dataset(), ds)
         again = pickle.loads(pickle.dumps(p))
         assert same_dataset(again.to_dataset(), ds)
+        # The columnar form changes nothing of the file's references or values.
+        for a, b in zip(p.file_refs(), again.file_refs(), strict=True):
+            assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
     files = [
         ScannedFile(
             source=SourceFile(str(ds.encoding["source"]), 1, "m"),
@@ -151,11 +161,13 @@ def test_packed_scans_rebuild_and_concatenate_exactly(
     expected = xr.concat(datasets, **_CONCAT) if n_files > 1 else datasets[0]
     assert same_dataset(combine_virtual(files, "time"), expected)
     if n_files > 1:
-        direct = concat_packed([p for p in packed if p is not None], "time")
-        # A virtual variable without the concat dimension is left to xarray.concat.
-        assert (direct is None) == layout["static_virtual"]
-        if direct is not None:
-            assert same_dataset(direct, expected)
+        in_order = sorted(columns, key=lambda p: str(p.source))
+        for candidates in ([p for p in packed if p is not None], in_order):
+            direct = concat_packed(candidates, "time")
+            # A virtual variable without the concat dimension is left to xarray.concat.
+            assert (direct is None) == layout["static_virtual"]
+            if direct is not None:
+                assert same_dataset(direct, expected)
 
 
 def test_a_dataset_of_another_layout_gets_its_own_skeleton() -> None:
@@ -212,6 +224,8 @@ def test_batch_results_share_skeleton_and_schema_parts(tmp_path: Path) -> None:
     assert all(isinstance(r, ScannedFile) for r in results)
     scanned = [r for r in results if isinstance(r, ScannedFile)]
     assert all(isinstance(s.content, PackedDataset) for s in scanned)
+    # In the batch's columns: no arrays of their own.
+    assert all(isinstance(s.content, PackedDataset) and s.content.refs == () for s in scanned)
     skeletons = {id(s.content.skeleton) for s in scanned if isinstance(s.content, PackedDataset)}
     assert len(skeletons) == 1
     assert len({id(s.schema.variables) for s in scanned}) == 1

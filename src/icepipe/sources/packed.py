@@ -27,7 +27,15 @@ import numpy as np
 if TYPE_CHECKING:
     import xarray as xr
 
-__all__ = ["PackedDataset", "Skeleton", "concat_packed", "pack", "same_skeleton"]
+__all__ = [
+    "BatchColumns",
+    "PackedDataset",
+    "Skeleton",
+    "concat_packed",
+    "in_columns",
+    "pack",
+    "same_skeleton",
+]
 
 _Kind = Literal["virtual", "per-file", "shared"]
 
@@ -70,32 +78,85 @@ class Skeleton:
 _Refs = tuple[str | np.ndarray[Any, Any], np.ndarray[Any, Any], np.ndarray[Any, Any]]
 
 
+@dataclass(frozen=True, eq=False)
+class BatchColumns:
+    """The columns of the files of one skeleton packed in one batch, end to end: a handful of
+    arrays per batch instead of a few per file (each a pickle frame and a Python object)."""
+
+    #: Per ``virtual`` variable: each file's one path.
+    paths: tuple[tuple[str, ...], ...]
+    #: Per ``virtual`` variable: every file's offsets and lengths, flattened, one file after
+    #: the other (the skeleton's metadata fixes how many chunks a file has).
+    offsets: tuple[np.ndarray[Any, Any], ...]
+    lengths: tuple[np.ndarray[Any, Any], ...]
+    #: Per ``per-file`` variable: the files' values concatenated along the concat dimension,
+    #: and where each file's begin (one more entry than files).
+    values: tuple[np.ndarray[Any, Any], ...]
+    starts: tuple[np.ndarray[Any, Any], ...]
+
+
 @dataclass(frozen=True, eq=False, slots=True)
 class PackedDataset:
-    """One file's scanned virtual dataset as its skeleton plus its own columns."""
+    """One file's scanned virtual dataset as its skeleton plus its own columns (its own
+    arrays, or its row ``row`` of a batch's :class:`BatchColumns`)."""
 
     skeleton: Skeleton
-    #: Per ``virtual`` variable of the skeleton, in order.
+    #: Per ``virtual`` variable of the skeleton, in order (empty with ``columns``).
     refs: tuple[_Refs, ...]
-    #: Per ``per-file`` variable of the skeleton, in order.
+    #: Per ``per-file`` variable of the skeleton, in order (empty with ``columns``).
     values: tuple[np.ndarray[Any, Any], ...]
     #: Attributes that differ from the skeleton's: variable name (``""``: the dataset) ->
     #: the whole attribute dict.
     attrs: dict[str, dict[Any, Any]]
     #: ``encoding["source"]`` of the dataset, if it has one.
     source: Any = None
+    columns: BatchColumns | None = None
+    row: int = 0
 
     @property
     def names(self) -> tuple[str, ...]:
         """The dataset's variable names, in order."""
         return self.skeleton.names
 
+    def file_refs(self) -> tuple[_Refs, ...]:
+        """Per ``virtual`` variable: this file's paths, offsets and lengths (chunk grid)."""
+        c = self.columns
+        if c is None:
+            return self.refs
+        out = []
+        virtual = [v for v in self.skeleton.variables if v.kind == "virtual"]
+        for k, v in enumerate(virtual):
+            grid = _grid(v.metadata)
+            size = math.prod(grid)
+            span = slice(self.row * size, (self.row + 1) * size)
+            out.append(
+                (
+                    c.paths[k][self.row],
+                    c.offsets[k][span].reshape(grid),
+                    c.lengths[k][span].reshape(grid),
+                )
+            )
+        return tuple(out)
+
+    def file_values(self) -> tuple[np.ndarray[Any, Any], ...]:
+        """Per ``per-file`` variable: this file's values."""
+        c = self.columns
+        if c is None:
+            return self.values
+        out = []
+        per_file = [v for v in self.skeleton.variables if v.kind == "per-file"]
+        for k, v in enumerate(per_file):
+            axis = v.dims.index(self.skeleton.concat_dim)
+            begin, end = int(c.starts[k][self.row]), int(c.starts[k][self.row + 1])
+            out.append(np.take(c.values[k], np.arange(begin, end), axis=axis))
+        return tuple(out)
+
     def to_dataset(self) -> xr.Dataset:
         """The file's dataset, as scanned."""
         import xarray as xr
 
         sk = self.skeleton
-        refs, values = iter(self.refs), iter(self.values)
+        refs, values = iter(self.file_refs()), iter(self.file_values())
         variables: dict[str, xr.Variable] = {}
         for v in sk.variables:
             data: Any
@@ -115,6 +176,57 @@ class PackedDataset:
             {**sk.encoding, "source": self.source} if self.source is not None else dict(sk.encoding)
         )
         return ds
+
+
+def _grid(metadata: Any) -> tuple[int, ...]:
+    """The chunk grid of an array's metadata (a regular grid: VirtualiZarr's only)."""
+    chunks = metadata.chunks
+    return tuple(-(-n // c) if c else 0 for n, c in zip(metadata.shape, chunks, strict=True))
+
+
+def in_columns(files: list[PackedDataset]) -> list[PackedDataset]:
+    """``files`` (packed in one batch) with those of each skeleton whose chunks each sit in one
+    object moved into one :class:`BatchColumns` per skeleton; the others as they are."""
+    groups: dict[int, list[int]] = {}
+    for i, f in enumerate(files):
+        if f.columns is None and all(isinstance(r[0], str) for r in f.refs):
+            groups.setdefault(id(f.skeleton), []).append(i)
+    out = list(files)
+    for rows in groups.values():
+        members = [files[i] for i in rows]
+        sk = members[0].skeleton
+        per_file = [v for v in sk.variables if v.kind == "per-file"]
+        starts = []
+        for k, v in enumerate(per_file):
+            axis = v.dims.index(sk.concat_dim)
+            lengths = [f.values[k].shape[axis] for f in members]
+            starts.append(np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64))
+        n_virtual = len(members[0].refs)
+        columns = BatchColumns(
+            paths=tuple(tuple(str(f.refs[k][0]) for f in members) for k in range(n_virtual)),
+            offsets=tuple(
+                np.concatenate([f.refs[k][1].ravel() for f in members]) for k in range(n_virtual)
+            ),
+            lengths=tuple(
+                np.concatenate([f.refs[k][2].ravel() for f in members]) for k in range(n_virtual)
+            ),
+            values=tuple(
+                np.concatenate([f.values[k] for f in members], axis=v.dims.index(sk.concat_dim))
+                for k, v in enumerate(per_file)
+            ),
+            starts=tuple(starts),
+        )
+        for row, (i, f) in enumerate(zip(rows, members, strict=True)):
+            out[i] = PackedDataset(
+                skeleton=f.skeleton,
+                refs=(),
+                values=(),
+                attrs=f.attrs,
+                source=f.source,
+                columns=columns,
+                row=row,
+            )
+    return out
 
 
 def _manifest_array(metadata: Any, refs: _Refs) -> Any:
@@ -260,7 +372,6 @@ def concat_packed(files: Sequence[PackedDataset], concat_dim: str) -> xr.Dataset
     share one skeleton or a variable without the concat dimension is virtual (the caller then
     concatenates their datasets)."""
     import xarray as xr
-    from virtualizarr.manifests.array_api import concatenate
 
     if not files:
         return None
@@ -271,6 +382,8 @@ def concat_packed(files: Sequence[PackedDataset], concat_dim: str) -> xr.Dataset
         return None
     dim = sk.concat_dim
     first = files[0]
+    refs = [f.file_refs() for f in files]
+    values = [f.file_values() for f in files]
     variables: dict[str, xr.Variable] = {}
     v_index = p_index = 0
     for v in sk.variables:
@@ -279,13 +392,11 @@ def concat_packed(files: Sequence[PackedDataset], concat_dim: str) -> xr.Dataset
         if v.kind == "virtual":
             if dim not in v.dims:
                 return None  # xarray takes the first file's: as rare as it is, leave it to it
-            axis = v.dims.index(dim)
-            arrays = [_manifest_array(v.metadata, f.refs[v_index]) for f in files]
-            data = concatenate(arrays, axis=axis) if len(arrays) > 1 else arrays[0]
+            data = _concat_refs(v.metadata, [r[v_index] for r in refs], v.dims.index(dim))
             v_index += 1
         elif v.kind == "per-file":
             axis = v.dims.index(dim)
-            data = np.concatenate([f.values[p_index] for f in files], axis=axis)
+            data = np.concatenate([f[p_index] for f in values], axis=axis)
             p_index += 1
         else:
             data = v.values
@@ -303,6 +414,45 @@ def concat_packed(files: Sequence[PackedDataset], concat_dim: str) -> xr.Dataset
         ds = ds.set_coords(others)
     ds.encoding = dict(model.encoding)
     return ds
+
+
+def _concat_refs(metadata: Any, refs: list[_Refs], axis: int) -> Any:
+    """One variable's references of files of one layout concatenated along ``axis``, as
+    VirtualiZarr's ``concatenate`` of their ManifestArrays gives them, without those."""
+    from virtualizarr.manifests import ChunkManifest, ManifestArray
+    from virtualizarr.manifests.utils import (
+        check_no_partial_chunks_on_concat_axis,
+        copy_and_replace_metadata,
+    )
+
+    shape = list(metadata.shape)
+    chunks = tuple(metadata.chunks)
+    check_no_partial_chunks_on_concat_axis([tuple(shape)] * len(refs), [chunks] * len(refs), axis)
+    offsets = np.concatenate([r[1] for r in refs], axis=axis)
+    lengths = np.concatenate([r[2] for r in refs], axis=axis)
+    paths: Any
+    if axis == 0 and all(isinstance(r[0], str) for r in refs):
+        # Each file's block of the grid is contiguous: one path repeated per chunk.
+        per_file = np.array([r[0] for r in refs], dtype=np.dtypes.StringDType())
+        paths = np.repeat(per_file, refs[0][1].size).reshape(offsets.shape)
+    else:
+        paths = np.concatenate(
+            [
+                np.full(r[1].shape, r[0], dtype=np.dtypes.StringDType())
+                if isinstance(r[0], str)
+                else r[0]
+                for r in refs
+            ],
+            axis=axis,
+        )
+    shape[axis] *= len(refs)
+    manifest = ChunkManifest.from_arrays(
+        paths=paths, offsets=offsets, lengths=lengths, validate_paths=False
+    )
+    return ManifestArray(
+        metadata=copy_and_replace_metadata(old_metadata=metadata, new_shape=shape),
+        chunkmanifest=manifest,
+    )
 
 
 #: How the scans of a run are concatenated (``icepipe.sources.combine_virtual``).

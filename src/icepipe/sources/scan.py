@@ -26,7 +26,7 @@ from icepipe.model import FileSchema, SourceFile, VariableSchema
 from icepipe.sources.formats import Opened, Reader, ScanOptions, detect_format, reader_for
 from icepipe.sources.formats.common import is_virtual
 from icepipe.sources.hooks import apply_preprocess
-from icepipe.sources.packed import PackedDataset, Skeleton, pack
+from icepipe.sources.packed import PackedDataset, Skeleton, in_columns, pack
 from icepipe.sources.stores import access_error
 from icepipe.storage import reference_url, scheme_of
 
@@ -333,7 +333,15 @@ def pack_results[T](results: list[T], concat_dim: str) -> list[T]:
                 r, schema=_interned(r.schema, interned), content=packed or r.content
             )
         out.append(r)
+    # The files' own columns into a few arrays per batch.
+    at = [i for i, r in enumerate(out) if isinstance(r, ScannedFile) and _packed_alone(r)]
+    for i, content in zip(at, in_columns([out[i].content for i in at]), strict=True):
+        out[i] = dataclasses.replace(out[i], content=content)
     return out
+
+
+def _packed_alone(r: ScannedFile) -> bool:
+    return isinstance(r.content, PackedDataset) and r.content.columns is None
 
 
 def _interned(schema: FileSchema, cache: dict[Any, Any]) -> FileSchema:
