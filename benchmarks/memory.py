@@ -131,6 +131,22 @@ class PeakRSS:
         self.peak = max(self.peak, self.process.memory_info().rss)
 
 
+class StageRSS:
+    """A run observer recording the peak RSS growth at the end of each stage (MiB over the RSS
+    before the run): where the memory is taken."""
+
+    def __init__(self, peak: PeakRSS, before: int) -> None:
+        self.peak, self.before = peak, before
+        self.after: dict[str, float] = {}
+
+    def stage_started(self, stage: str, client: Any) -> None:
+        pass
+
+    def stage_finished(self, stage: str, seconds: float) -> None:
+        rss = max(self.peak.peak, self.peak.process.memory_info().rss)
+        self.after[stage] = round((rss - self.before) / 2**20, 1)
+
+
 def _pipeline(folder: Path, repo: Path) -> Any:
     from icepipe.spec import pipeline_from_dict
 
@@ -163,7 +179,8 @@ def measure_one(folder: Path, warm: Path, work: Path, workers: int) -> dict[str,
         before = psutil.Process().memory_info().rss
         t0 = time.perf_counter()
         with PeakRSS() as peak:
-            result = icepipe.run(_pipeline(folder, work / "repo"), client=client)
+            stages = StageRSS(peak, before)
+            result = icepipe.run(_pipeline(folder, work / "repo"), client=client, observer=stages)
         seconds = time.perf_counter() - t0
     if result.status != "committed" or len(result.files_new) != n:
         raise RuntimeError(f"ingested {len(result.files_new)} of {n} files")
@@ -176,6 +193,8 @@ def measure_one(folder: Path, warm: Path, work: Path, workers: int) -> dict[str,
         "bytes_per_file": round(growth / n),
         "seconds": round(seconds, 2),
         "stages": {k: round(v, 3) for k, v in result.stages.items()},
+        # Stages run in order list, plan, scan, plan, write, commit: the peak growth so far.
+        "growth_mib_after_stage": stages.after,
     }
 
 

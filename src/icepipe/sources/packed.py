@@ -348,12 +348,16 @@ def pack(
                 source=ds.encoding.get("source"),
             )
     packed = PackedDataset(
-        skeleton=mine, refs=refs, values=values, attrs={}, source=ds.encoding.get("source")
+        skeleton=mine, refs=refs, values=values, attrs=_SAME_ATTRS, source=ds.encoding.get("source")
     )
     if not same_dataset(packed.to_dataset(), ds):
         return None
     known.append(mine)
     return packed
+
+
+#: The attributes of a file that has the skeleton's (one object: it is never changed).
+_SAME_ATTRS: dict[str, dict[Any, Any]] = {}
 
 
 def _attrs_differing(mine: Skeleton, skeleton: Skeleton) -> dict[str, dict[Any, Any]]:
@@ -363,7 +367,7 @@ def _attrs_differing(mine: Skeleton, skeleton: Skeleton) -> dict[str, dict[Any, 
     for va, vb in zip(mine.variables, skeleton.variables, strict=True):
         if not _same_mapping(va.attrs, vb.attrs):
             out[va.name] = va.attrs
-    return out
+    return out or _SAME_ATTRS
 
 
 def concat_packed(files: Sequence[PackedDataset], concat_dim: str) -> xr.Dataset | None:

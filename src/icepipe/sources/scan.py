@@ -354,7 +354,9 @@ def _interned(schema: FileSchema, cache: dict[Any, Any]) -> FileSchema:
         schema,
         variables=cache.setdefault(vkey, variables),
         dims=cache.setdefault(dkey, dict(schema.dims)),
-        format=cache.setdefault(("f", schema.format), schema.format),
+        format=cache.setdefault(("s", schema.format), schema.format),
+        concat_units=cache.setdefault(("s", schema.concat_units), schema.concat_units),
+        concat_calendar=cache.setdefault(("s", schema.concat_calendar), schema.concat_calendar),
     )
 
 
