@@ -216,6 +216,24 @@ def test_inlined_chunks_stay_unpacked() -> None:
     assert pack(ds, "time") is None
 
 
+def test_array_valued_attributes_pack_per_file() -> None:
+    def file(i: int, bounds: list[float]) -> xr.Dataset:
+        return xr.Dataset(
+            {"time": ("time", np.arange(2) + 2 * i), "v": ("time", np.ones(2))},
+            attrs={"bounds": np.array(bounds)},  # dict equality on such values raises
+        )
+
+    a, b, c = file(0, [1.0, 2.0]), file(1, [1.0, 2.0]), file(2, [1.0, 3.0])
+    known: list[Any] = []
+    pa, pb, pc = (pack(ds, "time", known) for ds in (a, b, c))
+    assert pa is not None and pb is not None and pc is not None
+    assert len(known) == 1
+    assert pb.attrs == {} and list(pc.attrs) == [""]  # equal arrays shared, others per file
+    for ds, p in zip((a, b, c), (pa, pb, pc), strict=True):
+        # same_dataset compares attributes with ``!=``, which raises on such arrays.
+        xr.testing.assert_identical(p.to_dataset(), ds)
+
+
 def test_batch_results_share_skeleton_and_schema_parts(tmp_path: Path) -> None:
     paths = write_series(tmp_path / "src", 6, steps=2)
     sources = [SourceFile(f"file://{p}", p.stat().st_size, "m") for p in paths]

@@ -350,7 +350,11 @@ def pack(
     packed = PackedDataset(
         skeleton=mine, refs=refs, values=values, attrs=_SAME_ATTRS, source=ds.encoding.get("source")
     )
-    if not same_dataset(packed.to_dataset(), ds):
+    try:
+        exact = same_dataset(packed.to_dataset(), ds)
+    except Exception:  # e.g. array-valued attributes xarray cannot compare: keep the dataset
+        exact = False
+    if not exact:
         return None
     known.append(mine)
     return packed

@@ -328,7 +328,10 @@ def pack_results[T](results: list[T], concat_dim: str) -> list[T]:
     out: list[Any] = []
     for r in results:
         if isinstance(r, ScannedFile) and not r.members and isinstance(r.content, xr.Dataset):
-            packed = pack(r.content, concat_dim, skeletons)
+            try:
+                packed = pack(r.content, concat_dim, skeletons)
+            except Exception:  # anything packing misreads travels as the dataset it was
+                packed = None
             r = dataclasses.replace(
                 r, schema=_interned(r.schema, interned), content=packed or r.content
             )
