@@ -51,7 +51,8 @@ class _VarSkeleton:
     kind: _Kind
     metadata: Any = None
     values: np.ndarray[Any, Any] | None = None
-    #: ``per-file``: the values' dtype and shape, the concat dimension's length left out.
+    #: ``per-file``: the values' dtype and shape, the concat dimension's length left out;
+    #: ``virtual``: the shape of the chunk manifest (one entry per shard when sharded).
     form: tuple[Any, ...] = ()
 
 
@@ -126,7 +127,7 @@ class PackedDataset:
         out = []
         virtual = [v for v in self.skeleton.variables if v.kind == "virtual"]
         for k, v in enumerate(virtual):
-            grid = _grid(v.metadata)
+            grid = v.form
             size = math.prod(grid)
             span = slice(self.row * size, (self.row + 1) * size)
             out.append(
@@ -176,12 +177,6 @@ class PackedDataset:
             {**sk.encoding, "source": self.source} if self.source is not None else dict(sk.encoding)
         )
         return ds
-
-
-def _grid(metadata: Any) -> tuple[int, ...]:
-    """The chunk grid of an array's metadata (a regular grid: VirtualiZarr's only)."""
-    chunks = metadata.chunks
-    return tuple(-(-n // c) if c else 0 for n, c in zip(metadata.shape, chunks, strict=True))
 
 
 def in_columns(files: list[PackedDataset]) -> list[PackedDataset]:
@@ -287,7 +282,13 @@ def _skeleton_and_columns(
                 kind=kind,
                 metadata=data.metadata if kind == "virtual" else None,
                 values=data if kind == "shared" else None,
-                form=_form(data, var.dims, concat_dim) if kind == "per-file" else (),
+                form=(
+                    _form(data, var.dims, concat_dim)
+                    if kind == "per-file"
+                    else tuple(data.manifest._offsets.shape)
+                    if kind == "virtual"
+                    else ()
+                ),
             )
         )
     encoding = {k: v for k, v in ds.encoding.items() if k != "source"}
@@ -431,10 +432,11 @@ def _concat_refs(metadata: Any, refs: list[_Refs], axis: int) -> Any:
     from virtualizarr.manifests.utils import (
         check_no_partial_chunks_on_concat_axis,
         copy_and_replace_metadata,
+        manifest_chunk_shape,
     )
 
     shape = list(metadata.shape)
-    chunks = tuple(metadata.chunks)
+    chunks = manifest_chunk_shape(metadata)  # a shard's when sharded
     check_no_partial_chunks_on_concat_axis([tuple(shape)] * len(refs), [chunks] * len(refs), axis)
     offsets = np.concatenate([r[1] for r in refs], axis=axis)
     lengths = np.concatenate([r[2] for r in refs], axis=axis)
