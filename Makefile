@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml
 
 data: $(DATA)/.complete
 
-$(DATA)/.complete: scripts/fetch_data.sh scripts/derive_samples.py | venv
+$(DATA)/.complete: scripts/fetch_data.sh scripts/derive_samples.py scripts/make_kerchunk_refs.py | venv
 	PYTHON=$(PY) bash scripts/fetch_data.sh $(DATA)
 	touch $@
 

@@ -52,6 +52,29 @@ def _cfgrib_cubes(path: str) -> dict[str, xr.Dataset]:
         return {name: ds.load() for name, ds in zip(names, cubes, strict=True)}
 
 
+def _kerchunk_set(path: str) -> xr.Dataset:
+    """A kerchunk reference set opened by fsspec (its relative paths made absolute against the
+    set's folder, as icepipe reads them; fsspec itself would resolve them against the cwd)."""
+    import gzip
+    import json
+    import os
+
+    from fsspec.implementations.reference import LazyReferenceMapper, ReferenceFileSystem
+
+    if os.path.isdir(path):
+        lazy = LazyReferenceMapper(path)
+        refs = {k: lazy[k] for k in lazy}
+    else:
+        raw = Path(path).read_bytes()
+        refs = json.loads(gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw)["refs"]
+    folder = os.path.dirname(path.rstrip("/"))
+    for key, value in refs.items():
+        if isinstance(value, list) and "://" not in value[0] and not value[0].startswith("/"):
+            refs[key] = [os.path.normpath(os.path.join(folder, value[0])), *value[1:]]
+    mapper = ReferenceFileSystem(fo={"version": 1, "refs": refs}).get_mapper()
+    return xr.open_dataset(mapper, engine="zarr", consolidated=False)
+
+
 def reference(pipeline: icepipe.Pipeline, urls: list[str], cube: str | None = None) -> xr.Dataset:
     """The source files opened and combined by plain xarray, as icepipe combines them."""
     src = pipeline.source
@@ -62,6 +85,10 @@ def reference(pipeline: icepipe.Pipeline, urls: list[str], cube: str | None = No
             # cfgrib, keeping length-1 dimensions as icepipe does to combine files.
             ds = _cfgrib_cube(path, cube)
             ds.attrs.pop("history", None)  # cfgrib stamps the time of reading; icepipe drops it
+        elif src.format == "kerchunk":
+            ds = _kerchunk_set(path)
+        elif path.endswith((".tif", ".tiff")):
+            ds = _geotiff(path, src)
         elif path.endswith(".zarr"):
             consolidated = Path(path, ".zmetadata").exists()  # v2 stores; v3 has no standard
             ds = xr.open_zarr(path, consolidated=consolidated)
@@ -80,6 +107,23 @@ def reference(pipeline: icepipe.Pipeline, urls: list[str], cube: str | None = No
         combine_attrs="override",
         join="override",
     )
+
+
+def _geotiff(path: str, src: icepipe.SourceSpec) -> xr.Dataset:
+    """rioxarray's read of a GeoTIFF (masked), as icepipe's ``source.geotiff`` stacks it."""
+    import re
+
+    import rioxarray
+
+    spec = src.geotiff
+    da = rioxarray.open_rasterio(path, mask_and_scale=False)
+    keep = ("_FillValue",)  # masked when read, as the stored attribute is
+    da.attrs = {"grid_mapping": "spatial_ref", **{k: v for k, v in da.attrs.items() if k in keep}}
+    da.encoding = {}
+    if spec.band_from_filename:
+        match = re.search(spec.band_from_filename, Path(path).name)
+        da = da.assign_coords(band=[int(match.group(1))] if match else da.band)
+    return xr.decode_cf(da.to_dataset(name=spec.variable), decode_coords=False)
 
 
 def check_read_back(pipeline: icepipe.Pipeline, samples: int = 64) -> tuple[bool, str]:

@@ -7,6 +7,7 @@ Run by scripts/fetch_data.sh with the project's Python (it needs xarray, zarr an
     derive_samples.py grib-series OUT_DIR GRIB_FILE
     derive_samples.py split [--exclude GLOB] OUT_DIR FOLDER...
     derive_samples.py calendar-split --by month|year OUT_DIR FILE
+    derive_samples.py geotiff-bands OUT_DIR GEOTIFF_FILE
 
 ``nemo-zarr`` writes one store per netCDF file, ``OUT_DIR/<stem>.zarr``, with xarray (so the
 arrays carry dimension names): Zarr v3 with sharded data variables, or Zarr v2 with
@@ -32,6 +33,12 @@ written like ``split``'s (format, attributes, dtypes, fill values and layout kep
 and the script then checks that the parts, concatenated, hold the original's bytes for every
 variable: the values are bit-identical (the files themselves differ, as their headers do).
 
+``geotiff-bands`` splits a real multi-band GeoTIFF (r-cran-stars' Landsat 7 ``L7_ETMs.tif``:
+strips of 3 rows, pixel-interleaved, which virtual references cannot express) into one
+single-band Cloud-Optimized-style GeoTIFF per band, ``OUT_DIR/<stem>_B<n>.tif``: tiled
+128x128, deflate with the horizontal predictor, two overview levels (ignored by ingests unless
+asked), CRS, transform and values copied exactly (checked after writing).
+
 ``grib-series`` splits a GRIB file into one file per analysis time (``dataDate``/``dataTime``),
 ``OUT_DIR/era5-<YYYYMMDDHH>.grib``, copying each message's bytes unchanged and in file order.
 """
@@ -44,6 +51,8 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
+
+import icepipe  # noqa: F401  (loads pyproj before ecCodes: see icepipe/__init__.py)
 
 
 def nemo_zarr(out_dir: Path, paths: list[Path], *, zarr_format: int) -> None:
@@ -304,6 +313,37 @@ def split_folders(out_dir: Path, folders: list[Path], exclude: list[str]) -> Non
                 print(f"{path}: {len(info['parts'])} parts along {info['dim']}")
 
 
+def geotiff_bands(out_dir: Path, path: Path) -> None:
+    import numpy as np
+    import rasterio
+    from rasterio.enums import Resampling
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with rasterio.open(path) as src:
+        profile = src.profile.copy()
+        profile.update(
+            count=1,
+            tiled=True,
+            blockxsize=128,
+            blockysize=128,
+            compress="deflate",
+            predictor=2,
+            interleave="band",
+        )
+        for band in range(1, src.count + 1):
+            data = src.read(band)
+            out = out_dir / f"{path.stem}_B{band}.tif"
+            with rasterio.open(out, "w", **profile) as dst:
+                dst.write(data, 1)
+                dst.build_overviews([2, 4], Resampling.average)
+            with rasterio.open(out) as check:
+                if not np.array_equal(check.read(1), data) or check.transform != src.transform:
+                    raise SystemExit(f"{out}: values or transform differ from band {band}")
+                if check.crs != src.crs:
+                    raise SystemExit(f"{out}: CRS differs from {path}")
+            print(f"{out}: band {band} of {path.name}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -322,8 +362,13 @@ def main() -> None:
     c.add_argument("--by", choices=("month", "year"), required=True)
     c.add_argument("out_dir", type=Path)
     c.add_argument("path", type=Path)
+    t = sub.add_parser("geotiff-bands", help="one tiled single-band GeoTIFF per band")
+    t.add_argument("out_dir", type=Path)
+    t.add_argument("path", type=Path)
     args = parser.parse_args()
-    if args.command == "calendar-split":
+    if args.command == "geotiff-bands":
+        geotiff_bands(args.out_dir, args.path)
+    elif args.command == "calendar-split":
         info = calendar_split(args.path, args.out_dir, by=args.by)
         print(f"{args.path}: {len(info['parts'])} parts by {args.by}: {info['sizes']}")
     elif args.command == "split":

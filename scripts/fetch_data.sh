@@ -21,6 +21,8 @@
 #   libeccodes-data   Debian .deb -> corpus/eccodes-samples/ (ecCodes' GRIB1/GRIB2 samples, *.tmpl)
 #   cf-python         PyPI sdist  -> corpus/cf-python/       (cf/test: netCDF3/4 test files)
 #   xarray            PyPI sdist  -> corpus/xarray/          (xarray/tests/data)
+#   r-cran-stars      Debian .deb -> geotiff/stars/  (stars/tif: real GeoTIFFs: Landsat 7
+#                                    L7_ETMs.tif, a DEM, land cover, a rotated grid)
 #
 # Derived from those (no package ships them), by scripts/derive_samples.py run with $PYTHON,
 # which must have the project installed (the Makefile passes the venv's):
@@ -38,6 +40,9 @@
 #                                    record or time dimension, split along it into 2-4 files
 #                                    (derive_samples.py split: same format, dtypes, attributes,
 #                                    fill values, chunking and compression), with a split.json
+#   DATA_DIR/geotiff/l7-bands/L7_ETMs_B<n>.tif  L7_ETMs.tif split into 6 tiled single-band
+#                                    GeoTIFFs with overviews (derive_samples.py geotiff-bands;
+#                                    values, CRS and transform checked equal)
 # Their stamps name the source version and a hash of derive_samples.py, so editing the script
 # derives them again.
 #
@@ -258,6 +263,24 @@ derive_nemo_zarr() {  # derive_nemo_zarr ZARR_FORMAT  (2 or 3)
     echo "$target: derived from nemo/ -> $target/ ($n Zarr v$format stores)"
 }
 
+KERCHUNK_REFS="$REPO_ROOT/scripts/make_kerchunk_refs.py"
+
+derive_nemo_kerchunk() {  # kerchunk reference sets over nemo/ (pipelines/nemo-kerchunk.yaml)
+    local target="nemo-kerchunk" stamp tmp n
+    stamp="$target-$IRIS_SAMPLE_DATA_VERSION-$(sha256sum "$KERCHUNK_REFS" | cut -c1-12).done"
+    if is_cached "$stamp" "$target"; then
+        echo "$target: cached"; return
+    fi
+    rm -f -- "$STAMPS/$target"-*.done
+    new_tmp "$target"
+    run_logged "$tmp/derive.log" "$PYTHON" "$KERCHUNK_REFS" --relative-to "$DATA_DIR/$target" \
+        "$tmp/stage/$target" "$DATA_DIR"/nemo/nemo_1m_2015*grid-T.nc
+    n="$(find "$tmp/stage/$target" -mindepth 1 -maxdepth 1 | wc -l)"
+    [[ "$n" -eq 3 ]] || die "expected 3 kerchunk reference sets, found $n"
+    install_outputs "$tmp/stage" "$stamp" "$target"
+    echo "$target: derived from nemo/ -> $target/ ($n kerchunk reference sets)"
+}
+
 derive_era5_series() {
     local target="era5-series" stamp tmp n
     stamp="$target-$CFGRIB_VERSION-$DERIVE_HASH.done"
@@ -309,6 +332,27 @@ derive_splits() {
     echo "$target: derived -> $target/ ($n files split into series)"
 }
 
+fetch_geotiff() {  # the real GeoTIFFs of r-cran-stars, and a band series derived from one
+    local target="geotiff" stamp tmp deb n
+    stamp="$target-$R_STARS_VERSION-$DERIVE_HASH.done"
+    if is_cached "$stamp" "$target/stars/L7_ETMs.tif" "$target/l7-bands"; then
+        echo "$target: cached"; return
+    fi
+    rm -f -- "$STAMPS/$target"-*.done
+    new_tmp "$target"
+    deb="$(find "$DOWNLOADS" -maxdepth 1 -name "r-cran-stars_${R_STARS_VERSION}_*.deb" -print -quit)"
+    [[ -n "$deb" ]] || die "r-cran-stars $R_STARS_VERSION: .deb not downloaded (fetch it first)"
+    mkdir -p "$tmp/x" "$tmp/stage/$target"
+    dpkg-deb -x "$deb" "$tmp/x"
+    mv -- "$tmp/x/usr/lib/R/site-library/stars/tif" "$tmp/stage/$target/stars"
+    run_logged "$tmp/derive.log" "$PYTHON" "$DERIVE" geotiff-bands \
+        "$tmp/stage/$target/l7-bands" "$tmp/stage/$target/stars/L7_ETMs.tif"
+    n="$(find "$tmp/stage/$target/l7-bands" -name 'L7_ETMs_B*.tif' | wc -l)"
+    [[ "$n" -eq 6 ]] || die "expected 6 single-band GeoTIFFs, found $n"
+    install_outputs "$tmp/stage" "$stamp" "$target"
+    echo "$target: fetched from r-cran-stars -> $target/stars/, derived $target/l7-bands/ ($n files)"
+}
+
 # --------------------------------------------------------------------------------------------
 SECONDS=0
 fetch_iris
@@ -317,6 +361,7 @@ fetch_sdist_subdir cfgrib "$CFGRIB_VERSION" tests/sample-data cfgrib-samples
 fetch_sdist_subdir zarr "$ZARR2_VERSION" fixture zarr2-fixture
 derive_nemo_zarr 3
 derive_nemo_zarr 2
+derive_nemo_kerchunk
 derive_era5_series
 fetch_deb_subdir ferret-datasets "$FERRET_DATASETS_VERSION" usr/share/ferret-vis/data \
     corpus/ferret-datasets
@@ -331,9 +376,10 @@ fetch_deb_subdir python3-scipy "$SCIPY_DEB_VERSION" usr/lib/python3/dist-package
 fetch_deb_subdir libeccodes-data "$ECCODES_DATA_VERSION" usr/share/eccodes/samples \
     corpus/eccodes-samples
 fetch_sdist_subdir cf-python "$CF_PYTHON_VERSION" cf/test corpus/cf-python
+fetch_geotiff
 fetch_sdist_subdir xarray "$XARRAY_SDIST_VERSION" xarray/tests/data corpus/xarray
 # (derive_uneven runs after derive_splits: its stamp must not count as a newer corpus)
-CORPUS_NEWEST="$(ls -t "$STAMPS"/*.done | grep -v "/uneven-splits-" | head -1)"
+CORPUS_NEWEST="$(ls -t "$STAMPS"/*.done | grep -v -e "/uneven-splits-" -e "/geotiff-" | head -1)"
 derive_splits
 derive_uneven
 
@@ -343,5 +389,6 @@ echo "done in ${SECONDS}s: $DATA_DIR: nemo=$(count nemo) sao=$(count sao)" \
     "iris-sample-data=$(count iris-sample-data) ncarg=$(count ncarg)" \
     "cfgrib-samples=$(count cfgrib-samples) zarr2-fixture=$(count zarr2-fixture)" \
     "era5-series=$(count era5-series) corpus=$(count corpus)" \
-    "corpus-splits=$(count corpus-splits) uneven-splits=$(count uneven-splits) files;" \
+    "corpus-splits=$(count corpus-splits) uneven-splits=$(count uneven-splits)" \
+    "geotiff=$(count geotiff) files;" \
     "nemo-zarr-v3=$(stores nemo-zarr-v3) nemo-zarr-v2=$(stores nemo-zarr-v2) stores"

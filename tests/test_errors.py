@@ -8,17 +8,23 @@ import pickle
 import pytest
 
 import icepipe.cli  # noqa: F401 - imports every module that defines an error class
+from icepipe.catalog import UnknownSchemeError
 from icepipe.errors import (
+    ArgumentTypeError,
     ConfigError,
     ConflictError,
     IcepipeError,
     LedgerError,
     LedgerVersionError,
+    NotExportableError,
     SchemaMismatchError,
     SourceError,
     StaleWriteError,
     StorageError,
+    TargetExistsError,
+    TargetNotFoundError,
     ValidationError,
+    WriteKeyError,
 )
 from icepipe.repository import RepoNotFoundError
 
@@ -27,6 +33,7 @@ EXCEPTIONS = [
     ConfigError("expected a string; got int 3", field="source.concat_dim"),
     ConfigError("no field"),
     RepoNotFoundError("no Icechunk repository at '/x'"),
+    UnknownSchemeError("'katalog:a/b' starts with 'katalog:'", value="katalog:a/b", field="repo"),
     SourceError("file:///d/a.nc: truncated", url="file:///d/a.nc"),
     SourceError("two bad files", urls=["file:///d/a.nc", "file:///d/b.nc"]),
     SourceError("no file"),
@@ -37,6 +44,11 @@ EXCEPTIONS = [
     ValidationError("file:///d/a.nc: variable 'tas' differs", url="file:///d/a.nc", variable="tas"),
     LedgerError("snapshot ABC: ledger field 'files' is not a list"),
     LedgerVersionError("snapshot ABC: ledger version 2; upgrade icepipe", found=2, supported=1),
+    NotExportableError("variable 'tas' holds 800 bytes of native chunks", variable="tas"),
+    TargetExistsError("'g' already holds data; pass mode='w'", field="mode"),
+    TargetNotFoundError("no group 'g'; create it first"),
+    WriteKeyError("not all values of coordinate 'x' were found", field="region"),
+    ArgumentTypeError("expected a slice or 'auto'; got 3", field="region"),
 ]
 
 ATTRIBUTES = (
@@ -49,6 +61,7 @@ ATTRIBUTES = (
     "variable",
     "found",
     "supported",
+    "value",
 )
 
 

@@ -36,3 +36,27 @@ def test_interrupts_during_a_commit_let_it_finish_and_during_a_start_are_raised(
             raise RuntimeError("Nanny failed to start.")
     finally:
         signal.signal(signal.SIGINT, saved)
+
+
+def test_wait_until_idle_waits_for_tasks_already_running(client: object) -> None:
+    """What a failed first run does before deleting its repository: tasks a failed compute
+    left running on a cluster it did not start still write, so it waits for them."""
+    from icepipe.execute import wait_until_idle
+
+    submitted = time.monotonic()
+    future = client.submit(time.sleep, 2, pure=False)  # type: ignore[attr-defined]
+    deadline = time.monotonic() + 30
+    while not any(_executing(client).values()):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert not wait_until_idle(client, timeout=0.2)  # still running
+    assert wait_until_idle(client, timeout=30)
+    assert time.monotonic() - submitted >= 1.9  # it waited for the 2 s task
+    assert future.result(timeout=30) is None
+    assert not any(_executing(client).values())
+
+
+def _executing(client: object) -> dict[str, int]:
+    from icepipe.execute import _executing_count
+
+    return client.run(_executing_count)  # type: ignore[attr-defined,no-any-return]

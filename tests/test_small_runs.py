@@ -68,15 +68,21 @@ def test_runs_above_the_threshold_or_native_use_the_cluster(tmp_path: Path) -> N
     src = write_series(tmp_path / "src", 2)
     spec = icepipe.load_pipeline(write_pipeline(tmp_path, urls="src/*.nc"))
     files = [SourceFile(url=f"file://{p}", size=1, mtime="") for p in src]
-    state = run_module._Run(
-        pipeline=spec,
-        timer=run_module._Timer(),
-        run_id="x",
-        workers=None,
-        scheduler=None,
-        client=None,
-        cluster_info=None,
-    )
+    from icepipe.execute import ClusterChoice
+
+    def run_state(pipeline: icepipe.Pipeline, choice: ClusterChoice) -> run_module._Run:
+        return run_module._Run(
+            pipeline=pipeline,
+            timer=run_module._Timer(),
+            run_id="x",
+            workers=None,
+            choice=choice,
+            memory_limit=None,
+            client=None,
+            cluster_info=None,
+        )
+
+    state = run_state(spec, ClusterChoice("embedded"))
     journal = CrashJournal("test", folder=tmp_path / "journal")
     assert run_module._scans_in_process(state, files, journal)
     assert not run_module._scans_in_process(state, files * (IN_PROCESS_MAX_ITEMS + 1), journal)
@@ -84,10 +90,11 @@ def test_runs_above_the_threshold_or_native_use_the_cluster(tmp_path: Path) -> N
         write_pipeline(tmp_path, urls="src/*.nc", extra="mode: native\n")
     )
     assert not run_module._scans_in_process(
-        run_module._Run(native, run_module._Timer(), "x", None, None, None, None), files, journal
+        run_state(native, ClusterChoice("embedded")), files, journal
     )
-    with_scheduler = run_module._Run(spec, run_module._Timer(), "x", None, "tcp://h:1", None, None)
-    assert not run_module._scans_in_process(with_scheduler, files, journal)
+    # A cluster named anywhere (address, factory) is used even for a few files.
+    for choice in (ClusterChoice("scheduler", "tcp://h:1"), ClusterChoice("factory", "m:f")):
+        assert not run_module._scans_in_process(run_state(spec, choice), files, journal)
     # No crash journal where it cannot be written: no scan in process either.
     (tmp_path / "not-a-folder").write_text("")
     unwritable = CrashJournal("test", folder=tmp_path / "not-a-folder")

@@ -22,7 +22,30 @@ from icepipe.errors import (
 
 __version__ = "0.1.0"
 
+
+def _load_pyproj_before_eccodes() -> None:
+    """Import pyproj (when installed) before anything loads ecCodes.
+
+    The eccodes wheels load eckit's bundled PROJ, SQLite and curl into the global symbol
+    namespace (findlibs, ``RTLD_GLOBAL``). pyproj's extensions loaded after that bind to those
+    copies instead of their own, and the process aborts at exit ("free(): invalid pointer", exit
+    134) although all its work succeeded. xarray loads every backend's entry point together
+    (cfgrib's before rioxarray's), so any process opening a file could hit it. Loaded first,
+    pyproj keeps its own libraries. Measured with eccodes 2.50 / eckitlib 2.5 / pyproj 3.8.
+    """
+    import contextlib
+    import sys
+
+    if "pyproj" in sys.modules or "gribapi" in sys.modules:
+        return
+    with contextlib.suppress(ImportError):
+        import pyproj  # noqa: F401
+
+
+_load_pyproj_before_eccodes()
+
 if TYPE_CHECKING:
+    from icepipe.ops.repos import get_or_create_repo, open_repo
     from icepipe.pipeline import RunResult, run
     from icepipe.spec import Pipeline, load_pipeline
     from icepipe.xarray import open_dataset, to_icechunk
@@ -35,6 +58,8 @@ _LAZY = {
     "load_pipeline": "icepipe.spec",
     "open_dataset": "icepipe.xarray",
     "to_icechunk": "icepipe.xarray",
+    "open_repo": "icepipe.ops.repos",
+    "get_or_create_repo": "icepipe.ops.repos",
 }
 
 __all__ = [
@@ -48,8 +73,10 @@ __all__ = [
     "StorageError",
     "ValidationError",
     "__version__",
+    "get_or_create_repo",
     "load_pipeline",
     "open_dataset",
+    "open_repo",
     "run",
     "to_icechunk",
 ]

@@ -24,7 +24,6 @@ deletes the repositories it names.
 
 from __future__ import annotations
 
-import fcntl
 import os
 import re
 import tempfile
@@ -37,24 +36,34 @@ from typing import Any, cast
 import yaml
 
 from icepipe.errors import ConfigError
-from icepipe.fields import no_unknown
+from icepipe.fields import Field, no_unknown
+from icepipe.locks import lock as _lock_file
 from icepipe.storage import (
+    STORAGE_FIELDS,
     STORAGE_KEYS,
     StorageOptions,
     is_local,
     parse_repo_config,
     parse_storage_options,
     refuse_credentials_in_url,
+    repo_config_json_schema,
+    secret_key_message,
 )
 
 __all__ = [
+    "CATALOG",
     "CATALOG_ENV",
     "CATALOG_PREFIX",
     "Catalog",
     "CatalogEntry",
+    "ENTRY_FIELDS",
+    "UnknownSchemeError",
     "catalog_path",
+    "check_entry",
     "edit_catalog",
+    "icechunk_alias",
     "load_catalog",
+    "resolve_repo",
     "resolve_target",
 ]
 
@@ -62,8 +71,63 @@ __all__ = [
 CATALOG_ENV = "ICEPIPE_CATALOG"
 #: Prefix of catalog references in ``target.repo`` and on the command line.
 CATALOG_PREFIX = "catalog:"
+#: Prefix of the repository aliases of icechunk's own command line (``icechunk config add``).
+ICECHUNK_PREFIX = "icechunk:"
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*/[A-Za-z0-9][A-Za-z0-9_.\-]*$")
-_ENTRY_KEYS = frozenset({"url", "description", "storage", "config"})
+#: The keys of a catalog entry (read by the loader, ``icepipe check`` and ``icepipe schema``).
+ENTRY_FIELDS: dict[str, Field] = {
+    "url": Field(
+        "string",
+        "the repository: a path (relative: to the catalog's folder) or s3://...",
+        required=True,
+    ),
+    "description": Field("custom", "what the repository holds", schema={"type": "string"}),
+    "storage": Field(
+        "section",
+        "how to reach an object-store repository (variable names, never secrets)",
+        fields=STORAGE_FIELDS,
+        refuse=secret_key_message,
+    ),
+    "config": Field("custom", "Icechunk repository settings", schema=repo_config_json_schema()),
+}
+#: A catalog file (see :data:`ENTRY_FIELDS`).
+CATALOG = Field(
+    "section",
+    "The icepipe repository catalog: short names (org/name) for repositories",
+    fields={
+        "repos": Field(
+            "map",
+            "repositories by name (org/name)",
+            values=Field("section", "one repository", fields=ENTRY_FIELDS),
+            schema={"propertyNames": {"pattern": _NAME_RE.pattern}},
+        )
+    },
+)
+_ENTRY_KEYS = frozenset(ENTRY_FIELDS)
+# ``word:`` at the start of a location: a URL scheme, ``catalog:``, or a mistake.
+_PREFIX_RE = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]+):")
+#: URL schemes a repository argument may start with (``memory`` for icechunk's own stores;
+#: whether a scheme can hold a repository is checked where the repository is opened).
+KNOWN_SCHEMES = frozenset({"file", "s3", "gs", "az", "http", "https", "memory"})
+
+
+class UnknownSchemeError(ConfigError):
+    """A repository argument starts with a prefix that is neither ``catalog:`` nor a URL
+    scheme icepipe knows (``s3://``, ``gs://``, ``az://``, ``http(s)://``, ``file://``).
+
+    Refused rather than read as a local folder named after the whole string (a write there
+    would silently miss the repository that was meant). The message names the value and the
+    fix.
+
+    Attributes
+    ----------
+    value
+        The refused argument.
+    """
+
+    def __init__(self, message: str, *, value: str = "", field: str | None = None) -> None:
+        super().__init__(message, field=field)
+        self.value = value
 
 
 @dataclass(frozen=True)
@@ -179,6 +243,18 @@ def load_catalog(path: str | os.PathLike[str] | None = None) -> Catalog:
     return Catalog(path=p, entries=entries)
 
 
+def check_entry(name: str, value: object, base: Path, where: str) -> CatalogEntry:
+    """Validate one catalog entry (``repos.<name>``) of the file ``where``, whose folder is
+    ``base`` (``icepipe check`` checks a catalog entry by entry).
+
+    Raises
+    ------
+    ConfigError
+        The entry is invalid (the message names the key).
+    """
+    return _entry(name, value, base, where)
+
+
 def _entry(name: str, value: object, base: Path, where: str) -> CatalogEntry:
     try:
         check_name(name)
@@ -236,7 +312,7 @@ def edit_catalog(path: str | os.PathLike[str] | None = None) -> Iterator[dict[st
     except OSError as exc:
         raise ConfigError(f"cannot write the catalog {str(p)!r}: {exc.strerror}") from exc
     with lock:
-        fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+        _lock_file(lock.fileno())  # released when the file closes
         entries = dict(load_catalog(p).entries)
         yield entries
         doc = {"repos": {n: entries[n].to_yaml() for n in sorted(entries)}}
@@ -252,27 +328,216 @@ def edit_catalog(path: str | os.PathLike[str] | None = None) -> Iterator[dict[st
 
 
 def resolve_target(
-    repo: str, storage: StorageOptions, settings: dict[str, Any]
+    repo: str,
+    storage: StorageOptions,
+    settings: dict[str, Any],
+    *,
+    base: str | os.PathLike[str] | None = None,
 ) -> tuple[str, StorageOptions, dict[str, Any]]:
-    """Replace a ``catalog:org/name`` reference in ``target.repo`` by the entry's location,
+    """Replace a catalog reference in ``target.repo`` (``catalog:org/name``, or a bare
+    ``org/name`` the catalog holds; see :func:`resolve_repo`) by the entry's location,
     storage options and settings (other values are returned unchanged).
 
     Raises
     ------
+    UnknownSchemeError
+        ``repo`` starts with an unknown ``xxx:`` prefix.
     ConfigError
         The entry does not exist, or the pipeline also sets storage options or ``config``
         (they belong to the catalog entry then).
     """
-    if not repo.startswith(CATALOG_PREFIX):
+    entry = resolve_repo(repo, storage=storage, config=settings, base=base, where="target.repo")
+    if not entry.name:
         return repo, storage, settings
-    if not storage.is_default or settings:
-        raise ConfigError(
-            f"{repo!r} takes its storage options and config from the catalog; remove them "
-            "from the pipeline, or edit the catalog entry",
-            field="target.repo",
-        )
-    try:
-        entry = load_catalog().get(repo.removeprefix(CATALOG_PREFIX))
-    except ConfigError as exc:
-        raise ConfigError(str(exc), field="target.repo") from None
     return entry.url, entry.storage, dict(entry.config)
+
+
+def check_prefix(value: str, where: str = "repo") -> None:
+    """Refuse a repository argument with an unknown ``xxx:`` prefix (see
+    :class:`UnknownSchemeError`); ``catalog:`` and known URL schemes (``s3://``, ...) pass.
+
+    Raises
+    ------
+    UnknownSchemeError
+        The prefix is unknown, or a known scheme lacks its ``//`` (``s3:bucket``).
+    """
+    m = _PREFIX_RE.match(value.strip())
+    if not m:
+        return
+    prefix = m.group(1).lower()
+    rest = value.strip()[m.end() :]
+    if prefix in ("catalog", "icechunk") or (prefix in KNOWN_SCHEMES and rest.startswith("//")):
+        return
+    hint = (
+        f"did you mean {prefix}://{rest.lstrip('/')}?"
+        if prefix in KNOWN_SCHEMES
+        else f"name a catalog entry as catalog:ORG/NAME (e.g. catalog:{rest or 'org/name'}), "
+        "an alias of icechunk's command line as icechunk:ALIAS, use a URL (s3://, gs://, az://, "
+        "file://), or write ./" + value.strip() + " for a local folder of that name"
+    )
+    raise UnknownSchemeError(
+        f"{value!r} starts with {prefix + ':'!r}, which is neither 'catalog:', 'icechunk:' nor "
+        "a URL scheme "
+        f"icepipe knows ({', '.join(s + '://' for s in sorted(KNOWN_SCHEMES))}); {hint}",
+        value=value,
+        field=where,
+    )
+
+
+def resolve_repo(
+    value: str | os.PathLike[str],
+    *,
+    storage: StorageOptions | None = None,
+    config: Mapping[str, Any] | None = None,
+    base: str | os.PathLike[str] | None = None,
+    where: str = "repo",
+) -> CatalogEntry:
+    """What a repository argument names, as a catalog entry (``name`` empty for plain
+    locations).
+
+    - ``catalog:org/name``: the catalog's entry (its location, storage options and settings);
+    - a bare ``org/name`` that the catalog holds, when no local folder of that (relative) name
+      exists: the entry too;
+    - a path (``os.PathLike`` values always are), ``file://``, ``s3://``, ``gs://``, ``az://``:
+      that location, reached with ``storage`` and ``config``.
+
+    ``base`` is the folder relative paths are relative to (the current one by default).
+
+    Raises
+    ------
+    UnknownSchemeError
+        ``value`` starts with an unknown ``xxx:`` prefix.
+    ConfigError
+        No such catalog entry; storage options or settings given for a catalog entry (they
+        belong to the entry); a bare ``org/name`` that is both a local folder and a catalog
+        entry elsewhere.
+    """
+    options = storage or StorageOptions()
+    settings = dict(config or {})
+    if not isinstance(value, str):
+        return CatalogEntry(name="", url=os.fspath(value), storage=options, config=settings)
+    text = value.strip()
+    check_prefix(text, where)
+    if text.startswith(ICECHUNK_PREFIX):
+        _no_options(value, options, settings, where)
+        return icechunk_alias(text.removeprefix(ICECHUNK_PREFIX), where=where)
+    if text.startswith(CATALOG_PREFIX):
+        name = text.removeprefix(CATALOG_PREFIX)
+    elif _NAME_RE.match(text) and not text.startswith("."):
+        entry = load_catalog().entries.get(text)
+        if entry is None:
+            return CatalogEntry(name="", url=value, storage=options, config=settings)
+        local = Path(base or ".") / text
+        if local.exists() and os.path.normpath(local.absolute()) != entry.url:
+            raise ConfigError(
+                f"{text!r} is both a local folder ({str(local.absolute())!r}) and the catalog "
+                f"entry {text!r} (at {entry.url!r}); write catalog:{text} for the entry or "
+                f"./{text} for the folder",
+                field=where,
+            )
+        name = text
+    else:
+        return CatalogEntry(name="", url=value, storage=options, config=settings)
+    _no_options(value, options, settings, where)
+    try:
+        return load_catalog().get(name)
+    except ConfigError as exc:
+        raise ConfigError(str(exc).removeprefix(f"{exc.field}: "), field=where) from None
+
+
+def _no_options(
+    value: str, options: StorageOptions, settings: Mapping[str, Any], where: str
+) -> None:
+    if not options.is_default or settings:
+        raise ConfigError(
+            f"{value!r} takes its storage options and config from the catalog; do not pass "
+            "them as well, or edit the catalog entry",
+            field=where,
+        )
+
+
+def icechunk_cli_config() -> Path:
+    """The configuration file of icechunk's command line (``icechunk config add ALIAS``):
+    ``$XDG_CONFIG_HOME/icechunk/cli-config.yaml``, else ``~/.config/icechunk/...``."""
+    config_home = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(config_home) / "icechunk" / "cli-config.yaml"
+
+
+class _TaggedLoader(yaml.SafeLoader):
+    """Reads icechunk's YAML, whose enums are tagged (``!LocalFileSystem``, ``!S3``)."""
+
+
+def _tagged(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> dict[str, Any]:
+    body = loader.construct_mapping(node, deep=True) if isinstance(node, yaml.MappingNode) else {}
+    return {"__kind__": suffix, **{str(k): v for k, v in body.items()}}
+
+
+_TaggedLoader.add_multi_constructor("!", _tagged)
+
+
+def icechunk_alias(alias: str, *, where: str = "repo") -> CatalogEntry:
+    """The repository an alias of icechunk's command line names (``icechunk:ALIAS``): a local
+    folder, or an S3, GCS or Azure location with its endpoint, region and addressing.
+
+    Credentials come from this process's environment (the standard chains), as for
+    icechunk's ``from_env``; an alias holding static credentials is refused.
+
+    Raises
+    ------
+    ConfigError
+        No such alias (the message lists the known ones and the file), an unreadable file,
+        or an alias icepipe cannot reach (static credentials, Tigris).
+    """
+    path = icechunk_cli_config()
+    try:
+        raw = yaml.load(path.read_text(), Loader=_TaggedLoader) if path.exists() else None
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"cannot read icechunk's configuration {str(path)!r}: {exc}") from exc
+    repos = (raw or {}).get("repos") or {} if isinstance(raw, Mapping) else {}
+    found = repos.get(alias)
+    if not isinstance(found, Mapping):
+        known = ", ".join(sorted(map(str, repos))) or "none"
+        raise ConfigError(
+            f"no repository alias {alias!r} in icechunk's configuration {str(path)!r} (known: "
+            f"{known}); add it with `icechunk config add {alias}`",
+            field=where,
+        )
+    return _alias_entry(alias, found, where)
+
+
+def _alias_entry(alias: str, d: Mapping[str, Any], where: str) -> CatalogEntry:
+    name = f"{ICECHUNK_PREFIX}{alias}"
+    kind = d.get("__kind__")
+    if kind == "LocalFileSystem":
+        return CatalogEntry(name=name, url=os.path.abspath(os.path.expanduser(str(d["path"]))))
+    location = d.get("location") or {}
+    prefix = str(location.get("prefix") or "").strip("/")
+    credentials = d.get("credentials") or {}
+    ctype = next((str(v) for k, v in credentials.items() if k.endswith("credential_type")), "")
+    if ctype not in ("", "from_env", "anonymous"):
+        raise ConfigError(
+            f"icechunk alias {alias!r} holds {ctype} credentials, which icepipe does not read "
+            "from icechunk's file; use from_env credentials, or register the repository with "
+            "`icepipe repo create NAME URL --access-key-id-env VAR --secret-access-key-env VAR`",
+            field=where,
+        )
+    if kind == "S3":
+        o = d.get("object_store_config") or {}
+        storage = StorageOptions(
+            endpoint=(str(o["endpoint_url"]).rstrip("/") if o.get("endpoint_url") else None),
+            region=o.get("region") or None,
+            force_path_style=bool(o.get("force_path_style")),
+            allow_http=bool(o.get("allow_http")),
+            anonymous=bool(o.get("anonymous")) or ctype == "anonymous",
+        )
+        url = f"s3://{location['bucket']}/{prefix}".rstrip("/")
+        return CatalogEntry(name=name, url=url, storage=storage)
+    if kind == "GCS":
+        return CatalogEntry(name=name, url=f"gs://{location['bucket']}/{prefix}".rstrip("/"))
+    if kind == "Azure":
+        return CatalogEntry(name=name, url=f"az://{location['container']}/{prefix}".rstrip("/"))
+    raise ConfigError(
+        f"icechunk alias {alias!r} is a {kind} repository, which icepipe cannot reach; use a "
+        "local, S3, GCS or Azure repository",
+        field=where,
+    )

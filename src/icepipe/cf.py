@@ -19,6 +19,7 @@ import numpy as np
 __all__ = [
     "PACKING_KEYS",
     "effective_time_encoding",
+    "grid_of",
     "is_time_units",
     "packing_of",
     "rounded_exactly",
@@ -124,3 +125,26 @@ def rounded_exactly(values: np.ndarray) -> tuple[np.ndarray, Any]:
     rounded = np.round(values)
     changed = rounded != values
     return rounded, (values[changed][0] if changed.any() else None)
+
+
+def grid_of(attrs: Mapping[str, Any], width: int, height: int) -> str | None:
+    """A raster's grid as one comparable, readable text: the CRS of a CF grid mapping written
+    as rioxarray writes it (``crs_wkt``: its name, and a digest telling WKTs of one name
+    apart), its ``GeoTransform`` and the size; ``None`` without a ``GeoTransform``.
+
+    The same text is made of a source file's ``spatial_ref`` and of the stored one, so that
+    files on another grid are refused both within a run and against the repository.
+    """
+    import hashlib
+    import re
+
+    transform = attrs.get("GeoTransform")
+    if transform is None:
+        return None
+    wkt = str(attrs.get("crs_wkt") or "")
+    name = re.match(r'^\w+\["([^"]*)"', wkt)
+    crs = "no CRS"
+    if wkt:
+        digest = hashlib.sha256(wkt.encode()).hexdigest()[:8]
+        crs = f"{name.group(1) if name else 'CRS'} (WKT {digest})"
+    return f"{crs}, GeoTransform [{transform}], {width}x{height} pixels"

@@ -59,6 +59,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         args.pipeline,
         workers=args.workers,
         scheduler=args.scheduler,
+        cluster=args.cluster,
+        memory_limit=args.memory_limit,
         state=args.state_dir,
         stage=args.stage,
         stage_sample=args.stage_sample,
@@ -137,24 +139,72 @@ def _open_repo(location: str) -> tuple[Any, str]:
             config=t.config,
         )
         return repo, t.branch
-    if location.startswith("catalog:"):
-        from icepipe.ops.repos import open_location
+    from icepipe.ops.repos import open_location
 
-        return open_location(location)[0], "main"
-    return open_repo(location), "main"
+    # catalog:org/name, a bare org/name the catalog holds, or a location.
+    return open_location(location)[0], "main"
 
 
 def _ran_on(cluster: dict[str, Any]) -> str:
     if cluster.get("address") == "in-process":
         return "scanned in this process (small run: no cluster started)"
-    return f"{cluster.get('workers', '?')} Dask worker(s)"
+    dashboard = f" (dashboard {cluster['dashboard']})" if cluster.get("dashboard") else ""
+    return f"{cluster.get('workers', '?')} Dask worker(s){dashboard}"
+
+
+def _add_alert_options(p: argparse.ArgumentParser) -> None:
+    """``icepipe status`` as an alert check (exit codes in docs/operations.md)."""
+    p.add_argument(
+        "--check",
+        action="store_true",
+        help="exit 10 if the last run failed, 11 if a scheduled run is late (see "
+        "--schedule-grace); implied by --max-age and --max-pending",
+    )
+    p.add_argument(
+        "--max-age",
+        default=None,
+        metavar="DURATION",
+        help="exit 11 (late) when the last successful run is older than this (e.g. 26h)",
+    )
+    p.add_argument(
+        "--max-pending",
+        type=_count(minimum=0),
+        default=None,
+        metavar="N",
+        help="exit 12 (behind) when more than N source files are not ingested yet",
+    )
+    p.add_argument(
+        "--schedule-grace",
+        default="1h",
+        metavar="DURATION",
+        help="how long a scheduled run may take before it counts as late (default 1h)",
+    )
+
+
+def _add_cluster_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--cluster",
+        default=None,
+        metavar="MODULE:FACTORY",
+        help="a function returning a distributed.Client or a cluster object (dask-jobqueue, "
+        "dask-kubernetes, dask-gateway, Coiled); default: $ICEPIPE_CLUSTER, else the "
+        "pipeline's cluster:, else Dask's scheduler-address, else an embedded LocalCluster",
+    )
+    p.add_argument(
+        "--memory-limit",
+        default=None,
+        metavar="SIZE",
+        help="memory limit per worker of the embedded LocalCluster (e.g. 4GiB; default: the "
+        "machine's memory shared among the workers)",
+    )
 
 
 def _cmd_log(args: argparse.Namespace) -> int:
-    from icepipe.repository import read_log
+    from icepipe.repository import read_log, resolve_ref
 
     repo, branch = _open_repo(args.repo)
-    entries = read_log(repo, args.branch or branch, limit=args.n)
+    at = resolve_ref(repo, args.ref) if args.ref else None
+    entries = read_log(repo, args.branch or branch, limit=args.n, snapshot_id=at)
     if args.json:
         print(json.dumps([asdict(e) for e in entries], indent=2, default=str))
         return 0
@@ -171,7 +221,7 @@ def _cmd_log(args: argparse.Namespace) -> int:
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
-def parse_duration(text: str) -> timedelta:
+def parse_duration(text: str, *, field: str = "--older-than") -> timedelta:
     """``90s``, ``15m``, ``6h``, ``7d``, ``2w`` (a bare number means seconds)."""
     from icepipe.errors import ConfigError
 
@@ -182,7 +232,7 @@ def parse_duration(text: str) -> timedelta:
         value = float(number)
     except ValueError:
         raise ConfigError(
-            f"expected a duration like 90s, 15m, 6h, 7d or 2w; got {text!r}", field="--older-than"
+            f"expected a duration like 90s, 15m, 6h, 7d or 2w; got {text!r}", field=field
         ) from None
     return timedelta(seconds=value * _UNITS[unit])
 
@@ -230,6 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
     p_run.add_argument(
         "--scheduler", default=None, help="address of an existing Dask scheduler to use instead"
     )
+    _add_cluster_options(p_run)
     p_run.add_argument("--json", action="store_true", help="print the run result as JSON")
     _add_run_options(p_run)
     p_run.set_defaults(func=_cmd_run)
@@ -241,6 +292,7 @@ def build_parser() -> argparse.ArgumentParser:
     p_log.add_argument(
         "--branch", default=None, help="default: main (or the pipeline file's target.branch)"
     )
+    p_log.add_argument("--ref", default=None, help="a tag, snapshot id or REF~N instead")
     p_log.add_argument("-n", type=int, default=None, help="show at most N commits")
     p_log.add_argument("--json", action="store_true")
     p_log.set_defaults(func=_cmd_log)
@@ -264,6 +316,9 @@ def build_parser() -> argparse.ArgumentParser:
     p_gc.add_argument("--json", action="store_true")
     p_gc.set_defaults(func=_cmd_gc)
     _add_ops_commands(sub)
+    from icepipe.ops.export import add_export_command
+
+    add_export_command(sub, _open_repo)
     return parser
 
 
@@ -404,10 +459,16 @@ def _print_json(obj: Any) -> None:
 def _cmd_status(args: argparse.Namespace) -> int:
     from icepipe.errors import ConfigError
     from icepipe.ops.render import render_status
-    from icepipe.ops.status import find_pipelines, pipeline_status
+    from icepipe.ops.status import alert_exit_code, check_alerts, find_pipelines, pipeline_status
     from icepipe.spec import load_pipeline
 
-    statuses, errors = [], []
+    checks = {
+        "max_age": parse_duration(args.max_age, field="--max-age") if args.max_age else None,
+        "max_pending": args.max_pending,
+        "grace": parse_duration(args.schedule_grace, field="--schedule-grace"),
+    }
+    alerting = args.check or args.max_age is not None or args.max_pending is not None
+    statuses, errors, alerts = [], [], []
     files = find_pipelines(args.path)
     if not files:
         raise ConfigError(f"no pipeline files (*.yaml, *.yml) in {args.path!r}")
@@ -420,11 +481,16 @@ def _cmd_status(args: argparse.Namespace) -> int:
             errors.append(f"{f}: {exc}")
             continue
         statuses.append(pipeline_status(pipeline, state=args.state_dir, runs=args.runs))
+        if alerting:
+            alerts += check_alerts(statuses[-1], pipeline, **checks)
     if args.json:
-        _print_json({"pipelines": [asdict(s) for s in statuses], "errors": errors})
+        doc = {"pipelines": [asdict(s) for s in statuses], "errors": errors}
+        _print_json({**doc, "alerts": [asdict(a) for a in alerts]} if alerting else doc)
     else:
         print(render_status(statuses, errors), end="")
-    return 0
+        for a in alerts:
+            print(f"ALERT {a.pipeline}: {a.kind}: {a.reason}")
+    return alert_exit_code(alerts)
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
@@ -532,16 +598,14 @@ def _cmd_schedule_export(args: argparse.Namespace) -> int:
         command = ["icepipe"]
     else:
         command = [sys.executable, "-m", "icepipe.cli"]
+    kubernetes = _kubernetes_options(args) if args.format == "kubernetes" else None
     files = export_schedules(
         pipelines,
         args.format,
         command=command,
         state=Path(args.state_dir).absolute() if args.state_dir else None,
         run_args=_pass_through(args),
-        image=args.image,
-        namespace=args.namespace,
-        pipeline_dir=args.pipeline_dir,
-        configmap=args.configmap,
+        kubernetes=kubernetes,
     )
     if args.output_dir:
         out = Path(args.output_dir)
@@ -557,6 +621,27 @@ def _cmd_schedule_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _kubernetes_options(args: argparse.Namespace) -> Any:
+    from icepipe.ops.kubernetes import KubernetesOptions, parse_resources
+
+    requests, limits = parse_resources(args.resources) if args.resources else ({}, {})
+    return KubernetesOptions(
+        image=args.image,
+        namespace=args.namespace,
+        pipeline_dir=args.pipeline_dir,
+        configmap=args.configmap,
+        env_from_secrets=tuple(args.env_from_secret),
+        requests=requests,
+        limits=limits,
+        service_account=args.service_account,
+        state_dir=args.state_dir,
+        state_claim=args.state_claim,
+        validate_schedule=args.validate_schedule,
+        validate_timezone=args.validate_timezone,
+        validate_sample=args.validate_sample,
+    )
+
+
 def _cmd_repo(args: argparse.Namespace) -> int:
     from icepipe.catalog import catalog_path
     from icepipe.ops import repos
@@ -564,7 +649,11 @@ def _cmd_repo(args: argparse.Namespace) -> int:
 
     if args.repo_command == "create":
         entry, created = repos.create_repo(
-            args.name, args.url, description=args.description or "", exists_ok=args.exists_ok
+            args.name,
+            args.url,
+            description=args.description or "",
+            storage=_storage_args(args),
+            exists_ok=args.exists_ok,
         )
         verb = "created" if created else "registered the existing repository"
         print(f"{entry.name}: {verb} at {entry.url} (catalog {catalog_path()})")
@@ -574,6 +663,8 @@ def _cmd_repo(args: argparse.Namespace) -> int:
             _print_json([asdict(r) for r in found])
         else:
             print(render_repos(found, str(catalog_path())), end="")
+    elif args.repo_command == "stac":
+        return _cmd_repo_stac(args)
     elif args.repo_command == "info":
         info = repos.repo_info(args.name)
         if args.json:
@@ -584,6 +675,29 @@ def _cmd_repo(args: argparse.Namespace) -> int:
         entry = repos.delete_repo(args.name, confirm=args.yes_delete_all_data, forget=args.forget)
         what = "removed from the catalog" if args.forget else f"deleted ({entry.url})"
         print(f"{entry.name}: {what}")
+    return 0
+
+
+def _cmd_repo_stac(args: argparse.Namespace) -> int:
+    from icepipe.ops.stac import repo_collection, stac_target
+
+    target = stac_target(args.name, group=args.group, branch=args.branch)
+    collection = repo_collection(
+        target,
+        ref=args.ref,
+        collection_id=args.id,
+        title=args.title,
+        description=args.description,
+        license=args.license,
+    )
+    text = json.dumps(collection.to_dict(), indent=2) + "\n"
+    if args.output:
+        with open(args.output, "w") as fh:
+            fh.write(text)
+        snapshot = collection.extra_fields["version"]
+        print(f"{args.output}: STAC Collection {collection.id} (snapshot {snapshot})")
+    else:
+        print(text, end="")
     return 0
 
 
@@ -663,11 +777,73 @@ def _cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_check(args: argparse.Namespace) -> int:
+    from icepipe.errors import ConfigError
+    from icepipe.ops.check import check_file
+    from icepipe.ops.status import find_pipelines
+
+    files = [f for path in args.paths for f in find_pipelines(path)]
+    if not files:
+        raise ConfigError(f"no pipeline files (*.yaml, *.yml) in {' '.join(args.paths)!r}")
+    found = {str(f): check_file(f, kind=args.kind) for f in files}
+    problems = [p for ps in found.values() for p in ps]
+    if args.json:
+        _print_json({"files": list(found), "problems": [asdict(p) for p in problems]})
+    else:
+        for name, ps in found.items():
+            print("\n".join(map(str, ps)) if ps else f"{name}: ok")
+    if problems:
+        bad = sum(1 for ps in found.values() if ps)
+        raise ConfigError(f"{len(problems)} problem(s) in {bad} of {len(files)} file(s)")
+    return 0
+
+
+def _cmd_schema(args: argparse.Namespace) -> int:
+    from icepipe.ops.schema import render_schema
+
+    print(render_schema(args.kind), end="")
+    return 0
+
+
+def _add_config_commands(sub: Any) -> None:
+    """``check`` and ``schema``: pipeline and catalog files before any run."""
+    p = sub.add_parser(
+        "check",
+        help="load pipeline (or catalog) files without running them; report every problem",
+        description="Check pipeline files (or a catalog file: a mapping with 'repos') without "
+        "running them: every problem at once, as FILE:LINE:COLUMN, with 'did you mean' for "
+        "misspelt keys and values. Exit 2 when any file has a problem.",
+    )
+    p.add_argument("paths", nargs="+", help="pipeline files or folders of them")
+    p.add_argument(
+        "--kind",
+        choices=("pipeline", "catalog"),
+        default=None,
+        help="what the files are (default: a catalog when a file has 'repos' and no 'name')",
+    )
+    p.add_argument("--json", action="store_true", help="print the problems as JSON")
+    p.set_defaults(func=_cmd_check)
+
+    p = sub.add_parser(
+        "schema",
+        help="print the JSON Schema of pipeline (or catalog) files, for editors",
+        description="Print the JSON Schema (draft 2020-12) of pipeline or catalog files, "
+        "generated from the definitions the loader checks. Editors using the YAML language "
+        "server read it from a first line `# yaml-language-server: $schema=PATH`.",
+    )
+    p.add_argument("kind", nargs="?", choices=("pipeline", "catalog"), default="pipeline")
+    p.set_defaults(func=_cmd_schema)
+
+
 def _add_ops_commands(sub: Any) -> None:
+    from icepipe.ops.history_cmds import add_history_edit_commands
+
+    _add_config_commands(sub)
     _add_check_commands(sub)
     _add_schedule_commands(sub)
     _add_repo_commands(sub)
     _add_history_commands(sub)
+    add_history_edit_commands(sub)
 
 
 def _add_check_commands(sub: Any) -> None:
@@ -680,6 +856,7 @@ def _add_check_commands(sub: Any) -> None:
     p.add_argument("--state-dir", default=None, help="where run reports are (see `run`)")
     p.add_argument("--runs", type=int, default=5, help="how many recent runs to show")
     p.add_argument("--json", action="store_true")
+    _add_alert_options(p)
     p.set_defaults(func=_cmd_status)
 
     p = sub.add_parser(
@@ -753,7 +930,52 @@ def _add_schedule_commands(sub: Any) -> None:
     p.add_argument(
         "--configmap", default=None, help="kubernetes: ConfigMap holding the pipeline files"
     )
+    _add_kubernetes_options(p)
     p.set_defaults(func=_cmd_schedule_export)
+
+
+def _add_kubernetes_options(p: argparse.ArgumentParser) -> None:
+    """``schedule export --format kubernetes``: secrets, resources, identity, validation."""
+    p.add_argument(
+        "--env-from-secret",
+        action="append",
+        default=[],
+        metavar="SECRET",
+        help="kubernetes: a Secret whose keys become environment variables (the credentials "
+        "the pipelines' *_env keys name); repeatable",
+    )
+    p.add_argument(
+        "--resources",
+        default=None,
+        metavar="SPEC",
+        help="kubernetes: container resources, e.g. cpu=2,memory=8Gi (requests = limits) or "
+        "requests.cpu=1,limits.cpu=2,memory=8Gi",
+    )
+    p.add_argument("--service-account", default=None, help="kubernetes: the pods' account")
+    p.add_argument(
+        "--state-claim",
+        default=None,
+        metavar="PVC",
+        help="kubernetes: a PersistentVolumeClaim mounted at --state-dir (run reports)",
+    )
+    p.add_argument(
+        "--validate-schedule",
+        default=None,
+        metavar="CRON",
+        help="kubernetes: also a CronJob per pipeline running `icepipe validate` on this schedule",
+    )
+    p.add_argument(
+        "--validate-timezone",
+        default=None,
+        help="the zone of --validate-schedule (default: each pipeline's)",
+    )
+    p.add_argument(
+        "--validate-sample",
+        type=_count(minimum=1),
+        default=None,
+        metavar="N",
+        help="kubernetes: `icepipe validate --sample N` (default: validate's)",
+    )
 
 
 def _add_repo_commands(sub: Any) -> None:
@@ -767,12 +989,31 @@ def _add_repo_commands(sub: Any) -> None:
     p.add_argument(
         "--exists-ok", action="store_true", help="register a repository that already exists"
     )
+    _add_storage_options(p)
     p = repo.add_parser("list", help="the catalog's repositories")
     p.add_argument("--no-check", action="store_true", help="do not check that they exist")
     p.add_argument("--json", action="store_true")
     p = repo.add_parser("info", help="a repository's location, branches, tags and containers")
     p.add_argument("name", help="org/name, catalog:org/name or a location")
     p.add_argument("--json", action="store_true")
+    p = repo.add_parser(
+        "stac",
+        help="a STAC Collection whose asset opens the repository (xpystac's Icechunk convention)",
+    )
+    p.add_argument("name", help="org/name, catalog:org/name, a location, or a pipeline file")
+    p.add_argument(
+        "--group",
+        default=None,
+        help="the group described (default: the pipeline's "
+        "target.group, else the root or the only group holding data)",
+    )
+    p.add_argument("--branch", default=None, help="default: main (or the pipeline's branch)")
+    p.add_argument("--ref", default=None, help="a tag, snapshot id or REF~N instead")
+    p.add_argument("--id", default=None, help="collection id (default: org-name)")
+    p.add_argument("--title", default=None)
+    p.add_argument("--description", default=None)
+    p.add_argument("--license", default="other", help="SPDX id (default: other)")
+    p.add_argument("-o", "--output", default=None, help="write the JSON here (default: stdout)")
     p = repo.add_parser("delete", help="delete a repository and all its data")
     p.add_argument("name", help="org/name")
     p.add_argument(
@@ -785,6 +1026,40 @@ def _add_repo_commands(sub: Any) -> None:
         "--forget", action="store_true", help="only remove it from the catalog; keep the data"
     )
     p_repo.set_defaults(func=_cmd_repo)
+
+
+def _add_storage_options(p: argparse.ArgumentParser) -> None:
+    """How to reach an object-store repository: recorded in the catalog (variable names for
+    credentials, never their values)."""
+    g = p.add_argument_group("object storage (s3://...; recorded in the catalog)")
+    g.add_argument("--endpoint", default=None, help="http(s)://host:port of an S3-compatible store")
+    g.add_argument("--region", default=None, help="the bucket's region")
+    g.add_argument(
+        "--force-path-style",
+        "--path-style",
+        action="store_true",
+        help="http://host/bucket/key addressing (most S3-compatible stores)",
+    )
+    g.add_argument("--allow-http", action="store_true", help="allow an http:// endpoint")
+    g.add_argument("--anonymous", action="store_true", help="unsigned requests (public bucket)")
+    for key, what in (
+        ("access-key-id-env", "the access key id"),
+        ("secret-access-key-env", "the secret access key"),
+        ("session-token-env", "the session token"),
+    ):
+        g.add_argument(
+            f"--{key}", default=None, metavar="VAR", help=f"NAME of the variable holding {what}"
+        )
+
+
+def _storage_args(args: argparse.Namespace) -> dict[str, Any]:
+    """The storage options given on the command line, as a pipeline's ``target`` keys."""
+    keys = ("endpoint", "region", "access_key_id_env", "secret_access_key_env")
+    out: dict[str, Any] = {k: getattr(args, k) for k in (*keys, "session_token_env")}
+    out.update(
+        {k: True for k in ("force_path_style", "allow_http", "anonymous") if getattr(args, k)}
+    )
+    return {k: v for k, v in out.items() if v is not None}
 
 
 def _add_history_commands(sub: Any) -> None:

@@ -20,18 +20,24 @@ Every exception pickles with its attributes, because most are raised on Dask wor
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Self
 
 __all__ = [
+    "ArgumentTypeError",
     "ConfigError",
     "ConflictError",
     "IcepipeError",
     "LedgerError",
     "LedgerVersionError",
+    "NotExportableError",
     "SchemaMismatchError",
     "SourceError",
     "StaleWriteError",
     "StorageError",
+    "TargetExistsError",
+    "TargetNotFoundError",
     "ValidationError",
+    "WriteKeyError",
 ]
 
 
@@ -93,6 +99,22 @@ class LedgerVersionError(LedgerError, ConfigError):
         super().__init__(message)
         self.found = found
         self.supported = supported
+
+
+class NotExportableError(ConfigError):
+    """A repository's variable cannot be written as kerchunk references (``icepipe export
+    kerchunk``): it holds chunks stored in the repository rather than references, or chunks of
+    uneven length. The message says which option or which group to export instead.
+
+    Attributes
+    ----------
+    variable
+        The variable that cannot be exported.
+    """
+
+    def __init__(self, message: str, *, variable: str) -> None:
+        super().__init__(message)
+        self.variable = variable
 
 
 class SourceError(IcepipeError):
@@ -174,3 +196,41 @@ class ValidationError(IcepipeError):
         super().__init__(message)
         self.url = url
         self.variable = variable
+
+
+# Errors of icepipe.to_icechunk that xarray (and so icechunk.xarray.to_icechunk) raises as
+# built-in exceptions: they subclass both, so ``except KeyError`` code written for Icechunk's
+# function catches icepipe's, and ``except ConfigError`` catches all of them.
+
+
+class TargetExistsError(ConfigError, FileExistsError):
+    """The write would create a group or array that already holds data (``mode="w-"``): pass
+    another mode. Also a :class:`FileExistsError`, as xarray raises it."""
+
+    def __new__(cls, *args: object, **kwargs: object) -> Self:
+        # OSError's instance layout: ValueError.__new__ (first in the MRO) cannot build it.
+        return OSError.__new__(cls, *args)
+
+
+class TargetNotFoundError(ConfigError, FileNotFoundError):
+    """The group a write needs (``mode="r+"``, ``region``) does not exist: create it first.
+    Also a :class:`FileNotFoundError`, as zarr raises it."""
+
+    def __new__(cls, *args: object, **kwargs: object) -> Self:
+        # OSError's instance layout: ValueError.__new__ (first in the MRO) cannot build it.
+        return OSError.__new__(cls, *args)
+
+
+class WriteKeyError(ConfigError, KeyError):
+    """A name or coordinate value the write needs is missing (``region="auto"`` with values
+    the stored coordinate lacks, an unknown variable). Also a :class:`KeyError`, as xarray
+    raises it."""
+
+    def __str__(self) -> str:
+        # KeyError quotes its message (it is meant for a key); this one is a sentence.
+        return Exception.__str__(self)
+
+
+class ArgumentTypeError(ConfigError, TypeError):
+    """An argument of the wrong type (a region that is not slices, an encoding xarray cannot
+    use, an array xarray cannot write). Also a :class:`TypeError`, as xarray raises it."""

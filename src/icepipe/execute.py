@@ -3,24 +3,32 @@ commit or a cluster start must finish (:func:`interrupts_deferred`).
 
 The embedded default is a ``LocalCluster`` of worker *processes* (spawned, since Icechunk
 deadlocks after ``fork``); ``scheduler="tcp://host:8786"`` connects to any running
-``dask.distributed`` cluster instead (dask-jobqueue, Kubernetes, ...).
+``dask.distributed`` cluster instead, and ``cluster="module:factory"`` calls a function
+returning a ``distributed.Client`` or a cluster object (dask-jobqueue's ``SLURMCluster``,
+dask-kubernetes' ``KubeCluster``, dask-gateway, Coiled, ...). :func:`choose_cluster` says
+which one a run uses.
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 import os
+import sys
 import tempfile
 import uuid
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import ExitStack, contextmanager, suppress
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from icepipe.errors import ConfigError, IcepipeError, SourceError, StorageError
 
 __all__ = [
+    "CLUSTER_ENV",
+    "ClusterChoice",
     "IN_PROCESS",
     "IN_PROCESS_MAX_ITEMS",
     "ClusterInfo",
@@ -31,21 +39,128 @@ __all__ = [
     "open_client",
     "run_tasks",
     "run_tasks_collect",
+    "wait_until_idle",
     "batches",
+    "check_memory_limit",
+    "choose_cluster",
+    "dashboard_link",
     "raise_source_errors",
 ]
 
 
 class ClusterInfo:
-    """What a run ran on, for the summary and the commit metadata."""
+    """What a run ran on, for the summary and the commit metadata (``dashboard``: the Dask
+    dashboard's URL, for the run report only)."""
 
-    def __init__(self, address: str, n_workers: int, embedded: bool) -> None:
+    def __init__(
+        self, address: str, n_workers: int, embedded: bool, dashboard: str | None = None
+    ) -> None:
         self.address = address
         self.n_workers = n_workers
         self.embedded = embedded
+        self.dashboard = dashboard
 
     def as_dict(self) -> dict[str, Any]:
-        return {"address": self.address, "workers": self.n_workers, "embedded": self.embedded}
+        out: dict[str, Any] = {
+            "address": self.address,
+            "workers": self.n_workers,
+            "embedded": self.embedded,
+        }
+        if self.dashboard:
+            out["dashboard"] = self.dashboard
+        return out
+
+
+#: Environment variable naming a cluster factory (``module:factory``) for every run.
+CLUSTER_ENV = "ICEPIPE_CLUSTER"
+
+
+@dataclass(frozen=True)
+class ClusterChoice:
+    """Where a run's Dask work goes, and why (``origin``, for error messages).
+
+    ``kind``: ``"scheduler"`` (connect to ``value``, an address), ``"factory"`` (call
+    ``value``, ``module:factory``) or ``"embedded"`` (start a ``LocalCluster``).
+    """
+
+    kind: str
+    value: str | None = None
+    origin: str = ""
+
+    @property
+    def configured(self) -> bool:
+        """Whether a cluster was named (a run scanning few files then still uses it)."""
+        return self.kind != "embedded"
+
+
+def choose_cluster(
+    *, scheduler: str | None = None, cluster: str | None = None, pipeline: str | None = None
+) -> ClusterChoice:
+    """The cluster a run uses, first match wins: ``scheduler`` (``--scheduler``), ``cluster``
+    (``--cluster``), ``$ICEPIPE_CLUSTER``, the pipeline's ``cluster:``, Dask's own
+    ``scheduler-address`` setting (``$DASK_SCHEDULER_ADDRESS`` or a Dask config file), else
+    the embedded ``LocalCluster``.
+
+    Raises
+    ------
+    ConfigError
+        Both ``scheduler`` and ``cluster`` are given.
+    """
+    import dask.config
+
+    if scheduler and cluster:
+        raise ConfigError(
+            f"give either --scheduler ({scheduler!r}) or --cluster ({cluster!r}), not both",
+            field="--cluster",
+        )
+    if scheduler:
+        return ClusterChoice("scheduler", scheduler, "--scheduler")
+    if cluster:
+        return ClusterChoice("factory", cluster, "--cluster")
+    if os.environ.get(CLUSTER_ENV):
+        return ClusterChoice("factory", os.environ[CLUSTER_ENV], f"${CLUSTER_ENV}")
+    if pipeline:
+        return ClusterChoice("factory", pipeline, "the pipeline's cluster:")
+    # Dask reads $DASK_SCHEDULER_ADDRESS into its config at import; read it here too, since
+    # it may have been set afterwards (a test, a wrapper script).
+    address = os.environ.get("DASK_SCHEDULER_ADDRESS") or dask.config.get("scheduler-address", None)
+    if address:
+        return ClusterChoice("scheduler", str(address), "Dask's scheduler-address setting")
+    return ClusterChoice("embedded")
+
+
+def check_memory_limit(text: str | None) -> None:
+    """Check a ``--memory-limit`` before any work (Dask's syntax: ``4GiB``, ``500MB``, a
+    fraction of the machine's memory such as ``0.5``, or ``auto``).
+
+    Raises
+    ------
+    ConfigError
+        Dask cannot parse it.
+    """
+    import logging
+
+    from distributed.worker_memory import parse_memory_limit
+
+    if text is None:
+        return
+    try:
+        parse_memory_limit(text, 1, logger=logging.getLogger("icepipe"))
+    except ValueError as exc:
+        raise ConfigError(
+            f"expected a memory size like 4GiB, 500MB, 0.5 (of the machine) or auto; got {text!r}",
+            field="--memory-limit",
+        ) from exc
+
+
+def dashboard_link(client: Any) -> str | None:
+    """The Dask dashboard's URL, or ``None`` when the scheduler serves none (``bokeh`` is not
+    installed there: ``pip install icepipe[dashboard]``)."""
+    try:
+        link = client.dashboard_link
+    except Exception:  # no dashboard service: distributed raises KeyError
+        return None
+    return str(link) if link else None
 
 
 #: A run scanning at most this many files, with no cluster given or configured, scans them in
@@ -107,7 +222,8 @@ class CrashJournal:
 def describe_client(client: Any) -> ClusterInfo:
     """What an existing ``distributed.Client`` runs on."""
     info = client.scheduler_info()
-    return ClusterInfo(str(info.get("address", "")), len(info.get("workers", {})), embedded=False)
+    n = len(info.get("workers", {}))
+    return ClusterInfo(str(info.get("address", "")), n, embedded=False)
 
 
 def default_workers() -> int:
@@ -121,46 +237,151 @@ def open_client(
     workers: int | None = None,
     scheduler: str | None = None,
     memory_limit: str | None = None,
+    choice: ClusterChoice | None = None,
+    search_path: str | None = None,
 ) -> Iterator[tuple[Any, ClusterInfo]]:
     """Yield a ``distributed.Client`` (and what it runs on), closed on exit.
 
     Parameters
     ----------
     workers
-        Number of worker processes of the embedded ``LocalCluster`` (ignored with ``scheduler``).
+        Number of worker processes of the embedded ``LocalCluster`` (ignored with another
+        cluster).
     scheduler
         Address of an existing scheduler to connect to instead of starting a cluster.
     memory_limit
         Per-worker memory limit of the embedded cluster (Dask's syntax, e.g. ``"2GiB"``).
+    choice
+        The cluster to use (:func:`choose_cluster`); default: ``scheduler`` if given, else
+        Dask's ``scheduler-address`` setting, else the embedded cluster.
+    search_path
+        Folder searched first for a factory's module (the pipeline file's folder).
 
     Raises
     ------
     ConfigError
-        ``workers`` is not positive.
+        ``workers`` is not positive; a factory cannot be imported, raises, or returns
+        neither a client nor a cluster.
     StorageError
         The scheduler could not be reached.
     """
+    choice = choice or choose_cluster(scheduler=scheduler)
+    if choice.kind == "scheduler":
+        with _connect(str(choice.value), choice.origin) as out:
+            yield out
+    elif choice.kind == "factory":
+        with _from_factory(str(choice.value), choice.origin, search_path) as out:
+            yield out
+    else:
+        with _embedded(workers, memory_limit) as out:
+            yield out
+
+
+@contextmanager
+def _connect(address: str, origin: str) -> Iterator[tuple[Any, ClusterInfo]]:
+    from distributed import Client
+
+    try:
+        client = Client(address, timeout="20s")
+    except OSError as exc:
+        raise StorageError(
+            f"cannot connect to the Dask scheduler at {address!r} (from {origin}): {exc}; "
+            "check the address and that the cluster is running"
+        ) from exc
+    try:
+        n = len(client.scheduler_info().get("workers", {}))
+        yield client, ClusterInfo(address, n, embedded=False, dashboard=dashboard_link(client))
+    finally:
+        client.close()
+
+
+def load_factory(spec: str, origin: str, search_path: str | None = None) -> Callable[[], Any]:
+    """Import the cluster factory ``module:function`` (``search_path`` searched first).
+
+    Raises
+    ------
+    ConfigError
+        The module or function cannot be found.
+    """
+    module_name, _, func_name = spec.partition(":")
+    if not module_name or not func_name:
+        raise ConfigError(f"expected 'module:factory'; got {spec!r}", field=origin)
+    if search_path and search_path not in sys.path:
+        sys.path.insert(0, search_path)
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigError(
+            f"cannot import the cluster factory's module {module_name!r} ({exc}); put it next "
+            "to the pipeline file or install it",
+            field=origin,
+        ) from exc
+    func = getattr(module, func_name, None)
+    if not callable(func):
+        raise ConfigError(f"module {module_name!r} has no function {func_name!r}", field=origin)
+    return func  # type: ignore[no-any-return]
+
+
+@contextmanager
+def _from_factory(
+    spec: str, origin: str, search_path: str | None
+) -> Iterator[tuple[Any, ClusterInfo]]:
+    """Call the factory; use the ``Client`` it returns, or a client of the cluster object it
+    returns. Both are closed at the end (the cluster too: a factory that must leave a
+    long-lived cluster running returns ``Client(address)``)."""
+    from distributed import Client
+
+    factory = load_factory(spec, origin, search_path)
+    try:
+        with interrupts_deferred():
+            made = factory()
+    except (OSError, TimeoutError) as exc:
+        raise StorageError(
+            f"the cluster factory {spec!r} (from {origin}) could not start or reach its "
+            f"cluster: {type(exc).__name__}: {exc}"
+        ) from exc
+    except Exception as exc:
+        raise ConfigError(
+            f"the cluster factory {spec!r} raised {type(exc).__name__}: {exc}; fix the factory",
+            field=origin,
+        ) from exc
+    cluster = None if isinstance(made, Client) else made
+    if cluster is not None and not hasattr(cluster, "scheduler_address"):
+        raise ConfigError(
+            f"the cluster factory {spec!r} returned {type(made).__name__}; expected a "
+            "distributed.Client or a cluster object (with .scheduler_address)",
+            field=origin,
+        )
+    client: Any = None
+    try:
+        client = made if cluster is None else Client(cluster)
+        info = describe_client(client)
+        info.dashboard = dashboard_link(client)
+        yield client, info
+    finally:
+        if client is not None:
+            client.close()
+        if cluster is not None:
+            with suppress(Exception):  # closing is best effort: the run's outcome stands
+                cluster.close()
+
+
+@contextmanager
+def _embedded(workers: int | None, memory_limit: str | None) -> Iterator[tuple[Any, ClusterInfo]]:
+    import dask.config
     from distributed import Client, LocalCluster
 
-    if scheduler:
-        try:
-            client = Client(scheduler, timeout="20s")
-        except OSError as exc:
-            raise StorageError(
-                f"cannot connect to the Dask scheduler at {scheduler!r}: {exc}; check --scheduler "
-                "and that the cluster is running"
-            ) from exc
-        try:
-            n = len(client.scheduler_info().get("workers", {}))
-            yield client, ClusterInfo(scheduler, n, embedded=False)
-        finally:
-            client.close()
-        return
     n_workers = default_workers() if workers is None else workers
     if n_workers < 1:
         raise ConfigError(f"expected at least 1 worker; got {n_workers}", field="--workers")
     cluster: Any = None
     embedded: Any = None
+    stack = ExitStack()
+    # LocalCluster closes a worker's nanny for good when no worker of that name is back
+    # `lost-worker-timeout` (15 s) after one was lost: a worker crashing again and again (a
+    # parser killing its process) then leaves the run waiting forever on no worker at all.
+    # The nanny restarts its worker itself; the run closes the cluster when done.
+    stack.enter_context(dask.config.set({"distributed.deploy.lost-worker-timeout": "7d"}))
     try:
         with interrupts_deferred():
             cluster = LocalCluster(
@@ -172,12 +393,15 @@ def open_client(
                 silence_logs=50,  # logging.CRITICAL: task errors are reported by run_tasks
             )
         embedded = Client(cluster)
-        yield embedded, ClusterInfo(cluster.scheduler_address, n_workers, embedded=True)
+        info = ClusterInfo(cluster.scheduler_address, n_workers, embedded=True)
+        info.dashboard = dashboard_link(embedded)
+        yield embedded, info
     finally:
         if embedded is not None:
             embedded.close()
         if cluster is not None:
             cluster.close()
+        stack.close()
 
 
 @contextmanager
@@ -268,6 +492,39 @@ def raise_source_errors(errors: Sequence[SourceError]) -> None:
     )
 
 
+#: Future states that do not change any more (a "finished" result can still be lost with its
+#: worker: it goes back to "pending", and is computed again).
+_SETTLED = ("finished", "error", "cancelled")
+
+
+def _settle(client: Any, futures: Sequence[Any]) -> list[tuple[bool, Any]]:
+    """Wait until every future has a result or failed; ``(True, result)`` or ``(False,
+    exception)`` per future, in order."""
+    from concurrent.futures import CancelledError
+
+    from distributed import wait
+
+    while True:
+        wait(futures)
+        if not all(f.status in _SETTLED for f in futures):
+            continue  # a result lost with its worker is being computed again
+        ok = [f for f in futures if f.status == "finished"]
+        try:
+            results = client.gather(ok) if ok else []
+        except Exception:  # a result lost meanwhile, and computing it again failed: look again
+            continue
+        by_key = {f.key: r for f, r in zip(ok, results, strict=True)}
+        out: list[tuple[bool, Any]] = []
+        for f in futures:
+            if f.key in by_key:
+                out.append((True, by_key[f.key]))
+            elif f.status == "cancelled":
+                out.append((False, CancelledError(f"task {f.key} was cancelled")))
+            else:
+                out.append((False, f.exception()))
+        return out
+
+
 def batches[T](items: Sequence[T], n_workers: int, *, per_worker: int = 4) -> list[list[T]]:
     """Split ``items`` into about ``per_worker`` batches per worker, of near-equal sizes."""
     n = max(1, min(len(items), max(1, n_workers) * per_worker))
@@ -287,13 +544,17 @@ def run_tasks_collect[T, R](
     *,
     describe: Callable[[T], str],
     key: str,
+    isolate: bool = True,
     **kwargs: Any,
 ) -> tuple[list[tuple[T, R]], list[tuple[T, SourceError]]]:
     """Like :func:`run_tasks`, but return the items that failed on their input with their
     errors instead of raising (for ``on_error: skip``).
 
     A worker that died repeatedly on an item (``KilledWorker``: a parser crashing the process,
-    or running out of memory) counts as that item's failure.
+    or running out of memory) counts as that item's failure. Dask blames every task a dying
+    worker held, so with ``isolate`` (the default) items killed together are run again one at
+    a time, and only those that still kill their worker fail. A finished task whose worker
+    died afterwards (its result lost) is computed again, not reported.
 
     Raises
     ------
@@ -302,21 +563,29 @@ def run_tasks_collect[T, R](
     StorageError
         A task failed unexpectedly.
     """
-    from distributed import KilledWorker, wait
+    from distributed import KilledWorker
 
     if not items:
         return [], []
     futures = client.map(fn, items, key=[f"{key}-{i}" for i in range(len(items))], **kwargs)
-    wait(futures)
-    ok = [(item, f) for item, f in zip(items, futures, strict=True) if f.status == "finished"]
-    results = client.gather([f for _, f in ok]) if ok else []
-    done = [(item, r) for (item, _), r in zip(ok, results, strict=True)]
+    outcomes = list(zip(items, _settle(client, futures), strict=True))
+    killed = [item for item, (_, value) in outcomes if isinstance(value, KilledWorker)]
+    if isolate and len(killed) > 1:
+        # Tasks queued on a worker die with it: a good item sharing a worker with one that
+        # crashes it is blamed too. Run each alone to name only the items that crash.
+        again = {
+            id(item): _settle(client, [client.submit(fn, item, key=f"{key}-alone-{i}", **kwargs)])[
+                0
+            ]
+            for i, item in enumerate(killed)
+        }
+        outcomes = [(item, again.get(id(item), out)) for item, out in outcomes]
+    done = [(item, value) for item, (ok, value) in outcomes if ok]
     failed: list[tuple[T, SourceError]] = []
     other: IcepipeError | None = None
-    for item, fut in zip(items, futures, strict=True):
-        if fut.status == "finished":
+    for item, (ok, exc) in outcomes:
+        if ok:
             continue
-        exc = fut.exception()
         if isinstance(exc, SourceError):
             failed.append((item, exc))
         elif isinstance(exc, KilledWorker):
@@ -339,3 +608,35 @@ def run_tasks_collect[T, R](
     if other is not None:
         raise other
     return done, failed
+
+
+def wait_until_idle(client: Any, *, timeout: float = 60.0) -> bool:
+    """Wait until no worker of ``client``'s cluster is executing a task; False on timeout (or
+    when the client is closed or unreachable).
+
+    A failed ``compute`` releases its other tasks, but the ones already executing on workers
+    run to their end: their results are dropped, their writes are not. Before deleting what a
+    failed run wrote (a first run's repository), wait for them, or a straggling write task
+    recreates the folder it writes into after the deletion.
+    """
+    import time
+
+    if getattr(client, "status", None) != "running":
+        return False
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            busy = client.run(_executing_count)
+        except Exception:
+            return False
+        if not any(busy.values()):
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.1)
+
+
+def _executing_count(dask_worker: Any) -> int:
+    """Tasks executing on this worker (run by ``client.run``, outside the task queue)."""
+    state = dask_worker.state
+    return len(state.executing) + len(state.long_running)

@@ -86,6 +86,9 @@ class FileSchema:
     concat_values: tuple[float, ...] | None = None
     concat_units: str | None = None
     concat_calendar: str | None = None
+    #: The file's grid (``icepipe.cf.grid_of``: CRS, geotransform, size) where its format has
+    #: one (GeoTIFF): files combined into one dataset must share it. ``None``: none.
+    grid: str | None = None
 
 
 @dataclass(frozen=True)
@@ -98,6 +101,8 @@ class TargetSchema:
     concat_first: float | None = None
     #: Every stored value of the ordering variable (for late arrivals and duplicates).
     order_values: tuple[float, ...] | None = None
+    #: The stored raster grid (``icepipe.cf.grid_of`` of ``spatial_ref``), or ``None``.
+    grid: str | None = None
 
     @property
     def is_empty(self) -> bool:

@@ -21,6 +21,7 @@ run's state across attempts (``_Run``), and the ledger entry and message of the 
 
 from __future__ import annotations
 
+import dataclasses
 import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
@@ -81,6 +82,8 @@ class RunResult:
     #: Ingested files the glob no longer finds (deleted or moved since): with virtual
     #: references, reads of their data fail until they are restored.
     files_missing: tuple[str, ...] = ()
+    #: The run report written (``None``: not written, or ``report=False``).
+    report_file: str | None = None
 
     def by_group(self) -> dict[str, tuple[tuple[str, ...], dict[str, int]]]:
         """With ``source.grib_cubes``: each hypercube group's variables and dimensions, by
@@ -133,10 +136,14 @@ def run(
     *,
     workers: int | None = None,
     scheduler: str | None = None,
+    cluster: str | None = None,
     client: Any = None,
+    memory_limit: str | None = None,
     max_attempts: int = 5,
     run_id: str | None = None,
     observer: RunObserver | None = None,
+    report: bool = True,
+    state_dir: str | None = None,
 ) -> RunResult:
     """Ingest the pipeline's new source files into its target in one commit.
 
@@ -151,32 +158,84 @@ def run(
         A validated pipeline (:func:`icepipe.load_pipeline`).
     workers, scheduler
         Size of the embedded ``LocalCluster``, or the address of an existing Dask scheduler.
+    cluster
+        ``module:factory``: a function returning a ``distributed.Client`` or a cluster object
+        (see :func:`icepipe.execute.choose_cluster` for ``$ICEPIPE_CLUSTER``, the pipeline's
+        ``cluster:`` and Dask's ``scheduler-address``, used when neither this nor
+        ``scheduler`` is given).
     client
-        An existing ``distributed.Client`` to use instead (``workers``/``scheduler`` ignored).
+        An existing ``distributed.Client`` to use instead (the options above are ignored).
+    memory_limit
+        Per-worker memory limit of the embedded ``LocalCluster`` (``"4GiB"``; Dask's
+        default: the machine's memory shared among the workers).
     max_attempts
         How many times to re-plan when the branch moved under the run.
     run_id
         The id recorded in the commit metadata (default: a new random one).
     observer
         Told when each stage starts and ends (see :class:`RunObserver`).
+    report
+        Write the run report that ``icepipe run`` writes (``icepipe status`` reads it), also
+        when the run fails; its path is ``RunResult.report_file``.
+    state_dir
+        Where the report goes (see :func:`icepipe.ops.reports.state_dir`).
 
     Raises
     ------
     ConfigError, SourceError, ConflictError, StorageError
         See :mod:`icepipe.errors`; nothing is committed when any is raised.
     """
+    run_id = run_id or uuid.uuid4().hex
+    options = _RunOptions(workers, scheduler, cluster, client, memory_limit, max_attempts)
+    if not report:
+        return _run(pipeline, options, run_id, observer)
+    from icepipe.ops.reports import Fanout, exit_code_of, recorder_for
+
+    recorder = recorder_for(pipeline, run_id=run_id, state=state_dir, argv=["icepipe.run()"])
+    fanout = Fanout(recorder, *([observer] if observer is not None else []))
+    try:
+        result = _run(pipeline, options, run_id, fanout)
+    except BaseException as exc:
+        recorder.finish(exit_code=exit_code_of(exc), error=exc)
+        raise
+    path = recorder.finish(exit_code=0, result=result)
+    return dataclasses.replace(result, report_file=str(path) if path else None)
+
+
+@dataclass(frozen=True)
+class _RunOptions:
+    """:func:`run`'s cluster and retry options."""
+
+    workers: int | None
+    scheduler: str | None
+    cluster: str | None
+    client: Any
+    memory_limit: str | None
+    max_attempts: int
+
+
+def _run(
+    pipeline: Pipeline, options: _RunOptions, run_id: str, observer: RunObserver | None
+) -> RunResult:
+    """:func:`run` without the report."""
     _check_runnable(pipeline)
+    o = options
+    execute.check_memory_limit(o.memory_limit)
+    choice = execute.choose_cluster(
+        scheduler=o.scheduler, cluster=o.cluster, pipeline=pipeline.cluster
+    )
     state = _Run(
         pipeline=pipeline,
-        timer=_Timer(observer, client),
-        run_id=run_id or uuid.uuid4().hex,
-        workers=workers,
-        scheduler=scheduler,
-        client=client,
-        cluster_info=execute.describe_client(client) if client is not None else None,
+        timer=_Timer(observer, o.client),
+        run_id=run_id,
+        workers=o.workers,
+        choice=choice,
+        memory_limit=o.memory_limit,
+        client=o.client,
+        cluster_info=_describe(o.client),
     )
     listed = _list(state)
-    retry = repository.Retry(max_attempts)
+    retry = repository.Retry(o.max_attempts)
     with ExitStack() as stack:
         # Pushed first, so it runs after the cluster closed.
         stack.push(state.discard_on_failure)
@@ -188,6 +247,14 @@ def run(
             if outcome == "branch-moved":
                 retry.wait(attempt)
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _describe(client: Any) -> execute.ClusterInfo | None:
+    if client is None:
+        return None
+    info = execute.describe_client(client)
+    info.dashboard = execute.dashboard_link(client)
+    return info
 
 
 def _check_runnable(pipeline: Pipeline) -> None:
@@ -210,7 +277,8 @@ class _Run:
     timer: _Timer
     run_id: str
     workers: int | None
-    scheduler: str | None
+    choice: execute.ClusterChoice
+    memory_limit: str | None
     client: Any
     cluster_info: execute.ClusterInfo | None
     stack: ExitStack | None = None
@@ -231,11 +299,20 @@ class _Run:
         if exc_type is not None and self.created:
             # Best effort: the run's own error is what to report.
             with suppress(Exception):
+                if self.client is not None:
+                    # Write tasks already running when the run failed still write chunks
+                    # into the folder; an embedded cluster is closed by now, another is not.
+                    execute.wait_until_idle(self.client)
                 repository.discard_unused_repo(self.pipeline.target.repo)
         return False
 
     def cluster(self) -> dict[str, Any]:
         return self.cluster_info.as_dict() if self.cluster_info else {}
+
+    def ledger_cluster(self) -> dict[str, Any]:
+        """What the commit metadata records of the cluster: no dashboard URL (it dies with
+        the cluster; the run report keeps it)."""
+        return {k: v for k, v in self.cluster().items() if k != "dashboard"}
 
     def result(
         self,
@@ -281,6 +358,10 @@ def _attempt(
     with state.timer("plan"):
         session, ledger, selection = _select(state, listed)
     _scan(state, selection)
+    if _add_referenced_containers(state, selection) and session is not None:
+        session = _reopened(state, session)
+        if session is None:
+            return "branch-moved"
     with state.timer("plan"):
         parts = _parts(pipeline, selection, state.scanned, session, ledger)
         _with_order_values(pipeline, session, parts, ledger)
@@ -380,7 +461,12 @@ def _scan(state: _Run, selection: plan.Selection) -> None:
         if state.client is None:
             assert state.stack is not None
             state.client, state.cluster_info = state.stack.enter_context(
-                execute.open_client(workers=state.workers, scheduler=state.scheduler)
+                execute.open_client(
+                    workers=state.workers,
+                    memory_limit=state.memory_limit,
+                    choice=state.choice,
+                    search_path=state.pipeline.source.search_path,
+                )
             )
             state.timer.client = state.client
         with state.timer("scan"):
@@ -392,9 +478,44 @@ def _scan(state: _Run, selection: plan.Selection) -> None:
     state.skipped.update({f.url: str(e) for f, e in failed})
 
 
+def _add_referenced_containers(state: _Run, selection: plan.Selection) -> bool:
+    """Add the folders that the scanned references point into, and that the listing's
+    containers miss, to ``state.containers``; whether any was added.
+
+    Kerchunk reference sets point into other files than themselves (which the list stage
+    cannot know without reading them): their containers come from their references.
+    """
+    if state.pipeline.source.format != "kerchunk":
+        return False
+    found: set[str] = set()
+    for f in [*selection.new, *(f for f, _ in selection.changed)]:
+        scanned = state.scanned.get(f.url)
+        if scanned is None:
+            continue
+        one = scanned.cubes.values() if isinstance(scanned, sources.ScannedCubes) else [scanned]
+        for s in one:
+            found.update(repository.virtual_locations(s.dataset))
+    missing = [p for p in found if not any(p.startswith(c) for c in state.containers)]
+    if missing:
+        state.containers = repository.container_prefixes([*state.containers, *missing])
+    return bool(missing)
+
+
+def _reopened(state: _Run, session: icechunk.Session) -> icechunk.Session | None:
+    """A new session on the branch, its repository opened with ``state.containers`` (Icechunk
+    refuses references outside the containers a session was opened with); ``None`` when the
+    branch moved since ``session`` was opened (re-plan)."""
+    pipeline = state.pipeline
+    repo = _open_if_exists(pipeline, state.containers)
+    fresh = repository.writable_session(repo, pipeline.target.branch) if repo else None
+    if fresh is None or fresh.snapshot_id != session.snapshot_id:
+        return None
+    return fresh
+
+
 #: Formats scanned in process by small runs. GRIB always scans on workers: its virtual
 #: ingests may write variables natively (the fallback), which takes the cluster anyway.
-_IN_PROCESS_FORMATS = ("netcdf3", "netcdf4", "zarr")
+_IN_PROCESS_FORMATS = ("netcdf3", "netcdf4", "zarr", "kerchunk")
 
 
 def _journal(pipeline: Pipeline) -> execute.CrashJournal:
@@ -407,14 +528,15 @@ def _scans_in_process(
 ) -> bool:
     """Whether to scan ``to_scan`` in this process rather than start a cluster for it.
 
-    Only when no cluster was given or asked for (``client``, ``scheduler``, ``workers``), the
+    Only when no cluster was given or asked for (``client``, a scheduler address or a cluster
+    factory from any origin: :func:`icepipe.execute.choose_cluster`, ``workers``), the
     ingest is virtual (native writes run on the workers anyway), there are at most
     :data:`icepipe.execute.IN_PROCESS_MAX_ITEMS` files, each is netCDF or Zarr, and none was
     being scanned in process by a run that died (:class:`icepipe.execute.CrashJournal`: such
     files go to workers, where a crashing parser kills a worker only and is named).
     """
     p = state.pipeline
-    if state.client is not None or state.scheduler or state.workers is not None:
+    if state.client is not None or state.choice.configured or state.workers is not None:
         return False
     if p.mode != "virtual":
         return False
@@ -499,7 +621,7 @@ def _ledger(
         order_by=src.order_by,
         run_id=state.run_id,
         started_at=state.started_at,
-        cluster=state.cluster(),
+        cluster=state.ledger_cluster(),
         files=records,
         reingested=tuple(s.url for part in parts for s in part.reingest),
         skipped=tuple(SkippedFile(u, r) for u, r in state.skipped.items()),
@@ -731,6 +853,7 @@ def _scan_files(
         execute.batches(files, n_workers),
         describe=lambda b: ", ".join(f.url for f in b),
         key=f"scan-{run_id}",
+        isolate=False,  # crashed batches are scanned again file by file below
         options=options,
     )
     retried, failed = execute.run_tasks_collect(

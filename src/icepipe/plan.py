@@ -255,6 +255,19 @@ def _decoded_chars(var: VariableSchema, ref: VariableSchema) -> bool:
     )
 
 
+def _check_grid(other: FileSchema, grid: str | None, ref_name: str) -> None:
+    """Raise when ``other`` lies on another raster grid (CRS, geotransform or size) than
+    ``ref_name`` (a file, or the repository): its x/y would be replaced by the others'."""
+    if other.grid != grid and (other.grid is not None or grid is not None):
+        raise SchemaMismatchError(
+            f"{other.url}: has another CRS or grid than {ref_name} ({other.grid} vs {grid}); "
+            "files stacked into one dataset must share CRS, transform and size: warp it onto "
+            "the others' grid (gdalwarp -t_srs/-te/-tr), ingest it into another group, or "
+            "remove it from source.urls",
+            urls=(other.url,) if ref_name == "the repository" else (other.url, ref_name),
+        )
+
+
 def _check_against(
     ref_name: str,
     ref_vars: Mapping[str, VariableSchema],
@@ -565,6 +578,7 @@ def _check_combine(
     """The files combine with the first of them, and the first with the stored arrays."""
     ref = ordered[0]
     for s in ordered[1:]:
+        _check_grid(s, ref.grid, ref.url)
         _check_against(
             ref.url,
             ref.variables,
@@ -575,6 +589,8 @@ def _check_combine(
             virtual=virtual,
         )
     if not target.is_empty:
+        if ref.grid is not None:  # a raster (GeoTIFF): compared with the stored grid
+            _check_grid(ref, target.grid, "the repository")
         _check_against(
             "the repository",
             target.variables,

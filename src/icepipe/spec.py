@@ -22,6 +22,7 @@ import yaml
 from icepipe.catalog import resolve_target as _catalog_target
 from icepipe.cron import Schedule, parse_schedule
 from icepipe.errors import ConfigError
+from icepipe.fields import Field, did_you_mean
 from icepipe.fields import describe as _describe
 from icepipe.fields import no_unknown as _no_unknown
 from icepipe.fields import optional_str as _str
@@ -29,13 +30,16 @@ from icepipe.globs import glob_to_regex
 from icepipe.storage import (
     REPO_SCHEMES,
     SOURCE_SCHEMES,
+    STORAGE_FIELDS,
     STORAGE_KEYS,
     StorageOptions,
     is_local,
     parse_repo_config,
     parse_storage_options,
     refuse_credentials_in_url,
+    repo_config_json_schema,
     scheme_of,
+    secret_key_message,
     split_url,
 )
 
@@ -43,27 +47,56 @@ __all__ = [
     "CHUNK_RULES",
     "COMPRESSIONS",
     "FORMATS",
+    "GeoTiffSpec",
     "NativeSpec",
     "MODES",
+    "ON_CHANGED",
+    "ON_ERROR",
+    "PIPELINE",
     "Pipeline",
+    "SOURCE_FIELDS",
     "SourceSpec",
+    "TARGET_FIELDS",
     "TargetSpec",
     "load_pipeline",
     "pipeline_from_dict",
 ]
 
-Format = Literal["auto", "netcdf3", "netcdf4", "zarr", "grib"]
+Format = Literal["auto", "netcdf3", "netcdf4", "zarr", "grib", "geotiff", "kerchunk"]
 Mode = Literal["virtual", "native"]
 OnError = Literal["fail", "skip"]
 OnChanged = Literal["fail", "reingest"]
-FORMATS: tuple[str, ...] = ("auto", "netcdf3", "netcdf4", "zarr", "grib")
+FORMATS: tuple[str, ...] = ("auto", "netcdf3", "netcdf4", "zarr", "grib", "geotiff", "kerchunk")
 COMPRESSIONS: tuple[str, ...] = ("zstd", "blosc", "gzip", "none")
 #: ``chunks.<concat_dim>`` rules: one chunk per source file, or per calendar day, month, year.
 CHUNK_RULES: tuple[str, ...] = ("file", "day", "month", "year")
 MODES: tuple[str, ...] = ("virtual", "native")
+ON_ERROR: tuple[str, ...] = ("fail", "skip")
+ON_CHANGED: tuple[str, ...] = ("fail", "reingest")
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 _URL_SCHEME_RE = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.\-]*://")
+
+
+@dataclass(frozen=True)
+class GeoTiffSpec:
+    """``source.geotiff``: how GeoTIFF files become one dataset (``format: geotiff``).
+
+    Each file is one variable ``variable`` along ``(band, y, x)``. Files are stacked along
+    ``time`` with the time taken from the file name (``time_from_filename``: a regular
+    expression whose first group, or group named ``time``, is parsed with ``time_format``, or
+    as ISO 8601 / ``YYYYMMDD`` without it) or from a TIFF tag (``time_from_tag``, e.g.
+    ``TIFFTAG_DATETIME``); or along ``band`` with each single-band file's band number taken
+    from its name (``band_from_filename``: the first group, an integer). ``overview`` picks a
+    reduced-resolution level (0, the default: full resolution; overviews are ignored).
+    """
+
+    variable: str = "band_data"
+    time_from_filename: str | None = None
+    time_from_tag: str | None = None
+    time_format: str | None = None
+    band_from_filename: str | None = None
+    overview: int = 0
 
 
 @dataclass(frozen=True)
@@ -101,6 +134,8 @@ class SourceSpec:
     storage: StorageOptions = field(default_factory=StorageOptions)
     #: The netCDF4/HDF5 (or Zarr) group of each file to ingest; the root group when None.
     group: str | None = None
+    #: ``source.geotiff`` (``format: geotiff`` only).
+    geotiff: GeoTiffSpec = field(default_factory=GeoTiffSpec)
 
 
 @dataclass(frozen=True)
@@ -149,6 +184,8 @@ class Pipeline:
     on_changed: OnChanged = "fail"
     #: When to run (``schedule:``), for ``icepipe schedule serve|export``.
     schedule: Schedule | None = None
+    #: ``cluster: "module:factory"``: the Dask cluster or client to run on (``icepipe.execute``).
+    cluster: str | None = None
 
 
 def load_pipeline(path: str | os.PathLike[str]) -> Pipeline:
@@ -211,33 +248,201 @@ class _StrictLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
-_TOP_KEYS = {
-    "name",
-    "source",
-    "mode",
-    "target",
-    "chunks",
-    "shards",
-    "compression",
-    "on_error",
-    "on_changed",
-    "schedule",
+#: The keys of ``source.geotiff`` (format: geotiff; docs/geotiff.md).
+GEOTIFF_FIELDS: dict[str, Field] = {
+    "variable": Field("string", "the data variable's name", default="band_data"),
+    "time_from_filename": Field(
+        "string", "a regular expression whose first group is each file's time"
+    ),
+    "time_from_tag": Field("string", "a TIFF tag holding each file's time (TIFFTAG_DATETIME)"),
+    "time_format": Field(
+        "string",
+        "strptime format of the time (default: parsed by pandas; TIFF's own for TIFFTAG_DATETIME)",
+    ),
+    "band_from_filename": Field(
+        "string", "a regular expression whose first group is each single-band file's band"
+    ),
+    "overview": Field(
+        "integer",
+        "the overview level to read (0: full resolution)",
+        default=0,
+        schema={"minimum": 0},
+    ),
 }
-_SOURCE_KEYS = {
-    "urls",
-    "format",
-    "concat_dim",
-    "concat_dims",
-    "merge",
-    "order_by",
-    "variables",
-    "drop_variables",
-    "preprocess",
-    "storage",
-    "grib_cube",
-    "grib_cubes",
-    "group",
+
+
+_STRINGS = {"type": "array", "minItems": 1, "items": {"type": "string", "minLength": 1}}
+_LENGTH = {"type": "integer", "minimum": 1}
+#: The keys of ``source:`` (read by the loader, ``icepipe check`` and ``icepipe schema``).
+SOURCE_FIELDS: dict[str, Field] = {
+    "urls": Field(
+        "custom",
+        "one glob pattern (*, ?, [...], **) or a list of paths/URLs; relative paths resolve "
+        "against the pipeline file's folder; s3://, gs://, az://, http(s)://",
+        required=True,
+        schema={"oneOf": [{"type": "string", "minLength": 1}, _STRINGS]},
+    ),
+    "format": Field(
+        "choice",
+        "the source files' format (auto: from their first bytes)",
+        choices=FORMATS,
+        default="auto",
+    ),
+    "concat_dim": Field("string", "the dimension files are combined (appended) along"),
+    "concat_dims": Field(
+        "strings",
+        "instead of concat_dim: the append dimension first, then dimensions stacked "
+        "by coordinate within each step",
+    ),
+    "merge": Field(
+        "boolean", "merge files holding the same steps but different variables", default=False
+    ),
+    "order_by": Field("string", "a 1-D variable along concat_dim ordering the files"),
+    "variables": Field("strings", "keep only these variables (and their coordinates)"),
+    "drop_variables": Field("strings", "drop these variables (not with variables)"),
+    "preprocess": Field(
+        "string",
+        "'module:function' called with each opened dataset",
+        schema={"pattern": r"^[\w.]+:\w+$"},
+    ),
+    "storage": Field(
+        "section",
+        "how to reach object-store sources (variable names, never secrets)",
+        fields=STORAGE_FIELDS,
+        refuse=secret_key_message,
+    ),
+    "grib_cube": Field("string", "the GRIB hypercube to ingest (files holding several)"),
+    "grib_cubes": Field(
+        "custom",
+        "'all', or GRIB hypercube names, each into <target.group>/<cube>",
+        schema={"oneOf": [{"const": "all"}, _STRINGS]},
+    ),
+    "group": Field("string", "the netCDF4/HDF5 or Zarr group of each file (default: root)"),
+    "geotiff": Field(
+        "section",
+        "format: geotiff only: the variable's name, where each file's coordinate comes from",
+        fields=GEOTIFF_FIELDS,
+    ),
 }
+#: The keys of ``target:``: the repository, and how to reach it (:data:`STORAGE_FIELDS`).
+TARGET_FIELDS: dict[str, Field] = {
+    "repo": Field(
+        "string",
+        "the Icechunk repository: a local path, s3://, gs://, az://, or catalog:org/name",
+        required=True,
+    ),
+    "branch": Field("string", "the branch to commit to (created from main)", default="main"),
+    "group": Field("string", "the Zarr group the dataset goes into (default: root)"),
+    "config": Field("custom", "Icechunk repository settings", schema=repo_config_json_schema()),
+    **STORAGE_FIELDS,
+}
+_SCHEDULE_CRON = {"type": "string", "minLength": 1, "description": "5-field cron or @daily"}
+#: Every key of a pipeline file, section by section (see :class:`icepipe.fields.Field`).
+PIPELINE = Field(
+    "section",
+    "An icepipe pipeline: which files to ingest (source), where (target), and how",
+    fields={
+        "name": Field(
+            "string",
+            "the pipeline's name (letters, digits, _ - .)",
+            required=True,
+            schema={"pattern": _NAME_RE.pattern},
+        ),
+        "source": Field(
+            "section",
+            "which files to ingest and how to combine them",
+            required=True,
+            fields=SOURCE_FIELDS,
+            schema={
+                "oneOf": [{"required": ["concat_dim"]}, {"required": ["concat_dims"]}],
+                "not": {"required": ["variables", "drop_variables"]},
+                # grib_cubes applies to format: grib only.
+                "if": {
+                    "not": {"required": ["format"], "properties": {"format": {"const": "grib"}}}
+                },
+                "then": {"properties": {"grib_cubes": False}},
+            },
+        ),
+        "mode": Field(
+            "choice",
+            "virtual: references to the source files; native: rewritten chunks",
+            choices=MODES,
+            default="virtual",
+        ),
+        "target": Field(
+            "section",
+            "where to write",
+            required=True,
+            fields=TARGET_FIELDS,
+            refuse=secret_key_message,
+        ),
+        "chunks": Field(
+            "custom",
+            "mode: native: chunk length per dimension (concat_dim: also file, day, month or year)",
+            schema={
+                "type": "object",
+                "minProperties": 1,
+                "additionalProperties": {"oneOf": [_LENGTH, {"enum": list(CHUNK_RULES)}]},
+            },
+        ),
+        "shards": Field(
+            "custom",
+            "mode: native: shard length per dimension",
+            schema={"type": "object", "minProperties": 1, "additionalProperties": _LENGTH},
+        ),
+        "compression": Field(
+            "choice", "mode: native: the chunks' codec", choices=COMPRESSIONS, default="zstd"
+        ),
+        "on_error": Field(
+            "choice",
+            "skip: leave unreadable files out (retried next run)",
+            choices=ON_ERROR,
+            default="fail",
+        ),
+        "on_changed": Field(
+            "choice",
+            "reingest: overwrite a changed file's region in place",
+            choices=ON_CHANGED,
+            default="fail",
+        ),
+        "schedule": Field(
+            "custom",
+            "when icepipe schedule serve/export runs it: cron, or {cron, timezone}",
+            schema={
+                "oneOf": [
+                    _SCHEDULE_CRON,
+                    {
+                        "type": "object",
+                        "required": ["cron"],
+                        "additionalProperties": False,
+                        "properties": {
+                            "cron": _SCHEDULE_CRON,
+                            "timezone": {
+                                "type": "string",
+                                "minLength": 1,
+                                "description": "IANA zone",
+                                "default": "UTC",
+                            },
+                        },
+                    },
+                ]
+            },
+        ),
+        "cluster": Field(
+            "string",
+            "the Dask cluster runs use: 'module:factory' returning a distributed.Client or a "
+            "cluster object (imported from the pipeline's folder first)",
+            schema={"pattern": r"^[\w.]+:\w+$"},
+        ),
+    },
+    # chunks, shards and compression apply to mode: native only.
+    schema={
+        "if": {"not": {"required": ["mode"], "properties": {"mode": {"const": "native"}}}},
+        "then": {"properties": {"chunks": False, "shards": False, "compression": False}},
+    },
+)
+_TOP_KEYS = frozenset(PIPELINE.fields)
+_SOURCE_KEYS = frozenset(SOURCE_FIELDS)
 
 
 def pipeline_from_dict(
@@ -264,12 +469,12 @@ def pipeline_from_dict(
             field="name",
         )
     mode = _choice(top, "mode", "", MODES, default="virtual")
-    on_error = _choice(top, "on_error", "", ("fail", "skip"), default="fail")
-    on_changed = _choice(top, "on_changed", "", ("fail", "reingest"), default="fail")
+    on_error = _choice(top, "on_error", "", ON_ERROR, default="fail")
+    on_changed = _choice(top, "on_changed", "", ON_CHANGED, default="fail")
     source = _source(_mapping(top.get("source"), "source"), base)
     tgt = _mapping(top.get("target"), "target")
     target_storage = parse_storage_options(tgt, "target.")  # first: it refuses pasted secrets
-    _no_unknown(tgt, {"repo", "branch", "group", "config", *STORAGE_KEYS}, "target.")
+    _no_unknown(tgt, TARGET_FIELDS, "target.")
     repo = _required_str(tgt, "repo", "target.")
     repo_settings = parse_repo_config(tgt.get("config"), "target.config")
     branch = _str(tgt, "branch", "target.") or "main"
@@ -295,7 +500,18 @@ def pipeline_from_dict(
         mode=cast(Mode, mode),
         path=path,
         schedule=parse_schedule(top.get("schedule")),
+        cluster=_cluster(top),
     )
+
+
+def _cluster(top: Mapping[str, Any]) -> str | None:
+    """``cluster: "module:factory"`` (imported from the pipeline's folder first)."""
+    spec = _str(top, "cluster", "")
+    if spec is not None and not re.match(r"^[\w.]+:\w+$", spec):
+        raise ConfigError(
+            f"expected 'module:factory' (e.g. 'clusters:slurm'); got {spec!r}", field="cluster"
+        )
+    return spec
 
 
 def _source(src: Mapping[str, Any], base: Path) -> SourceSpec:
@@ -347,7 +563,61 @@ def _source(src: Mapping[str, Any], base: Path) -> SourceSpec:
         search_path=str(base),
         storage=_source_storage(src, urls),
         group=source_group,
+        geotiff=_geotiff(src, fmt, concat_dim),
     )
+
+
+def _geotiff(src: Mapping[str, Any], fmt: str, concat_dim: str) -> GeoTiffSpec:
+    """``source.geotiff``: only with ``format: geotiff``, which needs it to stack files along
+    a dimension GeoTIFFs do not have (``time``)."""
+    raw = src.get("geotiff")
+    if raw is not None and fmt != "geotiff":
+        raise ConfigError(
+            "applies to format: geotiff only; set source.format: geotiff, or remove it",
+            field="source.geotiff",
+        )
+    m = _mapping(raw if raw is not None else {}, "source.geotiff")
+    _no_unknown(m, GEOTIFF_FIELDS, "source.geotiff.")
+    for key in ("time_from_filename", "band_from_filename"):
+        pattern = _str(m, key, "source.geotiff.")
+        try:
+            if pattern is not None and re.compile(pattern).groups < 1:
+                raise ConfigError(
+                    f"expected a regular expression with a group around the value; got "
+                    f"{pattern!r} (e.g. '_(\\d{{8}})\\.tif$')",
+                    field=f"source.geotiff.{key}",
+                )
+        except re.error as exc:
+            raise ConfigError(
+                f"not a regular expression ({exc}): {pattern!r}", field=f"source.geotiff.{key}"
+            ) from exc
+    overview = m.get("overview", 0)
+    if isinstance(overview, bool) or not isinstance(overview, int) or overview < 0:
+        raise ConfigError(
+            f"expected a whole number >= 0; got {_describe(overview)}",
+            field="source.geotiff.overview",
+        )
+    spec = GeoTiffSpec(
+        variable=_str(m, "variable", "source.geotiff.") or "band_data",
+        time_from_filename=_str(m, "time_from_filename", "source.geotiff."),
+        time_from_tag=_str(m, "time_from_tag", "source.geotiff."),
+        time_format=_str(m, "time_format", "source.geotiff."),
+        band_from_filename=_str(m, "band_from_filename", "source.geotiff."),
+        overview=overview,
+    )
+    if spec.time_from_filename and spec.time_from_tag:
+        raise ConfigError(
+            "give either time_from_filename or time_from_tag", field="source.geotiff.time_from_tag"
+        )
+    timed = spec.time_from_filename or spec.time_from_tag
+    if fmt == "geotiff" and concat_dim not in ("band", "y", "x") and not timed:
+        raise ConfigError(
+            f"GeoTIFF files have no {concat_dim!r} dimension: set source.geotiff."
+            "time_from_filename (a regular expression taking the time from each file name) or "
+            "time_from_tag, or set source.concat_dim: band",
+            field="source.geotiff",
+        )
+    return spec
 
 
 def _source_urls(src: Mapping[str, Any], base: Path) -> tuple[tuple[str, ...], bool]:
@@ -553,7 +823,7 @@ def _target(
     settings: dict[str, Any],
     raw: Mapping[str, Any],
 ) -> TargetSpec:
-    repo, storage, settings = _catalog_target(repo, storage, settings)  # catalog:org/name
+    repo, storage, settings = _catalog_target(repo, storage, settings, base=base)  # org/name
     location = _resolve_repo(repo, base)
     if is_local(location) and not storage.is_default:
         key = next(k for k in sorted(STORAGE_KEYS) if k in raw)
@@ -692,7 +962,10 @@ def _choice(
 ) -> str:
     value = m.get(key, default)
     if value not in choices:
+        guess = did_you_mean(value, choices) if isinstance(value, str) else None
+        hint = f" (did you mean {guess!r}?)" if guess else ""
         raise ConfigError(
-            f"expected one of {', '.join(choices)}; got {_describe(value)}", field=prefix + key
+            f"expected one of {', '.join(choices)}; got {_describe(value)}{hint}",
+            field=prefix + key,
         )
     return cast(str, value)

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping, MutableMapping
 from typing import TYPE_CHECKING, Any
 
 import xarray as xr
 
 from icepipe import __version__, repository
-from icepipe.errors import ConfigError, SourceError
+from icepipe.catalog import resolve_repo
+from icepipe.errors import ArgumentTypeError, ConfigError, SourceError
 from icepipe.repository.grids import rectilinear_enabled
 from icepipe.storage import StorageOptions, coerce_storage_options, scheme_of
 
@@ -18,99 +19,100 @@ if TYPE_CHECKING:
 
     from icepipe.repository.native import Region, WriteMode
 
-__all__ = ["open_dataset", "to_icechunk"]
+__all__ = ["check_source_access", "open_dataset", "open_session", "to_icechunk"]
 
 
 def to_icechunk(
-    ds: xr.Dataset,
-    repo: str | os.PathLike[str] | icechunk.Repository | icechunk.Session,
+    obj: xr.Dataset | xr.DataArray,
+    repo: str | os.PathLike[str] | icechunk.Repository | icechunk.Session | None = None,
     *,
+    session: icechunk.Session | None = None,
     branch: str = "main",
     group: str | None = None,
     mode: WriteMode | None = None,
-    append_dim: str | None = None,
+    safe_chunks: bool = True,
+    align_chunks: bool | None = None,
+    append_dim: Hashable | None = None,
     region: Region | None = None,
-    encoding: Mapping[str, Mapping[str, Any]] | None = None,
+    encoding: Mapping[Any, Any] | None = None,
+    chunkmanager_store_kwargs: MutableMapping[Any, Any] | None = None,
+    split_every: int | None = None,
     message: str | None = None,
     metadata: Mapping[str, Any] | None = None,
     max_attempts: int = 5,
     storage: StorageOptions | Mapping[str, Any] | None = None,
     source_storage: StorageOptions | Mapping[str, Any] | None = None,
 ) -> str | None:
-    """Write an xarray Dataset into an Icechunk repository and commit it.
+    """Write an xarray Dataset (or DataArray) into an Icechunk repository and commit it.
 
-    Dask variables are written in parallel on the active Dask scheduler through forks of one
-    session, each task owning whole target chunks (or shards); numpy variables by this process;
-    virtual datasets (VirtualiZarr) as references. When another writer commits meanwhile,
-    disjoint changes are rebased, appends redone on the new tip, and a write of the same chunks
-    raises :class:`~icepipe.ConflictError` and commits nothing (``docs/xarray.md``).
+    A drop-in superset of :func:`icechunk.xarray.to_icechunk` (see ``docs/xarray.md``): into
+    a ``session`` it writes and commits nothing, as Icechunk does; into a repository or a path
+    it also commits, rebasing over other writers' disjoint changes and redoing appends.
 
     Parameters
     ----------
-    ds
-        The data: numpy- or Dask-backed, or a virtual dataset.
-    repo
-        A repository path (created when the write creates data and none exists, with virtual
-        chunk containers for virtual references), an ``icechunk.Repository``, or a writable
-        ``icechunk.Session``: then nothing is committed, ``None`` is returned, and ``branch``,
-        ``message``, ``metadata`` and ``max_attempts`` do not apply.
+    obj
+        The data (numpy, Dask or virtual); a DataArray is written as ``DataArray.to_zarr`` does.
+    repo, session
+        Where to write (one of them): a repository path or catalog name
+        (``catalog:org/name``; unknown ``xxx:`` prefixes are refused), created when the write
+        creates data (with virtual chunk containers for virtual references), or an
+        ``icechunk.Repository``; or, as in Icechunk, a writable ``icechunk.Session`` or fork
+        (``repo`` takes one too): then nothing is committed, and ``None`` returned.
     branch, group
-        The branch to commit to (created from ``main`` when new); the group to write into (the
-        root group when ``None``).
-    mode
-        As :meth:`xarray.Dataset.to_zarr`: ``"w-"`` create (the default), ``"w"`` replace,
-        ``"a"`` add or overwrite variables (the default with ``append_dim``), ``"a-"`` append
-        only the variables with ``append_dim``, ``"r+"`` change existing arrays only (the
-        default with ``region``).
-    append_dim
-        Append along this existing dimension.
+        The branch to commit to (new ones start from ``main``); the group (root if ``None``).
+    mode, append_dim, encoding
+        As :meth:`xarray.Dataset.to_zarr` (``mode``: ``"w-"`` by default, ``"a"`` with
+        ``append_dim``, ``"r+"`` with ``region``). ``encoding`` may give ``"shards"``.
+    safe_chunks, align_chunks, chunkmanager_store_kwargs, split_every
+        As in Icechunk, but ``align_chunks=None`` (default) and ``safe_chunks=False`` align
+        Dask chunks onto the target's, so that no two tasks write one chunk.
     region
-        Overwrite this part of the existing arrays: ``{"time": slice(0, 24)}``, or ``"auto"``
-        (per dimension too) to locate it by coordinate values. Regions must start and end on
-        chunk (shard) boundaries, or end at the array's end.
-    encoding
-        Zarr encoding of new variables, e.g. ``{"t2m": {"chunks": (24, 90, 180)}}``; add
-        ``"shards"`` to store several chunks per object.
-    message, metadata
-        The commit message (a summary of the write by default) and extra JSON commit metadata;
-        icepipe adds its provenance under ``"icepipe"`` (``version``, ``mode``, ``api``, ...).
-    max_attempts
-        How many times to write when the branch keeps moving under appends.
+        Overwrite this part of the existing arrays: ``{"time": slice(0, 24)}``, or ``"auto"``.
+        Numpy data may cut through chunks; Dask data may not in mode ``"r+"`` unless
+        ``safe_chunks=False`` (as in xarray).
+    message, metadata, max_attempts
+        The commit message and extra JSON commit metadata (icepipe adds its provenance under
+        ``"icepipe"``); how many times to write when the branch keeps moving under appends.
     storage, source_storage
-        How to reach a repository given as an object-store URL (the keys of a pipeline's
-        ``target``: ``endpoint``, ``region``, ``access_key_id_env``, ...), and the object store
-        virtual references of ``ds`` point into (the keys of ``source.storage``).
+        How to reach a repository given as an object-store URL (a pipeline's ``target`` keys),
+        and the object store virtual references point into (``source.storage`` keys).
 
     Returns
     -------
     str or None
-        The snapshot id of the commit, or ``None`` when ``repo`` is a session.
+        The snapshot id of the commit; ``None`` for a session.
 
     Raises
     ------
     ConfigError
-        Bad arguments, with the fix in the message: unknown mode, a region cutting through
-        chunks, an ``append_dim`` the target lacks, a group that exists (``"w-"``) or does
-        not (appends, regions, ``"r+"``), a missing repository for such writes.
+        Bad arguments (also a ``ValueError``); its subclasses keep the type xarray raises:
+        ``TargetExistsError`` (``FileExistsError``), ``TargetNotFoundError``
+        (``FileNotFoundError``), ``WriteKeyError`` (``KeyError``), ``ArgumentTypeError``.
     ConflictError
-        Another writer wrote the same chunks meanwhile (the message names the arrays and
-        chunks; nothing was committed), or the branch kept moving for ``max_attempts``.
+        Another writer wrote the same chunks, or the branch kept moving: nothing committed.
     StorageError
         Storage failed, or Dask workers died.
-
-    Examples
-    --------
-    >>> snapshot = icepipe.to_icechunk(ds, "repos/era5", group="t2m")  # doctest: +SKIP
-    >>> icepipe.to_icechunk(day2, "repos/era5", group="t2m", append_dim="time")  # doctest: +SKIP
     """
-    write: dict[str, Any]
-    write = dict(group=group, mode=mode, append_dim=append_dim, region=region, encoding=encoding)
-    if repository.is_session(repo):
-        repository.write_dataset(repo, ds, **write)
+    target = _target(repo, session)
+    ds = as_dataset(obj)
+    write: dict[str, Any] = dict(
+        group=group,
+        mode=mode,
+        append_dim=None if append_dim is None else str(append_dim),
+        region=region,
+        encoding=encoding,
+        safe_chunks=safe_chunks,
+        align_chunks=align_chunks,
+        split_every=split_every,
+        chunkmanager_store_kwargs=chunkmanager_store_kwargs,
+    )
+    if repository.is_session(target):  # as Icechunk: dask gets (and adds keys to) the mapping
+        repository.write_dataset(target, ds, **write)
         return None
     commit_metadata = {**(metadata or {}), repository.METADATA_KEY: _provenance(ds, group)}
     repository.check_write_args(ds, mode=mode, metadata=commit_metadata, max_attempts=max_attempts)
-    opened = _repository(repo, ds, write, storage=storage, source_storage=source_storage)
+    opened = _repository(target, ds, write, storage=storage, source_storage=source_storage)
     return repository.write_and_commit(
         opened,
         ds,
@@ -120,6 +122,56 @@ def to_icechunk(
         max_attempts=max_attempts,
         **write,
     )
+
+
+_DATAARRAY_NAME = "__xarray_dataarray_name__"
+_DATAARRAY_VARIABLE = "__xarray_dataarray_variable__"
+
+
+def as_dataset(obj: object) -> xr.Dataset:
+    """``obj`` as the Dataset :meth:`xarray.DataArray.to_zarr` (and Icechunk) would write.
+
+    A DataArray without a name, or named like one of its coordinates or dimensions, becomes
+    the variable ``__xarray_dataarray_variable__`` (the original name, if any, kept in the
+    attribute ``__xarray_dataarray_name__``), which :func:`xarray.open_dataarray` undoes.
+    Anything else is returned as it is (the write checks it).
+    """
+    if not isinstance(obj, xr.DataArray):
+        return obj  # type: ignore[return-value]
+    if obj.name is None:
+        return obj.to_dataset(name=_DATAARRAY_VARIABLE)
+    if obj.name in obj.coords or obj.name in obj.dims:
+        ds = obj.to_dataset(name=_DATAARRAY_VARIABLE)
+        ds.attrs[_DATAARRAY_NAME] = obj.name
+        return ds
+    return obj.to_dataset()
+
+
+def _target(
+    repo: str | os.PathLike[str] | icechunk.Repository | icechunk.Session | None,
+    session: icechunk.Session | None,
+) -> str | os.PathLike[str] | icechunk.Repository | icechunk.Session:
+    """Where to write: ``repo`` (positional, icepipe's name) or ``session`` (Icechunk's)."""
+    if session is None:
+        if repo is None:
+            raise ArgumentTypeError(
+                "to_icechunk needs where to write: a repository path or icechunk.Repository "
+                "as the second argument, or a writable session as session=",
+                field="repo",
+            )
+        return repo
+    if repo is not None:
+        raise ConfigError(
+            "give either a repository (the second argument) or session=, not both",
+            field="session",
+        )
+    if not repository.is_session(session):
+        raise ArgumentTypeError(
+            f"expected a writable icechunk.Session; got {type(session).__name__} (pass a "
+            "repository path or an icechunk.Repository as the second argument instead)",
+            field="session",
+        )
+    return session
 
 
 def _provenance(ds: xr.Dataset, group: str | None) -> dict[str, Any]:
@@ -161,7 +213,9 @@ def _repository(
             f"icechunk.Session; got {type(repo).__name__}",
             field="repo",
         )
-    path = os.fspath(repo)
+    # catalog:org/name (or a bare org/name the catalog holds) writes where the entry says.
+    entry = resolve_repo(repo, storage=coerce_storage_options(storage, "storage"), where="repo")
+    path = entry.url
     appending = write["append_dim"] is not None
     # Appends and region writes need existing data: never create an empty repository for them.
     creates = not appending and write["region"] is None and write["mode"] != "r+"
@@ -171,8 +225,9 @@ def _repository(
             path,
             create=creates,
             containers=repository.virtual_locations(ds) if virtual else (),
-            storage=coerce_storage_options(storage, "storage"),
+            storage=entry.storage,
             source_storage=coerce_storage_options(source_storage, "source_storage"),
+            config=entry.config,
         )
     except repository.RepoNotFoundError as exc:
         raise repository.RepoNotFoundError(
@@ -183,7 +238,7 @@ def _repository(
 
 
 def _default_message(
-    ds: xr.Dataset, group: str | None, *, append_dim: str | None, region: Any
+    ds: xr.Dataset, group: str | None, *, append_dim: Hashable | None, region: Any
 ) -> str:
     names = sorted(str(n) for n in ds.data_vars) if isinstance(ds, xr.Dataset) else []
     shown = ", ".join(names[:5]) + (f" (+{len(names) - 5} more)" if len(names) > 5 else "")
@@ -201,10 +256,12 @@ def open_dataset(
     branch: str = "main",
     group: str | None = None,
     snapshot_id: str | None = None,
+    tag: str | None = None,
     chunks: Any = None,
     storage: StorageOptions | Mapping[str, Any] | None = None,
     source_storage: StorageOptions | Mapping[str, Any] | None = None,
     decode_times: bool = True,
+    ref: str | None = None,
 ) -> xr.Dataset:
     """Open an ingested group as an xarray Dataset (lazily, backed by Dask).
 
@@ -218,9 +275,11 @@ def open_dataset(
     Parameters
     ----------
     repo
-        The repository location.
-    branch, snapshot_id
-        What to read (``snapshot_id`` wins over ``branch``).
+        The repository location, or a catalog name (``catalog:org/name``, or a bare
+        ``org/name`` the catalog holds).
+    branch, tag, snapshot_id, ref
+        What to read (the first given of ``snapshot_id``, ``ref``, ``tag``, ``branch``);
+        ``ref`` as commands take it: ``main~1``, ``tag:v1`` (``repository.resolve_ref``).
     group
         The group to open; the root group when ``None``.
     chunks
@@ -242,30 +301,24 @@ def open_dataset(
     ------
     RepoNotFoundError
         No repository at ``repo``.
+    UnknownSchemeError
+        ``repo`` starts with an unknown ``xxx:`` prefix (a :class:`ConfigError`).
     ConfigError
-        The branch or group does not exist, or this reader may not read the source files
-        that virtual references point into (the message names the location and the fix).
+        The branch or group does not exist, no such catalog entry, or this reader may not
+        read the source files that virtual references point into (the message names the
+        location and the fix).
     SourceError
         A source file that virtual references point into no longer exists.
     """
-    source_options = coerce_storage_options(source_storage, "source_storage")
-    r = repository.open_repo(
+    r, session, source_options = open_session(
         repo,
-        create=False,
-        storage=coerce_storage_options(storage, "storage"),
-        source_storage=source_options,
+        branch=branch,
+        tag=tag,
+        snapshot_id=snapshot_id,
+        storage=storage,
+        source_storage=source_storage,
+        ref=ref,
     )
-    try:
-        session = (
-            r.readonly_session(snapshot_id=snapshot_id)
-            if snapshot_id
-            else r.readonly_session(branch=branch)
-        )
-    except Exception as exc:
-        raise ConfigError(
-            f"cannot read {'snapshot ' + snapshot_id if snapshot_id else 'branch ' + branch!r} "
-            f"of {repo!r}: {exc}"
-        ) from exc
     try:
         # Arrays with rectilinear chunk grids (files of uneven length, one chunk each) need
         # zarr's experimental flag when their metadata is parsed, here; the arrays then read
@@ -281,16 +334,77 @@ def open_dataset(
             )
     except (FileNotFoundError, KeyError) as exc:
         raise ConfigError(
-            f"no group {group or '/'!r} on {branch!r} of {repo!r}; check target.group"
+            f"no group {group or '/'!r} on {_version(branch, tag, snapshot_id)} of {repo!r}; "
+            "check target.group"
         ) from exc
-    _check_source_access(r, session.snapshot_id, group, source_options)
+    check_source_access(r, session.snapshot_id, group, source_options)
     return ds
 
 
-def _check_source_access(
-    repo: icechunk.Repository, snapshot_id: str, group: str | None, source: StorageOptions
+def _version(branch: str, tag: str | None, snapshot_id: str | None) -> str:
+    """What a read names, for messages: ``snapshot X``, ``tag 'v1'`` or ``branch 'main'``."""
+    if snapshot_id:
+        return f"snapshot {snapshot_id}"
+    return f"tag {tag!r}" if tag else f"branch {branch!r}"
+
+
+def open_session(
+    repo: str | os.PathLike[str],
+    *,
+    branch: str = "main",
+    tag: str | None = None,
+    snapshot_id: str | None = None,
+    storage: StorageOptions | Mapping[str, Any] | None = None,
+    source_storage: StorageOptions | Mapping[str, Any] | None = None,
+    ref: str | None = None,
+) -> tuple[icechunk.Repository, icechunk.Session, StorageOptions]:
+    """The repository ``repo`` names (a location or a catalog name), with every virtual chunk
+    container authorized, and a read-only session of ``snapshot_id``, else ``ref`` (``main~1``,
+    ``tag:v1``), else ``tag``, else ``branch``; with the source storage options (for
+    :func:`check_source_access`).
+
+    Raises
+    ------
+    RepoNotFoundError
+        No repository there.
+    ConfigError
+        Unknown prefix or catalog name, bad options, or no such branch, tag or snapshot.
+    """
+    source_options = coerce_storage_options(source_storage, "source_storage")
+    entry = resolve_repo(repo, storage=coerce_storage_options(storage, "storage"), where="repo")
+    r = repository.open_repo(
+        entry.url,
+        create=False,
+        storage=entry.storage,
+        source_storage=source_options,
+        config=entry.config,
+    )
+    if ref is not None and snapshot_id is None:
+        snapshot_id = repository.resolve_ref(r, ref)
+    try:
+        if snapshot_id:
+            session = r.readonly_session(snapshot_id=snapshot_id)
+        elif tag:
+            session = r.readonly_session(tag=tag)
+        else:
+            session = r.readonly_session(branch=branch)
+    except Exception as exc:
+        raise ConfigError(
+            f"cannot read {_version(branch, tag, snapshot_id)} of {os.fspath(repo)!r}: {exc}"
+        ) from exc
+    return r, session, source_options
+
+
+def check_source_access(
+    repo: icechunk.Repository,
+    snapshot_id: str,
+    group: str | None,
+    source: StorageOptions,
+    *,
+    subtree: bool = False,
 ) -> None:
-    """HEAD one ingested file per object-store container with this reader's credentials.
+    """HEAD one ingested file per object-store container with this reader's credentials
+    (files ingested into ``group``, or with ``subtree`` into any group at or below it).
 
     Icechunk raises when a virtual chunk cannot be fetched, but only when it is read, deep
     inside a computation; this names the location and the fix when the dataset is opened.
@@ -304,7 +418,7 @@ def _check_source_access(
     ]
     if not containers:
         return
-    urls = _virtual_urls(repo, snapshot_id, group)
+    urls = _virtual_urls(repo, snapshot_id, group, subtree=subtree)
     for c in containers:
         url = next((u for u in urls if u.startswith(c.url_prefix)), None)
         if url is None:
@@ -332,11 +446,14 @@ def _check_source_access(
             raise
 
 
-def _virtual_urls(repo: icechunk.Repository, snapshot_id: str, group: str | None) -> list[str]:
-    """The source files ingested into ``group`` as virtual references (newest commit first)."""
-    return [
-        f.url
-        for record in repository.read_commits(repo, snapshot_id, group)
-        if record.mode == "virtual"
-        for f in record.files or ()
-    ]
+def _virtual_urls(
+    repo: icechunk.Repository, snapshot_id: str, group: str | None, *, subtree: bool = False
+) -> list[str]:
+    """The source files ingested into ``group`` (or, with ``subtree``, into ``group`` and the
+    groups below it) as virtual references (newest commit first)."""
+    records = (
+        repository.read_commits(repo, snapshot_id, group)
+        if not subtree
+        else repository.read_commits_below(repo, snapshot_id, group)
+    )
+    return [f.url for record in records if record.mode == "virtual" for f in record.files or ()]

@@ -135,25 +135,50 @@ def test_append_with_misaligned_dask_chunks_after_a_partial_last_chunk(
     np.testing.assert_array_equal(read(repo, "a"), full)
 
 
-def test_region_must_cover_whole_chunks(tmp_path: Path) -> None:
+def test_dask_regions_must_cover_whole_chunks(tmp_path: Path) -> None:
+    # xarray's mode="r+" rule: the rest of a cut chunk is usually written by another task
+    # into another fork, and merging forks keeps only one of the two writes.
     _, repo = base_repo(tmp_path)
     session = repo.writable_session("main")
     with pytest.raises(ConfigError, match=r"'a' along 'x': slice\(5, 20\).*slice\(0, 20\)"):
-        write_dataset(session, region_of(1, 5, 20), group="g", region={"x": slice(5, 20)})
+        write_dataset(
+            session, region_of(1, 5, 20).chunk(x=5), group="g", region={"x": slice(5, 20)}
+        )
     with pytest.raises(ConfigError, match=r"slice\(0, 15\).*slice\(0, 20\)"):
-        write_dataset(session, region_of(1, 0, 15), group="g", region={"x": slice(0, 15)})
+        write_dataset(
+            session, region_of(1, 0, 15).chunk(x=5), group="g", region={"x": slice(0, 15)}
+        )
     assert not session.has_uncommitted_changes
     # The array's end is a boundary even when the last chunk is partial.
     _, repo = base_repo(tmp_path / "short", n=35)
     session = repo.writable_session("main")
-    write_dataset(session, region_of(7, 30, 35), group="g", region={"x": slice(30, 35)})
+    write_dataset(session, region_of(7, 30, 35).chunk(x=2), group="g", region={"x": slice(30, 35)})
     session.commit("last partial chunk")
     assert (read(repo, "g/a")[30:] == 7).all() and (read(repo, "g/a")[:30] == 0).all()
 
 
+def test_numpy_regions_and_safe_chunks_false_may_cut_through_chunks(tmp_path: Path) -> None:
+    _, repo = base_repo(tmp_path)
+    session = repo.writable_session("main")
+    write_dataset(session, region_of(1, 5, 17), group="g", region={"x": slice(5, 17)})
+    # Dask chunks of 3 cut the chunks of 10: icepipe aligns them, so one task owns each chunk.
+    write_dataset(
+        session,
+        region_of(2, 23, 38).chunk(x=3),
+        group="g",
+        region={"x": slice(23, 38)},
+        safe_chunks=False,
+    )
+    session.commit("cut chunks")
+    expected = np.zeros((40, 4))
+    expected[5:17] = 1
+    expected[23:38] = 2
+    np.testing.assert_array_equal(read(repo, "g/a"), expected)
+
+
 def test_region_auto_is_checked_against_the_chunks(tmp_path: Path) -> None:
     _, repo = base_repo(tmp_path)
-    part = grid().isel(x=slice(12, 20)).drop_vars("b")
+    part = grid().isel(x=slice(12, 20)).drop_vars("b").chunk(x=4)
     with pytest.raises(ConfigError, match=r"slice\(12, 20\).*slice\(10, 20\)"):
         write_dataset(repo.writable_session("main"), part, group="g", region="auto")
     session = repo.writable_session("main")
@@ -322,6 +347,49 @@ def test_distributed_write_equals_serial_write(
         assert (got.chunks, got.shards, got.shape) == (want.chunks, want.shards, want.shape)
         np.testing.assert_array_equal(got[:], want[:])
         np.testing.assert_array_equal(got[:], ds[name].values)
+
+
+def _stored(repo: icechunk.Repository) -> dict[str, Any]:
+    """Every node of the tip: metadata documents, and each array's values and chunk count."""
+    root = zarr.open_group(repo.readonly_session("main").store, mode="r", zarr_format=3)
+    out: dict[str, Any] = {"/": root.metadata.to_dict()}
+    for path, node in root.members(max_depth=None):
+        out[path] = node.metadata.to_dict()
+        if isinstance(node, zarr.Array):
+            out[path + " values"] = node[:].tobytes()
+            out[path + " chunks"] = node.nchunks_initialized
+    return out
+
+
+def test_dask_writes_store_what_icechunks_own_to_icechunk_stores(
+    tmp_path: Path, client: Any
+) -> None:
+    """write_dataset merges the forks itself (without icechunk.dask's per-call closures): the
+    create, append and region writes store exactly what icechunk.xarray.to_icechunk stores,
+    on the distributed client, with several variables, groups and merge levels."""
+    import icechunk.xarray
+
+    enc = {"a": {"chunks": (4, 4)}, "b": {"chunks": (4,)}}
+    first = grid(40, 1.0).assign(a=lambda d: d.a + np.arange(4)).chunk({"x": 4})
+    more = appended(2.0, n=9).chunk({"x": 4})
+    region = region_of(3.0, 8, 16).chunk({"x": 4})
+    writes: list[tuple[xr.Dataset, dict[str, Any]]] = [
+        (first, {"mode": "w-", "encoding": enc}),
+        (more, {"append_dim": "x"}),
+        (region, {"region": {"x": slice(8, 16)}}),
+    ]
+    ours, theirs = new_repo(tmp_path, "ours")[1], new_repo(tmp_path, "theirs")[1]
+    for ds, kwargs in writes:
+        for repo, write in ((ours, write_dataset), (theirs, icechunk.xarray.to_icechunk)):
+            session = repo.writable_session("main")
+            if write is write_dataset:
+                write_dataset(session, ds, group="g/h", **kwargs)
+            else:
+                write(ds, session, group="g/h", align_chunks=True, **kwargs)
+            session.commit("write")
+        assert _stored(ours) == _stored(theirs)
+    assert _stored(ours)["g/h/a chunks"] == 13  # 49 rows in chunks of 4
+    np.testing.assert_array_equal(read(ours, "g/h/a")[8:16], np.full((8, 4), 3.0))
 
 
 # ----------------------------------------------------------------------------------------------

@@ -93,12 +93,15 @@ class ProgressPrinter:
         self._t0 = 0.0
         self._counter: _Counter | None = None
         self._printed = False
+        self._dashboard_shown = False
 
     def stage_started(self, stage: str, client: Any) -> None:
         if self.mode == "none":
             return
         self._stage, self._t0 = stage, time.perf_counter()
         self._printed = False
+        if client is not None and not self._dashboard_shown:
+            self._show_dashboard(client)
         # Only stages that run on the cluster take long enough to watch.
         self._counter = _Counter(client) if client is not None else None
         if client is None and self.mode == "log":
@@ -106,6 +109,23 @@ class ProgressPrinter:
         self._stop.clear()
         self._thread = threading.Thread(target=self._loop, name="icepipe-progress", daemon=True)
         self._thread.start()
+
+    def _show_dashboard(self, client: Any) -> None:
+        """Print the Dask dashboard's URL once, when the run's cluster has one."""
+        from icepipe.execute import dashboard_link
+
+        self._dashboard_shown = True
+        link = dashboard_link(client)
+        if link:
+            import importlib.util
+
+            # Without bokeh, Dask serves a page asking for it instead of the dashboard.
+            hint = (
+                ""
+                if importlib.util.find_spec("bokeh")
+                else " (bokeh is not installed here: pip install 'icepipe[dashboard]')"
+            )
+            self._write(f"{self.name}: Dask dashboard at {link}{hint}\n")
 
     def stage_finished(self, stage: str, seconds: float) -> None:
         if self.mode == "none":

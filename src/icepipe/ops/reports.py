@@ -19,15 +19,22 @@ import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from icepipe import __version__
 from icepipe.errors import IcepipeError, SourceError
 
+if TYPE_CHECKING:
+    from icepipe.pipeline import RunObserver
+    from icepipe.spec import Pipeline
+
 __all__ = [
     "REPORT_VERSION",
     "STATE_ENV",
+    "Fanout",
     "RunRecorder",
+    "exit_code_of",
+    "recorder_for",
     "read_reports",
     "runs_dir",
     "state_dir",
@@ -53,6 +60,53 @@ def state_dir(pipeline_path: str | os.PathLike[str] | None, override: str | None
 def runs_dir(state: Path, pipeline_name: str) -> Path:
     """Where the reports of ``pipeline_name`` go."""
     return state / "runs" / pipeline_name
+
+
+def exit_code_of(exc: BaseException) -> int:
+    """The exit code for a run that raised ``exc`` (see :mod:`icepipe.errors`)."""
+    if isinstance(exc, IcepipeError):
+        return exc.exit_code
+    if isinstance(exc, KeyboardInterrupt):
+        return 130
+    return 1
+
+
+class Fanout:
+    """Several run observers as one."""
+
+    def __init__(self, *observers: RunObserver) -> None:
+        self.observers = observers
+
+    def stage_started(self, stage: str, client: Any) -> None:
+        for o in self.observers:
+            o.stage_started(stage, client)
+
+    def stage_finished(self, stage: str, seconds: float) -> None:
+        for o in self.observers:
+            o.stage_finished(stage, seconds)
+
+
+def recorder_for(
+    pipeline: Pipeline,
+    *,
+    run_id: str,
+    state: str | None = None,
+    argv: Sequence[str] = (),
+    pipeline_file: str | os.PathLike[str] | None = None,
+) -> RunRecorder:
+    """The recorder of one run of ``pipeline``, its report going to the state folder
+    (:func:`state_dir`: ``state``, else ``$ICEPIPE_STATE_DIR``, else beside the file)."""
+    path = pipeline_file or pipeline.path
+    recorder = RunRecorder(
+        pipeline_name=pipeline.name,
+        pipeline_file=str(path) if path else None,
+        run_id=run_id,
+        state=state_dir(path, state),
+        argv=argv,
+    )
+    t = pipeline.target
+    recorder.target = {"repo": t.repo, "branch": t.branch, "group": t.group}
+    return recorder
 
 
 def _iso(t: datetime) -> str:
@@ -85,6 +139,7 @@ class RunRecorder:
         self._t0 = time.perf_counter()
         self.stages: dict[str, float] = {}
         self.workers: int | None = None
+        self.dashboard: str | None = None
         self.target: dict[str, Any] = {}
         self.extra: dict[str, Any] = {}
 
@@ -94,9 +149,21 @@ class RunRecorder:
                 self.workers = len(client.scheduler_info().get("workers", {}))
             except Exception:  # a report must never fail the run
                 self.workers = None
+            from icepipe.execute import dashboard_link
+
+            self.dashboard = dashboard_link(client)
 
     def stage_finished(self, stage: str, seconds: float) -> None:
         self.stages[stage] = self.stages.get(stage, 0.0) + seconds
+
+    def _cluster(self) -> dict[str, Any]:
+        """What failed runs know of their cluster (a successful run's result says more)."""
+        out: dict[str, Any] = {}
+        if self.workers is not None:
+            out["workers"] = self.workers
+        if self.dashboard:
+            out["dashboard"] = self.dashboard
+        return out
 
     def finish(
         self,
@@ -150,7 +217,7 @@ class RunRecorder:
             "files": {"new": [], "already_ingested": None, "skipped": [], "failed": []},
             "bytes_new": 0,
             "stages": {k: round(v, 3) for k, v in self.stages.items()},
-            "cluster": {"workers": self.workers} if self.workers is not None else {},
+            "cluster": self._cluster(),
             "attempts": None,
             "error": None,
             "icepipe_version": __version__,

@@ -3,24 +3,38 @@ resolution of every command's ``REPO`` argument (a path, a URL or ``catalog:org/
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from icepipe import repository
-from icepipe.catalog import CATALOG_PREFIX, CatalogEntry, check_name, edit_catalog, load_catalog
+from icepipe.catalog import (
+    CATALOG_PREFIX,
+    CatalogEntry,
+    check_name,
+    check_prefix,
+    edit_catalog,
+    load_catalog,
+    resolve_repo,
+)
 from icepipe.errors import ConfigError, IcepipeError
 from icepipe.storage import (
     StorageOptions,
+    coerce_storage_options,
     is_local,
     parse_repo_config,
-    parse_storage_options,
     refuse_credentials_in_url,
 )
+
+if TYPE_CHECKING:
+    import icechunk
 
 __all__ = [
     "RepoSummary",
     "create_repo",
     "delete_repo",
+    "get_or_create_repo",
+    "open_repo",
     "list_repos",
     "open_location",
     "repo_info",
@@ -29,18 +43,19 @@ __all__ = [
 
 
 def resolve_location(arg: str) -> CatalogEntry:
-    """What a command's ``REPO`` argument names: ``catalog:org/name`` is looked up in the
-    catalog; anything else is a location (a local path, ``s3://...``) with default storage
-    options (credentials from the environment's standard chain).
+    """What a command's ``REPO`` argument names: ``catalog:org/name``, or a bare ``org/name``
+    the catalog holds, is looked up in the catalog; anything else is a location (a local
+    path, ``s3://...``) with default storage options (credentials from the environment's
+    standard chain). See :func:`icepipe.catalog.resolve_repo`.
 
     Raises
     ------
+    UnknownSchemeError
+        ``arg`` starts with an unknown ``xxx:`` prefix.
     ConfigError
         The catalog has no such entry.
     """
-    if arg.startswith(CATALOG_PREFIX):
-        return load_catalog().get(arg.removeprefix(CATALOG_PREFIX))
-    return CatalogEntry(name="", url=arg)
+    return resolve_repo(arg, where="REPO")
 
 
 def open_location(arg: str, *, create: bool = False) -> tuple[Any, CatalogEntry]:
@@ -136,24 +151,35 @@ def create_repo(
     url: str,
     *,
     description: str = "",
-    storage: dict[str, Any] | None = None,
-    config: dict[str, Any] | None = None,
+    storage: StorageOptions | Mapping[str, Any] | None = None,
+    config: Mapping[str, Any] | None = None,
     exists_ok: bool = False,
 ) -> tuple[CatalogEntry, bool]:
     """Register ``name`` in the catalog and create its repository; return the entry and
     whether a repository was created (``False``: an existing one was registered).
 
+    ``storage`` holds the object store's endpoint, region, addressing and the *names* of the
+    environment variables with the credentials (the keys of a pipeline's ``target``); the
+    catalog records exactly that, never a secret.
+
     Raises
     ------
     ConfigError
         The name is taken, or a repository already exists at ``url`` and ``exists_ok`` is
-        false, or the options are invalid.
+        false, or the options are invalid (storage options for a local path among them).
     """
     check_name(name)
     refuse_credentials_in_url(url, "URL")
-    options = parse_storage_options(storage or {}, "storage.") if storage else StorageOptions()
-    settings = parse_repo_config(config, "config") if config else {}
+    check_prefix(url, "URL")
+    options = coerce_storage_options(storage, "storage")
+    settings = parse_repo_config(dict(config), "config") if config else {}
     location = url
+    if is_local(url) and not options.is_default:
+        raise ConfigError(
+            f"storage options apply to object-store repositories (s3://BUCKET/PREFIX), and "
+            f"{url!r} is a local path; remove them",
+            field="storage",
+        )
     if is_local(url):
         from pathlib import Path
 
@@ -212,3 +238,146 @@ def delete_repo(name: str, *, confirm: str | None, forget: bool = False) -> Cata
             repository.delete_local_repo(entry.url)
         del entries[name]
     return entry
+
+
+def open_repo(
+    name: str,
+    *,
+    storage: StorageOptions | Mapping[str, Any] | None = None,
+    source_storage: StorageOptions | Mapping[str, Any] | None = None,
+) -> icechunk.Repository:
+    """Open a repository by name, like Arraylake's ``client.get_repo``: ``"org/name"`` or
+    ``"catalog:org/name"`` from the catalog (its location, storage options and settings), or
+    a location (a local path, ``s3://bucket/prefix``, ... reached with ``storage``).
+
+    Every virtual chunk container the repository's config lists is authorized, with
+    ``source_storage``'s credentials for object stores (as :func:`icepipe.open_dataset`).
+
+    Parameters
+    ----------
+    name
+        The catalog name or the location.
+    storage
+        How to reach a repository given as a location (ignored for catalog names: not
+        allowed with them).
+    source_storage
+        Credentials for the sources that virtual references point into.
+
+    Returns
+    -------
+    icechunk.Repository
+
+    Raises
+    ------
+    RepoNotFoundError
+        No repository there.
+    UnknownSchemeError
+        ``name`` starts with an unknown ``xxx:`` prefix.
+    ConfigError
+        No such catalog entry (the message lists the known ones), or bad options.
+
+    Examples
+    --------
+    >>> repo = icepipe.open_repo("acme/era5")  # doctest: +SKIP
+    >>> session = repo.readonly_session(branch="main")  # doctest: +SKIP
+    """
+    entry = resolve_repo(name, storage=coerce_storage_options(storage, "storage"), where="name")
+    return repository.open_repo(
+        entry.url,
+        storage=entry.storage,
+        config=entry.config,
+        source_storage=coerce_storage_options(source_storage, "source_storage"),
+    )
+
+
+def get_or_create_repo(
+    name: str,
+    *,
+    url: str | None = None,
+    storage: StorageOptions | Mapping[str, Any] | None = None,
+    config: Mapping[str, Any] | None = None,
+    description: str = "",
+    source_storage: StorageOptions | Mapping[str, Any] | None = None,
+) -> icechunk.Repository:
+    """The catalog's repository ``name`` (``"org/name"``), created and registered at ``url``
+    when the catalog does not hold it yet; like Arraylake's ``client.get_or_create_repo``.
+
+    Parameters
+    ----------
+    name
+        ``org/name`` (``catalog:org/name`` too).
+    url
+        Where to create the repository when ``name`` is new: a local path or
+        ``s3://bucket/prefix`` (``gs://``, ``az://``). For a known name, it must be the
+        entry's location (or ``None``).
+    storage
+        How to reach ``url``: ``endpoint``, ``region``, ``force_path_style``, ``allow_http``,
+        ``anonymous``, ``access_key_id_env``, ``secret_access_key_env``,
+        ``session_token_env`` (credential variable *names*; the catalog records them, never
+        values). For a known name, must be ``None`` or the entry's.
+    config
+        Repository settings (``target.config`` keys) recorded with a new entry.
+    description
+        Recorded with a new entry.
+    source_storage
+        Credentials for the sources that virtual references point into.
+
+    Returns
+    -------
+    icechunk.Repository
+
+    Raises
+    ------
+    ConfigError
+        ``name`` is new and ``url`` is missing; ``url`` or ``storage`` disagree with the
+        existing entry; bad name or options.
+    StorageError
+        The storage could not be reached.
+
+    Examples
+    --------
+    >>> repo = icepipe.get_or_create_repo(  # doctest: +SKIP
+    ...     "acme/era5", url="s3://bucket/era5", storage={"region": "eu-west-1"}
+    ... )
+    """
+    short = check_name(name.removeprefix(CATALOG_PREFIX))
+    options = coerce_storage_options(storage, "storage")
+    sources = coerce_storage_options(source_storage, "source_storage")
+    entry = load_catalog().entries.get(short)
+    if entry is None:
+        if url is None:
+            raise ConfigError(
+                f"{short!r} is not in the catalog: pass url= (a local path or s3://BUCKET/"
+                "PREFIX) to create it there",
+                field="url",
+            )
+        entry, _ = create_repo(
+            short, url, description=description, storage=options, config=config, exists_ok=True
+        )
+    else:
+        _check_same(entry, url, options, storage is not None)
+    return repository.open_repo(
+        entry.url, create=True, storage=entry.storage, config=entry.config, source_storage=sources
+    )
+
+
+def _check_same(entry: CatalogEntry, url: str | None, options: StorageOptions, given: bool) -> None:
+    """Refuse ``url``/``storage`` arguments that disagree with an existing catalog entry."""
+    if url is not None:
+        location = url
+        if is_local(url):
+            import os
+
+            location = os.path.abspath(os.path.expanduser(url.removeprefix("file://")))
+        if location.rstrip("/") != entry.url.rstrip("/"):
+            raise ConfigError(
+                f"{entry.name!r} is in the catalog at {entry.url!r}, not {url!r}; leave url= "
+                f"out to open it, or choose another name",
+                field="url",
+            )
+    if given and options != entry.storage:
+        raise ConfigError(
+            f"{entry.name!r} is in the catalog with other storage options; leave storage= out "
+            "to use the entry's, or edit the catalog",
+            field="storage",
+        )

@@ -10,28 +10,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from icepipe.errors import IcepipeError
 from icepipe.ops.progress import ProgressMode, ProgressPrinter
-from icepipe.ops.reports import RunRecorder, state_dir
-from icepipe.pipeline import RunObserver, RunResult, run
+from icepipe.ops.reports import Fanout, RunRecorder, exit_code_of, recorder_for, state_dir
+from icepipe.pipeline import RunResult, run
 from icepipe.spec import Pipeline, load_pipeline
 
-__all__ = ["RunOutcome", "run_pipeline_file"]
-
-
-class _Fanout:
-    """Several observers as one."""
-
-    def __init__(self, *observers: RunObserver) -> None:
-        self.observers = observers
-
-    def stage_started(self, stage: str, client: Any) -> None:
-        for o in self.observers:
-            o.stage_started(stage, client)
-
-    def stage_finished(self, stage: str, seconds: float) -> None:
-        for o in self.observers:
-            o.stage_finished(stage, seconds)
+__all__ = ["RunOutcome", "exit_code_of", "run_pipeline_file"]
 
 
 @dataclass(frozen=True)
@@ -45,20 +29,13 @@ class RunOutcome:
     report_file: Path | None
 
 
-def exit_code_of(exc: BaseException) -> int:
-    """The exit code for a run that raised ``exc`` (see :mod:`icepipe.errors`)."""
-    if isinstance(exc, IcepipeError):
-        return exc.exit_code
-    if isinstance(exc, KeyboardInterrupt):
-        return 130
-    return 1
-
-
 def run_pipeline_file(
     path: str | os.PathLike[str],
     *,
     workers: int | None = None,
     scheduler: str | None = None,
+    cluster: str | None = None,
+    memory_limit: str | None = None,
     client: Any = None,
     state: str | None = None,
     stage: bool = False,
@@ -91,16 +68,8 @@ def run_pipeline_file(
         )
         recorder.finish(exit_code=exit_code_of(exc), error=exc)
         raise
-    recorder = RunRecorder(
-        pipeline_name=pipeline.name,
-        pipeline_file=str(path),
-        run_id=run_id,
-        state=folder,
-        argv=argv,
-    )
-    t = pipeline.target
-    recorder.target = {"repo": t.repo, "branch": t.branch, "group": t.group}
-    observer = _Fanout(recorder, ProgressPrinter(pipeline.name, mode=progress))
+    recorder = recorder_for(pipeline, run_id=run_id, state=state, argv=argv, pipeline_file=path)
+    observer = Fanout(recorder, ProgressPrinter(pipeline.name, mode=progress))
     try:
         if stage:
             from icepipe.ops.stage import run_staged, stage_branch_name
@@ -110,6 +79,8 @@ def run_pipeline_file(
                 pipeline,
                 workers=workers,
                 scheduler=scheduler,
+                cluster=cluster,
+                memory_limit=memory_limit,
                 client=client,
                 run_id=run_id,
                 observer=observer,
@@ -120,9 +91,12 @@ def run_pipeline_file(
                 pipeline,
                 workers=workers,
                 scheduler=scheduler,
+                cluster=cluster,
+                memory_limit=memory_limit,
                 client=client,
                 run_id=run_id,
                 observer=observer,
+                report=False,  # the recorder above writes it
             )
     except BaseException as exc:
         recorder.finish(exit_code=exit_code_of(exc), error=exc)

@@ -13,7 +13,6 @@ sets ``concurrencyPolicy: Forbid``.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import logging
 import os
 import shlex
@@ -33,6 +32,10 @@ import yaml
 
 from icepipe.cron import Schedule
 from icepipe.errors import ConfigError
+from icepipe.locks import require_posix, try_lock
+
+# NO_RETRY_EXIT_CODES: exit codes a person must look at (config, source data, validation).
+from icepipe.ops.kubernetes import NO_RETRY_EXIT_CODES, KubernetesOptions, cronjobs
 from icepipe.ops.reports import state_dir
 from icepipe.ops.status import find_pipelines
 from icepipe.spec import load_pipeline
@@ -48,8 +51,6 @@ __all__ = [
 ]
 
 ExportFormat = Literal["cron", "systemd", "kubernetes"]
-#: Exit codes a person must look at: retrying does not help (config, source data, validation).
-NO_RETRY_EXIT_CODES = (2, 3, 6)
 _DOW = ("Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat")
 
 
@@ -112,9 +113,7 @@ def _try_lock(path: Path) -> int | None:
     """An fd holding an exclusive ``flock`` on ``path``, or ``None`` when another holds it."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
+    if not try_lock(fd):
         os.close(fd)
         return None
     return fd
@@ -156,6 +155,12 @@ class Scheduler:
     grace
         On SIGTERM/SIGINT, how long to wait for runs in progress before interrupting them
         (they then exit without committing, code 130).
+
+    Raises
+    ------
+    ConfigError
+        On Windows: the scheduler relies on POSIX locks its runs inherit, and on process
+        groups (:func:`icepipe.locks.require_posix`).
     """
 
     def __init__(
@@ -171,6 +176,7 @@ class Scheduler:
         grace: float = 60.0,
         python: str = sys.executable,
     ) -> None:
+        require_posix("icepipe schedule serve")
         self.pipelines = list(pipelines)
         self.state = state
         self.run_args = list(run_args)
@@ -438,11 +444,6 @@ def _sd_dow(values: list[int]) -> str:
     return ",".join(parts)
 
 
-def _k8s_name(name: str) -> str:
-    safe = "".join(c if c.isalnum() else "-" for c in name.lower()).strip("-")
-    return f"icepipe-{safe}"[:52].rstrip("-")  # CronJob names: at most 52 characters
-
-
 def export_schedules(
     pipelines: Sequence[ScheduledPipeline],
     fmt: ExportFormat,
@@ -450,10 +451,7 @@ def export_schedules(
     command: Sequence[str],
     state: Path | None = None,
     run_args: Sequence[str] = (),
-    image: str = "icepipe:latest",
-    namespace: str | None = None,
-    pipeline_dir: str | None = None,
-    configmap: str | None = None,
+    kubernetes: KubernetesOptions | None = None,
 ) -> dict[str, str]:
     """Render scheduler configuration for ``pipelines``: file name -> content.
 
@@ -469,10 +467,9 @@ def export_schedules(
         cron lines' locks live there too.
     run_args
         Extra arguments of every ``icepipe run``.
-    image, namespace, pipeline_dir, configmap
-        Kubernetes: the container image with icepipe installed, the namespace, where the
-        pipeline files are inside the container (default: their paths here), and a ConfigMap
-        holding them, mounted at ``pipeline_dir``.
+    kubernetes
+        How the CronJobs run (image, namespace, secrets, resources, ...; see
+        :class:`icepipe.ops.kubernetes.KubernetesOptions`).
     """
     if fmt == "cron":
         return {"crontab": _cron(pipelines, command, state, run_args)}
@@ -482,10 +479,7 @@ def export_schedules(
             out.update(_systemd(p, command, state, run_args))
         return out
     if fmt == "kubernetes":
-        docs = [
-            _cronjob(p, command, run_args, image, namespace, pipeline_dir, configmap)
-            for p in pipelines
-        ]
+        docs = cronjobs(pipelines, command, run_args, kubernetes or KubernetesOptions())
         return {"icepipe-cronjobs.yaml": yaml.safe_dump_all(docs, sort_keys=False)}
     raise ConfigError(f"expected cron, systemd or kubernetes; got {fmt!r}", field="--format")
 
@@ -565,64 +559,3 @@ Unit={unit}.service
 WantedBy=timers.target
 """
     return {f"{unit}.service": service, f"{unit}.timer": timer}
-
-
-def _cronjob(
-    p: ScheduledPipeline,
-    command: Sequence[str],
-    run_args: Sequence[str],
-    image: str,
-    namespace: str | None,
-    pipeline_dir: str | None,
-    configmap: str | None,
-) -> dict[str, Any]:
-    path = f"{pipeline_dir.rstrip('/')}/{p.path.name}" if pipeline_dir else str(p.path)
-    container: dict[str, Any] = {
-        "name": "icepipe",
-        "image": image,
-        "command": [*command, "run", path, *run_args],
-    }
-    pod: dict[str, Any] = {"restartPolicy": "Never", "containers": [container]}
-    if configmap:
-        mount = pipeline_dir or str(p.path.parent)
-        container["volumeMounts"] = [{"name": "pipelines", "mountPath": mount, "readOnly": True}]
-        pod["volumes"] = [{"name": "pipelines", "configMap": {"name": configmap}}]
-    metadata: dict[str, Any] = {
-        "name": _k8s_name(p.name),
-        "labels": {"app.kubernetes.io/name": "icepipe", "icepipe.dev/pipeline": p.name},
-    }
-    if namespace:
-        metadata["namespace"] = namespace
-    return {
-        "apiVersion": "batch/v1",
-        "kind": "CronJob",
-        "metadata": metadata,
-        "spec": {
-            "schedule": p.schedule.expression,
-            "timeZone": p.schedule.timezone,
-            "concurrencyPolicy": "Forbid",
-            "startingDeadlineSeconds": 3600,
-            "successfulJobsHistoryLimit": 3,
-            "failedJobsHistoryLimit": 5,
-            "jobTemplate": {
-                "spec": {
-                    "backoffLimit": 3,
-                    # Config, source-data and validation errors fail at once; conflicts (4)
-                    # and transient storage errors (5) are retried with back-off.
-                    "podFailurePolicy": {
-                        "rules": [
-                            {
-                                "action": "FailJob",
-                                "onExitCodes": {
-                                    "containerName": "icepipe",
-                                    "operator": "In",
-                                    "values": list(NO_RETRY_EXIT_CODES),
-                                },
-                            }
-                        ]
-                    },
-                    "template": {"metadata": {"labels": metadata["labels"]}, "spec": pod},
-                }
-            },
-        },
-    }

@@ -59,6 +59,8 @@ def run_staged(
     *,
     workers: int | None = None,
     scheduler: str | None = None,
+    cluster: str | None = None,
+    memory_limit: str | None = None,
     client: Any = None,
     run_id: str | None = None,
     observer: RunObserver | None = None,
@@ -68,7 +70,7 @@ def run_staged(
 
     Parameters
     ----------
-    pipeline, workers, scheduler, client, observer
+    pipeline, workers, scheduler, cluster, memory_limit, client, observer
         As for :func:`icepipe.run`.
     run_id
         The run's id (default: a new one); names the stage branch.
@@ -108,9 +110,12 @@ def run_staged(
             staged,
             workers=workers,
             scheduler=scheduler,
+            cluster=cluster,
+            memory_limit=memory_limit,
             client=client,
             run_id=run_id,
             observer=observer,
+            report=False,  # the caller's report covers the whole staged run
         )
     except BaseException:
         _forget(repo, stage)  # nothing was committed there: nothing to inspect

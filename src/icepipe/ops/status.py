@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -16,7 +16,15 @@ from icepipe.errors import IcepipeError
 from icepipe.ops.reports import read_reports, runs_dir, state_dir
 from icepipe.spec import Pipeline, load_pipeline
 
-__all__ = ["PipelineStatus", "find_pipelines", "pipeline_status"]
+__all__ = [
+    "ALERT_EXIT_CODES",
+    "Alert",
+    "PipelineStatus",
+    "alert_exit_code",
+    "check_alerts",
+    "find_pipelines",
+    "pipeline_status",
+]
 
 
 @dataclass(frozen=True)
@@ -72,6 +80,7 @@ def _run_summary(r: dict[str, Any]) -> dict[str, Any]:
     return {
         "run_id": r.get("run_id"),
         "started_at": r.get("started_at"),
+        "finished_at": r.get("finished_at"),
         "status": r.get("status"),
         "exit_code": r.get("exit_code"),
         "files_new": len(files.get("new") or []),
@@ -239,3 +248,120 @@ def _last_coordinate(
 def status_of_path(path: str | os.PathLike[str], *, state: str | None, runs: int) -> PipelineStatus:
     """The status of the pipeline file ``path`` (see :func:`pipeline_status`)."""
     return pipeline_status(load_pipeline(path), state=state, runs=runs)
+
+
+#: ``icepipe status`` exit codes when an alert threshold is crossed (the first that applies).
+ALERT_EXIT_CODES = {"failing": 10, "late": 11, "behind": 12}
+
+
+@dataclass(frozen=True)
+class Alert:
+    """Why a pipeline needs attention: ``kind`` is ``failing``, ``late`` or ``behind``."""
+
+    pipeline: str
+    kind: str
+    reason: str
+
+
+def _last_success(status: PipelineStatus) -> datetime | None:
+    """When the pipeline last ran successfully: its newest successful run report (a run
+    with nothing new counts), or its newest commit (a run elsewhere, without a report
+    here)."""
+    times = [
+        _parse_time(r.get("finished_at") or r.get("started_at"))
+        for r in status.runs
+        if r.get("status") in ("committed", "nothing-new")
+    ]
+    if status.last_commit:
+        times.append(_parse_time(status.last_commit.get("written_at")))
+    return max((t for t in times if t), default=None)
+
+
+def _ago(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.1f}{unit}"
+    return f"{seconds:.0f}s"
+
+
+def check_alerts(
+    status: PipelineStatus,
+    pipeline: Pipeline,
+    *,
+    max_age: timedelta | None = None,
+    max_pending: int | None = None,
+    grace: timedelta = timedelta(hours=1),
+    now: datetime | None = None,
+) -> list[Alert]:
+    """The alerts for one pipeline's status.
+
+    - ``failing``: its newest run report says it failed (or was interrupted);
+    - ``late``: its last successful run is older than ``max_age``, or (with a ``schedule``)
+      older than the last scheduled time that is at least ``grace`` ago, or it never ran;
+    - ``behind``: more than ``max_pending`` listed source files are not ingested (new, or
+      changed since their ingest; ``files_pending`` of ``icepipe status``).
+    """
+    now = now or datetime.now(UTC)
+    out: list[Alert] = []
+    name = status.pipeline
+    if status.runs and status.runs[0].get("status") in ("failed", "interrupted"):
+        last = status.runs[0]
+        out.append(
+            Alert(
+                name,
+                "failing",
+                f"last run {last.get('run_id')} ({last.get('started_at')}) "
+                f"{last.get('status')} with exit {last.get('exit_code')}: {last.get('error')}",
+            )
+        )
+    success = _last_success(status)
+    if max_age is not None or pipeline.schedule is not None:
+        due = _last_due(pipeline, now - grace)
+        if success is None:
+            out.append(Alert(name, "late", "no successful run found (run reports or commits)"))
+        elif max_age is not None and now - success > max_age:
+            out.append(
+                Alert(
+                    name,
+                    "late",
+                    f"last successful run {_ago((now - success).total_seconds())}"
+                    f" ago ({_iso(success)}), more than --max-age {_ago(max_age.total_seconds())}",
+                )
+            )
+        elif due is not None and success < due:
+            out.append(
+                Alert(
+                    name,
+                    "late",
+                    f"no successful run since the scheduled time {_iso(due)} "
+                    f"({_describe_schedule(pipeline)}); last at {_iso(success)}",
+                )
+            )
+    pending = status.lag.get("files_pending")
+    if max_pending is not None and isinstance(pending, int) and pending > max_pending:
+        out.append(
+            Alert(
+                name,
+                "behind",
+                f"{pending} source file(s) pending, more than --max-pending {max_pending}",
+            )
+        )
+    return out
+
+
+def _last_due(pipeline: Pipeline, before: datetime) -> datetime | None:
+    """The last scheduled time at or before ``before`` (``None`` without a schedule)."""
+    s = pipeline.schedule
+    if s is None:
+        return None
+    from croniter import croniter
+
+    it = croniter(s.expression, before.astimezone(s.zone) + timedelta(seconds=1))
+    return cast(datetime, it.get_prev(datetime))
+
+
+def alert_exit_code(alerts: list[Alert]) -> int:
+    """0 without alerts, else the code of the first kind that applies (failing, late,
+    behind): see :data:`ALERT_EXIT_CODES`."""
+    kinds = {a.kind for a in alerts}
+    return next((code for kind, code in ALERT_EXIT_CODES.items() if kind in kinds), 0)

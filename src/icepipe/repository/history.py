@@ -12,7 +12,7 @@ import icechunk
 import numpy as np
 import zarr
 
-from icepipe.cf import effective_time_encoding, packing_of
+from icepipe.cf import effective_time_encoding, grid_of, packing_of
 from icepipe.errors import ConfigError
 from icepipe.faults import storage_failure
 from icepipe.model import TargetSchema, VariableSchema
@@ -81,6 +81,21 @@ def read_commits(
             yield record
 
 
+def read_commits_below(
+    repo: icechunk.Repository, snapshot_id: str, group: str | None
+) -> Iterator[CommitRecord]:
+    """The ledger records of the commits into ``group`` or any group below it (every group
+    for the root), as of ``snapshot_id``, newest first."""
+    root = (group or "").strip("/")
+    for snap in repo.ancestry(snapshot_id=snapshot_id):
+        record = read_record(snap.metadata, snapshot_id=snap.id)
+        if record is None:
+            continue
+        at = (record.group or "").strip("/")
+        if not root or at == root or at.startswith(root + "/"):
+            yield record
+
+
 def read_ledger(
     repo: icechunk.Repository, snapshot_id: str, group: str | None
 ) -> dict[str, FileRecord]:
@@ -115,21 +130,29 @@ def read_ingested(
 
 
 def read_log(
-    repo: icechunk.Repository, branch: str, *, limit: int | None = None
+    repo: icechunk.Repository,
+    branch: str,
+    *,
+    limit: int | None = None,
+    snapshot_id: str | None = None,
 ) -> list[CommitInfo]:
-    """The commits of ``branch``, newest first.
+    """The commits of ``branch`` (or, given ``snapshot_id``, of that snapshot and its
+    ancestors), newest first.
 
     Raises
     ------
     ConfigError
         The branch does not exist.
     """
-    if not _branch_exists(repo, branch):
+    if snapshot_id is None and not _branch_exists(repo, branch):
         raise ConfigError(
             f"branch {branch!r} does not exist; branches: {', '.join(sorted(repo.list_branches()))}"
         )
     out: list[CommitInfo] = []
-    for snap in repo.ancestry(branch=branch):
+    history = (
+        repo.ancestry(snapshot_id=snapshot_id) if snapshot_id else repo.ancestry(branch=branch)
+    )
+    for snap in history:
         out.append(CommitInfo.of(snap, read_record(snap.metadata, snapshot_id=snap.id)))
         if limit is not None and len(out) >= limit:
             break
@@ -249,4 +272,14 @@ def _read_target_schema(
         concat_first=concat_first,
         concat_last=concat_last,
         order_values=order_values,
+        grid=_stored_grid(arrays, dims),
     )
+
+
+def _stored_grid(arrays: dict[str, Any], dims: dict[str, int]) -> str | None:
+    """The raster grid of a group holding a CF grid mapping ``spatial_ref`` (GeoTIFF
+    ingests), as :func:`icepipe.cf.grid_of` describes a source file's."""
+    ref = arrays.get("spatial_ref")
+    if ref is None or "x" not in dims or "y" not in dims:
+        return None
+    return grid_of(ref.attrs.asdict(), dims["x"], dims["y"])

@@ -1,18 +1,25 @@
 """Write xarray Datasets into Icechunk sessions, and commit them against a moving branch.
 
 :func:`write_dataset` is the building block: one dataset into one writable session, no commit.
-Dask variables are written by :func:`icechunk.xarray.to_icechunk`, which forks the session on
-the active scheduler (a ``distributed.Client`` when one exists) and merges the forks back with a
-tree reduction. What icepipe adds on top:
+Dask variables are written as :func:`icechunk.xarray.to_icechunk` writes them (its writer, the
+same graph: one task per block writes into a fork of the session on the active scheduler, a
+``distributed.Client`` when one exists, and the forks are merged back with a tree reduction),
+merged by :func:`_merge_forks_of`, which skips Icechunk's fixed cost per write. What icepipe
+adds on top:
 
 * **Every write task owns whole target chunks (or whole shards).** Icechunk merges forks without
   looking at chunks, so two tasks writing parts of one chunk silently lose one part (measured:
   misaligned Dask chunks with ``safe_chunks=False`` corrupt data on a ``LocalCluster``). Dask
   chunks are therefore always rechunked onto the target grid (xarray's ``align_chunks``, which
   uses the shard shape when the encoding has ``"shards"`` and the existing arrays' grid,
-  offset by the current length, for appends). Regions must cover whole chunks, checked here,
-  since a region sharing a chunk with another writer's region can never commit cleanly.
-* **Errors say what to fix.** Library errors become :mod:`icepipe.errors` exceptions.
+  offset by the current length, for appends; the region's start for regions). ``safe_chunks=
+  False`` therefore never lets two tasks share a chunk either. A region of numpy data may cut
+  through stored chunks (this process rewrites them); one of Dask data may not in mode
+  ``"r+"`` unless ``safe_chunks=False`` (xarray's rule: the rest of such a chunk is usually
+  written by another task into another fork, and merging forks keeps one of the two).
+* **Errors say what to fix.** Library errors become :mod:`icepipe.errors` exceptions, which
+  stay the built-in type xarray raised (:class:`~icepipe.errors.WriteKeyError` is a
+  ``KeyError``, :class:`~icepipe.errors.TargetExistsError` a ``FileExistsError``, ...).
 * **Virtual datasets** (VirtualiZarr ``ManifestArray`` variables) go through
   ``ds.vz.to_icechunk(session.store, ...)``, after checking the repository has a virtual chunk
   container for every location they reference.
@@ -28,19 +35,29 @@ from __future__ import annotations
 
 import json
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, MutableMapping
 from contextlib import nullcontext
 from typing import Any, Literal, TypeGuard
 
 import dask
 import icechunk
-import icechunk.xarray
 import numpy as np
 import xarray as xr
 import zarr
 import zarr.errors
+from dask.base import compute, is_dask_collection
 
-from icepipe.errors import ConfigError, ConflictError, IcepipeError, StaleWriteError, StorageError
+from icepipe.errors import (
+    ArgumentTypeError,
+    ConfigError,
+    ConflictError,
+    IcepipeError,
+    StaleWriteError,
+    StorageError,
+    TargetExistsError,
+    TargetNotFoundError,
+    WriteKeyError,
+)
 from icepipe.faults import storage_failure
 from icepipe.repository.commits import Retry, commit
 from icepipe.repository.grids import stored_chunks
@@ -109,7 +126,11 @@ def write_dataset(
     mode: WriteMode | None = None,
     append_dim: str | None = None,
     region: Region | None = None,
-    encoding: Mapping[str, Mapping[str, Any]] | None = None,
+    encoding: Mapping[Any, Mapping[str, Any]] | None = None,
+    safe_chunks: bool = True,
+    align_chunks: bool | None = None,
+    chunkmanager_store_kwargs: MutableMapping[Any, Any] | None = None,
+    split_every: int | None = None,
 ) -> None:
     """Write ``ds`` into a writable ``session``, without committing.
 
@@ -135,18 +156,23 @@ def write_dataset(
         Append along this existing dimension.
     region
         Write into this region of the existing arrays: ``{"dim": slice(start, stop)}``, with
-        ``"auto"`` to locate a dimension by its coordinate values. Every region must start
-        and end on the arrays' chunk (shard) boundaries, or end at the array's end.
+        ``"auto"`` to locate a dimension by its coordinate values. Numpy data may cut through
+        chunks; Dask data must cover whole chunks (shards) in mode ``"r+"`` unless
+        ``safe_chunks=False``.
     encoding
         Per-variable Zarr encoding of new arrays (``{"var": {"chunks": ..., "shards": ...}}``).
         Existing arrays keep theirs.
+    safe_chunks, align_chunks, chunkmanager_store_kwargs, split_every
+        As :func:`icechunk.xarray.to_icechunk`, but Dask chunks are rechunked onto the target
+        grid unless ``align_chunks=False`` with ``safe_chunks=True`` (xarray's check).
 
     Raises
     ------
     ConfigError
-        Bad arguments: unknown mode, a region not aligned to chunks, an ``append_dim`` the
-        target does not have, a group that exists (``"w-"``) or does not (appends, regions),
-        virtual references without a virtual chunk container, ... The message says the fix.
+        Bad arguments: unknown mode, an ``append_dim`` the target does not have, a group that
+        exists (``"w-"``, :class:`~icepipe.errors.TargetExistsError`) or does not (appends;
+        regions: :class:`~icepipe.errors.TargetNotFoundError`), virtual references without a
+        virtual chunk container, ... The message says the fix.
     StorageError
         Storage failed, or Dask workers died while writing.
     """
@@ -164,12 +190,17 @@ def write_dataset(
         if append_dim is not None:
             _check_append_dim(target, append_dim, group)
         if region is not None:
-            _check_region(session, target, ds, region, group)
+            _check_region(region)
+            if safe_chunks and mode in (None, "r+") and _has_dask(ds):
+                _check_partial_chunks(session, target, ds, region, group)
     try:
         # align_chunks rechunks every Dask variable onto the target's chunk (shard) grid: the
         # existing arrays' grid offset by their length for appends, the region's start for
-        # region writes, the encoding's for new arrays. safe_chunks can then never trigger.
-        icechunk.xarray.to_icechunk(
+        # region writes, the encoding's for new arrays. Without it, two tasks writing parts of
+        # one chunk into two forks lose one part when the forks merge: safe_chunks=False
+        # (xarray's "I accept the race") aligns too, as no write here may lose data.
+        align = (align_chunks is not False) or not safe_chunks
+        _to_icechunk(
             ds,
             session,
             group=group,
@@ -177,10 +208,111 @@ def write_dataset(
             append_dim=append_dim,
             region=region,
             encoding=encoding,
-            align_chunks=True,
+            safe_chunks=safe_chunks,
+            align_chunks=align,
+            chunkmanager_store_kwargs=chunkmanager_store_kwargs,
+            split_every=split_every,
         )
     except Exception as exc:
         raise _convert_write_error(exc, what, group=group) from exc
+
+
+def _to_icechunk(
+    obj: xr.Dataset | xr.DataArray,
+    session: icechunk.Session,
+    *,
+    group: str | None = None,
+    mode: WriteMode | None = None,
+    safe_chunks: bool = True,
+    align_chunks: bool = False,
+    append_dim: str | None = None,
+    region: Region | None = None,
+    encoding: Mapping[str, Any] | None = None,
+    chunkmanager_store_kwargs: MutableMapping[Any, Any] | None = None,
+    split_every: int | None = None,
+) -> None:
+    """:func:`icechunk.xarray.to_icechunk` (same arguments, same writes, same forks and merge)
+    without its fixed cost of tokenizing closures.
+
+    Icechunk merges the forks with ``da.reduction`` over functions it wraps in a new closure on
+    every call, which Dask tokenizes by pickling them by value (cloudpickle scans every loaded
+    module): ~0.1-0.2 s per write on a loaded 2-core machine, more in a process with many
+    modules, for nothing. :func:`_merge_forks_of` is that reduction over module-level
+    functions. The rest is Icechunk's own writer (private, but icechunk is pinned to a minor
+    release in pyproject.toml, and the tests write through it).
+    """
+    from icechunk.xarray import _make_dataset, _XarrayDatasetWriter
+
+    writer = _XarrayDatasetWriter(
+        _make_dataset(obj), store=session.store, safe_chunks=safe_chunks, align_chunks=align_chunks
+    )
+    writer._open_group(group=group, mode=mode, append_dim=append_dim, region=region)
+    writer.write_metadata(encoding)  # array metadata, attributes; resizes appended arrays
+    writer.write_eager()  # numpy variables, by this process
+    if not is_dask_collection(obj):
+        return
+    lazy = writer.writer
+    if not lazy.sources:
+        raise TypeError("Attempting to execute a write with dask but no dask arrays were detected.")
+    # One fork for every task: each task writes its chunks into its own copy of it (they
+    # pickle), and returns that copy, merged back below.
+    fork = session.fork()
+    lazy.targets = [zarr.open_array(fork.store, path=t.path, mode="a") for t in lazy.targets]
+    # As Icechunk: the caller's mapping gets (and keeps) the two keys.
+    store_kwargs = chunkmanager_store_kwargs if chunkmanager_store_kwargs is not None else {}
+    store_kwargs["load_stored"] = False
+    store_kwargs["return_stored"] = True  # each block's task returns the zarr.Array it wrote
+    stored = lazy.sync(compute=False, chunkmanager_store_kwargs=store_kwargs)  # type: ignore[no-untyped-call]
+    session.merge(_merge_forks_of(stored, split_every=split_every))
+
+
+def _merge_forks_of(stored: Any, *, split_every: int | None) -> icechunk.session.ForkSession:
+    """The forks written by the blocks of ``stored`` (Dask arrays of zarr Arrays, as
+    ``dask.array.store(..., return_stored=True)`` returns), merged by a tree reduction on the
+    scheduler, fused with the writes (one task per block), then into one."""
+    import dask.array as da
+    from icechunk.distributed import merge_sessions
+
+    arrays = stored if isinstance(stored, list | tuple) else [stored]
+    if not all(isinstance(a, da.Array) for a in arrays):  # another array backend: Icechunk's
+        from icechunk.dask import session_merge_reduction
+
+        return session_merge_reduction(list(arrays), split_every=split_every)
+    reduced = [
+        da.reduction(  # type: ignore[no-untyped-call]
+            a,
+            chunk=_fork_of_block,
+            aggregate=_merge_forks,
+            split_every=split_every,
+            concatenate=False,
+            keepdims=False,
+            dtype=object,
+            meta=np.array([object()], dtype=object),
+            name="ice-changeset",  # Icechunk's task names (dashboards, tests killing them)
+        )
+        for a in arrays
+    ]
+    return merge_sessions(*compute(*reduced))  # type: ignore[no-untyped-call]
+
+
+def _fork_of_block(
+    stored: Any, axis: Any = None, keepdims: Any = None, computing_meta: bool = False
+) -> Any:
+    """In a Dask task: the fork a block was written into (its zarr Array's session)."""
+    if computing_meta:
+        return np.array([object()], dtype=object)
+    return stored.store.session
+
+
+def _merge_forks(
+    *forks: Any, axis: Any = None, keepdims: Any = None, computing_meta: bool = False
+) -> Any:
+    """In a Dask task: merge forks (nested lists of them, as the reduction passes them)."""
+    if computing_meta:
+        return np.array([object()], dtype=object)
+    from icechunk.distributed import merge_sessions
+
+    return merge_sessions(*forks)
 
 
 def _check_dataset_and_mode(ds: object, mode: str | None) -> None:
@@ -222,10 +354,14 @@ def _existing_group(
             if region is not None
             else "change values (mode 'r+') in"
         )
-        raise ConfigError(
+        message = (
             f"cannot {action} {_group_label(group)}: it does not exist on branch "
             f"{session.branch!r}; create it first (mode='w-', without append_dim or region)"
-        ) from exc
+        )
+        # xarray says ValueError for appends, zarr FileNotFoundError for the others.
+        if append_dim is not None:
+            raise ConfigError(message) from exc
+        raise TargetNotFoundError(message) from exc
 
 
 def _array_dims(arr: zarr.Array[Any]) -> tuple[str, ...]:
@@ -256,33 +392,63 @@ def _check_append_dim(target: zarr.Group, append_dim: str, group: str | None) ->
         )
 
 
+def _has_dask(ds: xr.Dataset) -> bool:
+    return any(v.chunks is not None for v in ds.variables.values())
+
+
+def _check_region(region: object) -> None:
+    """Check the form of ``region`` (xarray checks it against the data and the target).
+
+    A region may cut through stored chunks: one task (or this process) owns each chunk of it,
+    see :func:`write_dataset`.
+    """
+    if region == "auto":
+        return
+    if not isinstance(region, Mapping):
+        raise ArgumentTypeError(
+            f"expected a mapping of dimension names to slices, or 'auto'; got {region!r}",
+            field="region",
+        )
+    for dim, sl in region.items():
+        if isinstance(sl, slice):
+            if sl.step not in (None, 1):
+                raise ConfigError(
+                    f"region slices must be contiguous; got {dim}={sl!r}", field="region"
+                )
+        elif sl != "auto":
+            raise ArgumentTypeError(
+                f"expected a slice or 'auto' for dimension {dim!r}; got {sl!r}", field="region"
+            )
+
+
 def _write_grid(arr: zarr.Array[Any]) -> tuple[int, ...]:
     """The unit a write must own whole: the shard shape when sharded, else the chunk shape."""
     shards = getattr(arr, "shards", None)
     return tuple(int(c) for c in (shards or stored_chunks(arr)[0]))
 
 
-def _check_region(
+def _check_partial_chunks(
     session: icechunk.Session,
     target: zarr.Group,
     ds: xr.Dataset,
     region: Region,
     group: str | None,
 ) -> None:
-    """Reject regions that cover chunks (shards) of the existing arrays only partly."""
+    """Refuse Dask data for a region that covers chunks (shards) of the existing arrays only
+    partly, as xarray's ``safe_chunks`` does in mode ``"r+"``: the rest of such a chunk is
+    typically written by another task or call into another fork, and merging forks keeps only
+    one of the two. Numpy data (written by this process) may cut through chunks.
+    """
     if region == "auto":
         region = dict.fromkeys((str(d) for d in ds.dims), "auto")
-    if not isinstance(region, Mapping):
-        raise ConfigError(
-            f"expected a mapping of dimension names to slices, or 'auto'; got {region!r}",
-            field="region",
-        )
+    if not isinstance(region, Mapping):  # _check_region refused it already
+        return
     slices = _resolve_region(session, ds, region, group)
     arrays = dict(target.arrays())
     problems: list[str] = []
     # Index coordinates are not written by region writes (xarray drops them).
     for name, var in ds.variables.items():
-        if name in ds.indexes or str(name) not in arrays:
+        if name in ds.indexes or str(name) not in arrays or var.chunks is None:
             continue
         arr = arrays[str(name)]
         grid = _write_grid(arr)
@@ -304,8 +470,10 @@ def _check_region(
             )
     if problems:
         raise ConfigError(
-            "region writes must cover whole chunks (or shards), so that no two writers ever "
-            "share one: " + "; ".join(problems[:10]),
+            "region writes of Dask data must cover whole chunks (or shards): merging forks "
+            "keeps one of two writes to one chunk. " + "; ".join(problems[:10]) + ". Or write "
+            "numpy data (.load() it), or pass safe_chunks=False if no other task or writer "
+            "writes the rest of those chunks (xarray's mode='r+' rule)",
             field="region",
         )
 
@@ -400,11 +568,16 @@ def _convert_write_error(exc: Exception, what: str, *, group: str | None) -> Exc
         return exc
     exists = zarr.errors.ContainsGroupError | zarr.errors.ContainsArrayError | FileExistsError
     if isinstance(exc, exists):
-        return ConfigError(
+        return TargetExistsError(
             f"cannot write {what}: {_group_label(group)} already holds data; pass mode='w' to "
             "replace it, mode='a' to add or overwrite variables, append_dim to append, or "
             "region to overwrite part of it",
             field="mode",
+        )
+    if isinstance(exc, zarr.errors.NodeNotFoundError | FileNotFoundError):
+        return TargetNotFoundError(
+            f"cannot write {what}: {exc}; create the group first (mode='w-', without "
+            "append_dim or region)"
         )
     if isinstance(exc, icechunk.IcechunkError) and not isinstance(exc, ValueError):
         hint = (
@@ -422,7 +595,13 @@ def _convert_write_error(exc: Exception, what: str, *, group: str | None) -> Exc
             f"cannot write {what}: a Dask worker died repeatedly while writing ({exc}); give "
             "workers more memory or smaller chunks, and retry"
         )
-    if isinstance(exc, ValueError | KeyError | TypeError):
+    # Keep the built-in type xarray raised (code written for icechunk.xarray.to_icechunk
+    # catches it), as an icepipe ConfigError.
+    if isinstance(exc, KeyError):
+        return WriteKeyError(f"cannot write {what}: {exc.args[0] if exc.args else exc}")
+    if isinstance(exc, TypeError):
+        return ArgumentTypeError(f"cannot write {what}: {exc}")
+    if isinstance(exc, ValueError):
         return ConfigError(f"cannot write {what}: {exc}")
     if isinstance(exc, OSError):
         return storage_failure(exc, f"cannot write {what}")
@@ -464,7 +643,11 @@ def write_and_commit(
     mode: WriteMode | None = None,
     append_dim: str | None = None,
     region: Region | None = None,
-    encoding: Mapping[str, Mapping[str, Any]] | None = None,
+    encoding: Mapping[Any, Mapping[str, Any]] | None = None,
+    safe_chunks: bool = True,
+    align_chunks: bool | None = None,
+    chunkmanager_store_kwargs: Mapping[Any, Any] | None = None,
+    split_every: int | None = None,
     message: str,
     metadata: Mapping[str, Any],
     max_attempts: int = 5,
@@ -476,6 +659,9 @@ def write_and_commit(
     is discarded and the whole write is redone on the new tip, up to ``max_attempts`` writes
     with exponential backoff and jitter. Chunks written by discarded attempts stay in storage
     unreferenced until ``garbage_collect``.
+
+    ``safe_chunks``, ``align_chunks``, ``chunkmanager_store_kwargs`` and ``split_every`` are
+    those of :func:`write_dataset`.
 
     Raises
     ------
@@ -505,6 +691,11 @@ def write_and_commit(
                 append_dim=append_dim,
                 region=region,
                 encoding=encoding,
+                safe_chunks=safe_chunks,
+                align_chunks=align_chunks,
+                # icechunk adds its own keys to the mapping: a fresh copy per attempt.
+                chunkmanager_store_kwargs=dict(chunkmanager_store_kwargs or {}),
+                split_every=split_every,
             )
         try:
             return commit(

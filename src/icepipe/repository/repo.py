@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import errno
-import fcntl
 import os
 import re
 import shutil
@@ -27,6 +26,7 @@ import icechunk
 
 from icepipe.errors import ConfigError, StorageError
 from icepipe.faults import storage_failure
+from icepipe.locks import lock, unlock
 from icepipe.repository.grids import enable_rectilinear
 from icepipe.repository.schemes import EnvS3Credentials, bucket_and_prefix, icechunk_scheme
 from icepipe.storage import StorageOptions, find_scheme, is_local
@@ -271,7 +271,7 @@ def commit_lock(repo: str) -> Iterator[None]:
     finally:
         if folder is not None:
             os.close(folder)  # releases its flock
-        fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+        unlock(fh.fileno())
         fh.close()
 
 
@@ -280,12 +280,15 @@ def _lock_folder(folder: Path) -> int | None:
     lock file's: a run that finds the lock file deleted while another run holds it (e.g. by
     ``rm .*.icepipe.lock``) creates a new one and locks it, but still waits here. Best effort:
     file systems that cannot lock folders (some network mounts) keep the lock file alone."""
+    directory = getattr(os, "O_DIRECTORY", None)
+    if directory is None:
+        return None  # Windows opens no folders: the lock file alone
     try:
-        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+        fd = os.open(folder, os.O_RDONLY | directory)
     except OSError:
         return None
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        lock(fd)
     except OSError:
         os.close(fd)
         return None
@@ -302,7 +305,7 @@ def _locked(lock_path: Path) -> IO[str]:
     while True:
         fh = open(lock_path, "a+")  # noqa: SIM115 - held until the caller's block ends
         try:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+            lock(fh.fileno())
             held = os.fstat(fh.fileno())
             try:
                 now = os.stat(lock_path)
@@ -487,6 +490,7 @@ def _create_in_place(
     """
     path = _local_path(repo)
     _check_creatable(repo, path)
+    _remove_orphan_chunks(path)
     for stale in path.parent.glob(f".{path.name}.icepipe-creating-*"):
         shutil.rmtree(stale, ignore_errors=True)
     staging = path.parent / f".{path.name}.icepipe-creating-{uuid.uuid4().hex}"
@@ -510,6 +514,31 @@ def _create_in_place(
             f"cannot create a repository at {repo!r}: the folder holds files but no Icechunk "
             f"repository ({exc.strerror}); remove it, or point target.repo elsewhere"
         ) from exc
+
+
+# Icechunk object names: 20 characters of Crockford's base32 (chunks/0123456789ABCDEFGHJK).
+_OBJECT_ID = re.compile(r"^[0-9A-HJKMNP-TV-Z]{20}$")
+
+
+def _remove_orphan_chunks(path: Path) -> None:
+    """Remove a folder holding nothing but Icechunk chunk objects (hold ``commit_lock``).
+
+    A write task still running when a first run failed can finish after the run deleted the
+    repository it created, and Icechunk's local storage creates ``chunks/`` again for it. No
+    snapshot references those chunks (there is no repository), so they are removed rather
+    than blocking every later run with "the folder holds files but no Icechunk repository".
+    Anything else in the folder (a user's file, an ``.nc``) keeps it untouched.
+    """
+    try:
+        entries = list(path.iterdir())
+        chunks = [e for e in entries if e.name == "chunks" and e.is_dir()]
+        if len(entries) != 1 or not chunks:
+            return
+        names = list(chunks[0].iterdir())
+    except OSError:
+        return  # not a folder, or unreadable: creation reports it
+    if all(_OBJECT_ID.match(n.name) and n.is_file() for n in names):
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def _check_creatable(repo: str, path: Path) -> None:

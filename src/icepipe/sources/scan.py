@@ -264,6 +264,8 @@ def _finish(source: SourceFile, opened: Opened, o: ScanOptions, reader: Reader) 
             url=url,
         )
     schema = schema_of(ds, url, opened.format, o.concat_dim, order_by=o.order_by)
+    if opened.dataset.encoding.get("grid") is not None:  # GeoTIFF: CRS and transform
+        schema = dataclasses.replace(schema, grid=str(opened.dataset.encoding["grid"]))
     if o.mode == "native":
         schema = _joined_characters(schema)
     if native:

@@ -20,12 +20,14 @@ from icepipe.storage.azure import azure_account
 from icepipe.storage.base import Scheme
 from icepipe.storage.options import (
     REACH_KEYS,
+    STORAGE_FIELDS,
     STORAGE_KEYS,
     S3Secrets,
     StorageOptions,
     coerce_storage_options,
     parse_storage_options,
     resolve_s3_credentials,
+    secret_key_message,
 )
 from icepipe.storage.registry import (
     OBJECT_SCHEMES,
@@ -35,7 +37,7 @@ from icepipe.storage.registry import (
     find_scheme,
     scheme_for,
 )
-from icepipe.storage.settings import parse_repo_config
+from icepipe.storage.settings import parse_repo_config, repo_config_json_schema
 from icepipe.storage.urls import (
     is_local,
     reference_url,
@@ -50,6 +52,7 @@ __all__ = [
     "REPO_SCHEMES",
     "SCHEMES",
     "SOURCE_SCHEMES",
+    "STORAGE_FIELDS",
     "STORAGE_KEYS",
     "S3Secrets",
     "Scheme",
@@ -59,11 +62,13 @@ __all__ = [
     "find_scheme",
     "is_local",
     "parse_repo_config",
+    "repo_config_json_schema",
     "parse_storage_options",
     "reference_url",
     "refuse_credentials_in_url",
     "resolve_s3_credentials",
     "scheme_for",
     "scheme_of",
+    "secret_key_message",
     "split_url",
 ]

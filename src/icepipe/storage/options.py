@@ -22,33 +22,42 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 from icepipe.errors import ConfigError
+from icepipe.fields import Field, optional_str
 from icepipe.fields import describe as _describe
-from icepipe.fields import optional_str
 from icepipe.storage.urls import refuse_credentials_in_url
 
 __all__ = [
     "REACH_KEYS",
+    "STORAGE_FIELDS",
     "STORAGE_KEYS",
     "S3Secrets",
     "StorageOptions",
     "coerce_storage_options",
     "parse_storage_options",
     "resolve_s3_credentials",
+    "secret_key_message",
 ]
 
-#: The storage keys of ``target:`` and ``source.storage:``.
-STORAGE_KEYS: frozenset[str] = frozenset(
-    {
-        "endpoint",
-        "region",
-        "force_path_style",
-        "allow_http",
-        "anonymous",
-        "access_key_id_env",
-        "secret_access_key_env",
-        "session_token_env",
-    }
-)
+_ENV_DOC = "the NAME of an environment variable holding the {} (never the secret itself)"
+_ENV_SCHEMA = {"pattern": "^[A-Za-z_][A-Za-z0-9_]*$"}
+#: The storage keys of ``target:`` and ``source.storage:`` (see :class:`StorageOptions`).
+STORAGE_FIELDS: dict[str, Field] = {
+    "endpoint": Field(
+        "string",
+        "http(s)://host:port of an S3-compatible service (MinIO, Ceph, SeaweedFS, R2, ...)",
+        schema={"pattern": "^https?://"},
+    ),
+    "region": Field("string", "the bucket's region (us-east-1 when an endpoint has none)"),
+    "force_path_style": Field("boolean", "path-style addressing (most S3-compatible services)"),
+    "allow_http": Field("boolean", "allow an unencrypted http:// endpoint (local test servers)"),
+    "anonymous": Field("boolean", "unsigned requests, for public buckets"),
+    "access_key_id_env": Field("string", _ENV_DOC.format("access key id"), schema=_ENV_SCHEMA),
+    "secret_access_key_env": Field(
+        "string", _ENV_DOC.format("secret access key"), schema=_ENV_SCHEMA
+    ),
+    "session_token_env": Field("string", _ENV_DOC.format("session token"), schema=_ENV_SCHEMA),
+}
+STORAGE_KEYS: frozenset[str] = frozenset(STORAGE_FIELDS)
 # Keys people write when they paste a secret into the pipeline: refused with the fix.
 _SECRET_KEYS = frozenset(
     {
@@ -205,6 +214,18 @@ def resolve_s3_credentials(options: StorageOptions) -> S3Secrets | None:
 # ----------------------------------------------------------------------------------------------
 
 
+def secret_key_message(key: str, prefix: str = "") -> str | None:
+    """Why ``key`` is refused in a storage section (it names a secret), or None."""
+    if key.lower() not in _SECRET_KEYS:
+        return None
+    return (
+        "secrets never go into a pipeline file (it is recorded in commit metadata and "
+        "logs): put the value in an environment variable and name the variable with "
+        f"{prefix}access_key_id_env / secret_access_key_env / session_token_env, or "
+        "rely on the standard AWS_* variables and profiles"
+    )
+
+
 def parse_storage_options(m: Mapping[str, Any], prefix: str) -> StorageOptions:
     """Validate the :data:`STORAGE_KEYS` of a mapping (other keys are the caller's business).
 
@@ -217,14 +238,9 @@ def parse_storage_options(m: Mapping[str, Any], prefix: str) -> StorageOptions:
         Values of ``*_env`` keys are never echoed: they might be secrets pasted by mistake.
     """
     for key in m:
-        if str(key).lower() in _SECRET_KEYS:
-            raise ConfigError(
-                "secrets never go into a pipeline file (it is recorded in commit metadata and "
-                "logs): put the value in an environment variable and name the variable with "
-                f"{prefix}access_key_id_env / secret_access_key_env / session_token_env, or "
-                "rely on the standard AWS_* variables and profiles",
-                field=prefix + str(key),
-            )
+        refused = secret_key_message(str(key), prefix)
+        if refused:
+            raise ConfigError(refused, field=prefix + str(key))
 
     def flag(key: str) -> bool:
         value = m.get(key, False)

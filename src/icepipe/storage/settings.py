@@ -15,7 +15,7 @@ from icepipe.errors import ConfigError
 from icepipe.fields import describe as _describe
 from icepipe.fields import no_unknown
 
-__all__ = ["parse_repo_config"]
+__all__ = ["parse_repo_config", "repo_config_json_schema"]
 
 # Repository settings (``target.config``): a schema of nested mappings whose leaves are
 # (kind, minimum). Built into an icechunk.RepositoryConfig by icepipe.repository.
@@ -80,6 +80,42 @@ def parse_repo_config(raw: object, field: str = "target.config") -> dict[str, An
     if raw is None:
         return {}
     return cast(dict[str, Any], _check(raw, _REPO_CONFIG_SCHEMA, field))
+
+
+def repo_config_json_schema() -> dict[str, Any]:
+    """The JSON Schema (draft 2020-12) of ``target.config``, from the schema
+    :func:`parse_repo_config` checks against."""
+    return _json(_REPO_CONFIG_SCHEMA)
+
+
+def _json(schema: Any) -> dict[str, Any]:
+    if isinstance(schema, dict):
+        return {
+            "type": "object",
+            "properties": {k: _json(v) for k, v in schema.items()},
+            "additionalProperties": False,
+        }
+    if schema == "preload":
+        return {"oneOf": [{"const": False}, _json(_PRELOAD_SCHEMA)]}
+    if schema == "splitting":
+        rule = {
+            "type": "object",
+            "properties": {
+                "arrays": _json(("regex", None)),
+                "dims": {
+                    "type": "object",
+                    "minProperties": 1,
+                    "additionalProperties": _json(_INT1),
+                },
+            },
+            "required": ["dims"],
+            "additionalProperties": False,
+        }
+        return {"type": "array", "minItems": 1, "items": rule}
+    kind, minimum = schema
+    if kind == "int":
+        return {"type": "integer", "minimum": minimum}
+    return {"type": "string", "minLength": 1, **({"format": "regex"} if kind == "regex" else {})}
 
 
 def _check(value: object, schema: Any, where: str) -> Any:

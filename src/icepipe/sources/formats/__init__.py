@@ -17,7 +17,9 @@ import obstore
 
 from icepipe.errors import ConfigError, SourceError, short_message
 from icepipe.sources.formats.base import Opened, Reader, ScanOptions
+from icepipe.sources.formats.geotiff import GeoTiffReader
 from icepipe.sources.formats.grib import GribReader
+from icepipe.sources.formats.kerchunk import KerchunkReader
 from icepipe.sources.formats.netcdf3 import NetCDF3Reader
 from icepipe.sources.formats.netcdf4 import NetCDF4Reader
 from icepipe.sources.formats.zarr import ZarrReader
@@ -52,6 +54,8 @@ def register(reader: Reader) -> None:
 
 for _reader in (NetCDF3Reader(), NetCDF4Reader(), GribReader(), ZarrReader()):
     register(_reader)
+register(GeoTiffReader())
+register(KerchunkReader())
 
 
 def reader_for(fmt: str) -> Reader:

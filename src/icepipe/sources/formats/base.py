@@ -18,7 +18,7 @@ from icepipe.model import SourceFile, VariableSchema
 from icepipe.storage import StorageOptions
 
 if TYPE_CHECKING:
-    from icepipe.spec import SourceSpec
+    from icepipe.spec import GeoTiffSpec, SourceSpec
 
 __all__ = ["Opened", "Reader", "ScanOptions"]
 
@@ -30,7 +30,8 @@ class ScanOptions:
     Attributes
     ----------
     format
-        ``auto`` (magic bytes) or one of ``netcdf3``, ``netcdf4``, ``zarr``, ``grib``.
+        ``auto`` (magic bytes) or one of ``netcdf3``, ``netcdf4``, ``zarr``, ``grib``,
+        ``kerchunk``.
     concat_dim, order_by, variables, drop_variables, preprocess
         As in the pipeline's ``source`` section.
     search_path
@@ -46,6 +47,9 @@ class ScanOptions:
         ``virtual`` or ``native``.
     group
         The netCDF4/HDF5 (or Zarr) group of each file to read; the root group when None.
+    geotiff
+        ``source.geotiff`` (GeoTIFF files): variable name, where times or band numbers come
+        from, overview level; ``None`` reads as the defaults.
     """
 
     format: str = "auto"
@@ -60,6 +64,7 @@ class ScanOptions:
     grib_cubes: tuple[str, ...] | None = None
     mode: str = "virtual"
     group: str | None = None
+    geotiff: GeoTiffSpec | None = None
 
     @classmethod
     def from_source(cls, source: SourceSpec, mode: str = "virtual") -> ScanOptions:
@@ -78,6 +83,7 @@ class ScanOptions:
             grib_cubes=source.grib_cubes,
             mode=mode,
             group=source.group,
+            geotiff=source.geotiff,
         )
 
     @property

@@ -1,0 +1,33 @@
+"""Native libraries bundled by different wheels must not crash the process together.
+
+eccodes' wheels put eckit's PROJ/SQLite in the global symbol namespace; pyproj (rioxarray's
+dependency) loaded after them aborted the interpreter at exit with "free(): invalid pointer"
+(exit 134), after every line of work had succeeded: a CLI run reported a crash instead of its
+exit code. ``import icepipe`` loads pyproj first.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+SCRIPT = """
+import icepipe
+import xarray as xr
+import eccodes, cfgrib.xarray_plugin
+xr.backends.list_engines()  # loads cfgrib's entry point, then rioxarray's (pyproj)
+import pyproj
+print(pyproj.CRS(4326).name)
+"""
+
+
+@pytest.mark.parametrize("first", ["import icepipe.cli", "import icepipe.codecs"])
+def test_icepipe_then_grib_then_pyproj_exits_cleanly(first: str) -> None:
+    script = first + "\n" + SCRIPT
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "WGS 84" in done.stdout
