@@ -162,13 +162,15 @@ def _write_part(pipeline: Pipeline, session: Any, part: Part) -> dict[str, Any]:
     ordered = [files[u] for u in p.order]
     append_dim = dim if p.append else None
     if virtual:
+        # Only files whose times change are rebuilt: packed scans stay packed (see
+        # sources.combine_virtual).
         ordered = [
             dataclasses.replace(
                 f,
-                dataset=sources.normalize_times(
-                    f.dataset, p.conversions.get(f.source.url, {}), f.source.url
-                ),
+                content=sources.normalize_times(f.dataset, conv, f.source.url),
             )
+            if (conv := p.conversions.get(f.source.url))
+            else f
             for f in ordered
         ]
         _append_virtual(session, ordered, p, group, dim, append_dim)
@@ -364,9 +366,12 @@ def _append_virtual(
     VirtualiZarr, those whose chunks differ between files on a rectilinear grid, file by
     file."""
     # Variables read natively (GRIB fallback) are not in the datasets: write_fallback's.
-    rect = [n for n in p.rectilinear if all(n in f.dataset.variables for f in ordered)]
+    rect = [n for n in p.rectilinear if all(n in f.variable_names for f in ordered)]
     combined = sources.combine_virtual(
-        [dataclasses.replace(f, dataset=f.dataset.drop_vars(rect)) for f in ordered], dim
+        [dataclasses.replace(f, content=f.dataset.drop_vars(rect)) for f in ordered]
+        if rect
+        else ordered,
+        dim,
     )
     raw: dict[str, Any] = {}
     if append_dim is not None and dim in combined.dims:
@@ -378,14 +383,15 @@ def _append_virtual(
         repository.write_virtual(
             session, combined, group=group, append_dim=append_dim, urls=list(p.order)
         )
-    repository.write_rectilinear(
-        session,
-        [(f.source.url, f.dataset) for f in ordered],
-        rect,
-        group=group,
-        dim=dim,
-        coords=[n for n in rect if n in ordered[0].dataset.coords],
-    )
+    if rect:
+        repository.write_rectilinear(
+            session,
+            [(f.source.url, f.dataset) for f in ordered],
+            rect,
+            group=group,
+            dim=dim,
+            coords=[n for n in rect if n in ordered[0].dataset.coords],
+        )
     if append_dim is not None:
         repository.append_raw(session, raw, group, append_dim, list(p.order))
 

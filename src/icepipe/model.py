@@ -9,7 +9,7 @@ from typing import Any
 __all__ = ["FileSchema", "SourceFile", "TargetSchema", "TimeConversion", "VariableSchema"]
 
 
-@dataclass(frozen=True, order=True)
+@dataclass(frozen=True, order=True, slots=True)
 class SourceFile:
     """One source object and its identity at listing time.
 
@@ -37,7 +37,7 @@ class SourceFile:
         return bool(self.size == record.get("size") and self.mtime == record.get("mtime"))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class VariableSchema:
     """What must agree between files for one variable: dims, dtype and (virtual) chunk shape.
 
@@ -70,7 +70,7 @@ class VariableSchema:
         return (c,) * (-(-n // c)) if c else ()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class FileSchema:
     """The part of a scanned file that planning needs, without any array data.
 

@@ -26,7 +26,7 @@ import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager, suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
@@ -849,7 +849,7 @@ def _scan_files(
     options = sources.ScanOptions.from_source(src, pipeline.mode)
     done, crashed = execute.run_tasks_collect(
         client,
-        sources.scan_files,
+        sources.scan_batch,
         execute.batches(files, n_workers),
         describe=lambda b: ", ".join(f.url for f in b),
         key=f"scan-{run_id}",
@@ -864,7 +864,12 @@ def _scan_files(
         key=f"rescan-{run_id}",
         options=options,
     )
-    scanned = [(f, s) for batch, results in done for f, s in zip(batch, results, strict=True)]
+    # The listed file, not the worker's copy of it: one object per file on the client.
+    scanned = [
+        (f, replace(s, source=f) if isinstance(s, sources.ScannedFile) else s)
+        for batch, b in done
+        for f, s in zip(batch, b.results, strict=True)
+    ]
     return _scan_outcome(pipeline, [*scanned, *retried], failed)
 
 

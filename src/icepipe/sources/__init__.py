@@ -12,14 +12,17 @@ from icepipe.sources.hooks import load_hook
 from icepipe.sources.lazy import open_files, open_lazy
 from icepipe.sources.listing import changed_since_listing, list_sources, missing_since_ingest
 from icepipe.sources.scan import (
+    ScanBatch,
     ScannedCubes,
     ScannedFile,
     sanitize_attrs,
+    scan_batch,
     scan_file,
     scan_files,
 )
 
 __all__ = [
+    "ScanBatch",
     "ScanOptions",
     "ScannedCubes",
     "ScannedFile",
@@ -36,6 +39,7 @@ __all__ = [
     "open_lazy",
     "reader_for",
     "sanitize_attrs",
+    "scan_batch",
     "scan_file",
     "scan_files",
 ]

@@ -14,6 +14,7 @@ import xarray as xr
 from icepipe.cf import rounded_exactly
 from icepipe.errors import SchemaMismatchError, SourceError
 from icepipe.model import TimeConversion
+from icepipe.sources.packed import PackedDataset, concat_packed
 from icepipe.sources.scan import ScannedFile, schema_of
 
 __all__ = ["assemble_steps", "combine_step", "combine_virtual", "normalize_times"]
@@ -32,12 +33,19 @@ def combine_virtual(files: Sequence[ScannedFile], concat_dim: str) -> xr.Dataset
     """
     if not files:
         raise ValueError("combine_virtual needs at least one file")
+    packed = [f.content for f in files if isinstance(f.content, PackedDataset)]
+    if len(files) > 1 and len(packed) == len(files):
+        # Files of one skeleton share every coordinate but ``concat_dim``'s: no dataset per file.
+        combined = concat_packed(packed, concat_dim)
+        if combined is not None:
+            return combined
     first = files[0]
-    for other in files[1:]:
-        for name, index in first.dataset.indexes.items():
-            if name == concat_dim or name not in other.dataset.indexes:
+    datasets = [f.dataset for f in files]  # once: a packed scan is rebuilt on each access
+    for other, ds in zip(files[1:], datasets[1:], strict=True):
+        for name, index in datasets[0].indexes.items():
+            if name == concat_dim or name not in ds.indexes:
                 continue
-            if not index.equals(other.dataset.indexes[name]):
+            if not index.equals(ds.indexes[name]):
                 raise SchemaMismatchError(
                     f"coordinate {name!r} differs between {first.source.url} and "
                     f"{other.source.url}; files combined along {concat_dim!r} must share every "
@@ -45,9 +53,9 @@ def combine_virtual(files: Sequence[ScannedFile], concat_dim: str) -> xr.Dataset
                     urls=(other.source.url, first.source.url),
                 )
     if len(files) == 1:
-        return first.dataset
+        return datasets[0]
     return xr.concat(
-        [f.dataset for f in files],
+        datasets,
         dim=concat_dim,
         data_vars="minimal",
         coords="minimal",
@@ -125,7 +133,7 @@ def assemble_steps(
             replace(
                 first,
                 schema=schema,
-                dataset=ds,
+                content=ds,
                 members=tuple(m.source for m in members),
                 member_formats=tuple(m.schema.format for m in members),
             )

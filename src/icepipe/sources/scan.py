@@ -26,28 +26,34 @@ from icepipe.model import FileSchema, SourceFile, VariableSchema
 from icepipe.sources.formats import Opened, Reader, ScanOptions, detect_format, reader_for
 from icepipe.sources.formats.common import is_virtual
 from icepipe.sources.hooks import apply_preprocess
+from icepipe.sources.packed import PackedDataset, Skeleton, in_columns, pack
 from icepipe.sources.stores import access_error
 from icepipe.storage import reference_url, scheme_of
 
 __all__ = [
+    "ScanBatch",
     "ScanOptions",
     "ScannedCubes",
     "ScannedFile",
     "detect_format",
+    "pack_results",
     "sanitize_attrs",
+    "scan_batch",
     "scan_file",
     "scan_files",
     "schema_of",
 ]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ScannedFile:
     """A source file turned into a virtual dataset, plus the schema that planning checks."""
 
     source: SourceFile
     schema: FileSchema
-    dataset: xr.Dataset
+    #: The virtual dataset, or (scans packed by :func:`scan_files`) its columns, from which
+    #: :attr:`dataset` rebuilds it on each access.
+    content: xr.Dataset | PackedDataset
     #: The files combined into this one step (``merge``/``concat_dims``); empty for one file.
     members: tuple[SourceFile, ...] = ()
     #: Each member's format as scanned (for GRIB, ``grib:<index>`` of its own hypercube).
@@ -60,6 +66,18 @@ class ScannedFile:
     def sources(self) -> tuple[SourceFile, ...]:
         """Every source file whose data this holds."""
         return self.members or (self.source,)
+
+    @property
+    def dataset(self) -> xr.Dataset:
+        """The virtual dataset (rebuilt from its columns when packed: a new one per access)."""
+        c = self.content
+        return c if isinstance(c, xr.Dataset) else c.to_dataset()
+
+    @property
+    def variable_names(self) -> tuple[str, ...]:
+        """The dataset's variable names, without rebuilding a packed dataset."""
+        c = self.content
+        return c.names if isinstance(c, PackedDataset) else tuple(str(n) for n in c.variables)
 
 
 @dataclass(frozen=True)
@@ -262,7 +280,7 @@ def _finish(source: SourceFile, opened: Opened, o: ScanOptions, reader: Reader) 
             "a file system every worker mounts",
             url=url,
         )
-    return ScannedFile(source=source, schema=schema, dataset=ds, fallback=fallback)
+    return ScannedFile(source=source, schema=schema, content=ds, fallback=fallback)
 
 
 def scan_files(
@@ -271,7 +289,9 @@ def scan_files(
     """:func:`scan_file` for a batch of files in one task: per file, the result or its error.
 
     One task per batch instead of per file keeps scheduler round trips and result transfers
-    few when there are thousands of small files.
+    few when there are thousands of small files. The results are packed
+    (:func:`pack_results`): files laid out alike share one skeleton and one schema's parts, so
+    the batch pickles and is held on the client in a few hundred bytes a file.
     """
     out: list[ScannedFile | ScannedCubes | SourceError] = []
     for source in sources:
@@ -279,7 +299,70 @@ def scan_files(
             out.append(scan_file(source, options))
         except SourceError as exc:
             out.append(exc)
+    return pack_results(out, options.concat_dim)
+
+
+@dataclass(frozen=True)
+class ScanBatch:
+    """:func:`scan_files`'s results as one object: Dask's serialisation pickles the items of a
+    returned list one by one, which would write each file's shared skeleton again."""
+
+    results: list[ScannedFile | ScannedCubes | SourceError]
+
+
+def scan_batch(sources: list[SourceFile], options: ScanOptions) -> ScanBatch:
+    """:func:`scan_files` as a Dask task returns it (see :class:`ScanBatch`)."""
+    return ScanBatch(scan_files(sources, options))
+
+
+#: Whether :func:`scan_files` packs its results (tests switch it off to compare).
+PACK_RESULTS = True
+
+
+def pack_results[T](results: list[T], concat_dim: str) -> list[T]:
+    """The scans among ``results`` with their datasets packed (:mod:`icepipe.sources.packed`)
+    and the parts of their schemas that are equal shared, so that pickling writes them once.
+    A dataset that does not pack exactly stays as it is."""
+    if not PACK_RESULTS:
+        return results
+    skeletons: list[Skeleton] = []
+    interned: dict[Any, Any] = {}
+    out: list[Any] = []
+    for r in results:
+        if isinstance(r, ScannedFile) and not r.members and isinstance(r.content, xr.Dataset):
+            try:
+                packed = pack(r.content, concat_dim, skeletons)
+            except Exception:  # anything packing misreads travels as the dataset it was
+                packed = None
+            r = dataclasses.replace(
+                r, schema=_interned(r.schema, interned), content=packed or r.content
+            )
+        out.append(r)
+    # The files' own columns into a few arrays per batch.
+    at = [i for i, r in enumerate(out) if isinstance(r, ScannedFile) and _packed_alone(r)]
+    for i, content in zip(at, in_columns([out[i].content for i in at]), strict=True):
+        out[i] = dataclasses.replace(out[i], content=content)
     return out
+
+
+def _packed_alone(r: ScannedFile) -> bool:
+    return isinstance(r.content, PackedDataset) and r.content.columns is None
+
+
+def _interned(schema: FileSchema, cache: dict[Any, Any]) -> FileSchema:
+    """``schema`` with its variables and dimensions the same objects as those of an equal
+    schema seen before (schemas are never changed in place)."""
+    variables = {name: cache.setdefault(("v", var), var) for name, var in schema.variables.items()}
+    vkey = ("vs", tuple(variables.items()))
+    dkey = ("d", tuple(schema.dims.items()))
+    return dataclasses.replace(
+        schema,
+        variables=cache.setdefault(vkey, variables),
+        dims=cache.setdefault(dkey, dict(schema.dims)),
+        format=cache.setdefault(("s", schema.format), schema.format),
+        concat_units=cache.setdefault(("s", schema.concat_units), schema.concat_units),
+        concat_calendar=cache.setdefault(("s", schema.concat_calendar), schema.concat_calendar),
+    )
 
 
 def _is_access_error(exc: BaseException) -> bool:
@@ -331,9 +414,11 @@ def _check_refs_inside(ds: xr.Dataset, source: SourceFile) -> None:
     ref_url = reference_url(source.url)
     for var in ds.variables.values():
         if is_virtual(var):
-            for _, ref in var.data.manifest.iter_refs():
-                if ref["path"] == ref_url:
-                    end = max(end, int(ref["offset"]) + int(ref["length"]))
+            manifest = var.data.manifest
+            mine = manifest._paths == ref_url  # the references into this very file
+            if mine.any():
+                ends = manifest._offsets[mine] + manifest._lengths[mine]
+                end = max(end, int(ends.max()))
     if end > source.size:
         raise SourceError(
             f"{source.url}: is truncated: its header places data up to byte {end} but the file "

@@ -1,0 +1,272 @@
+"""Client memory per ingested file (issue 14, goal 2: at most 5 KB a file).
+
+For each size N, a fresh Python process starts a 2-worker ``LocalCluster``, warms up with an
+untimed 8-file run, then runs ``icepipe.run`` over N small generated netCDF4 files (scanned on
+the workers in batches, one commit) while a thread samples the process's RSS every 10 ms. The
+figure is the peak RSS during the run minus the RSS just before it, over N: what the
+coordinator holds per file at its peak (scan results, plan, references, ledger records). The
+workers are other processes and are not counted.
+
+The files (2 daily steps of a 4x8 float32 field, zlib, one chunk per step, ~6 KB each) are
+made cheaply: one written by netCDF-C, the others copies of its bytes with the time values
+patched in place, generated once into a temporary folder (or ``--keep DIR``) and removed at the
+end. Smaller sizes are hard links to the first files of the largest.
+
+Usage::
+
+    .venv/bin/python benchmarks/memory.py                      # 1,000 and 10,000 files
+    .venv/bin/python benchmarks/memory.py --sizes 1000 10000 50000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from run import machine_info, source_state  # the scan benchmark's records
+
+GOAL_BYTES_PER_FILE = 5_000
+STEPS, NY, NX = 2, 4, 8
+
+
+def write_template(path: Path) -> int:
+    """Write file 0 with netCDF-C; return the byte offset of its (contiguous) time values."""
+    import h5py
+    import netCDF4
+
+    with netCDF4.Dataset(path, "w", format="NETCDF4") as nc:
+        nc.createDimension("time", STEPS)
+        nc.createDimension("lat", NY)
+        nc.createDimension("lon", NX)
+        t = nc.createVariable("time", "i8", ("time",), contiguous=True)
+        t.units, t.calendar = "days since 2000-01-01", "standard"
+        nc.createVariable("lat", "f8", ("lat",))[:] = np.linspace(-60, 60, NY)
+        nc.createVariable("lon", "f8", ("lon",))[:] = np.linspace(0, 350, NX)
+        v = nc.createVariable(
+            "tas", "f4", ("time", "lat", "lon"), zlib=True, complevel=1, chunksizes=(1, NY, NX)
+        )
+        v.units = "K"
+        t[:] = np.arange(STEPS)
+        v[:] = np.random.default_rng(0).random((STEPS, NY, NX)).astype("f4")
+    with h5py.File(path, "r") as f:
+        offset = f["time"].id.get_offset()
+    if offset is None:
+        raise RuntimeError(f"{path}: time values are not stored contiguously")
+    return int(offset)
+
+
+def generate(folder: Path, n: int) -> list[Path]:
+    """Files f000000.nc ... : file i holds steps 2i and 2i+1 (days since 2000-01-01)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    first = folder / "f000000.nc"
+    offset = write_template(first)
+    data = bytearray(first.read_bytes())
+    paths = [first]
+    for i in range(1, n):
+        data[offset : offset + 8 * STEPS] = np.arange(
+            i * STEPS, (i + 1) * STEPS, dtype="<i8"
+        ).tobytes()
+        path = folder / f"f{i:06d}.nc"
+        path.write_bytes(data)
+        paths.append(path)
+    return paths
+
+
+def check_files(paths: list[Path]) -> None:
+    """The patched copies read back with their own times (a few of them, through xarray)."""
+    import xarray as xr
+
+    for i in sorted({0, 1, len(paths) // 2, len(paths) - 1}):
+        with xr.open_dataset(paths[i], decode_times=False) as ds:
+            got = ds["time"].values.tolist()
+        if got != list(range(i * STEPS, (i + 1) * STEPS)):
+            raise AssertionError(f"{paths[i]}: time {got}")
+
+
+def linked(source: list[Path], folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for p in source:
+        target = folder / p.name
+        if not target.exists():
+            os.link(p, target)
+    return folder
+
+
+class PeakRSS:
+    """The process's RSS, sampled every ``interval`` seconds on a thread: its peak."""
+
+    def __init__(self, interval: float = 0.01) -> None:
+        import psutil
+
+        self.process = psutil.Process()
+        self.interval = interval
+        self.peak = self.process.memory_info().rss
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self.process.memory_info().rss)
+            time.sleep(self.interval)
+
+    def __enter__(self) -> PeakRSS:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self.process.memory_info().rss)
+
+
+class StageRSS:
+    """A run observer recording the peak RSS growth at the end of each stage (MiB over the RSS
+    before the run): where the memory is taken."""
+
+    def __init__(self, peak: PeakRSS, before: int) -> None:
+        self.peak, self.before = peak, before
+        self.after: dict[str, float] = {}
+
+    def stage_started(self, stage: str, client: Any) -> None:
+        pass
+
+    def stage_finished(self, stage: str, seconds: float) -> None:
+        rss = max(self.peak.peak, self.peak.process.memory_info().rss)
+        self.after[stage] = round((rss - self.before) / 2**20, 1)
+
+
+def _pipeline(folder: Path, repo: Path) -> Any:
+    from icepipe.spec import pipeline_from_dict
+
+    return pipeline_from_dict(
+        {
+            "name": "bench-memory",
+            "source": {"urls": f"{folder}/*.nc", "concat_dim": "time", "format": "netcdf4"},
+            "target": {"repo": str(repo)},
+        },
+        base_dir=folder,
+    )
+
+
+def measure_one(folder: Path, warm: Path, work: Path, workers: int) -> dict[str, Any]:
+    """One size, in this (fresh) process: the run's peak RSS growth."""
+    import gc
+
+    import psutil
+    from distributed import Client, LocalCluster
+
+    import icepipe
+
+    n = len(list(folder.glob("*.nc")))
+    with (
+        LocalCluster(n_workers=workers, threads_per_worker=1, processes=True) as cluster,
+        Client(cluster) as client,
+    ):
+        icepipe.run(_pipeline(warm, work / "warm-repo"), client=client)
+        gc.collect()
+        before = psutil.Process().memory_info().rss
+        t0 = time.perf_counter()
+        with PeakRSS() as peak:
+            stages = StageRSS(peak, before)
+            result = icepipe.run(_pipeline(folder, work / "repo"), client=client, observer=stages)
+        seconds = time.perf_counter() - t0
+    if result.status != "committed" or len(result.files_new) != n:
+        raise RuntimeError(f"ingested {len(result.files_new)} of {n} files")
+    growth = peak.peak - before
+    return {
+        "files": n,
+        "rss_before_mib": round(before / 2**20, 1),
+        "rss_peak_mib": round(peak.peak / 2**20, 1),
+        "growth_mib": round(growth / 2**20, 1),
+        "bytes_per_file": round(growth / n),
+        "seconds": round(seconds, 2),
+        "stages": {k: round(v, 3) for k, v in result.stages.items()},
+        # Stages run in order list, plan, scan, plan, write, commit: the peak growth so far.
+        "growth_mib_after_stage": stages.after,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000])
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--keep", type=Path, help="generate files here once and keep them")
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results/memory.json")
+    parser.add_argument("--one", type=Path, help=argparse.SUPPRESS)  # child: measure one folder
+    parser.add_argument("--warm", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--work", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.one:
+        print(json.dumps(measure_one(args.one, args.warm, args.work, args.workers)))
+        return 0
+    machine = machine_info()
+    root = args.keep or Path(tempfile.mkdtemp(prefix="icepipe-memory-"))
+    try:
+        rows = _measure_all(root, sorted(args.sizes), args.workers)
+    finally:
+        if args.keep is None:
+            shutil.rmtree(root, ignore_errors=True)
+    machine["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
+    print(f"\n{'files':>7} {'peak growth MiB':>16} {'bytes/file':>11} {'run s':>7}  goal <= 5000 B")
+    for r in rows:
+        verdict = "HOLDS" if r["bytes_per_file"] <= GOAL_BYTES_PER_FILE else "DOES NOT HOLD"
+        print(
+            f"{r['files']:>7} {r['growth_mib']:>16.1f} {r['bytes_per_file']:>11} "
+            f"{r['seconds']:>7.1f}  {verdict}"
+        )
+    print(
+        f"load average {machine['load_average_at_start']} at start, "
+        f"{machine['load_average_at_end']} at end"
+    )
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    record = {"machine": machine, "source": source_state(), "goal_bytes_per_file": 5000}
+    args.out.write_text(json.dumps({**record, "sizes": rows}, indent=2))
+    return 0
+
+
+def _measure_all(root: Path, sizes: list[int], workers: int) -> list[dict[str, Any]]:
+    files_dir = root / "files"
+    existing = sorted(files_dir.glob("*.nc"))
+    t0 = time.perf_counter()
+    paths = existing if len(existing) >= sizes[-1] else generate(files_dir, sizes[-1])
+    check_files(paths[: sizes[-1]])
+    print(f"{sizes[-1]} files ready in {time.perf_counter() - t0:.1f} s", flush=True)
+    warm = linked(paths[:8], root / "warm")
+    rows = []
+    for n in sizes:
+        folder = linked(paths[:n], root / f"n{n}")
+        work = Path(tempfile.mkdtemp(prefix=f"run{n}-", dir=root))
+        done = subprocess.run(
+            [
+                sys.executable,
+                __file__,
+                *("--one", str(folder), "--warm", str(warm)),
+                *("--work", str(work), "--workers", str(workers)),
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        shutil.rmtree(work, ignore_errors=True)
+        if done.returncode != 0:
+            raise RuntimeError(f"{n} files: {done.stderr[-3000:]}")
+        row = json.loads(done.stdout.strip().splitlines()[-1])
+        print(f"  {n} files: {row}", flush=True)
+        rows.append(row)
+    return rows
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
