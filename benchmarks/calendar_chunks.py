@@ -29,6 +29,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import icepipe
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
@@ -78,7 +80,6 @@ def _pipeline(folder: Path, layout: str, src: Path) -> Path:
 def _one(
     client: Any, work: Path, monthly: list[Path], daily: list[Path], layout: str
 ) -> dict[str, float]:
-    import icepipe
     from icepipe.repository.grids import rectilinear_enabled
 
     src = work / f"src-{layout}"
@@ -112,7 +113,6 @@ def main() -> None:
     args = parser.parse_args()
     import xarray as xr
 
-    import icepipe
     from icepipe.execute import open_client
     from icepipe.repository.grids import rectilinear_enabled
 

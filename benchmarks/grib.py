@@ -34,6 +34,8 @@ from typing import Any
 import numpy as np
 import yaml
 
+import icepipe
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DATA = REPO_ROOT / "data"
 SAMPLES = {
@@ -64,7 +66,6 @@ def _cfgrib_read(paths: list[Path]) -> dict[str, np.ndarray]:
 
 
 def _icepipe_read(repo: str, groups: list[str | None]) -> dict[str, np.ndarray]:
-    import icepipe
 
     out = {}
     for group in groups:
@@ -75,7 +76,6 @@ def _icepipe_read(repo: str, groups: list[str | None]) -> dict[str, np.ndarray]:
 
 
 def _ingest(pattern: str, cubes: str | None, folder: Path, client: Any) -> tuple[float, Any]:
-    import icepipe
 
     source: dict[str, Any] = {"urls": str(DATA / pattern), "format": "grib", "concat_dim": "time"}
     if cubes:

@@ -34,6 +34,8 @@ from typing import Any
 
 import numpy as np
 
+import icepipe
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from run import machine_info, source_state  # the scan benchmark's records
 
@@ -166,8 +168,6 @@ def measure_one(folder: Path, warm: Path, work: Path, workers: int) -> dict[str,
 
     import psutil
     from distributed import Client, LocalCluster
-
-    import icepipe
 
     n = len(list(folder.glob("*.nc")))
     with (

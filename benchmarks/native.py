@@ -45,6 +45,7 @@ from typing import Any
 
 import numpy as np
 
+import icepipe
 from run import machine_info, source_state  # benchmarks/run.py: the same machine/source record
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -296,7 +297,6 @@ Runner = Callable[[Any, Path], dict[str, Any]]
 
 
 def run_icepipe(ds: Any, out: Path) -> dict[str, Any]:
-    import icepipe
 
     snapshot = icepipe.to_icechunk(ds, str(out), encoding=encoding(ds), message="bench: icepipe")
     return {"snapshot": snapshot}
@@ -632,8 +632,6 @@ def _task_prefixes(dask_scheduler: Any) -> list[str]:
 def write_icepipe(files: list[Path], chunks: dict[str, int], repo: Path, client: Any) -> Any:
     """The measured path: an icepipe ``mode: native`` pipeline, from a YAML file."""
     import yaml
-
-    import icepipe
 
     doc = {
         "name": f"bench-native-{repo.name}",

@@ -38,6 +38,8 @@ from typing import Any
 
 import numpy as np
 
+import icepipe
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from run import machine_info, source_state  # the scan benchmark's records
 
@@ -94,7 +96,6 @@ def pipeline_for(folder: Path, repo: Path) -> Any:
 
 def build(folder: Path, repo: Path, n: int, *, batch: int, client: Any) -> dict[str, Any]:
     """A repository holding files 0..n-1, ingested ``batch`` files per run (untimed setup)."""
-    import icepipe
 
     t0 = time.perf_counter()
     commits = 0
@@ -117,7 +118,6 @@ VIA = {"how": "cli"}
 def timed_run(folder: Path, repo: Path, expect: str) -> dict[str, Any]:
     if VIA["how"] == "cli":
         return _cli_run(folder, repo, expect)
-    import icepipe
 
     t0 = time.perf_counter()
     result = icepipe.run(pipeline_for(folder, repo))

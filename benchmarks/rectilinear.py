@@ -50,6 +50,7 @@ import numpy as np
 import xarray as xr
 import yaml
 
+import icepipe
 from run import machine_info, source_state  # benchmarks/run.py: the same machine/source record
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -98,7 +99,6 @@ def _pipeline(folder: Path, name: str, extra: dict[str, Any]) -> Path:
 
 def build(folder: Path, files: list[Path], client: Any) -> dict[str, Any]:
     """The virtual and the native repository; how each was built and how long it took."""
-    import icepipe
     from icepipe.errors import IcepipeError
 
     out: dict[str, Any] = {}
@@ -127,7 +127,6 @@ def build(folder: Path, files: list[Path], client: Any) -> dict[str, Any]:
 
 
 def opener(method: str, folder: Path, files: list[Path]) -> Callable[[], xr.Dataset]:
-    import icepipe
 
     if method == "mfdataset":
         return lambda: xr.open_mfdataset(files, combine="nested", concat_dim="time")

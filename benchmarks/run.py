@@ -31,6 +31,8 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
+import icepipe
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 WORKERS = 2
@@ -54,7 +56,6 @@ Method = Callable[[list[Path], Path, Any], dict[str, Any]]
 
 
 def run_icepipe(files: list[Path], repo: Path, client: Any) -> dict[str, Any]:
-    import icepipe
     from icepipe.spec import pipeline_from_dict
 
     folder = files[0].parent
@@ -266,7 +267,6 @@ def machine_info() -> dict[str, Any]:
 
 def source_state() -> dict[str, Any]:
     """Which icepipe code was measured: where it was imported from, its commit, local changes."""
-    import icepipe
 
     package = Path(icepipe.__file__).resolve().parent
     root = package.parents[1]  # src/icepipe -> the checkout

@@ -34,6 +34,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import icepipe  # noqa: F401  (loads pyproj before ecCodes: see icepipe/__init__.py)
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from nightly import write_file  # the nightly benchmark's small netCDF4 file
 from run import machine_info, source_state  # the scan benchmark's records

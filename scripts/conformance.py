@@ -23,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
+import icepipe  # noqa: F401  (loads pyproj before ecCodes: see icepipe/__init__.py)
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 

@@ -22,6 +22,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+import icepipe  # noqa: F401  (loads pyproj before ecCodes: see icepipe/__init__.py)
+
 
 def relative_refs(path: Path, out_dir: Path) -> dict[str, Any]:
     """kerchunk's references to ``path``, its URL made relative to ``out_dir``."""
