@@ -31,3 +31,14 @@ def test_icepipe_then_grib_then_pyproj_exits_cleanly(first: str) -> None:
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert "WGS 84" in done.stdout
+
+
+def test_xarray_first_then_icepipe_engine_exits_cleanly() -> None:
+    """A user's process: xarray loads every backend (cfgrib's before icepipe's engine), so
+    ecCodes is loaded before icepipe; pyproj is then imported with its own libraries."""
+    script = "import xarray as xr\nprint(sorted(xr.backends.list_engines()))\n"
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "icepipe" in done.stdout

@@ -34,12 +34,21 @@ def _load_pyproj_before_eccodes() -> None:
     pyproj keeps its own libraries. Measured with eccodes 2.50 / eckitlib 2.5 / pyproj 3.8.
     """
     import contextlib
+    import os
     import sys
 
-    if "pyproj" in sys.modules or "gribapi" in sys.modules:
+    if "pyproj" in sys.modules:
         return
-    with contextlib.suppress(ImportError):
-        import pyproj  # noqa: F401
+    flags = sys.getdlopenflags()
+    if "gribapi" in sys.modules and hasattr(os, "RTLD_DEEPBIND"):
+        # ecCodes came first (xarray loaded cfgrib's entry point before icepipe's): pyproj's
+        # extensions must then prefer their own libraries to the global ones (Linux).
+        sys.setdlopenflags(flags | os.RTLD_DEEPBIND)
+    try:
+        with contextlib.suppress(ImportError):
+            import pyproj  # noqa: F401
+    finally:
+        sys.setdlopenflags(flags)
 
 
 _load_pyproj_before_eccodes()
