@@ -484,22 +484,8 @@ def _same_array(a: np.ndarray[Any, Any] | None, b: np.ndarray[Any, Any] | None) 
 
 
 def _same_mapping(a: Any, b: Any) -> bool:
-    """Attribute/encoding dicts equal, NaN equal to NaN and numpy values compared by dtype."""
-    if a is b:
-        return True
-    if a.keys() != b.keys() or list(a) != list(b):
-        return False
-    for k in a:
-        x, y = a[k], b[k]
-        if isinstance(x, np.ndarray | np.generic) or isinstance(y, np.ndarray | np.generic):
-            if type(x) is not type(y) or np.asarray(x).dtype != np.asarray(y).dtype:
-                return False
-            if np.shape(x) != np.shape(y):
-                return False
-            if not np.array_equal(x, y, equal_nan=np.asarray(x).dtype.kind in "fc"):
-                return False
-        elif isinstance(x, float) and isinstance(y, float) and math.isnan(x) and math.isnan(y):
-            continue
-        elif type(x) is not type(y) or x != y:
-            return False
-    return True
+    """:func:`~icepipe.sources.formats.hdf5_index.same_mapping`, keys in the same order too (a
+    packed file rebuilds its dicts in the skeleton's order)."""
+    from icepipe.sources.formats.hdf5_index import same_mapping
+
+    return a is b or (list(a) == list(b) and same_mapping(a, b))

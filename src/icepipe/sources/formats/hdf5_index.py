@@ -47,6 +47,7 @@ __all__ = [
     "layout_of",
     "remember",
     "same_dataset",
+    "same_mapping",
     "scan_indexed",
 ]
 
@@ -500,9 +501,9 @@ def same_dataset(a: xr.Dataset, b: xr.Dataset) -> bool:
         return False
     for name, va in a.variables.items():
         vb = b.variables[name]
-        if va.dims != vb.dims or not _same_mapping(va.attrs, vb.attrs):
+        if va.dims != vb.dims or not same_mapping(va.attrs, vb.attrs):
             return False
-        if not _same_mapping(va.encoding, vb.encoding):
+        if not same_mapping(va.encoding, vb.encoding):
             return False
         if isinstance(va.data, ManifestArray) != isinstance(vb.data, ManifestArray):
             return False
@@ -522,7 +523,9 @@ def _same_values(a: xr.Variable, b: xr.Variable) -> bool:
     return bool(np.array_equal(a.values, b.values, equal_nan=a.dtype.kind in "fc"))
 
 
-def _same_mapping(a: Any, b: Any) -> bool:
+def same_mapping(a: Any, b: Any) -> bool:
+    """Attribute/encoding dicts equal (in any key order), NaN equal to NaN, numpy values
+    compared with their type and dtype."""
     if a.keys() != b.keys():
         return False
     for k in a:
