@@ -319,7 +319,50 @@ def build_parser() -> argparse.ArgumentParser:
     from icepipe.ops.export import add_export_command
 
     add_export_command(sub, _open_repo)
+    _add_web_command(sub)
     return parser
+
+
+def _add_web_command(sub: Any) -> None:
+    p = sub.add_parser(
+        "web",
+        help="a read-only web catalog: repositories, history, arrays, pipelines, search",
+    )
+    p.add_argument(
+        "pipelines",
+        nargs="*",
+        help="folders or files of pipelines whose repositories and runs are shown too",
+    )
+    p.add_argument("--catalog", dest="web_catalog", default=None, help="catalog file")
+    p.add_argument("--state-dir", default=None, help="where run reports are (as for status)")
+    p.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on (default 127.0.0.1: this machine only)",
+    )
+    p.add_argument("--port", type=_count(minimum=0), default=8000, help="default 8000")
+    p.set_defaults(func=_cmd_web)
+
+
+def _cmd_web(args: argparse.Namespace) -> int:
+    from icepipe.errors import ConfigError
+
+    try:
+        from icepipe.web.config import WebConfig
+        from icepipe.web.server import serve
+    except ImportError as exc:
+        raise ConfigError(
+            f"icepipe web needs the web extra ({exc.name} is missing): pip install 'icepipe[web]'"
+        ) from None
+    if args.web_catalog:
+        from icepipe.catalog import CATALOG_ENV
+
+        os.environ[CATALOG_ENV] = args.web_catalog
+    config = WebConfig(
+        pipelines=tuple(args.pipelines), catalog=args.web_catalog, state_dir=args.state_dir
+    )
+    serve(config, host=args.host, port=args.port)
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
