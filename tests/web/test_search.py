@@ -251,3 +251,14 @@ def test_an_unreadable_repository_leaves_the_others_searchable(tmp_path: Path) -
         assert [r["path"] for r in doc["results"]] == ["/a"] and doc["state"] == "ready"
         assert list(doc["unreadable"]) == ["lab/other"]
         assert 'data-testid="search-unreadable"' in web.get("/search?q=counts").text
+
+
+def test_a_search_over_the_time_limit_is_a_504(tmp_path: Path) -> None:
+    config, _ = _fresh_site(tmp_path)
+    app = create_app(WebConfig(catalog=config.catalog, request_timeout=1e-6))
+    search_index(app).wait(60)
+    with TestClient(app) as web:
+        r = web.get("/api/search", params={"q": "scratch"})
+        assert r.status_code == 504 and "the search took more than" in r.json()["error"]
+        page = web.get("/search", params={"q": "scratch"})
+        assert page.status_code == 504 and 'data-testid="error-status"' in page.text

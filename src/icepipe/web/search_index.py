@@ -233,9 +233,8 @@ def _pipeline_documents(known: KnownRepo) -> Iterator[Document]:
         except IcepipeError:  # the pipelines page shows why
             continue
         s = p.source
-        other = " ".join(
-            [*s.urls, s.format, p.mode, s.concat_dim, p.target.group or "", known.key, path]
-        )
+        # No secrets: the spec and the catalog refuse URLs with credentials (user:password@).
+        other = " ".join([*s.urls, s.format, p.mode, s.concat_dim, p.target.group or "", known.key])
         yield Document("pipeline", known.key, path, "", p.name, p.name, "", other)
 
 
