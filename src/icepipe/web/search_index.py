@@ -244,7 +244,8 @@ def repo_documents(
     """Every document of one repository (``tips``: its branch tips, read when not given)."""
     tips = branch_tips(known) if tips is None else tips
     e = known.entry
-    pipelines = [d.name for d in _pipeline_documents(known)]
+    pipeline_docs = list(_pipeline_documents(known))
+    pipelines = [d.name for d in pipeline_docs]
     docs = [
         Document(
             "repo",
@@ -257,7 +258,7 @@ def repo_documents(
             " ".join([e.url, *(b for b, _ in tips), *pipelines]),
         )
     ]
-    docs += _pipeline_documents(known)
+    docs += pipeline_docs
     if tips:
         repo = _open(known)
         seen: set[str] = set()

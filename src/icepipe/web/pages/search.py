@@ -122,6 +122,7 @@ async def _results(request: Request) -> dict[str, Any]:
         "state": index.state,
         "error": index.error,
         "unreadable": dict(index.repo_errors),
+        "index": {"repos": index.stats.repos, "documents": index.stats.documents},
         "count": len(hits),
         "results": [
             {**h.as_dict(), "url": result_url(h), "repo_url": _repo_url(h.repo)} for h in hits
