@@ -262,3 +262,40 @@ def test_a_search_over_the_time_limit_is_a_504(tmp_path: Path) -> None:
         assert r.status_code == 504 and "the search took more than" in r.json()["error"]
         page = web.get("/search", params={"q": "scratch"})
         assert page.status_code == 504 and 'data-testid="error-status"' in page.text
+
+
+class _SqliteWithoutFts5:
+    """A real SQLite connection that answers as a build without FTS5 does."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.con = _CONNECT(":memory:")
+
+    def execute(self, sql: str, *args: Any) -> Any:
+        if "fts5" in sql.lower():
+            raise sqlite3.OperationalError("no such module: fts5")
+        return self.con.execute(sql, *args)
+
+    def close(self) -> None:
+        self.con.close()
+
+
+_CONNECT = sqlite3.connect
+
+
+def test_a_sqlite_without_fts5_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from icepipe.errors import ConfigError
+    from icepipe.web.search_index import check_fts5
+
+    check_fts5()  # this Python has it
+    monkeypatch.setattr(sqlite3, "connect", _SqliteWithoutFts5)
+    with pytest.raises(ConfigError, match=r"has no FTS5 .*no such module: fts5"):
+        check_fts5()
+    config, _ = _fresh_site(tmp_path)
+    app = create_app(config)
+    index = search_index(app)
+    assert index.wait(60) and index.state == "failed" and "FTS5" in str(index.error)
+    with TestClient(app) as web:
+        r = web.get("/api/search", params={"q": "scratch"})
+        assert r.status_code == 503 and "FTS5" in r.json()["error"]
+        page = web.get("/search", params={"q": "scratch"})
+        assert page.status_code == 503 and "search index is unavailable" in page.text
