@@ -128,6 +128,7 @@ class Selection:
     chunks_spanned: int
     chunks_read: int
     strides: dict[str, int]
+    steps: dict[str, int] = field(default_factory=dict)
 
     @property
     def decimated(self) -> bool:
@@ -137,8 +138,17 @@ class Selection:
         """What the title says about decimation ("" when the whole slice was read)."""
         if not self.decimated:
             return ""
-        every = ", ".join(f"every {s}th chunk along {d}" for d, s in self.strides.items() if s > 1)
-        return f"decimated: {every} ({self.chunks_read} of {self.chunks_spanned} chunks read)"
+        every = ", ".join(
+            f"every {_nth(s)} chunk along {d}" for d, s in self.strides.items() if s > 1
+        )
+        return f"decimated: {every} ({self.chunks_read} of {self.chunks_spanned} chunks read" + (
+            ", grey: not read)" if len(self.plot_dims) == 2 else ")"
+        )
+
+
+def _nth(n: int) -> str:
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
 
 
 def check_index(
@@ -184,6 +194,7 @@ def plan_selection(
     counts = [len(edges[a]) for a in axes]
     strides = _strides(counts, max_chunks)
     positions: dict[str, np.ndarray[Any, Any]] = {}
+    steps: dict[str, int] = {}
     read = 1
     for d, a, count, s in zip(plot_dims, axes, counts, strides, strict=True):
         starts = _chunk_starts(edges[a])
@@ -192,9 +203,8 @@ def plan_selection(
         pos = np.concatenate(
             [np.arange(starts[c], min(starts[c] + edges[a][c], shape[a])) for c in picked]
         )
-        if len(pos) > max_cells:
-            pos = pos[:: math.ceil(len(pos) / max_cells)]
-        positions[d] = pos
+        steps[d] = max(1, math.ceil(len(pos) / max_cells))
+        positions[d] = pos[:: steps[d]]
     return Selection(
         plot_dims=plot_dims,
         index=fixed,
@@ -202,6 +212,7 @@ def plan_selection(
         chunks_spanned=math.prod(counts),
         chunks_read=read,
         strides=dict(zip(plot_dims, strides, strict=True)),
+        steps=steps,
     )
 
 
@@ -213,15 +224,95 @@ def read_selection(da: xr.DataArray, sel: Selection) -> xr.DataArray:
     return picked.load()
 
 
-def _axis_values(da: xr.DataArray, dim: str) -> tuple[np.ndarray[Any, Any], str]:
-    """Values along ``dim`` to plot against (its coordinate when numeric or dates, else the
-    positions) and the axis label."""
+def _axis_values(
+    da: xr.DataArray, dim: str, positions: np.ndarray[Any, Any], *, dates: bool
+) -> tuple[np.ndarray[Any, Any], str]:
+    """Values along ``dim`` to plot against (its coordinate when numeric, or dates when
+    ``dates``; else the ``positions`` read) and the axis label."""
     if dim in da.coords and da[dim].ndim == 1:
         values = np.asarray(da[dim].values)
         units = da[dim].attrs.get("units", "")
-        if values.dtype.kind in "iuf" or values.dtype.kind == "M":
+        if values.dtype.kind in "iuf" or (dates and values.dtype.kind == "M"):
             return values, f"{dim} [{units}]" if units else dim
-    return np.arange(da.sizes[dim]), f"{dim} (position)"
+    return positions, f"{dim} (position)"
+
+
+def _runs(positions: np.ndarray[Any, Any], step: int) -> list[slice]:
+    """The runs of ``positions`` read without a gap (chunks skipped by a decimated read)."""
+    cuts = [0, *(np.flatnonzero(np.diff(positions) > step) + 1).tolist(), len(positions)]
+    return [slice(a, b) for a, b in zip(cuts[:-1], cuts[1:], strict=True)]
+
+
+def _cells(
+    positions: np.ndarray[Any, Any], values: np.ndarray[Any, Any], step: int
+) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
+    """Cell edges along one axis of a decimated map (in the axis' values) and, per cell, the
+    column of the data it shows (-1: a gap of chunks not read, drawn empty)."""
+    edges: list[float] = [positions[0] - step / 2]
+    take: list[int] = []
+    for r in _runs(positions, step):
+        if take:  # the gap before this run
+            edges.append(positions[r.start] - step / 2)
+            take.append(-1)
+        for j in range(r.start, r.stop):
+            edges.append(positions[j] + step / 2)
+            take.append(j)
+    pos_edges = np.asarray(edges, dtype="float64")
+    if values is positions or len(positions) < 2:
+        return pos_edges + (values[0] - positions[0]), np.asarray(take)
+    p, v = positions.astype("float64"), values.astype("float64")
+    out = np.interp(pos_edges, p, v)
+    lo, hi = pos_edges < p[0], pos_edges > p[-1]
+    out[lo] = v[0] + (pos_edges[lo] - p[0]) * (v[1] - v[0]) / (p[1] - p[0])
+    out[hi] = v[-1] + (pos_edges[hi] - p[-1]) * (v[-1] - v[-2]) / (p[-1] - p[-2])
+    return out, np.asarray(take)
+
+
+def _gap_map(ax: Any, data: Any, x: Any, y: Any, sel: Selection) -> Any:
+    """A decimated map: the chunks read at their places, the chunks skipped left empty."""
+    ydim, xdim = sel.plot_dims
+    ey, ty = _cells(sel.positions[ydim], y, sel.steps.get(ydim, 1))
+    ex, tx = _cells(sel.positions[xdim], x, sel.steps.get(xdim, 1))
+    grid = np.asarray(data, dtype="float64")[np.ix_(np.maximum(ty, 0), np.maximum(tx, 0))]
+    unread = (ty < 0)[:, None] | (tx < 0)[None, :]
+    grid[unread] = np.nan
+    ax.set_facecolor("#dddddd")  # chunks not read: grey; missing values read: white
+    ax.pcolormesh(
+        ex,
+        ey,
+        np.ma.masked_array(np.ones_like(grid), unread),
+        cmap="Greys_r",
+        shading="flat",
+        vmin=0,
+        vmax=1,
+    )
+    return ax.pcolormesh(ex, ey, np.ma.masked_invalid(grid), shading="flat", cmap="viridis")
+
+
+def _even(values: np.ndarray[Any, Any]) -> bool:
+    """Whether ``values`` are evenly spaced numbers (an image's pixels can stand for them)."""
+    if values.dtype.kind not in "iuf" or len(values) < 2:
+        return values.dtype.kind in "iuf"
+    steps = np.diff(values.astype("float64"))
+    return bool(np.allclose(steps, steps[0], rtol=1e-3) and steps[0] != 0)
+
+
+def _draw_map(ax: Any, x: np.ndarray[Any, Any], y: np.ndarray[Any, Any], values: Any) -> Any:
+    """An image when both axes are evenly spaced (fast), else a mesh on the coordinates (gaps
+    of a decimated read, uneven grids)."""
+    if _even(x) and _even(y):
+        dx = float(x[1] - x[0]) if len(x) > 1 else 1.0
+        dy = float(y[1] - y[0]) if len(y) > 1 else 1.0
+        extent = (x[0] - dx / 2, x[-1] + dx / 2, y[0] - dy / 2, y[-1] + dy / 2)
+        return ax.imshow(
+            values,
+            origin="lower",
+            extent=[float(e) for e in extent],
+            aspect="auto",
+            interpolation="nearest",
+            cmap="viridis",
+        )
+    return ax.pcolormesh(x, y, values, shading="nearest", cmap="viridis")
 
 
 def _title(name: str, units: str, where: str, note: str) -> str:
@@ -234,10 +325,10 @@ def _title(name: str, units: str, where: str, note: str) -> str:
 
 def render_png(
     data: xr.DataArray,
+    sel: Selection,
     *,
     name: str,
     where: str,
-    note: str = "",
     size: tuple[int, int] = (800, 500),
 ) -> bytes:
     """The PNG picture of ``data`` (1-D: a line plot; 2-D: a map with a colour bar), titled
@@ -252,7 +343,7 @@ def render_png(
     units = str(data.attrs.get("units", ""))
     values = np.asarray(data.values, dtype="float64")
     finite = np.isfinite(values)
-    title = _title(name, units, where, note)
+    title = _title(name, units, where, sel.note())
     if not finite.any():
         ax.text(
             0.5,
@@ -264,22 +355,29 @@ def render_png(
         )
         ax.set_axis_off()
     elif data.ndim == 1:
-        x, xlabel = _axis_values(data, str(data.dims[0]))
-        ax.plot(x, values, lw=1.2, marker="." if len(x) < 80 else None)
+        dim = str(data.dims[0])
+        x, xlabel = _axis_values(data, dim, sel.positions[dim], dates=True)
+        for r in _runs(sel.positions[dim], sel.steps.get(dim, 1)):
+            ax.plot(x[r], values[r], lw=1.2, color="C0", marker="." if len(x) < 80 else None)
         ax.set_xlabel(xlabel)
         ax.set_ylabel(units or name)
         ax.grid(alpha=0.3)
         if x.dtype.kind == "M":
             fig.autofmt_xdate()
     else:
-        y, ylabel = _axis_values(data, str(data.dims[0]))
-        x, xlabel = _axis_values(data, str(data.dims[1]))
-        mesh = ax.pcolormesh(x, y, np.ma.masked_invalid(values), shading="nearest", cmap="viridis")
+        ydim, xdim = sel.plot_dims
+        y, ylabel = _axis_values(data, ydim, sel.positions[ydim], dates=False)
+        x, xlabel = _axis_values(data, xdim, sel.positions[xdim], dates=False)
+        if sel.decimated:
+            mesh = _gap_map(ax, values, x, y, sel)
+        else:
+            mesh = _draw_map(ax, x, y, np.ma.masked_invalid(values))
         fig.colorbar(mesh, ax=ax, label=units or name)
         ax.set_xlabel(xlabel)
         ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=10)
-    fig.tight_layout()
+    # Fixed margins rather than tight_layout: a second full draw costs ~40 % of a picture.
+    fig.subplots_adjust(left=0.1, right=0.98 if data.ndim == 1 else 0.99, top=0.88, bottom=0.14)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi)
     return buf.getvalue()
@@ -382,6 +480,6 @@ def quicklook_png(
     sel = plan_selection(da.dims, da.shape, edges, index, max_chunks=max_chunks)
     data = read_selection(da, sel)
     where = _where(da, sel.index)
-    png = render_png(data, name=name, where=where, note=sel.note())
+    png = render_png(data, sel, name=name, where=where)
     finite = int(np.isfinite(np.asarray(data.values, dtype="float64")).sum())
     return Quicklook(png=png, selection=sel, values=int(data.size), finite=finite)
