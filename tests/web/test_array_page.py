@@ -227,7 +227,11 @@ def test_quicklook_reads_a_bounded_number_of_chunks(gen: tuple[TestClient, Path]
     limit = WebConfig().max_quicklook_chunks
     edges = [[c] * math.ceil(n / c) for n, c in zip(arr.shape, arr.chunks, strict=True)]
     look = quicklook_png(
-        Counting(session.store), group="grid", name="v", edges=edges, index={"time": 2},
+        Counting(session.store),
+        group="grid",
+        name="v",
+        edges=edges,
+        index={"time": 2},
         max_chunks=limit,
     )
     chunk_reads = [k for k in reads if k.startswith("grid/v/c/")]
@@ -239,8 +243,12 @@ def test_quicklook_reads_a_bounded_number_of_chunks(gen: tuple[TestClient, Path]
     assert int(served.headers["X-Icepipe-Chunks-Read"]) == len(chunk_reads)
     reads.clear()
     line = quicklook_png(
-        Counting(session.store), group="grid", name="series",
-        edges=[[5] * 40], index={}, max_chunks=limit,
+        Counting(session.store),
+        group="grid",
+        name="series",
+        edges=[[5] * 40],
+        index={},
+        max_chunks=limit,
     )
     assert 1 <= len([k for k in reads if k.startswith("grid/series/c/")]) <= limit
     assert line.selection.plot_dims == ("step",) and line.finite == line.values > 0
@@ -282,9 +290,14 @@ def test_attributes_escaped_truncated_in_html_whole_in_json(gen: tuple[TestClien
         ("/api/array", {"name": GEN, "path": "/grid/nope"}, 404, ["/grid/nope"]),
         ("/api/array", {"name": GEN, "path": "/grid/v", "ref": "nope"}, 404, ["nope"]),
         ("/api/array", {"name": GEN, "path": "/grid"}, 400, ["group"]),
+        ("/api/array", {"name": GEN, "path": "/grid/../grid/v"}, 404, [".."]),
         ("/api/array", {"name": GEN}, 400, ["path"]),
-        ("/quicklook.png", {"name": GEN, "path": "/grid/v", "index": "time:3"}, 400,
-         ["time", "length 3"]),
+        (
+            "/quicklook.png",
+            {"name": GEN, "path": "/grid/v", "index": "time:3"},
+            400,
+            ["time", "length 3"],
+        ),
         ("/quicklook.png", {"name": GEN, "path": "/grid/v", "index": "depth:0"}, 400, ["depth"]),
         ("/quicklook.png", {"name": GEN, "path": "/grid/v", "index": "x:0"}, 400, ["plotted"]),
         ("/quicklook.png", {"name": GEN, "path": "/grid/v", "index": "time=1"}, 400, ["DIM"]),

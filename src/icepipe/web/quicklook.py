@@ -15,6 +15,7 @@ shared between the server's threads).
 from __future__ import annotations
 
 import io
+import itertools
 import math
 import re
 from collections.abc import Mapping, Sequence
@@ -240,7 +241,7 @@ def _axis_values(
 def _runs(positions: np.ndarray[Any, Any], step: int) -> list[slice]:
     """The runs of ``positions`` read without a gap (chunks skipped by a decimated read)."""
     cuts = [0, *(np.flatnonzero(np.diff(positions) > step) + 1).tolist(), len(positions)]
-    return [slice(a, b) for a, b in zip(cuts[:-1], cuts[1:], strict=True)]
+    return [slice(a, b) for a, b in itertools.pairwise(cuts)]
 
 
 def _cells(

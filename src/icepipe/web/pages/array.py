@@ -61,8 +61,11 @@ def _open(config: WebConfig, key: str, ref: str | None, path: str | None) -> _Wh
     """The repository ``key`` at ``ref`` (``main``, else its first branch, when not given)."""
     from icepipe.repository import RepoNotFoundError, open_repo, resolve_ref
 
-    if not path or not path.strip("/"):
+    parts = [p for p in (path or "").split("/") if p]
+    if not parts:
         raise _bad_request("give the array's path: /array?name=KEY&path=/GROUP/ARRAY")
+    if any(p in (".", "..") for p in parts):
+        raise NotFound(f"no array {path!r}: paths name nodes from the root, without . or ..")
     known = {r.key: r for r in known_repos(config)}
     if key not in known:
         raise NotFound(f"no repository named {key!r}; known: {', '.join(sorted(known)) or 'none'}")
@@ -78,7 +81,7 @@ def _open(config: WebConfig, key: str, ref: str | None, path: str | None) -> _Wh
         snapshot_id = resolve_ref(repo, ref)
     except ConfigError as exc:
         raise NotFound(f"repository {key!r}: {exc}") from exc
-    return _Where(key=key, ref=ref, snapshot_id=snapshot_id, path="/" + path.strip("/"), repo=repo)
+    return _Where(key=key, ref=ref, snapshot_id=snapshot_id, path="/" + "/".join(parts), repo=repo)
 
 
 def _node(where: _Where) -> tuple[Any, Any]:
@@ -418,6 +421,13 @@ def _draw(
         )
     except (BadIndex, NotPlottable) as exc:
         raise _bad_request(f"{where.path}: {exc}") from exc
+    except (HTTPException, IcepipeError):
+        raise
+    except Exception as exc:  # a chunk that cannot be fetched or decoded (e.g. a source gone)
+        first = str(exc).strip().split("\n", 1)[0][:300]
+        raise HTTPException(
+            status_code=502, detail=f"cannot read the chunks of {where.path}: {first}"
+        ) from exc
     headers = {
         "X-Icepipe-Chunks-Read": str(store.chunk_reads),
         "X-Icepipe-Chunks-Spanned": str(look.selection.chunks_spanned),
