@@ -9,6 +9,7 @@ series of 40 chunks, a string array, attributes with ``<script>`` and a long val
 from __future__ import annotations
 
 import io
+import json
 import math
 from collections.abc import Iterator
 from pathlib import Path
@@ -60,6 +61,7 @@ def gen(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[TestClient, 
         {
             "v": (("time", "y", "x"), v, {"units": "K", "note": SCRIPT, "history": LONG}),
             "small": (("time", "lat", "lon"), small, {"units": "m"}),
+            "sharded": (("lat", "lon"), small[0]),
             "series": (("step",), np.sin(np.arange(n) / 10.0)),
             "labels": (("label",), np.array(["a", "bb", "ccc"])),
         },
@@ -81,6 +83,7 @@ def gen(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[TestClient, 
         encoding={
             "v": {"chunks": (1, 5, 5)},
             "small": {"chunks": (1, 20, 20)},
+            "sharded": {"chunks": (10, 10), "shards": (20, 20)},
             "series": {"chunks": (5,)},
         },
     )
@@ -124,7 +127,7 @@ def test_tas_page_shows_what_zarr_reads(site: Any, web: TestClient) -> None:
     assert info["grid"]["kind"] == "rectilinear"
     assert info["grid"]["chunks"] == [list(g) if isinstance(g, tuple) else g for g in grid]
     assert tuple(info["grid"]["edges"][0]) == ds.tas.encoding["chunks"][0]
-    assert info["codecs"] == [dict(c) for c in arr.metadata.to_dict()["codecs"]]
+    assert info["codecs"] == json.loads(json.dumps(arr.metadata.to_dict()["codecs"]))
     assert info["attributes"] == dict(arr.attrs)
     s = info["storage"]
     assert s["objects"] == 2 and s["native"] + s["inline"] + s["virtual"] + s["missing"] == 2
@@ -271,6 +274,52 @@ def test_many_chunks_counted_from_manifest_statistics(gen: tuple[TestClient, Pat
     assert stored * 0.8 < s["native_bytes"] < stored * 1.2  # estimated from 2000 of 3200
     page = web.get("/array", params={"name": GEN, "path": "/grid/v"})
     assert "estimated" in page.text
+
+
+def test_shards_shown_as_zarr_reads_them(gen: tuple[TestClient, Path]) -> None:
+    import zarr
+
+    web, repo_path = gen
+    session, _ = _open_direct(repo_path, "grid")
+    arr = zarr.open_array(session.store, path="grid/sharded", mode="r")
+    info = web.get("/api/array", params={"name": GEN, "path": "/grid/sharded"}).json()
+    assert info["grid"]["chunks"] == list(arr.chunks) == [10, 10]
+    assert info["grid"]["shards"] == list(arr.shards) == [20, 20]
+    assert info["grid"]["count"] == 16 and info["storage"]["objects"] == 4
+    assert info["codecs"] == json.loads(json.dumps(arr.metadata.to_dict()["codecs"]))
+    page = web.get("/array", params={"name": GEN, "path": "/grid/sharded"})
+    assert 'data-testid="array-shards"' in page.text and "sharding_indexed" in page.text
+    look = web.get("/quicklook.png", params={"name": GEN, "path": "/grid/sharded"})
+    assert look.status_code == 200 and _png(look.content).std() > 10
+
+
+@pytest.mark.parametrize(
+    ("edges", "max_chunks"),
+    [
+        ([[1] * 3, [5] * 40, [5] * 40], 16),
+        ([[1] * 3, [5] * 40, [5] * 40], 1),
+        ([[2] * 5, [7] * 3, [100] * 9], 4),
+        ([[56, 93], [1], [1], [1]], 1),
+        ([[3] * 1000], 16),
+    ],
+)
+def test_plan_selection_stays_within_the_budget(edges: list[list[int]], max_chunks: int) -> None:
+    """Pure: the chunks picked fit the budget, positions lie inside the array and inside the
+    picked chunks, and at most MAX_CELLS positions per plotted dimension."""
+    from icepipe.web.quicklook import MAX_CELLS, plan_selection
+
+    shape = [sum(e) for e in edges]
+    dims = [f"d{i}" for i in range(len(edges))]
+    sel = plan_selection(dims, shape, edges, {}, max_chunks=max_chunks)
+    assert 1 <= sel.chunks_read <= max_chunks
+    assert sel.chunks_spanned == math.prod(len(edges[dims.index(d)]) for d in sel.plot_dims)
+    touched = 1
+    for d, pos in sel.positions.items():
+        e = edges[dims.index(d)]
+        assert 0 < len(pos) <= MAX_CELLS and pos.min() >= 0 and pos.max() < shape[dims.index(d)]
+        bounds = np.cumsum([0, *e])
+        touched *= len(set(np.searchsorted(bounds, pos, side="right") - 1))
+    assert touched <= sel.chunks_read
 
 
 def test_attributes_escaped_truncated_in_html_whole_in_json(gen: tuple[TestClient, Path]) -> None:

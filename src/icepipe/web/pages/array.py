@@ -126,32 +126,33 @@ def _jsonable(value: Any) -> Any:
     return str(value)
 
 
+def _edges(grid: tuple[int | tuple[int, ...], ...], shape: tuple[int, ...]) -> list[list[int]]:
+    return [
+        list(g) if isinstance(g, tuple) else [g] * max(1, -(-int(n) // g)) if n else []
+        for g, n in zip(grid, shape, strict=True)
+    ]
+
+
 def _grid(store: Any, node: Any) -> dict[str, Any]:
     """The chunk grid: ``kind`` (regular | rectilinear), ``chunks`` (one entry per dim: a
-    length, or the list of edges), ``edges`` (every dim's chunk lengths) and the counts."""
+    length, or the list of edges), ``edges`` (every dim's chunk lengths), ``shards``, and
+    the counts of chunks and of storage objects (shards when sharded, else chunks).
+
+    With sharding, the metadata's grid is the grid of shards; the chunks are the shards'
+    inner chunks (what a read fetches)."""
     from icepipe.repository.grids import read_chunk_grid
 
-    grid = read_chunk_grid(store, node.path) or tuple(int(c) for c in node.chunks)
-    edges = [
-        list(g) if isinstance(g, tuple) else [g] * max(1, -(-int(n) // g)) if n else []
-        for g, n in zip(grid, node.shape, strict=True)
-    ]
+    outer = read_chunk_grid(store, node.path) or tuple(int(c) for c in node.chunks)
     shards = node.shards
-    objects = (
-        edges
-        if shards is None
-        else [
-            [s] * max(1, -(-int(n) // s)) if n else []
-            for s, n in zip(shards, node.shape, strict=True)
-        ]
-    )
+    grid = outer if shards is None else tuple(int(c) for c in node.chunks)
+    edges = _edges(grid, node.shape)
     return {
-        "kind": "rectilinear" if any(isinstance(g, tuple) for g in grid) else "regular",
+        "kind": "rectilinear" if any(isinstance(g, tuple) for g in outer) else "regular",
         "chunks": [list(g) if isinstance(g, tuple) else g for g in grid],
         "edges": edges,
-        "shards": list(shards) if shards else None,
+        "shards": [list(g) if isinstance(g, tuple) else g for g in outer] if shards else None,
         "count": math.prod(len(e) for e in edges),
-        "objects": math.prod(len(e) for e in objects),
+        "objects": math.prod(len(e) for e in _edges(outer, node.shape)),
     }
 
 
