@@ -297,11 +297,54 @@ def _where_of(request: Request) -> Callable[[], _Where]:
     return lambda: _open(config, q.get("name", ""), q.get("ref"), q.get("path"))
 
 
+class _Cache[V]:
+    """The last values computed, by key (keys name a snapshot: what they hold never changes)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._items: OrderedDict[tuple[str, ...], V] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple[str, ...]) -> V | None:
+        with self._lock:
+            hit = self._items.get(key)
+            if hit is not None:
+                self._items.move_to_end(key)
+            return hit
+
+    def put(self, key: tuple[str, ...], value: V) -> None:
+        with self._lock:
+            self._items[key] = value
+            self._items.move_to_end(key)
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+
+
+def _cache(request: Request, name: str) -> _Cache[Any]:
+    """The application's cache ``name`` (made on first use)."""
+    state = request.app.state
+    if getattr(state, name, None) is None:
+        setattr(state, name, _Cache(CACHE_SIZE))
+    cache: _Cache[Any] = getattr(state, name)
+    return cache
+
+
 async def _info(request: Request) -> dict[str, Any]:
     config = request.app.state.config
     q = request.query_params
     what = f"array {q.get('path', '')} of {q.get('name', '')!r}"
-    return await _bounded(config, what, lambda: _array_info(config, _where_of(request)()))
+    cache = _cache(request, "array_info_cache")
+
+    def read() -> dict[str, Any]:
+        where = _where_of(request)()
+        key = (where.key, where.snapshot_id, where.path)
+        info = cache.get(key)
+        if info is None:
+            info = _array_info(config, where)
+            cache.put(key, info)
+        return {**info, "ref": where.ref}
+
+    return await _bounded(config, what, read)
 
 
 def _picker(info: dict[str, Any], index: str) -> list[dict[str, Any]]:
@@ -352,39 +395,8 @@ async def api_array(request: Request) -> Response:
     return JSONResponse(await _info(request))
 
 
-class _Cache:
-    """The last pictures drawn, by (repository, snapshot, path, index)."""
-
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self._items: OrderedDict[tuple[str, ...], tuple[bytes, dict[str, str]]] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, key: tuple[str, ...]) -> tuple[bytes, dict[str, str]] | None:
-        with self._lock:
-            hit = self._items.get(key)
-            if hit is not None:
-                self._items.move_to_end(key)
-            return hit
-
-    def put(self, key: tuple[str, ...], value: tuple[bytes, dict[str, str]]) -> None:
-        with self._lock:
-            self._items[key] = value
-            self._items.move_to_end(key)
-            while len(self._items) > self.size:
-                self._items.popitem(last=False)
-
-
-def _cache(request: Request) -> _Cache:
-    state = request.app.state
-    if getattr(state, "quicklook_cache", None) is None:
-        state.quicklook_cache = _Cache(CACHE_SIZE)
-    cache: _Cache = state.quicklook_cache
-    return cache
-
-
 def _draw(
-    config: WebConfig, where: _Where, index: str, cache: _Cache
+    config: WebConfig, where: _Where, index: str, cache: _Cache[Any]
 ) -> tuple[bytes, dict[str, str]]:
     from icepipe.web.quicklook import (
         BadIndex,
@@ -443,7 +455,7 @@ async def quicklook(request: Request) -> Response:
     config = request.app.state.config
     q = request.query_params
     index = _index_param(request)
-    cache = _cache(request)
+    cache = _cache(request, "quicklook_cache")
     what = f"array {q.get('path', '')} of {q.get('name', '')!r}"
     png, headers = await _bounded(
         config, what, lambda: _draw(config, _where_of(request)(), index, cache)
