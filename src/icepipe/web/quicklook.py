@@ -130,6 +130,7 @@ class Selection:
     chunks_read: int
     strides: dict[str, int]
     steps: dict[str, int] = field(default_factory=dict)
+    lengths: dict[str, int] = field(default_factory=dict)
 
     @property
     def decimated(self) -> bool:
@@ -214,6 +215,7 @@ def plan_selection(
         chunks_read=read,
         strides=dict(zip(plot_dims, strides, strict=True)),
         steps=steps,
+        lengths={d: int(shape[a]) for d, a in zip(plot_dims, axes, strict=True)},
     )
 
 
@@ -258,15 +260,22 @@ def _cells(
         for j in range(r.start, r.stop):
             edges.append(positions[j] + step / 2)
             take.append(j)
-    pos_edges = np.asarray(edges, dtype="float64")
+    return _to_axis(np.asarray(edges, dtype="float64"), positions, values), np.asarray(take)
+
+
+def _to_axis(
+    at: np.ndarray[Any, Any], positions: np.ndarray[Any, Any], values: np.ndarray[Any, Any]
+) -> np.ndarray[Any, Any]:
+    """Fractional positions ``at`` in the axis' values (linear between the positions read,
+    extrapolated past them)."""
     if values is positions or len(positions) < 2:
-        return pos_edges + (values[0] - positions[0]), np.asarray(take)
+        return at + (float(values[0]) - float(positions[0]))
     p, v = positions.astype("float64"), values.astype("float64")
-    out = np.interp(pos_edges, p, v)
-    lo, hi = pos_edges < p[0], pos_edges > p[-1]
-    out[lo] = v[0] + (pos_edges[lo] - p[0]) * (v[1] - v[0]) / (p[1] - p[0])
-    out[hi] = v[-1] + (pos_edges[hi] - p[-1]) * (v[-1] - v[-2]) / (p[-1] - p[-2])
-    return out, np.asarray(take)
+    out = np.interp(at, p, v)
+    lo, hi = at < p[0], at > p[-1]
+    out[lo] = v[0] + (at[lo] - p[0]) * (v[1] - v[0]) / (p[1] - p[0])
+    out[hi] = v[-1] + (at[hi] - p[-1]) * (v[-1] - v[-2]) / (p[-1] - p[-2])
+    return np.asarray(out, dtype="float64")
 
 
 def _gap_map(ax: Any, data: Any, x: Any, y: Any, sel: Selection) -> Any:
@@ -277,6 +286,10 @@ def _gap_map(ax: Any, data: Any, x: Any, y: Any, sel: Selection) -> Any:
     grid = np.asarray(data, dtype="float64")[np.ix_(np.maximum(ty, 0), np.maximum(tx, 0))]
     unread = (ty < 0)[:, None] | (tx < 0)[None, :]
     grid[unread] = np.nan
+    for dim, values, set_lim in ((ydim, y, ax.set_ylim), (xdim, x, ax.set_xlim)):
+        n = sel.lengths.get(dim)
+        if n:  # the whole extent of the array, read or not
+            set_lim(*_to_axis(np.array([-0.5, n - 0.5]), sel.positions[dim], values))
     ax.set_facecolor("#dddddd")  # chunks not read: grey; missing values read: white
     ax.pcolormesh(
         ex,
