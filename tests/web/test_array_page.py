@@ -241,7 +241,10 @@ def test_quicklook_reads_a_bounded_number_of_chunks(gen: tuple[TestClient, Path]
     assert 1 <= len(chunk_reads) <= limit
     assert all(k.startswith("grid/v/c/2/") for k in chunk_reads)  # only the chosen step
     assert look.selection.decimated and look.selection.chunks_spanned == 1600
-    assert _png(look.png).std() > 10
+    img = _png(look.png)
+    assert img.std() > 10
+    grey = np.all(np.abs(img - 0xDD) < 2, axis=-1).mean()  # the chunks not read
+    assert grey > 0.2
     served = web.get("/quicklook.png", params={"name": GEN, "path": "/grid/v", "index": "time:2"})
     assert int(served.headers["X-Icepipe-Chunks-Read"]) == len(chunk_reads)
     reads.clear()
@@ -383,3 +386,44 @@ def test_slow_reads_are_504s_naming_the_array(gen: tuple[TestClient, Path]) -> N
     for url in ("/api/array", "/quicklook.png"):
         r = web.get(url, params={"name": GEN, "path": "/grid/v"})
         assert r.status_code == 504 and "/grid/v" in r.text and GEN in r.text
+
+
+def test_virtual_chunks_read_through_containers_and_a_lost_source_is_a_502(
+    tmp_path: Path,
+) -> None:
+    """A virtual reference is read from its file (the container authorised by open_repo);
+    once the file is gone the picture is a 502 naming the array and the file, not a 500."""
+    import zarr
+
+    from icepipe.repository import open_repo
+
+    src = tmp_path / "src"
+    src.mkdir()
+    raw = src / "raw.bin"
+    raw.write_bytes(np.arange(16, dtype="<f4").tobytes())
+    repo = open_repo(str(tmp_path / "repo"), create=True, containers=[src.as_uri() + "/"])
+    session = repo.writable_session("main")
+    arr = zarr.create_array(
+        session.store,
+        name="virt",
+        shape=(4, 4),
+        chunks=(4, 4),
+        dtype="<f4",
+        compressors=None,
+        dimension_names=("lat", "lon"),
+    )
+    session.store.set_virtual_ref("virt/c/0/0", raw.as_uri(), offset=0, length=64)
+    assert arr.shape == (4, 4)
+    session.commit("virtual")
+    catalog = tmp_path / "catalog.yaml"
+    catalog.write_text(yaml.safe_dump({"repos": {"v/repo": {"url": str(tmp_path / "repo")}}}))
+    q = {"name": "v/repo", "path": "/virt"}
+    web = TestClient(create_app(WebConfig(catalog=str(catalog))))
+    storage = web.get("/api/array", params=q).json()["storage"]
+    assert (storage["virtual"], storage["native"], storage["missing"]) == (1, 0, 0)
+    look = web.get("/quicklook.png", params=q)
+    assert look.status_code == 200 and look.headers["X-Icepipe-Values"] == "16 of 16 not missing"
+    raw.unlink()
+    fresh = TestClient(create_app(WebConfig(catalog=str(catalog))), raise_server_exceptions=False)
+    lost = fresh.get("/quicklook.png", params=q)
+    assert lost.status_code == 502 and "/virt" in lost.text and "raw.bin" in lost.text
