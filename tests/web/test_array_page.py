@@ -356,6 +356,8 @@ def test_attributes_escaped_truncated_in_html_whole_in_json(gen: tuple[TestClien
         ("/quicklook.png", {"name": GEN, "path": "/grid/labels"}, 400, ["labels", "not numbers"]),
         ("/quicklook.png", {"name": GEN, "path": "/grid/zz"}, 404, ["/grid/zz"]),
         ("/array", {"name": GEN, "path": "/grid/v", "i.time": "7"}, 400, ["length 3"]),
+        ("/quicklook.png", {"name": GEN, "path": "/grid/v", "plot": "depth"}, 400, ["depth"]),
+        ("/quicklook.png", {"name": GEN, "path": "/grid/v", "plot": "time,y,x"}, 400, ["two"]),
     ],
 )
 def test_errors_are_clean(
@@ -377,6 +379,20 @@ def test_index_picker_drives_the_picture(gen: tuple[TestClient, Path]) -> None:
     assert 'name="i.time" value="2" min="0"' in page.text and 'max="2"' in page.text
     assert "index=time%3A2" in page.text
     assert 'name="i.x"' not in page.text and 'name="i.y"' not in page.text
+
+
+def test_time_series_at_a_point(web: TestClient) -> None:
+    """``plot=DIM``: a line along DIM at the chosen index of the others (here a time series
+    of the NEMO field at one ocean point), its picker asking for the other dimensions."""
+    q = {"name": "demo/nemo", "path": "/sst/tos", "plot": "time_counter"}
+    look = web.get("/quicklook.png", params={**q, "index": "y:150,x:200"})
+    assert look.status_code == 200, look.text
+    assert look.headers["X-Icepipe-Values"] == "3 of 3 not missing"
+    assert int(look.headers["X-Icepipe-Chunks-Read"]) == 3
+    assert _png(look.content).std() > 5
+    page = web.get("/array", params={**q, "i.y": "150", "i.x": "200"})
+    assert 'name="i.y" value="150"' in page.text and 'name="i.time_counter"' not in page.text
+    assert "plot=time_counter" in page.text and "index=y%3A150%2Cx%3A200" in page.text
 
 
 def test_slow_reads_are_504s_naming_the_array(gen: tuple[TestClient, Path]) -> None:

@@ -34,6 +34,7 @@ __all__ = [
     "Quicklook",
     "Selection",
     "check_index",
+    "check_plot",
     "choose_plot_dims",
     "counting_store",
     "parse_index",
@@ -153,6 +154,22 @@ def _nth(n: int) -> str:
     return f"{n}{suffix}"
 
 
+def check_plot(dims: Sequence[str], plot: Sequence[str]) -> tuple[str, ...]:
+    """The dimensions ``plot`` asks for, checked (``()``: let the picture choose).
+
+    Raises
+    ------
+    BadIndex
+        An unknown dimension, one named twice, or more than two.
+    """
+    for d in plot:
+        if d not in dims:
+            raise BadIndex(f"cannot plot along {d!r}; the array's dimensions: {', '.join(dims)}")
+    if len(plot) > 2 or len(set(plot)) != len(plot):
+        raise BadIndex(f"plot one dimension (a line) or two (a map, y,x); got {','.join(plot)}")
+    return tuple(plot)
+
+
 def check_index(
     dims: Sequence[str], shape: Sequence[int], plot_dims: Sequence[str], index: Mapping[str, int]
 ) -> dict[str, int]:
@@ -178,19 +195,23 @@ def plan_selection(
     *,
     max_chunks: int,
     max_cells: int = MAX_CELLS,
+    plot: Sequence[str] = (),
 ) -> Selection:
     """The positions a picture reads (pure: no I/O).
 
     ``edges``: the chunk lengths along each dimension (one entry per chunk; a regular grid's
     last chunk may reach past the end). At most ``max_chunks`` chunks are picked; along each
-    plotted dimension at most ``max_cells`` positions are kept (evenly thinned).
+    plotted dimension at most ``max_cells`` positions are kept (evenly thinned). ``plot``:
+    the dimensions to plot (one: a line plot, e.g. a time series; two: a map, y then x);
+    by default as :func:`choose_plot_dims` says.
 
     Raises
     ------
     BadIndex
-        ``index`` names an unknown or plotted dimension, or a position out of range.
+        ``index`` names an unknown or plotted dimension, or a position out of range; ``plot``
+        names an unknown dimension, or more than two.
     """
-    plot_dims = choose_plot_dims(dims, shape)
+    plot_dims = check_plot(dims, plot) or choose_plot_dims(dims, shape)
     fixed = check_index(dims, shape, plot_dims, index)
     axes = [list(dims).index(d) for d in plot_dims]
     counts = [len(edges[a]) for a in axes]
@@ -464,10 +485,12 @@ def quicklook_png(
     edges: Sequence[Sequence[int]],
     index: Mapping[str, int],
     max_chunks: int,
+    plot: Sequence[str] = (),
 ) -> Quicklook:
     """The picture of array ``name`` of ``group`` in ``store`` at ``index`` (positions of the
     dimensions not plotted; 0 when not given), reading at most ``max_chunks`` of its chunks.
-    ``edges``: its chunk lengths per dimension (see :func:`plan_selection`).
+    ``edges``: its chunk lengths per dimension; ``plot``: the dimensions to plot (see
+    :func:`plan_selection`).
 
     Raises
     ------
@@ -491,7 +514,7 @@ def quicklook_png(
     if 0 in da.shape:
         raise NotPlottable(f"{name!r} has no values (shape {da.shape})")
     da = da.drop_vars([c for c in da.coords if da[c].ndim != 1])
-    sel = plan_selection(da.dims, da.shape, edges, index, max_chunks=max_chunks)
+    sel = plan_selection(da.dims, da.shape, edges, index, max_chunks=max_chunks, plot=plot)
     data = read_selection(da, sel)
     where = _where(da, sel.index)
     png = render_png(data, sel, name=name, where=where)

@@ -347,15 +347,29 @@ async def _info(request: Request) -> dict[str, Any]:
     return await _bounded(config, what, read)
 
 
-def _picker(info: dict[str, Any], index: str) -> list[dict[str, Any]]:
+def _plot_param(request: Request) -> tuple[str, ...]:
+    """``plot=DIM`` (a line along DIM) or ``plot=Y,X`` (a map); ``()``: the default."""
+    return tuple(
+        d.strip() for d in (request.query_params.get("plot") or "").split(",") if d.strip()
+    )
+
+
+def _plotted(info: dict[str, Any], plot: tuple[str, ...]) -> tuple[str, ...]:
+    from icepipe.web.quicklook import check_plot, choose_plot_dims
+
+    dims, shape = info["dims"], info["shape"]
+    return check_plot(dims, plot) or (choose_plot_dims(dims, shape) if dims else ())
+
+
+def _picker(info: dict[str, Any], index: str, plot: tuple[str, ...]) -> list[dict[str, Any]]:
     """One input per dimension the picture does not plot, with its length and value."""
-    from icepipe.web.quicklook import BadIndex, choose_plot_dims, parse_index
+    from icepipe.web.quicklook import BadIndex, parse_index
 
     try:
         chosen = parse_index(index)
+        plotted = _plotted(info, plot)
     except BadIndex:
-        chosen = {}
-    plotted = choose_plot_dims(info["dims"], info["shape"]) if info["dims"] else ()
+        chosen, plotted = {}, _plotted(info, ())
     return [
         {"dim": d, "length": n, "value": chosen.get(d, 0)}
         for d, n in zip(info["dims"], info["shape"], strict=True)
@@ -363,13 +377,12 @@ def _picker(info: dict[str, Any], index: str) -> list[dict[str, Any]]:
     ]
 
 
-def _index_problem(info: dict[str, Any], index: str) -> str | None:
-    """Why ``index`` cannot be drawn (the picture would be a 400), or ``None``."""
-    from icepipe.web.quicklook import BadIndex, check_index, choose_plot_dims, parse_index
+def _index_problem(info: dict[str, Any], index: str, plot: tuple[str, ...]) -> str | None:
+    """Why ``index`` and ``plot`` cannot be drawn (the picture would be a 400), or ``None``."""
+    from icepipe.web.quicklook import BadIndex, check_index, parse_index
 
     try:
-        dims, shape = info["dims"], info["shape"]
-        check_index(dims, shape, choose_plot_dims(dims, shape) if dims else (), parse_index(index))
+        check_index(info["dims"], info["shape"], _plotted(info, plot), parse_index(index))
     except BadIndex as exc:
         return str(exc)
     return None
@@ -377,14 +390,16 @@ def _index_problem(info: dict[str, Any], index: str) -> str | None:
 
 async def array_page(request: Request) -> Response:
     info = await _info(request)
-    index = _index_param(request)
-    picker = _picker(info, index)
+    index, plot = _index_param(request), _plot_param(request)
+    picker = _picker(info, index, plot)
     chosen = ",".join(f"{p['dim']}:{p['value']}" for p in picker)
-    problem = _index_problem(info, index)
+    problem = _index_problem(info, index, plot)
     context = {
         "a": info,
         "picker": picker,
         "index": chosen,
+        "plot": ",".join(plot),
+        "plot_options": [d for d, n in zip(info["dims"], info["shape"], strict=True) if n > 1],
         "attr_shown": ATTR_SHOWN,
         "index_problem": problem,
     }
@@ -396,7 +411,7 @@ async def api_array(request: Request) -> Response:
 
 
 def _draw(
-    config: WebConfig, where: _Where, index: str, cache: _Cache[Any]
+    config: WebConfig, where: _Where, index: str, plot: tuple[str, ...], cache: _Cache[Any]
 ) -> tuple[bytes, dict[str, str]]:
     from icepipe.web.quicklook import (
         BadIndex,
@@ -415,6 +430,7 @@ def _draw(
         where.snapshot_id,
         where.path,
         ",".join(f"{d}:{i}" for d, i in sorted(chosen.items())),
+        ",".join(plot),
     )
     hit = cache.get(key)
     if hit is not None:
@@ -431,6 +447,7 @@ def _draw(
             edges=grid["edges"],
             index=chosen,
             max_chunks=config.max_quicklook_chunks,
+            plot=plot,
         )
     except (BadIndex, NotPlottable) as exc:
         raise _bad_request(f"{where.path}: {exc}") from exc
@@ -454,11 +471,11 @@ def _draw(
 async def quicklook(request: Request) -> Response:
     config = request.app.state.config
     q = request.query_params
-    index = _index_param(request)
+    index, plot = _index_param(request), _plot_param(request)
     cache = _cache(request, "quicklook_cache")
     what = f"array {q.get('path', '')} of {q.get('name', '')!r}"
     png, headers = await _bounded(
-        config, what, lambda: _draw(config, _where_of(request)(), index, cache)
+        config, what, lambda: _draw(config, _where_of(request)(), index, plot, cache)
     )
     return Response(png, media_type="image/png", headers=headers)
 
