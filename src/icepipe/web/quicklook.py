@@ -251,9 +251,10 @@ def read_selection(da: xr.DataArray, sel: Selection) -> xr.DataArray:
 def _monotonic(values: np.ndarray[Any, Any]) -> bool:
     if len(values) < 2:
         return True
-    steps = np.diff(values.astype("float64") if values.dtype.kind != "M" else values)
-    zero = steps.dtype.type(0)
-    return bool(np.all(steps > zero) or np.all(steps < zero))
+    if values.dtype.kind == "M":
+        values = values.astype("datetime64[ns]").view("int64")
+    steps = np.diff(values.astype("float64"))
+    return bool(np.all(steps > 0) or np.all(steps < 0))
 
 
 def _axis_values(
