@@ -198,6 +198,52 @@ def measure_one(folder: Path, warm: Path, work: Path, workers: int) -> dict[str,
     }
 
 
+def ledger_bytes(n: int, folder: Path) -> dict[str, Any]:
+    """Bytes a file costs in the commit metadata, ledger format 1 against 2: the JSON, and the
+    growth of the snapshot file and of the ``repo`` object (Icechunk 2 keeps every snapshot's
+    metadata there and rewrites it at each commit), for ``n`` records like this benchmark's."""
+    import icechunk
+    import zarr
+
+    from icepipe.repository.ledger import METADATA_KEY, CommitRecord, FileRecord
+
+    files = tuple(
+        FileRecord(
+            f"file:///tmp/icepipe-memory-abc123/n50000/f{i:06d}.nc",
+            6_000 + i % 7,
+            f"2026-11-30T09:{i // 3600 % 60:02d}:{i // 60 % 60:02d}.{i * 7919 % 10**6:06d}+00:00",
+            start=2 * i,
+            length=2,
+        )
+        for i in range(n)
+    )
+    record = CommitRecord(version="0", pipeline="bench", mode="virtual", group="", files=files)
+    out: dict[str, Any] = {"files": n}
+    for version in (1, 2):
+        metadata = record.to_metadata(ledger_version=version)
+        path = folder / f"ledger-v{version}"
+        repo = icechunk.Repository.create(icechunk.local_filesystem_storage(str(path)))
+        def sizes_now() -> tuple[int, int]:
+            snaps = sum(p.stat().st_size for p in (path / "snapshots").iterdir())
+            return snaps, (path / "repo").stat().st_size
+
+        sizes = {"initial": sizes_now()}
+        for commit in ("empty", "ledger"):
+            session = repo.writable_session("main")
+            zarr.open_group(session.store, path=commit, mode="w")
+            session.commit(commit, metadata={METADATA_KEY: metadata} if commit == "ledger" else {})
+            sizes[commit] = sizes_now()
+        out[f"v{version}"] = {
+            "json_bytes_per_file": round(len(json.dumps(metadata)) / n, 1),
+            "snapshot_bytes_per_file": round(
+                (sizes["ledger"][0] - 2 * sizes["empty"][0] + sizes["initial"][0]) / n, 1
+            ),
+            "repo_object_bytes_per_file": round((sizes["ledger"][1] - sizes["empty"][1]) / n, 1),
+        }
+        shutil.rmtree(path, ignore_errors=True)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000])
