@@ -223,7 +223,8 @@ def ledger_bytes(n: int, folder: Path) -> dict[str, Any]:
         metadata = record.to_metadata(ledger_version=version)
         path = folder / f"ledger-v{version}"
         repo = icechunk.Repository.create(icechunk.local_filesystem_storage(str(path)))
-        def sizes_now() -> tuple[int, int]:
+
+        def sizes_now(path: Path = path) -> tuple[int, int]:
             snaps = sum(p.stat().st_size for p in (path / "snapshots").iterdir())
             return snaps, (path / "repo").stat().st_size
 

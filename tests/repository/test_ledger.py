@@ -18,9 +18,9 @@ from hypothesis import strategies as st
 
 import icepipe
 from icepipe import repository
-from icepipe.repository import ledger as ledger_module
 from icepipe.errors import ConfigError, IcepipeError, LedgerError, LedgerVersionError
 from icepipe.model import SourceFile
+from icepipe.repository import ledger as ledger_module
 from icepipe.repository.ledger import (
     _KNOWN_KEYS,
     LEDGER_VERSION,
@@ -153,6 +153,48 @@ OLDEST = {
 }
 
 TODAY = {"virtual": VIRTUAL, "native": NATIVE, "grib_cubes": GRIB_CUBES, "oldest": OLDEST}
+
+
+# The same virtual and GRIB runs' records as this icepipe writes them (ledger format 2: the file
+# list packed into columns).
+VIRTUAL_V2 = {
+    **{k: v for k, v in VIRTUAL.items() if k != "files"},
+    "files": {
+        "count": 2,
+        "columns": "eJxtjcsKwjAQRf9ltqadycO25jvciZRSkxpIS0lTEMV/d+LGjZsZzuHOnRfsKfZrcj48wIIP0V"
+        "lEzPOK0d0"
+        "ml/pxWDHtC25pRE8EolyAvQDVy8gky7oK2MLTsZbqqKXgqVqWcw5zsaBINZWUlaYzSUudNV2tm6btzIHIfmv/Rk7mFy"
+        "lP8pAy95EwTNEtU74zGsb3B0mgNqc=",
+    },
+    "ledger_version": 2,
+}
+GRIB_CUBES_V2 = {
+    **{k: v for k, v in GRIB_CUBES.items() if k != "files"},
+    "files": {
+        "count": 2,
+        "columns": "eJyFjMsKgzAQRf9lto1mEkHb7Loq3XXRXRHxMWogPogP2or/3gguhS4GhnPvuQtM1iS9pVK/QU"
+        "GpDSnO+dj"
+        "03FBRkU3ytOd2ank12JwX6QeBbQ6oFwi/sjqTDsj9ixkM+ksuvISSuXOgGXWzEZAoQ08IL8AnCoUXhYEvI4wQT4gKt+"
+        "HjyhmDcK+4vXzKaHB7C9Skq3q8Zt1MN9tNbeEZmsl4Al2MTLiyHrostTq/t/Uj3enK/qjiUN3oGq8/1YVawg==",
+    },
+    "ledger_version": 2,
+}
+
+
+@pytest.mark.parametrize(("v2", "v1"), [(VIRTUAL_V2, VIRTUAL), (GRIB_CUBES_V2, GRIB_CUBES)])
+def test_format_2_records_read_as_the_same_records_as_format_1(
+    v2: dict[str, Any], v1: dict[str, Any]
+) -> None:
+    record = CommitRecord.from_metadata(v2)
+    assert record == CommitRecord.from_metadata(v1)
+    assert record.n_files == 2 and record.files is not None
+    assert [f.url for f in record.files] == [f["url"] for f in v1["files"]]
+    # Written again in either format, it holds the same JSON (zlib's bytes may differ between
+    # builds, so the packed text is compared by what it reads as).
+    assert record.to_metadata(ledger_version=1) == {**v1, "ledger_version": 1}
+    again = record.to_metadata()
+    assert again.keys() == v2.keys() and again["files"]["count"] == 2
+    assert unpack_files(again["files"]) == unpack_files(v2["files"]) == record.files
 
 
 @pytest.mark.parametrize("name", sorted(TODAY))
@@ -474,7 +516,10 @@ def test_a_history_of_format_1_then_format_2_commits_ingests_each_file_once(
         ({"count": 1, "columns": "not base64!"}, "do not decode"),
         ({"count": 1, "columns": _pack({"url_prefix": "f", "url": ["a"]})}, "'size'"),
         (
-            {"count": 2, "columns": _pack({"url_prefix": "", "url": ["a"], "size": [1], "mtime": ["t"]})},
+            {
+                "count": 2,
+                "columns": _pack({"url_prefix": "", "url": ["a"], "size": [1], "mtime": ["t"]}),
+            },
             "'url'",
         ),
         (

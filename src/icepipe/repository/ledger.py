@@ -24,7 +24,6 @@ from __future__ import annotations
 import base64
 import dataclasses
 import json
-import os
 import zlib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -396,8 +395,8 @@ def pack_files(files: Sequence[FileRecord]) -> dict[str, Any]:
     snapshot's metadata in the repository's ``repo`` object, which each later commit rewrites.
     """
     urls = [f.url for f in files]
-    prefix = os.path.commonprefix(urls) if urls else ""
-    cut = len(prefix)
+    cut = _common_prefix_length(urls)
+    prefix = urls[0][:cut] if urls else ""
     columns: dict[str, Any] = {
         "url_prefix": prefix,
         "url": [u[cut:] for u in urls],
@@ -418,6 +417,18 @@ def pack_files(files: Sequence[FileRecord]) -> dict[str, Any]:
             columns[key] = values
     text = json.dumps(columns, separators=(",", ":"), ensure_ascii=False).encode()
     return {"count": len(urls), "columns": base64.b64encode(zlib.compress(text, 6)).decode()}
+
+
+def _common_prefix_length(texts: Sequence[str]) -> int:
+    """The length of the characters all ``texts`` begin with (those of the first and the
+    last in sorted order)."""
+    if not texts:
+        return 0
+    lo, hi = min(texts), max(texts)
+    n = 0
+    while n < len(lo) and n < len(hi) and lo[n] == hi[n]:
+        n += 1
+    return n
 
 
 def unpack_files(packed: Any, *, where: str = "ledger") -> tuple[FileRecord, ...]:
