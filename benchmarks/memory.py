@@ -12,6 +12,10 @@ made cheaply: one written by netCDF-C, the others copies of its bytes with the t
 patched in place, generated once into a temporary folder (or ``--keep DIR``) and removed at the
 end. Smaller sizes are hard links to the first files of the largest.
 
+At the end it measures what a file costs in the commit metadata in ledger format 1 (one JSON
+object per file) and 2 (packed columns): the JSON, and the growth of the snapshot file and of
+Icechunk's ``repo`` object, which holds every snapshot's metadata.
+
 Usage::
 
     .venv/bin/python benchmarks/memory.py                      # 1,000 and 10,000 files
@@ -265,6 +269,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if args.keep is None:
             shutil.rmtree(root, ignore_errors=True)
+    with tempfile.TemporaryDirectory(prefix="icepipe-ledger-") as tmp:
+        ledger = ledger_bytes(max(args.sizes), Path(tmp))
     machine["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     print(f"\n{'files':>7} {'peak growth MiB':>16} {'bytes/file':>11} {'run s':>7}  goal <= 5000 B")
     for r in rows:
@@ -277,9 +283,12 @@ def main(argv: list[str] | None = None) -> int:
         f"load average {machine['load_average_at_start']} at start, "
         f"{machine['load_average_at_end']} at end"
     )
+    print(f"commit metadata per file, {ledger['files']} files (ledger format 1 -> 2):")
+    for key in ("json_bytes_per_file", "snapshot_bytes_per_file", "repo_object_bytes_per_file"):
+        print(f"  {key:<28} {ledger['v1'][key]:>7} -> {ledger['v2'][key]}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     record = {"machine": machine, "source": source_state(), "goal_bytes_per_file": 5000}
-    args.out.write_text(json.dumps({**record, "sizes": rows}, indent=2))
+    args.out.write_text(json.dumps({**record, "sizes": rows, "ledger_bytes": ledger}, indent=2))
     return 0
 
 
