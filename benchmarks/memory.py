@@ -12,6 +12,10 @@ made cheaply: one written by netCDF-C, the others copies of its bytes with the t
 patched in place, generated once into a temporary folder (or ``--keep DIR``) and removed at the
 end. Smaller sizes are hard links to the first files of the largest.
 
+At the end it measures what a file costs in the commit metadata in ledger format 1 (one JSON
+object per file) and 2 (packed columns): the JSON, and the growth of the snapshot file and of
+Icechunk's ``repo`` object, which holds every snapshot's metadata.
+
 Usage::
 
     .venv/bin/python benchmarks/memory.py                      # 1,000 and 10,000 files
@@ -198,6 +202,53 @@ def measure_one(folder: Path, warm: Path, work: Path, workers: int) -> dict[str,
     }
 
 
+def ledger_bytes(n: int, folder: Path) -> dict[str, Any]:
+    """Bytes a file costs in the commit metadata, ledger format 1 against 2: the JSON, and the
+    growth of the snapshot file and of the ``repo`` object (Icechunk 2 keeps every snapshot's
+    metadata there and rewrites it at each commit), for ``n`` records like this benchmark's."""
+    import icechunk
+    import zarr
+
+    from icepipe.repository.ledger import METADATA_KEY, CommitRecord, FileRecord
+
+    files = tuple(
+        FileRecord(
+            f"file:///tmp/icepipe-memory-abc123/n50000/f{i:06d}.nc",
+            6_000 + i % 7,
+            f"2026-11-30T09:{i // 3600 % 60:02d}:{i // 60 % 60:02d}.{i * 7919 % 10**6:06d}+00:00",
+            start=2 * i,
+            length=2,
+        )
+        for i in range(n)
+    )
+    record = CommitRecord(version="0", pipeline="bench", mode="virtual", group="", files=files)
+    out: dict[str, Any] = {"files": n}
+    for version in (1, 2):
+        metadata = record.to_metadata(ledger_version=version)
+        path = folder / f"ledger-v{version}"
+        repo = icechunk.Repository.create(icechunk.local_filesystem_storage(str(path)))
+
+        def sizes_now(path: Path = path) -> tuple[int, int]:
+            snaps = sum(p.stat().st_size for p in (path / "snapshots").iterdir())
+            return snaps, (path / "repo").stat().st_size
+
+        sizes = {"initial": sizes_now()}
+        for commit in ("empty", "ledger"):
+            session = repo.writable_session("main")
+            zarr.open_group(session.store, path=commit, mode="w")
+            session.commit(commit, metadata={METADATA_KEY: metadata} if commit == "ledger" else {})
+            sizes[commit] = sizes_now()
+        out[f"v{version}"] = {
+            "json_bytes_per_file": round(len(json.dumps(metadata)) / n, 1),
+            "snapshot_bytes_per_file": round(
+                (sizes["ledger"][0] - 2 * sizes["empty"][0] + sizes["initial"][0]) / n, 1
+            ),
+            "repo_object_bytes_per_file": round((sizes["ledger"][1] - sizes["empty"][1]) / n, 1),
+        }
+        shutil.rmtree(path, ignore_errors=True)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000])
@@ -218,6 +269,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if args.keep is None:
             shutil.rmtree(root, ignore_errors=True)
+    with tempfile.TemporaryDirectory(prefix="icepipe-ledger-") as tmp:
+        ledger = ledger_bytes(max(args.sizes), Path(tmp))
     machine["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     print(f"\n{'files':>7} {'peak growth MiB':>16} {'bytes/file':>11} {'run s':>7}  goal <= 5000 B")
     for r in rows:
@@ -230,9 +283,12 @@ def main(argv: list[str] | None = None) -> int:
         f"load average {machine['load_average_at_start']} at start, "
         f"{machine['load_average_at_end']} at end"
     )
+    print(f"commit metadata per file, {ledger['files']} files (ledger format 1 -> 2):")
+    for key in ("json_bytes_per_file", "snapshot_bytes_per_file", "repo_object_bytes_per_file"):
+        print(f"  {key:<28} {ledger['v1'][key]:>7} -> {ledger['v2'][key]}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     record = {"machine": machine, "source": source_state(), "goal_bytes_per_file": 5000}
-    args.out.write_text(json.dumps({**record, "sizes": rows}, indent=2))
+    args.out.write_text(json.dumps({**record, "sizes": rows, "ledger_bytes": ledger}, indent=2))
     return 0
 
 

@@ -126,9 +126,9 @@ def _check_outcome(repo: Path, before: str | None, pending: set[str], log: str) 
         f"the new tip {after} does not follow the previous tip {before}: "
         f"{[s.id for s in history]}\n{log}"
     )
-    assert {f["url"] for f in record["files"]} == pending, (
-        f"the new commit holds {sorted(f['url'] for f in record['files'])}, "
-        f"but {sorted(pending)} were pending\n{log}"
+    urls = {f.url for f in repository.CommitRecord.from_metadata(record).files or ()}
+    assert urls == pending, (
+        f"the new commit holds {sorted(urls)}, but {sorted(pending)} were pending\n{log}"
     )
     check_tip(repo, GROUP, after)
     return "committed"

@@ -75,6 +75,8 @@ def test_commit_metadata_records_provenance(tmp_path: Path, client: Any) -> None
     result = icepipe.run(icepipe.load_pipeline(spec), client=client)
     repo = repository.open_repo(str(tmp_path / "repo"))
     meta = repo.lookup_snapshot(result.snapshot_id).metadata["icepipe"]
+    # The file list as JSON objects (the commit stores them packed: ledger format 2).
+    meta = repository.CommitRecord.from_metadata(meta).to_metadata(ledger_version=1)
     assert meta["pipeline"] == "prov"
     assert meta["mode"] == "virtual"
     assert meta["version"] == icepipe.__version__

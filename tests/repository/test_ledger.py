@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import pickle
+import zlib
 from pathlib import Path
 from typing import Any
 
 import icechunk
 import pytest
+import xarray as xr
 import zarr
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -17,6 +20,7 @@ import icepipe
 from icepipe import repository
 from icepipe.errors import ConfigError, IcepipeError, LedgerError, LedgerVersionError
 from icepipe.model import SourceFile
+from icepipe.repository import ledger as ledger_module
 from icepipe.repository.ledger import (
     _KNOWN_KEYS,
     LEDGER_VERSION,
@@ -25,7 +29,9 @@ from icepipe.repository.ledger import (
     FileRecord,
     NativeLayout,
     SkippedFile,
+    pack_files,
     read_record,
+    unpack_files,
 )
 from tests.conftest import write_pipeline, write_series
 
@@ -149,14 +155,63 @@ OLDEST = {
 TODAY = {"virtual": VIRTUAL, "native": NATIVE, "grib_cubes": GRIB_CUBES, "oldest": OLDEST}
 
 
+# The same virtual and GRIB runs' records as this icepipe writes them (ledger format 2: the file
+# list packed into columns).
+VIRTUAL_V2 = {
+    **{k: v for k, v in VIRTUAL.items() if k != "files"},
+    "files": {
+        "count": 2,
+        "columns": "eJxtjcsKwjAQRf9ltqadycO25jvciZRSkxpIS0lTEMV/d+LGjZsZzuHOnRfsKfZrcj48wIIP0V"
+        "lEzPOK0d0"
+        "ml/pxWDHtC25pRE8EolyAvQDVy8gky7oK2MLTsZbqqKXgqVqWcw5zsaBINZWUlaYzSUudNV2tm6btzIHIfmv/Rk7mFy"
+        "lP8pAy95EwTNEtU74zGsb3B0mgNqc=",
+    },
+    "ledger_version": 2,
+}
+GRIB_CUBES_V2 = {
+    **{k: v for k, v in GRIB_CUBES.items() if k != "files"},
+    "files": {
+        "count": 2,
+        "columns": "eJyFjMsKgzAQRf9lto1mEkHb7Loq3XXRXRHxMWogPogP2or/3gguhS4GhnPvuQtM1iS9pVK/QU"
+        "GpDSnO+dj"
+        "03FBRkU3ytOd2ank12JwX6QeBbQ6oFwi/sjqTDsj9ixkM+ksuvISSuXOgGXWzEZAoQ08IL8AnCoUXhYEvI4wQT4gKt+"
+        "HjyhmDcK+4vXzKaHB7C9Skq3q8Zt1MN9tNbeEZmsl4Al2MTLiyHrostTq/t/Uj3enK/qjiUN3oGq8/1YVawg==",
+    },
+    "ledger_version": 2,
+}
+
+
+@pytest.mark.parametrize(("v2", "v1"), [(VIRTUAL_V2, VIRTUAL), (GRIB_CUBES_V2, GRIB_CUBES)])
+def test_format_2_records_read_as_the_same_records_as_format_1(
+    v2: dict[str, Any], v1: dict[str, Any]
+) -> None:
+    record = CommitRecord.from_metadata(v2)
+    assert record == CommitRecord.from_metadata(v1)
+    assert record.n_files == 2 and record.files is not None
+    assert [f.url for f in record.files] == [f["url"] for f in v1["files"]]
+    # Written again in either format, it holds the same JSON (zlib's bytes may differ between
+    # builds, so the packed text is compared by what it reads as).
+    assert record.to_metadata(ledger_version=1) == {**v1, "ledger_version": 1}
+    again = record.to_metadata()
+    assert again.keys() == v2.keys() and again["files"]["count"] == 2
+    assert unpack_files(again["files"]) == unpack_files(v2["files"]) == record.files
+
+
 @pytest.mark.parametrize("name", sorted(TODAY))
 def test_todays_unversioned_records_read_and_write_back_unchanged(name: str) -> None:
     stored = TODAY[name]
     record = CommitRecord.from_metadata(stored)
-    # Writing it again gives the same JSON, now with the format version.
-    assert record.to_metadata() == {**stored, "ledger_version": LEDGER_VERSION}
+    # Writing it again in format 1 gives the same JSON, now with the format version.
+    assert record.to_metadata(ledger_version=1) == {**stored, "ledger_version": 1}
     # Version 1 stated or implied reads identically.
     assert CommitRecord.from_metadata({**stored, "ledger_version": 1}) == record
+    # Written in today's format (2: packed columns), it reads back as the same record.
+    packed = record.to_metadata()
+    assert packed["ledger_version"] == LEDGER_VERSION == 2
+    assert {k: v for k, v in packed.items() if k not in ("files", "ledger_version")} == {
+        k: v for k, v in stored.items() if k != "files"
+    }
+    assert CommitRecord.from_metadata(packed) == record
 
 
 def test_to_icechunk_records_stay_as_they_are() -> None:
@@ -245,6 +300,11 @@ def test_metadata_without_an_icepipe_record() -> None:
     assert read_record({METADATA_KEY: TO_ICECHUNK}) == CommitRecord.from_metadata(TO_ICECHUNK)
 
 
+def _pack(columns: Any) -> str:
+    """Columns packed as format 2 stores them (for malformed records)."""
+    return base64.b64encode(zlib.compress(json.dumps(columns).encode())).decode()
+
+
 # Round trips ----------------------------------------------------------------------------------
 
 _text = st.text(max_size=12)
@@ -297,11 +357,26 @@ commit_records = st.builds(
 
 
 @settings(max_examples=200, deadline=None)
-@given(record=commit_records)
-def test_commit_records_round_trip_through_the_stored_json(record: CommitRecord) -> None:
-    stored = json.loads(json.dumps(record.to_metadata()))
+@given(record=commit_records, version=st.sampled_from([1, 2]))
+def test_commit_records_round_trip_through_the_stored_json(
+    record: CommitRecord, version: int
+) -> None:
+    stored = json.loads(json.dumps(record.to_metadata(ledger_version=version)))
     assert CommitRecord.from_metadata(stored) == record
     assert ("ledger_version" in stored) == (record.files is not None)
+    # Both formats hold the same record: only the file list is stored differently.
+    other = record.to_metadata(ledger_version=3 - version)
+    assert {k: v for k, v in stored.items() if k not in ("files", "ledger_version")} == {
+        k: v for k, v in other.items() if k not in ("files", "ledger_version")
+    }
+
+
+@settings(max_examples=200, deadline=None)
+@given(files=st.lists(file_records, max_size=6).map(tuple))
+def test_packed_file_lists_round_trip(files: tuple[FileRecord, ...]) -> None:
+    packed = json.loads(json.dumps(pack_files(files)))
+    assert set(packed) == {"count", "columns"} and packed["count"] == len(files)
+    assert unpack_files(packed) == files
 
 
 @settings(max_examples=200, deadline=None)
@@ -321,16 +396,18 @@ def test_commit_records_pickle(record: CommitRecord) -> None:
 # Real repositories ----------------------------------------------------------------------------
 
 
-def test_a_pipeline_run_writes_todays_json_plus_the_version(tmp_path: Path, client: Any) -> None:
+def test_a_pipeline_run_writes_format_2(tmp_path: Path, client: Any) -> None:
     files = write_series(tmp_path / "src", 2)
     spec = write_pipeline(tmp_path, name="capture", urls="src/*.nc", group="g")
     result = icepipe.run(icepipe.load_pipeline(spec), client=client)
     repo = repository.open_repo(str(tmp_path / "repo"))
     stored = repo.lookup_snapshot(result.snapshot_id or "").metadata[METADATA_KEY]
-    assert set(stored) == {*VIRTUAL, "ledger_version"} and stored["ledger_version"] == 1
-    assert [set(f) for f in stored["files"]] == [set(f) for f in VIRTUAL["files"]]  # type: ignore[union-attr]
-    assert [(f["start"], f["length"]) for f in stored["files"]] == [(0, 4), (4, 4)]
-    assert [f["url"] for f in stored["files"]] == [f"file://{p}" for p in files]
+    assert set(stored) == {*VIRTUAL, "ledger_version"} and stored["ledger_version"] == 2
+    assert set(stored["files"]) == {"count", "columns"} and stored["files"]["count"] == 2
+    records = unpack_files(stored["files"])
+    assert [set(f) for f in records] == [set(f) for f in VIRTUAL["files"]]  # type: ignore[union-attr]
+    assert [f.place() for f in records] == [(0, 4), (4, 4)]
+    assert [f.url for f in records] == [f"file://{p}" for p in files]
     ledger = repository.read_ledger(repo, result.snapshot_id or "", "g")
     assert [r.url for r in ledger.values()] == [f"file://{p}" for p in files]
     assert [c.n_files for c in repository.read_log(repo, "main")] == [2, None]
@@ -387,3 +464,87 @@ def test_a_run_on_a_repository_a_newer_icepipe_wrote_exits_2_naming_the_fix(
     assert f"snapshot {tip}" in err and "upgrade icepipe" in err
     # Nothing was written.
     assert repository.open_repo(str(tmp_path / "repo")).lookup_branch("main") == tip
+
+
+def test_a_history_of_format_1_then_format_2_commits_ingests_each_file_once(
+    tmp_path: Path, client: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A repository an icepipe of ledger format 1 wrote, run on by this one: nothing is
+    ingested again, new files are, and the history reads in order across both formats."""
+    made = write_series(tmp_path / "made", 3)
+    (tmp_path / "src").mkdir()
+    for p in made[:2]:
+        (tmp_path / "src" / p.name).write_bytes(p.read_bytes())
+    spec = write_pipeline(tmp_path, urls="src/*.nc", group="g")
+    pipeline = icepipe.load_pipeline(spec)
+    monkeypatch.setattr(ledger_module, "WRITE_VERSION", 1)
+    first = icepipe.run(pipeline, client=client)
+    monkeypatch.undo()
+    repo = repository.open_repo(str(tmp_path / "repo"))
+    old = repo.lookup_snapshot(first.snapshot_id or "").metadata[METADATA_KEY]
+    assert old["ledger_version"] == 1 and isinstance(old["files"], list)
+
+    again = icepipe.run(pipeline, client=client)
+    assert again.status == "nothing-new" and again.files_already == 2 and not again.files_new
+
+    (tmp_path / "src" / made[2].name).write_bytes(made[2].read_bytes())
+    third = icepipe.run(pipeline, client=client)
+    src = [f"file://{tmp_path / 'src' / p.name}" for p in made]
+    assert third.status == "committed" and third.files_new == (src[2],)
+    new = repo.lookup_snapshot(third.snapshot_id or "").metadata[METADATA_KEY]
+    assert new["ledger_version"] == 2 and new["files"]["count"] == 1
+    assert icepipe.run(pipeline, client=client).status == "nothing-new"
+
+    tip = third.snapshot_id or ""
+    ingested = repository.read_ingested(repo, tip, "g")
+    assert [(r.url, r.place()) for r in ingested] == [
+        (src[0], (0, 4)),
+        (src[1], (4, 4)),
+        (src[2], (8, 4)),
+    ]
+    assert sorted(repository.read_ledger(repo, tip, "g")) == src
+    assert [c.n_files for c in repository.read_log(repo, "main")] == [1, 2, None]
+    ds = icepipe.open_dataset(str(tmp_path / "repo"), group="g")
+    expected = xr.open_mfdataset(made, combine="by_coords")
+    xr.testing.assert_identical(ds.load(), expected.load())
+
+
+@pytest.mark.parametrize(
+    ("files", "field"),
+    [
+        ([{"url": "file:///a", "size": 1, "mtime": "t"}], "ledger format 2"),
+        ({"count": 1, "columns": "not base64!"}, "do not decode"),
+        ({"count": 1, "columns": _pack({"url_prefix": "f", "url": ["a"]})}, "'size'"),
+        (
+            {
+                "count": 2,
+                "columns": _pack({"url_prefix": "", "url": ["a"], "size": [1], "mtime": ["t"]}),
+            },
+            "'url'",
+        ),
+        (
+            {
+                "count": 1,
+                "columns": _pack({"url_prefix": "", "url": ["a"], "size": [True], "mtime": ["t"]}),
+            },
+            "'size': expected int values, got True",
+        ),
+        (
+            {
+                "count": 1,
+                "columns": _pack(
+                    {"url_prefix": "", "url": ["a"], "size": [1], "mtime": ["t"], "start": [1.5]}
+                ),
+            },
+            "'start'",
+        ),
+        ({"count": 1, "columns": _pack([1, 2])}, "not a JSON object"),
+    ],
+)
+def test_a_malformed_format_2_file_list_names_the_snapshot_and_column(
+    files: Any, field: str
+) -> None:
+    stored = {METADATA_KEY: {"group": "", "files": files, "ledger_version": 2}}
+    with pytest.raises(LedgerError, match=field) as info:
+        read_record(stored, snapshot_id="ABC123")
+    assert "snapshot ABC123" in str(info.value)

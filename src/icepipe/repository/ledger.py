@@ -9,15 +9,22 @@ the JSON the commit stores.
 
 Format versions: a record that lists files carries ``ledger_version`` (:data:`LEDGER_VERSION`);
 records without it, written before the field existed or by ``to_icechunk``, are version 1 and
-read identically. A record of a newer version is refused (:class:`LedgerVersionError`): this
-icepipe cannot know what it would skip or overwrite, and the fix is to upgrade icepipe.
+read identically. Version 1 stores ``files`` as one JSON object per file; version 2 (written
+since) stores the same fields as columns, compressed into one string (:func:`pack_files`), so
+that a commit of 50,000 files costs Icechunk a few bytes per file instead of a JSON object
+each. Both read into the same :class:`FileRecord` values. A record of a newer version is
+refused (:class:`LedgerVersionError`): this icepipe cannot know what it would skip or
+overwrite, and the fix is to upgrade icepipe.
 
 No I/O here (and no icechunk import): :mod:`icepipe.repository.history` walks the commits.
 """
 
 from __future__ import annotations
 
+import base64
 import dataclasses
+import json
+import zlib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -32,17 +39,23 @@ __all__ = [
     "FileRecord",
     "NativeLayout",
     "SkippedFile",
+    "pack_files",
     "read_record",
+    "unpack_files",
 ]
 
 #: Key of icepipe's record in Icechunk commit metadata.
 METADATA_KEY = "icepipe"
 
-#: The ledger format this icepipe writes, and the newest it reads.
-LEDGER_VERSION = 1
+#: The newest ledger format this icepipe reads, and the one it writes.
+LEDGER_VERSION = 2
+
+#: The format :meth:`CommitRecord.to_metadata` writes by default (tests set 1 to write the
+#: history an older icepipe left).
+WRITE_VERSION = LEDGER_VERSION
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class FileRecord(Mapping[str, Any]):
     """One ingested source file: its identity when ingested and its place in the group(s).
 
@@ -257,8 +270,18 @@ class CommitRecord:
         """Whether this commit wrote into ``group`` (``None``: the root)."""
         return self.group == (group or "")
 
-    def to_metadata(self) -> dict[str, Any]:
-        """The JSON stored under :data:`METADATA_KEY` in the commit metadata."""
+    def to_metadata(self, *, ledger_version: int | None = None) -> dict[str, Any]:
+        """The JSON stored under :data:`METADATA_KEY` in the commit metadata, in ledger format
+        ``ledger_version`` (default :data:`WRITE_VERSION`; 1 lists one JSON object per file,
+        2 packs the file list into columns: :func:`pack_files`)."""
+        version = WRITE_VERSION if ledger_version is None else ledger_version
+        if version not in (1, 2):
+            raise ValueError(f"ledger_version {version!r}: this icepipe writes formats 1 and 2")
+        files: Any = None
+        if self.files is not None:
+            files = (
+                [f.to_metadata() for f in self.files] if version == 1 else pack_files(self.files)
+            )
         values: dict[str, Any] = {
             "version": self.version,
             "pipeline": self.pipeline,
@@ -271,7 +294,7 @@ class CommitRecord:
             "run_id": self.run_id,
             "started_at": self.started_at,
             "cluster": dict(self.cluster) if self.cluster is not None else None,
-            "files": None if self.files is None else [f.to_metadata() for f in self.files],
+            "files": files,
             "reingested": list(self.reingested) if self.reingested is not None else None,
             "skipped": None
             if self.skipped is None
@@ -287,7 +310,7 @@ class CommitRecord:
             out["compression"] = self.layout.compression
         out.update(self.extra)
         if self.files is not None:
-            out["ledger_version"] = LEDGER_VERSION
+            out["ledger_version"] = version
         return out
 
     @classmethod
@@ -301,8 +324,8 @@ class CommitRecord:
         LedgerError
             The record is malformed (the message names ``where`` and the field).
         """
-        _check_version(data.get("ledger_version", 1), where)
-        files = data.get("files")
+        version = data.get("ledger_version", 1)
+        _check_version(version, where)
         skipped = data.get("skipped")
         return cls(
             version=_str(data.get("version")),
@@ -316,9 +339,7 @@ class CommitRecord:
             run_id=_str(data.get("run_id")),
             started_at=_str(data.get("started_at")),
             cluster=dict(data["cluster"]) if isinstance(data.get("cluster"), Mapping) else None,
-            files=None
-            if not isinstance(files, list)
-            else tuple(FileRecord.from_metadata(f, where=where) for f in files),
+            files=_files(data.get("files"), version, where),
             reingested=_strs(data.get("reingested")),
             skipped=None
             if not isinstance(skipped, list)
@@ -347,6 +368,129 @@ def read_record(metadata: Mapping[str, Any], *, snapshot_id: str = "") -> Commit
         return None
     where = f"snapshot {snapshot_id}" if snapshot_id else "ledger"
     return CommitRecord.from_metadata(data, where=where)
+
+
+def _files(files: Any, version: int, where: str) -> tuple[FileRecord, ...] | None:
+    if version == 1:
+        if not isinstance(files, list):
+            return None
+        return tuple(FileRecord.from_metadata(f, where=where) for f in files)
+    return None if files is None else unpack_files(files, where=where)
+
+
+# Version 2: the file list as columns ------------------------------------------------------------
+
+#: The optional columns of a packed file list, in order (absent when no file has a value).
+_OPTIONAL_COLUMNS = ("etag", "start", "length", "cubes")
+
+
+def pack_files(files: Sequence[FileRecord]) -> dict[str, Any]:
+    """The file list of a version-2 record: ``{"count": N, "columns": TEXT}``.
+
+    ``TEXT`` is base64 of the zlib-compressed JSON object of the columns: ``url_prefix`` (the
+    URLs' common prefix), ``url`` (each URL after it), ``size``, ``mtime``, and ``etag``,
+    ``start``, ``length``, ``cubes`` (``{cube: [start, length]}``) when any file has one,
+    ``null`` for a file without. One string instead of one JSON object per file: Icechunk keeps
+    each JSON value of the commit metadata as its own object while it commits, and every
+    snapshot's metadata in the repository's ``repo`` object, which each later commit rewrites.
+    """
+    urls = [f.url for f in files]
+    cut = _common_prefix_length(urls)
+    prefix = urls[0][:cut] if urls else ""
+    columns: dict[str, Any] = {
+        "url_prefix": prefix,
+        "url": [u[cut:] for u in urls],
+        "size": [f.size for f in files],
+        "mtime": [f.mtime for f in files],
+    }
+    for key in _OPTIONAL_COLUMNS:
+        if key == "cubes":
+            values: list[Any] = [
+                None if f.cubes is None else {c: [s, n] for c, (s, n) in f.cubes.items()}
+                for f in files
+            ]
+        elif key == "etag":
+            values = [f.etag or None for f in files]
+        else:
+            values = [getattr(f, key) for f in files]
+        if any(v is not None for v in values):
+            columns[key] = values
+    text = json.dumps(columns, separators=(",", ":"), ensure_ascii=False).encode()
+    return {"count": len(urls), "columns": base64.b64encode(zlib.compress(text, 6)).decode()}
+
+
+def _common_prefix_length(texts: Sequence[str]) -> int:
+    """The length of the characters all ``texts`` begin with (those of the first and the
+    last in sorted order)."""
+    if not texts:
+        return 0
+    lo, hi = min(texts), max(texts)
+    n = 0
+    while n < len(lo) and n < len(hi) and lo[n] == hi[n]:
+        n += 1
+    return n
+
+
+def unpack_files(packed: Any, *, where: str = "ledger") -> tuple[FileRecord, ...]:
+    """The :class:`FileRecord` values of a version-2 file list (:func:`pack_files`).
+
+    Raises
+    ------
+    LedgerError
+        ``packed`` is not such a list (the message names ``where`` and the column).
+    """
+    if not isinstance(packed, Mapping) or not isinstance(packed.get("columns"), str):
+        raise LedgerError(
+            f"{where}: files: expected {{'count': N, 'columns': TEXT}} (ledger format 2), "
+            f"got {str(packed)[:200]}"
+        )
+    try:
+        columns = json.loads(zlib.decompress(base64.b64decode(packed["columns"], validate=True)))
+    except (ValueError, zlib.error) as exc:
+        raise LedgerError(f"{where}: files: the packed columns do not decode: {exc}") from exc
+    if not isinstance(columns, dict):
+        raise LedgerError(f"{where}: files: the packed columns are not a JSON object")
+    count = packed.get("count")
+    prefix = _required_str(columns.get("url_prefix"), f"{where}: files: url_prefix")
+    urls = [prefix + s for s in _column(columns, "url", str, count, where, required=True)]
+    sizes = _column(columns, "size", int, count, where, required=True)
+    mtimes = _column(columns, "mtime", str, count, where, required=True)
+    etags = _column(columns, "etag", str, count, where)
+    starts = _column(columns, "start", int, count, where)
+    lengths = _column(columns, "length", int, count, where)
+    cubes = _column(columns, "cubes", dict, count, where)
+    return tuple(
+        FileRecord(
+            url,
+            sizes[i],
+            mtimes[i],
+            etags[i] or None,
+            starts[i],
+            lengths[i],
+            None if cubes[i] is None else _cube_places(cubes[i], f"{where}: {url}: cubes"),
+        )
+        for i, url in enumerate(urls)
+    )
+
+
+def _column(
+    columns: dict[str, Any], key: str, kind: type, count: Any, where: str, *, required: bool = False
+) -> list[Any]:
+    """One column of ``count`` values of type ``kind`` (``None`` allowed in optional ones)."""
+    values = columns.get(key)
+    if values is None and not required:
+        return [None] * (count if isinstance(count, int) else 0)
+    if not isinstance(values, list) or not isinstance(count, int) or len(values) != count:
+        raise LedgerError(
+            f"{where}: files: column {key!r} is not a list of {count!r} values (count)"
+        )
+    # type() rather than isinstance: True is not a size.
+    if not all(type(v) is kind or (v is None and not required) for v in values):
+        bad = next(v for v in values if not (type(v) is kind or (v is None and not required)))
+        raise LedgerError(
+            f"{where}: files: column {key!r}: expected {kind.__name__} values, got {bad!r}"
+        )
+    return values
 
 
 def _check_version(version: Any, where: str) -> None:
