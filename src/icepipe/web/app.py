@@ -23,11 +23,40 @@ from icepipe import __version__
 from icepipe.errors import IcepipeError
 from icepipe.web.config import WebConfig
 
-__all__ = ["NotFound", "TimedOut", "Unavailable", "create_app", "render", "templates"]
+__all__ = [
+    "NotFound",
+    "TimedOut",
+    "Unavailable",
+    "create_app",
+    "optional_param",
+    "param",
+    "render",
+    "templates",
+]
 
 HERE = Path(__file__).parent
 templates = Jinja2Templates(directory=str(HERE / "templates"))
 templates.env.globals["icepipe_version"] = __version__
+
+
+def _filesize(n: float | None) -> str:
+    """``1.4 MiB``; ``-`` for ``None``."""
+    if n is None:
+        return "-"
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"  # pragma: no cover
+
+
+def _percent(share: float | None) -> str:
+    """``42%``; ``-`` for ``None``."""
+    return "-" if share is None else f"{share:.0%}"
+
+
+templates.env.filters["filesize"] = _filesize
+templates.env.filters["percent"] = _percent
 
 
 class NotFound(HTTPException):
@@ -53,6 +82,25 @@ class Unavailable(HTTPException):
 
     def __init__(self, what: str) -> None:
         super().__init__(status_code=502, detail=what)
+
+
+def param(request: Request, name: str) -> str:
+    """The query parameter ``name``.
+
+    Raises
+    ------
+    HTTPException
+        A 400 naming the parameter when it is missing or empty.
+    """
+    value = request.query_params.get(name)
+    if not value:
+        raise HTTPException(status_code=400, detail=f"missing query parameter {name!r}")
+    return value
+
+
+def optional_param(request: Request, name: str) -> str | None:
+    """The query parameter ``name``, ``None`` when missing or empty."""
+    return request.query_params.get(name) or None
 
 
 def wants_json(request: Request) -> bool:

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.to_thread
+from starlette.exceptions import HTTPException
 
 from icepipe import repository
 from icepipe.errors import ConfigError, IcepipeError
@@ -54,6 +55,7 @@ __all__ = [
     "Ref",
     "RepoPage",
     "RepoRow",
+    "row_base",
     "SnapshotCache",
     "cache_for",
     "catalog_row",
@@ -62,6 +64,8 @@ __all__ = [
     "find_known",
     "log_view",
     "open_known",
+    "parse_limit",
+    "read_log_page",
     "repo_view",
     "resolve_ref_or_404",
     "run_blocking",
@@ -188,6 +192,28 @@ def resolve_ref_or_404(repo: icechunk.Repository, key: str, ref: str) -> str:
         return repository.resolve_ref(repo, ref)
     except ConfigError as exc:
         raise NotFound(f"repository {key!r}: {exc}") from None
+
+
+def parse_limit(text: str | None) -> int:
+    """A log's ``limit`` parameter: :data:`DEFAULT_LOG_LIMIT` when absent, at most
+    :data:`MAX_LOG_LIMIT` (larger values are cut down to it).
+
+    Raises
+    ------
+    HTTPException
+        A 400 when it is not a positive whole number.
+    """
+    if not text:
+        return DEFAULT_LOG_LIMIT
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise HTTPException(
+            status_code=400, detail=f"limit: expected a whole number from 1; got {text!r}"
+        )
+    return min(n, MAX_LOG_LIMIT)
 
 
 def default_branch(branches: Sequence[str]) -> str | None:
