@@ -36,6 +36,8 @@ __all__ = [
     "ArrayInfo",
     "RefInfo",
     "RepoDiff",
+    "StorageStats",
+    "chunk_counts",
     "create_branch",
     "container_urls",
     "create_tag",
@@ -46,6 +48,7 @@ __all__ = [
     "list_refs",
     "move_branch",
     "resolve_ref",
+    "storage_stats",
     "tree_info",
 ]
 
@@ -486,12 +489,11 @@ def _manifest_counts(repo: icechunk.Repository, snapshot_id: str) -> dict[str, C
     output may change: anything unexpected falls back to asking chunk by chunk.
     """
     try:
-        snap = repo.inspect_snapshot(snapshot_id)
+        snap, manifests = _inspect(repo, snapshot_id)
         path_of = {n["id"]: n["path"] for n in snap["nodes"] if n.get("node_type") == "array"}
-        manifest_ids = {m["id"] for n in snap["nodes"] for m in n.get("manifest_refs") or []}
         out: dict[str, Counter[str]] = {p: Counter() for p in path_of.values()}
-        for mid in manifest_ids:
-            for a in repo.inspect_manifest(mid)["arrays"]:
+        for manifest in manifests:
+            for a in manifest["arrays"]:
                 path = path_of.get(a["node_id"])
                 if path is not None:
                     for kind in ("native", "inline", "virtual"):
@@ -499,6 +501,81 @@ def _manifest_counts(repo: icechunk.Repository, snapshot_id: str) -> dict[str, C
         return out
     except (AttributeError, KeyError, TypeError, ValueError, icechunk.IcechunkError):
         return None
+
+
+def _inspect(repo: icechunk.Repository, snapshot_id: str) -> tuple[Any, list[Any]]:
+    """A snapshot's and its manifests' descriptions, read through Icechunk's async API.
+
+    The sync ``inspect_*`` calls hold the GIL while they wait for storage (Icechunk 2.3): every
+    other thread of the process stalls meanwhile, and an S3 server in the same process (moto
+    in tests) can never answer them. The async ones wait without it. Inside a running event
+    loop (a notebook) the sync calls are used.
+    """
+
+    async def read() -> tuple[Any, list[Any]]:
+        snap = await repo.inspect_snapshot_async(snapshot_id)
+        ids = sorted({m["id"] for n in snap["nodes"] for m in n.get("manifest_refs") or []})
+        return snap, list(await asyncio.gather(*(repo.inspect_manifest_async(i) for i in ids)))
+
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(read())
+    snap = repo.inspect_snapshot(snapshot_id)
+    ids = sorted({m["id"] for n in snap["nodes"] for m in n.get("manifest_refs") or []})
+    return snap, [repo.inspect_manifest(i) for i in ids]
+
+
+def chunk_counts(repo: icechunk.Repository, snapshot_id: str) -> dict[str, int]:
+    """How many chunks of a snapshot are ``native``, ``inline`` and ``virtual``, summed over
+    its arrays (what :func:`tree_info` counts per array).
+
+    From the manifests' statistics alone (well under a millisecond per manifest, measured);
+    when Icechunk cannot give them, from :func:`tree_info`.
+
+    Raises
+    ------
+    StorageError
+        The snapshot or its manifests cannot be read.
+    """
+    counts = _manifest_counts(repo, snapshot_id)
+    total: Counter[str] = Counter()
+    if counts is not None:
+        for c in counts.values():
+            total.update(c)
+    else:
+        for n in tree_info(repo, snapshot_id):
+            total.update({"native": n.native, "inline": n.inline, "virtual": n.virtual})
+    return {k: int(total[k]) for k in ("native", "inline", "virtual")}
+
+
+@dataclass(frozen=True)
+class StorageStats:
+    """Bytes of chunks reachable from any branch or tag, by where they live: ``native`` in the
+    repository's chunk objects, ``inline`` in its manifests, ``virtual`` in the source files
+    references point into."""
+
+    native: int
+    inline: int
+    virtual: int
+
+
+def storage_stats(repo: icechunk.Repository) -> StorageStats:
+    """The bytes of every chunk reachable from a branch or tag (Icechunk's
+    ``chunk_storage_stats``: it reads every reachable snapshot's manifests once).
+
+    Raises
+    ------
+    StorageError
+        A snapshot or manifest cannot be read.
+    """
+    try:
+        s = repo.chunk_storage_stats()
+    except icechunk.IcechunkError as exc:
+        raise storage_failure(exc, "cannot read the chunk statistics") from exc
+    return StorageStats(
+        native=int(s.native_bytes), inline=int(s.inlined_bytes), virtual=int(s.virtual_bytes)
+    )
 
 
 def _chunk_type_counts(session: icechunk.Session, path: str) -> Counter[str]:
