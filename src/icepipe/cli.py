@@ -543,7 +543,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
     pipeline = load_pipeline(args.pipeline)
     report = validate_pipeline(
-        pipeline, sample=None if args.all else args.sample, branch=args.branch
+        pipeline, sample=None if args.all else args.sample, branch=args.branch, ref=args.ref
     )
     if args.json:
         _print_json(asdict(report))
@@ -916,6 +916,7 @@ def _add_check_commands(sub: Any) -> None:
     )
     p.add_argument("--all", action="store_true", help="compare every ingested file")
     p.add_argument("--branch", default=None, help="default: the pipeline's target.branch")
+    p.add_argument("--ref", default=None, help="a tag, snapshot id or REF~N instead")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_validate)
 
