@@ -12,10 +12,8 @@ which one a run uses.
 from __future__ import annotations
 
 import hashlib
-import importlib
 import json
 import os
-import sys
 import tempfile
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -24,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from icepipe.callables import import_callable
 from icepipe.errors import ConfigError, IcepipeError, SourceError, StorageError
 
 __all__ = [
@@ -296,30 +295,15 @@ def _connect(address: str, origin: str) -> Iterator[tuple[Any, ClusterInfo]]:
 
 
 def load_factory(spec: str, origin: str, search_path: str | None = None) -> Callable[[], Any]:
-    """Import the cluster factory ``module:function`` (``search_path`` searched first).
+    """Import the cluster factory ``module:function`` or ``module.function``
+    (``search_path`` searched first).
 
     Raises
     ------
     ConfigError
-        The module or function cannot be found.
+        The module or function cannot be found, or is not callable (``field`` is ``origin``).
     """
-    module_name, _, func_name = spec.partition(":")
-    if not module_name or not func_name:
-        raise ConfigError(f"expected 'module:factory'; got {spec!r}", field=origin)
-    if search_path and search_path not in sys.path:
-        sys.path.insert(0, search_path)
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ConfigError(
-            f"cannot import the cluster factory's module {module_name!r} ({exc}); put it next "
-            "to the pipeline file or install it",
-            field=origin,
-        ) from exc
-    func = getattr(module, func_name, None)
-    if not callable(func):
-        raise ConfigError(f"module {module_name!r} has no function {func_name!r}", field=origin)
-    return func  # type: ignore[no-any-return]
+    return import_callable(spec, what="cluster factory", field=origin, search_path=search_path)
 
 
 @contextmanager
