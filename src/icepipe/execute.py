@@ -93,20 +93,23 @@ class ClusterChoice:
 
 
 def choose_cluster(
-    *, scheduler: str | None = None, cluster: str | None = None, pipeline: str | None = None
+    *,
+    scheduler: str | None = None,
+    cluster: str | None = None,
+    pipeline: str | None = None,
+    dask_config: bool = True,
 ) -> ClusterChoice:
     """The cluster a run uses, first match wins: ``scheduler`` (``--scheduler``), ``cluster``
     (``--cluster``), ``$ICEPIPE_CLUSTER``, the pipeline's ``cluster:``, Dask's own
-    ``scheduler-address`` setting (``$DASK_SCHEDULER_ADDRESS`` or a Dask config file), else
-    the embedded ``LocalCluster``.
+    ``scheduler-address`` setting (``$DASK_SCHEDULER_ADDRESS`` or a Dask config file; not
+    read with ``dask_config=False``, which saves importing Dask), else the embedded
+    ``LocalCluster``.
 
     Raises
     ------
     ConfigError
         Both ``scheduler`` and ``cluster`` are given.
     """
-    import dask.config
-
     if scheduler and cluster:
         raise ConfigError(
             f"give either --scheduler ({scheduler!r}) or --cluster ({cluster!r}), not both",
@@ -120,6 +123,10 @@ def choose_cluster(
         return ClusterChoice("factory", os.environ[CLUSTER_ENV], f"${CLUSTER_ENV}")
     if pipeline:
         return ClusterChoice("factory", pipeline, "the pipeline's cluster:")
+    if not dask_config:
+        return ClusterChoice("embedded")
+    import dask.config
+
     # Dask reads $DASK_SCHEDULER_ADDRESS into its config at import; read it here too, since
     # it may have been set afterwards (a test, a wrapper script).
     address = os.environ.get("DASK_SCHEDULER_ADDRESS") or dask.config.get("scheduler-address", None)
@@ -137,12 +144,12 @@ def check_memory_limit(text: str | None) -> None:
     ConfigError
         Dask cannot parse it.
     """
+    if text is None:  # before importing distributed: a run with nothing new never needs it
+        return
     import logging
 
     from distributed.worker_memory import parse_memory_limit
 
-    if text is None:
-        return
     try:
         parse_memory_limit(text, 1, logger=logging.getLogger("icepipe"))
     except ValueError as exc:
