@@ -5,6 +5,8 @@ Side by side in one run, each a fresh subprocess per sample, medians of ``--repe
 float32 field, zlib):
 
 * ``icepipe run``: ``python -m icepipe.cli run p.yaml`` into a fresh repository (virtual);
+* ``icepipe run, nothing new``: the same run again on a repository that holds the file already
+  (what a nightly run costs on a night without new files: listing, the ledger, no scan);
 * ``vz-script``: a Python script doing the same with VirtualiZarr and Icechunk directly
   (``open_virtual_dataset`` + ``vz.to_icechunk`` + ``commit``): the floor of importing the
   stack and writing one file's references;
@@ -78,6 +80,7 @@ def commands(work: Path) -> dict[str, list[str]]:
     run = [py, "-m", "icepipe.cli", "run", str(work / "p.yaml"), "--progress", "none"]
     return {
         "icepipe run": [*run, "--state-dir", str(work / "state")],
+        "icepipe run, nothing new": [*run[:4], str(work / "again.yaml"), *run[5:]],
         "vz-script": [py, "-c", VZ_SCRIPT, str(work / "src" / "f000000.nc"), str(work / "vz")],
         "import icepipe.cli": [py, "-c", "import icepipe.cli"],
         "python": [py, "-c", "pass"],
@@ -133,11 +136,24 @@ def main(argv: list[str] | None = None) -> int:
             "name: one\nsource:\n  urls: src/*.nc\n  concat_dim: time\n  format: netcdf4\n"
             "target:\n  repo: repo\n"
         )
+        # Never removed by sample(): ingested by the untimed first start, then nothing new.
+        (work / "again.yaml").write_text(
+            (work / "p.yaml")
+            .read_text()
+            .replace("one", "again")
+            .replace("repo: repo", "repo: kept")
+        )
         cmds = commands(work)
         envs: dict[str, dict[str, str] | None] = {m: None for m in cmds}
         if args.compare_src is not None:
-            cmds = {"icepipe run (compared)": cmds["icepipe run"], **cmds}
-            envs["icepipe run (compared)"] = {**os.environ, "PYTHONPATH": str(args.compare_src)}
+            again = "icepipe run, nothing new"
+            cmds = {
+                "icepipe run (compared)": cmds["icepipe run"],
+                f"{again} (compared)": cmds[again],
+                **cmds,
+            }
+            compared = {**os.environ, "PYTHONPATH": str(args.compare_src)}
+            envs["icepipe run (compared)"] = envs[f"{again} (compared)"] = compared
             out["config"]["compare_src"] = str(args.compare_src)
         for method, cmd in cmds.items():  # untimed: the first start fills the OS file cache
             sample(cmd, work, envs[method])

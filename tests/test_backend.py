@@ -175,3 +175,41 @@ def test_entry_point_is_declared_for_a_fresh_install() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO_ROOT
     )
     assert out.stdout.strip() == "['icepipe.backend:IcepipeBackendEntrypoint']"
+
+
+def test_engine_ref_reads_what_the_commands_name(tmp_path: Path) -> None:
+    """ref= takes `REF~N`, `branch:NAME`, `tag:NAME` as `icepipe info --ref` does, and
+    refuses to be combined with branch=, tag= or snapshot_id= (in icepipe.open_dataset too)."""
+    import icechunk  # the test sets a tag with icechunk itself
+
+    repo = tmp_path / "repo"
+    first = xr.Dataset(
+        {"t": (("time",), np.arange(4.0))}, coords={"time": pd.date_range("2020", periods=4)}
+    )
+    snap1 = icepipe.to_icechunk(first, str(repo), group="g")
+    second = first.assign_coords(time=pd.date_range("2020-01-05", periods=4))
+    icepipe.to_icechunk(second, str(repo), group="g", append_dim="time")
+    ic = icechunk.Repository.open(icechunk.local_filesystem_storage(str(repo)))
+    ic.create_tag("v2", snapshot_id=ic.lookup_branch("main"))
+    ic.create_branch("v2", snapshot_id=snap1)  # a branch named like the tag
+    for ref, n in (("main~1", 4), ("main", 8), ("tag:v2", 8), ("branch:v2", 4), ("v2", 4)):
+        got = xr.open_dataset(repo, engine="icepipe", group="g", ref=ref)
+        assert got.sizes["time"] == n, ref
+        xr.testing.assert_identical(got.load(), icepipe.open_dataset(str(repo), group="g", ref=ref))
+    xr.testing.assert_identical(
+        xr.open_dataset(repo, engine="icepipe", group="g", ref="tag:v2~1").load(), first
+    )
+    tree = xr.open_datatree(repo, engine="icepipe", ref="main~1")
+    assert tree["g"].sizes["time"] == 4
+
+    for other in ({"branch": "main"}, {"tag": "v2"}, {"snapshot_id": snap1}):
+        for opener in (
+            lambda **kw: xr.open_dataset(repo, engine="icepipe", group="g", **kw),
+            lambda **kw: xr.open_datatree(repo, engine="icepipe", **kw),
+            lambda **kw: icepipe.open_dataset(str(repo), group="g", **kw),
+        ):
+            with pytest.raises(ConfigError, match="either ref= or") as info:
+                opener(ref="main~1", **other)
+            assert info.value.field == "ref"
+    with pytest.raises(ConfigError, match="fewer than 9 ancestors"):
+        xr.open_dataset(repo, engine="icepipe", group="g", ref="main~9")

@@ -238,5 +238,5 @@ def test_cli_cluster_arguments_checked_before_any_work(
     assert main(["run", spec, "--memory-limit", "lots"]) == 2
     assert "--memory-limit" in capsys.readouterr().err
     assert main(["run", spec, "--cluster", "no_such_module:make"]) == 2
-    assert "cannot import the cluster factory's module" in capsys.readouterr().err
+    assert "cannot import module 'no_such_module' of the cluster factory" in capsys.readouterr().err
     assert not (tmp_path / "repo").exists()

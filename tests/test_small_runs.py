@@ -162,3 +162,24 @@ def test_a_parser_crashing_the_process_is_named_by_the_next_run(tmp_path: Path) 
     )
     assert second.returncode == 3, second.stderr
     assert "f000.nc: the worker reading it died" in second.stderr
+
+
+def test_a_run_with_nothing_new_imports_neither_xarray_nor_dask(tmp_path: Path) -> None:
+    """Listing, the ledger and the stored schema's ends are all a night without new files
+    needs: the write stack (xarray, Dask, VirtualiZarr, pandas) stays unimported, which was
+    most of such a run's start-up."""
+    write_series(tmp_path / "src", 1)
+    spec = write_pipeline(tmp_path, urls="src/*.nc")
+    assert icepipe.run(icepipe.load_pipeline(spec)).status == "committed"
+    script = (
+        "import sys\n"
+        "from icepipe.cli import main\n"
+        "code = main(['run', sys.argv[1], '--json'])\n"
+        "heavy = ('xarray', 'dask', 'distributed', 'pandas', 'virtualizarr', 'h5py')\n"
+        "print('LOADED', code, *sorted(m for m in heavy if m in sys.modules))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(spec)], capture_output=True, text=True, cwd=tmp_path
+    )
+    assert '"status": "nothing-new"' in done.stdout, done.stderr[-2000:]
+    assert done.stdout.splitlines()[-1] == "LOADED 0", done.stdout.splitlines()[-1]

@@ -6,6 +6,7 @@ location or catalog name, with the same authorization of virtual chunk container
 same source-access checks as :func:`icepipe.open_dataset`::
 
     ds = xr.open_dataset("repos/nemo", engine="icepipe", group="sst", tag="v1", chunks={})
+    old = xr.open_dataset("repos/nemo", engine="icepipe", group="sst", ref="main~1")
     tree = xr.open_datatree("catalog:acme/nemo", engine="icepipe")
 
 Chunking (``chunks=``) and caching are xarray's own; decoding (``decode_times``,
@@ -66,8 +67,10 @@ class IcepipeBackendEntrypoint(BackendEntrypoint):
 
     Beyond xarray's usual arguments, ``open_dataset`` and ``open_datatree`` take ``group``,
     ``branch`` (default ``main``), ``tag``, ``snapshot_id`` (which wins over ``tag``, which
-    wins over ``branch``), ``storage`` (how to reach an object-store repository given as a
-    location) and ``source_storage`` (credentials for the sources of virtual references).
+    wins over ``branch``), or instead of these three ``ref`` (what the commands take:
+    ``main~1``, ``tag:v1``, ``branch:NAME``, a snapshot id), ``storage`` (how to reach an
+    object-store repository given as a location) and ``source_storage`` (credentials for the
+    sources of virtual references).
     """
 
     description = "Icechunk repositories by location or icepipe catalog name"
@@ -88,9 +91,10 @@ class IcepipeBackendEntrypoint(BackendEntrypoint):
         use_cftime: bool | None = None,
         decode_timedelta: Any = None,
         group: str | None = None,
-        branch: str = "main",
+        branch: str | None = None,
         tag: str | None = None,
         snapshot_id: str | None = None,
+        ref: str | None = None,
         storage: StorageOptions | Mapping[str, Any] | None = None,
         source_storage: StorageOptions | Mapping[str, Any] | None = None,
     ) -> xr.Dataset:
@@ -101,8 +105,9 @@ class IcepipeBackendEntrypoint(BackendEntrypoint):
         RepoNotFoundError
             No repository there.
         ConfigError
-            Unknown prefix or catalog name, no such branch, tag, snapshot or group, or this
-            reader may not read the sources of virtual references.
+            Unknown prefix or catalog name, no such branch, tag, snapshot, ref or group,
+            ``ref`` given with ``branch``, ``tag`` or ``snapshot_id``, or this reader may not
+            read the sources of virtual references.
         SourceError
             A source file virtual references point into no longer exists.
         """
@@ -113,6 +118,7 @@ class IcepipeBackendEntrypoint(BackendEntrypoint):
             snapshot_id=snapshot_id,
             storage=storage,
             source_storage=source_storage,
+            ref=ref,
         )
         decoders = dict(
             mask_and_scale=mask_and_scale,
@@ -149,9 +155,10 @@ class IcepipeBackendEntrypoint(BackendEntrypoint):
         use_cftime: bool | None = None,
         decode_timedelta: Any = None,
         group: str | None = None,
-        branch: str = "main",
+        branch: str | None = None,
         tag: str | None = None,
         snapshot_id: str | None = None,
+        ref: str | None = None,
         storage: StorageOptions | Mapping[str, Any] | None = None,
         source_storage: StorageOptions | Mapping[str, Any] | None = None,
     ) -> xr.DataTree:
@@ -170,6 +177,7 @@ class IcepipeBackendEntrypoint(BackendEntrypoint):
             snapshot_id=snapshot_id,
             storage=storage,
             source_storage=source_storage,
+            ref=ref,
         )
         try:
             with rectilinear_enabled():

@@ -543,7 +543,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
     pipeline = load_pipeline(args.pipeline)
     report = validate_pipeline(
-        pipeline, sample=None if args.all else args.sample, branch=args.branch
+        pipeline, sample=None if args.all else args.sample, branch=args.branch, ref=args.ref
     )
     if args.json:
         _print_json(asdict(report))
@@ -575,11 +575,21 @@ def _until(text: str | None) -> Any:
 
 
 def _pass_through(args: argparse.Namespace) -> list[str]:
+    """The options ``schedule serve|export`` hand to every ``icepipe run``, checked first (a
+    bad value fails here, not at every fire time)."""
+    from icepipe.execute import check_memory_limit, choose_cluster
+
+    choose_cluster(scheduler=args.scheduler, cluster=args.cluster)
+    check_memory_limit(args.memory_limit)
     out: list[str] = []
     if args.workers is not None:
         out += ["--workers", str(args.workers)]
     if args.scheduler:
         out += ["--scheduler", args.scheduler]
+    if args.cluster:
+        out += ["--cluster", args.cluster]
+    if args.memory_limit:
+        out += ["--memory-limit", args.memory_limit]
     if getattr(args, "nothing_new_exit_code", 0):
         out += ["--nothing-new-exit-code", str(args.nothing_new_exit_code)]
     return out
@@ -594,6 +604,7 @@ def _cmd_schedule_serve(args: argparse.Namespace) -> int:
     from icepipe.ops.schedule import Scheduler, load_scheduled
 
     until = _until(args.until)
+    run_args = _pass_through(args)
     pipelines, notes = load_scheduled(args.path)
     folder = Path(args.path) if Path(args.path).is_dir() else Path(args.path).parent
     state = state_dir(folder / "_", args.state_dir)
@@ -614,7 +625,7 @@ def _cmd_schedule_serve(args: argparse.Namespace) -> int:
         scheduler = Scheduler(
             pipelines,
             state=state,
-            run_args=_pass_through(args),
+            run_args=run_args,
             logger=logger,
             max_runs=args.max_runs,
             until=until,
@@ -916,6 +927,7 @@ def _add_check_commands(sub: Any) -> None:
     )
     p.add_argument("--all", action="store_true", help="compare every ingested file")
     p.add_argument("--branch", default=None, help="default: the pipeline's target.branch")
+    p.add_argument("--ref", default=None, help="a tag, snapshot id or REF~N instead")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_validate)
 
@@ -944,6 +956,7 @@ def _add_schedule_commands(sub: Any) -> None:
     )
     p.add_argument("--workers", type=int, default=None, help="passed to every `icepipe run`")
     p.add_argument("--scheduler", default=None, help="passed to every `icepipe run`")
+    _add_cluster_options(p)
     p.add_argument("--nothing-new-exit-code", type=int, default=0, help=argparse.SUPPRESS)
     p.set_defaults(func=_cmd_schedule_serve)
 
@@ -962,6 +975,7 @@ def _add_schedule_commands(sub: Any) -> None:
     p.add_argument("--state-dir", default=None, help="--state-dir of every run")
     p.add_argument("--workers", type=int, default=None, help="passed to every `icepipe run`")
     p.add_argument("--scheduler", default=None, help="passed to every `icepipe run`")
+    _add_cluster_options(p)
     p.add_argument(
         "--nothing-new-exit-code", type=int, default=0, help="passed to every `icepipe run`"
     )

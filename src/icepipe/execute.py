@@ -12,10 +12,8 @@ which one a run uses.
 from __future__ import annotations
 
 import hashlib
-import importlib
 import json
 import os
-import sys
 import tempfile
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -24,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from icepipe.callables import import_callable
 from icepipe.errors import ConfigError, IcepipeError, SourceError, StorageError
 
 __all__ = [
@@ -94,20 +93,23 @@ class ClusterChoice:
 
 
 def choose_cluster(
-    *, scheduler: str | None = None, cluster: str | None = None, pipeline: str | None = None
+    *,
+    scheduler: str | None = None,
+    cluster: str | None = None,
+    pipeline: str | None = None,
+    dask_config: bool = True,
 ) -> ClusterChoice:
     """The cluster a run uses, first match wins: ``scheduler`` (``--scheduler``), ``cluster``
     (``--cluster``), ``$ICEPIPE_CLUSTER``, the pipeline's ``cluster:``, Dask's own
-    ``scheduler-address`` setting (``$DASK_SCHEDULER_ADDRESS`` or a Dask config file), else
-    the embedded ``LocalCluster``.
+    ``scheduler-address`` setting (``$DASK_SCHEDULER_ADDRESS`` or a Dask config file; not
+    read with ``dask_config=False``, which saves importing Dask), else the embedded
+    ``LocalCluster``.
 
     Raises
     ------
     ConfigError
         Both ``scheduler`` and ``cluster`` are given.
     """
-    import dask.config
-
     if scheduler and cluster:
         raise ConfigError(
             f"give either --scheduler ({scheduler!r}) or --cluster ({cluster!r}), not both",
@@ -121,6 +123,10 @@ def choose_cluster(
         return ClusterChoice("factory", os.environ[CLUSTER_ENV], f"${CLUSTER_ENV}")
     if pipeline:
         return ClusterChoice("factory", pipeline, "the pipeline's cluster:")
+    if not dask_config:
+        return ClusterChoice("embedded")
+    import dask.config
+
     # Dask reads $DASK_SCHEDULER_ADDRESS into its config at import; read it here too, since
     # it may have been set afterwards (a test, a wrapper script).
     address = os.environ.get("DASK_SCHEDULER_ADDRESS") or dask.config.get("scheduler-address", None)
@@ -138,12 +144,12 @@ def check_memory_limit(text: str | None) -> None:
     ConfigError
         Dask cannot parse it.
     """
+    if text is None:  # before importing distributed: a run with nothing new never needs it
+        return
     import logging
 
     from distributed.worker_memory import parse_memory_limit
 
-    if text is None:
-        return
     try:
         parse_memory_limit(text, 1, logger=logging.getLogger("icepipe"))
     except ValueError as exc:
@@ -296,30 +302,15 @@ def _connect(address: str, origin: str) -> Iterator[tuple[Any, ClusterInfo]]:
 
 
 def load_factory(spec: str, origin: str, search_path: str | None = None) -> Callable[[], Any]:
-    """Import the cluster factory ``module:function`` (``search_path`` searched first).
+    """Import the cluster factory ``module:function`` or ``module.function``
+    (``search_path`` searched first).
 
     Raises
     ------
     ConfigError
-        The module or function cannot be found.
+        The module or function cannot be found, or is not callable (``field`` is ``origin``).
     """
-    module_name, _, func_name = spec.partition(":")
-    if not module_name or not func_name:
-        raise ConfigError(f"expected 'module:factory'; got {spec!r}", field=origin)
-    if search_path and search_path not in sys.path:
-        sys.path.insert(0, search_path)
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ConfigError(
-            f"cannot import the cluster factory's module {module_name!r} ({exc}); put it next "
-            "to the pipeline file or install it",
-            field=origin,
-        ) from exc
-    func = getattr(module, func_name, None)
-    if not callable(func):
-        raise ConfigError(f"module {module_name!r} has no function {func_name!r}", field=origin)
-    return func  # type: ignore[no-any-return]
+    return import_callable(spec, what="cluster factory", field=origin, search_path=search_path)
 
 
 @contextmanager

@@ -18,7 +18,6 @@ from typing import Any
 from icepipe import plan, repository, sources
 from icepipe.errors import ConfigError, SchemaMismatchError, SourceError
 from icepipe.model import TargetSchema, TimeConversion
-from icepipe.sources.formats.common import is_virtual
 from icepipe.spec import Pipeline
 
 __all__ = [
@@ -401,7 +400,7 @@ def _stored_rectilinear(existing: TargetSchema, dim: str, ds: Any) -> list[str]:
     return [
         n
         for n, v in existing.variables.items()
-        if v.edges and dim in v.dims and n in ds.variables and is_virtual(ds.variables[n])
+        if v.edges and dim in v.dims and n in ds.variables and _is_virtual(ds.variables[n])
     ]
 
 
@@ -434,3 +433,10 @@ def open_native(
         chunks=chunks,
     )
     return sources.sanitize_attrs(ds)
+
+
+def _is_virtual(var: Any) -> bool:
+    # Imported here: the formats import xarray, which a run with nothing new never needs.
+    from icepipe.sources.formats.common import is_virtual
+
+    return is_virtual(var)

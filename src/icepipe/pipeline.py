@@ -48,8 +48,6 @@ if TYPE_CHECKING:
 
 __all__ = ["RunObserver", "RunResult", "run"]
 
-_Cubes = sources.ScannedCubes
-
 
 @dataclass(frozen=True)
 class RunResult:
@@ -221,8 +219,10 @@ def _run(
     _check_runnable(pipeline)
     o = options
     execute.check_memory_limit(o.memory_limit)
+    # Dask's own settings are read when a cluster is needed (_Run.cluster_choice): a run with
+    # nothing new does not import Dask.
     choice = execute.choose_cluster(
-        scheduler=o.scheduler, cluster=o.cluster, pipeline=pipeline.cluster
+        scheduler=o.scheduler, cluster=o.cluster, pipeline=pipeline.cluster, dask_config=False
     )
     state = _Run(
         pipeline=pipeline,
@@ -292,6 +292,17 @@ class _Run:
     containers: list[str] = field(default_factory=list)
     #: Set when this run creates the repository (a first run).
     created: bool = False
+    #: Whether ``choice`` took Dask's ``scheduler-address`` setting into account yet.
+    dask_config_read: bool = False
+
+    def cluster_choice(self) -> execute.ClusterChoice:
+        """``choice``, completed with Dask's ``scheduler-address`` setting when nothing else
+        named a cluster (read on first use only)."""
+        if not self.dask_config_read:
+            self.dask_config_read = True
+            if not self.choice.configured:
+                self.choice = execute.choose_cluster()
+        return self.choice
 
     def discard_on_failure(self, exc_type: object, *_: object) -> bool:
         """A failing first run leaves no repository behind (unless another run committed to
@@ -464,7 +475,7 @@ def _scan(state: _Run, selection: plan.Selection) -> None:
                 execute.open_client(
                     workers=state.workers,
                     memory_limit=state.memory_limit,
-                    choice=state.choice,
+                    choice=state.cluster_choice(),
                     search_path=state.pipeline.source.search_path,
                 )
             )
@@ -536,7 +547,9 @@ def _scans_in_process(
     files go to workers, where a crashing parser kills a worker only and is named).
     """
     p = state.pipeline
-    if state.client is not None or state.choice.configured or state.workers is not None:
+    if state.client is not None or state.workers is not None:
+        return False
+    if state.cluster_choice().configured:
         return False
     if p.mode != "virtual":
         return False
@@ -743,6 +756,8 @@ def _parts(
     src, group = pipeline.source, pipeline.target.group
 
     def steps(files: Sequence[sources.ScannedFile]) -> list[sources.ScannedFile]:
+        if not files:  # nothing new: no need to import the combining code (xarray)
+            return []
         return sources.assemble_steps(
             list(files),
             src.concat_dim,
@@ -764,12 +779,13 @@ def _parts(
                 ledger_slots=[],  # read by _with_order_values when late files need them
             )
         ]
+    cube_type = sources.ScannedCubes
     cubes = plan.plan_cubes(
-        [s.cubes for f in selection.new if isinstance(s := scanned.get(f.url), _Cubes)],
+        [s.cubes for f in selection.new if isinstance(s := scanned.get(f.url), cube_type)],
         [
             (f.url, s.cubes, r)
             for f, r in selection.changed
-            if isinstance(s := scanned.get(f.url), _Cubes)
+            if isinstance(s := scanned.get(f.url), cube_type)
         ],
         repository.ledger_cubes(ledger.values()),
     )

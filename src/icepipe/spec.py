@@ -19,6 +19,8 @@ from typing import Any, Literal, cast
 
 import yaml
 
+from icepipe.callables import PATTERN as CALLABLE_PATTERN
+from icepipe.callables import split_callable
 from icepipe.catalog import resolve_target as _catalog_target
 from icepipe.cron import Schedule, parse_schedule
 from icepipe.errors import ConfigError
@@ -302,8 +304,8 @@ SOURCE_FIELDS: dict[str, Field] = {
     "drop_variables": Field("strings", "drop these variables (not with variables)"),
     "preprocess": Field(
         "string",
-        "'module:function' called with each opened dataset",
-        schema={"pattern": r"^[\w.]+:\w+$"},
+        "'module:function' (or 'module.function') called with each opened dataset",
+        schema={"pattern": CALLABLE_PATTERN},
     ),
     "storage": Field(
         "section",
@@ -432,7 +434,7 @@ PIPELINE = Field(
             "string",
             "the Dask cluster runs use: 'module:factory' returning a distributed.Client or a "
             "cluster object (imported from the pipeline's folder first)",
-            schema={"pattern": r"^[\w.]+:\w+$"},
+            schema={"pattern": CALLABLE_PATTERN},
         ),
     },
     # chunks, shards and compression apply to mode: native only.
@@ -507,10 +509,8 @@ def pipeline_from_dict(
 def _cluster(top: Mapping[str, Any]) -> str | None:
     """``cluster: "module:factory"`` (imported from the pipeline's folder first)."""
     spec = _str(top, "cluster", "")
-    if spec is not None and not re.match(r"^[\w.]+:\w+$", spec):
-        raise ConfigError(
-            f"expected 'module:factory' (e.g. 'clusters:slurm'); got {spec!r}", field="cluster"
-        )
+    if spec is not None:
+        split_callable(spec, what="cluster factory", field="cluster")
     return spec
 
 
@@ -528,11 +528,8 @@ def _source(src: Mapping[str, Any], base: Path) -> SourceSpec:
     drop_variables = _str_list(src, "drop_variables", "source.") or ()
     grib_cubes = _grib_cubes(src, fmt)
     preprocess = _str(src, "preprocess", "source.")
-    if preprocess is not None and not re.match(r"^[\w.]+:\w+$", preprocess):
-        raise ConfigError(
-            f"expected 'module:function' (e.g. 'fixes:drop_bad_attrs'); got {preprocess!r}",
-            field="source.preprocess",
-        )
+    if preprocess is not None:
+        split_callable(preprocess, what="preprocess hook", field="source.preprocess")
     if variables is not None and drop_variables:
         raise ConfigError(
             "give either source.variables (keep these) or source.drop_variables, not both",

@@ -253,7 +253,7 @@ def _default_message(
 def open_dataset(
     repo: str,
     *,
-    branch: str = "main",
+    branch: str | None = None,
     group: str | None = None,
     snapshot_id: str | None = None,
     tag: str | None = None,
@@ -278,8 +278,9 @@ def open_dataset(
         The repository location, or a catalog name (``catalog:org/name``, or a bare
         ``org/name`` the catalog holds).
     branch, tag, snapshot_id, ref
-        What to read (the first given of ``snapshot_id``, ``ref``, ``tag``, ``branch``);
-        ``ref`` as commands take it: ``main~1``, ``tag:v1`` (``repository.resolve_ref``).
+        What to read: ``snapshot_id``, else ``tag``, else ``branch`` (default ``main``); or
+        ``ref`` alone, as commands take it: ``main~1``, ``tag:v1``, ``branch:NAME``
+        (``repository.resolve_ref``).
     group
         The group to open; the root group when ``None``.
     chunks
@@ -304,9 +305,9 @@ def open_dataset(
     UnknownSchemeError
         ``repo`` starts with an unknown ``xxx:`` prefix (a :class:`ConfigError`).
     ConfigError
-        The branch or group does not exist, no such catalog entry, or this reader may not
-        read the source files that virtual references point into (the message names the
-        location and the fix).
+        The branch or group does not exist, no such catalog entry, ``ref`` given with
+        ``branch``, ``tag`` or ``snapshot_id``, or this reader may not read the source files
+        that virtual references point into (the message names the location and the fix).
     SourceError
         A source file that virtual references point into no longer exists.
     """
@@ -334,24 +335,50 @@ def open_dataset(
             )
     except (FileNotFoundError, KeyError) as exc:
         raise ConfigError(
-            f"no group {group or '/'!r} on {_version(branch, tag, snapshot_id)} of {repo!r}; "
+            f"no group {group or '/'!r} on {_version(branch, tag, snapshot_id, ref)} of {repo!r}; "
             "check target.group"
         ) from exc
     check_source_access(r, session.snapshot_id, group, source_options)
     return ds
 
 
-def _version(branch: str, tag: str | None, snapshot_id: str | None) -> str:
-    """What a read names, for messages: ``snapshot X``, ``tag 'v1'`` or ``branch 'main'``."""
+def _check_one_version(
+    ref: str | None, *, branch: str | None, tag: str | None, snapshot_id: str | None
+) -> None:
+    """Refuse ``ref`` beside ``branch``, ``tag`` or ``snapshot_id``: a ref names any of them.
+
+    Raises
+    ------
+    ConfigError
+        ``ref`` and another of them are both given (``field`` is ``"ref"``).
+    """
+    others = {"branch": branch, "tag": tag, "snapshot_id": snapshot_id}
+    given = [f"{k}={v!r}" for k, v in others.items() if v is not None]
+    if ref is not None and given:
+        raise ConfigError(
+            f"give either ref= or {'/'.join(k + '=' for k in others)}, not both; got ref={ref!r} "
+            f"and {' and '.join(given)}: a ref names any of them ('branch:NAME', 'tag:NAME', a "
+            "snapshot id, each optionally followed by ~N for an ancestor)",
+            field="ref",
+        )
+
+
+def _version(
+    branch: str | None, tag: str | None, snapshot_id: str | None, ref: str | None = None
+) -> str:
+    """What a read names, for messages: ``ref 'main~1'``, ``snapshot X``, ``tag 'v1'`` or
+    ``branch 'main'``."""
+    if ref:
+        return f"ref {ref!r}"
     if snapshot_id:
         return f"snapshot {snapshot_id}"
-    return f"tag {tag!r}" if tag else f"branch {branch!r}"
+    return f"tag {tag!r}" if tag else f"branch {branch or 'main'!r}"
 
 
 def open_session(
     repo: str | os.PathLike[str],
     *,
-    branch: str = "main",
+    branch: str | None = None,
     tag: str | None = None,
     snapshot_id: str | None = None,
     storage: StorageOptions | Mapping[str, Any] | None = None,
@@ -360,16 +387,19 @@ def open_session(
 ) -> tuple[icechunk.Repository, icechunk.Session, StorageOptions]:
     """The repository ``repo`` names (a location or a catalog name), with every virtual chunk
     container authorized, and a read-only session of ``snapshot_id``, else ``ref`` (``main~1``,
-    ``tag:v1``), else ``tag``, else ``branch``; with the source storage options (for
-    :func:`check_source_access`).
+    ``tag:v1``), else ``tag``, else ``branch`` (default ``main``); with the source storage
+    options (for :func:`check_source_access`).
 
     Raises
     ------
     RepoNotFoundError
         No repository there.
     ConfigError
-        Unknown prefix or catalog name, bad options, or no such branch, tag or snapshot.
+        Unknown prefix or catalog name, bad options, no such branch, tag or snapshot, or
+        ``ref`` given with ``branch``, ``tag`` or ``snapshot_id``.
     """
+    _check_one_version(ref, branch=branch, tag=tag, snapshot_id=snapshot_id)
+    branch = branch or "main"
     source_options = coerce_storage_options(source_storage, "source_storage")
     entry = resolve_repo(repo, storage=coerce_storage_options(storage, "storage"), where="repo")
     r = repository.open_repo(

@@ -199,3 +199,36 @@ def test_serve_runs_pipelines_on_a_one_minute_schedule(
     assert by_name["good"]["schedule"] == "* * * * * (UTC)"
     assert by_name["bad"]["runs"][0]["exit_code"] == 3
     assert by_name["busy"]["runs"] == []
+
+
+def test_exports_pass_cluster_options_to_every_run(tmp_path: Path, capsys: Any) -> None:
+    """`--cluster` and `--memory-limit` reach the runs' command lines as `icepipe run` takes
+    them; without them a pipeline's own `cluster:` is left to apply."""
+    write_pipeline(
+        tmp_path,
+        name="nightly",
+        urls="src/*.nc",
+        extra="schedule: '0 2 * * *'\ncluster: clusters:slurm\n",
+    )
+    export = ["schedule", "export", str(tmp_path)]
+    assert main([*export, "--format", "cron", "--cluster", "clusters:pbs"]) == 0
+    assert f"run {tmp_path}/nightly.yaml --cluster clusters:pbs" in capsys.readouterr().out
+    out = tmp_path / "units"
+    args = [*export, "--format", "systemd", "--output-dir", str(out)]
+    assert main([*args, "--workers", "2", "--memory-limit", "4GiB"]) == 0
+    capsys.readouterr()
+    service = (out / "icepipe-nightly.service").read_text()
+    assert "--workers 2 --memory-limit 4GiB" in service
+    assert main([*export, "--format", "kubernetes", "--memory-limit", "2GiB"]) == 0
+    (job,) = yaml.safe_load_all(capsys.readouterr().out)
+    command = job["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["command"]
+    assert command[-2:] == ["--memory-limit", "2GiB"]
+    assert main([*export, "--format", "cron"]) == 0
+    assert "--cluster" not in capsys.readouterr().out  # the pipeline's cluster: applies
+
+    # Checked before anything is written or scheduled, by export and serve alike.
+    for command_ in ([*export, "--format", "cron"], ["schedule", "serve", str(tmp_path)]):
+        assert main([*command_, "--memory-limit", "lots"]) == 2
+        assert "--memory-limit" in capsys.readouterr().err
+        assert main([*command_, "--scheduler", "tcp://h:8786", "--cluster", "m:f"]) == 2
+        assert "either --scheduler" in capsys.readouterr().err

@@ -155,3 +155,33 @@ def test_validate_times_xarray_cannot_decode(
     assert main(["validate", str(spec), "--all"]) == 6
     err = capsys.readouterr().err
     assert "hgt-p01.nc" in err and "Traceback" not in err
+
+
+def test_validate_at_a_ref_reads_that_snapshot_and_its_ledger(tmp_path: Path, capsys: Any) -> None:
+    """`validate --ref main~1` compares the data stored one commit back with the files ingested
+    up to it: a file only the later commit ingested, since deleted, fails at the tip only."""
+    write_series(tmp_path / "all", 3)
+    (tmp_path / "src").mkdir()
+    for name in ("f000.nc", "f001.nc"):
+        shutil.copy2(tmp_path / "all" / name, tmp_path / "src" / name)
+    spec = write_pipeline(tmp_path, name="refs", urls="src/*.nc")
+    assert main(["run", str(spec)]) == 0
+    first = branch_tip(tmp_path / "repo")
+    shutil.copy2(tmp_path / "all" / "f002.nc", tmp_path / "src" / "f002.nc")
+    assert main(["run", str(spec)]) == 0
+    (tmp_path / "src" / "f002.nc").unlink()
+    capsys.readouterr()
+
+    assert main(["validate", str(spec), "--all", "--ref", "main~1", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["snapshot_id"] == first and report["ref"] == "main~1"
+    assert report["files_ingested"] == 2 and len(report["files_checked"]) == 2
+    assert main(["validate", str(spec), "--all", "--ref", str(first)]) == 0
+    assert f"[{first}]" in capsys.readouterr().out
+    assert main(["validate", str(spec), "--all"]) == 6  # the tip still lists f002.nc
+    assert "f002.nc" in capsys.readouterr().err
+
+    assert main(["validate", str(spec), "--ref", "main~5"]) == 2
+    assert "fewer than 5 ancestors" in capsys.readouterr().err
+    assert main(["validate", str(spec), "--ref", "main~1", "--branch", "main"]) == 2
+    assert "--branch or --ref, not both" in capsys.readouterr().err

@@ -104,7 +104,7 @@ def render_status(statuses: Sequence[PipelineStatus], errors: Sequence[str] = ()
 def render_validation(r: ValidationReport) -> str:
     return (
         f"{r.pipeline}: OK, {len(r.files_checked)} of {r.files_ingested} ingested file(s) "
-        f"identical in {r.repo} [{r.branch}] {r.group or '/'} at {r.snapshot_id} "
+        f"identical in {r.repo} [{r.ref or r.branch}] {r.group or '/'} at {r.snapshot_id} "
         f"({r.variables_checked} variables, {r.values_checked} values, {r.seconds:.2f}s)\n"
         + "".join(f"  {u}\n" for u in r.files_checked)
     )

@@ -46,6 +46,7 @@ class ValidationReport:
     variables_checked: int = 0
     values_checked: int = 0
     seconds: float = 0.0
+    ref: str | None = None
 
 
 def sample_records[R](records: Sequence[R], n: int | None) -> list[R]:
@@ -64,6 +65,7 @@ def validate_pipeline(
     *,
     sample: int | None = 3,
     branch: str | None = None,
+    ref: str | None = None,
     urls: Sequence[str] | None = None,
 ) -> ValidationReport:
     """Compare a sample of the files ingested by ``pipeline`` with what the repository holds.
@@ -76,6 +78,10 @@ def validate_pipeline(
         How many files to compare (spread over the data); ``None`` for all.
     branch
         The branch to read (default: the pipeline's).
+    ref
+        Instead of a branch's tip, a tag, snapshot id or ``REF~N`` (as ``icepipe info
+        --ref`` takes): the data stored there are compared with the files the ledger lists
+        up to that snapshot, as the source files are now.
     urls
         Only sample among these files (e.g. the files a run just ingested).
 
@@ -85,12 +91,18 @@ def validate_pipeline(
         A value differs, a variable or file is missing, or stored data cannot be read; the
         message names every such file and the variable.
     ConfigError
-        No repository or branch, nothing ingested into the group yet, or ``sample`` is
-        negative.
+        No repository, branch or ref, both ``branch`` and ``ref`` given, nothing ingested
+        into the group yet, or ``sample`` is negative.
     """
     if sample is not None and sample < 0:
         raise ConfigError(
             f"expected a number of files to compare (0 or more); got {sample}", field="sample"
+        )
+    if branch is not None and ref is not None:
+        raise ConfigError(
+            f"expected --branch or --ref, not both; got --branch {branch!r} --ref {ref!r} "
+            f"(--ref {branch}~N reads the branch's history)",
+            field="--ref",
         )
     t0 = time.perf_counter()
     t, src = pipeline.target, pipeline.source
@@ -98,10 +110,7 @@ def validate_pipeline(
     repo = repository.open_repo(
         t.repo, storage=t.storage, source_storage=src.storage, config=t.config
     )
-    try:
-        snapshot_id = repository.resolve_ref(repo, f"branch:{branch}")
-    except ConfigError:
-        raise ConfigError(f"branch {branch!r} does not exist in {t.repo!r}") from None
+    snapshot_id = _resolve(repo, t.repo, branch, ref)
     records = [
         r
         for r in repository.read_ingested(repo, snapshot_id, t.group)
@@ -109,8 +118,8 @@ def validate_pipeline(
     ]
     if not records:
         raise ConfigError(
-            f"nothing ingested into {t.group or '/'!r} on {branch!r} of {t.repo!r} yet; run the "
-            "pipeline first"
+            f"nothing ingested into {t.group or '/'!r} on {ref or branch!r} of {t.repo!r} yet; "
+            "run the pipeline first"
         )
     candidates = [r for r in records if urls is None or r.url in set(urls)]
     chosen = sample_records(candidates, sample)
@@ -144,7 +153,18 @@ def validate_pipeline(
         variables_checked=n_vars,
         values_checked=n_values,
         seconds=time.perf_counter() - t0,
+        ref=ref,
     )
+
+
+def _resolve(repo: Any, location: str, branch: str, ref: str | None) -> str:
+    """The snapshot to validate: ``ref``'s, else the tip of ``branch``."""
+    if ref is not None:
+        return repository.resolve_ref(repo, ref)
+    try:
+        return repository.resolve_ref(repo, f"branch:{branch}")
+    except ConfigError:
+        raise ConfigError(f"branch {branch!r} does not exist in {location!r}") from None
 
 
 def _raise_failures(failures: list[ValidationError], checked: int) -> None:

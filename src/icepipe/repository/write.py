@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import icechunk
-import xarray as xr
 
 from icepipe.errors import SchemaMismatchError
 from icepipe.faults import storage_failure
 from icepipe.repository.grids import rectilinear_enabled
+
+if TYPE_CHECKING:
+    import xarray as xr
 
 __all__ = ["without_attrs", "writable_session", "write_virtual"]
 

@@ -2,43 +2,33 @@
 
 from __future__ import annotations
 
-import importlib
-import sys
 from collections.abc import Callable
 from typing import Any
 
 import xarray as xr
 
-from icepipe.errors import ConfigError, SourceError
+from icepipe.callables import import_callable
+from icepipe.errors import SourceError
 
 __all__ = ["apply_preprocess", "load_hook"]
 
 
 def load_hook(spec: str, search_path: str | None = None) -> Callable[[xr.Dataset], Any]:
-    """Import ``module:function``; ``search_path`` (the pipeline's folder) is searched first.
+    """Import ``module:function`` or ``module.function``; ``search_path`` (the pipeline's
+    folder) is searched first.
 
     Raises
     ------
     ConfigError
         The module or function cannot be found, or is not callable.
     """
-    module_name, _, func_name = spec.partition(":")
-    if search_path and search_path not in sys.path:
-        sys.path.insert(0, search_path)
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ConfigError(
-            f"cannot import module {module_name!r} ({exc}); put it next to the pipeline file or "
-            "install it on the client and every worker",
-            field="source.preprocess",
-        ) from exc
-    func = getattr(module, func_name, None)
-    if not callable(func):
-        raise ConfigError(
-            f"module {module_name!r} has no function {func_name!r}", field="source.preprocess"
-        )
-    return func  # type: ignore[no-any-return]
+    return import_callable(
+        spec,
+        what="preprocess hook",
+        field="source.preprocess",
+        search_path=search_path,
+        install_where=" on the client and every worker",
+    )
 
 
 def apply_preprocess(
