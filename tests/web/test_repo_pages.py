@@ -12,6 +12,7 @@ import pytest
 import zarr
 from starlette.testclient import TestClient
 
+from icepipe.repository.ledger import read_record
 from icepipe.web.app import create_app
 from icepipe.web.config import WebConfig
 from icepipe.web.data import DEFAULT_LOG_LIMIT, MAX_LOG_LIMIT
@@ -49,11 +50,12 @@ def test_catalog_rows_match_the_repositories(web: TestClient, site: Any) -> None
         assert row["exists"] is True and row["problem"] is None
         assert row["branches"] == sorted(repo.list_branches()) == ["main"]
         tip = repo.lookup_snapshot(repo.lookup_branch("main"))
-        record = tip.metadata["icepipe"]
+        record = read_record(tip.metadata, snapshot_id=tip.id)
+        assert record is not None
         last = row["last_commit"]
-        assert last["id"] == tip.id and last["pipeline"] == record["pipeline"] == pipelines[key]
-        assert last["n_files"] == len(record["files"])
-        assert last["files"] == [f["url"] for f in record["files"]]
+        assert last["id"] == tip.id and last["pipeline"] == record.pipeline == pipelines[key]
+        assert last["n_files"] == len(record.files)
+        assert last["files"] == [f.url for f in record.files]
         stats = repo.chunk_storage_stats()
         assert row["native_bytes"] == stats.native_bytes + stats.inlined_bytes
         assert row["virtual_bytes"] == stats.virtual_bytes
@@ -149,10 +151,10 @@ def test_log_shows_each_commits_pipeline_and_files(web: TestClient, site: Any) -
     assert [c["id"] for c in log["commits"]] == [s.id for s in history]
     assert log["limit"] == DEFAULT_LOG_LIMIT and log["more"] is False
     for c, snap in zip(log["commits"], history, strict=True):
-        record = snap.metadata.get("icepipe")
+        record = read_record(snap.metadata, snapshot_id=snap.id)
         assert c["message"] == snap.message
-        assert c["pipeline"] == (record["pipeline"] if record else None)
-        assert c["files"] == [f["url"] for f in (record or {}).get("files", [])]
+        assert c["pipeline"] == (record.pipeline if record else None)
+        assert c["files"] == [f.url for f in (record.files if record else ())]
     sources = [s.as_uri() for s in site.nemo_sources]
     assert [c["files"] for c in log["commits"]] == [sources[2:], sources[:2], []]
 

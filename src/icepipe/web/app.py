@@ -145,6 +145,7 @@ def create_app(config: WebConfig) -> Starlette:
     too (one application per server; tests build their own).
     """
     from icepipe.web.pages import all_routes
+    from icepipe.web.pages.search import search_lifespan
 
     routes = [
         *all_routes(),
@@ -152,6 +153,7 @@ def create_app(config: WebConfig) -> Starlette:
     ]
     app = Starlette(
         routes=routes,
+        lifespan=search_lifespan,
         exception_handlers={
             HTTPException: _http_error,
             IcepipeError: _icepipe_error,

@@ -9,7 +9,7 @@ from pathlib import Path
 from icepipe.catalog import CatalogEntry, load_catalog
 from icepipe.errors import ConfigError, IcepipeError
 
-__all__ = ["KnownRepo", "WebConfig", "known_repos"]
+__all__ = ["KnownRepo", "WebConfig", "known_repos", "pipeline_files"]
 
 
 @dataclass(frozen=True)
@@ -47,7 +47,14 @@ class KnownRepo:
     in_catalog: bool = True
 
 
-def _pipeline_files(paths: tuple[str, ...]) -> list[Path]:
+def pipeline_files(paths: tuple[str, ...]) -> list[Path]:
+    """The pipeline files of ``paths`` (folders listed as ``icepipe status`` lists them).
+
+    Raises
+    ------
+    ConfigError
+        A path does not exist.
+    """
     from icepipe.ops.status import find_pipelines
 
     out: list[Path] = []
@@ -69,7 +76,7 @@ def known_repos(config: WebConfig) -> list[KnownRepo]:
     by_url: dict[str, KnownRepo] = {
         e.url: KnownRepo(key=name, entry=e) for name, e in sorted(catalog.entries.items())
     }
-    for path in _pipeline_files(config.pipelines):
+    for path in pipeline_files(config.pipelines):
         try:
             p = load_pipeline(path)
         except IcepipeError:  # shown on the pipelines page, not here

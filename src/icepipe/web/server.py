@@ -25,7 +25,9 @@ def serve(config: WebConfig, *, host: str = "127.0.0.1", port: int = 8000) -> No
     import uvicorn
 
     from icepipe.web.app import create_app
+    from icepipe.web.config import pipeline_files
 
+    pipeline_files(config.pipelines)  # a folder that does not exist: exit 2 now, not a 400 later
     if not _is_loopback(host):
         print(
             f"icepipe web: listening on {host}: every repository shown here is readable by "

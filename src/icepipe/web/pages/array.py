@@ -22,17 +22,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import anyio
-import anyio.to_thread
 import numpy as np
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from icepipe.errors import ConfigError, IcepipeError
+from icepipe.errors import IcepipeError
 from icepipe.web.app import NotFound, render
-from icepipe.web.config import WebConfig, known_repos
+from icepipe.web.config import WebConfig
 
 __all__ = ["ROUTES"]
 
@@ -59,28 +57,17 @@ def _bad_request(detail: str) -> HTTPException:
 
 def _open(config: WebConfig, key: str, ref: str | None, path: str | None) -> _Where:
     """The repository ``key`` at ``ref`` (``main``, else its first branch, when not given)."""
-    from icepipe.repository import RepoNotFoundError, open_repo, resolve_ref
+    from icepipe.web.data import default_branch, open_known, resolve_ref_or_404
 
     parts = [p for p in (path or "").split("/") if p]
     if not parts:
         raise _bad_request("give the array's path: /array?name=KEY&path=/GROUP/ARRAY")
     if any(p in (".", "..") for p in parts):
         raise NotFound(f"no array {path!r}: paths name nodes from the root, without . or ..")
-    known = {r.key: r for r in known_repos(config)}
-    if key not in known:
-        raise NotFound(f"no repository named {key!r}; known: {', '.join(sorted(known)) or 'none'}")
-    entry = known[key].entry
-    try:
-        repo = open_repo(entry.url, storage=entry.storage, config=entry.config)
-    except RepoNotFoundError as exc:
-        raise NotFound(f"repository {key!r} does not exist (yet): {exc}") from exc
+    repo, _known = open_known(config, key)
     if not ref:
-        branches = sorted(repo.list_branches())
-        ref = "main" if "main" in branches or not branches else branches[0]
-    try:
-        snapshot_id = resolve_ref(repo, ref)
-    except ConfigError as exc:
-        raise NotFound(f"repository {key!r}: {exc}") from exc
+        ref = default_branch(sorted(repo.list_branches())) or "main"
+    snapshot_id = resolve_ref_or_404(repo, key, ref)
     return _Where(key=key, ref=ref, snapshot_id=snapshot_id, path="/" + "/".join(parts), repo=repo)
 
 
@@ -267,16 +254,12 @@ def _array_info(config: WebConfig, where: _Where) -> dict[str, Any]:
 
 
 async def _bounded[T](config: WebConfig, what: str, fn: Callable[[], T]) -> T:
-    """``fn()`` in a worker thread, given up after ``config.request_timeout`` (504)."""
+    """``fn()`` in a worker thread, given up after ``config.request_timeout`` (504); an
+    icepipe error reading the array is a 502 naming it."""
+    from icepipe.web.data import run_blocking
+
     try:
-        with anyio.fail_after(config.request_timeout):
-            return await anyio.to_thread.run_sync(fn, abandon_on_cancel=True)
-    except TimeoutError as exc:
-        raise HTTPException(
-            status_code=504,
-            detail=f"reading {what} took longer than {config.request_timeout:g} s; try again, "
-            "or raise the server's request timeout",
-        ) from exc
+        return await run_blocking(fn, timeout=config.request_timeout, what=what)
     except IcepipeError as exc:
         raise HTTPException(status_code=502, detail=f"cannot read {what}: {exc}") from exc
 

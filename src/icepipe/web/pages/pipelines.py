@@ -11,7 +11,6 @@ than the request timeout says so in its row.
 
 from __future__ import annotations
 
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -53,11 +52,10 @@ class PipelineRow:
 
 
 def pipeline_files(config: WebConfig) -> list[Path]:
-    """The pipeline files of ``config.pipelines`` (folders listed as ``icepipe status``)."""
-    from icepipe.ops.status import find_pipelines
+    """The pipeline files of ``config.pipelines`` (as :func:`.config.pipeline_files`)."""
+    from icepipe.web.config import pipeline_files as files_of
 
-    files = [f for p in config.pipelines if os.path.exists(p) for f in find_pipelines(p)]
-    return sorted(set(files))
+    return files_of(config.pipelines)
 
 
 def pipeline_row(path: Path, config: WebConfig, repo_keys: dict[str, str]) -> PipelineRow:

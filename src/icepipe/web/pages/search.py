@@ -62,16 +62,9 @@ async def search_lifespan(app: Starlette) -> AsyncIterator[None]:
 
 async def bounded[T](request: Request, what: str, fn: Callable[..., T], *args: Any) -> T:
     """``fn(*args)`` in a worker thread, a 504 naming ``what`` after ``request_timeout``."""
-    timeout = _timeout(request)
-    try:
-        with anyio.fail_after(timeout):
-            return await anyio.to_thread.run_sync(
-                functools.partial(fn, *args), abandon_on_cancel=True
-            )
-    except TimeoutError:
-        raise HTTPException(
-            504, f"{what} took more than {timeout:g}s (the server's request timeout)"
-        ) from None
+    from icepipe.web.data import run_blocking
+
+    return await run_blocking(fn, *args, timeout=_timeout(request), what=what)
 
 
 def _timeout(request: Request) -> float:
