@@ -52,9 +52,9 @@ def _write(path: Path, index: int, change: str = "") -> Path:
         attrs={"title": f"file {index}", "institution": "icepipe tests"},
     )
     ds["time"].attrs["units"] = "days since 2000-01-01"
-    ds["tas"].attrs["units"] = "degC" if change == "attribute value" else "K"
-    valid = np.float64(-100.0) if change == "attribute type" else np.float32(-100.0)
-    ds["tas"].attrs["valid_min"] = valid
+    ds["tas"].attrs["units"] = "degC" if change == "attribute value" else "degK"  # one length
+    # The same four bytes either way: only the attribute's type tells them apart.
+    ds["tas"].attrs["valid_min"] = np.int32(0) if change == "attribute type" else np.float32(0)
     if change == "group attribute type":
         ds.attrs["institution"] = np.int32(7)
     if change == "extra variable":
@@ -68,6 +68,19 @@ def _write(path: Path, index: int, change: str = "") -> Path:
     }
     encoding = {"tas": enc, **({"pr": enc} if change == "extra variable" else {})}
     ds.to_netcdf(path, engine="netcdf4", encoding=encoding)
+    return path
+
+
+def _write_plain(path: Path, index: int, fill: float) -> Path:
+    """A plain HDF5 file (no netCDF attributes, no dimension scales) whose datasets differ
+    from the others' only in their HDF5 fill value when ``fill`` does."""
+    import h5py
+
+    with h5py.File(path, "w") as f:
+        f.create_dataset(
+            "v", data=np.arange(6.0).reshape(3, 2) + index, chunks=(1, 2), fillvalue=fill
+        )
+        f.attrs["title"] = f"file {index}"
     return path
 
 
@@ -98,7 +111,7 @@ CASES = {
     "title and time values": "template",
     "attribute value": "usual",
     "attribute type": "usual",
-    "group attribute type": "usual",
+    "group attribute type": "usual",  # (its value is read per file: reused, it would be right)
     "filters": "usual",
     "fill value": "usual",
     "chunking": "usual",
@@ -122,11 +135,50 @@ def test_a_file_that_differs_reuses_the_template_correctly_or_goes_the_usual_way
         "template" if isinstance(r.content, PackedDataset) else "usual"  # type: ignore[union-attr]
         for r in results
     ]
-    assert routes[:2] == ["usual", "template"]  # the first file makes the template
-    assert routes[2] == CASES[change], change
     for path, result in zip((first, second, variant), results, strict=True):
         _same(result, _usual(path, options))  # type: ignore[arg-type]
         pickle.loads(pickle.dumps(result))
+    assert routes[:2] == ["usual", "template"]  # the first file makes the template
+    assert routes[2] == CASES[change], change
+
+
+def test_a_plain_hdf5_file_with_another_fill_value_goes_the_usual_way(tmp_path: Path) -> None:
+    """The HDF5 fill value (Zarr's fill value of the virtual array) is part of the layout even
+    where no attribute says it."""
+    options = ScanOptions(format="netcdf4", concat_dim="phony_dim_0")
+    paths = [
+        _write_plain(tmp_path / "a.h5", 0, -9.0),
+        _write_plain(tmp_path / "b.h5", 1, -9.0),
+        _write_plain(tmp_path / "c.h5", 2, -1.0),
+    ]
+    results = [scan_file(_source(p), options) for p in paths]
+    routes = [isinstance(r.content, PackedDataset) for r in results]  # type: ignore[union-attr]
+    for path, result in zip(paths, results, strict=True):
+        _same(result, _usual(path, options))  # type: ignore[arg-type]
+    assert routes == [False, True, False]
+
+
+def test_a_file_with_a_chunk_never_written_goes_the_usual_way(tmp_path: Path) -> None:
+    import netCDF4
+
+    options = ScanOptions(format="netcdf4")
+    paths = []
+    for i in range(3):
+        path = tmp_path / f"{i}.nc"
+        with netCDF4.Dataset(path, "w") as nc:
+            nc.createDimension("time", 2)
+            nc.createDimension("x", 2)
+            nc.createVariable("time", "i4", ("time",))[:] = np.arange(2) + 2 * i
+            tas = nc.createVariable("tas", "f4", ("time", "x"), chunksizes=(1, 2), zlib=True)
+            tas[0] = [1.0, 2.0]
+            if i < 2:  # the last file's second step is never written: no chunk
+                tas[1] = [3.0, 4.0]
+        paths.append(path)
+    results = [scan_file(_source(p), options) for p in paths]
+    routes = [isinstance(r.content, PackedDataset) for r in results]  # type: ignore[union-attr]
+    for path, result in zip(paths, results, strict=True):
+        _same(result, _usual(path, options))  # type: ignore[arg-type]
+    assert routes == [False, True, False]
 
 
 def test_selection_and_order_by_are_part_of_the_template(tmp_path: Path) -> None:
