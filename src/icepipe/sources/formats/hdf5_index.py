@@ -4,11 +4,13 @@ table and loaded coordinates read.
 
 The slow way (VirtualiZarr's ``HDFParser`` reading through a Python file object, then xarray
 opening the parsed file as a Zarr store) costs tens of milliseconds a file; most of that is
-metadata that every file of a series repeats. Here a file is opened with h5py by path and
+metadata that every file of a series repeats. Here a file is opened once, by path, with
+h5py's low-level API (``h5py.File``'s wrapper objects cost as much again as the reads), and
 summarised into a *layout key*: the names, kinds, shapes, dtypes, chunk shapes, filters, fill
-values, dimension names and attribute values of every dataset of the group (only the types of
-its ``long_name``, ``history`` and ``comment`` strings and of time ``units``), and the attribute
-types of the group. The first file of each key goes the slow way; its dataset becomes the
+values, dimension names (through ``h5ds``, as VirtualiZarr finds them) and attribute values of
+every dataset of the group (only the types of its ``long_name``, ``history`` and ``comment``
+strings and of time ``units``; only the names of attributes no result depends on, see
+``_HIDDEN_ATTRS``), and the attribute types of the group. The first file of each key goes the slow way; its dataset becomes the
 key's *template* once a rebuild of that same file from its template reproduces it exactly
 (otherwise the key is marked unusable, and its files keep going the slow way). The next files
 of the key take the template's metadata, encodings and attributes, their own chunk offsets and
