@@ -10,11 +10,12 @@ summarised into a *layout key*: the names, kinds, shapes, dtypes, chunk shapes, 
 values, dimension names (through ``h5ds``, as VirtualiZarr finds them) and attribute values of
 every dataset of the group (only the types of its ``long_name``, ``history`` and ``comment``
 strings and of time ``units``; only the names of attributes no result depends on, see
-``_HIDDEN_ATTRS``), and the attribute types of the group. The first file of each key goes the slow way; its dataset becomes the
-key's *template* once a rebuild of that same file from its template reproduces it exactly
-(otherwise the key is marked unusable, and its files keep going the slow way). The next files
-of the key take the template's metadata, encodings and attributes, their own chunk offsets and
-lengths (``chunk_iter``), loaded coordinates, group attributes and those variable strings.
+``_HIDDEN_ATTRS``), and the attribute types of the group. The first file of each key goes
+the slow way; its dataset becomes the key's *template* once a rebuild of that same file from
+its template reproduces it exactly (otherwise the key is marked unusable, and its files keep
+going the slow way). The next files of the key take the template's metadata, encodings and
+attributes, their own chunk offsets and lengths (``chunk_iter``), loaded coordinates, group
+attributes and those variable strings.
 
 Anything this module does not reproduce exactly makes :func:`layout_of` return ``None`` (the
 file goes the slow way): groups holding groups or links, compact, external or virtual storage,
