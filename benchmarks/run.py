@@ -363,6 +363,7 @@ def bench_scan_core(files: list[Path], *, repeats: int) -> dict[str, Any]:
     on the same files. Templates are dropped before each run, so the index route pays its
     first file's slow scan every time."""
     from icepipe.model import SourceFile
+    from icepipe.sources import quick
     from icepipe.sources.formats import hdf5_index, netcdf4
     from icepipe.sources.formats.base import ScanOptions
     from icepipe.sources.scan import scan_files
@@ -375,6 +376,7 @@ def bench_scan_core(files: list[Path], *, repeats: int) -> dict[str, Any]:
         for route in ("parser", "index"):
             netcdf4.INDEXED_SCANS = route == "index"
             hdf5_index.forget_templates()
+            quick.forget()
             gc.collect()
             t0 = time.perf_counter()
             out = scan_files(sources, options)

@@ -31,6 +31,7 @@ __all__ = [
     "BatchColumns",
     "PackedDataset",
     "Skeleton",
+    "attrs_differing",
     "concat_packed",
     "in_columns",
     "pack",
@@ -366,12 +367,21 @@ _SAME_ATTRS: dict[str, dict[Any, Any]] = {}
 
 
 def _attrs_differing(mine: Skeleton, skeleton: Skeleton) -> dict[str, dict[Any, Any]]:
+    attrs = {"": mine.attrs} | {v.name: v.attrs for v in mine.variables}
+    return attrs_differing(skeleton, attrs)
+
+
+def attrs_differing(
+    skeleton: Skeleton, attrs: dict[str, dict[Any, Any]]
+) -> dict[str, dict[Any, Any]]:
+    """Of a file's attributes by variable (``""``: the dataset's), those that differ from
+    ``skeleton``'s: what :attr:`PackedDataset.attrs` keeps."""
     out: dict[str, dict[Any, Any]] = {}
-    if not _same_mapping(mine.attrs, skeleton.attrs):
-        out[""] = mine.attrs
-    for va, vb in zip(mine.variables, skeleton.variables, strict=True):
-        if not _same_mapping(va.attrs, vb.attrs):
-            out[va.name] = va.attrs
+    if not _same_mapping(attrs[""], skeleton.attrs):
+        out[""] = attrs[""]
+    for v in skeleton.variables:
+        if not _same_mapping(attrs[v.name], v.attrs):
+            out[v.name] = attrs[v.name]
     return out or _SAME_ATTRS
 
 

@@ -10,6 +10,7 @@ picklable values, and converts every failure of the underlying parsers into a
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import warnings
@@ -27,6 +28,7 @@ from icepipe.sources.formats import Opened, Reader, ScanOptions, detect_format, 
 from icepipe.sources.formats.common import is_virtual
 from icepipe.sources.hooks import apply_preprocess
 from icepipe.sources.packed import PackedDataset, Skeleton, in_columns, pack
+from icepipe.sources.quick import Pending, remember, scan_quick
 from icepipe.sources.stores import access_error
 from icepipe.storage import reference_url, scheme_of
 
@@ -110,6 +112,9 @@ def scan_file(source: SourceFile, options: ScanOptions) -> ScannedFile | Scanned
     o = options
     fmt = detect_format(url, o.storage) if o.format == "auto" else o.format
     reader = reader_for(fmt)
+    quick = scan_quick(source, o) if fmt == "netcdf4" else None
+    if isinstance(quick, tuple):  # laid out like a file scanned before: no dataset built
+        return ScannedFile(source=source, schema=quick[0], content=quick[1])
     opened: list[Opened]
     try:
         with warnings.catch_warnings():
@@ -131,7 +136,10 @@ def scan_file(source: SourceFile, options: ScanOptions) -> ScannedFile | Scanned
     if o.grib_cubes is not None:
         return ScannedCubes(source=source, cubes=_finish_cubes(source, opened, o, reader))
     (only,) = opened  # one dataset unless grib_cubes
-    return _finish(source, only, o, reader)
+    result = _finish(source, only, o, reader)
+    if isinstance(quick, Pending):
+        remember(quick, source, o, result.schema, result.content)
+    return result
 
 
 def _unreadable(
@@ -325,18 +333,24 @@ def pack_results[T](results: list[T], concat_dim: str) -> list[T]:
     A dataset that does not pack exactly stays as it is."""
     if not PACK_RESULTS:
         return results
-    skeletons: list[Skeleton] = []
+    # Scans built packed (sources/quick.py) bring their skeletons: the others join them.
+    skeletons: list[Skeleton] = list(
+        {
+            id(r.content.skeleton): r.content.skeleton
+            for r in results
+            if isinstance(r, ScannedFile) and isinstance(r.content, PackedDataset)
+        }.values()
+    )
     interned: dict[Any, Any] = {}
     out: list[Any] = []
     for r in results:
-        if isinstance(r, ScannedFile) and not r.members and isinstance(r.content, xr.Dataset):
-            try:
-                packed = pack(r.content, concat_dim, skeletons)
-            except Exception:  # anything packing misreads travels as the dataset it was
-                packed = None
-            r = dataclasses.replace(
-                r, schema=_interned(r.schema, interned), content=packed or r.content
-            )
+        if isinstance(r, ScannedFile) and not r.members:
+            content = r.content
+            if isinstance(content, xr.Dataset):
+                # Anything packing misreads travels as the dataset it was.
+                with contextlib.suppress(Exception):
+                    content = pack(content, concat_dim, skeletons) or content
+            r = dataclasses.replace(r, schema=_interned(r.schema, interned), content=content)
         out.append(r)
     # The files' own columns into a few arrays per batch.
     at = [i for i, r in enumerate(out) if isinstance(r, ScannedFile) and _packed_alone(r)]
@@ -463,27 +477,33 @@ def schema_of(
             attrs_calendar=calendar,
             packing=packing_of(var.attrs, str(var.dtype)),
         )
-    concat_values: tuple[float, ...] | None = None
-    units = calendar = None
+    concat: tuple[Any, Any, Any] = (None, None, None)
     order_var = order_by or concat_dim
     if order_var in ds.variables and ds.variables[order_var].dims == (concat_dim,):
         coord = ds.variables[order_var]
-        units = _str_attr(coord.attrs, "units")
-        calendar = _str_attr(coord.attrs, "calendar")
-        values = np.asarray(coord.values)
-        if values.dtype.kind in "iuf":
-            concat_values = tuple(float(v) for v in values)
-        elif values.dtype.kind in "mM":
-            concat_values = tuple(float(v) for v in values.astype("int64"))
+        concat = concat_summary(np.asarray(coord.values), coord.attrs)
     return FileSchema(
         url=url,
         format=fmt,
         dims={str(k): int(v) for k, v in ds.sizes.items()},
         variables=variables,
-        concat_values=concat_values,
-        concat_units=units,
-        concat_calendar=calendar,
+        concat_values=concat[0],
+        concat_units=concat[1],
+        concat_calendar=concat[2],
     )
+
+
+def concat_summary(
+    values: np.ndarray[Any, Any], attrs: Mapping[Any, Any]
+) -> tuple[tuple[float, ...] | None, str | None, str | None]:
+    """The schema's ``concat_values``, ``concat_units`` and ``concat_calendar`` of a file from
+    the values and attributes of its variable ordering files (the concat dimension's)."""
+    concat_values: tuple[float, ...] | None = None
+    if values.dtype.kind in "iuf":
+        concat_values = tuple(float(v) for v in values)
+    elif values.dtype.kind in "mM":
+        concat_values = tuple(float(v) for v in values.astype("int64"))
+    return concat_values, _str_attr(attrs, "units"), _str_attr(attrs, "calendar")
 
 
 def _joined_characters(schema: FileSchema) -> FileSchema:

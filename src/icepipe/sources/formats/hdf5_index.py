@@ -4,15 +4,18 @@ table and loaded coordinates read.
 
 The slow way (VirtualiZarr's ``HDFParser`` reading through a Python file object, then xarray
 opening the parsed file as a Zarr store) costs tens of milliseconds a file; most of that is
-metadata that every file of a series repeats. Here a file is opened with h5py by path and
+metadata that every file of a series repeats. Here a file is opened once, by path, with
+h5py's low-level API (``h5py.File``'s wrapper objects cost as much again as the reads), and
 summarised into a *layout key*: the names, kinds, shapes, dtypes, chunk shapes, filters, fill
-values, dimension names and attribute values of every dataset of the group (only the types of
-its ``long_name``, ``history`` and ``comment`` strings and of time ``units``), and the attribute
-types of the group. The first file of each key goes the slow way; its dataset becomes the
-key's *template* once a rebuild of that same file from its template reproduces it exactly
-(otherwise the key is marked unusable, and its files keep going the slow way). The next files
-of the key take the template's metadata, encodings and attributes, their own chunk offsets and
-lengths (``chunk_iter``), loaded coordinates, group attributes and those variable strings.
+values, dimension names (through ``h5ds``, as VirtualiZarr finds them) and attribute values of
+every dataset of the group (only the types of its ``long_name``, ``history`` and ``comment``
+strings and of time ``units``; only the names of attributes no result depends on, see
+``_HIDDEN_ATTRS``), and the attribute types of the group. The first file of each key goes
+the slow way; its dataset becomes the key's *template* once a rebuild of that same file from
+its template reproduces it exactly (otherwise the key is marked unusable, and its files keep
+going the slow way). The next files of the key take the template's metadata, encodings and
+attributes, their own chunk offsets and lengths (``chunk_iter``), loaded coordinates, group
+attributes and those variable strings.
 
 Anything this module does not reproduce exactly makes :func:`layout_of` return ``None`` (the
 file goes the slow way): groups holding groups or links, compact, external or virtual storage,
@@ -41,10 +44,15 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Layout",
+    "chunk_table",
     "discard",
     "empty_datasets",
     "forget_templates",
+    "hand_on",
     "layout_of",
+    "per_file_value",
+    "raw_decodes_to_itself",
+    "read_raw",
     "remember",
     "same_dataset",
     "same_mapping",
@@ -53,20 +61,38 @@ __all__ = [
 
 # Templates kept per worker process: one per layout seen recently.
 _MAX_TEMPLATES = 16
-_HIDDEN_ATTRS = {"DIMENSION_LIST", "REFERENCE_LIST"}
-# String attributes of variables whose values may differ between files of one layout (time
-# units counted from each file's start, descriptions): read per file, as group attributes are.
-_PER_FILE_VAR_ATTRS = {"units", "long_name", "history", "comment"}
-# Attributes VirtualiZarr's parser leaves out (its ``_extract_attrs``).
-_PARSER_HIDDEN = {
-    *_HIDDEN_ATTRS,
+# Attributes whose values nothing reproduced here depends on: only their names are part of a
+# layout key, and they are not read. VirtualiZarr's parser leaves them out of the dataset; it
+# resolves dimensions through h5ds (DIMENSION_LIST, REFERENCE_LIST, CLASS: see _dims) and looks
+# only whether "_Netcdf4Dimid" is there; netCDF-C's bookkeeping ("_Netcdf4Coordinates", the
+# library versions of "_NCProperties") does not reach it.
+_HIDDEN_ATTRS = {
+    "DIMENSION_LIST",
+    "REFERENCE_LIST",
     "CLASS",
-    "NAME",
     "_Netcdf4Dimid",
     "_Netcdf4Coordinates",
     "_nc3_strict",
     "_NCProperties",
 }
+# String attributes of variables whose values may differ between files of one layout (time
+# units counted from each file's start, descriptions): read per file, as group attributes are.
+_PER_FILE_VAR_ATTRS = {"units", "long_name", "history", "comment"}
+# Attributes VirtualiZarr's parser leaves out (its ``_extract_attrs``): "NAME" is read (it
+# tells a netCDF dimension without a variable, see _dataset_key).
+_PARSER_HIDDEN = {*_HIDDEN_ATTRS, "NAME"}
+
+
+@dataclass(slots=True)
+class _Dataset:
+    """One HDF5 dataset of the group, opened by h5py's low-level API."""
+
+    id: h5py.h5d.DatasetID
+    shape: tuple[int, ...]
+    dtype: np.dtype[Any]
+    #: The chunk shape (None: contiguous).
+    chunks: tuple[int, ...] | None
+    size: int
 
 
 @dataclass
@@ -74,10 +100,10 @@ class Layout:
     """One open file's layout key and what a rebuild reads from it."""
 
     key: tuple[Any, ...]
-    #: The open file.
-    file: h5py.File
+    #: The open file (h5py's low-level ``FileID``).
+    file: h5py.h5f.FileID
     #: Datasets of the group by name.
-    datasets: dict[str, h5py.Dataset]
+    datasets: dict[str, _Dataset]
     #: The group's attributes whose values may differ between files of one key.
     group_attrs: dict[str, Any]
     #: The same for each dataset (:data:`_PER_FILE_VAR_ATTRS`), by dataset name.
@@ -105,15 +131,19 @@ def forget_templates() -> None:
     """Drop every template of this process (tests, benchmarks)."""
     with _lock:
         _templates.clear()
+        handed = list(_handed.values())
+        _handed.clear()
+    for layout in handed:
+        _close(layout)
 
 
 def _attr_values(obj: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
-    """(name, dtype, shape, value bytes) of each attribute of ``obj``, in order, and the values
-    (as h5py reads them) by name."""
+    """(name, dtype, shape, value bytes) of each attribute of the object ``obj`` (an h5py
+    ``ObjectID``), in order, and the values (as h5py reads them) by name."""
     import h5py
 
     names: list[bytes] = []
-    h5py.h5a.iterate(obj.id, names.append)  # in the order h5py's .attrs lists them
+    h5py.h5a.iterate(obj, names.append)  # in the order h5py's .attrs lists them
     out: list[tuple[Any, ...]] = []
     values: dict[str, Any] = {}
     for raw_name in names:
@@ -121,7 +151,7 @@ def _attr_values(obj: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
         if name in _HIDDEN_ATTRS:
             out.append((name,))
             continue
-        attr = h5py.h5a.open(obj.id, raw_name)
+        attr = h5py.h5a.open(obj, raw_name)
         dtype = attr.dtype
         space = attr.get_space()
         if space.get_simple_extent_type() == h5py.h5s.NULL:
@@ -136,20 +166,20 @@ def _attr_values(obj: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
     return tuple(out), values
 
 
-def _dims(dataset: Any, file_id: Any) -> tuple[str, ...] | None:
-    """The dimension names VirtualiZarr gives ``dataset`` (its ``_dataset_dims``), or None when
-    that would raise."""
+def _dims(dsid: Any, rank: int) -> tuple[str, ...] | None:
+    """The dimension names VirtualiZarr gives the dataset ``dsid`` at ``path`` (its
+    ``_dataset_dims``, through the same ``h5ds`` calls), or None when that would raise."""
     import h5py
 
-    refs: Any = dataset.attrs.get("DIMENSION_LIST")
-    scale = h5py.h5ds.is_scale(dataset.id)
+    scale = h5py.h5ds.is_scale(dsid)
     out = []
-    for n in range(len(dataset.shape)):
-        count = len(refs[n]) if refs is not None and n < len(refs) else 0
+    for n in range(rank):
+        count = h5py.h5ds.get_num_scales(dsid, n)
         if count == 1:
-            out.append(h5py.h5r.get_name(refs[n][0], file_id).decode("utf-8"))
+            name = h5py.h5ds.iterate(dsid, n, h5py.h5i.get_name)
+            out.append(name.decode("utf-8"))
         elif scale:
-            out.append(str(dataset.name))
+            out.append(h5py.h5i.get_name(dsid).decode("utf-8"))
         elif count > 1:
             return None
         else:
@@ -172,93 +202,129 @@ def _var_attr_per_file(name: str, value: Any) -> bool:
     :data:`_PER_FILE_VAR_ATTRS`, and for ``units`` only time units ("<unit> since <date>"),
     which times kept undecoded leave alone (xarray may decode a variable with other units,
     "days" for one, as durations)."""
-    text = _per_file_value(value) if name in _PER_FILE_VAR_ATTRS else None
+    text = per_file_value(value) if name in _PER_FILE_VAR_ATTRS else None
     return isinstance(text, str) and (name != "units" or " since " in text)
 
 
-def _dataset_key(obj: Any, file_id: Any) -> tuple[tuple[Any, ...], dict[str, Any]] | None:
+def _dataset_key(dsid: Any) -> tuple[tuple[Any, ...], _Dataset, dict[str, Any], bool] | None:
+    """The layout key of one dataset, the dataset, its attributes read per file and whether
+    it is a netCDF variable (not a dimension without one); None when this module does not
+    reproduce it."""
     import h5py
 
-    dtype = obj.dtype
+    dtype = dsid.dtype
     if dtype.kind in "OV" or dtype.names is not None or dtype.subdtype is not None:
         return None
-    dcpl = obj.id.get_create_plist()
+    dcpl = dsid.get_create_plist()
     layout = dcpl.get_layout()
     if layout not in (h5py.h5d.CHUNKED, h5py.h5d.CONTIGUOUS) or dcpl.get_external_count():
         return None
+    shape = dsid.shape
+    chunks = dcpl.get_chunk() if layout == h5py.h5d.CHUNKED else None
     filters = tuple(dcpl.get_filter(i) for i in range(dcpl.get_nfilters()))
+    fill_value = np.zeros((1,), dtype)
     try:
-        fill: Any = np.asarray(obj.fillvalue).tobytes()
+        dcpl.get_fill_value(fill_value)  # as h5py's Dataset.fillvalue reads it
+        fill: Any = np.asarray(fill_value[0]).tobytes()
     except RuntimeError:
         fill = "default"
-    dims = _dims(obj, file_id)
+    dims = _dims(dsid, len(shape))
     if dims is None:
         return None
-    entries, values = _attr_values(obj)
+    entries, values = _attr_values(dsid)
     per_file = {name: value for name, value in values.items() if _var_attr_per_file(name, value)}
-    empty = obj.id.get_storage_size() == 0
-    key = (layout, obj.shape, dtype.str, obj.chunks, filters, fill, dims, _split(entries, per_file))
-    return (*key, empty), per_file
+    empty = dsid.get_storage_size() == 0
+    key = (layout, shape, dtype.str, chunks, filters, fill, dims, _split(entries, per_file))
+    dataset = _Dataset(id=dsid, shape=shape, dtype=dtype, chunks=chunks, size=math.prod(shape))
+    label = values.get("NAME")
+    label = label.reshape(()).item() if isinstance(label, np.ndarray) and label.size == 1 else b""
+    variable = not (isinstance(label, bytes) and label.startswith(b"This is a netCDF dimension"))
+    return (*key, empty), dataset, per_file, variable
+
+
+def _open(path: str, group: str | None) -> tuple[Any, Any] | None:
+    """The file (h5py's low-level ``FileID``: ``h5py.File``'s wrappers cost as much again as
+    what is read through them) and its group, or None when ``group`` is not a group."""
+    import h5py
+
+    fid = h5py.h5f.open(path.encode(), h5py.h5f.ACC_RDONLY, _file_access())
+    try:
+        root = h5py.h5o.open(fid, group.encode() if group else b"/")
+    except Exception:
+        fid.close()
+        raise
+    if not isinstance(root, h5py.h5g.GroupID):
+        fid.close()
+        return None
+    return fid, root
+
+
+_fapl: Any = None
+
+
+def _file_access() -> Any:
+    """The file access properties ``h5py.File(path, "r")`` uses (made once)."""
+    import h5py
+
+    global _fapl
+    if _fapl is None:
+        fapl = h5py.h5p.create(h5py.h5p.FILE_ACCESS)
+        fapl.set_libver_bounds(h5py.h5f.LIBVER_EARLIEST, h5py.h5f.LIBVER_LATEST)
+        fapl.set_alignment(1, 1)
+        _fapl = fapl
+    return _fapl
 
 
 def layout_of(path: str, group: str | None, order_by: str | None) -> Layout | None:
-    """The layout of the local file ``path`` (open: close ``layout.datasets``' file), or None
+    """The layout of the local file ``path`` (open: close it with :func:`discard`), or None
     when this module cannot reproduce the slow route for it."""
     import h5py
 
-    f = h5py.File(path, "r")
+    opened = _open(path, group)
+    if opened is None:
+        return None
+    fid, root = opened
     try:
-        root = f[group] if group else f
-        if not isinstance(root, h5py.Group):
-            f.close()
-            return None
-        datasets: dict[str, Any] = {}
+        datasets: dict[str, _Dataset] = {}
         var_attrs: dict[str, dict[str, Any]] = {}
+        empty: list[str] = []
         parts: list[Any] = [group, order_by]
-        for name in root:
-            link = root.get(name, getlink=True)
-            obj = root[name] if isinstance(link, h5py.HardLink) else None
-            if not isinstance(obj, h5py.Dataset):
-                f.close()
-                return None
-            found = _dataset_key(obj, f.id)
+        links: list[tuple[bytes, int]] = []
+        root.links.iterate(lambda n, info: links.append((n, info.type)), info=True)
+        for raw_name, link_type in links:
+            obj = h5py.h5o.open(root, raw_name) if link_type == h5py.h5l.TYPE_HARD else None
+            found = _dataset_key(obj) if isinstance(obj, h5py.h5d.DatasetID) else None
             if found is None:
-                f.close()
+                fid.close()
                 return None
-            datasets[name] = obj
-            parts.append((name, found[0]))
-            var_attrs[name] = found[1]
+            name = raw_name.decode("utf-8")
+            key, datasets[name], var_attrs[name], variable = found
+            parts.append((name, key))
+            if not datasets[name].size and variable:
+                empty.append(name)
         attrs, values = _attr_values(root)
         # Strings and finite numbers of the group differ per file (titles, dates, history):
         # their types are part of the key, their values are read per file.
         per_file = {
             name: value
             for name, value in values.items()
-            if name not in _PARSER_HIDDEN and _per_file_value(value) is not None
+            if name not in _PARSER_HIDDEN and per_file_value(value) is not None
         }
         parts.append(_split(attrs, per_file))
-        empty = [name for name, obj in datasets.items() if not obj.size and _is_variable(obj)]
         return Layout(
             key=tuple(parts),
-            file=f,
+            file=fid,
             datasets=datasets,
             group_attrs=per_file,
             var_attrs=var_attrs,
             empty=empty,
         )
     except Exception:
-        f.close()
+        fid.close()
         raise
 
 
-def _is_variable(obj: Any) -> bool:
-    """Whether a dataset is a netCDF variable, not a dimension without one (as the reader's
-    ``_empty_datasets`` tells them apart)."""
-    label = obj.attrs.get("NAME", b"")
-    return not (isinstance(label, bytes) and label.startswith(b"This is a netCDF dimension"))
-
-
-def _per_file_value(value: Any) -> Any:
+def per_file_value(value: Any) -> Any:
     """The attribute value xarray shows for ``value``, when it is a plain string or finite
     number (the values that may differ between files of one layout); else None."""
     if not isinstance(value, np.ndarray) or value.shape not in ((), (1,)):
@@ -282,47 +348,65 @@ def _per_file_value(value: Any) -> Any:
 
 
 def _close(layout: Layout) -> None:
+    # The datasets first: the file closes once nothing of it is open.
+    layout.datasets.clear()
     layout.file.close()
 
 
-def _manifest(ref_url: str, obj: Any, chunks: tuple[int, ...]) -> Any:
-    """The chunk manifest of ``obj`` as VirtualiZarr's ``_dataset_chunk_manifest`` builds it."""
-    from virtualizarr.manifests import ChunkManifest
-
+def chunk_table(
+    obj: _Dataset, chunks: tuple[int, ...]
+) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any], np.ndarray[Any, Any]] | None:
+    """Where each chunk of ``obj`` is, on the chunk grid of ``chunks``: whether it is stored,
+    its offset and its length (None: nothing is stored), as VirtualiZarr's
+    ``_dataset_chunk_manifest`` finds them."""
     shape = obj.shape
     dsid = obj.id
     if obj.chunks is None:
         offset = dsid.get_offset()
         if offset is None:
-            return ChunkManifest(entries={}, shape=shape)
-        grid = (1,) * len(shape)
-        starts: list[tuple[tuple[int, ...], int, int]] = [
-            ((0,) * len(shape), offset, dsid.get_storage_size())
-        ]
-    else:
-        grid = tuple(math.ceil(a / b) for a, b in zip(shape, chunks, strict=True))
-        starts = []
+            return None
+        one = (1,) * len(shape)
+        return (
+            np.ones(one, dtype=bool),
+            np.full(one, offset, dtype=np.uint64),
+            np.full(one, dsid.get_storage_size(), dtype=np.uint64),
+        )
+    grid = tuple(math.ceil(a / b) for a, b in zip(shape, chunks, strict=True))
+    found: list[tuple[tuple[int, ...], int, int]] = []
 
-        def add(info: Any) -> None:
-            key = tuple(a // b for a, b in zip(info.chunk_offset, chunks, strict=True))
-            starts.append((key, info.byte_offset, info.size))
+    def add(info: Any) -> None:
+        key = tuple(a // b for a, b in zip(info.chunk_offset, chunks, strict=True))
+        found.append((key, info.byte_offset, info.size))
 
-        dsid.chunk_iter(add)
-        if not starts:
-            return ChunkManifest(entries={}, shape=shape)
-    paths = np.full(grid, "", dtype=np.dtypes.StringDType())
+    dsid.chunk_iter(add)
+    if not found:
+        return None
+    present = np.zeros(grid, dtype=bool)
     offsets = np.zeros(grid, dtype=np.uint64)
     lengths = np.zeros(grid, dtype=np.uint64)
-    for key, offset, size in starts:
-        paths[key] = ref_url
+    for key, offset, size in found:
+        present[key] = True
         offsets[key] = offset
         lengths[key] = size
+    return present, offsets, lengths
+
+
+def _manifest(ref_url: str, obj: _Dataset, chunks: tuple[int, ...]) -> Any:
+    """The chunk manifest of ``obj`` as VirtualiZarr's ``_dataset_chunk_manifest`` builds it."""
+    from virtualizarr.manifests import ChunkManifest
+
+    table = chunk_table(obj, chunks)
+    if table is None:
+        return ChunkManifest(entries={}, shape=obj.shape)
+    present, offsets, lengths = table
+    paths = np.full(present.shape, "", dtype=np.dtypes.StringDType())
+    paths[present] = ref_url
     return ChunkManifest.from_arrays(
         paths=paths, offsets=offsets, lengths=lengths, validate_paths=False
     )
 
 
-def _read_raw(obj: Any) -> np.ndarray[Any, Any]:
+def read_raw(obj: Any) -> np.ndarray[Any, Any]:
     import h5py
 
     arr = np.empty(obj.shape, obj.dtype)
@@ -346,13 +430,13 @@ def _rebuild(template: _Template, layout: Layout, url: str, ref_url: str) -> xr.
         # must stay as the file had it.
         attrs = copy.deepcopy(var.attrs)
         for key, value in layout.var_attrs[name].items():
-            attrs[key] = _per_file_value(value)
+            attrs[key] = per_file_value(value)
         if isinstance(var.data, ManifestArray):
             metadata = var.data.metadata
             manifest = _manifest(ref_url, obj, tuple(metadata.chunks))
             data: Any = ManifestArray(metadata=metadata, chunkmanifest=manifest)
         else:
-            raw = _read_raw(obj)
+            raw = read_raw(obj)
             if raw.tobytes() == template.raw.get(name):
                 data = var.values.copy()
             elif name not in template.raw_ok:
@@ -363,7 +447,7 @@ def _rebuild(template: _Template, layout: Layout, url: str, ref_url: str) -> xr.
         variables[name] = xr.Variable(var.dims, data, attrs=attrs, encoding=encoding)
     group_attrs = copy.deepcopy(tmpl.attrs)
     for name, value in layout.group_attrs.items():
-        group_attrs[name] = _per_file_value(value)
+        group_attrs[name] = per_file_value(value)
     # In the template's order (a dimension's variable becomes its index coordinate anyway).
     ds = xr.Dataset(variables, attrs=group_attrs)
     others = [n for n in tmpl.coords if n not in ds.coords]
@@ -373,7 +457,7 @@ def _rebuild(template: _Template, layout: Layout, url: str, ref_url: str) -> xr.
     return ds
 
 
-def _raw_decodes_to_itself(var: xr.Variable, raw: np.ndarray[Any, Any]) -> bool:
+def raw_decodes_to_itself(var: xr.Variable, raw: np.ndarray[Any, Any]) -> bool:
     """Whether xarray's decoding leaves the raw values of ``var``'s variable unchanged, whatever
     they are (so that another file's raw values are its values)."""
     if raw.dtype.kind not in "iuf" or var.dtype != raw.dtype:
@@ -423,16 +507,16 @@ def _template_of(layout: Layout, ds: xr.Dataset, url: str, ref_url: str) -> _Tem
             if obj.chunks is not None and chunks != obj.chunks:
                 return None  # VirtualiZarr trimmed an oversized chunk
         else:
-            values = _read_raw(obj)
+            values = read_raw(obj)
             raw[name] = values.tobytes()
-            if _raw_decodes_to_itself(var, values):
+            if raw_decodes_to_itself(var, values):
                 raw_ok.add(name)
     for name, value in layout.group_attrs.items():
-        if ds.attrs.get(name, object()) != _per_file_value(value):
+        if ds.attrs.get(name, object()) != per_file_value(value):
             return None
     for var_name, per_file in layout.var_attrs.items():
         for name, value in per_file.items():
-            if var_name in ds.variables and ds[var_name].attrs.get(name) != _per_file_value(value):
+            if var_name in ds.variables and ds[var_name].attrs.get(name) != per_file_value(value):
                 return None
     template = _Template(dataset=ds, raw_ok=frozenset(raw_ok), raw=raw)
     # A rebuild of the same file must give the same dataset, both with the template's loaded
@@ -448,6 +532,26 @@ def _template_of(layout: Layout, ds: xr.Dataset, url: str, ref_url: str) -> _Tem
     return _Template(dataset=copies[0], raw_ok=frozenset(raw_ok), raw=raw)
 
 
+# A layout read for a file and handed on to that file's next scan (one: a newer one closes it).
+_handed: dict[tuple[str, str | None, str | None], Layout] = {}
+
+
+def hand_on(layout: Layout, path: str, group: str | None, order_by: str | None) -> None:
+    """Keep the open ``layout`` of ``path`` for the next :func:`scan_indexed` of that file,
+    which then does not read it again."""
+    with _lock:
+        old = list(_handed.values())
+        _handed.clear()
+        _handed[(path, group, order_by)] = layout
+    for stale in old:
+        _close(stale)
+
+
+def _handed_on(path: str, group: str | None, order_by: str | None) -> Layout | None:
+    with _lock:
+        return _handed.pop((path, group, order_by), None)
+
+
 def scan_indexed(
     path: str, url: str, ref_url: str, group: str | None, order_by: str | None
 ) -> tuple[xr.Dataset | None, Layout | None]:
@@ -457,7 +561,7 @@ def scan_indexed(
 
     After a rebuild, :func:`empty_datasets` gives the file's datasets without values.
     """
-    layout = layout_of(path, group, order_by)
+    layout = _handed_on(path, group, order_by) or layout_of(path, group, order_by)
     if layout is None:
         return None, None
     with _lock:
