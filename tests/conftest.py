@@ -25,6 +25,10 @@ DATA_DIR = Path(os.environ.get("ICEPIPE_DATA", REPO_ROOT / "data"))
 _EXIT_STATUS: list[int] = []
 
 
+def pytest_sessionstart(session: pytest.Session) -> None:
+    gc.disable()  # see _finalize_in_main_thread
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     _EXIT_STATUS.append(int(exitstatus))
 
@@ -416,12 +420,31 @@ class KillOnFirstTask(WorkerPlugin):
             os._exit(1)
 
 
+#: Tests finished so far, and how often a collection also looks at the objects frozen before.
+_FINISHED = [0]
+FULL_COLLECTION_EVERY = 50
+
+
 @pytest.fixture(autouse=True)
 def _finalize_in_main_thread() -> Iterator[None]:
-    """Collect each test's garbage in the main thread. Otherwise xarray file managers of
-    netCDF/HDF5 files opened in this process are finalized by whichever thread next triggers a
-    collection -- seen: the Dask client's event-loop thread closing one while the main thread
-    was inside netCDF-C writing the next test's files, a segfault (the C libraries are not
-    thread-safe)."""
+    """Collect garbage in the main thread only, between tests. Otherwise xarray file managers
+    of netCDF/HDF5 files opened in this process are finalized by whichever thread triggers an
+    automatic collection -- seen twice: the Dask client's event-loop thread closing one (a
+    CachingFileManager.__del__ under distributed/batched.py) while the main thread was inside
+    netCDF-C writing a test's files (netCDF4-python directly, without xarray's lock), a
+    segfault or an abort ("Fatal Python error: Aborted" in test_cf_fidelity.py); the C
+    libraries are not thread-safe. So automatic collection is off in the test process (Dask
+    workers are other processes): cyclic garbage waits for the end of its test.
+
+    What survives the collection is alive (imported modules, collected test items, session
+    fixtures: ~300k objects with the whole suite) and is frozen (``gc.freeze``), so that the
+    next test's collection looks at that test's objects only: a full collection costs 0.3-0.5
+    s, once per test was minutes of the suite's time. Every ``FULL_COLLECTION_EVERY`` tests
+    the frozen objects are collected too (those that became garbage since)."""
+    gc.disable()  # again: a library may have re-enabled it
     yield
+    _FINISHED[0] += 1
+    if _FINISHED[0] % FULL_COLLECTION_EVERY == 0:
+        gc.unfreeze()
     gc.collect()
+    gc.freeze()

@@ -115,15 +115,55 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
                 )
 
 
+@pytest.fixture(scope="package")
+def _process_pool() -> Iterator[object]:
+    """Not from Icechunk: one pool of 2 spawned worker processes for every test of the port
+    that picks Dask's ``processes`` scheduler. Dask otherwise spawns a new pool per
+    ``compute`` (each worker importing numpy, xarray, icechunk: 5-20 s a test on 2 cores);
+    the tasks still run, pickled, in other processes, which is what those tests check.
+    ``dask.config.set(pool=...)`` would also reach the threaded scheduler: the pool is given to
+    the ``processes`` scheduler only (see below)."""
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
+
+    from dask.multiprocessing import initialize_worker_process
+
+    # What dask.multiprocessing.get does before it spawns its own pool: one hash seed for all.
+    os.environ.setdefault("PYTHONHASHSEED", "6640")
+    pool = ProcessPoolExecutor(
+        2, mp_context=get_context("spawn"), initializer=initialize_worker_process
+    )
+    try:
+        yield pool
+    finally:
+        pool.shutdown(cancel_futures=True)
+
+
 @pytest.fixture(autouse=True)
-def _no_leftover_distributed_client(request: pytest.FixtureRequest) -> Iterator[None]:
+def _no_leftover_distributed_client(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, _process_pool: object
+) -> Iterator[None]:
     """Not from Icechunk: icepipe's session-wide LocalCluster (tests/conftest.py ``client``)
     stays the default Dask scheduler after the tests that use it. Dask-backed reads of an
     uncommitted session's store then run on its workers, which see the session's snapshot
     without its changes, and xarray's region tests (reading back before committing) fail
     whatever wrote the data. In Icechunk's suite no Client outlives its test: threads here,
-    unless a test picks its scheduler itself (they do, inside the test)."""
-    import dask
+    unless a test picks its scheduler itself (they do, inside the test).
 
-    with dask.config.set(scheduler="threads"):
+    Tests that pick ``processes`` get the package's process pool; ``test_distributed``'s
+    ``distributed.Client()`` (no address: Dask's ``scheduler-address``) connects to the
+    session's LocalCluster (2 worker processes) instead of starting a cluster of its own."""
+    from functools import partial
+
+    import dask
+    import dask.base
+    import dask.multiprocessing
+
+    processes = partial(dask.multiprocessing.get, pool=_process_pool)
+    for name in ("processes", "multiprocessing"):
+        monkeypatch.setitem(dask.base.named_schedulers, name, processes)
+    config: dict[str, object] = {"scheduler": "threads"}
+    if getattr(request.node, "originalname", "") == "test_distributed":
+        config["scheduler-address"] = request.getfixturevalue("client").scheduler.address
+    with dask.config.set(config):
         yield
