@@ -28,6 +28,7 @@ __all__ = [
     "read_ingested",
     "read_ledger",
     "read_commits",
+    "read_history",
     "read_log",
     "read_target_schema",
     "subgroup",
@@ -156,6 +157,32 @@ def read_log(
         out.append(CommitInfo.of(snap, read_record(snap.metadata, snapshot_id=snap.id)))
         if limit is not None and len(out) >= limit:
             break
+    return out
+
+
+def read_history(
+    repo: icechunk.Repository, snapshot_id: str, *, limit: int
+) -> list[tuple[CommitInfo, CommitRecord | None]]:
+    """The ``limit`` newest commits of ``snapshot_id``'s history (itself first), each with its
+    ledger record (``None`` for commits icepipe did not make): what :func:`read_log` gives,
+    plus the files each commit ingested.
+
+    Raises
+    ------
+    LedgerVersionError
+        A commit's record is of a newer ledger format: upgrade icepipe.
+    StorageError
+        The history cannot be read.
+    """
+    out: list[tuple[CommitInfo, CommitRecord | None]] = []
+    try:
+        for snap in repo.ancestry(snapshot_id=snapshot_id):
+            if len(out) >= limit:
+                break
+            record = read_record(snap.metadata, snapshot_id=snap.id)
+            out.append((CommitInfo.of(snap, record), record))
+    except icechunk.IcechunkError as exc:
+        raise storage_failure(exc, f"cannot read the history of snapshot {snapshot_id}") from exc
     return out
 
 

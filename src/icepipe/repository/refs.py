@@ -36,6 +36,8 @@ __all__ = [
     "ArrayInfo",
     "RefInfo",
     "RepoDiff",
+    "StorageStats",
+    "chunk_counts",
     "create_branch",
     "container_urls",
     "create_tag",
@@ -46,6 +48,7 @@ __all__ = [
     "list_refs",
     "move_branch",
     "resolve_ref",
+    "storage_stats",
     "tree_info",
 ]
 
@@ -499,6 +502,58 @@ def _manifest_counts(repo: icechunk.Repository, snapshot_id: str) -> dict[str, C
         return out
     except (AttributeError, KeyError, TypeError, ValueError, icechunk.IcechunkError):
         return None
+
+
+def chunk_counts(repo: icechunk.Repository, snapshot_id: str) -> dict[str, int]:
+    """How many chunks of a snapshot are ``native``, ``inline`` and ``virtual``, summed over
+    its arrays (what :func:`tree_info` counts per array).
+
+    From the manifests' statistics alone (well under a millisecond per manifest, measured);
+    when Icechunk cannot give them, from :func:`tree_info`.
+
+    Raises
+    ------
+    StorageError
+        The snapshot or its manifests cannot be read.
+    """
+    counts = _manifest_counts(repo, snapshot_id)
+    total: Counter[str] = Counter()
+    if counts is not None:
+        for c in counts.values():
+            total.update(c)
+    else:
+        for n in tree_info(repo, snapshot_id):
+            total.update({"native": n.native, "inline": n.inline, "virtual": n.virtual})
+    return {k: int(total[k]) for k in ("native", "inline", "virtual")}
+
+
+@dataclass(frozen=True)
+class StorageStats:
+    """Bytes of chunks reachable from any branch or tag, by where they live: ``native`` in the
+    repository's chunk objects, ``inline`` in its manifests, ``virtual`` in the source files
+    references point into."""
+
+    native: int
+    inline: int
+    virtual: int
+
+
+def storage_stats(repo: icechunk.Repository) -> StorageStats:
+    """The bytes of every chunk reachable from a branch or tag (Icechunk's
+    ``chunk_storage_stats``: it reads every reachable snapshot's manifests once).
+
+    Raises
+    ------
+    StorageError
+        A snapshot or manifest cannot be read.
+    """
+    try:
+        s = repo.chunk_storage_stats()
+    except icechunk.IcechunkError as exc:
+        raise storage_failure(exc, "cannot read the chunk statistics") from exc
+    return StorageStats(
+        native=int(s.native_bytes), inline=int(s.inlined_bytes), virtual=int(s.virtual_bytes)
+    )
 
 
 def _chunk_type_counts(session: icechunk.Session, path: str) -> Counter[str]:

@@ -20,13 +20,43 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
 from icepipe import __version__
+from icepipe.errors import IcepipeError
 from icepipe.web.config import WebConfig
 
-__all__ = ["NotFound", "create_app", "render", "templates"]
+__all__ = [
+    "NotFound",
+    "TimedOut",
+    "Unavailable",
+    "create_app",
+    "optional_param",
+    "param",
+    "render",
+    "templates",
+]
 
 HERE = Path(__file__).parent
 templates = Jinja2Templates(directory=str(HERE / "templates"))
 templates.env.globals["icepipe_version"] = __version__
+
+
+def _filesize(n: float | None) -> str:
+    """``1.4 MiB``; ``-`` for ``None``."""
+    if n is None:
+        return "-"
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"  # pragma: no cover
+
+
+def _percent(share: float | None) -> str:
+    """``42%``; ``-`` for ``None``."""
+    return "-" if share is None else f"{share:.0%}"
+
+
+templates.env.filters["filesize"] = _filesize
+templates.env.filters["percent"] = _percent
 
 
 class NotFound(HTTPException):
@@ -34,6 +64,43 @@ class NotFound(HTTPException):
 
     def __init__(self, what: str) -> None:
         super().__init__(status_code=404, detail=what)
+
+
+class TimedOut(HTTPException):
+    """Reading a repository took longer than the server's ``request_timeout`` (a 504)."""
+
+    def __init__(self, what: str, timeout: float) -> None:
+        super().__init__(
+            status_code=504,
+            detail=f"reading {what} took longer than {timeout:g} s (the server's request "
+            "timeout): the storage is slow or unreachable; try again later",
+        )
+
+
+class Unavailable(HTTPException):
+    """A repository the server knows cannot be read now (a 502 naming it and why)."""
+
+    def __init__(self, what: str) -> None:
+        super().__init__(status_code=502, detail=what)
+
+
+def param(request: Request, name: str) -> str:
+    """The query parameter ``name``.
+
+    Raises
+    ------
+    HTTPException
+        A 400 naming the parameter when it is missing or empty.
+    """
+    value = request.query_params.get(name)
+    if not value:
+        raise HTTPException(status_code=400, detail=f"missing query parameter {name!r}")
+    return value
+
+
+def optional_param(request: Request, name: str) -> str | None:
+    """The query parameter ``name``, ``None`` when missing or empty."""
+    return request.query_params.get(name) or None
 
 
 def wants_json(request: Request) -> bool:
@@ -53,6 +120,15 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     return render(
         request, "error.html", {"status": exc.status_code, "detail": exc.detail}, exc.status_code
     )
+
+
+async def _icepipe_error(request: Request, exc: Exception) -> Response:
+    """icepipe's own errors say what failed and the fix: a configuration problem is a 400, a
+    storage one a 502; their messages hold no secrets (credentials are never in them)."""
+    from icepipe.errors import ConfigError
+
+    status = 400 if isinstance(exc, ConfigError) else 502
+    return await _http_error(request, HTTPException(status_code=status, detail=str(exc)))
 
 
 async def _server_error(request: Request, exc: Exception) -> Response:
@@ -76,7 +152,11 @@ def create_app(config: WebConfig) -> Starlette:
     ]
     app = Starlette(
         routes=routes,
-        exception_handlers={HTTPException: _http_error, Exception: _server_error},
+        exception_handlers={
+            HTTPException: _http_error,
+            IcepipeError: _icepipe_error,
+            Exception: _server_error,
+        },
     )
     app.state.config = config
     return app

@@ -1,34 +1,55 @@
-"""The catalog: every repository the server knows (``/``, ``/api/repos``)."""
+"""The catalog: every repository the server knows (``/``, ``/api/repos``).
+
+Each row reads its repository in its own worker thread, all at once, each under the server's
+``request_timeout``: a slow or missing repository shows as such in its row, the others still
+show. What a row reads from a snapshot is cached on ``app.state`` (snapshots are immutable),
+so a catalog page costs one ref listing per repository once seen.
+"""
 
 from __future__ import annotations
 
+from dataclasses import asdict
+
+import anyio
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from icepipe.web.app import render
-from icepipe.web.config import known_repos
+from icepipe.web.app import TimedOut, render
+from icepipe.web.config import KnownRepo, known_repos
+from icepipe.web.data import RepoRow, cache_for, catalog_row, row_base, run_blocking
 
 
-def _rows(request: Request) -> list[dict[str, object]]:
-    return [
-        {
-            "key": r.key,
-            "url": r.entry.url,
-            "description": r.entry.description,
-            "pipelines": list(r.pipelines),
-            "in_catalog": r.in_catalog,
-        }
-        for r in known_repos(request.app.state.config)
-    ]
+async def catalog_rows(request: Request) -> list[RepoRow]:
+    """Every known repository's row, read concurrently."""
+    config = request.app.state.config
+    timeout = config.request_timeout
+    repos = await run_blocking(
+        known_repos, config, timeout=timeout, what="the catalog and the pipeline files"
+    )
+    cache = cache_for(request)
+    rows: list[RepoRow | None] = [None] * len(repos)
+
+    async def fill(i: int, known: KnownRepo) -> None:
+        try:
+            rows[i] = await run_blocking(
+                catalog_row, known, cache, timeout=timeout, what=f"repository {known.key!r}"
+            )
+        except TimedOut as exc:
+            rows[i] = RepoRow(**row_base(known), problem=exc.detail)
+
+    async with anyio.create_task_group() as tg:
+        for i, known in enumerate(repos):
+            tg.start_soon(fill, i, known)
+    return [r for r in rows if r is not None]
 
 
 async def catalog_page(request: Request) -> Response:
-    return render(request, "catalog.html", {"repos": _rows(request)})
+    return render(request, "catalog.html", {"repos": await catalog_rows(request)})
 
 
 async def api_repos(request: Request) -> Response:
-    return JSONResponse({"repos": _rows(request)})
+    return JSONResponse({"repos": [asdict(r) for r in await catalog_rows(request)]})
 
 
 ROUTES: list[BaseRoute] = [
