@@ -11,6 +11,7 @@ from icepipe.ops.validate import ValidationReport
 
 __all__ = [
     "render_diff",
+    "render_lag",
     "render_refs",
     "render_repo",
     "render_repos",
@@ -43,6 +44,26 @@ def _duration(seconds: float | None) -> str:
     return f"{s // 86400}d{(s % 86400) // 3600}h"
 
 
+def render_lag(lag: dict[str, Any]) -> tuple[str | None, str | None]:
+    """A status's lag (``PipelineStatus.lag``) as text: files pending behind the sources, and
+    the last stored coordinate with its age (each ``None`` when unknown)."""
+    pending = None
+    if lag:
+        pending = (
+            f"{lag.get('files_pending')} file(s) pending ({_bytes(lag.get('bytes_pending'))}) "
+            f"of {lag.get('files_listed')} listed"
+        )
+        if lag.get("mtime_lag_seconds") is not None:
+            pending += f"; newest file {_duration(lag['mtime_lag_seconds'])} newer than ingested"
+    until = None
+    if lag and "last_coordinate" in lag:
+        age = lag.get("data_age_seconds")
+        until = str(lag["last_coordinate"])
+        if age is not None:  # data reaching into the future (scenarios, forecasts): ahead
+            until += f" ({_duration(age)} ago)" if age >= 0 else f" ({_duration(-age)} ahead)"
+    return pending, until
+
+
 def render_status(statuses: Sequence[PipelineStatus], errors: Sequence[str] = ()) -> str:
     lines: list[str] = []
     for s in statuses:
@@ -58,20 +79,11 @@ def render_status(statuses: Sequence[PipelineStatus], errors: Sequence[str] = ()
             )
         elif s.tip:
             lines.append(f"  last commit none by this pipeline (tip {s.tip})")
-        lag = s.lag
-        if lag:
-            pending = lag.get("files_pending")
-            line = (
-                f"  lag        {pending} file(s) pending ({_bytes(lag.get('bytes_pending'))}) of "
-                f"{lag.get('files_listed')} listed"
-            )
-            if lag.get("mtime_lag_seconds") is not None:
-                line += f"; newest file {_duration(lag['mtime_lag_seconds'])} newer than ingested"
-            lines.append(line)
-            if "last_coordinate" in lag:
-                age = lag.get("data_age_seconds")
-                age_s = f" ({_duration(age)} ago)" if age is not None else ""
-                lines.append(f"  data until {lag['last_coordinate']}{age_s}")
+        pending, until = render_lag(s.lag)
+        if pending:
+            lines.append(f"  lag        {pending}")
+        if until:
+            lines.append(f"  data until {until}")
         if s.runs:
             lines.append("  last runs")
             for r in s.runs:

@@ -85,6 +85,11 @@ def _run_summary(r: dict[str, Any]) -> dict[str, Any]:
         "exit_code": r.get("exit_code"),
         "files_new": len(files.get("new") or []),
         "files_failed": len(files.get("failed") or []) + len(files.get("skipped") or []),
+        "failed_files": [
+            f["url"]
+            for f in [*(files.get("failed") or []), *(files.get("skipped") or [])]
+            if isinstance(f, dict) and "url" in f
+        ],
         "seconds": r.get("seconds"),
         "snapshot_id": r.get("snapshot_id"),
         "error": error.get("message"),

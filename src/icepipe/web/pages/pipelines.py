@@ -1,7 +1,143 @@
-"""Pages of the pipelines family (see :mod:`icepipe.web.pages`)."""
+"""The pipelines (``/pipelines``, ``/api/pipelines``): what ``icepipe status`` says, as a page.
+
+One row per pipeline file given on the command line: its target (a link to the repository),
+mode, schedule and next run, its last runs (from the run reports, in ``config.state_dir``
+or beside each file as ``icepipe status --state-dir``), its lag, and, when its last run
+failed, the error and the files it names (the row has class ``failing``). Alerts
+(:func:`icepipe.ops.status.check_alerts`: failing, late against the schedule) come first. A
+file that does not load shows its error in its row; a pipeline whose status takes longer
+than the request timeout says so in its row.
+"""
 
 from __future__ import annotations
 
-from starlette.routing import BaseRoute
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
 
-ROUTES: list[BaseRoute] = []
+import anyio
+import anyio.to_thread
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from icepipe.errors import IcepipeError
+from icepipe.web.app import render
+from icepipe.web.config import WebConfig, known_repos
+
+__all__ = ["ROUTES", "PipelineRow", "pipeline_row", "pipeline_files"]
+
+#: Run reports shown per pipeline.
+RUNS = 5
+
+
+@dataclass
+class PipelineRow:
+    """One row of the page (``status``: :class:`icepipe.ops.status.PipelineStatus` as a dict;
+    ``error``: why the file does not load, or why its status is unknown)."""
+
+    file: str
+    name: str
+    repo_key: str | None = None
+    repo_url: str | None = None
+    mode: str | None = None
+    status: dict[str, Any] | None = None
+    alerts: list[dict[str, str]] = field(default_factory=list)
+    failing: bool = False
+    error: str | None = None
+    failed_files: list[str] = field(default_factory=list)
+    lag: str | None = None
+    data_until: str | None = None
+
+
+def pipeline_files(config: WebConfig) -> list[Path]:
+    """The pipeline files of ``config.pipelines`` (folders listed as ``icepipe status``)."""
+    from icepipe.ops.status import find_pipelines
+
+    files = [f for p in config.pipelines if os.path.exists(p) for f in find_pipelines(p)]
+    return sorted(set(files))
+
+
+def pipeline_row(path: Path, config: WebConfig, repo_keys: dict[str, str]) -> PipelineRow:
+    """The row of the pipeline file ``path`` (``repo_keys``: repository URL -> key)."""
+    from icepipe.ops.render import render_lag
+    from icepipe.ops.status import check_alerts, pipeline_status
+    from icepipe.spec import load_pipeline
+
+    try:
+        pipeline = load_pipeline(path)
+    except IcepipeError as exc:
+        return PipelineRow(file=str(path), name=path.stem, error=str(exc))
+    status = pipeline_status(pipeline, state=config.state_dir, runs=RUNS)
+    alerts = check_alerts(status, pipeline)
+    last = status.runs[0] if status.runs else {}
+    failing = last.get("status") in ("failed", "interrupted")
+    lag, until = render_lag(status.lag)
+    key = repo_keys.get(pipeline.target.repo)
+    return PipelineRow(
+        file=str(path),
+        name=pipeline.name,
+        repo_key=key,
+        repo_url="/repo?" + urlencode({"name": key}) if key else None,
+        mode=pipeline.mode,
+        status=asdict(status),
+        alerts=[asdict(a) for a in alerts],
+        failing=failing,
+        error=(last.get("error") or f"exit {last.get('exit_code')}") if failing else None,
+        failed_files=list(last.get("failed_files") or []) if failing else [],
+        lag=lag,
+        data_until=until,
+    )
+
+
+async def _rows(request: Request) -> list[PipelineRow]:
+    """Every row, each read in a worker thread within the request timeout."""
+    config: WebConfig = request.app.state.config
+    keys = await anyio.to_thread.run_sync(_repo_keys, config)
+    files = pipeline_files(config)
+    rows: list[PipelineRow | None] = [None] * len(files)
+
+    async def one(i: int, path: Path) -> None:
+        with anyio.move_on_after(config.request_timeout):
+            rows[i] = await anyio.to_thread.run_sync(
+                pipeline_row, path, config, keys, abandon_on_cancel=True
+            )
+            return
+        rows[i] = PipelineRow(
+            file=str(path),
+            name=path.stem,
+            error=f"status not read within {config.request_timeout:g}s (the request timeout)",
+        )
+
+    async with anyio.create_task_group() as tg:
+        for i, path in enumerate(files):
+            tg.start_soon(one, i, path)
+    return [r for r in rows if r is not None]
+
+
+def _repo_keys(config: WebConfig) -> dict[str, str]:
+    return {r.entry.url: r.key for r in known_repos(config)}
+
+
+async def pipelines_page(request: Request) -> Response:
+    rows = await _rows(request)
+    alerts = [a for r in rows for a in r.alerts]
+    return render(request, "pipelines.html", {"rows": rows, "alerts": alerts})
+
+
+async def api_pipelines(request: Request) -> Response:
+    rows = await _rows(request)
+    return JSONResponse(
+        {
+            "pipelines": [asdict(r) for r in rows],
+            "alerts": [a for r in rows for a in r.alerts],
+        }
+    )
+
+
+ROUTES: list[BaseRoute] = [
+    Route("/pipelines", pipelines_page, name="pipelines"),
+    Route("/api/pipelines", api_pipelines, name="api_pipelines"),
+]
