@@ -15,6 +15,8 @@ import yaml
 
 from tests.web.browser.conftest import Server
 
+TIMES = " \N{MULTIPLICATION SIGN} "  # between the sizes of a shape in the tree
+
 
 def expected_repo_keys(site: Any) -> dict[str, str]:
     """Key -> description, from the catalog file and the pipeline files as written."""
@@ -92,3 +94,166 @@ def test_nav_links_lead_to_their_pages(page: Any, server: Server) -> None:
     page.get_by_test_id("nav-repos").click()
     page.wait_for_url(server.url + "/")
     assert page.get_by_test_id("catalog").is_visible()
+
+
+# --- reading the site's repositories directly (icechunk, zarr, xarray) ---
+
+
+def open_repo(path: Path) -> Any:
+    """As every reader of a virtual repository: with its chunk containers authorized."""
+    from icepipe.repository import open_repo as open_icepipe_repo
+
+    return open_icepipe_repo(str(path))
+
+
+def ancestry(path: Path, branch: str = "main") -> list[str]:
+    """Snapshot ids of ``branch``, newest first (the initial empty snapshot included)."""
+    return [s.id for s in open_repo(path).ancestry(branch=branch)]
+
+
+def array_paths(path: Path, snapshot_id: str) -> dict[str, tuple[int, ...]]:
+    """``/group/array`` -> shape of every array at ``snapshot_id``."""
+    import zarr
+
+    store = open_repo(path).readonly_session(snapshot_id=snapshot_id).store
+    root = zarr.open_group(store, mode="r")
+    return {
+        "/" + name: tuple(obj.shape)
+        for name, obj in root.members(max_depth=None)
+        if isinstance(obj, zarr.Array)
+    }
+
+
+def query_of(href: str) -> dict[str, str]:
+    return {k: v[0] for k, v in urllib.parse.parse_qs(urllib.parse.urlsplit(href).query).items()}
+
+
+def shown_tree(page: Any) -> dict[str, str]:
+    """``/group/array`` -> the text of its tree row, as the repository page shows it."""
+    out = {}
+    for row in page.get_by_test_id("tree-array").all():
+        href = row.locator("a.array-link").get_attribute("href")
+        out[query_of(href)["path"]] = row.inner_text()
+    return out
+
+
+def test_catalog_to_repository(page: Any, server: Server, site: Any) -> None:
+    """Catalog -> demo/nemo: branches, tree and log as icechunk has them."""
+    page.goto(server.url + "/")
+    page.locator("a.repo-link", has_text=re.compile("^demo/nemo$")).click()
+    assert page.get_by_test_id("repo-title").inner_text() == "demo/nemo"
+    repo = open_repo(site.nemo_repo)
+    branches = page.get_by_test_id("branch").all_inner_texts()
+    assert len(branches) == len(repo.list_branches())
+    assert all(any(b in text for text in branches) for b in repo.list_branches())
+    tip = ancestry(site.nemo_repo)
+    assert page.get_by_test_id("snapshot-id").inner_text() == tip[0]
+    shown_ids = [t.strip() for t in page.get_by_test_id("commit-id").all_inner_texts()]
+    assert shown_ids == tip
+    arrays = array_paths(site.nemo_repo, tip[0])
+    assert set(shown_tree(page)) == set(arrays)
+
+
+def test_ref_picker_reads_an_older_commit(page: Any, server: Server, site: Any) -> None:
+    """The first ingest (two of the three files): the tree and log go back with it."""
+    import xarray as xr
+
+    history = ancestry(site.nemo_repo)
+    older = history[1]  # the first run's commit
+    page.goto(server.url + "/repo?name=" + urllib.parse.quote("demo/nemo"))
+    form = page.get_by_test_id("ref-form")
+    form.locator("[name=ref]").fill(older)
+    form.locator("[type=submit]").click()
+    page.wait_for_url(re.compile("ref=" + older))
+    assert page.get_by_test_id("snapshot-id").inner_text() == older
+    shown_ids = [t.strip() for t in page.get_by_test_id("commit-id").all_inner_texts()]
+    assert shown_ids == history[1:]
+    ds = xr.open_zarr(
+        open_repo(site.nemo_repo).readonly_session(snapshot_id=older).store,
+        group="sst",
+        consolidated=False,
+    )
+    assert ds.sizes["time_counter"] == len(site.nemo_sources) - 1
+    then, now = array_paths(site.nemo_repo, older), array_paths(site.nemo_repo, history[0])
+    tree = shown_tree(page)
+    assert set(tree) == set(then)
+    changed = [p for p in then if then[p] != now[p]]
+    assert changed  # the arrays along time_counter grew with the second run
+    for p in changed:
+        assert TIMES.join(map(str, then[p])) in tree[p]
+        assert TIMES.join(map(str, now[p])) not in tree[p]
+
+
+def test_unknown_repository_is_a_404_page(page: Any, server: Server) -> None:
+    response = page.goto(server.url + "/repo?name=" + urllib.parse.quote("no/such<repo>"))
+    assert response.status == 404
+    assert page.get_by_test_id("error-status").inner_text() == "404"
+    assert "no/such<repo>" in page.get_by_test_id("error-detail").inner_text()
+
+
+def wait_for_search_index(server: Server, timeout: float = 60) -> None:
+    """The index is built in the background when the server starts: until then the search
+    page says "indexing..." (a person would reload in a moment)."""
+    import json
+    import time
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with urllib.request.urlopen(server.url + "/api/search?q=x", timeout=10) as r:
+            if json.load(r)["state"] == "ready":
+                return
+        time.sleep(0.2)
+    raise AssertionError(f"the search index was not ready within {timeout}s")
+
+
+def test_search_finds_an_array_by_its_long_name(page: Any, server: Server, site: Any) -> None:
+    import xarray as xr
+
+    wait_for_search_index(server)
+
+    store = open_repo(site.nemo_repo).readonly_session(branch="main").store
+    ds = xr.open_zarr(store, group="sst", consolidated=False)
+    name, long_name = next(
+        (str(k), str(v.attrs["long_name"])) for k, v in ds.data_vars.items() if v.ndim >= 3
+    )
+    page.goto(server.url + "/")
+    box = page.get_by_test_id("search-input")
+    box.fill(long_name)
+    box.press("Enter")
+    page.wait_for_url(re.compile(r"/search\?"))
+    results = page.get_by_test_id("search-result")
+    assert int(page.get_by_test_id("search-count").inner_text().split()[0]) == results.count()
+    hit = results.filter(has=page.locator("a.result-link", has_text=f"/sst/{name}")).filter(
+        has=page.get_by_test_id("result-kind").filter(has_text="array")
+    )
+    assert hit.count() == 1
+    assert hit.get_by_test_id("result-repo").inner_text() == "demo/nemo"
+    hit.locator("a.result-link").click()
+    page.wait_for_url(re.compile(r"/array\?"))
+    opened = query_of(page.url)
+    assert (opened["name"], opened["path"]) == ("demo/nemo", f"/sst/{name}")
+
+
+def test_pipelines_page_marks_the_failing_run(page: Any, server: Server, site: Any) -> None:
+    import json
+
+    page.goto(server.url + "/")
+    page.get_by_test_id("nav-pipelines").click()
+    rows = page.get_by_test_id("pipeline-row")
+    names = sorted(p.stem for p in Path(site.pipelines).glob("*.yaml"))
+    assert (
+        sorted(t.split()[0] for t in rows.get_by_test_id("pipeline-name").all_inner_texts())
+        == names
+    )
+    reports = sorted((Path(site.pipelines) / ".icepipe" / "runs" / "broken").glob("*.json"))
+    error = json.loads(reports[-1].read_text())["error"]
+    for row in rows.all():
+        name = row.get_by_test_id("pipeline-name").inner_text().split()[0]
+        failing = "failing" in (row.get_attribute("class") or "").split()
+        assert failing == (name == "broken"), name
+        shown_error = row.get_by_test_id("pipeline-error").inner_text()
+        if name == "broken":
+            assert error["message"].splitlines()[0] in shown_error
+        else:
+            assert not shown_error.strip()
