@@ -6,7 +6,7 @@ Playwright as a person would (catalog -> a repository -> its first array; a sear
 nav box; the pipelines page) and saves each page at 1280x800, as a palette PNG (small).
 
     python scripts/screenshots.py [--pipelines pipelines] [--catalog FILE] [--repo KEY]
-                                  [--search temperature] [--out docs/img]
+                                  [--array NAME] [--search temperature] [--out docs/img]
 
 Exits 1 when a page could not be shown (the others are saved all the same).
 """
@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import argparse
 import io
+import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -110,7 +112,9 @@ def repo(page: Any, url: str, args: argparse.Namespace) -> None:
 
 def array(page: Any, url: str, args: argparse.Namespace) -> None:
     repo(page, url, args)
-    page.locator('[data-testid="tree-array"] a.array-link').first.click()
+    links = page.locator('[data-testid="tree-array"] a.array-link')
+    wanted = links.filter(has_text=re.compile(f"^{re.escape(args.array)}$"))
+    (wanted if wanted.count() else links).first.click()
     shown(page, "array-meta")
     quicklook = page.get_by_test_id("quicklook")
     if quicklook.count():
@@ -121,7 +125,18 @@ def array(page: Any, url: str, args: argparse.Namespace) -> None:
         page.evaluate("window.scrollTo(0, 0)")
 
 
+def wait_for_index(url: str, timeout: float = 120) -> None:
+    """The search index is built in the background when the server starts."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with urllib.request.urlopen(url + "/api/search?q=x", timeout=30) as r:
+            if json.load(r).get("state") != "indexing":
+                return
+        time.sleep(0.5)
+
+
 def search(page: Any, url: str, args: argparse.Namespace) -> None:
+    wait_for_index(url)
     catalog(page, url, args)
     box = page.get_by_test_id("search-input")
     box.fill(args.search)
@@ -149,6 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pipelines", nargs="*", default=[str(ROOT / "pipelines")])
     ap.add_argument("--catalog", default=None)
     ap.add_argument("--repo", default="nemo-sst", help="repository of the repo/array pictures")
+    ap.add_argument("--array", default="tos", help="array of the array picture (name)")
     ap.add_argument("--search", default="temperature", help="words typed in the search box")
     ap.add_argument("--out", default=str(ROOT / "docs" / "img"))
     ap.add_argument("--only", nargs="*", choices=sorted(PAGES), default=list(PAGES))
