@@ -184,6 +184,26 @@ def test_ref_picker_reads_an_older_commit(page: Any, server: Server, site: Any) 
         assert TIMES.join(map(str, now[p])) not in tree[p]
 
 
+def test_diff_form_compares_the_two_runs(page: Any, server: Server, site: Any) -> None:
+    """The diff form's defaults (main~1 -> main): the chunks the second run wrote."""
+    history = ancestry(site.nemo_repo)
+    page.goto(server.url + "/repo?name=" + urllib.parse.quote("demo/nemo"))
+    page.get_by_test_id("diff-form").locator("[type=submit]").click()
+    page.wait_for_url(re.compile(r"/diff\?"))
+    page.get_by_test_id("diff").wait_for()
+    diff = open_repo(site.nemo_repo).diff(from_snapshot_id=history[1], to_snapshot_id=history[0])
+    assert diff.updated_chunks  # the third file: one more chunk along time_counter
+    rows = {}
+    for row in page.get_by_test_id("diff-chunk-row").all():
+        path, n = row.locator("td").all_inner_texts()
+        rows[path.strip()] = int(n)
+    assert rows == {path: len(list(chunks)) for path, chunks in diff.updated_chunks.items()}
+    shown_files = page.get_by_test_id("diff-file").all_inner_texts()
+    assert [Path(f.removeprefix("file://")).name for f in shown_files] == [
+        site.nemo_sources[-1].name
+    ]
+
+
 def test_unknown_repository_is_a_404_page(page: Any, server: Server) -> None:
     response = page.goto(server.url + "/repo?name=" + urllib.parse.quote("no/such<repo>"))
     assert response.status == 404
