@@ -1,7 +1,457 @@
-"""Pages of the array family (see :mod:`icepipe.web.pages`)."""
+"""The array page and its quicklook picture (see :mod:`icepipe.web.pages`).
+
+- ``/array?name=KEY&path=/GROUP/ARRAY&ref=REF[&index=DIM:I,...]``: shape, dims, dtype, chunk
+  grid (regular or rectilinear), shards, codecs, fill value, attributes, where the chunks
+  live (virtual / native / inline / missing, native bytes), the first and last values of the
+  coordinates along its dimensions, and the quicklook picture with its index picker;
+- ``/api/array?...``: the same as JSON (attributes whole);
+- ``/quicklook.png?name=&path=&ref=&index=DIM:I,...``: the picture (see
+  :mod:`icepipe.web.quicklook`), cached by (repository, snapshot, path, index).
+
+Every read runs in a worker thread under ``config.request_timeout`` (a 504 naming the array
+when it takes longer).
+"""
 
 from __future__ import annotations
 
-from starlette.routing import BaseRoute
+import base64
+import math
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
-ROUTES: list[BaseRoute] = []
+import anyio
+import anyio.to_thread
+import numpy as np
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from icepipe.errors import ConfigError, IcepipeError
+from icepipe.web.app import NotFound, render
+from icepipe.web.config import WebConfig, known_repos
+
+__all__ = ["ROUTES"]
+
+#: Attribute values longer than this are cut on the HTML page (the JSON API keeps them whole).
+ATTR_SHOWN = 300
+#: Pictures kept in memory per application.
+CACHE_SIZE = 128
+
+
+@dataclass(frozen=True)
+class _Where:
+    """An array request: repository key, snapshot, array path, and the ref as asked."""
+
+    key: str
+    ref: str
+    snapshot_id: str
+    path: str
+    repo: Any
+
+
+def _bad_request(detail: str) -> HTTPException:
+    return HTTPException(status_code=400, detail=detail)
+
+
+def _open(config: WebConfig, key: str, ref: str | None, path: str | None) -> _Where:
+    """The repository ``key`` at ``ref`` (``main``, else its first branch, when not given)."""
+    from icepipe.repository import RepoNotFoundError, open_repo, resolve_ref
+
+    parts = [p for p in (path or "").split("/") if p]
+    if not parts:
+        raise _bad_request("give the array's path: /array?name=KEY&path=/GROUP/ARRAY")
+    if any(p in (".", "..") for p in parts):
+        raise NotFound(f"no array {path!r}: paths name nodes from the root, without . or ..")
+    known = {r.key: r for r in known_repos(config)}
+    if key not in known:
+        raise NotFound(f"no repository named {key!r}; known: {', '.join(sorted(known)) or 'none'}")
+    entry = known[key].entry
+    try:
+        repo = open_repo(entry.url, storage=entry.storage, config=entry.config)
+    except RepoNotFoundError as exc:
+        raise NotFound(f"repository {key!r} does not exist (yet): {exc}") from exc
+    if not ref:
+        branches = sorted(repo.list_branches())
+        ref = "main" if "main" in branches or not branches else branches[0]
+    try:
+        snapshot_id = resolve_ref(repo, ref)
+    except ConfigError as exc:
+        raise NotFound(f"repository {key!r}: {exc}") from exc
+    return _Where(key=key, ref=ref, snapshot_id=snapshot_id, path="/" + "/".join(parts), repo=repo)
+
+
+def _node(where: _Where) -> tuple[Any, Any]:
+    """The read-only session and the Zarr array at ``where.path`` (404 when there is none,
+    400 for a group)."""
+    import zarr
+
+    from icepipe.repository.grids import rectilinear_enabled
+
+    session = where.repo.readonly_session(snapshot_id=where.snapshot_id)
+    with rectilinear_enabled():
+        try:
+            node = zarr.open(session.store, path=where.path.strip("/"), mode="r")
+        except (FileNotFoundError, KeyError, zarr.errors.NodeNotFoundError) as exc:
+            raise NotFound(
+                f"no array {where.path} in {where.key!r} at {where.ref} ({where.snapshot_id})"
+            ) from exc
+    if isinstance(node, zarr.Group):
+        raise _bad_request(
+            f"{where.path} in {where.key!r} is a group, not an array: see /repo?name=..."
+        )
+    return session, node
+
+
+def _jsonable(value: Any) -> Any:
+    """``value`` as JSON can hold it: NaN and infinities as strings, numpy as Python, bytes
+    as base64."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return [_jsonable(v) for v in value.tolist()]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, bytes):
+        return base64.b64encode(value).decode()
+    if isinstance(value, str | int | float | bool) or value is None:
+        return value
+    return str(value)
+
+
+def _grid(store: Any, node: Any) -> dict[str, Any]:
+    """The chunk grid: ``kind`` (regular | rectilinear), ``chunks`` (one entry per dim: a
+    length, or the list of edges), ``edges`` (every dim's chunk lengths) and the counts."""
+    from icepipe.repository.grids import read_chunk_grid
+
+    grid = read_chunk_grid(store, node.path) or tuple(int(c) for c in node.chunks)
+    edges = [
+        list(g) if isinstance(g, tuple) else [g] * max(1, -(-int(n) // g)) if n else []
+        for g, n in zip(grid, node.shape, strict=True)
+    ]
+    shards = node.shards
+    objects = (
+        edges
+        if shards is None
+        else [
+            [s] * max(1, -(-int(n) // s)) if n else []
+            for s, n in zip(shards, node.shape, strict=True)
+        ]
+    )
+    return {
+        "kind": "rectilinear" if any(isinstance(g, tuple) for g in grid) else "regular",
+        "chunks": [list(g) if isinstance(g, tuple) else g for g in grid],
+        "edges": edges,
+        "shards": list(shards) if shards else None,
+        "count": math.prod(len(e) for e in edges),
+        "objects": math.prod(len(e) for e in objects),
+    }
+
+
+def _codecs(node: Any) -> list[Any]:
+    meta = node.metadata.to_dict()
+    if node.metadata.zarr_format == 2:
+        return [c for c in [*(meta.get("filters") or []), meta.get("compressor")] if c]
+    return list(meta.get("codecs") or [])
+
+
+def _coordinate(root: Any, group: str, name: str, dim: str) -> dict[str, Any] | None:
+    """The first and last values of the 1-D array ``name`` along ``dim`` in ``group`` (two
+    reads of one chunk each), decoded as xarray decodes them."""
+    import xarray as xr
+
+    arr = root.get(f"{group}/{name}".strip("/"))
+    if arr is None or not hasattr(arr, "shape") or arr.ndim != 1 or arr.shape[0] == 0:
+        return None
+    ends = np.array([arr[0], arr[-1]])
+    attrs = dict(arr.attrs)
+    attrs.pop("_ARRAY_DIMENSIONS", None)
+    try:
+        var = xr.decode_cf(xr.Dataset({name: ((dim,), ends, attrs)}))[name]
+        values = var.values
+    except Exception:  # undecodable units: show the stored numbers
+        values = ends
+    first, last = (_short_value(v) for v in values)
+    return {
+        "name": name,
+        "dim": dim,
+        "length": int(arr.shape[0]),
+        "first": first,
+        "last": last,
+        "units": str(attrs.get("units", "")),
+    }
+
+
+def _short_value(value: Any) -> Any:
+    if isinstance(value, np.datetime64):
+        return str(np.datetime_as_string(value, unit="s"))
+    return _jsonable(value)
+
+
+def _coordinates(root: Any, node: Any, dims: list[str]) -> list[dict[str, Any]]:
+    """The dimension coordinates, and the 1-D ones the ``coordinates`` attribute names."""
+    group = node.path.rsplit("/", 1)[0] if "/" in node.path else ""
+    names = [(d, d) for d in dims]
+    for extra in str(node.attrs.get("coordinates", "")).split():
+        names.append((extra, ""))
+    out: list[dict[str, Any]] = []
+    for name, dim in names:
+        arr = root.get(f"{group}/{name}".strip("/"))
+        if arr is None or not hasattr(arr, "shape") or arr.ndim != 1:
+            continue
+        arr_dims = list(getattr(arr.metadata, "dimension_names", None) or [dim])
+        if arr_dims[0] not in dims or any(c["name"] == name for c in out):
+            continue
+        info = _coordinate(root, group, name, arr_dims[0])
+        if info is not None:
+            out.append(info)
+    return out
+
+
+def _array_info(config: WebConfig, where: _Where) -> dict[str, Any]:
+    """Everything the array page shows (JSON-able)."""
+    import zarr
+
+    from icepipe.repository.array_share import array_chunk_share
+    from icepipe.repository.grids import rectilinear_enabled
+
+    session, node = _node(where)
+    with rectilinear_enabled():
+        root = zarr.open_group(session.store, mode="r")
+        meta = node.metadata
+        dims = [str(d) for d in (getattr(meta, "dimension_names", None) or ())]
+        dims = dims or list(node.attrs.get("_ARRAY_DIMENSIONS", []))
+        grid = _grid(session.store, node)
+        share = array_chunk_share(
+            where.repo,
+            where.snapshot_id,
+            where.path,
+            grid=grid["objects"],
+            zarr_format=meta.zarr_format,
+        )
+        coords = _coordinates(root, node, dims)
+    return {
+        "repo": where.key,
+        "ref": where.ref,
+        "snapshot_id": where.snapshot_id,
+        "path": where.path,
+        "name": where.path.rsplit("/", 1)[-1],
+        "shape": [int(n) for n in node.shape],
+        "dims": dims,
+        "dtype": str(node.dtype),
+        "zarr_format": meta.zarr_format,
+        "grid": grid,
+        "codecs": _jsonable(_codecs(node)),
+        "fill_value": _jsonable(meta.fill_value),
+        "attributes": _jsonable(dict(node.attrs)),
+        "storage": {
+            "objects": share.grid,
+            "virtual": share.virtual,
+            "native": share.native,
+            "inline": share.inline,
+            "missing": share.missing,
+            "native_bytes": share.native_bytes,
+            "exact": share.exact,
+            "method": share.method,
+        },
+        "coordinates": coords,
+    }
+
+
+async def _bounded[T](config: WebConfig, what: str, fn: Callable[[], T]) -> T:
+    """``fn()`` in a worker thread, given up after ``config.request_timeout`` (504)."""
+    try:
+        with anyio.fail_after(config.request_timeout):
+            return await anyio.to_thread.run_sync(fn, abandon_on_cancel=True)
+    except TimeoutError as exc:
+        raise HTTPException(
+            status_code=504,
+            detail=f"reading {what} took longer than {config.request_timeout:g} s; try again, "
+            "or raise the server's request timeout",
+        ) from exc
+    except IcepipeError as exc:
+        raise HTTPException(status_code=502, detail=f"cannot read {what}: {exc}") from exc
+
+
+def _index_param(request: Request) -> str:
+    """``index=DIM:I,...`` merged with the picker form's ``i.DIM=I`` fields."""
+    items = [i for i in (request.query_params.get("index") or "").split(",") if i.strip()]
+    for k, v in request.query_params.items():
+        if k.startswith("i.") and v.strip():
+            items = [i for i in items if i.split(":", 1)[0].strip() != k[2:]]
+            items.append(f"{k[2:]}:{v.strip()}")
+    return ",".join(items)
+
+
+def _where_of(request: Request) -> Callable[[], _Where]:
+    q = request.query_params
+    config = request.app.state.config
+    return lambda: _open(config, q.get("name", ""), q.get("ref"), q.get("path"))
+
+
+async def _info(request: Request) -> dict[str, Any]:
+    config = request.app.state.config
+    q = request.query_params
+    what = f"array {q.get('path', '')} of {q.get('name', '')!r}"
+    return await _bounded(config, what, lambda: _array_info(config, _where_of(request)()))
+
+
+def _picker(info: dict[str, Any], index: str) -> list[dict[str, Any]]:
+    """One input per dimension the picture does not plot, with its length and value."""
+    from icepipe.web.quicklook import BadIndex, choose_plot_dims, parse_index
+
+    try:
+        chosen = parse_index(index)
+    except BadIndex:
+        chosen = {}
+    plotted = choose_plot_dims(info["dims"], info["shape"]) if info["dims"] else ()
+    return [
+        {"dim": d, "length": n, "value": chosen.get(d, 0)}
+        for d, n in zip(info["dims"], info["shape"], strict=True)
+        if d not in plotted
+    ]
+
+
+def _index_problem(info: dict[str, Any], index: str) -> str | None:
+    """Why ``index`` cannot be drawn (the picture would be a 400), or ``None``."""
+    from icepipe.web.quicklook import BadIndex, check_index, choose_plot_dims, parse_index
+
+    try:
+        dims, shape = info["dims"], info["shape"]
+        check_index(dims, shape, choose_plot_dims(dims, shape) if dims else (), parse_index(index))
+    except BadIndex as exc:
+        return str(exc)
+    return None
+
+
+async def array_page(request: Request) -> Response:
+    info = await _info(request)
+    index = _index_param(request)
+    picker = _picker(info, index)
+    chosen = ",".join(f"{p['dim']}:{p['value']}" for p in picker)
+    problem = _index_problem(info, index)
+    context = {
+        "a": info,
+        "picker": picker,
+        "index": chosen,
+        "attr_shown": ATTR_SHOWN,
+        "index_problem": problem,
+    }
+    return render(request, "array.html", context, 400 if problem else 200)
+
+
+async def api_array(request: Request) -> Response:
+    return JSONResponse(await _info(request))
+
+
+class _Cache:
+    """The last pictures drawn, by (repository, snapshot, path, index)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._items: OrderedDict[tuple[str, ...], tuple[bytes, dict[str, str]]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple[str, ...]) -> tuple[bytes, dict[str, str]] | None:
+        with self._lock:
+            hit = self._items.get(key)
+            if hit is not None:
+                self._items.move_to_end(key)
+            return hit
+
+    def put(self, key: tuple[str, ...], value: tuple[bytes, dict[str, str]]) -> None:
+        with self._lock:
+            self._items[key] = value
+            self._items.move_to_end(key)
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+
+
+def _cache(request: Request) -> _Cache:
+    state = request.app.state
+    if getattr(state, "quicklook_cache", None) is None:
+        state.quicklook_cache = _Cache(CACHE_SIZE)
+    cache: _Cache = state.quicklook_cache
+    return cache
+
+
+def _draw(
+    config: WebConfig, where: _Where, index: str, cache: _Cache
+) -> tuple[bytes, dict[str, str]]:
+    from icepipe.web.quicklook import (
+        BadIndex,
+        NotPlottable,
+        counting_store,
+        parse_index,
+        quicklook_png,
+    )
+
+    try:
+        chosen = parse_index(index)
+    except BadIndex as exc:
+        raise _bad_request(str(exc)) from exc
+    key = (
+        where.key,
+        where.snapshot_id,
+        where.path,
+        ",".join(f"{d}:{i}" for d, i in sorted(chosen.items())),
+    )
+    hit = cache.get(key)
+    if hit is not None:
+        return hit[0], {**hit[1], "X-Icepipe-Cache": "hit"}
+    session, node = _node(where)
+    grid = _grid(session.store, node)
+    store = counting_store(session.store, where.path)
+    group, _, name = where.path.strip("/").rpartition("/")
+    try:
+        look = quicklook_png(
+            store,
+            group=group,
+            name=name,
+            edges=grid["edges"],
+            index=chosen,
+            max_chunks=config.max_quicklook_chunks,
+        )
+    except (BadIndex, NotPlottable) as exc:
+        raise _bad_request(f"{where.path}: {exc}") from exc
+    except (HTTPException, IcepipeError):
+        raise
+    except Exception as exc:  # a chunk that cannot be fetched or decoded (e.g. a source gone)
+        first = str(exc).strip().split("\n", 1)[0][:300]
+        raise HTTPException(
+            status_code=502, detail=f"cannot read the chunks of {where.path}: {first}"
+        ) from exc
+    headers = {
+        "X-Icepipe-Chunks-Read": str(store.chunk_reads),
+        "X-Icepipe-Chunks-Spanned": str(look.selection.chunks_spanned),
+        "X-Icepipe-Values": f"{look.finite} of {look.values} not missing",
+        "X-Icepipe-Snapshot": where.snapshot_id,
+    }
+    cache.put(key, (look.png, headers))
+    return look.png, {**headers, "X-Icepipe-Cache": "miss"}
+
+
+async def quicklook(request: Request) -> Response:
+    config = request.app.state.config
+    q = request.query_params
+    index = _index_param(request)
+    cache = _cache(request)
+    what = f"array {q.get('path', '')} of {q.get('name', '')!r}"
+    png, headers = await _bounded(
+        config, what, lambda: _draw(config, _where_of(request)(), index, cache)
+    )
+    return Response(png, media_type="image/png", headers=headers)
+
+
+ROUTES: list[BaseRoute] = [
+    Route("/array", array_page, name="array"),
+    Route("/api/array", api_array, name="api_array"),
+    Route("/quicklook.png", quicklook, name="quicklook"),
+]
