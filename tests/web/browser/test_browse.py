@@ -204,6 +204,83 @@ def test_diff_form_compares_the_two_runs(page: Any, server: Server, site: Any) -
     ]
 
 
+def quicklook_png(page: Any) -> Any:
+    """The quicklook as the browser loaded it: decoded (naturalWidth > 0), fetched as PNG."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    img = page.get_by_test_id("quicklook")
+    img.scroll_into_view_if_needed()
+    page.wait_for_function("img => img.complete", arg=img.element_handle())
+    assert img.evaluate("img => img.naturalWidth") > 0
+    src = img.evaluate("img => img.currentSrc")
+    response = page.request.get(src)
+    assert response.status == 200 and response.headers["content-type"] == "image/png"
+    return np.asarray(Image.open(io.BytesIO(response.body())).convert("RGB"))
+
+
+def test_repository_to_array_and_its_quicklook(page: Any, server: Server, site: Any) -> None:
+    """demo/nemo -> its 3-D array: metadata and attributes as zarr has them, and a picture
+    that is not blank and changes with the index picked."""
+    import numpy as np
+    import zarr
+
+    store = open_repo(site.nemo_repo).readonly_session(branch="main").store
+    group = zarr.open_group(store, mode="r", path="sst")
+    name, arr = next(  # the data: a map per time step
+        (n, a)
+        for n, a in group.arrays()
+        if a.ndim == 3 and a.metadata.dimension_names[0] == "time_counter"
+    )
+    page.goto(server.url + "/repo?name=" + urllib.parse.quote("demo/nemo"))
+    page.locator(
+        '[data-testid="tree-array"] a.array-link', has_text=re.compile(f"^{name}$")
+    ).click()
+    assert page.get_by_test_id("array-title").inner_text() == f"/sst/{name}"
+    shape = page.get_by_test_id("array-shape").inner_text()
+    assert [int(n) for n in re.findall(r"\d+", shape)] == list(arr.shape)
+    assert str(arr.dtype) in page.get_by_test_id("array-dtype").inner_text()
+    attrs = {
+        row.get_by_test_id("attr-name").inner_text(): row.get_by_test_id("attr-value").inner_text()
+        for row in page.get_by_test_id("attr").all()
+    }
+    for key in ("long_name", "units", "standard_name"):
+        if key in arr.attrs:
+            assert attrs[key] == str(arr.attrs[key])
+    first = quicklook_png(page)
+    assert first.shape[0] > 100 and first.shape[1] > 100
+    colours = np.unique(first.reshape(-1, 3), axis=0)
+    assert len(colours) > 20  # a map, not a blank or a one-colour picture
+    # The last time step: another picture.
+    time_dim = arr.metadata.dimension_names[0]
+    form = page.get_by_test_id("quicklook-form")
+    form.get_by_test_id(f"index-{time_dim}").fill(str(arr.shape[0] - 1))
+    form.locator("[type=submit]").click()
+    page.wait_for_url(re.compile(f"{time_dim}={arr.shape[0] - 1}"))
+    last = quicklook_png(page)
+    assert last.shape == first.shape and not np.array_equal(last, first)
+
+
+def test_rectilinear_array_shows_one_chunk_per_file(page: Any, server: Server, site: Any) -> None:
+    """tas-native-files: one time chunk per source file, as the files' lengths say."""
+    import xarray as xr
+
+    lengths = []
+    for f in sorted(Path(site.pipelines).glob("tas-native-files.yaml")):
+        for url in yaml.safe_load(f.read_text())["source"]["urls"]:
+            with xr.open_dataset(url, decode_times=False) as ds:
+                lengths.append(ds.sizes["time"])
+    page.goto(server.url + "/")
+    page.locator("a.repo-link", has_text=re.compile("^tas-native-files$")).click()
+    page.locator('[data-testid="tree-array"] a.array-link', has_text=re.compile("^tas$")).click()
+    chunks = page.get_by_test_id("array-chunks")
+    assert chunks.get_attribute("data-grid") == "rectilinear"
+    assert f"[{', '.join(map(str, lengths))}]" in chunks.inner_text()
+    assert quicklook_png(page).std() > 0
+
+
 def test_unknown_repository_is_a_404_page(page: Any, server: Server) -> None:
     response = page.goto(server.url + "/repo?name=" + urllib.parse.quote("no/such<repo>"))
     assert response.status == 404
