@@ -117,12 +117,12 @@ def array(page: Any, url: str, args: argparse.Namespace) -> None:
     (wanted if wanted.count() else links).first.click()
     shown(page, "array-meta")
     quicklook = page.get_by_test_id("quicklook")
-    if quicklook.count():
-        quicklook.scroll_into_view_if_needed()
+    if quicklook.count():  # the picture in view, under the title and the first rows
         page.wait_for_function(
             "img => img.complete && img.naturalWidth > 0", arg=quicklook.element_handle()
         )
-        page.evaluate("window.scrollTo(0, 0)")
+        top = quicklook.evaluate("img => img.getBoundingClientRect().top + window.scrollY")
+        page.evaluate(f"window.scrollTo(0, {max(0, top + 500 - VIEWPORT['height'] + 40)})")
 
 
 def wait_for_index(url: str, timeout: float = 120) -> None:
