@@ -332,6 +332,15 @@ def test_search_finds_an_array_by_its_long_name(page: Any, server: Server, site:
     page.wait_for_url(re.compile(r"/array\?"))
     opened = query_of(page.url)
     assert (opened["name"], opened["path"]) == ("demo/nemo", f"/sst/{name}")
+    assert page.get_by_test_id("array-title").inner_text() == f"/sst/{name}"
+    attrs = dict(
+        zip(
+            page.get_by_test_id("attr-name").all_inner_texts(),
+            page.get_by_test_id("attr-value").all_inner_texts(),
+            strict=True,
+        )
+    )
+    assert attrs["long_name"] == long_name
 
 
 def test_pipelines_page_marks_the_failing_run(page: Any, server: Server, site: Any) -> None:
