@@ -44,8 +44,10 @@ test: lint unit
 
 # Debian's Chromium for the browser tests (tests/web/browser) and the screenshots: apt-get install
 # as root, else the packages unpacked into .cache/chromium (scripts/browser.sh; docs/web.md).
+# When it cannot, `make unit` goes on: the browser tests then fail, saying how to install it.
 browser:
-	@bash scripts/browser.sh >/dev/null
+	@bash scripts/browser.sh >/dev/null || { echo "make browser: no Chromium (see above)" >&2; \
+	  case "$(MAKECMDGOALS)" in *screenshots*|browser) exit 1;; esac; }
 
 # The pictures of docs/web.md (docs/img/web-*.png): `icepipe web` on the demo's repositories.
 screenshots: venv browser
