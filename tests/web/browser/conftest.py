@@ -1,13 +1,14 @@
 """A real headless browser against a real ``icepipe web`` server, for the browser tests.
 
-- ``browser`` (session): Debian's Chromium (``make browser``; ``scripts/browser.sh``) driven by
+- ``browser``: Debian's Chromium (``make browser``; ``scripts/browser.sh``) driven by
   Playwright through ``chromium.launch(executable_path=...)``: Playwright never downloads a
   browser. No Chromium is a failure naming the fix (``ICEPIPE_NO_BROWSER=1`` skips instead).
-- ``server`` (session): ``icepipe web PIPELINES --catalog CATALOG --port FREE`` in a subprocess
+- ``server``: ``icepipe web PIPELINES --catalog CATALOG --port FREE`` in a subprocess
   against the shared ``site`` (tests/web/conftest.py), ready when ``/api/repos`` answers.
 - ``page`` (per test): a fresh page (1280x800) of one shared browser context.
 
-One browser and one server for the whole session keep these tests cheap.
+One browser and one server for all these tests keep them cheap: package-scoped, so both are
+closed as soon as the browser tests are done (the rest of the session does not carry them).
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ def find_chromium() -> str | None:
     return next((c for c in candidates if c and os.access(c, os.X_OK)), None)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def chromium_path() -> str:
     if os.environ.get(NO_BROWSER_ENV) == "1":
         pytest.skip(f"{NO_BROWSER_ENV}=1: browser tests skipped")
@@ -62,7 +63,7 @@ def chromium_path() -> str:
     return path
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser(chromium_path: str) -> Iterator[Any]:
     try:
         from playwright.sync_api import sync_playwright
@@ -146,7 +147,7 @@ def stop_server(server: Server) -> None:
         server.process.wait()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def server(site: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     log = tmp_path_factory.mktemp("icepipe-web") / "server.log"
     s = start_server(site.pipelines, site.catalog, log)
@@ -154,7 +155,7 @@ def server(site: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Serv
     stop_server(s)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser_context(browser: Any) -> Iterator[Any]:
     context = browser.new_context(viewport={"width": 1280, "height": 800})
     context.set_default_timeout(20_000)
