@@ -34,6 +34,7 @@ __all__ = [
     "Quicklook",
     "Selection",
     "check_index",
+    "check_plot",
     "choose_plot_dims",
     "counting_store",
     "parse_index",
@@ -130,6 +131,7 @@ class Selection:
     chunks_read: int
     strides: dict[str, int]
     steps: dict[str, int] = field(default_factory=dict)
+    lengths: dict[str, int] = field(default_factory=dict)
 
     @property
     def decimated(self) -> bool:
@@ -150,6 +152,22 @@ class Selection:
 def _nth(n: int) -> str:
     suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
     return f"{n}{suffix}"
+
+
+def check_plot(dims: Sequence[str], plot: Sequence[str]) -> tuple[str, ...]:
+    """The dimensions ``plot`` asks for, checked (``()``: let the picture choose).
+
+    Raises
+    ------
+    BadIndex
+        An unknown dimension, one named twice, or more than two.
+    """
+    for d in plot:
+        if d not in dims:
+            raise BadIndex(f"cannot plot along {d!r}; the array's dimensions: {', '.join(dims)}")
+    if len(plot) > 2 or len(set(plot)) != len(plot):
+        raise BadIndex(f"plot one dimension (a line) or two (a map, y,x); got {','.join(plot)}")
+    return tuple(plot)
 
 
 def check_index(
@@ -177,19 +195,23 @@ def plan_selection(
     *,
     max_chunks: int,
     max_cells: int = MAX_CELLS,
+    plot: Sequence[str] = (),
 ) -> Selection:
     """The positions a picture reads (pure: no I/O).
 
     ``edges``: the chunk lengths along each dimension (one entry per chunk; a regular grid's
     last chunk may reach past the end). At most ``max_chunks`` chunks are picked; along each
-    plotted dimension at most ``max_cells`` positions are kept (evenly thinned).
+    plotted dimension at most ``max_cells`` positions are kept (evenly thinned). ``plot``:
+    the dimensions to plot (one: a line plot, e.g. a time series; two: a map, y then x);
+    by default as :func:`choose_plot_dims` says.
 
     Raises
     ------
     BadIndex
-        ``index`` names an unknown or plotted dimension, or a position out of range.
+        ``index`` names an unknown or plotted dimension, or a position out of range; ``plot``
+        names an unknown dimension, or more than two.
     """
-    plot_dims = choose_plot_dims(dims, shape)
+    plot_dims = check_plot(dims, plot) or choose_plot_dims(dims, shape)
     fixed = check_index(dims, shape, plot_dims, index)
     axes = [list(dims).index(d) for d in plot_dims]
     counts = [len(edges[a]) for a in axes]
@@ -214,6 +236,7 @@ def plan_selection(
         chunks_read=read,
         strides=dict(zip(plot_dims, strides, strict=True)),
         steps=steps,
+        lengths={d: int(shape[a]) for d, a in zip(plot_dims, axes, strict=True)},
     )
 
 
@@ -258,15 +281,22 @@ def _cells(
         for j in range(r.start, r.stop):
             edges.append(positions[j] + step / 2)
             take.append(j)
-    pos_edges = np.asarray(edges, dtype="float64")
+    return _to_axis(np.asarray(edges, dtype="float64"), positions, values), np.asarray(take)
+
+
+def _to_axis(
+    at: np.ndarray[Any, Any], positions: np.ndarray[Any, Any], values: np.ndarray[Any, Any]
+) -> np.ndarray[Any, Any]:
+    """Fractional positions ``at`` in the axis' values (linear between the positions read,
+    extrapolated past them)."""
     if values is positions or len(positions) < 2:
-        return pos_edges + (values[0] - positions[0]), np.asarray(take)
+        return at + (float(values[0]) - float(positions[0]))
     p, v = positions.astype("float64"), values.astype("float64")
-    out = np.interp(pos_edges, p, v)
-    lo, hi = pos_edges < p[0], pos_edges > p[-1]
-    out[lo] = v[0] + (pos_edges[lo] - p[0]) * (v[1] - v[0]) / (p[1] - p[0])
-    out[hi] = v[-1] + (pos_edges[hi] - p[-1]) * (v[-1] - v[-2]) / (p[-1] - p[-2])
-    return out, np.asarray(take)
+    out = np.interp(at, p, v)
+    lo, hi = at < p[0], at > p[-1]
+    out[lo] = v[0] + (at[lo] - p[0]) * (v[1] - v[0]) / (p[1] - p[0])
+    out[hi] = v[-1] + (at[hi] - p[-1]) * (v[-1] - v[-2]) / (p[-1] - p[-2])
+    return np.asarray(out, dtype="float64")
 
 
 def _gap_map(ax: Any, data: Any, x: Any, y: Any, sel: Selection) -> Any:
@@ -277,6 +307,10 @@ def _gap_map(ax: Any, data: Any, x: Any, y: Any, sel: Selection) -> Any:
     grid = np.asarray(data, dtype="float64")[np.ix_(np.maximum(ty, 0), np.maximum(tx, 0))]
     unread = (ty < 0)[:, None] | (tx < 0)[None, :]
     grid[unread] = np.nan
+    for dim, values, set_lim in ((ydim, y, ax.set_ylim), (xdim, x, ax.set_xlim)):
+        n = sel.lengths.get(dim)
+        if n:  # the whole extent of the array, read or not
+            set_lim(*_to_axis(np.array([-0.5, n - 0.5]), sel.positions[dim], values))
     ax.set_facecolor("#dddddd")  # chunks not read: grey; missing values read: white
     ax.pcolormesh(
         ex,
@@ -451,10 +485,12 @@ def quicklook_png(
     edges: Sequence[Sequence[int]],
     index: Mapping[str, int],
     max_chunks: int,
+    plot: Sequence[str] = (),
 ) -> Quicklook:
     """The picture of array ``name`` of ``group`` in ``store`` at ``index`` (positions of the
     dimensions not plotted; 0 when not given), reading at most ``max_chunks`` of its chunks.
-    ``edges``: its chunk lengths per dimension (see :func:`plan_selection`).
+    ``edges``: its chunk lengths per dimension; ``plot``: the dimensions to plot (see
+    :func:`plan_selection`).
 
     Raises
     ------
@@ -478,7 +514,7 @@ def quicklook_png(
     if 0 in da.shape:
         raise NotPlottable(f"{name!r} has no values (shape {da.shape})")
     da = da.drop_vars([c for c in da.coords if da[c].ndim != 1])
-    sel = plan_selection(da.dims, da.shape, edges, index, max_chunks=max_chunks)
+    sel = plan_selection(da.dims, da.shape, edges, index, max_chunks=max_chunks, plot=plot)
     data = read_selection(da, sel)
     where = _where(da, sel.index)
     png = render_png(data, sel, name=name, where=where)

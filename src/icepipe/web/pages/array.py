@@ -126,32 +126,33 @@ def _jsonable(value: Any) -> Any:
     return str(value)
 
 
+def _edges(grid: tuple[int | tuple[int, ...], ...], shape: tuple[int, ...]) -> list[list[int]]:
+    return [
+        list(g) if isinstance(g, tuple) else [g] * max(1, -(-int(n) // g)) if n else []
+        for g, n in zip(grid, shape, strict=True)
+    ]
+
+
 def _grid(store: Any, node: Any) -> dict[str, Any]:
     """The chunk grid: ``kind`` (regular | rectilinear), ``chunks`` (one entry per dim: a
-    length, or the list of edges), ``edges`` (every dim's chunk lengths) and the counts."""
+    length, or the list of edges), ``edges`` (every dim's chunk lengths), ``shards``, and
+    the counts of chunks and of storage objects (shards when sharded, else chunks).
+
+    With sharding, the metadata's grid is the grid of shards; the chunks are the shards'
+    inner chunks (what a read fetches)."""
     from icepipe.repository.grids import read_chunk_grid
 
-    grid = read_chunk_grid(store, node.path) or tuple(int(c) for c in node.chunks)
-    edges = [
-        list(g) if isinstance(g, tuple) else [g] * max(1, -(-int(n) // g)) if n else []
-        for g, n in zip(grid, node.shape, strict=True)
-    ]
+    outer = read_chunk_grid(store, node.path) or tuple(int(c) for c in node.chunks)
     shards = node.shards
-    objects = (
-        edges
-        if shards is None
-        else [
-            [s] * max(1, -(-int(n) // s)) if n else []
-            for s, n in zip(shards, node.shape, strict=True)
-        ]
-    )
+    grid = outer if shards is None else tuple(int(c) for c in node.chunks)
+    edges = _edges(grid, node.shape)
     return {
-        "kind": "rectilinear" if any(isinstance(g, tuple) for g in grid) else "regular",
+        "kind": "rectilinear" if any(isinstance(g, tuple) for g in outer) else "regular",
         "chunks": [list(g) if isinstance(g, tuple) else g for g in grid],
         "edges": edges,
-        "shards": list(shards) if shards else None,
+        "shards": [list(g) if isinstance(g, tuple) else g for g in outer] if shards else None,
         "count": math.prod(len(e) for e in edges),
-        "objects": math.prod(len(e) for e in objects),
+        "objects": math.prod(len(e) for e in _edges(outer, node.shape)),
     }
 
 
@@ -296,22 +297,79 @@ def _where_of(request: Request) -> Callable[[], _Where]:
     return lambda: _open(config, q.get("name", ""), q.get("ref"), q.get("path"))
 
 
+class _Cache[V]:
+    """The last values computed, by key (keys name a snapshot: what they hold never changes)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._items: OrderedDict[tuple[str, ...], V] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple[str, ...]) -> V | None:
+        with self._lock:
+            hit = self._items.get(key)
+            if hit is not None:
+                self._items.move_to_end(key)
+            return hit
+
+    def put(self, key: tuple[str, ...], value: V) -> None:
+        with self._lock:
+            self._items[key] = value
+            self._items.move_to_end(key)
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+
+
+def _cache(request: Request, name: str) -> _Cache[Any]:
+    """The application's cache ``name`` (made on first use)."""
+    state = request.app.state
+    if getattr(state, name, None) is None:
+        setattr(state, name, _Cache(CACHE_SIZE))
+    cache: _Cache[Any] = getattr(state, name)
+    return cache
+
+
 async def _info(request: Request) -> dict[str, Any]:
     config = request.app.state.config
     q = request.query_params
     what = f"array {q.get('path', '')} of {q.get('name', '')!r}"
-    return await _bounded(config, what, lambda: _array_info(config, _where_of(request)()))
+    cache = _cache(request, "array_info_cache")
+
+    def read() -> dict[str, Any]:
+        where = _where_of(request)()
+        key = (where.key, where.snapshot_id, where.path)
+        info = cache.get(key)
+        if info is None:
+            info = _array_info(config, where)
+            cache.put(key, info)
+        return {**info, "ref": where.ref}
+
+    return await _bounded(config, what, read)
 
 
-def _picker(info: dict[str, Any], index: str) -> list[dict[str, Any]]:
+def _plot_param(request: Request) -> tuple[str, ...]:
+    """``plot=DIM`` (a line along DIM) or ``plot=Y,X`` (a map); ``()``: the default."""
+    return tuple(
+        d.strip() for d in (request.query_params.get("plot") or "").split(",") if d.strip()
+    )
+
+
+def _plotted(info: dict[str, Any], plot: tuple[str, ...]) -> tuple[str, ...]:
+    from icepipe.web.quicklook import check_plot, choose_plot_dims
+
+    dims, shape = info["dims"], info["shape"]
+    return check_plot(dims, plot) or (choose_plot_dims(dims, shape) if dims else ())
+
+
+def _picker(info: dict[str, Any], index: str, plot: tuple[str, ...]) -> list[dict[str, Any]]:
     """One input per dimension the picture does not plot, with its length and value."""
-    from icepipe.web.quicklook import BadIndex, choose_plot_dims, parse_index
+    from icepipe.web.quicklook import BadIndex, parse_index
 
     try:
         chosen = parse_index(index)
+        plotted = _plotted(info, plot)
     except BadIndex:
-        chosen = {}
-    plotted = choose_plot_dims(info["dims"], info["shape"]) if info["dims"] else ()
+        chosen, plotted = {}, _plotted(info, ())
     return [
         {"dim": d, "length": n, "value": chosen.get(d, 0)}
         for d, n in zip(info["dims"], info["shape"], strict=True)
@@ -319,13 +377,12 @@ def _picker(info: dict[str, Any], index: str) -> list[dict[str, Any]]:
     ]
 
 
-def _index_problem(info: dict[str, Any], index: str) -> str | None:
-    """Why ``index`` cannot be drawn (the picture would be a 400), or ``None``."""
-    from icepipe.web.quicklook import BadIndex, check_index, choose_plot_dims, parse_index
+def _index_problem(info: dict[str, Any], index: str, plot: tuple[str, ...]) -> str | None:
+    """Why ``index`` and ``plot`` cannot be drawn (the picture would be a 400), or ``None``."""
+    from icepipe.web.quicklook import BadIndex, check_index, parse_index
 
     try:
-        dims, shape = info["dims"], info["shape"]
-        check_index(dims, shape, choose_plot_dims(dims, shape) if dims else (), parse_index(index))
+        check_index(info["dims"], info["shape"], _plotted(info, plot), parse_index(index))
     except BadIndex as exc:
         return str(exc)
     return None
@@ -333,14 +390,16 @@ def _index_problem(info: dict[str, Any], index: str) -> str | None:
 
 async def array_page(request: Request) -> Response:
     info = await _info(request)
-    index = _index_param(request)
-    picker = _picker(info, index)
+    index, plot = _index_param(request), _plot_param(request)
+    picker = _picker(info, index, plot)
     chosen = ",".join(f"{p['dim']}:{p['value']}" for p in picker)
-    problem = _index_problem(info, index)
+    problem = _index_problem(info, index, plot)
     context = {
         "a": info,
         "picker": picker,
         "index": chosen,
+        "plot": ",".join(plot),
+        "plot_options": [d for d, n in zip(info["dims"], info["shape"], strict=True) if n > 1],
         "attr_shown": ATTR_SHOWN,
         "index_problem": problem,
     }
@@ -351,39 +410,8 @@ async def api_array(request: Request) -> Response:
     return JSONResponse(await _info(request))
 
 
-class _Cache:
-    """The last pictures drawn, by (repository, snapshot, path, index)."""
-
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self._items: OrderedDict[tuple[str, ...], tuple[bytes, dict[str, str]]] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, key: tuple[str, ...]) -> tuple[bytes, dict[str, str]] | None:
-        with self._lock:
-            hit = self._items.get(key)
-            if hit is not None:
-                self._items.move_to_end(key)
-            return hit
-
-    def put(self, key: tuple[str, ...], value: tuple[bytes, dict[str, str]]) -> None:
-        with self._lock:
-            self._items[key] = value
-            self._items.move_to_end(key)
-            while len(self._items) > self.size:
-                self._items.popitem(last=False)
-
-
-def _cache(request: Request) -> _Cache:
-    state = request.app.state
-    if getattr(state, "quicklook_cache", None) is None:
-        state.quicklook_cache = _Cache(CACHE_SIZE)
-    cache: _Cache = state.quicklook_cache
-    return cache
-
-
 def _draw(
-    config: WebConfig, where: _Where, index: str, cache: _Cache
+    config: WebConfig, where: _Where, index: str, plot: tuple[str, ...], cache: _Cache[Any]
 ) -> tuple[bytes, dict[str, str]]:
     from icepipe.web.quicklook import (
         BadIndex,
@@ -402,6 +430,7 @@ def _draw(
         where.snapshot_id,
         where.path,
         ",".join(f"{d}:{i}" for d, i in sorted(chosen.items())),
+        ",".join(plot),
     )
     hit = cache.get(key)
     if hit is not None:
@@ -418,6 +447,7 @@ def _draw(
             edges=grid["edges"],
             index=chosen,
             max_chunks=config.max_quicklook_chunks,
+            plot=plot,
         )
     except (BadIndex, NotPlottable) as exc:
         raise _bad_request(f"{where.path}: {exc}") from exc
@@ -441,11 +471,11 @@ def _draw(
 async def quicklook(request: Request) -> Response:
     config = request.app.state.config
     q = request.query_params
-    index = _index_param(request)
-    cache = _cache(request)
+    index, plot = _index_param(request), _plot_param(request)
+    cache = _cache(request, "quicklook_cache")
     what = f"array {q.get('path', '')} of {q.get('name', '')!r}"
     png, headers = await _bounded(
-        config, what, lambda: _draw(config, _where_of(request)(), index, cache)
+        config, what, lambda: _draw(config, _where_of(request)(), index, plot, cache)
     )
     return Response(png, media_type="image/png", headers=headers)
 
