@@ -110,3 +110,15 @@ def test_a_file_that_does_not_load_shows_its_error(site: Any, tmp_path: Path) ->
     assert nightly["next_run"] in rows["nightly"] and nightly["schedule"] in rows["nightly"]
     kinds = {(a["pipeline"], a["kind"]) for a in web.get("/api/pipelines").json()["alerts"]}
     assert kinds == {("broken", "failing"), ("nightly", "late")}
+
+
+def test_a_slow_status_says_so_in_its_row(site: Any) -> None:
+    config = WebConfig(
+        pipelines=(str(site.pipelines),), catalog=str(site.catalog), request_timeout=1e-6
+    )
+    web = TestClient(create_app(config))
+    page = web.get("/pipelines")
+    assert page.status_code == 200
+    rows = _rows(page.text)
+    assert set(rows) == {"nemo-sst", "tas-native-files", "broken"}
+    assert all("status not read within 1e-06s" in row for row in rows.values())

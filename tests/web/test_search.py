@@ -101,10 +101,15 @@ def test_search_page_lists_the_api_results(web: TestClient, site: Any) -> None:
     assert web.get("/search").status_code == 200  # no query: the form and a hint
 
 
-@pytest.mark.parametrize("q", NASTY)
-def test_fts_syntax_in_the_query_is_plain_text(web: TestClient, q: str) -> None:
-    _search(web, q)
-    assert web.get("/search", params={"q": q}).status_code == 200
+def test_fts_syntax_in_the_query_is_plain_text(web: TestClient) -> None:
+    for q in NASTY:
+        _search(web, q)
+        assert web.get("/search", params={"q": q}).status_code == 200
+    # Quotes, operators and stars are words or nothing: the same results as without them.
+    assert _search(web, 'sea "surface') == _search(web, "sea surface") != []
+    assert _search(web, "*") == []
+    # NEAR is a word (a prefix, last): it finds tas's long_name "Near-Surface Air Temperature".
+    assert "/mod1/rcp45/tas" in [h["path"] for h in _search(web, "NEAR(")]
 
 
 @settings(
@@ -116,12 +121,15 @@ def test_no_query_text_breaks_the_search(web: TestClient, q: str) -> None:
     assert len(hits) <= 5
 
 
+_CON = sqlite3.connect(":memory:")
+_CON.execute("CREATE VIRTUAL TABLE t USING fts5(a)")
+_CON.execute("INSERT INTO t VALUES ('sea surface temperature')")
+
+
 @settings(max_examples=200, deadline=None)
 @given(q=st.text())
 def test_fts_query_is_valid_fts5(q: str) -> None:
-    con = sqlite3.connect(":memory:")
-    con.execute("CREATE VIRTUAL TABLE t USING fts5(a)")
-    con.execute("INSERT INTO t VALUES ('sea surface temperature')")
+    con = _CON
     for any_word in (False, True):
         query = fts_query(q, any_word=any_word)
         if query is not None:
@@ -210,3 +218,84 @@ def test_page_says_indexing_until_ready(tmp_path: Path) -> None:
     with TestClient(app) as web:
         assert "indexing..." not in web.get("/search", params={"q": "scratch"}).text
         assert [h["kind"] for h in _search(web, "scratch")] == ["repo"]
+
+
+def test_the_index_starts_building_with_the_server(tmp_path: Path) -> None:
+    from icepipe.web.pages.search import search_lifespan
+
+    config, _ = _fresh_site(tmp_path)
+    app = create_app(config)
+    app.router.lifespan_context = search_lifespan  # as create_app(lifespan=...) sets it
+    assert getattr(app.state, "search_index", None) is None
+    with TestClient(app):  # starts the application (its lifespan), no request yet
+        index: SearchIndex = app.state.search_index
+        assert index.wait(60) and index.stats.repos == 1
+
+
+def test_an_unreadable_repository_leaves_the_others_searchable(tmp_path: Path) -> None:
+    import shutil
+
+    from icepipe.xarray import to_icechunk
+
+    config, repo = _fresh_site(tmp_path)
+    other = tmp_path / "other"
+    to_icechunk(_array("a", "koala counts"), str(repo))
+    to_icechunk(_array("b", "platypus counts"), str(other))
+    catalog = yaml.safe_load(Path(str(config.catalog)).read_text())
+    catalog["repos"]["lab/other"] = {"url": str(other)}
+    Path(str(config.catalog)).write_text(yaml.safe_dump(catalog))
+    shutil.rmtree(other / "snapshots")  # its branch still points at a snapshot: now missing
+    with TestClient(create_app(config)) as web:
+        search_index(web.app).wait(60)  # type: ignore[arg-type]
+        doc = web.get("/api/search", params={"q": "counts"}).json()
+        assert [r["path"] for r in doc["results"]] == ["/a"] and doc["state"] == "ready"
+        assert list(doc["unreadable"]) == ["lab/other"]
+        assert 'data-testid="search-unreadable"' in web.get("/search?q=counts").text
+
+
+def test_a_search_over_the_time_limit_is_a_504(tmp_path: Path) -> None:
+    config, _ = _fresh_site(tmp_path)
+    app = create_app(WebConfig(catalog=config.catalog, request_timeout=1e-6))
+    search_index(app).wait(60)
+    with TestClient(app) as web:
+        r = web.get("/api/search", params={"q": "scratch"})
+        assert r.status_code == 504 and "the search took more than" in r.json()["error"]
+        page = web.get("/search", params={"q": "scratch"})
+        assert page.status_code == 504 and 'data-testid="error-status"' in page.text
+
+
+class _SqliteWithoutFts5:
+    """A real SQLite connection that answers as a build without FTS5 does."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.con = _CONNECT(":memory:")
+
+    def execute(self, sql: str, *args: Any) -> Any:
+        if "fts5" in sql.lower():
+            raise sqlite3.OperationalError("no such module: fts5")
+        return self.con.execute(sql, *args)
+
+    def close(self) -> None:
+        self.con.close()
+
+
+_CONNECT = sqlite3.connect
+
+
+def test_a_sqlite_without_fts5_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from icepipe.errors import ConfigError
+    from icepipe.web.search_index import check_fts5
+
+    check_fts5()  # this Python has it
+    monkeypatch.setattr(sqlite3, "connect", _SqliteWithoutFts5)
+    with pytest.raises(ConfigError, match=r"has no FTS5 .*no such module: fts5"):
+        check_fts5()
+    config, _ = _fresh_site(tmp_path)
+    app = create_app(config)
+    index = search_index(app)
+    assert index.wait(60) and index.state == "failed" and "FTS5" in str(index.error)
+    with TestClient(app) as web:
+        r = web.get("/api/search", params={"q": "scratch"})
+        assert r.status_code == 503 and "FTS5" in r.json()["error"]
+        page = web.get("/search", params={"q": "scratch"})
+        assert page.status_code == 503 and "search index is unavailable" in page.text

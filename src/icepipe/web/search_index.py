@@ -212,14 +212,14 @@ def _open(known: KnownRepo) -> Any:
 
 def branch_tips(known: KnownRepo) -> tuple[tuple[str, str], ...]:
     """``(branch, snapshot id)`` of every branch of ``known``, default branch first
-    (empty when the repository does not exist)."""
+    (empty when the repository does not exist). Reads the refs only: no snapshot."""
     from icepipe import repository
 
     try:
-        refs = repository.list_refs(_open(known))
+        repo = _open(known)
     except repository.RepoNotFoundError:
         return ()
-    tips = [(r.name, r.snapshot_id) for r in refs if r.kind == "branch"]
+    tips = [(b, repo.lookup_branch(b)) for b in repo.list_branches()]
     tips.sort(key=lambda t: (t[0] != "main", t[0]))
     return tuple(tips[:MAX_BRANCHES])
 
@@ -233,9 +233,8 @@ def _pipeline_documents(known: KnownRepo) -> Iterator[Document]:
         except IcepipeError:  # the pipelines page shows why
             continue
         s = p.source
-        other = " ".join(
-            [*s.urls, s.format, p.mode, s.concat_dim, p.target.group or "", known.key, path]
-        )
+        # No secrets: the spec and the catalog refuse URLs with credentials (user:password@).
+        other = " ".join([*s.urls, s.format, p.mode, s.concat_dim, p.target.group or "", known.key])
         yield Document("pipeline", known.key, path, "", p.name, p.name, "", other)
 
 
@@ -245,7 +244,8 @@ def repo_documents(
     """Every document of one repository (``tips``: its branch tips, read when not given)."""
     tips = branch_tips(known) if tips is None else tips
     e = known.entry
-    pipelines = [d.name for d in _pipeline_documents(known)]
+    pipeline_docs = list(_pipeline_documents(known))
+    pipelines = [d.name for d in pipeline_docs]
     docs = [
         Document(
             "repo",
@@ -258,7 +258,7 @@ def repo_documents(
             " ".join([e.url, *(b for b, _ in tips), *pipelines]),
         )
     ]
-    docs += _pipeline_documents(known)
+    docs += pipeline_docs
     if tips:
         repo = _open(known)
         seen: set[str] = set()
@@ -276,7 +276,8 @@ class SearchIndex:
     """The server's index: one in-memory SQLite database, refreshed per repository.
 
     ``state`` is ``empty`` (never built), ``indexing`` (the first build runs), ``ready`` or
-    ``failed`` (``error`` says why: FTS5 missing, the catalog unreadable). Safe to use from
+    ``failed`` (``error`` says why: FTS5 missing, the catalog unreadable); ``repo_errors``
+    names the repositories that could not be read (the others are searchable). Safe to use from
     several threads: queries and writes share one connection under a lock; one refresh at a
     time. ``check_interval``: seconds between two checks of the branch tips by
     :meth:`refresh_if_stale`.
@@ -288,6 +289,8 @@ class SearchIndex:
         self.state = "empty"
         self.error: str | None = None
         self.stats = BuildStats()
+        #: Repositories that could not be read at their last refresh, and why.
+        self.repo_errors: dict[str, str] = {}
         self._tips: dict[str, tuple[tuple[str, str], ...]] = {}
         self._checked = 0.0
         self._db_lock = threading.Lock()
@@ -349,6 +352,7 @@ class SearchIndex:
                 for key in set(self._tips) - set(repos):
                     con.execute("DELETE FROM docs WHERE repo = ?", (key,))
                     del self._tips[key]
+                    self.repo_errors.pop(key, None)
             for known in repos.values():
                 self._refresh_repo(con, known, force=force, stats=stats)
             with self._db_lock:
@@ -368,11 +372,16 @@ class SearchIndex:
             if not force and key in self._tips and self._tips[key] == tips:
                 return
             docs = repo_documents(known, tips)
-        except (IcepipeError, OSError, ValueError, KeyError) as exc:
-            stats.errors[key] = str(exc)
-            tips, docs = (), [Document("repo", key, "", "", known.entry.description, key)]
+        except Exception as exc:  # one unreadable repository (icechunk, zarr, storage errors)
+            stats.errors[key] = f"{type(exc).__name__}: {exc}"  # leaves the others indexed
+            tips = (("?", "?"),)
+            docs = [Document("repo", key, "", "", known.entry.description, key)]
         self._replace(con, key, docs)
-        self._tips[key] = tips if key not in stats.errors else (("?", "?"),)
+        self._tips[key] = tips  # after an error: no tips match, the next refresh reads it again
+        if key in stats.errors:
+            self.repo_errors[key] = stats.errors[key]
+        else:
+            self.repo_errors.pop(key, None)
         stats.repos_read += 1
 
     def _replace(self, con: sqlite3.Connection, key: str, docs: Iterable[Document]) -> None:
@@ -384,12 +393,18 @@ class SearchIndex:
                 [d.row() for d in docs],
             )
 
+    def due(self) -> bool:
+        """Whether :meth:`refresh_if_stale` would check the branch tips now."""
+        return (
+            self.state in ("ready", "failed")
+            and not self._refresh_lock.locked()
+            and time.monotonic() - self._checked >= self.check_interval
+        )
+
     def refresh_if_stale(self) -> bool:
         """Refresh when ``check_interval`` passed since the last check and no refresh runs;
         whether one ran."""
-        if self.state not in ("ready", "failed") or self._refresh_lock.locked():
-            return False
-        if time.monotonic() - self._checked < self.check_interval:
+        if not self.due():
             return False
         try:
             self.refresh()

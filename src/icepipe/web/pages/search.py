@@ -1,10 +1,11 @@
 """Search (``/search?q=``, ``/api/search?q=&limit=``, ``POST /api/reindex``).
 
 The index (:class:`icepipe.web.search_index.SearchIndex`) lives on ``app.state.search_index``:
-:func:`start_search_index` builds it in a background thread when the server starts (the pages
-say "indexing..." until it is ready), and the first request that needs it starts it when no
-one did. Each search first checks the repositories' branch tips (at most every
-``SearchIndex.check_interval`` seconds) and re-reads the repositories whose tips moved.
+:func:`search_lifespan` (the application's lifespan) starts building it in a background
+thread when the server starts (the pages say "indexing..." until it is ready); the first
+request that needs it starts it when no one did. Each search first checks the repositories'
+branch tips (at most every ``SearchIndex.check_interval`` seconds) and re-reads the
+repositories whose tips moved.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import threading
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -28,9 +29,11 @@ from icepipe.errors import IcepipeError
 from icepipe.web.app import render
 from icepipe.web.search_index import Hit, SearchIndex
 
-__all__ = ["ROUTES", "result_url", "search_index", "start_search_index"]
+__all__ = ["ROUTES", "result_url", "search_index", "search_lifespan", "start_search_index"]
 
 _CREATE = threading.Lock()
+#: Seconds a search waits for the repositories whose tips moved to be read again.
+REFRESH_WAIT = 2.0
 
 
 def search_index(app: Starlette) -> SearchIndex:
@@ -49,9 +52,17 @@ def start_search_index(app: Starlette) -> None:
     search_index(app)
 
 
+@contextlib.asynccontextmanager
+async def search_lifespan(app: Starlette) -> AsyncIterator[None]:
+    """The application's lifespan (``Starlette(lifespan=search_lifespan)``): the index starts
+    building when the server starts, so the first search rarely waits."""
+    start_search_index(app)
+    yield
+
+
 async def bounded[T](request: Request, what: str, fn: Callable[..., T], *args: Any) -> T:
     """``fn(*args)`` in a worker thread, a 504 naming ``what`` after ``request_timeout``."""
-    timeout = request.app.state.config.request_timeout
+    timeout = _timeout(request)
     try:
         with anyio.fail_after(timeout):
             return await anyio.to_thread.run_sync(
@@ -61,6 +72,17 @@ async def bounded[T](request: Request, what: str, fn: Callable[..., T], *args: A
         raise HTTPException(
             504, f"{what} took more than {timeout:g}s (the server's request timeout)"
         ) from None
+
+
+def _timeout(request: Request) -> float:
+    return float(request.app.state.config.request_timeout)
+
+
+async def _for_at_most(fn: Callable[[], object], seconds: float) -> None:
+    """Run ``fn`` in a thread of its own, waiting for it ``seconds`` at most (it goes on)."""
+    thread = threading.Thread(target=fn, name="icepipe-web-search-refresh", daemon=True)
+    thread.start()
+    await anyio.to_thread.run_sync(thread.join, seconds, abandon_on_cancel=True)
 
 
 def result_url(hit: Hit) -> str:
@@ -91,13 +113,16 @@ async def _results(request: Request) -> dict[str, Any]:
     index = search_index(request.app)
     q = request.query_params.get("q", "")
     limit = _limit(request)
-    if index.state == "ready":
-        await bounded(request, "checking the repositories for new commits", index.refresh_if_stale)
+    # New commits: re-read what moved, answering from the index as it is after REFRESH_WAIT.
+    if index.due():
+        await _for_at_most(index.refresh_if_stale, min(REFRESH_WAIT, _timeout(request)))
     hits = await bounded(request, "the search", functools.partial(index.search, limit=limit), q)
     return {
         "query": q,
         "state": index.state,
         "error": index.error,
+        "unreadable": dict(index.repo_errors),
+        "index": {"repos": index.stats.repos, "documents": index.stats.documents},
         "count": len(hits),
         "results": [
             {**h.as_dict(), "url": result_url(h), "repo_url": _repo_url(h.repo)} for h in hits
@@ -120,7 +145,7 @@ async def api_reindex(request: Request) -> Response:
     """Re-read every repository; 202 when that takes longer than the request timeout (the
     rebuild goes on)."""
     index = search_index(request.app)
-    timeout = request.app.state.config.request_timeout
+    timeout = _timeout(request)
     done: dict[str, Any] = {}
 
     def rebuild() -> None:
@@ -128,9 +153,7 @@ async def api_reindex(request: Request) -> Response:
         with contextlib.suppress(IcepipeError):  # index.state and index.error say what failed
             done["stats"] = index.refresh(force=True)
 
-    thread = threading.Thread(target=rebuild, name="icepipe-web-reindex", daemon=True)
-    thread.start()
-    await anyio.to_thread.run_sync(thread.join, timeout, abandon_on_cancel=True)
+    await _for_at_most(rebuild, timeout)
     if "stats" not in done:
         state = "failed" if index.state == "failed" else "indexing"
         return JSONResponse(
