@@ -197,6 +197,22 @@ def test_storage_is_a_leaf() -> None:
     assert not bad, bad
 
 
+def test_web_sits_on_top() -> None:
+    """``icepipe.web`` (the read-only web catalog) is imported by nothing but itself and the
+    ``web`` command of ``cli``; it reads through ``repository``, ``ops`` and ``catalog`` and
+    never imports the write stack (``pipeline``, ``ingest``, ``execute``, ``cli``)."""
+    bad = [
+        str(i)
+        for i in _all_imports()
+        if (i.of("icepipe.web") and not _in(i.module, "icepipe.web") and i.module != "icepipe.cli")
+        or (
+            _in(i.module, "icepipe.web")
+            and i.of("icepipe.pipeline", "icepipe.ingest", "icepipe.execute", "icepipe.cli")
+        )
+    ]
+    assert not bad, bad
+
+
 # ----------------------------------------------------------------------------------------------
 # The checks themselves see what they must
 # ----------------------------------------------------------------------------------------------

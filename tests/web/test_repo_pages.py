@@ -182,7 +182,7 @@ def test_diff_lists_the_third_files_changes(web: TestClient, site: Any) -> None:
     want = repo.diff(from_snapshot_id=history[1].id, to_snapshot_id=history[0].id)
     d = web.get("/api/diff", params={"name": "demo/nemo", "a": "main~1", "b": "main"}).json()
     assert (d["from_id"], d["to_id"]) == (history[1].id, history[0].id)
-    assert d["files"] == [site.nemo_sources[2].as_uri()]
+    assert d["files"] == [site.nemo_sources[2].as_uri()] and d["n_files"] == 1
     assert d["updated_arrays"] == sorted(want.updated_arrays) and "/sst/tos" in d["updated_arrays"]
     assert d["updated_chunks"] == {k: len(v) for k, v in want.updated_chunks.items()}
     assert [c["id"] for c in d["commits"]] == [history[0].id]

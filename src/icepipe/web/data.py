@@ -46,6 +46,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_LOG_LIMIT",
+    "MAX_DIFF_FILES",
     "MAX_FILES_SHOWN",
     "MAX_LOG_LIMIT",
     "Commit",
@@ -77,6 +78,8 @@ DEFAULT_LOG_LIMIT = 50
 MAX_LOG_LIMIT = 500
 #: Files listed per commit (a commit of a large backfill may ingest thousands).
 MAX_FILES_SHOWN = 200
+#: Files listed by a diff (which may span a backfill of years).
+MAX_DIFF_FILES = 2000
 
 # ----------------------------------------------------------------------------------------------
 # Helpers for the page modules
@@ -539,7 +542,9 @@ class Diff:
     updated_arrays: list[str]
     updated_chunks: dict[str, int]
     commits: list[Commit]
+    #: The source files the commits ingested: the first :data:`MAX_DIFF_FILES` of ``n_files``.
     files: list[str]
+    n_files: int
 
 
 def diff_view(config: WebConfig, key: str, a: str | None, b: str | None) -> Diff:
@@ -573,5 +578,6 @@ def diff_view(config: WebConfig, key: str, a: str | None, b: str | None) -> Diff
         updated_arrays=d.updated_arrays,
         updated_chunks=d.updated_chunks,
         commits=[Commit.of(c) for c in d.commits],
-        files=d.files,
+        files=d.files[:MAX_DIFF_FILES],
+        n_files=len(d.files),
     )
