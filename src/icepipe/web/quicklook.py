@@ -248,16 +248,28 @@ def read_selection(da: xr.DataArray, sel: Selection) -> xr.DataArray:
     return picked.load()
 
 
+def _monotonic(values: np.ndarray[Any, Any]) -> bool:
+    if len(values) < 2:
+        return True
+    if values.dtype.kind == "M":
+        values = values.astype("datetime64[ns]").view("int64")
+    steps = np.diff(values.astype("float64"))
+    return bool(np.all(steps > 0) or np.all(steps < 0))
+
+
 def _axis_values(
     da: xr.DataArray, dim: str, positions: np.ndarray[Any, Any], *, dates: bool
 ) -> tuple[np.ndarray[Any, Any], str]:
-    """Values along ``dim`` to plot against (its coordinate when numeric, or dates when
-    ``dates``; else the ``positions`` read) and the axis label."""
-    if dim in da.coords and da[dim].ndim == 1:
-        values = np.asarray(da[dim].values)
-        units = da[dim].attrs.get("units", "")
-        if values.dtype.kind in "iuf" or (dates and values.dtype.kind == "M"):
-            return values, f"{dim} [{units}]" if units else dim
+    """Values along ``dim`` to plot against and the axis label: the first 1-D coordinate
+    along ``dim`` (the dimension's own first) holding numbers, or dates when ``dates``,
+    that rise or fall strictly; else the ``positions`` read."""
+    names = sorted((c for c in da.coords if da[c].dims == (dim,)), key=lambda c: c != dim)
+    for c in names:
+        values = np.asarray(da[c].values)
+        units = da[c].attrs.get("units", "")
+        kinds = "iufM" if dates else "iuf"
+        if values.dtype.kind in kinds and _monotonic(values):
+            return values, f"{c} [{units}]" if units else str(c)
     return positions, f"{dim} (position)"
 
 
