@@ -213,3 +213,35 @@ def test_unknown_repos_refs_and_bad_diffs(web: TestClient) -> None:
         api = web.get("/api" + url, params=params)
         assert api.status_code == status and words in api.json()["error"]
     assert web.get("/api/log", params={"name": "demo/nemo", "ref": "nope"}).status_code == 404
+
+
+@pytest.mark.timeout(120, method="thread")
+def test_pages_of_an_s3_repository_served_in_this_process(
+    s3: Any, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """moto answers from a thread of this process: Icechunk calls that wait for storage while
+    holding the GIL (the sync ``inspect_snapshot``) would hang here, and stall every request
+    of a real server meanwhile. Checked: with ``tree_info``'s sync calls back, this test hangs
+    (not even pytest-timeout's thread gets the GIL to end it)."""
+    import numpy as np
+    import xarray as xr
+    import yaml
+
+    from icepipe.xarray import to_icechunk
+
+    url = f"s3://{s3.bucket('webpages')}/repo"
+    storage = s3.options()
+    ds = xr.Dataset({"t": ("x", np.arange(4.0))})
+    to_icechunk(ds, url, group="g", storage=storage)
+    to_icechunk(ds + 1, url, group="g", storage=storage, mode="a")
+    catalog = tmp_path / "catalog.yaml"
+    catalog.write_text(yaml.safe_dump({"repos": {"s3/repo": {"url": url, "storage": storage}}}))
+    monkeypatch.setenv("ICEPIPE_CATALOG", str(catalog))
+    with TestClient(create_app(WebConfig(catalog=str(catalog)))) as client:
+        (row,) = client.get("/api/repos").json()["repos"]
+        assert row["exists"] and row["problem"] is None and row["virtual_share"] == 0
+        assert sum(row["chunks"].values()) == 1  # t: one chunk, written twice
+        tree = client.get("/api/repo", params={"name": "s3/repo"}).json()["tree"]
+        assert [n["path"] for n in tree] == ["/", "/g", "/g/t"]
+        assert len(client.get("/api/log", params={"name": "s3/repo"}).json()["commits"]) == 3
+        assert client.get("/diff", params={"name": "s3/repo"}).status_code == 200

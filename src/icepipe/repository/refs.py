@@ -489,12 +489,11 @@ def _manifest_counts(repo: icechunk.Repository, snapshot_id: str) -> dict[str, C
     output may change: anything unexpected falls back to asking chunk by chunk.
     """
     try:
-        snap = repo.inspect_snapshot(snapshot_id)
+        snap, manifests = _inspect(repo, snapshot_id)
         path_of = {n["id"]: n["path"] for n in snap["nodes"] if n.get("node_type") == "array"}
-        manifest_ids = {m["id"] for n in snap["nodes"] for m in n.get("manifest_refs") or []}
         out: dict[str, Counter[str]] = {p: Counter() for p in path_of.values()}
-        for mid in manifest_ids:
-            for a in repo.inspect_manifest(mid)["arrays"]:
+        for manifest in manifests:
+            for a in manifest["arrays"]:
                 path = path_of.get(a["node_id"])
                 if path is not None:
                     for kind in ("native", "inline", "virtual"):
@@ -502,6 +501,29 @@ def _manifest_counts(repo: icechunk.Repository, snapshot_id: str) -> dict[str, C
         return out
     except (AttributeError, KeyError, TypeError, ValueError, icechunk.IcechunkError):
         return None
+
+
+def _inspect(repo: icechunk.Repository, snapshot_id: str) -> tuple[Any, list[Any]]:
+    """A snapshot's and its manifests' descriptions, read through Icechunk's async API.
+
+    The sync ``inspect_*`` calls hold the GIL while they wait for storage (Icechunk 2.3): every
+    other thread of the process stalls meanwhile, and an S3 server in the same process (moto
+    in tests) can never answer them. The async ones wait without it. Inside a running event
+    loop (a notebook) the sync calls are used.
+    """
+
+    async def read() -> tuple[Any, list[Any]]:
+        snap = await repo.inspect_snapshot_async(snapshot_id)
+        ids = sorted({m["id"] for n in snap["nodes"] for m in n.get("manifest_refs") or []})
+        return snap, list(await asyncio.gather(*(repo.inspect_manifest_async(i) for i in ids)))
+
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(read())
+    snap = repo.inspect_snapshot(snapshot_id)
+    ids = sorted({m["id"] for n in snap["nodes"] for m in n.get("manifest_refs") or []})
+    return snap, [repo.inspect_manifest(i) for i in ids]
 
 
 def chunk_counts(repo: icechunk.Repository, snapshot_id: str) -> dict[str, int]:
