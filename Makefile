@@ -7,8 +7,10 @@ VENV := .venv
 PY := $(VENV)/bin/python
 DATA := data
 STAMP := $(VENV)/.icepipe-installed
+# Playwright drives Debian's Chromium (`make browser`): it never downloads a browser of its own.
+export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD := 1
 
-.PHONY: demo test lint unit data venv bench conformance clean clean-repos
+.PHONY: demo test lint unit data venv bench conformance clean clean-repos browser screenshots
 
 venv: $(STAMP)
 
@@ -35,10 +37,21 @@ lint: venv
 	$(VENV)/bin/ruff format --check src tests benchmarks scripts
 	$(VENV)/bin/mypy
 
-unit: venv data
+unit: venv data browser
 	$(VENV)/bin/pytest -q
 
 test: lint unit
+
+# Debian's Chromium for the browser tests (tests/web/browser) and the screenshots: apt-get install
+# as root, else the packages unpacked into .cache/chromium (scripts/browser.sh; docs/web.md).
+# When it cannot, `make unit` goes on: the browser tests then fail, saying how to install it.
+browser:
+	@bash scripts/browser.sh >/dev/null || { echo "make browser: no Chromium (see above)" >&2; \
+	  case "$(MAKECMDGOALS)" in *screenshots*|browser) exit 1;; esac; }
+
+# The pictures of docs/web.md (docs/img/web-*.png): `icepipe web` on the demo's repositories.
+screenshots: venv browser
+	$(PY) scripts/screenshots.py
 
 bench: venv data
 	$(PY) benchmarks/run.py
@@ -58,4 +71,4 @@ clean-repos:
 	rm -rf repos .repos.* repos/.*.icepipe.lock
 
 clean: clean-repos
-	rm -rf $(VENV) $(DATA) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(DATA) .cache/chromium .pytest_cache .mypy_cache .ruff_cache
