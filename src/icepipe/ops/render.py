@@ -10,6 +10,7 @@ from icepipe.ops.status import PipelineStatus
 from icepipe.ops.validate import ValidationReport
 
 __all__ = [
+    "human_bytes",
     "render_diff",
     "render_lag",
     "render_refs",
@@ -21,7 +22,8 @@ __all__ = [
 ]
 
 
-def _bytes(n: float | None) -> str:
+def human_bytes(n: float | None) -> str:
+    """``1.4 MiB``; ``-`` for ``None`` (the commands' and the web pages' sizes)."""
     if n is None:
         return "-"
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
@@ -50,7 +52,7 @@ def render_lag(lag: dict[str, Any]) -> tuple[str | None, str | None]:
     pending = None
     if lag:
         pending = (
-            f"{lag.get('files_pending')} file(s) pending ({_bytes(lag.get('bytes_pending'))}) "
+            f"{lag.get('files_pending')} file(s) pending ({human_bytes(lag.get('bytes_pending'))}) "
             f"of {lag.get('files_listed')} listed"
         )
         if lag.get("mtime_lag_seconds") is not None:

@@ -21,6 +21,7 @@ from starlette.templating import Jinja2Templates
 
 from icepipe import __version__
 from icepipe.errors import IcepipeError
+from icepipe.ops.render import human_bytes
 from icepipe.web.config import WebConfig
 
 __all__ = [
@@ -39,23 +40,12 @@ templates = Jinja2Templates(directory=str(HERE / "templates"))
 templates.env.globals["icepipe_version"] = __version__
 
 
-def _filesize(n: float | None) -> str:
-    """``1.4 MiB``; ``-`` for ``None``."""
-    if n is None:
-        return "-"
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n} B"  # pragma: no cover
-
-
 def _percent(share: float | None) -> str:
     """``42%``; ``-`` for ``None``."""
     return "-" if share is None else f"{share:.0%}"
 
 
-templates.env.filters["filesize"] = _filesize
+templates.env.filters["filesize"] = human_bytes
 templates.env.filters["percent"] = _percent
 
 
