@@ -1,7 +1,9 @@
 """Where one array's chunks live: how many are virtual, native, inline or never written, and
 how many bytes its native chunks take, read within a bound (the web's array page).
 
-Counts come from the manifests' own statistics (milliseconds, however many chunks); bytes
+Counts come from the manifests' own statistics (milliseconds, however many chunks; read
+through :func:`icepipe.repository.refs.inspect_manifests`, which does not stall the process's
+other threads while it waits for storage); bytes
 from asking each written chunk its size, or, past ``limit`` written chunks, from a sample of
 them (the result says which).
 """
@@ -14,6 +16,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from icepipe.faults import storage_failure
+from icepipe.repository.refs import counts_by_path, inspect_manifests
 
 if TYPE_CHECKING:
     import icechunk
@@ -55,19 +58,6 @@ def _key(path: str, coords: tuple[int, ...], zarr_format: int) -> str:
     else:
         tail = "c/" + "/".join(map(str, coords)) if coords else "c"
     return f"{base}/{tail}" if base else tail
-
-
-def _manifest_counts(repo: icechunk.Repository, snapshot_id: str, path: str) -> Counter[str]:
-    """The array's chunk counts by kind from its manifests' statistics."""
-    snap = repo.inspect_snapshot(snapshot_id)
-    node = next(n for n in snap["nodes"] if n.get("path") == path)
-    counts: Counter[str] = Counter()
-    for ref in node.get("manifest_refs") or []:
-        for a in repo.inspect_manifest(ref["id"])["arrays"]:
-            if a["node_id"] == node["id"]:
-                for kind in ("native", "inline", "virtual"):
-                    counts[kind] += int(a[f"num_{kind}"])
-    return counts
 
 
 async def _walk(
@@ -126,7 +116,8 @@ def array_chunk_share(
                 sampled=sum(kinds.values()),
                 method="every written chunk asked its kind and size",
             )
-        counts = _manifest_counts(repo, snapshot_id, path)
+        manifests = inspect_manifests(repo, snapshot_id, path=path)
+        counts = counts_by_path(*manifests).get(path, Counter())
     except icechunk.IcechunkError as exc:
         raise storage_failure(exc, f"cannot read the chunk index of {path}") from exc
     estimate = round(nbytes / nseen * counts["native"]) if nseen else None

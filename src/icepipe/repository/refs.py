@@ -489,32 +489,54 @@ def _manifest_counts(repo: icechunk.Repository, snapshot_id: str) -> dict[str, C
     output may change: anything unexpected falls back to asking chunk by chunk.
     """
     try:
-        snap, manifests = _inspect(repo, snapshot_id)
-        path_of = {n["id"]: n["path"] for n in snap["nodes"] if n.get("node_type") == "array"}
-        out: dict[str, Counter[str]] = {p: Counter() for p in path_of.values()}
-        for manifest in manifests:
-            for a in manifest["arrays"]:
-                path = path_of.get(a["node_id"])
-                if path is not None:
-                    for kind in ("native", "inline", "virtual"):
-                        out[path][kind] += int(a[f"num_{kind}"])
-        return out
+        return counts_by_path(*inspect_manifests(repo, snapshot_id))
     except (AttributeError, KeyError, TypeError, ValueError, icechunk.IcechunkError):
         return None
 
 
-def _inspect(repo: icechunk.Repository, snapshot_id: str) -> tuple[Any, list[Any]]:
-    """A snapshot's and its manifests' descriptions, read through Icechunk's async API.
+def counts_by_path(snap: Any, manifests: list[Any]) -> dict[str, Counter[str]]:
+    """Array path -> chunk counts by kind, from :func:`inspect_manifests`' descriptions.
+
+    Raises
+    ------
+    KeyError, TypeError, ValueError
+        The descriptions are not shaped as Icechunk 2.3 writes them.
+    """
+    path_of = {n["id"]: n["path"] for n in snap["nodes"] if n.get("node_type") == "array"}
+    out: dict[str, Counter[str]] = {p: Counter() for p in path_of.values()}
+    for manifest in manifests:
+        for a in manifest["arrays"]:
+            path = path_of.get(a["node_id"])
+            if path is not None:
+                for kind in ("native", "inline", "virtual"):
+                    out[path][kind] += int(a[f"num_{kind}"])
+    return out
+
+
+def inspect_manifests(
+    repo: icechunk.Repository, snapshot_id: str, *, path: str | None = None
+) -> tuple[Any, list[Any]]:
+    """A snapshot's and its manifests' descriptions (only the manifests of the node at
+    ``path`` when given), read through Icechunk's async API.
 
     The sync ``inspect_*`` calls hold the GIL while they wait for storage (Icechunk 2.3): every
     other thread of the process stalls meanwhile, and an S3 server in the same process (moto
     in tests) can never answer them. The async ones wait without it. Inside a running event
     loop (a notebook) the sync calls are used.
+
+    Raises
+    ------
+    icechunk.IcechunkError
+        The snapshot or a manifest cannot be read.
     """
+
+    def manifest_ids(snap: Any) -> list[str]:
+        nodes = [n for n in snap["nodes"] if path is None or n.get("path") == path]
+        return sorted({m["id"] for n in nodes for m in n.get("manifest_refs") or []})
 
     async def read() -> tuple[Any, list[Any]]:
         snap = await repo.inspect_snapshot_async(snapshot_id)
-        ids = sorted({m["id"] for n in snap["nodes"] for m in n.get("manifest_refs") or []})
+        ids = manifest_ids(snap)
         return snap, list(await asyncio.gather(*(repo.inspect_manifest_async(i) for i in ids)))
 
     try:
@@ -522,8 +544,7 @@ def _inspect(repo: icechunk.Repository, snapshot_id: str) -> tuple[Any, list[Any
     except RuntimeError:
         return asyncio.run(read())
     snap = repo.inspect_snapshot(snapshot_id)
-    ids = sorted({m["id"] for n in snap["nodes"] for m in n.get("manifest_refs") or []})
-    return snap, [repo.inspect_manifest(i) for i in ids]
+    return snap, [repo.inspect_manifest(i) for i in manifest_ids(snap)]
 
 
 def chunk_counts(repo: icechunk.Repository, snapshot_id: str) -> dict[str, int]:
