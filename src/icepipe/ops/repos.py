@@ -39,6 +39,7 @@ __all__ = [
     "open_location",
     "repo_info",
     "resolve_location",
+    "shown_storage",
 ]
 
 
@@ -92,18 +93,23 @@ class RepoSummary:
     problem: str | None = None
 
 
-def _summary(entry: CatalogEntry, *, refs: bool) -> RepoSummary:
-    # The names in *_env keys are not shown: they could be secrets pasted by mistake.
-    storage = {
+def shown_storage(entry: CatalogEntry) -> dict[str, Any]:
+    """A repository's storage options as commands and pages show them: ``*_env`` options
+    (credential variables) as ``"(set; not shown)"``, never their names nor values (a name
+    could be a secret pasted by mistake)."""
+    return {
         k: "(set; not shown)" if k.endswith("_env") else v
         for k, v in asdict(entry.storage).items()
         if v not in (None, False)
     }
+
+
+def _summary(entry: CatalogEntry, *, refs: bool) -> RepoSummary:
     base = RepoSummary(
         name=entry.name,
         url=entry.url,
         description=entry.description,
-        storage=storage,
+        storage=shown_storage(entry),
         config=dict(entry.config),
     )
     try:

@@ -24,7 +24,7 @@ import functools
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -34,6 +34,7 @@ from starlette.exceptions import HTTPException
 
 from icepipe import repository
 from icepipe.errors import ConfigError, IcepipeError
+from icepipe.ops.repos import shown_storage
 from icepipe.web.app import NotFound, TimedOut, Unavailable
 from icepipe.web.config import KnownRepo, WebConfig, known_repos
 
@@ -41,7 +42,6 @@ if TYPE_CHECKING:
     import icechunk
     from starlette.requests import Request
 
-    from icepipe.catalog import CatalogEntry
     from icepipe.repository import ArrayInfo, CommitInfo, CommitRecord, RefInfo
 
 __all__ = [
@@ -229,17 +229,6 @@ def default_branch(branches: Sequence[str]) -> str | None:
 def _default_ref(repo: icechunk.Repository) -> str:
     branches = [r.name for r in repository.list_refs(repo) if r.kind == "branch"]
     return default_branch(branches) or "main"
-
-
-def shown_storage(entry: CatalogEntry) -> dict[str, Any]:
-    """A repository's storage options as pages show them: ``*_env`` options (credential
-    variables) as ``"(set; not shown)"``, never their names nor values (a name could be a
-    secret pasted by mistake; see ``icepipe repo info``)."""
-    return {
-        k: "(set; not shown)" if k.endswith("_env") else v
-        for k, v in asdict(entry.storage).items()
-        if v not in (None, False)
-    }
 
 
 # ----------------------------------------------------------------------------------------------
