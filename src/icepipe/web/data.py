@@ -133,12 +133,14 @@ class SnapshotCache:
         return value
 
 
-def cache_for(request: Request) -> SnapshotCache:
-    """The application's :class:`SnapshotCache` (made on first use)."""
+def cache_for(request: Request, name: str = "snapshot_cache", size: int = 512) -> SnapshotCache:
+    """The application's :class:`SnapshotCache` ``name`` (made on first use, holding up to
+    ``size`` values)."""
     state = request.app.state
-    cache = getattr(state, "snapshot_cache", None)
+    cache = getattr(state, name, None)
     if cache is None:
-        cache = state.snapshot_cache = SnapshotCache()
+        cache = SnapshotCache(size)
+        setattr(state, name, cache)
     assert isinstance(cache, SnapshotCache)
     return cache
 

@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import base64
 import math
-import threading
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -31,6 +29,7 @@ from starlette.routing import BaseRoute, Route
 from icepipe.errors import IcepipeError
 from icepipe.web.app import NotFound, render
 from icepipe.web.config import WebConfig
+from icepipe.web.data import SnapshotCache, cache_for
 
 __all__ = ["ROUTES"]
 
@@ -280,51 +279,16 @@ def _where_of(request: Request) -> Callable[[], _Where]:
     return lambda: _open(config, q.get("name", ""), q.get("ref"), q.get("path"))
 
 
-class _Cache[V]:
-    """The last values computed, by key (keys name a snapshot: what they hold never changes)."""
-
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self._items: OrderedDict[tuple[str, ...], V] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, key: tuple[str, ...]) -> V | None:
-        with self._lock:
-            hit = self._items.get(key)
-            if hit is not None:
-                self._items.move_to_end(key)
-            return hit
-
-    def put(self, key: tuple[str, ...], value: V) -> None:
-        with self._lock:
-            self._items[key] = value
-            self._items.move_to_end(key)
-            while len(self._items) > self.size:
-                self._items.popitem(last=False)
-
-
-def _cache(request: Request, name: str) -> _Cache[Any]:
-    """The application's cache ``name`` (made on first use)."""
-    state = request.app.state
-    if getattr(state, name, None) is None:
-        setattr(state, name, _Cache(CACHE_SIZE))
-    cache: _Cache[Any] = getattr(state, name)
-    return cache
-
-
 async def _info(request: Request) -> dict[str, Any]:
     config = request.app.state.config
     q = request.query_params
     what = f"array {q.get('path', '')} of {q.get('name', '')!r}"
-    cache = _cache(request, "array_info_cache")
+    cache = cache_for(request, "array_info_cache", CACHE_SIZE)
 
     def read() -> dict[str, Any]:
         where = _where_of(request)()
         key = (where.key, where.snapshot_id, where.path)
-        info = cache.get(key)
-        if info is None:
-            info = _array_info(config, where)
-            cache.put(key, info)
+        info = cache.get(key, lambda: _array_info(config, where))
         return {**info, "ref": where.ref}
 
     return await _bounded(config, what, read)
@@ -394,15 +358,9 @@ async def api_array(request: Request) -> Response:
 
 
 def _draw(
-    config: WebConfig, where: _Where, index: str, plot: tuple[str, ...], cache: _Cache[Any]
+    config: WebConfig, where: _Where, index: str, plot: tuple[str, ...], cache: SnapshotCache
 ) -> tuple[bytes, dict[str, str]]:
-    from icepipe.web.quicklook import (
-        BadIndex,
-        NotPlottable,
-        counting_store,
-        parse_index,
-        quicklook_png,
-    )
+    from icepipe.web.quicklook import BadIndex, parse_index
 
     try:
         chosen = parse_index(index)
@@ -415,9 +373,28 @@ def _draw(
         ",".join(f"{d}:{i}" for d, i in sorted(chosen.items())),
         ",".join(plot),
     )
-    hit = cache.get(key)
-    if hit is not None:
-        return hit[0], {**hit[1], "X-Icepipe-Cache": "hit"}
+    drawn = False
+
+    def draw() -> tuple[bytes, dict[str, str]]:
+        nonlocal drawn
+        drawn = True
+        return _drawn(config, where, chosen, plot)
+
+    png, headers = cache.get(key, draw)
+    return png, {**headers, "X-Icepipe-Cache": "miss" if drawn else "hit"}
+
+
+def _drawn(
+    config: WebConfig, where: _Where, chosen: dict[str, int], plot: tuple[str, ...]
+) -> tuple[bytes, dict[str, str]]:
+    """The quicklook of ``where`` at ``chosen`` and its response headers (not cached)."""
+    from icepipe.web.quicklook import (
+        BadIndex,
+        NotPlottable,
+        counting_store,
+        quicklook_png,
+    )
+
     session, node = _node(where)
     grid = _grid(session.store, node)
     store = counting_store(session.store, where.path)
@@ -447,15 +424,14 @@ def _draw(
         "X-Icepipe-Values": f"{look.finite} of {look.values} not missing",
         "X-Icepipe-Snapshot": where.snapshot_id,
     }
-    cache.put(key, (look.png, headers))
-    return look.png, {**headers, "X-Icepipe-Cache": "miss"}
+    return look.png, headers
 
 
 async def quicklook(request: Request) -> Response:
     config = request.app.state.config
     q = request.query_params
     index, plot = _index_param(request), _plot_param(request)
-    cache = _cache(request, "quicklook_cache")
+    cache = cache_for(request, "quicklook_cache", CACHE_SIZE)
     what = f"array {q.get('path', '')} of {q.get('name', '')!r}"
     png, headers = await _bounded(
         config, what, lambda: _draw(config, _where_of(request)(), index, plot, cache)
