@@ -24,9 +24,9 @@ from starlette.routing import BaseRoute, Route
 
 from icepipe.errors import IcepipeError
 from icepipe.web.app import render
-from icepipe.web.config import WebConfig, known_repos
+from icepipe.web.config import WebConfig, known_repos, pipeline_files
 
-__all__ = ["ROUTES", "PipelineRow", "pipeline_row", "pipeline_files"]
+__all__ = ["ROUTES", "PipelineRow", "pipeline_row"]
 
 #: Run reports shown per pipeline.
 RUNS = 5
@@ -49,13 +49,6 @@ class PipelineRow:
     failed_files: list[str] = field(default_factory=list)
     lag: str | None = None
     data_until: str | None = None
-
-
-def pipeline_files(config: WebConfig) -> list[Path]:
-    """The pipeline files of ``config.pipelines`` (as :func:`.config.pipeline_files`)."""
-    from icepipe.web.config import pipeline_files as files_of
-
-    return files_of(config.pipelines)
 
 
 def pipeline_row(path: Path, config: WebConfig, repo_keys: dict[str, str]) -> PipelineRow:
@@ -94,7 +87,7 @@ async def _rows(request: Request) -> list[PipelineRow]:
     """Every row, each read in a worker thread within the request timeout."""
     config: WebConfig = request.app.state.config
     keys = await anyio.to_thread.run_sync(_repo_keys, config)
-    files = pipeline_files(config)
+    files = pipeline_files(config.pipelines)
     rows: list[PipelineRow | None] = [None] * len(files)
 
     async def one(i: int, path: Path) -> None:
