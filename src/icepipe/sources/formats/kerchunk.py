@@ -72,7 +72,7 @@ def manifest_store(url: str, storage: StorageOptions | None, group: str | None) 
     """
     from virtualizarr.manifests import ManifestStore
 
-    refset = read_reference_set(url, storage)
+    refset = read_reference_set(url, storage, group)
     try:
         # Every URL is absolute already (read_reference_set): no fs_root.
         manifests = manifest_group(_fill_values_as_attributes(refset.refs), group)

@@ -1,11 +1,16 @@
 """Kerchunk reference sets read into one plain mapping of references, every URL in it absolute.
 
-A reference set is a kerchunk JSON file (``.json``, or gzip-compressed), or a Parquet
-reference directory (``.zmetadata`` plus ``<variable>/refs.<n>.parq`` files, as
-``kerchunk.df.refs_to_dataframe`` writes it); on a local disk or in an object store. What
-VirtualiZarr's kerchunk translator needs, and what it does not do itself, is done here:
+A reference set is a kerchunk JSON file (plain or gzip-compressed), or a Parquet reference
+directory (``.zmetadata`` plus ``<variable>/refs.<n>.parq`` files, as
+``kerchunk.df.refs_to_dataframe`` writes it); on a local disk or in an object store. Which of
+them a URL is comes from its content, never its name: a folder (an object-store prefix with a
+``.zmetadata`` object) is a Parquet set, a file starting with gzip's magic bytes is
+decompressed, and anything else must be JSON; an empty file, an HTML page, a single Parquet
+file or a truncated gzip stream is refused naming the set. What VirtualiZarr's kerchunk
+translator needs, and what it does not do itself, is done here:
 
-- ``templates`` (``{{u}}`` in URLs) are expanded; version-0 sets (no ``refs`` key) are read;
+- ``templates`` (``{{u}}`` in URLs) and ``gen`` keys are expanded
+  (:mod:`~icepipe.sources.formats.kerchunk_gen`); version-0 sets (no ``refs`` key) are read;
 - URLs are made absolute: ``/abs/path`` is ``file:///abs/path``, a relative path is relative to
   the reference set's folder; then written as icepipe writes every reference URL
   (:func:`~icepipe.storage.reference_url`), so that the virtual chunk containers match them;
@@ -60,12 +65,10 @@ class ReferenceSet:
 
 
 def is_parquet_set(url: str, storage: StorageOptions | None = None) -> bool:
-    """Whether ``url`` is a Parquet reference directory (has a ``.zmetadata`` object) rather
-    than a JSON file."""
+    """Whether ``url`` is a folder (an object-store prefix) with a ``.zmetadata`` object, as
+    Parquet reference sets are, whatever its name."""
     if is_local(url):
-        return os.path.isdir(url.removeprefix("file://"))
-    if url.lower().endswith((".json", ".json.gz", ".gz")):
-        return False
+        return os.path.isfile(os.path.join(url.removeprefix("file://"), ".zmetadata"))
     try:
         obstore.head(store_for(url, storage), ".zmetadata")
         return True
@@ -73,21 +76,26 @@ def is_parquet_set(url: str, storage: StorageOptions | None = None) -> bool:
         return False
 
 
-def read_reference_set(url: str, storage: StorageOptions | None = None) -> ReferenceSet:
-    """The references of the set at ``url`` (JSON, gzip JSON or a Parquet directory), with
-    absolute URLs, every data file checked.
+def read_reference_set(
+    url: str, storage: StorageOptions | None = None, group: str | None = None
+) -> ReferenceSet:
+    """The references of the set at ``url`` (JSON, gzip JSON or a Parquet directory, told
+    apart by their content), with absolute URLs, every data file checked. ``group``: only
+    ``gen`` entries whose keys may lie in it are expanded (the rest of the set is read).
 
     Raises
     ------
     SourceError
-        The set is missing, not valid JSON (truncated?), not a kerchunk reference set, uses
-        ``gen`` keys, or points to a file that is missing or shorter than its references say.
+        The set is missing, empty, not valid JSON (truncated?), not a kerchunk reference set
+        (an HTML page, a lone Parquet file), has ``gen`` keys that do not expand, or points to
+        a file that is missing or shorter than its references say.
     ConfigError
         Access to an object store was denied.
     """
     import ujson
 
-    raw = _parquet_refs(url, storage) if is_parquet_set(url, storage) else _json_refs(url, storage)
+    data = _object(url, storage)
+    raw = _parquet_refs(url, storage) if data is None else _json_refs(url, data, group)
     folder = url.rstrip("/").rsplit("/", 1)[0]
     refs: dict[str, Any] = {}
     literal: dict[str, str] = {}  # reference URL -> literal URL
@@ -193,47 +201,130 @@ def _record(root: str, name: str, storage: StorageOptions | None) -> bytes | Non
         raise access_error(exc, f"{root}/{name}") from exc
 
 
-def _json_refs(url: str, storage: StorageOptions | None) -> dict[str, Any]:
-    """The ``refs`` of a kerchunk JSON file (gzip-compressed or not), templates expanded."""
+def _object(url: str, storage: StorageOptions | None) -> bytes | None:
+    """The bytes of the set at ``url``, or ``None`` when it is a Parquet reference folder."""
+    if is_local(url):
+        folder = url.removeprefix("file://")
+        if os.path.isdir(folder):
+            if not os.path.isfile(os.path.join(folder, ".zmetadata")):
+                raise SourceError(
+                    f"{url}: is a folder without .zmetadata, so not a kerchunk Parquet "
+                    "reference set (kerchunk.df.refs_to_dataframe writes .zmetadata and "
+                    "<variable>/refs.<n>.parq); name a reference set in source.urls",
+                    url=url,
+                )
+            return None
+        return _get(url, storage)
+    store, path = store_and_path(url, storage)
+    try:
+        return bytes(obstore.get(store, path).bytes())
+    except Exception as exc:
+        if not is_not_found(exc):
+            raise access_error(exc, url) from exc
+        if is_parquet_set(url, storage):  # an object store has no folders: a prefix
+            return None
+        raise SourceError(
+            f"{url}: not found (neither an object nor a prefix with .zmetadata); fix or "
+            "remove it in source.urls",
+            url=url,
+        ) from exc
+
+
+#: First bytes of what is sometimes saved in place of a reference set: what it is, the fix.
+_NOT_JSON = (
+    (b"PAR1", "a single Parquet file", "Parquet reference sets are folders (.zmetadata and "
+     "<variable>/refs.<n>.parq): name the folder in source.urls"),
+    (b"(\xb5/\xfd", "zstd-compressed", "decompress it (or gzip it)"),
+    (b"BZh", "bzip2-compressed", "decompress it (or gzip it)"),
+    (b"\xfd7zXZ", "xz-compressed", "decompress it (or gzip it)"),
+    (b"<", "HTML or XML (an error page saved in place of the set?)", "download it again"),
+)  # fmt: skip
+
+
+def _decoded(url: str, data: bytes) -> Any:
+    """The JSON document of a set's bytes (gunzipped when they start with gzip's magic)."""
     import ujson
 
-    data = _get(url, storage)
-    try:
-        if data[:2] == b"\x1f\x8b":
+    if not data:
+        raise SourceError(
+            f"{url}: is empty (0 bytes), not a kerchunk reference set; regenerate it, or "
+            "remove it from source.urls",
+            url=url,
+        )
+    if data[:2] == b"\x1f\x8b":
+        try:
             data = gzip.decompress(data)
-        doc = ujson.loads(data)
-    except (ValueError, OSError, EOFError, zlib.error) as exc:
+        except (OSError, EOFError, zlib.error) as exc:
+            raise SourceError(
+                f"{url}: is gzip-compressed but does not decompress ({type(exc).__name__}: "
+                f"{short_message(exc)}): truncated or corrupt; regenerate it, or remove it "
+                "from source.urls",
+                url=url,
+            ) from exc
+    text = data.removeprefix(b"\xef\xbb\xbf").lstrip()
+    found = next(((k, f) for magic, k, f in _NOT_JSON if text.startswith(magic)), None)
+    if not text:
+        found = ("blank (only white space)", "regenerate it")
+    if found is not None:
+        kind, fix = found
+        raise SourceError(
+            f"{url}: is {kind}, not a kerchunk reference set (first bytes {data[:16]!r}); "
+            f"{fix}, or remove it from source.urls",
+            url=url,
+        )
+    try:
+        return ujson.loads(text)
+    except ValueError as exc:
         raise SourceError(
             f"{url}: is not valid kerchunk JSON ({type(exc).__name__}: {short_message(exc)}); "
             "the file may be truncated or corrupt: regenerate it, or remove it from source.urls",
             url=url,
         ) from exc
+
+
+def _json_refs(url: str, data: bytes, group: str | None) -> dict[str, Any]:
+    """The ``refs`` of a kerchunk JSON document, templates and ``gen`` keys expanded."""
+    from icepipe.sources.formats.kerchunk_gen import (
+        expand_url,
+        generated_refs,
+        template_context,
+    )
+
+    doc = _decoded(url, data)
     if not isinstance(doc, dict) or not isinstance(doc.get("refs", doc), dict):
         raise SourceError(
             f"{url}: is JSON but not a kerchunk reference set (expected an object with "
             "'refs'); check source.urls and source.format",
             url=url,
         )
-    if doc.get("gen"):
+    version = doc.get("version")
+    if "refs" in doc and version not in (None, 1):
         raise SourceError(
-            f"{url}: uses kerchunk 'gen' keys, which icepipe does not expand; expand them "
-            "with fsspec (ReferenceFileSystem(fo=...).references) and write the set again",
+            f"{url}: is a kerchunk reference set of version {version!r}, which icepipe does "
+            "not read (versions 0 and 1); regenerate it, or remove it from source.urls",
             url=url,
         )
     refs: dict[str, Any] = doc.get("refs", doc)
-    templates = {str(k): str(v) for k, v in (doc.get("templates") or {}).items()}
-    if templates:
-        refs = {k: _expand(v, templates) for k, v in refs.items()}
-    return refs
+    # Version 0 (the refs themselves, no "refs" key) has neither templates nor gen keys.
+    templates = (doc.get("templates") or {}) if "refs" in doc else {}
+    gens = doc.get("gen") if "refs" in doc else None
+    if not templates and not gens:
+        return refs
+    if not isinstance(templates, dict):
+        raise SourceError(f"{url}: its 'templates' is not an object; fix the set", url=url)
+    context = template_context(url, templates)
+    out = {
+        k: [expand_url(url, v[0], context), *v[1:]] if _templated(v) else v for k, v in refs.items()
+    }
+    if gens:
+        out.update(generated_refs(url, gens, context, group))
+    return out
 
 
-def _expand(value: Any, templates: Mapping[str, str]) -> Any:
-    if isinstance(value, list) and value and isinstance(value[0], str) and "{{" in value[0]:
-        path = value[0]
-        for name, text in templates.items():
-            path = path.replace("{{" + name + "}}", text).replace("{{ " + name + " }}", text)
-        return [path, *value[1:]]
-    return value
+def _templated(value: Any) -> bool:
+    return (
+        isinstance(value, list) and bool(value) and isinstance(value[0], str) and "{{" in value[0]
+    )
 
 
 def _parquet_refs(url: str, storage: StorageOptions | None) -> dict[str, Any]:
