@@ -23,7 +23,7 @@ import numpy as np
 from zarr.storage import WrapperStore
 
 from icepipe.errors import SourceError
-from icepipe.storage import reference_url
+from icepipe.storage import reference_url, scheme_of
 
 if TYPE_CHECKING:
     from icepipe.sources.formats.base import ScanOptions
@@ -52,11 +52,7 @@ def virtual_image(url: str, grid: TiffGrid, options: ScanOptions, registry: Any)
             store = VirtualTIFF(ifd=ifd)(url=reference_url(url), registry=registry)
             array = store.to_virtual_dataset()[str(ifd)].data
     except (ValueError, NotImplementedError) as exc:
-        raise SourceError(
-            f"{url}: its layout cannot be expressed as virtual references ({exc}); use mode: "
-            "native, or rewrite it as a tiled Cloud-Optimized GeoTIFF (gdal_translate -of COG)",
-            url=url,
-        ) from exc
+        raise _not_virtual(url, options, ifd, exc) from exc
     array = _standard_codecs(array)
     if array.ndim == 2:
         array = _leading_axis(array, "band")
@@ -71,12 +67,52 @@ def virtual_image(url: str, grid: TiffGrid, options: ScanOptions, registry: Any)
     return array
 
 
-def _ifd_of_overview(url: str, options: ScanOptions) -> int:
-    """The IFD holding overview ``source.geotiff.overview``: the full-resolution image is the
-    first; overviews follow it (GDAL and COG layout), masks are skipped."""
-    level = options.geotiff.overview if options.geotiff else 0
-    if level == 0:
-        return 0
+def _not_virtual(url: str, options: ScanOptions, ifd: int, exc: BaseException) -> SourceError:
+    """The error for an image virtual-tiff cannot express as Zarr chunks, with the way out:
+    ``mode: native`` (local files; on object storage native reads go through the same
+    references), or a rewrite."""
+    remote = scheme_of(url) != "file"
+    way = (
+        "copy it to a local disk and ingest it with mode: native (native reads of files on "
+        "object storage go through the same references)"
+        if remote or options.mode == "native"
+        else "ingest it with mode: native"
+    )
+    strips = _short_strips(url, options, ifd)
+    if strips is None:
+        return SourceError(
+            f"{url}: its layout cannot be expressed as virtual references ({exc}); {way}, or "
+            "rewrite it as a tiled Cloud-Optimized GeoTIFF (gdal_translate -of COG)",
+            url=url,
+        )
+    rows, height = strips
+    fit = min((d for d in range(1, height + 1) if height % d == 0), key=lambda d: abs(d - rows))
+    return SourceError(
+        f"{url}: is stored in strips of {rows} rows, which do not divide its {height} rows: "
+        f"its last strip holds {height % rows}, and a regular Zarr chunk grid has no chunk that "
+        "short (a rectilinear grid would, but virtual writes and appends need a regular grid "
+        f"on every axis but the concat dimension); {way}, or rewrite it as a tiled "
+        "Cloud-Optimized GeoTIFF (gdal_translate -of COG in.tif out.tif) or in strips that "
+        f"divide the height (gdal_translate -co BLOCKYSIZE={fit} in.tif out.tif)",
+        url=url,
+    )
+
+
+def _short_strips(url: str, options: ScanOptions, ifd: int) -> tuple[int, int] | None:
+    """``(rows per strip, height)`` of image ``ifd`` when it is in strips that do not divide
+    its height; else (or when the header cannot be read again) ``None``."""
+    try:
+        image = _open_tiff(url, options).ifds[ifd]
+        rows, height = int(image.rows_per_strip or 0), int(image.image_height)
+    except Exception:
+        return None
+    if image.tile_height or not rows or rows >= height or height % rows == 0:
+        return None
+    return rows, height
+
+
+def _open_tiff(url: str, options: ScanOptions) -> Any:
+    """The file's TIFF header, opened with async-tiff as virtual-tiff opens it."""
     from async_tiff import TIFF
     from zarr.core.sync import sync
 
@@ -84,10 +120,19 @@ def _ifd_of_overview(url: str, options: ScanOptions) -> int:
 
     store, path = registry_for(url, options.storage).resolve(reference_url(url))
 
-    async def _open() -> Any:  # as virtual-tiff opens it (inside the event loop)
+    async def _open() -> Any:  # inside zarr's event loop, as virtual-tiff does
         return await TIFF.open(path, store=store)
 
-    tiff = sync(_open())
+    return sync(_open())
+
+
+def _ifd_of_overview(url: str, options: ScanOptions) -> int:
+    """The IFD holding overview ``source.geotiff.overview``: the full-resolution image is the
+    first; overviews follow it (GDAL and COG layout), masks are skipped."""
+    level = options.geotiff.overview if options.geotiff else 0
+    if level == 0:
+        return 0
+    tiff = _open_tiff(url, options)
     reduced = [i for i, d in enumerate(tiff.ifds) if (d.new_subfile_type or 0) & 1]
     reduced = [i for i in reduced if not (tiff.ifds[i].new_subfile_type or 0) & 4]
     if level > len(reduced):
