@@ -34,7 +34,7 @@ and the script then checks that the parts, concatenated, hold the original's byt
 variable: the values are bit-identical (the files themselves differ, as their headers do).
 
 ``geotiff-bands`` splits a real multi-band GeoTIFF (r-cran-stars' Landsat 7 ``L7_ETMs.tif``:
-strips of 3 rows, pixel-interleaved, which virtual references cannot express) into one
+strips of 3 rows that do not divide its height, pixel-interleaved) into one
 single-band Cloud-Optimized-style GeoTIFF per band, ``OUT_DIR/<stem>_B<n>.tif``: tiled
 128x128, deflate with the horizontal predictor, two overview levels (ignored by ingests unless
 asked), CRS, transform and values copied exactly (checked after writing).

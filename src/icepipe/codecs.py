@@ -4,7 +4,12 @@
 the field it holds, with ecCodes. Virtual GRIB references point at whole messages in the source
 files, so the bytes a reader fetches for a chunk are exactly one message.
 
-Readers find the codec through the ``zarr.codecs`` entry point in icepipe's package metadata
+:class:`ShortStripCodec` (``"icepipe.short_strip"``) lets a regular chunk grid describe a TIFF
+whose strips do not divide its height: libtiff and GDAL store the last strip with only the rows
+left, which it pads to a whole strip before the other codecs see it (the padding lies past the
+array's end, where zarr never shows it).
+
+Readers find the codecs through the ``zarr.codecs`` entry point in icepipe's package metadata
 (nothing to import), or through :func:`zarr.registry.register_codec`, called when this module
 is imported.
 """
@@ -18,7 +23,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 import numpy as np
-from zarr.abc.codec import ArrayBytesCodec
+from zarr.abc.codec import ArrayBytesCodec, BytesBytesCodec
 from zarr.core.common import JSON, parse_named_configuration
 from zarr.registry import register_codec
 
@@ -28,9 +33,17 @@ if TYPE_CHECKING:
     from zarr.core.dtype.wrapper import TBaseDType, TBaseScalar, ZDType
     from zarr.core.metadata.v3 import ChunkGridMetadata
 
-__all__ = ["GRIB_CODEC_NAME", "GribCodec", "GribDecodeError", "decode_grib_message"]
+__all__ = [
+    "GRIB_CODEC_NAME",
+    "SHORT_STRIP_CODEC_NAME",
+    "GribCodec",
+    "GribDecodeError",
+    "ShortStripCodec",
+    "decode_grib_message",
+]
 
 GRIB_CODEC_NAME = "icepipe.grib"
+SHORT_STRIP_CODEC_NAME = "icepipe.short_strip"
 
 #: The value ecCodes is told to put at missing points, then turned into NaN. cfgrib uses the
 #: same marker (float32 max), so fields that hold 9999 (ecCodes' default marker) stay data.
@@ -186,3 +199,63 @@ class GribCodec(ArrayBytesCodec):
 
 
 register_codec(GRIB_CODEC_NAME, GribCodec)
+
+
+@dataclass(frozen=True)
+class ShortStripCodec(BytesBytesCodec):
+    """Zarr 3 bytes-to-bytes codec: the short last strip of a TIFF, padded to a whole strip.
+
+    Placed right after the array-to-bytes codec (so decoded first among the bytes-to-bytes
+    codecs' outputs, after decompression), it passes whole strips through and pads a strip of
+    exactly ``rows`` of the chunk's ``of`` rows with zeros: the rows past the image's end,
+    which zarr cuts off. Any other length is an error, so a damaged strip never reads as
+    zeros. Encoding passes bytes through (whole chunks only).
+    """
+
+    rows: int
+    of: int
+    is_fixed_size = False
+    codec_name: ClassVar[str] = SHORT_STRIP_CODEC_NAME
+
+    def __post_init__(self) -> None:
+        if not 0 < self.rows < self.of:
+            raise ValueError(
+                f"{SHORT_STRIP_CODEC_NAME}: rows={self.rows} must be between 1 and of-1 "
+                f"(of={self.of})"
+            )
+
+    @classmethod
+    def from_dict(cls, data: dict[str, JSON]) -> Self:
+        _, conf = parse_named_configuration(data, SHORT_STRIP_CODEC_NAME)
+        return cls(rows=int(conf["rows"]), of=int(conf["of"]))  # type: ignore[arg-type]
+
+    def to_dict(self) -> dict[str, JSON]:
+        return {
+            "name": SHORT_STRIP_CODEC_NAME,
+            "configuration": {"rows": self.rows, "of": self.of},
+        }
+
+    async def _decode_single(self, chunk_bytes: Buffer, chunk_spec: ArraySpec) -> Buffer:
+        whole = math.prod(chunk_spec.shape) * chunk_spec.dtype.to_native_dtype().itemsize
+        short = whole * self.rows // self.of
+        size = len(chunk_bytes)
+        if size == whole:
+            return chunk_bytes
+        if size != short:
+            raise ValueError(
+                f"{SHORT_STRIP_CODEC_NAME}: a strip decodes to {size} bytes, neither a whole "
+                f"strip ({whole}) nor the short last one ({short}); the source file changed "
+                "after it was ingested: re-ingest it"
+            )
+        padded = np.zeros(whole, dtype=np.uint8)
+        padded[:size] = chunk_bytes.as_numpy_array().view(np.uint8).reshape(-1)
+        return chunk_spec.prototype.buffer.from_array_like(padded)
+
+    async def _encode_single(self, chunk_bytes: Buffer, chunk_spec: ArraySpec) -> Buffer | None:
+        return chunk_bytes
+
+    def compute_encoded_size(self, input_byte_length: int, chunk_spec: ArraySpec) -> int:
+        return input_byte_length
+
+
+register_codec(SHORT_STRIP_CODEC_NAME, ShortStripCodec)

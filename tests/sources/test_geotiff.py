@@ -192,15 +192,14 @@ def test_real_landsat_bands_virtually(sample_data: Path, tmp_path: Path, client:
     assert stored.spatial_ref.attrs["crs_wkt"] == whole.spatial_ref.attrs["crs_wkt"]
 
 
-def test_real_strip_file_is_native_only(sample_data: Path, tmp_path: Path) -> None:
-    """L7_ETMs.tif is in strips of 3 rows that do not divide its 352 rows: virtual references
-    cannot express the short last strip, so the virtual scan names the file and mode: native;
-    the native route reads it as rioxarray does."""
+def test_real_strip_file_scans_both_ways(sample_data: Path, tmp_path: Path) -> None:
+    """L7_ETMs.tif is in strips of 3 rows that do not divide its 352 rows: the virtual scan
+    pads the short last strip (tests/sources/test_geotiff_strips.py), the native one reads it
+    as rioxarray does."""
     url = f"file://{sample_data / 'geotiff/stars/L7_ETMs.tif'}"
     (src,) = list_sources([url], is_glob=False)
-    with pytest.raises(SourceError, match="mode: native") as err:
-        scan_file(src, ScanOptions(format="geotiff", concat_dim="band"))
-    assert url in str(err.value)
+    virtual = scan_file(src, ScanOptions(format="geotiff", concat_dim="band"))
+    assert virtual.schema.format == "geotiff"
     scanned = scan_file(src, ScanOptions(format="auto", concat_dim="band", mode="native"))
     assert scanned.schema.format == "geotiff"
     ref = rioxarray.open_rasterio(url.removeprefix("file://"), mask_and_scale=False)

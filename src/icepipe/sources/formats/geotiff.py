@@ -160,7 +160,7 @@ class GeoTiffReader:
 
     name: ClassVar[str] = "geotiff"
     has_groups: ClassVar[bool] = False
-    # rioxarray reads what the virtual parser refuses (strips that do not divide the image).
+    # rioxarray reads what the virtual parser refuses (JPEG tables, sub-IFDs, ...).
     plain_fallback: ClassVar[bool] = True
 
     def detect(self, head: bytes, url: str) -> bool:

@@ -11,6 +11,11 @@ codec of its own (``ChunkyCodec``) that cannot be created with zarr 3.4 (it call
 ``Endian`` enum, now a deprecated shim). The same bytes are exactly a ``transpose`` to
 ``(y, x, band)`` followed by zarr's ``bytes`` codec: icepipe stores that instead, so these
 chunks need no codec of virtual-tiff's to be read.
+
+Strips that do not divide the height (virtual-tiff refuses them) are built too: libtiff and
+GDAL store the last strip with only the rows left, which a regular grid would decode at the
+full strip shape; icepipe's ``icepipe.short_strip`` codec pads that one strip (and only a
+strip of exactly that length) before the other codecs decode it.
 """
 
 from __future__ import annotations
@@ -39,12 +44,13 @@ def virtual_image(url: str, grid: TiffGrid, options: ScanOptions, registry: Any)
     Raises
     ------
     SourceError
-        virtual-tiff cannot express the image's layout as Zarr chunks (strips that do not
-        divide the image, JPEG tables, sub-IFDs ...): ``mode: native`` reads it.
+        virtual-tiff cannot express the image's layout as Zarr chunks (JPEG tables,
+        sub-IFDs ...): ``mode: native`` reads it.
     """
     from virtual_tiff import VirtualTIFF
 
     _allow_pixel_interleaved()
+    _allow_short_strips()
     ifd = _ifd_of_overview(url, options)
     try:
         with warnings.catch_warnings():
@@ -52,8 +58,9 @@ def virtual_image(url: str, grid: TiffGrid, options: ScanOptions, registry: Any)
             store = VirtualTIFF(ifd=ifd)(url=reference_url(url), registry=registry)
             array = store.to_virtual_dataset()[str(ifd)].data
     except (ValueError, NotImplementedError) as exc:
-        raise _not_virtual(url, options, ifd, exc) from exc
+        raise _not_virtual(url, options, exc) from exc
     array = _standard_codecs(array)
+    array = _padded_last_strip(url, options, ifd, array)
     if array.ndim == 2:
         array = _leading_axis(array, "band")
     elif not array.metadata.dimension_names:
@@ -67,45 +74,62 @@ def virtual_image(url: str, grid: TiffGrid, options: ScanOptions, registry: Any)
     return array
 
 
-def _not_virtual(url: str, options: ScanOptions, ifd: int, exc: BaseException) -> SourceError:
+def _not_virtual(url: str, options: ScanOptions, exc: BaseException) -> SourceError:
     """The error for an image virtual-tiff cannot express as Zarr chunks, with the way out:
     ``mode: native`` (local files; on object storage native reads go through the same
-    references), or a rewrite."""
-    remote = scheme_of(url) != "file"
+    references), or a rewrite as a COG."""
     way = (
         "copy it to a local disk and ingest it with mode: native (native reads of files on "
         "object storage go through the same references)"
-        if remote or options.mode == "native"
-        else "ingest it with mode: native"
+        if scheme_of(url) != "file" or options.mode == "native"
+        else "use mode: native"
     )
-    strips = _short_strips(url, options, ifd)
-    if strips is None:
-        return SourceError(
-            f"{url}: its layout cannot be expressed as virtual references ({exc}); {way}, or "
-            "rewrite it as a tiled Cloud-Optimized GeoTIFF (gdal_translate -of COG)",
-            url=url,
-        )
-    rows, height = strips
-    fit = min((d for d in range(1, height + 1) if height % d == 0), key=lambda d: abs(d - rows))
     return SourceError(
-        f"{url}: is stored in strips of {rows} rows, which do not divide its {height} rows: "
-        f"its last strip holds {height % rows}, and a regular Zarr chunk grid has no chunk that "
-        "short (a rectilinear grid would, but virtual writes and appends need a regular grid "
-        f"on every axis but the concat dimension); {way}, or rewrite it as a tiled "
-        "Cloud-Optimized GeoTIFF (gdal_translate -of COG in.tif out.tif) or in strips that "
-        f"divide the height (gdal_translate -co BLOCKYSIZE={fit} in.tif out.tif)",
+        f"{url}: its layout cannot be expressed as virtual references ({exc}); {way}, or "
+        "rewrite it as a tiled Cloud-Optimized GeoTIFF (gdal_translate -of COG)",
         url=url,
     )
 
 
+def _allow_short_strips() -> None:
+    """Let virtual-tiff build images whose strips do not divide the height (it refuses them
+    because a regular grid cannot decode the short last strip): :func:`_padded_last_strip`
+    adds the codec that makes them decode."""
+    import virtual_tiff.parser
+
+    parser: Any = virtual_tiff.parser
+    parser.check_no_partial_strips = _no_check
+
+
+def _no_check(**_: Any) -> None:
+    return None
+
+
+def _padded_last_strip(url: str, options: ScanOptions, ifd: int, array: Any) -> Any:
+    """``array`` with :class:`~icepipe.codecs.ShortStripCodec` after its array-to-bytes codec
+    when the image is in strips that do not divide its height (libtiff and GDAL write the
+    last strip with only the rows left; a padded last strip passes the codec unchanged)."""
+    y, x = array.ndim - 2, array.ndim - 1
+    rows, height = int(array.metadata.chunks[y]), int(array.shape[y])
+    if height % rows == 0 or array.metadata.chunks[x] != array.shape[x]:
+        return array  # strips dividing the height, or tiles (stored whole, padded)
+    if _short_strips(url, options, ifd) != (rows, height):
+        return array
+    from zarr.abc.codec import ArrayBytesCodec
+
+    from icepipe.codecs import ShortStripCodec
+
+    codecs = list(array.metadata.codecs)
+    at = next(i for i, c in enumerate(codecs) if isinstance(c, ArrayBytesCodec)) + 1
+    codecs.insert(at, ShortStripCodec(rows=height % rows, of=rows))
+    return _with_metadata(array, codecs=codecs)
+
+
 def _short_strips(url: str, options: ScanOptions, ifd: int) -> tuple[int, int] | None:
     """``(rows per strip, height)`` of image ``ifd`` when it is in strips that do not divide
-    its height; else (or when the header cannot be read again) ``None``."""
-    try:
-        image = _open_tiff(url, options).ifds[ifd]
-        rows, height = int(image.rows_per_strip or 0), int(image.image_height)
-    except Exception:
-        return None
+    its height, else ``None``."""
+    image = _open_tiff(url, options).ifds[ifd]
+    rows, height = int(image.rows_per_strip or 0), int(image.image_height)
     if image.tile_height or not rows or rows >= height or height % rows == 0:
         return None
     return rows, height
