@@ -99,3 +99,31 @@ def test_remote_refusals_name_the_fix_and_never_the_secret(
     assert summary.references >= 2
     got = json.loads(dict(s3.objects(bucket))["r.json"])
     assert any(isinstance(v, list) for v in got["refs"].values())
+
+
+def test_seaweedfs_checks_the_named_credentials(
+    repo_path: Path,
+    seaweedfs: Any,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A server that checks credentials: the export signs with the variables it is told to
+    use; a key that may not write is refused (exit 2) without showing the secret."""
+    bucket = seaweedfs.bucket("export")
+    monkeypatch.setenv("EXPORT_READER_KEY", "reader")
+    monkeypatch.setenv("EXPORT_READER_SECRET", "reader-secret")
+    url = f"s3://{bucket}/refs.json"
+    base = ["export", "kerchunk", str(repo_path), "--group", "g", url]
+    reach = ["--endpoint", seaweedfs.endpoint, "--region", "us-east-1"]
+    reach += ["--force-path-style", "--allow-http"]
+    reader = ["--access-key-id-env", "EXPORT_READER_KEY"]
+    reader += ["--secret-access-key-env", "EXPORT_READER_SECRET"]
+    assert main([*base, *reach, *reader]) == 2
+    refused = capsys.readouterr()
+    assert "access denied" in refused.err and url in refused.err
+    assert "reader-secret" not in refused.out + refused.err
+    assert main([*base, *_flags(seaweedfs)]) == 0
+    printed = capsys.readouterr()
+    assert S3_SECRET not in printed.out + printed.err
+    stored = dict(seaweedfs.objects(bucket))
+    assert json.loads(stored["refs.json"])["version"] == 1
