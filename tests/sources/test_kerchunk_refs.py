@@ -55,6 +55,9 @@ def test_misnamed_sets_in_a_bucket(tmp_path: Path, refs: dict[str, Any], s3: Any
     for what, path in sets.items():
         got = read_reference_set(f"s3://{bucket}/refs/{path.name}", storage).refs
         assert got == expected, what
+    # A "folder" marker (an empty object named like the prefix) does not hide a Parquet set.
+    s3.client().put_object(Bucket=bucket, Key="refs/pq.json", Body=b"")
+    assert read_reference_set(f"s3://{bucket}/refs/pq.json", storage).refs == expected
     with pytest.raises(SourceError, match=r"refs/missing\.json: not found \(neither an object"):
         read_reference_set(f"s3://{bucket}/refs/missing.json", storage)
 

@@ -217,7 +217,7 @@ def _object(url: str, storage: StorageOptions | None) -> bytes | None:
         return _get(url, storage)
     store, path = store_and_path(url, storage)
     try:
-        return bytes(obstore.get(store, path).bytes())
+        data = bytes(obstore.get(store, path).bytes())
     except Exception as exc:
         if not is_not_found(exc):
             raise access_error(exc, url) from exc
@@ -228,6 +228,8 @@ def _object(url: str, storage: StorageOptions | None) -> bytes | None:
             "remove it in source.urls",
             url=url,
         ) from exc
+    # An empty object named like a prefix: a "folder" marker some tools write.
+    return None if not data and is_parquet_set(url, storage) else data
 
 
 #: First bytes of what is sometimes saved in place of a reference set: what it is, the fix.
