@@ -100,3 +100,31 @@ def test_a_folder_without_zmetadata_is_not_a_parquet_set(
     (folder / ".zmetadata").write_text('{"metadata": {}}')  # a Zarr store's, not kerchunk's
     with pytest.raises(SourceError, match="not that of a kerchunk Parquet reference set"):
         read_reference_set(f"file://{folder}")
+
+
+def test_format_auto_recognises_sets(tmp_path: Path, refs: dict[str, Any]) -> None:
+    """JSON sets by their first bytes (gzip or not, whatever their name), Parquet sets by their
+    .zmetadata; Zarr stores and other JSON stay what they are."""
+    import zarr
+
+    from icepipe.sources import ScanOptions, list_sources, scan_file
+    from icepipe.sources.formats import detect_format
+
+    sets = _misnamed(tmp_path, refs)
+    version0 = tmp_path / "v0.dat"
+    version0.write_text(json.dumps(refs["refs"]))
+    for path in [*sets.values(), version0]:
+        assert detect_format(f"file://{path}") == "kerchunk", path.name
+    store = tmp_path / "store.zarr"
+    group = zarr.open_group(str(store), mode="w", zarr_format=2)
+    group.create_array("a", shape=(2,), dtype="i4")
+    zarr.consolidate_metadata(str(store))
+    assert (store / ".zmetadata").is_file()
+    assert detect_format(f"file://{store}") == "zarr"
+    other = tmp_path / "item.json"
+    other.write_text('{"type": "Feature", "stac_version": "1.0.0"}')
+    with pytest.raises(SourceError, match=r"item\.json: not a netCDF3"):
+        detect_format(f"file://{other}")
+    (f,) = list_sources([f"file://{sets['gzip named .json']}"], is_glob=False)
+    scanned = scan_file(f, ScanOptions(format="auto", concat_dim="time"))
+    assert scanned.schema.format == "kerchunk"

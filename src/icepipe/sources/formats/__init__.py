@@ -79,7 +79,8 @@ def detect_head(head: bytes, url: str) -> str | None:
 
 
 def detect_format(url: str, storage: StorageOptions | None = None) -> str:
-    """Detect a file's format from its magic bytes (a Zarr store from its metadata objects).
+    """Detect a file's format from its magic bytes (a Zarr store, or a kerchunk Parquet set,
+    from its metadata objects).
 
     File extensions are not trusted (HDF5 files named ``.cdf`` exist in real archives).
     ``storage`` reaches object stores (credentials are read from this process's environment).
@@ -95,7 +96,7 @@ def detect_format(url: str, storage: StorageOptions | None = None) -> str:
     local = url.removeprefix("file://")
     if not remote and os.path.isdir(local):
         if any(os.path.exists(os.path.join(local, m)) for m in ZARR_METADATA):
-            return "zarr"
+            return _store_format(url, storage)
         raise SourceError(f"{url}: is a folder but not a Zarr store", url=url)
     store, path = store_and_path(url, storage)
     try:
@@ -106,7 +107,7 @@ def detect_format(url: str, storage: StorageOptions | None = None) -> str:
     except Exception as exc:
         # An object store has no folders: a Zarr store is a prefix with metadata objects.
         if remote and is_not_found(exc) and is_remote_zarr(url, storage):
-            return "zarr"
+            return _store_format(url, storage)
         if is_not_found(exc):
             raise SourceError(f"{url}: file not found (deleted after listing?)", url=url) from exc
         if remote:
@@ -127,3 +128,10 @@ def detect_format(url: str, storage: StorageOptions | None = None) -> str:
             url=url,
         )
     return fmt
+
+
+def _store_format(url: str, storage: StorageOptions | None) -> str:
+    """A folder with Zarr metadata: a kerchunk Parquet reference set, or a Zarr store."""
+    from icepipe.sources.formats.kerchunk_refs import is_kerchunk_parquet
+
+    return "kerchunk" if is_kerchunk_parquet(url, storage) else "zarr"

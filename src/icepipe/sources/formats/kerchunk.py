@@ -2,9 +2,9 @@
 source "file" for the ledger; its references, which point into other files, are ingested as
 they are (virtual) or read through them (native), via VirtualiZarr's kerchunk translator.
 
-Reading the set itself (templates, relative URLs, Parquet records, checking the data files)
-is :mod:`icepipe.sources.formats.kerchunk_refs`. Sets are never recognised by magic bytes:
-pipelines say ``format: kerchunk``.
+Reading the set itself (templates, ``gen`` keys, relative URLs, Parquet records, checking the
+data files) is :mod:`icepipe.sources.formats.kerchunk_refs`. ``format: auto`` recognises a JSON
+set (gzip-compressed or not) by its first bytes, and a Parquet set by its ``.zmetadata``.
 """
 
 from __future__ import annotations
@@ -21,7 +21,11 @@ from icepipe.errors import SourceError, short_message
 from icepipe.model import SourceFile
 from icepipe.sources.formats.base import Opened, ScanOptions
 from icepipe.sources.formats.common import open_virtual, open_xarray
-from icepipe.sources.formats.kerchunk_refs import ReferenceSet, read_reference_set
+from icepipe.sources.formats.kerchunk_refs import (
+    ReferenceSet,
+    looks_like_reference_set,
+    read_reference_set,
+)
 from icepipe.sources.stores import registry_for
 from icepipe.storage import StorageOptions, split_url
 
@@ -36,7 +40,8 @@ class KerchunkReader:
     plain_fallback: ClassVar[bool] = False
 
     def detect(self, head: bytes, url: str) -> bool:
-        return False  # JSON and Parquet folders say nothing by magic bytes: format: kerchunk
+        # Parquet sets are folders: detect_format asks is_kerchunk_parquet.
+        return looks_like_reference_set(head)
 
     def scan_virtual(self, source: SourceFile, options: ScanOptions) -> list[Opened]:
         from icepipe.sources.formats.zarr import _slash_chunk_keys

@@ -41,7 +41,13 @@ from icepipe.errors import SourceError, short_message
 from icepipe.sources.stores import access_error, is_not_found, store_and_path, store_for
 from icepipe.storage import StorageOptions, is_local, reference_url, split_url
 
-__all__ = ["ReferenceSet", "is_parquet_set", "read_reference_set"]
+__all__ = [
+    "ReferenceSet",
+    "is_kerchunk_parquet",
+    "is_parquet_set",
+    "looks_like_reference_set",
+    "read_reference_set",
+]
 
 #: A chunk reference after reading: inline bytes, or ``[reference URL, offset, length]``.
 Ref = bytes | str | list[Any]
@@ -74,6 +80,41 @@ def is_parquet_set(url: str, storage: StorageOptions | None = None) -> bool:
         return True
     except Exception:
         return False
+
+
+#: Keys near the start of a JSON object that make it a kerchunk reference set (version 1, or
+#: version 0: the Zarr keys themselves).
+_SET_KEYS = (b'"refs"', b'"version"', b'"templates"', b'"gen"', b'".zgroup"', b'".zattrs"',
+             b'"zarr.json"', b'/.zarray"', b'/zarr.json"')  # fmt: skip
+
+
+def looks_like_reference_set(head: bytes) -> bool:
+    """Whether a file's first bytes are those of a kerchunk JSON set (gzip-compressed or not):
+    a JSON object naming kerchunk's or Zarr's keys (``format: auto``)."""
+    if head[:2] == b"\x1f\x8b":
+        try:
+            head = zlib.decompressobj(wbits=31).decompress(head, 65536)
+        except zlib.error:
+            return False
+    text = head.removeprefix(b"\xef\xbb\xbf").lstrip()
+    return text[:1] == b"{" and any(key in text for key in _SET_KEYS)
+
+
+def is_kerchunk_parquet(url: str, storage: StorageOptions | None = None) -> bool:
+    """Whether the folder (prefix) ``url``, which has a ``.zmetadata``, is a kerchunk Parquet
+    reference set (its ``.zmetadata`` has a ``record_size``) rather than a Zarr v2 store."""
+    import ujson
+
+    try:
+        if is_local(url):
+            with open(os.path.join(url.removeprefix("file://"), ".zmetadata"), "rb") as fh:
+                data = fh.read()
+        else:
+            data = bytes(obstore.get(store_for(url, storage), ".zmetadata").bytes())
+        meta = ujson.loads(data)
+    except Exception:
+        return False
+    return isinstance(meta, dict) and "record_size" in meta
 
 
 def read_reference_set(
