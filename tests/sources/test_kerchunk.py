@@ -99,7 +99,9 @@ def concat(parts: list[xr.Dataset], dim: str) -> xr.Dataset:
 def test_the_reader_is_registered_and_pickles() -> None:
     assert READERS["kerchunk"].name == "kerchunk"
     assert pickle.loads(pickle.dumps(READERS["kerchunk"])).name == "kerchunk"
-    assert not READERS["kerchunk"].detect(b'{"version": 1, "refs": {}}', "file:///x.json")
+    # format: auto (tests/sources/test_kerchunk_refs.py): by content, not by name.
+    assert READERS["kerchunk"].detect(b'{"version": 1, "refs": {}}', "file:///x.bin")
+    assert not READERS["kerchunk"].detect(b'{"type": "Feature"}', "file:///x.json")
 
 
 def test_nemo_sets_ingest_one_by_one_exactly_once(tmp_path: Path, sample_data: Path) -> None:
