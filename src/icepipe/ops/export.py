@@ -250,7 +250,7 @@ def _add_out_storage(p: argparse.ArgumentParser) -> None:
         if field.kind == "boolean":
             g.add_argument(flag, dest=f"out_{key}", action="store_true", help=field.doc)
         else:
-            metavar = "VAR" if key.endswith("_env") else None
+            metavar = "VAR" if key.endswith("_env") else key.upper()
             g.add_argument(flag, dest=f"out_{key}", default=None, metavar=metavar, help=field.doc)
 
 
