@@ -225,13 +225,9 @@ def branch_tips(known: KnownRepo) -> tuple[tuple[str, str], ...]:
 
 
 def _pipeline_documents(known: KnownRepo) -> Iterator[Document]:
-    from icepipe.spec import load_pipeline
-
-    for path in known.pipelines:
-        try:
-            p = load_pipeline(path)
-        except IcepipeError:  # the pipelines page shows why
-            continue
+    """The pipelines writing into ``known``, as :func:`known_repos` loaded them (a file that
+    does not load is not among them: the pipelines page shows why)."""
+    for path, p in zip(known.pipelines, known.specs, strict=True):
         s = p.source
         # No secrets: the spec and the catalog refuse URLs with credentials (user:password@).
         other = " ".join([*s.urls, s.format, p.mode, s.concat_dim, p.target.group or "", known.key])

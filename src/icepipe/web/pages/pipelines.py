@@ -24,7 +24,7 @@ from starlette.routing import BaseRoute, Route
 
 from icepipe.errors import IcepipeError
 from icepipe.web.app import render
-from icepipe.web.config import WebConfig, known_repos, pipeline_files
+from icepipe.web.config import WebConfig, known_repos, load_pipeline_cached, pipeline_files
 
 __all__ = ["ROUTES", "PipelineRow", "pipeline_row"]
 
@@ -55,10 +55,9 @@ def pipeline_row(path: Path, config: WebConfig, repo_keys: dict[str, str]) -> Pi
     """The row of the pipeline file ``path`` (``repo_keys``: repository URL -> key)."""
     from icepipe.ops.render import render_lag
     from icepipe.ops.status import check_alerts, pipeline_status
-    from icepipe.spec import load_pipeline
 
     try:
-        pipeline = load_pipeline(path)
+        pipeline = load_pipeline_cached(path)
     except IcepipeError as exc:
         return PipelineRow(file=str(path), name=path.stem, error=str(exc))
     status = pipeline_status(pipeline, state=config.state_dir, runs=RUNS)
