@@ -25,6 +25,7 @@ quotes are plain text. Results are ranked with ``bm25`` and the column weights o
 
 from __future__ import annotations
 
+import contextlib
 import re
 import sqlite3
 import threading
@@ -292,7 +293,10 @@ class SearchIndex:
         self._db_lock = threading.Lock()
         self._refresh_lock = threading.Lock()
         self._thread: threading.Thread | None = None
+        self._rebuild: threading.Thread | None = None
         self._con: sqlite3.Connection | None = None
+        #: When the last refresh ended (``time.time()``), ``None`` before.
+        self.built_at: float | None = None
 
     def _connection(self) -> sqlite3.Connection:
         if self._con is None:
@@ -322,6 +326,30 @@ class SearchIndex:
             self.refresh()
         except Exception as exc:  # a daemon thread has no one to tell: the pages say it
             self.state, self.error = "failed", self.error or f"{type(exc).__name__}: {exc}"
+
+    def rebuild(self) -> threading.Thread:
+        """Re-read every repository in a background thread (after the first build), and the
+        thread; while one runs, that one (clicking "Reindex" twice starts one rebuild)."""
+        with self._db_lock:
+            if self._rebuild is not None and self._rebuild.is_alive():
+                return self._rebuild
+            thread = threading.Thread(
+                target=self._rebuild_all, name="icepipe-web-search-rebuild", daemon=True
+            )
+            self._rebuild = thread
+            thread.start()
+        return thread
+
+    @property
+    def rebuilding(self) -> bool:
+        """Whether a :meth:`rebuild` runs."""
+        return self._rebuild is not None and self._rebuild.is_alive()
+
+    def _rebuild_all(self) -> None:
+        self.start()
+        self.wait()
+        with contextlib.suppress(IcepipeError):  # self.state and self.error say what failed
+            self.refresh(force=True)
 
     def wait(self, timeout: float | None = None) -> bool:
         """Wait for the first build; whether it is over."""
@@ -357,6 +385,7 @@ class SearchIndex:
             stats.seconds = round(time.perf_counter() - t0, 3)
             self.stats, self.state, self.error = stats, "ready", None
             self._checked = time.monotonic()
+            self.built_at = time.time()
             return stats
 
     def _refresh_repo(

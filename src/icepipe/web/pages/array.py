@@ -252,13 +252,13 @@ def _array_info(config: WebConfig, where: _Where) -> dict[str, Any]:
     }
 
 
-async def _bounded[T](config: WebConfig, what: str, fn: Callable[[], T]) -> T:
-    """``fn()`` in a worker thread, given up after ``config.request_timeout`` (504); an
+async def _bounded[T](request: Request, what: str, fn: Callable[[], T]) -> T:
+    """``fn()`` on a worker thread, given up after ``config.request_timeout`` (504); an
     icepipe error reading the array is a 502 naming it."""
     from icepipe.web.data import run_blocking
 
     try:
-        return await run_blocking(fn, timeout=config.request_timeout, what=what)
+        return await run_blocking(request, fn, what=what)
     except IcepipeError as exc:
         raise HTTPException(status_code=502, detail=f"cannot read {what}: {exc}") from exc
 
@@ -291,7 +291,7 @@ async def _info(request: Request) -> dict[str, Any]:
         info = cache.get(key, lambda: _array_info(config, where))
         return {**info, "ref": where.ref}
 
-    return await _bounded(config, what, read)
+    return await _bounded(request, what, read)
 
 
 def _plot_param(request: Request) -> tuple[str, ...]:
@@ -434,7 +434,7 @@ async def quicklook(request: Request) -> Response:
     cache = cache_for(request, "quicklook_cache", CACHE_SIZE)
     what = f"array {q.get('path', '')} of {q.get('name', '')!r}"
     png, headers = await _bounded(
-        config, what, lambda: _draw(config, _where_of(request)(), index, plot, cache)
+        request, what, lambda: _draw(config, _where_of(request)(), index, plot, cache)
     )
     return Response(png, media_type="image/png", headers=headers)
 
