@@ -185,10 +185,12 @@ def render(request: Request, template: str, context: dict[str, Any], status: int
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     if wants_json(request):
-        return JSONResponse({"error": exc.detail}, status_code=exc.status_code)
-    return render(
-        request, "error.html", {"status": exc.status_code, "detail": exc.detail}, exc.status_code
-    )
+        response = JSONResponse({"error": exc.detail}, status_code=exc.status_code)
+    else:
+        context = {"status": exc.status_code, "detail": exc.detail}
+        response = render(request, "error.html", context, exc.status_code)
+    response.headers.update(exc.headers or {})  # Retry-After of a 503
+    return response
 
 
 async def _icepipe_error(request: Request, exc: Exception) -> Response:
