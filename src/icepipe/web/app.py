@@ -185,7 +185,7 @@ def render(request: Request, template: str, context: dict[str, Any], status: int
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     if wants_json(request):
-        response = JSONResponse({"error": exc.detail}, status_code=exc.status_code)
+        response: Response = JSONResponse({"error": exc.detail}, status_code=exc.status_code)
     else:
         context = {"status": exc.status_code, "detail": exc.detail}
         response = render(request, "error.html", context, exc.status_code)
