@@ -12,12 +12,14 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
 
+from markupsafe import Markup
 from starlette.applications import Starlette
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.responses import JSONResponse as _StarletteJSON
+from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
@@ -27,9 +29,11 @@ from icepipe import __version__
 from icepipe.errors import IcepipeError
 from icepipe.ops.render import human_bytes
 from icepipe.web.config import WebConfig
+from icepipe.web.text import safe_text
 from icepipe.web.workers import WorkerPool
 
 __all__ = [
+    "JSONResponse",
     "NotFound",
     "TimedOut",
     "Unavailable",
@@ -59,6 +63,39 @@ def node_anchor(path: str) -> str:
     return "node-" + quote(path, safe="/")
 
 
+def _finalize(value: Any) -> Any:
+    """Every ``{{ value }}`` of a page: text that is not UTF-8 (lone surrogates, from
+    attributes) shown escaped instead of failing the page (:func:`safe_text`)."""
+    if isinstance(value, str):
+        fixed = safe_text(value)
+        if fixed is not value:
+            return Markup(fixed) if isinstance(value, Markup) else fixed
+    return value
+
+
+def _utf8(value: Any) -> Any:
+    """``value`` (JSON data) with every string and key passed through :func:`safe_text`."""
+    if isinstance(value, str):
+        return safe_text(value)
+    if isinstance(value, dict):
+        return {_utf8(k): _utf8(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_utf8(v) for v in value]
+    return value
+
+
+class JSONResponse(_StarletteJSON):
+    """Starlette's ``JSONResponse``; text that is not UTF-8 (lone surrogates) escaped as
+    :func:`safe_text` does instead of failing the answer."""
+
+    def render(self, content: Any) -> bytes:
+        try:
+            return super().render(content)
+        except UnicodeEncodeError:
+            return super().render(_utf8(content))
+
+
+templates.env.finalize = _finalize
 templates.env.filters["filesize"] = human_bytes
 templates.env.filters["node_anchor"] = node_anchor
 templates.env.filters["percent"] = _percent

@@ -38,6 +38,7 @@ from markupsafe import Markup, escape
 
 from icepipe.errors import ConfigError, IcepipeError
 from icepipe.web.config import KnownRepo, WebConfig, known_repos
+from icepipe.web.text import safe_text
 
 __all__ = [
     "WEIGHTS",
@@ -153,7 +154,9 @@ class BuildStats:
 
 
 def _clean(text: str) -> str:
-    return _CONTROL.sub(" ", text)
+    """Indexed text: no control characters (they mark matches), UTF-8 (SQLite refuses lone
+    surrogates: :func:`safe_text`)."""
+    return safe_text(_CONTROL.sub(" ", text))
 
 
 def _text(value: Any) -> str | None:
@@ -396,12 +399,11 @@ class SearchIndex:
             tips = branch_tips(known)
             if not force and key in self._tips and self._tips[key] == tips:
                 return
-            docs = repo_documents(known, tips)
+            self._replace(con, key, repo_documents(known, tips))
         except Exception as exc:  # one unreadable repository (icechunk, zarr, storage errors)
             stats.errors[key] = f"{type(exc).__name__}: {exc}"  # leaves the others indexed
             tips = (("?", "?"),)
-            docs = [Document("repo", key, "", "", known.entry.description, key)]
-        self._replace(con, key, docs)
+            self._replace(con, key, [Document("repo", key, "", "", known.entry.description, key)])
         self._tips[key] = tips  # after an error: no tips match, the next refresh reads it again
         if key in stats.errors:
             self.repo_errors[key] = stats.errors[key]

@@ -12,10 +12,10 @@ from dataclasses import asdict
 
 import anyio
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from icepipe.web.app import TimedOut, render
+from icepipe.web.app import JSONResponse, TimedOut, render
 from icepipe.web.config import KnownRepo, known_repos
 from icepipe.web.data import RepoRow, cache_for, catalog_row, row_base, run_blocking, workers_of
 from icepipe.web.workers import Busy

@@ -18,11 +18,11 @@ from urllib.parse import urlencode
 
 import anyio
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from icepipe.errors import IcepipeError
-from icepipe.web.app import TimedOut, render
+from icepipe.web.app import JSONResponse, TimedOut, render
 from icepipe.web.config import WebConfig, known_repos, load_pipeline_cached, pipeline_files
 
 __all__ = ["ROUTES", "PipelineRow", "pipeline_row"]

@@ -14,10 +14,10 @@ from dataclasses import asdict
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from icepipe.web.app import optional_param, param, render
+from icepipe.web.app import JSONResponse, optional_param, param, render
 from icepipe.web.config import WebConfig
 from icepipe.web.data import (
     Log,

@@ -23,10 +23,10 @@ import anyio.to_thread
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, RedirectResponse, Response
+from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from icepipe.web.app import node_anchor, refuse_cross_site, render
+from icepipe.web.app import JSONResponse, node_anchor, refuse_cross_site, render
 from icepipe.web.search_index import Hit, SearchIndex
 
 __all__ = ["ROUTES", "result_url", "search_index", "search_lifespan", "start_search_index"]
