@@ -204,7 +204,7 @@ def test_unknown_repos_refs_and_bad_diffs(web: TestClient) -> None:
     for url, params, status, words in (
         ("/repo", {"name": "no/such"}, 404, "no repository named 'no/such'"),
         ("/repo", {"name": "demo/nemo", "ref": "nope"}, 404, "'nope'"),
-        ("/repo", {"name": "broken"}, 404, "does not exist yet"),
+        ("/repo", {"name": "broken"}, 404, "not created yet"),
         ("/repo", {}, 400, "'name'"),
         ("/diff", {"name": "demo/nemo", "a": "main", "b": "main~1"}, 400, "not an ancestor"),
         ("/diff", {"name": "demo/nemo", "a": "main~9", "b": "main"}, 404, "fewer than 9"),

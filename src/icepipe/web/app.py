@@ -8,6 +8,7 @@ other error is a 500 that shows no traceback.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -102,10 +103,15 @@ templates.env.filters["percent"] = _percent
 
 
 class NotFound(HTTPException):
-    """A repository, ref, group, array or pipeline the server does not know (a clean 404)."""
+    """A repository, ref, group, array or pipeline the server does not know (a clean 404).
 
-    def __init__(self, what: str) -> None:
+    ``links``: ``(text, url)`` pairs the error page offers (e.g. the repository at its
+    default branch, when the branch asked for was deleted).
+    """
+
+    def __init__(self, what: str, links: Sequence[tuple[str, str]] = ()) -> None:
         super().__init__(status_code=404, detail=what)
+        self.links = list(links)
 
 
 class TimedOut(HTTPException):
@@ -224,7 +230,8 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     if wants_json(request):
         response: Response = JSONResponse({"error": exc.detail}, status_code=exc.status_code)
     else:
-        context = {"status": exc.status_code, "detail": exc.detail}
+        links = getattr(exc, "links", [])
+        context = {"status": exc.status_code, "detail": exc.detail, "links": links}
         response = render(request, "error.html", context, exc.status_code)
     response.headers.update(exc.headers or {})  # Retry-After of a 503
     return response

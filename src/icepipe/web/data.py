@@ -29,6 +29,7 @@ from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlencode
 
 import anyio
 from starlette.exceptions import HTTPException
@@ -207,26 +208,34 @@ def open_known(config: WebConfig, key: str) -> tuple[icechunk.Repository, KnownR
         repo = repository.open_repo(e.url, storage=e.storage, config=e.config)
     except repository.RepoNotFoundError:
         raise NotFound(
-            f"repository {key!r} does not exist yet (nothing at {e.url}): no pipeline has "
-            "committed to it"
+            f"no repository {key!r} at {e.url}: not created yet (no pipeline has committed to "
+            "it), or deleted or moved since"
         ) from None
     except IcepipeError as exc:
         raise Unavailable(f"cannot open repository {key!r}: {exc}") from exc
     return repo, known
 
 
-def resolve_ref_or_404(repo: icechunk.Repository, key: str, ref: str) -> str:
+def resolve_ref_or_404(
+    repo: icechunk.Repository, key: str, ref: str, *, path: str | None = None
+) -> str:
     """The snapshot id ``ref`` names in ``repo`` (see :func:`icepipe.repository.resolve_ref`).
 
     Raises
     ------
     NotFound
-        No branch, tag or snapshot of that name (the message lists the refs).
+        No branch, tag or snapshot of that name (the message lists the refs; the page links
+        to the repository, and to the array ``path`` when given, at the default branch: a
+        branch deleted while its page was open).
     """
     try:
         return repository.resolve_ref(repo, ref)
     except ConfigError as exc:
-        raise NotFound(f"repository {key!r}: {exc}") from None
+        links = [(f"{key} at its default branch", "/repo?" + urlencode({"name": key}))]
+        if path:
+            array = "/array?" + urlencode({"name": key, "path": path})
+            links.insert(0, (f"{path} at the default branch", array))
+        raise NotFound(f"repository {key!r}: {exc}", links) from None
 
 
 def parse_limit(text: str | None) -> int:

@@ -519,11 +519,13 @@ def open_array(store: Any, group: str, name: str) -> xr.DataArray:
     coordinates.
 
     xarray opens no group holding an array without dimension names (written with plain
-    zarr): such a group's array is built here instead (through Dask, reading only the chunks
-    asked for), an array without names getting ``dim_0``, ``dim_1``...
+    zarr): such a group's array is built here instead (lazily: reading only the chunks asked
+    for, :mod:`icepipe.web.lazy_zarr`), an array without names getting ``dim_0``, ``dim_1``...
     """
     import xarray as xr
     import zarr
+
+    from icepipe.web.lazy_zarr import lazy_variable as _variable
 
     node = zarr.open_group(store, path=group, mode="r")
     arrays = dict(node.arrays())
@@ -548,15 +550,6 @@ def open_array(store: Any, group: str, name: str) -> xr.DataArray:
         ds = xr.decode_cf(ds)
     da = ds[name]
     return da
-
-
-def _variable(arr: Any, dims: Sequence[str]) -> xr.Variable:
-    import dask.array
-    import xarray as xr
-
-    attrs = {k: v for k, v in arr.attrs.items() if k != "_ARRAY_DIMENSIONS"}
-    data = dask.array.from_zarr(arr)  # type: ignore[no-untyped-call]
-    return xr.Variable(tuple(dims), data, attrs=attrs)
 
 
 def quicklook_png(

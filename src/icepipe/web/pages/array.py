@@ -68,7 +68,7 @@ def _open(config: WebConfig, key: str, ref: str | None, path: str | None) -> _Wh
     repo, _known = open_known(config, key)
     if not ref:
         ref = default_branch(sorted(repo.list_branches())) or "main"
-    snapshot_id = resolve_ref_or_404(repo, key, ref)
+    snapshot_id = resolve_ref_or_404(repo, key, ref, path="/" + "/".join(parts))
     return _Where(key=key, ref=ref, snapshot_id=snapshot_id, path="/" + "/".join(parts), repo=repo)
 
 
