@@ -155,13 +155,15 @@ def refuse_cross_site(request: Request) -> None:
         A 403 naming what the browser said.
     """
     headers = request.headers
+    source = headers.get("origin") or headers.get("referer")
     fetch_site = headers.get("sec-fetch-site")
     if fetch_site is not None and fetch_site not in ("same-origin", "none"):
+        where = f" from {source[:200]!r}" if source else ""
         raise HTTPException(
             status_code=403,
-            detail=f"refused: a {fetch_site} request; only this server's own pages may send it",
+            detail=f"refused: a {fetch_site} request{where}; only this server's own pages may "
+            "send it",
         )
-    source = headers.get("origin") or headers.get("referer")
     if source is None:
         return
     parts = urlsplit(source)
