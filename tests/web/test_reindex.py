@@ -70,7 +70,7 @@ def test_the_reindex_button_rebuilds_and_says_so(tmp_path: Path) -> None:
         assert _paths(web, "echidna") == ["/g/second"]
         assert 'data-testid="search-result"' in page
         state = re.search(r'data-testid="index-state">(.*?)</span>', page, re.S)
-        assert state and "Reindexed:" in state.group(1) and "indexed 20" in state.group(1)
+        assert state and "Reindexed in" in state.group(1) and "branches at 20" in state.group(1)
 
 
 def test_a_rebuild_in_progress_is_shown_and_not_started_twice(

@@ -375,7 +375,7 @@ def test_reindex_button_and_other_sites(page: Any, server: Server) -> None:
     page.get_by_test_id("reindex").click()
     page.wait_for_url(re.compile(r"/search\?q=sst&reindexed=1$"))
     state = page.get_by_test_id("index-state").inner_text()
-    assert "Reindexed:" in state or "reindexing" in state, state
+    assert "Reindexed in" in state or "reindexing" in state, state
     assert page.get_by_test_id("search-result").count() > 0
     # Another site (served by the browser itself: no DNS) posting the same form.
     evil = (
@@ -408,3 +408,16 @@ def test_group_result_opens_its_row_in_the_tree(page: Any, server: Server) -> No
     target = page.locator(":target")
     assert target.get_attribute("data-testid") == "tree-group"
     assert target.inner_text().strip() == "sst/"
+
+
+def test_server_answers_its_loopback_names_only(server: Server) -> None:
+    """DNS rebinding: a request for another site's name reaching 127.0.0.1 gets no page."""
+    import http.client
+
+    answers = {}
+    for host in ("127.0.0.1", "localhost", "evil.example"):
+        con = http.client.HTTPConnection("127.0.0.1", server.port, timeout=20)
+        con.request("GET", "/api/repos", headers={"Host": f"{host}:{server.port}"})
+        answers[host] = con.getresponse().status
+        con.close()
+    assert answers == {"127.0.0.1": 200, "localhost": 200, "evil.example": 421}
