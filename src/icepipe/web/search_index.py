@@ -367,29 +367,33 @@ class SearchIndex:
         ``stats.errors``; it is read again at the next refresh.
         """
         with self._refresh_lock:
-            t0 = time.perf_counter()
-            stats = BuildStats()
-            try:
-                con = self._connection()
-                repos = {r.key: r for r in known_repos(self.config)}
-            except IcepipeError as exc:
-                self.state, self.error = "failed", str(exc)
-                raise
-            with self._db_lock, con:
-                for key in set(self._tips) - set(repos):
-                    con.execute("DELETE FROM docs WHERE repo = ?", (key,))
-                    del self._tips[key]
-                    self.repo_errors.pop(key, None)
-            for known in repos.values():
-                self._refresh_repo(con, known, force=force, stats=stats)
-            with self._db_lock:
-                (stats.documents,) = con.execute("SELECT count(*) FROM docs").fetchone()
-            stats.repos = len(repos)
-            stats.seconds = round(time.perf_counter() - t0, 3)
-            self.stats, self.state, self.error = stats, "ready", None
-            self._checked = time.monotonic()
-            self.built_at = time.time()
-            return stats
+            return self._refresh_locked(force=force)
+
+    def _refresh_locked(self, *, force: bool) -> BuildStats:
+        """:meth:`refresh`, the caller holding ``self._refresh_lock``."""
+        t0 = time.perf_counter()
+        stats = BuildStats()
+        try:
+            con = self._connection()
+            repos = {r.key: r for r in known_repos(self.config)}
+        except IcepipeError as exc:
+            self.state, self.error = "failed", str(exc)
+            raise
+        with self._db_lock, con:
+            for key in set(self._tips) - set(repos):
+                con.execute("DELETE FROM docs WHERE repo = ?", (key,))
+                del self._tips[key]
+                self.repo_errors.pop(key, None)
+        for known in repos.values():
+            self._refresh_repo(con, known, force=force, stats=stats)
+        with self._db_lock:
+            (stats.documents,) = con.execute("SELECT count(*) FROM docs").fetchone()
+        stats.repos = len(repos)
+        stats.seconds = round(time.perf_counter() - t0, 3)
+        self.stats, self.state, self.error = stats, "ready", None
+        self._checked = time.monotonic()
+        self.built_at = time.time()
+        return stats
 
     def _refresh_repo(
         self, con: sqlite3.Connection, known: KnownRepo, *, force: bool, stats: BuildStats
@@ -431,12 +435,14 @@ class SearchIndex:
     def refresh_if_stale(self) -> bool:
         """Refresh when ``check_interval`` passed since the last check and no refresh runs;
         whether one ran."""
-        if not self.due():
-            return False
+        if not self.due() or not self._refresh_lock.acquire(blocking=False):
+            return False  # several searches at once: one refresh, the others go on
         try:
-            self.refresh()
+            self._refresh_locked(force=False)
         except IcepipeError:  # self.state and self.error say what failed
             self._checked = time.monotonic()
+        finally:
+            self._refresh_lock.release()
         return True
 
     def search(self, text: str, *, limit: int = 50) -> list[Hit]:
