@@ -220,5 +220,10 @@ def test_empty_sites_and_repositories(tmp_path: Path) -> None:
     with TestClient(create_app(_site(tmp_path, empty=empty))) as web:
         page = web.get("/repo", params={"name": "lab/empty"})
         assert page.status_code == 200 and "Empty: nothing has been written" in page.text
+        # One snapshot, no parent: the diff form and the default diff compare it to itself.
+        assert '<input name="a" value="main"' in page.text
+        diff = web.get("/api/diff", params={"name": "lab/empty"})
+        assert diff.status_code == 200 and diff.json()["a"] == diff.json()["b"] == "main"
+        assert web.get("/diff", params={"name": "lab/empty"}).status_code == 200
         (row,) = web.get("/api/repos").json()["repos"]
         assert row["exists"] and row["virtual_share"] is None

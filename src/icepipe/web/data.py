@@ -578,8 +578,8 @@ class Diff:
 
 
 def diff_view(config: WebConfig, key: str, a: str | None, b: str | None) -> Diff:
-    """The changes from ``a`` to ``b`` (defaults: ``b`` the default branch, ``a`` = ``b~1``),
-    blocking.
+    """The changes from ``a`` to ``b`` (defaults: ``b`` the default branch, ``a`` = ``b~1``,
+    or ``b`` itself when it has no parent), blocking.
 
     Raises
     ------
@@ -590,9 +590,14 @@ def diff_view(config: WebConfig, key: str, a: str | None, b: str | None) -> Diff
     """
     repo, _known = open_known(config, key)
     b = b or _default_ref(repo)
-    a = a or f"{b}~1"
-    resolve_ref_or_404(repo, key, a)
     resolve_ref_or_404(repo, key, b)
+    if not a:
+        a = f"{b}~1"
+        try:
+            resolve_ref_or_404(repo, key, a)
+        except NotFound:  # b is the first snapshot (a new repository): nothing before it
+            a = b
+    resolve_ref_or_404(repo, key, a)
     d = repository.diff_refs(repo, a, b)
     return Diff(
         key=key,
