@@ -215,6 +215,10 @@ def test_unknown_repos_refs_and_bad_diffs(web: TestClient) -> None:
         api = web.get("/api" + url, params=params)
         assert api.status_code == status and words in api.json()["error"]
     assert web.get("/api/log", params={"name": "demo/nemo", "ref": "nope"}).status_code == 404
+    # A repository its pipeline never created: the page leads to the pipeline's failing runs.
+    page = web.get("/repo", params={"name": "broken"}).text
+    assert '<a href="/pipelines#pipeline-broken" data-testid="error-link">' in page
+    assert 'id="pipeline-broken"' in web.get("/pipelines").text
 
 
 @pytest.mark.timeout(120, method="thread")

@@ -29,7 +29,7 @@ from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 import anyio
 from starlette.exceptions import HTTPException
@@ -207,9 +207,14 @@ def open_known(config: WebConfig, key: str) -> tuple[icechunk.Repository, KnownR
     try:
         repo = repository.open_repo(e.url, storage=e.storage, config=e.config)
     except repository.RepoNotFoundError:
+        links = [
+            (f"pipeline {p.name}: its runs", f"/pipelines#pipeline-{quote(p.name)}")
+            for p in known.specs
+        ]
         raise NotFound(
             f"no repository {key!r} at {e.url}: not created yet (no pipeline has committed to "
-            "it), or deleted or moved since"
+            "it), or deleted or moved since",
+            links,
         ) from None
     except IcepipeError as exc:
         raise Unavailable(f"cannot open repository {key!r}: {exc}") from exc
