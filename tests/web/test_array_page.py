@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from starlette.testclient import TestClient
 
 from icepipe.web.app import create_app
 from icepipe.web.config import WebConfig
+from icepipe.web.pages.array import ATTR_SHOWN
 
 GEN = "gen/grid"
 SCRIPT = "<script>alert('x')</script>"
@@ -330,7 +332,10 @@ def test_attributes_escaped_truncated_in_html_whole_in_json(gen: tuple[TestClien
     page = web.get("/array", params={"name": GEN, "path": "/grid/v"})
     assert page.status_code == 200
     assert SCRIPT not in page.text and "&lt;script&gt;" in page.text
-    assert LONG.strip() not in page.text and "history history" in page.text
+    # Cut in the cell, whole when unfolded (under ATTR_PAGE characters): the first
+    # ATTR_SHOWN in the summary, all of it in the details.
+    summary = re.search(r"<summary>(history [^<]*)…", page.text)
+    assert summary and len(summary.group(1)) == ATTR_SHOWN and LONG.strip() in page.text
     attrs = web.get("/api/array", params={"name": GEN, "path": "/grid/v"}).json()["attributes"]
     assert attrs["note"] == SCRIPT and attrs["history"] == LONG
 

@@ -204,7 +204,7 @@ def test_unknown_repos_refs_and_bad_diffs(web: TestClient) -> None:
     for url, params, status, words in (
         ("/repo", {"name": "no/such"}, 404, "no repository named 'no/such'"),
         ("/repo", {"name": "demo/nemo", "ref": "nope"}, 404, "'nope'"),
-        ("/repo", {"name": "broken"}, 404, "does not exist yet"),
+        ("/repo", {"name": "broken"}, 404, "not created yet"),
         ("/repo", {}, 400, "'name'"),
         ("/diff", {"name": "demo/nemo", "a": "main", "b": "main~1"}, 400, "not an ancestor"),
         ("/diff", {"name": "demo/nemo", "a": "main~9", "b": "main"}, 404, "fewer than 9"),
@@ -215,6 +215,10 @@ def test_unknown_repos_refs_and_bad_diffs(web: TestClient) -> None:
         api = web.get("/api" + url, params=params)
         assert api.status_code == status and words in api.json()["error"]
     assert web.get("/api/log", params={"name": "demo/nemo", "ref": "nope"}).status_code == 404
+    # A repository its pipeline never created: the page leads to the pipeline's failing runs.
+    page = web.get("/repo", params={"name": "broken"}).text
+    assert '<a href="/pipelines#pipeline-broken" data-testid="error-link">' in page
+    assert 'id="pipeline-broken"' in web.get("/pipelines").text
 
 
 @pytest.mark.timeout(120, method="thread")

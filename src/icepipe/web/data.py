@@ -8,8 +8,10 @@ commit, no branch move, no lock (``open_repo`` without containers writes nothing
 
 Helpers for every page module:
 
-- :func:`run_blocking` -- ``await run_blocking(fn, *args, timeout=, what=)``: ``fn`` in a
-  thread; :class:`~icepipe.web.app.TimedOut` (a 504 naming ``what``) when it takes too long;
+- :func:`run_blocking` -- ``await run_blocking(request, fn, *args, what=)``: ``fn`` on one
+  of the application's bounded worker threads; :class:`~icepipe.web.app.TimedOut` (a 504
+  naming ``what``) when it takes too long, :class:`~icepipe.web.workers.Busy` (a 503) when
+  every thread is taken and the queue is full;
 - :func:`find_known` / :func:`open_known` -- a known repository by key, and it opened
   (:class:`~icepipe.web.app.NotFound` for an unknown key or a repository not created yet);
 - :func:`resolve_ref_or_404` -- a ref's snapshot id, or a 404 naming the repository's refs;
@@ -20,16 +22,16 @@ Helpers for every page module:
 
 from __future__ import annotations
 
-import functools
+import asyncio
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote, urlencode
 
 import anyio
-import anyio.to_thread
 from starlette.exceptions import HTTPException
 
 from icepipe import repository
@@ -37,6 +39,7 @@ from icepipe.errors import ConfigError, IcepipeError
 from icepipe.ops.repos import shown_storage
 from icepipe.web.app import NotFound, TimedOut, Unavailable
 from icepipe.web.config import KnownRepo, WebConfig, known_repos
+from icepipe.web.workers import Busy, WorkerPool
 
 if TYPE_CHECKING:
     import icechunk
@@ -71,6 +74,7 @@ __all__ = [
     "resolve_ref_or_404",
     "run_blocking",
     "shown_storage",
+    "workers_of",
 ]
 
 #: Commits a log shows unless asked (``limit``), and the most it ever shows.
@@ -86,23 +90,50 @@ MAX_DIFF_FILES = 2000
 # ----------------------------------------------------------------------------------------------
 
 
-async def run_blocking[T](fn: Callable[..., T], *args: Any, timeout: float, what: str) -> T:
-    """``fn(*args)`` in a worker thread, given at most ``timeout`` seconds.
+async def run_blocking[T](
+    request: Request, fn: Callable[..., T], *args: Any, what: str, timeout: float | None = None
+) -> T:
+    """``fn(*args)`` on one of the application's worker threads (:func:`workers_of`), given
+    at most ``timeout`` seconds (default: the server's ``request_timeout``), waiting for a
+    free thread included.
 
     Raises
     ------
     TimedOut
         ``fn`` took longer (a 504 page naming ``what``, e.g. ``"repository 'demo/nemo'"``).
         The thread is abandoned, not killed: it ends when its read does (storage timeouts
-        bound it).
+        bound it) and counts against the pool until then.
+    Busy
+        Every worker thread is taken and the queue is full (a 503).
     """
+    if timeout is None:
+        timeout = float(request.app.state.config.request_timeout)
+    pool = workers_of(request)
+    future = pool.submit(fn, *args)
+    if future is None:
+        raise Busy(what, pool)
     try:
         with anyio.fail_after(timeout):
-            return await anyio.to_thread.run_sync(
-                functools.partial(fn, *args), abandon_on_cancel=True
-            )
+            return await asyncio.wrap_future(future)
     except TimeoutError:
+        future.cancel()  # still queued: its place is free again
         raise TimedOut(what, timeout) from None
+
+
+def workers_of(request: Request) -> WorkerPool:
+    """The application's :class:`~icepipe.web.workers.WorkerPool` (``config.workers``
+    threads, ``config.max_waiting`` queued), made on first use."""
+    state = request.app.state
+    with _POOL_LOCK:
+        pool: WorkerPool | None = getattr(state, "workers", None)
+        if pool is None:
+            config: WebConfig = state.config
+            pool = WorkerPool(config.workers, config.max_waiting)
+            state.workers = pool
+    return pool
+
+
+_POOL_LOCK = threading.Lock()
 
 
 class SnapshotCache:
@@ -176,27 +207,40 @@ def open_known(config: WebConfig, key: str) -> tuple[icechunk.Repository, KnownR
     try:
         repo = repository.open_repo(e.url, storage=e.storage, config=e.config)
     except repository.RepoNotFoundError:
+        links = [
+            (f"pipeline {p.name}: its runs", f"/pipelines#pipeline-{quote(p.name)}")
+            for p in known.specs
+        ]
         raise NotFound(
-            f"repository {key!r} does not exist yet (nothing at {e.url}): no pipeline has "
-            "committed to it"
+            f"no repository {key!r} at {e.url}: not created yet (no pipeline has committed to "
+            "it), or deleted or moved since",
+            links,
         ) from None
     except IcepipeError as exc:
         raise Unavailable(f"cannot open repository {key!r}: {exc}") from exc
     return repo, known
 
 
-def resolve_ref_or_404(repo: icechunk.Repository, key: str, ref: str) -> str:
+def resolve_ref_or_404(
+    repo: icechunk.Repository, key: str, ref: str, *, path: str | None = None
+) -> str:
     """The snapshot id ``ref`` names in ``repo`` (see :func:`icepipe.repository.resolve_ref`).
 
     Raises
     ------
     NotFound
-        No branch, tag or snapshot of that name (the message lists the refs).
+        No branch, tag or snapshot of that name (the message lists the refs; the page links
+        to the repository, and to the array ``path`` when given, at the default branch: a
+        branch deleted while its page was open).
     """
     try:
         return repository.resolve_ref(repo, ref)
     except ConfigError as exc:
-        raise NotFound(f"repository {key!r}: {exc}") from None
+        links = [(f"{key} at its default branch", "/repo?" + urlencode({"name": key}))]
+        if path:
+            array = "/array?" + urlencode({"name": key, "path": path})
+            links.insert(0, (f"{path} at the default branch", array))
+        raise NotFound(f"repository {key!r}: {exc}", links) from None
 
 
 def parse_limit(text: str | None) -> int:
@@ -539,8 +583,8 @@ class Diff:
 
 
 def diff_view(config: WebConfig, key: str, a: str | None, b: str | None) -> Diff:
-    """The changes from ``a`` to ``b`` (defaults: ``b`` the default branch, ``a`` = ``b~1``),
-    blocking.
+    """The changes from ``a`` to ``b`` (defaults: ``b`` the default branch, ``a`` = ``b~1``,
+    or ``b`` itself when it has no parent), blocking.
 
     Raises
     ------
@@ -551,9 +595,14 @@ def diff_view(config: WebConfig, key: str, a: str | None, b: str | None) -> Diff
     """
     repo, _known = open_known(config, key)
     b = b or _default_ref(repo)
-    a = a or f"{b}~1"
-    resolve_ref_or_404(repo, key, a)
     resolve_ref_or_404(repo, key, b)
+    if not a:
+        a = f"{b}~1"
+        try:
+            resolve_ref_or_404(repo, key, a)
+        except NotFound:  # b is the first snapshot (a new repository): nothing before it
+            a = b
+    resolve_ref_or_404(repo, key, a)
     d = repository.diff_refs(repo, a, b)
     return Diff(
         key=key,

@@ -14,6 +14,7 @@ shared between the server's threads).
 
 from __future__ import annotations
 
+import contextlib
 import io
 import itertools
 import math
@@ -23,6 +24,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from icepipe.web.text import safe_text, shorten
 
 if TYPE_CHECKING:
     import xarray as xr
@@ -266,11 +269,11 @@ def _axis_values(
     names = sorted((c for c in da.coords if da[c].dims == (dim,)), key=lambda c: c != dim)
     for c in names:
         values = np.asarray(da[c].values)
-        units = da[c].attrs.get("units", "")
+        units = _label(da[c].attrs.get("units", ""), 40)
         kinds = "iufM" if dates else "iuf"
         if values.dtype.kind in kinds and _monotonic(values):
-            return values, f"{c} [{units}]" if units else str(c)
-    return positions, f"{dim} (position)"
+            return values, f"{_label(c)} [{units}]" if units else _label(c)
+    return positions, f"{_label(dim)} (position)"
 
 
 def _runs(positions: np.ndarray[Any, Any], step: int) -> list[slice]:
@@ -362,7 +365,15 @@ def _draw_map(ax: Any, x: np.ndarray[Any, Any], y: np.ndarray[Any, Any], values:
     return ax.pcolormesh(x, y, values, shading="nearest", cmap="viridis")
 
 
+def _label(text: object, most: int = 80) -> str:
+    """Text from the repository as a picture's label: UTF-8 (:func:`safe_text`), at most
+    ``most`` characters, ``$`` meaning a dollar (matplotlib would read ``$...$`` as TeX, and
+    fail on what is not)."""
+    return shorten(safe_text(str(text)), most).replace("$", r"\$")
+
+
 def _title(name: str, units: str, where: str, note: str) -> str:
+    name, where = _label(name), _label(where, 200)  # units: a label already
     head = f"{name} [{units}]" if units else name
     lines = [f"{head} at {where}" if where else head]
     if note:
@@ -387,7 +398,7 @@ def render_png(
     fig = Figure(figsize=(size[0] / dpi, size[1] / dpi), dpi=dpi)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
-    units = str(data.attrs.get("units", ""))
+    units = _label(data.attrs.get("units", ""), 40)
     values = np.asarray(data.values, dtype="float64")
     finite = np.isfinite(values)
     title = _title(name, units, where, sel.note())
@@ -407,7 +418,7 @@ def render_png(
         for r in _runs(sel.positions[dim], sel.steps.get(dim, 1)):
             ax.plot(x[r], values[r], lw=1.2, color="C0", marker="." if len(x) < 80 else None)
         ax.set_xlabel(xlabel)
-        ax.set_ylabel(units or name)
+        ax.set_ylabel(units or _label(name))
         ax.grid(alpha=0.3)
         if x.dtype.kind == "M":
             fig.autofmt_xdate()
@@ -419,7 +430,7 @@ def render_png(
             mesh = _gap_map(ax, values, x, y, sel)
         else:
             mesh = _draw_map(ax, x, y, np.ma.masked_invalid(values))
-        fig.colorbar(mesh, ax=ax, label=units or name)
+        fig.colorbar(mesh, ax=ax, label=units or _label(name))
         ax.set_xlabel(xlabel)
         ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=10)
@@ -489,6 +500,58 @@ class Quicklook:
     finite: int
 
 
+def unnamed_dims(ndim: int) -> list[str]:
+    """The names given to the dimensions of an array stored without any (plain zarr)."""
+    return [f"dim_{i}" for i in range(ndim)]
+
+
+def _dimension_names(arr: Any) -> list[str] | None:
+    """``arr``'s dimension names (zarr 3 metadata, or xarray's ``_ARRAY_DIMENSIONS`` in
+    zarr 2), ``None`` when it has none for some dimension."""
+    names = getattr(arr.metadata, "dimension_names", None) or arr.attrs.get("_ARRAY_DIMENSIONS")
+    if not isinstance(names, list | tuple) or len(names) != arr.ndim:
+        return None
+    return None if any(n is None for n in names) else [str(n) for n in names]
+
+
+def open_array(store: Any, group: str, name: str) -> xr.DataArray:
+    """Array ``name`` of ``group``, opened lazily (nothing read), CF-decoded, with its 1-D
+    coordinates.
+
+    xarray opens no group holding an array without dimension names (written with plain
+    zarr): such a group's array is built here instead (lazily: reading only the chunks asked
+    for, :mod:`icepipe.web.lazy_zarr`), an array without names getting ``dim_0``, ``dim_1``...
+    """
+    import xarray as xr
+    import zarr
+
+    from icepipe.web.lazy_zarr import lazy_variable as _variable
+
+    node = zarr.open_group(store, path=group, mode="r")
+    arrays = dict(node.arrays())
+    dims = {n: _dimension_names(a) for n, a in arrays.items()}
+    if all(d is not None for d in dims.values()):
+        ds = xr.open_zarr(
+            store,
+            group=group or None,
+            consolidated=False,
+            chunks=None,
+            create_default_indexes=False,
+        )
+        da: xr.DataArray = ds[name]
+        return da
+    target = dims[name] or unnamed_dims(arrays[name].ndim)
+    variables = {name: _variable(arrays[name], target)}
+    for n, d in dims.items():
+        if n != name and d is not None and len(d) == 1 and d[0] in target:
+            variables[n] = _variable(arrays[n], d)
+    ds = xr.Dataset({name: variables.pop(name)}, coords=variables)
+    with contextlib.suppress(Exception):  # units xarray cannot decode: the stored numbers
+        ds = xr.decode_cf(ds)
+    da = ds[name]
+    return da
+
+
 def quicklook_png(
     store: Any,
     *,
@@ -511,22 +574,18 @@ def quicklook_png(
     NotPlottable
         The array's decoded values are not numbers, or it has no values.
     """
-    import xarray as xr
 
-    ds = xr.open_zarr(
-        store,
-        group=group or None,
-        consolidated=False,
-        chunks=None,
-        create_default_indexes=False,
-    )
-    da = ds[name]
+    da = open_array(store, group, name)
+    if da.ndim == 0:
+        raise NotPlottable(f"{name!r} is a single value (a 0-dimensional array): nothing to plot")
     if da.dtype.kind not in "biuf":
         raise NotPlottable(f"{name!r} holds {da.dtype} values, not numbers: nothing to plot")
     if 0 in da.shape:
         raise NotPlottable(f"{name!r} has no values (shape {da.shape})")
     da = da.drop_vars([c for c in da.coords if da[c].ndim != 1])
-    sel = plan_selection(da.dims, da.shape, edges, index, max_chunks=max_chunks, plot=plot)
+    sel = plan_selection(
+        [str(d) for d in da.dims], da.shape, edges, index, max_chunks=max_chunks, plot=plot
+    )
     data = read_selection(da, sel)
     where = _where(da, sel.index)
     png = render_png(data, sel, name=name, where=where)

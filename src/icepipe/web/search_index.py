@@ -25,6 +25,7 @@ quotes are plain text. Results are ranked with ``bm25`` and the column weights o
 
 from __future__ import annotations
 
+import contextlib
 import re
 import sqlite3
 import threading
@@ -37,6 +38,7 @@ from markupsafe import Markup, escape
 
 from icepipe.errors import ConfigError, IcepipeError
 from icepipe.web.config import KnownRepo, WebConfig, known_repos
+from icepipe.web.text import safe_text
 
 __all__ = [
     "WEIGHTS",
@@ -152,7 +154,9 @@ class BuildStats:
 
 
 def _clean(text: str) -> str:
-    return _CONTROL.sub(" ", text)
+    """Indexed text: no control characters (they mark matches), UTF-8 (SQLite refuses lone
+    surrogates: :func:`safe_text`)."""
+    return safe_text(_CONTROL.sub(" ", text))
 
 
 def _text(value: Any) -> str | None:
@@ -225,13 +229,9 @@ def branch_tips(known: KnownRepo) -> tuple[tuple[str, str], ...]:
 
 
 def _pipeline_documents(known: KnownRepo) -> Iterator[Document]:
-    from icepipe.spec import load_pipeline
-
-    for path in known.pipelines:
-        try:
-            p = load_pipeline(path)
-        except IcepipeError:  # the pipelines page shows why
-            continue
+    """The pipelines writing into ``known``, as :func:`known_repos` loaded them (a file that
+    does not load is not among them: the pipelines page shows why)."""
+    for path, p in zip(known.pipelines, known.specs, strict=True):
         s = p.source
         # No secrets: the spec and the catalog refuse URLs with credentials (user:password@).
         other = " ".join([*s.urls, s.format, p.mode, s.concat_dim, p.target.group or "", known.key])
@@ -296,7 +296,10 @@ class SearchIndex:
         self._db_lock = threading.Lock()
         self._refresh_lock = threading.Lock()
         self._thread: threading.Thread | None = None
+        self._rebuild: threading.Thread | None = None
         self._con: sqlite3.Connection | None = None
+        #: When the last refresh ended (``time.time()``), ``None`` before.
+        self.built_at: float | None = None
 
     def _connection(self) -> sqlite3.Connection:
         if self._con is None:
@@ -327,6 +330,30 @@ class SearchIndex:
         except Exception as exc:  # a daemon thread has no one to tell: the pages say it
             self.state, self.error = "failed", self.error or f"{type(exc).__name__}: {exc}"
 
+    def rebuild(self) -> threading.Thread:
+        """Re-read every repository in a background thread (after the first build), and the
+        thread; while one runs, that one (clicking "Reindex" twice starts one rebuild)."""
+        with self._db_lock:
+            if self._rebuild is not None and self._rebuild.is_alive():
+                return self._rebuild
+            thread = threading.Thread(
+                target=self._rebuild_all, name="icepipe-web-search-rebuild", daemon=True
+            )
+            self._rebuild = thread
+            thread.start()
+        return thread
+
+    @property
+    def rebuilding(self) -> bool:
+        """Whether a :meth:`rebuild` runs."""
+        return self._rebuild is not None and self._rebuild.is_alive()
+
+    def _rebuild_all(self) -> None:
+        self.start()
+        self.wait()
+        with contextlib.suppress(IcepipeError):  # self.state and self.error say what failed
+            self.refresh(force=True)
+
     def wait(self, timeout: float | None = None) -> bool:
         """Wait for the first build; whether it is over."""
         if self._thread is not None:
@@ -340,28 +367,33 @@ class SearchIndex:
         ``stats.errors``; it is read again at the next refresh.
         """
         with self._refresh_lock:
-            t0 = time.perf_counter()
-            stats = BuildStats()
-            try:
-                con = self._connection()
-                repos = {r.key: r for r in known_repos(self.config)}
-            except IcepipeError as exc:
-                self.state, self.error = "failed", str(exc)
-                raise
-            with self._db_lock, con:
-                for key in set(self._tips) - set(repos):
-                    con.execute("DELETE FROM docs WHERE repo = ?", (key,))
-                    del self._tips[key]
-                    self.repo_errors.pop(key, None)
-            for known in repos.values():
-                self._refresh_repo(con, known, force=force, stats=stats)
-            with self._db_lock:
-                (stats.documents,) = con.execute("SELECT count(*) FROM docs").fetchone()
-            stats.repos = len(repos)
-            stats.seconds = round(time.perf_counter() - t0, 3)
-            self.stats, self.state, self.error = stats, "ready", None
-            self._checked = time.monotonic()
-            return stats
+            return self._refresh_locked(force=force)
+
+    def _refresh_locked(self, *, force: bool) -> BuildStats:
+        """:meth:`refresh`, the caller holding ``self._refresh_lock``."""
+        t0 = time.perf_counter()
+        stats = BuildStats()
+        try:
+            con = self._connection()
+            repos = {r.key: r for r in known_repos(self.config)}
+        except IcepipeError as exc:
+            self.state, self.error = "failed", str(exc)
+            raise
+        with self._db_lock, con:
+            for key in set(self._tips) - set(repos):
+                con.execute("DELETE FROM docs WHERE repo = ?", (key,))
+                del self._tips[key]
+                self.repo_errors.pop(key, None)
+        for known in repos.values():
+            self._refresh_repo(con, known, force=force, stats=stats)
+        with self._db_lock:
+            (stats.documents,) = con.execute("SELECT count(*) FROM docs").fetchone()
+        stats.repos = len(repos)
+        stats.seconds = round(time.perf_counter() - t0, 3)
+        self.stats, self.state, self.error = stats, "ready", None
+        self._checked = time.monotonic()
+        self.built_at = time.time()
+        return stats
 
     def _refresh_repo(
         self, con: sqlite3.Connection, known: KnownRepo, *, force: bool, stats: BuildStats
@@ -371,12 +403,11 @@ class SearchIndex:
             tips = branch_tips(known)
             if not force and key in self._tips and self._tips[key] == tips:
                 return
-            docs = repo_documents(known, tips)
+            self._replace(con, key, repo_documents(known, tips))
         except Exception as exc:  # one unreadable repository (icechunk, zarr, storage errors)
             stats.errors[key] = f"{type(exc).__name__}: {exc}"  # leaves the others indexed
             tips = (("?", "?"),)
-            docs = [Document("repo", key, "", "", known.entry.description, key)]
-        self._replace(con, key, docs)
+            self._replace(con, key, [Document("repo", key, "", "", known.entry.description, key)])
         self._tips[key] = tips  # after an error: no tips match, the next refresh reads it again
         if key in stats.errors:
             self.repo_errors[key] = stats.errors[key]
@@ -404,12 +435,14 @@ class SearchIndex:
     def refresh_if_stale(self) -> bool:
         """Refresh when ``check_interval`` passed since the last check and no refresh runs;
         whether one ran."""
-        if not self.due():
-            return False
+        if not self.due() or not self._refresh_lock.acquire(blocking=False):
+            return False  # several searches at once: one refresh, the others go on
         try:
-            self.refresh()
+            self._refresh_locked(force=False)
         except IcepipeError:  # self.state and self.error say what failed
             self._checked = time.monotonic()
+        finally:
+            self._refresh_lock.release()
         return True
 
     def search(self, text: str, *, limit: int = 50) -> list[Hit]:

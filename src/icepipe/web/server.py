@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import sys
 
@@ -19,9 +20,16 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+#: The names a browser on this machine reaches a loopback server by.
+LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")
+
+
 def serve(config: WebConfig, *, host: str = "127.0.0.1", port: int = 8000) -> None:
     """Serve ``config`` until interrupted (uvicorn; one process). A host other than a loopback
-    address is said on stderr: the pages then show the repositories to the network."""
+    address is said on stderr: the pages then show the repositories to the network. On a
+    loopback address, only requests addressed to a loopback name are answered (unless
+    ``config.allowed_hosts`` says otherwise): a web page cannot reach the server through a
+    name of its own resolving to 127.0.0.1 (DNS rebinding)."""
     import uvicorn
 
     from icepipe.web.app import create_app
@@ -34,4 +42,6 @@ def serve(config: WebConfig, *, host: str = "127.0.0.1", port: int = 8000) -> No
             "anyone who reaches this address (read-only)",
             file=sys.stderr,
         )
+    elif not config.allowed_hosts:
+        config = dataclasses.replace(config, allowed_hosts=(*LOOPBACK_NAMES, host))
     uvicorn.run(create_app(config), host=host, port=port, log_level="warning")

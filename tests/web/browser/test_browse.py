@@ -365,3 +365,59 @@ def test_pipelines_page_marks_the_failing_run(page: Any, server: Server, site: A
             assert error["message"].splitlines()[0] in shown_error
         else:
             assert not shown_error.strip()
+
+
+def test_reindex_button_and_other_sites(page: Any, server: Server) -> None:
+    """The search page's Reindex button works from the page (Chromium's own Origin and
+    Sec-Fetch-Site headers pass), and the same form on another site's page is refused."""
+    wait_for_search_index(server)
+    page.goto(server.url + "/search?q=sst")
+    page.get_by_test_id("reindex").click()
+    page.wait_for_url(re.compile(r"/search\?q=sst&reindexed=1$"))
+    state = page.get_by_test_id("index-state").inner_text()
+    assert "Reindexed in" in state or "reindexing" in state, state
+    assert page.get_by_test_id("search-result").count() > 0
+    # Another site (served by the browser itself: no DNS) posting the same form.
+    evil = (
+        f'<form method="post" action="{server.url}/api/reindex">'
+        '<input type="hidden" name="q" value="x"><button id="go">win</button></form>'
+    )
+    page.route(
+        "http://evil.example/**", lambda route: route.fulfill(body=evil, content_type="text/html")
+    )
+    page.goto("http://evil.example/")
+    with page.expect_navigation() as nav:
+        page.locator("#go").click()
+    response = nav.value
+    assert response is not None and response.status == 403
+    assert "refused" in response.json()["error"] and "evil.example" in response.json()["error"]
+
+
+def test_group_result_opens_its_row_in_the_tree(page: Any, server: Server) -> None:
+    wait_for_search_index(server)
+    page.goto(server.url + "/")
+    page.get_by_test_id("search-input").fill("sst")
+    page.get_by_test_id("search-input").press("Enter")
+    group = page.get_by_test_id("search-result").filter(
+        has=page.get_by_test_id("result-kind").filter(has_text=re.compile("^group$"))
+    )
+    group.filter(has=page.locator("a.result-link", has_text=re.compile("^/sst$"))).locator(
+        "a.result-link"
+    ).click()
+    page.wait_for_url(re.compile(r"/repo\?name=demo%2Fnemo#node-/sst$"))
+    target = page.locator(":target")
+    assert target.get_attribute("data-testid") == "tree-group"
+    assert target.inner_text().strip() == "sst/"
+
+
+def test_server_answers_its_loopback_names_only(server: Server) -> None:
+    """DNS rebinding: a request for another site's name reaching 127.0.0.1 gets no page."""
+    import http.client
+
+    answers = {}
+    for host in ("127.0.0.1", "localhost", "evil.example"):
+        con = http.client.HTTPConnection("127.0.0.1", server.port, timeout=20)
+        con.request("GET", "/api/repos", headers={"Host": f"{host}:{server.port}"})
+        answers[host] = con.getresponse().status
+        con.close()
+    assert answers == {"127.0.0.1": 200, "localhost": 200, "evil.example": 421}

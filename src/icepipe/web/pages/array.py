@@ -23,18 +23,20 @@ from typing import Any
 import numpy as np
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from icepipe.errors import IcepipeError
-from icepipe.web.app import NotFound, render
+from icepipe.web.app import JSONResponse, NotFound, render
 from icepipe.web.config import WebConfig
 from icepipe.web.data import SnapshotCache, cache_for
 
 __all__ = ["ROUTES"]
 
-#: Attribute values longer than this are cut on the HTML page (the JSON API keeps them whole).
+#: Attribute values longer than this are cut on the HTML page, shown when unfolded up to
+#: ATTR_PAGE characters (the JSON API keeps them whole).
 ATTR_SHOWN = 300
+ATTR_PAGE = 20_000
 #: Pictures kept in memory per application.
 CACHE_SIZE = 128
 
@@ -66,7 +68,7 @@ def _open(config: WebConfig, key: str, ref: str | None, path: str | None) -> _Wh
     repo, _known = open_known(config, key)
     if not ref:
         ref = default_branch(sorted(repo.list_branches())) or "main"
-    snapshot_id = resolve_ref_or_404(repo, key, ref)
+    snapshot_id = resolve_ref_or_404(repo, key, ref, path="/" + "/".join(parts))
     return _Where(key=key, ref=ref, snapshot_id=snapshot_id, path="/" + "/".join(parts), repo=repo)
 
 
@@ -252,13 +254,13 @@ def _array_info(config: WebConfig, where: _Where) -> dict[str, Any]:
     }
 
 
-async def _bounded[T](config: WebConfig, what: str, fn: Callable[[], T]) -> T:
-    """``fn()`` in a worker thread, given up after ``config.request_timeout`` (504); an
+async def _bounded[T](request: Request, what: str, fn: Callable[[], T]) -> T:
+    """``fn()`` on a worker thread, given up after ``config.request_timeout`` (504); an
     icepipe error reading the array is a 502 naming it."""
     from icepipe.web.data import run_blocking
 
     try:
-        return await run_blocking(fn, timeout=config.request_timeout, what=what)
+        return await run_blocking(request, fn, what=what)
     except IcepipeError as exc:
         raise HTTPException(status_code=502, detail=f"cannot read {what}: {exc}") from exc
 
@@ -291,7 +293,35 @@ async def _info(request: Request) -> dict[str, Any]:
         info = cache.get(key, lambda: _array_info(config, where))
         return {**info, "ref": where.ref}
 
-    return await _bounded(config, what, read)
+    return await _bounded(request, what, read)
+
+
+def _dims(info: dict[str, Any]) -> list[str]:
+    """The array's dimension names; ``dim_0``, ``dim_1``... for an array written without
+    them (plain zarr), as the quicklook names them (:func:`icepipe.web.quicklook.open_array`)."""
+    from icepipe.web.quicklook import unnamed_dims
+
+    dims: list[str] = info["dims"]
+    return dims if len(dims) == len(info["shape"]) else unnamed_dims(len(info["shape"]))
+
+
+def _no_picture(info: dict[str, Any]) -> str | None:
+    """Why the array has no quicklook, said on the page instead of a broken picture."""
+    shape = info["shape"]
+    if not shape:
+        return "a single value (a 0-dimensional array): nothing to draw"
+    if 0 in shape:
+        return f"no values (shape {tuple(shape)}): nothing to draw"
+    try:
+        kind = np.dtype(info["dtype"]).kind
+    except TypeError:
+        kind = "O"
+    if kind not in "biuf":
+        return f"{info['dtype']} values, not numbers: nothing to draw"
+    units = info["attributes"].get("units")
+    if isinstance(units, str) and " since " in units:
+        return f"dates (units {units!r}), not numbers: nothing to draw"
+    return None
 
 
 def _plot_param(request: Request) -> tuple[str, ...]:
@@ -304,7 +334,7 @@ def _plot_param(request: Request) -> tuple[str, ...]:
 def _plotted(info: dict[str, Any], plot: tuple[str, ...]) -> tuple[str, ...]:
     from icepipe.web.quicklook import check_plot, choose_plot_dims
 
-    dims, shape = info["dims"], info["shape"]
+    dims, shape = _dims(info), info["shape"]
     return check_plot(dims, plot) or (choose_plot_dims(dims, shape) if dims else ())
 
 
@@ -319,7 +349,7 @@ def _picker(info: dict[str, Any], index: str, plot: tuple[str, ...]) -> list[dic
         chosen, plotted = {}, _plotted(info, ())
     return [
         {"dim": d, "length": n, "value": chosen.get(d, 0)}
-        for d, n in zip(info["dims"], info["shape"], strict=True)
+        for d, n in zip(_dims(info), info["shape"], strict=True)
         if d not in plotted
     ]
 
@@ -329,7 +359,7 @@ def _index_problem(info: dict[str, Any], index: str, plot: tuple[str, ...]) -> s
     from icepipe.web.quicklook import BadIndex, check_index, parse_index
 
     try:
-        check_index(info["dims"], info["shape"], _plotted(info, plot), parse_index(index))
+        check_index(_dims(info), info["shape"], _plotted(info, plot), parse_index(index))
     except BadIndex as exc:
         return str(exc)
     return None
@@ -346,8 +376,10 @@ async def array_page(request: Request) -> Response:
         "picker": picker,
         "index": chosen,
         "plot": ",".join(plot),
-        "plot_options": [d for d, n in zip(info["dims"], info["shape"], strict=True) if n > 1],
+        "plot_options": [d for d, n in zip(_dims(info), info["shape"], strict=True) if n > 1],
+        "no_picture": _no_picture(info),
         "attr_shown": ATTR_SHOWN,
+        "attr_page": ATTR_PAGE,
         "index_problem": problem,
     }
     return render(request, "array.html", context, 400 if problem else 200)
@@ -434,7 +466,7 @@ async def quicklook(request: Request) -> Response:
     cache = cache_for(request, "quicklook_cache", CACHE_SIZE)
     what = f"array {q.get('path', '')} of {q.get('name', '')!r}"
     png, headers = await _bounded(
-        config, what, lambda: _draw(config, _where_of(request)(), index, plot, cache)
+        request, what, lambda: _draw(config, _where_of(request)(), index, plot, cache)
     )
     return Response(png, media_type="image/png", headers=headers)
 

@@ -17,14 +17,13 @@ from typing import Any
 from urllib.parse import urlencode
 
 import anyio
-import anyio.to_thread
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from icepipe.errors import IcepipeError
-from icepipe.web.app import render
-from icepipe.web.config import WebConfig, known_repos, pipeline_files
+from icepipe.web.app import JSONResponse, TimedOut, render
+from icepipe.web.config import WebConfig, known_repos, load_pipeline_cached, pipeline_files
 
 __all__ = ["ROUTES", "PipelineRow", "pipeline_row"]
 
@@ -55,10 +54,9 @@ def pipeline_row(path: Path, config: WebConfig, repo_keys: dict[str, str]) -> Pi
     """The row of the pipeline file ``path`` (``repo_keys``: repository URL -> key)."""
     from icepipe.ops.render import render_lag
     from icepipe.ops.status import check_alerts, pipeline_status
-    from icepipe.spec import load_pipeline
 
     try:
-        pipeline = load_pipeline(path)
+        pipeline = load_pipeline_cached(path)
     except IcepipeError as exc:
         return PipelineRow(file=str(path), name=path.stem, error=str(exc))
     status = pipeline_status(pipeline, state=config.state_dir, runs=RUNS)
@@ -84,23 +82,36 @@ def pipeline_row(path: Path, config: WebConfig, repo_keys: dict[str, str]) -> Pi
 
 
 async def _rows(request: Request) -> list[PipelineRow]:
-    """Every row, each read in a worker thread within the request timeout."""
+    """Every row, each read on a worker thread, all within the request timeout."""
+    from icepipe.web.data import run_blocking, workers_of
+    from icepipe.web.workers import Busy
+
     config: WebConfig = request.app.state.config
-    keys = await anyio.to_thread.run_sync(_repo_keys, config)
+    timeout = config.request_timeout
+    try:
+        keys = await run_blocking(request, _repo_keys, config, what="the catalog")
+    except (TimedOut, Busy):  # the rows say so; without links to their repositories
+        keys = {}
     files = pipeline_files(config.pipelines)
     rows: list[PipelineRow | None] = [None] * len(files)
+    limiter = anyio.CapacityLimiter(workers_of(request).workers)
+    deadline = anyio.current_time() + timeout
 
     async def one(i: int, path: Path) -> None:
-        with anyio.move_on_after(config.request_timeout):
-            rows[i] = await anyio.to_thread.run_sync(
-                pipeline_row, path, config, keys, abandon_on_cancel=True
-            )
-            return
-        rows[i] = PipelineRow(
-            file=str(path),
-            name=path.stem,
-            error=f"status not read within {config.request_timeout:g}s (the request timeout)",
-        )
+        async with limiter:
+            left = deadline - anyio.current_time()
+            try:
+                if left <= 0:
+                    raise TimedOut(str(path), timeout)
+                rows[i] = await run_blocking(
+                    request, pipeline_row, path, config, keys, what=str(path), timeout=left
+                )
+                return
+            except TimedOut:
+                error = f"status not read within {timeout:g}s (the request timeout)"
+            except Busy as exc:
+                error = exc.detail
+        rows[i] = PipelineRow(file=str(path), name=path.stem, error=error)
 
     async with anyio.create_task_group() as tg:
         for i, path in enumerate(files):

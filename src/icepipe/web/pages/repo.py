@@ -14,10 +14,10 @@ from dataclasses import asdict
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from icepipe.web.app import optional_param, param, render
+from icepipe.web.app import JSONResponse, optional_param, param, render
 from icepipe.web.config import WebConfig
 from icepipe.web.data import (
     Log,
@@ -45,13 +45,13 @@ async def repo_page(request: Request) -> Response:
     key = param(request, "name")
     limit = parse_limit(optional_param(request, "limit"))
     page, log = await run_blocking(
+        request,
         _repo_and_log,
         config,
         key,
         optional_param(request, "ref"),
         limit,
         cache_for(request),
-        timeout=config.request_timeout,
         what=f"repository {key!r}",
     )
     return render(request, "repo.html", {"repo": page, "log": log})
@@ -61,12 +61,12 @@ async def api_repo(request: Request) -> Response:
     config = request.app.state.config
     key = param(request, "name")
     _repo, page = await run_blocking(
+        request,
         repo_view,
         config,
         key,
         optional_param(request, "ref"),
         cache_for(request),
-        timeout=config.request_timeout,
         what=f"repository {key!r}",
     )
     return JSONResponse(asdict(page))
@@ -76,12 +76,12 @@ async def api_log(request: Request) -> Response:
     config = request.app.state.config
     key = param(request, "name")
     log = await run_blocking(
+        request,
         read_log_page,
         config,
         key,
         optional_param(request, "ref"),
         parse_limit(optional_param(request, "limit")),
-        timeout=config.request_timeout,
         what=f"the log of repository {key!r}",
     )
     return JSONResponse(asdict(log))
@@ -91,12 +91,12 @@ async def _diff(request: Request) -> dict[str, Any]:
     config = request.app.state.config
     key = param(request, "name")
     d = await run_blocking(
+        request,
         diff_view,
         config,
         key,
         optional_param(request, "a"),
         optional_param(request, "b"),
-        timeout=config.request_timeout,
         what=f"the diff of repository {key!r}",
     )
     return asdict(d)

@@ -13,20 +13,20 @@ from __future__ import annotations
 import contextlib
 import functools
 import threading
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
-from urllib.parse import quote, urlencode
+from urllib.parse import parse_qs, quote, urlencode
 
 import anyio
 import anyio.to_thread
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from icepipe.errors import IcepipeError
-from icepipe.web.app import render
+from icepipe.web.app import JSONResponse, node_anchor, refuse_cross_site, render
 from icepipe.web.search_index import Hit, SearchIndex
 
 __all__ = ["ROUTES", "result_url", "search_index", "search_lifespan", "start_search_index"]
@@ -64,28 +64,38 @@ async def bounded[T](request: Request, what: str, fn: Callable[..., T], *args: A
     """``fn(*args)`` in a worker thread, a 504 naming ``what`` after ``request_timeout``."""
     from icepipe.web.data import run_blocking
 
-    return await run_blocking(fn, *args, timeout=_timeout(request), what=what)
+    return await run_blocking(request, fn, *args, what=what)
 
 
 def _timeout(request: Request) -> float:
     return float(request.app.state.config.request_timeout)
 
 
-async def _for_at_most(fn: Callable[[], object], seconds: float) -> None:
-    """Run ``fn`` in a thread of its own, waiting for it ``seconds`` at most (it goes on)."""
-    thread = threading.Thread(target=fn, name="icepipe-web-search-refresh", daemon=True)
-    thread.start()
+async def _for_at_most(thread: threading.Thread, seconds: float) -> None:
+    """Wait for ``thread`` ``seconds`` at most (it goes on)."""
     await anyio.to_thread.run_sync(thread.join, seconds, abandon_on_cancel=True)
 
 
+def _in_thread(fn: Callable[[], object]) -> threading.Thread:
+    thread = threading.Thread(target=fn, name="icepipe-web-search-refresh", daemon=True)
+    thread.start()
+    return thread
+
+
+def _utc(t: float | None) -> str | None:
+    return None if t is None else time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(t))
+
+
 def result_url(hit: Hit) -> str:
-    """Where a result leads: the repository, the array, or the pipeline's row."""
+    """Where a result leads: the array, the pipeline's row, the repository (for a group: at
+    the group's row of its tree)."""
     ref = {"ref": hit.ref} if hit.ref else {}
     if hit.kind == "array":
         return "/array?" + urlencode({"name": hit.repo, "path": hit.path, **ref})
     if hit.kind == "pipeline":
         return "/pipelines#pipeline-" + quote(hit.title)
-    return _repo_url(hit.repo) + ("&" + urlencode(ref) if ref else "")
+    url = _repo_url(hit.repo) + ("&" + urlencode(ref) if ref else "")
+    return url + "#" + node_anchor(hit.path) if hit.kind == "group" else url
 
 
 def _repo_url(key: str) -> str:
@@ -108,11 +118,15 @@ async def _results(request: Request) -> dict[str, Any]:
     limit = _limit(request)
     # New commits: re-read what moved, answering from the index as it is after REFRESH_WAIT.
     if index.due():
-        await _for_at_most(index.refresh_if_stale, min(REFRESH_WAIT, _timeout(request)))
+        refresh = _in_thread(index.refresh_if_stale)
+        await _for_at_most(refresh, min(REFRESH_WAIT, _timeout(request)))
     hits = await bounded(request, "the search", functools.partial(index.search, limit=limit), q)
     return {
         "query": q,
         "state": index.state,
+        "rebuilding": index.rebuilding,
+        "built_at": _utc(index.built_at),
+        "seconds": index.stats.seconds,
         "error": index.error,
         "unreadable": dict(index.repo_errors),
         "index": {"repos": index.stats.repos, "documents": index.stats.documents},
@@ -126,7 +140,8 @@ async def _results(request: Request) -> dict[str, Any]:
 async def search_page(request: Request) -> Response:
     doc = await _results(request)
     status = 503 if doc["state"] == "failed" else 200
-    return render(request, "search.html", {**doc, "q": doc["query"]}, status)
+    context = {**doc, "q": doc["query"], "reindexed": request.query_params.get("reindexed") == "1"}
+    return render(request, "search.html", context, status)
 
 
 async def api_search(request: Request) -> Response:
@@ -134,26 +149,50 @@ async def api_search(request: Request) -> Response:
     return JSONResponse(doc, status_code=503 if doc["state"] == "failed" else 200)
 
 
+def _is_form(request: Request) -> bool:
+    """Whether ``request`` comes from an HTML form (the search page's "Reindex" button)."""
+    kind = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    return kind == "application/x-www-form-urlencoded"
+
+
+async def _form_query(request: Request) -> str:
+    """The ``q`` field of the form (the search to show again), read from at most 4 KiB."""
+    body = b""
+    async for part in request.stream():
+        body += part
+        if len(body) > 4096:
+            break
+    values = parse_qs(body[:4096].decode("utf-8", "replace")).get("q") or [""]
+    return values[0][:500]
+
+
 async def api_reindex(request: Request) -> Response:
-    """Re-read every repository; 202 when that takes longer than the request timeout (the
-    rebuild goes on)."""
+    """Re-read every repository (one rebuild at a time: a second click joins the first).
+
+    From the search page's "Reindex" form: waits :data:`REFRESH_WAIT` seconds at most, then
+    back to the search (303), which says whether the rebuild is over. From the API: waits up
+    to the request timeout; 200 with the build's numbers, 202 while it runs on.
+
+    Only this server's own pages may ask (:func:`~icepipe.web.app.refuse_cross_site`): a page
+    of another site in the user's browser may not make the server re-read every repository.
+    """
+    refuse_cross_site(request)
     index = search_index(request.app)
+    thread = index.rebuild()
+    if _is_form(request):
+        q = await _form_query(request)
+        await _for_at_most(thread, min(REFRESH_WAIT, _timeout(request)))
+        query = {"q": q, "reindexed": "1"} if q else {"reindexed": "1"}
+        return RedirectResponse("/search?" + urlencode(query), status_code=303)
     timeout = _timeout(request)
-    done: dict[str, Any] = {}
-
-    def rebuild() -> None:
-        index.wait()
-        with contextlib.suppress(IcepipeError):  # index.state and index.error say what failed
-            done["stats"] = index.refresh(force=True)
-
-    await _for_at_most(rebuild, timeout)
-    if "stats" not in done:
+    await _for_at_most(thread, timeout)
+    if thread.is_alive() or index.state != "ready":
         state = "failed" if index.state == "failed" else "indexing"
         return JSONResponse(
             {"state": state, "error": index.error, "timeout": timeout},
             status_code=503 if state == "failed" else 202,
         )
-    s = done["stats"]
+    s = index.stats
     return JSONResponse(
         {
             "state": index.state,
