@@ -56,14 +56,17 @@ def test_a_name_that_is_not_utf8_is_refused_by_name(
 
 
 def test_unicode_forms_and_names_prefixing_others_stay_distinct(tmp_path: Path) -> None:
-    """NFC and NFD spellings of one name are two files on Linux; names sharing long prefixes,
-    and a name that is another's prefix, pack into ledger format 2's columns (common prefix +
-    suffixes) and read back as themselves: a re-run ingests nothing, a new one only it."""
+    """NFC and NFD spellings of one name are two files on Linux, as are a name and its
+    percent-decoded twin; names sharing long prefixes, and a name that is another's prefix,
+    pack into ledger format 2's columns (common prefix + suffixes) and read back as
+    themselves: a re-run ingests nothing, a new file only itself. Scanned in process, the
+    files after the first through the template route."""
     nfc = unicodedata.normalize("NFC", "café.nc")
     nfd = unicodedata.normalize("NFD", "café.nc")
     assert nfc != nfd
     long = "x" * 200
-    names = [nfc, nfd, f"{long}.nc", f"{long}.nc.nc", f"{long}a.nc", "a.nc", "a.nc.nc"]
+    odd = ["a%20b.nc", "a b.nc", "c#d?.nc", "e[1]*.nc"]  # URL and glob characters
+    names = [nfc, nfd, *odd, f"{long}.nc", f"{long}.nc.nc", f"{long}a.nc", "a.nc", "a.nc.nc"]
     src = tmp_path / "src"
     _write(src, [n.encode() for n in names[:-1]])
     spec = write_pipeline(tmp_path, "src/*.nc", "repo")
