@@ -82,3 +82,79 @@ def test_a_chunk_stored_without_its_filters_is_refused_by_name(
     message = str(info.value)
     assert str(paths[2]) in message and "tas" in message and "mode: native" in message
     assert list(info.value.urls) == [f"file://{paths[2]}"]
+
+
+def _variant(path: Path, index: int, change: str) -> Path:
+    """A file of a small series (3 steps of 4 values, zlib, a chunk per step), differing
+    from the others in ``change``."""
+    import netCDF4
+
+    with netCDF4.Dataset(path, "w") as nc:
+        nc.title = f"fichier é {index}" if change == "unicode title" else f"file {index}"
+        nc.version = np.float64(np.nan if change == "NaN global number" else index)
+        if change == "int global number":
+            nc.version = np.int32(index)
+        g = nc.createGroup("g") if change == "group" else nc
+        g.createDimension("time", 4 if change == "steps" else 3)
+        g.createDimension("x", 4)
+        n = g.dimensions["time"].size
+        time = g.createVariable("time", "f8", ("time",))
+        per_file_epoch = change == "time units"  # every file counts from its own start
+        time.units = f"hours since 2000-01-{index + 1:02d}" if per_file_epoch else "days since 2000"
+        time.calendar = "noleap" if change == "calendar" else "standard"
+        time[:] = np.arange(n) + (0 if per_file_epoch else n * index)
+        g.createVariable("x", "f4", ("x",))[:] = np.arange(4.0)
+        tas = g.createVariable(
+            "tax" if change == "renamed" else "tas",
+            np.dtype(">f4" if change == "big-endian" else "f4"),
+            ("time", "x"),
+            zlib=True,
+            complevel=5 if change == "compression level" else 1,
+            shuffle=False,
+            chunksizes=(1, 4),
+            endian="big" if change == "big-endian" else "native",
+            fill_value=np.float32(-9),
+        )
+        tas.long_name = f"temperature {index}" if change == "long_name" else "temperature"
+        tas.setncattr("weight", np.float32(2.0 if change == "float attribute" else 1.0))
+        tas[:] = np.arange(n * 4, dtype="f4").reshape(n, 4) + index
+    return path
+
+
+# What the third file does: "template" (built from the first file's) or "usual". The layout
+# key tells apart what would change the result; values read per file take the template.
+VARIANTS = {
+    "unicode title": "usual",  # a string of another HDF5 type (variable-length, not fixed)
+    "NaN global number": "usual",
+    "int global number": "usual",
+    "calendar": "usual",
+    "steps": "usual",
+    "renamed": "usual",  # same length, same bytes elsewhere
+    "big-endian": "usual",
+    "compression level": "usual",
+    "float attribute": "usual",
+    "long_name": "template",
+    "time units": "template",
+    "group": "template",
+}
+
+
+@pytest.mark.parametrize("change", list(VARIANTS))
+def test_files_laid_out_almost_alike_scan_as_the_parser_scans_them(
+    tmp_path: Path, change: str
+) -> None:
+    """Files 0 and 1 are alike (1 takes 0's template), file 2 differs in ``change`` (for
+    "time units" and "group", every file does): each scan equals VirtualiZarr's route."""
+    from tests.sources.test_quick import _same, _usual
+
+    every = change in ("time units", "group")
+    options = ScanOptions(format="netcdf4", group="g" if change == "group" else None)
+    paths = [_variant(tmp_path / f"{i}.nc", i, change if every or i == 2 else "") for i in range(3)]
+    results = [scan_file(_source(p), options) for p in paths]
+    routes = [
+        "template" if isinstance(r.content, PackedDataset) else "usual"  # type: ignore[union-attr]
+        for r in results
+    ]
+    for path, result in zip(paths, results, strict=True):
+        _same(result, _usual(path, options))  # type: ignore[arg-type]
+    assert routes == ["usual", "template", VARIANTS[change]]
