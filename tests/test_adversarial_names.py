@@ -5,6 +5,7 @@ refused by name (``tests/test_file_names.py`` covers names on a cluster and in S
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import unicodedata
 from pathlib import Path
@@ -53,6 +54,18 @@ def test_a_name_that_is_not_utf8_is_refused_by_name(
     assert list(result.files_skipped) == [f"file://{src}/caf\\xe9.nc"]
     check_read_back(icepipe.open_dataset(str(tmp_path / "repo"), group="g").load(), 1)
     assert icepipe.run(pipeline).files_new == ()
+
+    # Named in an explicit list (from Python: os.listdir gives such names too).
+    explicit = os.fsdecode(os.path.join(os.fsencode(src), b"caf\xe9.nc"))
+    (tmp_path / "explicit").mkdir()
+    spec = write_pipeline(tmp_path / "explicit", "unused", "repo")
+    listed = icepipe.load_pipeline(spec)
+    listed = dataclasses.replace(
+        listed,
+        source=dataclasses.replace(listed.source, urls=(f"file://{explicit}",), is_glob=False),
+    )
+    with pytest.raises(SourceError, match="UTF-8"):
+        icepipe.run(listed)
 
 
 def test_unicode_forms_and_names_prefixing_others_stay_distinct(tmp_path: Path) -> None:

@@ -493,4 +493,6 @@ def _head_local(url: str) -> SourceFile:
         raise SourceError(f"{url}: is not a regular file; fix source.urls", url=url)
     if _CONTROL.search(path):
         raise SourceError(f"{_shown(url)}: {_control_reason(path)}", url=url)
+    if not _is_utf8(path):
+        raise SourceError(f"{_escaped(url)}: {_NOT_UTF8}", url=_escaped(url))
     return SourceFile(url=url, size=st.st_size, mtime=_local_mtime(st.st_mtime_ns))
