@@ -399,7 +399,7 @@ def _list_local_glob(
             problems[url] = "is not a regular file"
         elif _CONTROL.search(rel):
             problems[url] = _control_reason(rel)
-        elif not _is_utf8(rel):
+        elif not _is_utf8(url):
             problems[_escaped(url)] = _NOT_UTF8
         else:
             files.append(SourceFile(url=url, size=st.st_size, mtime=_local_mtime(st.st_mtime_ns)))
@@ -493,6 +493,6 @@ def _head_local(url: str) -> SourceFile:
         raise SourceError(f"{url}: is not a regular file; fix source.urls", url=url)
     if _CONTROL.search(path):
         raise SourceError(f"{_shown(url)}: {_control_reason(path)}", url=url)
-    if not _is_utf8(path):
+    if not _is_utf8(url):
         raise SourceError(f"{_escaped(url)}: {_NOT_UTF8}", url=_escaped(url))
     return SourceFile(url=url, size=st.st_size, mtime=_local_mtime(st.st_mtime_ns))
