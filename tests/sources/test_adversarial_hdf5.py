@@ -10,6 +10,7 @@ unshuffled bytes shuffled back, plausible-looking wrong numbers) or not at all.
 
 from __future__ import annotations
 
+import pickle
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -82,6 +83,9 @@ def test_a_chunk_stored_without_its_filters_is_refused_by_name(
     message = str(info.value)
     assert str(paths[2]) in message and "tas" in message and "mode: native" in message
     assert list(info.value.urls) == [f"file://{paths[2]}"]
+    assert str(pickle.loads(pickle.dumps(info.value))) == message
+    masked = hdf5_index.MaskedChunkError((1, 0), 1)
+    assert pickle.loads(pickle.dumps(masked)).chunk == (1, 0)
 
 
 def _variant(path: Path, index: int, change: str) -> Path:

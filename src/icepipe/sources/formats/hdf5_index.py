@@ -411,6 +411,9 @@ class MaskedChunkError(ValueError):
         self.chunk = chunk
         self.mask = mask
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.chunk, self.mask))
+
 
 def check_filter_masks(path: str, url: str, group: str | None, names: Iterable[str]) -> None:
     """Raise when a chunk of one of the datasets ``names`` of the local file ``path`` is
