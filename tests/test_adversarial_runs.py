@@ -10,11 +10,13 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 import xarray as xr
 
 import icepipe
+from icepipe.errors import SchemaMismatchError
 from icepipe.sources import quick
-from tests.conftest import branch_tip, write_pipeline
+from tests.conftest import branch_tip, write_pipeline, write_series
 from tests.ingest_checks import check_tip, sources, url
 
 NAMES = ["z%20.nc", "y #1.nc", "x?.nc", "é[2].nc", "a b.nc"]  # not in time order
@@ -73,3 +75,67 @@ def test_in_process_runs_in_batches_equal_one_run(tmp_path: Path) -> None:
     xr.testing.assert_identical(
         stored, icepipe.open_dataset(str(tmp_path / "one"), group="g").load()
     )
+
+
+def test_a_skipped_file_repaired_after_later_files_does_not_block_the_nightly(
+    tmp_path: Path,
+) -> None:
+    """``on_error: skip`` leaves out a file that cannot be read and tries it again next run.
+    Once later files are appended, the repaired file has no room left on the axis: with
+    ``skip`` it is left out again, naming why, and the next files keep arriving, instead of
+    every later run failing on it (the series stopped at the repaired file)."""
+    files = write_series(tmp_path / "src", 4, steps=2)
+    good = files[1].read_bytes()
+    files[1].write_bytes(good[:200])  # unreadable while the first run reads it
+    pipeline = icepipe.load_pipeline(
+        write_pipeline(tmp_path, urls="src/*.nc", extra="on_error: skip\n")
+    )
+    first = icepipe.run(pipeline)
+    assert first.files_new == tuple(url(f) for f in (files[0], files[2], files[3]))
+    assert list(first.files_skipped) == [url(files[1])]
+
+    files[1].write_bytes(good)  # repaired, after later files were appended
+    tomorrow = write_series(tmp_path / "more", 5, steps=2)[4]
+    tomorrow = tomorrow.rename(tmp_path / "src" / tomorrow.name)
+    second = icepipe.run(pipeline)
+    assert second.status == "committed"
+    assert second.files_new == (url(tomorrow),)
+    assert list(second.files_skipped) == [url(files[1])]
+    assert "no room" in second.files_skipped[url(files[1])]
+    again = icepipe.run(pipeline)
+    assert again.status == "nothing-new" and list(again.files_skipped) == [url(files[1])]
+
+    repo = tmp_path / "repo"
+    records = check_tip(repo, "g", branch_tip(repo) or "")
+    assert [r["url"] for r in records] == [url(f) for f in (files[0], files[2], files[3], tomorrow)]
+
+
+def test_skip_leaves_out_a_file_of_another_schema_but_not_a_disagreeing_pair(
+    tmp_path: Path,
+) -> None:
+    """A new file whose dtype differs from the stored one is refused on its own: skipped, the
+    others ingested. Two new files that disagree with each other in a first run name both:
+    which one is wrong is not known, and the run fails as without ``skip``."""
+    skip = "on_error: skip\n"
+    pair = write_series(tmp_path / "pair", 1, steps=2)
+    pair += [write_series(tmp_path / "f8", 2, steps=2, dtype="f8")[1]]
+    pair[1] = pair[1].rename(tmp_path / "pair" / pair[1].name)
+    with pytest.raises(SchemaMismatchError):
+        icepipe.run(
+            icepipe.load_pipeline(
+                write_pipeline(tmp_path, name="pair", urls="pair/*.nc", repo="p", extra=skip)
+            )
+        )
+
+    first = write_series(tmp_path / "src", 2, steps=2)
+    pipeline = icepipe.load_pipeline(write_pipeline(tmp_path, urls="src/*.nc", extra=skip))
+    icepipe.run(pipeline)
+    odd = write_series(tmp_path / "odd", 3, steps=2, dtype="f8")[2]
+    odd = odd.rename(tmp_path / "src" / odd.name)
+    later = write_series(tmp_path / "later", 4, steps=2)[3]
+    later = later.rename(tmp_path / "src" / later.name)
+    result = icepipe.run(pipeline)
+    assert result.files_new == (url(later),)
+    assert list(result.files_skipped) == [url(odd)]
+    records = check_tip(tmp_path / "repo", "g", branch_tip(tmp_path / "repo") or "")
+    assert [r["url"] for r in records] == [url(f) for f in (*first, later)]
