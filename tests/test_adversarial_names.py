@@ -96,3 +96,18 @@ def test_unicode_forms_and_names_prefixing_others_stay_distinct(tmp_path: Path) 
     ds = icepipe.open_dataset(str(tmp_path / "repo"), group="g").load()
     # Files are ordered by time: file i holds value i, whatever its name.
     check_read_back(ds, len(names))
+
+
+def test_a_zarr_store_whose_name_is_not_utf8_is_a_listing_problem(tmp_path: Path) -> None:
+    import numpy as np
+    import xarray as xr
+
+    from icepipe.sources import list_sources
+
+    for name, start in ((b"caf\xe9.zarr", 0), (b"b.zarr", 3)):
+        ds = xr.Dataset({"v": (("time",), np.arange(3.0))}, coords={"time": np.arange(3) + start})
+        ds.to_zarr(os.fsdecode(os.path.join(os.fsencode(tmp_path), name)))
+    problems: dict[str, str] = {}
+    listed = list_sources([f"file://{tmp_path}/*.zarr"], is_glob=True, unreadable=problems)
+    assert [f.url for f in listed] == [f"file://{tmp_path}/b.zarr"]
+    assert list(problems) == [f"file://{tmp_path}/caf\\xe9.zarr"]

@@ -392,7 +392,9 @@ def _list_local_glob(
         url = _join(base_url, rel)
         if stat.S_ISDIR(st.st_mode):
             record = _zarr_store_record(url, None)
-            if record is not None:
+            if record is not None and not _is_utf8(url):
+                problems[_escaped(url)] = _NOT_UTF8
+            elif record is not None:
                 stores.append(record)
             continue
         if not stat.S_ISREG(st.st_mode):
