@@ -374,15 +374,12 @@ def _attempt(
         if session is None:
             return "branch-moved"
     with state.timer("plan"):
-        parts = _parts(pipeline, selection, state.scanned, session, ledger)
-        _with_order_values(pipeline, session, parts, ledger)
+        parts, selection = _planned(state, selection, session, ledger)
     if not any(part.new or part.changed for part in parts):
         snapshot_id = session.snapshot_id if session else None
         return state.result(
             "nothing-new", parts, selection, attempt=attempt, snapshot_id=snapshot_id
         )
-    with state.timer("plan"):
-        _plan(pipeline, parts)
     if session is None:
         session = _create(state)
         if session is None:
@@ -567,6 +564,40 @@ def _scans_in_process(
         return False
     suspects = journal.suspects()
     return not any(f.url in suspects for f in to_scan)
+
+
+def _planned(
+    state: _Run, selection: plan.Selection, session: Any, ledger: Mapping[str, FileRecord]
+) -> tuple[list[ingest.Part], plan.Selection]:
+    """The scanned files split into parts and planned (nothing planned when nothing is new),
+    and the selection they come from.
+
+    With ``on_error: skip``, a file planning refuses on its own (a late file with no room left
+    on the axis, as a file skipped before and repaired after later ones were appended; a
+    duplicate of an ingested file; a schema other than the stored one) is left out as files
+    that cannot be read are, naming why, and the others are planned again: one such file must
+    not stop every later run. A refusal naming several files of this run (two new files that
+    disagree: which one is wrong?) still fails the run.
+    """
+    pipeline = state.pipeline
+    while True:
+        try:
+            parts = _parts(pipeline, selection, state.scanned, session, ledger)
+            _with_order_values(pipeline, session, parts, ledger)
+            if any(part.new or part.changed for part in parts):
+                _plan(pipeline, parts)
+            return parts, selection
+        except SourceError as exc:
+            mine = {f.url for f in (*selection.new, *(f for f, _ in selection.changed))}
+            refused = set(exc.urls) & mine
+            if pipeline.on_error != "skip" or len(refused) != 1:
+                raise
+            state.skipped.update(dict.fromkeys(sorted(refused), str(exc)))
+            selection = plan.Selection(
+                new=tuple(f for f in selection.new if f.url not in refused),
+                already=selection.already,
+                changed=tuple((f, r) for f, r in selection.changed if f.url not in refused),
+            )
 
 
 def _plan(pipeline: Pipeline, parts: list[ingest.Part]) -> None:

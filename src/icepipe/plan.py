@@ -575,8 +575,25 @@ def _check_combine(
     order_by: str | None,
     virtual: bool,
 ) -> None:
-    """The files combine with the first of them, and the first with the stored arrays."""
+    """The files combine with the stored arrays, and with the first of them.
+
+    Each file is compared with the stored arrays first, when there are any: a file that does
+    not match them is named alone (the one to fix or skip), not as disagreeing with whichever
+    new file came first."""
     ref = ordered[0]
+    if not target.is_empty:
+        for s in ordered:
+            if s.grid is not None:  # a raster (GeoTIFF): compared with the stored grid
+                _check_grid(s, target.grid, "the repository")
+            _check_against(
+                "the repository",
+                target.variables,
+                s,
+                concat_dim,
+                ref_url=None,
+                order_by=order_by,
+                virtual=virtual,
+            )
     for s in ordered[1:]:
         _check_grid(s, ref.grid, ref.url)
         _check_against(
@@ -585,18 +602,6 @@ def _check_combine(
             s,
             concat_dim,
             ref_url=ref.url,
-            order_by=order_by,
-            virtual=virtual,
-        )
-    if not target.is_empty:
-        if ref.grid is not None:  # a raster (GeoTIFF): compared with the stored grid
-            _check_grid(ref, target.grid, "the repository")
-        _check_against(
-            "the repository",
-            target.variables,
-            ref,
-            concat_dim,
-            ref_url=None,
             order_by=order_by,
             virtual=virtual,
         )

@@ -392,19 +392,44 @@ def _list_local_glob(
         url = _join(base_url, rel)
         if stat.S_ISDIR(st.st_mode):
             record = _zarr_store_record(url, None)
-            if record is not None:
+            if record is not None and not _is_utf8(url):
+                problems[_escaped(url)] = _NOT_UTF8
+            elif record is not None:
                 stores.append(record)
             continue
         if not stat.S_ISREG(st.st_mode):
             problems[url] = "is not a regular file"
         elif _CONTROL.search(rel):
             problems[url] = _control_reason(rel)
+        elif not _is_utf8(url):
+            problems[_escaped(url)] = _NOT_UTF8
         else:
             files.append(SourceFile(url=url, size=st.st_size, mtime=_local_mtime(st.st_mtime_ns)))
     inside = tuple(f.url + "/" for f in stores)
     for url in [u for u in problems if u.startswith(inside)] if inside else []:
         del problems[url]
     return sorted([f for f in files if not f.url.startswith(inside)] + stores)
+
+
+#: Why a name that is not UTF-8 (a Latin-1 ``caf\\xe9.nc``: Python lists it with surrogates)
+#: cannot be ingested: URLs, references and the ledger hold text.
+_NOT_UTF8 = (
+    "its name is not valid UTF-8 (shown with \\x escapes), which URLs, virtual references and "
+    "the ingest ledger cannot hold; rename the file (e.g. convmv -f latin1 -t utf8)"
+)
+
+
+def _is_utf8(name: str) -> bool:
+    try:
+        name.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _escaped(url: str) -> str:
+    """``url`` with the bytes of a name that is not UTF-8 as ``\\xNN`` text."""
+    return url.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def _shown(url: str) -> str:
@@ -470,4 +495,6 @@ def _head_local(url: str) -> SourceFile:
         raise SourceError(f"{url}: is not a regular file; fix source.urls", url=url)
     if _CONTROL.search(path):
         raise SourceError(f"{_shown(url)}: {_control_reason(path)}", url=url)
+    if not _is_utf8(url):
+        raise SourceError(f"{_escaped(url)}: {_NOT_UTF8}", url=_escaped(url))
     return SourceFile(url=url, size=st.st_size, mtime=_local_mtime(st.st_mtime_ns))

@@ -22,7 +22,8 @@ file goes the slow way): groups holding groups or links, compact, external or vi
 object/compound/opaque dtypes, several dimension scales on one axis. Loaded variables whose
 values differ from the template's are read raw when xarray would not change them on decoding
 (no scale, offset, ``missing_value``, and no ``_FillValue`` other than NaN on floats), and
-otherwise send the file the slow way.
+otherwise send the file the slow way. A chunk stored without some of its filters (its HDF5
+filter mask) cannot be referenced on either way: :func:`check_filter_masks` refuses the file.
 
 Templates live in the worker process (a few, least recently used first out); they never travel.
 """
@@ -33,6 +34,7 @@ import copy
 import math
 import threading
 from collections import OrderedDict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -44,6 +46,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Layout",
+    "MaskedChunkError",
+    "check_filter_masks",
     "chunk_table",
     "discard",
     "empty_datasets",
@@ -373,12 +377,17 @@ def chunk_table(
         )
     grid = tuple(math.ceil(a / b) for a, b in zip(shape, chunks, strict=True))
     found: list[tuple[tuple[int, ...], int, int]] = []
+    masked: list[tuple[tuple[int, ...], int]] = []
 
     def add(info: Any) -> None:
         key = tuple(a // b for a, b in zip(info.chunk_offset, chunks, strict=True))
         found.append((key, info.byte_offset, info.size))
+        if info.filter_mask:
+            masked.append((key, info.filter_mask))
 
     dsid.chunk_iter(add)
+    if masked:
+        raise MaskedChunkError(*masked[0])
     if not found:
         return None
     present = np.zeros(grid, dtype=bool)
@@ -389,6 +398,63 @@ def chunk_table(
         offsets[key] = offset
         lengths[key] = size
     return present, offsets, lengths
+
+
+class MaskedChunkError(ValueError):
+    """A chunk is stored without some of its dataset's filters (its HDF5 *filter mask*: an
+    optional filter that failed on it was skipped, or a direct chunk write chose so). A
+    virtual reference decodes every chunk of an array with the array's one codec pipeline:
+    that chunk would read back as garbage, or not at all."""
+
+    def __init__(self, chunk: tuple[int, ...], mask: int) -> None:
+        super().__init__(f"chunk {chunk} is stored without some filters (mask {mask:#x})")
+        self.chunk = chunk
+        self.mask = mask
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.chunk, self.mask))
+
+
+def check_filter_masks(path: str, url: str, group: str | None, names: Iterable[str]) -> None:
+    """Raise when a chunk of one of the datasets ``names`` of the local file ``path`` is
+    stored without some of its filters (see :class:`MaskedChunkError`).
+
+    Raises
+    ------
+    SourceError
+        Naming the file, the variable, the chunk and the fix.
+    """
+    import h5py
+
+    from icepipe.errors import SourceError
+
+    opened = _open(path, group)
+    if opened is None:
+        return
+    fid, root = opened
+    try:
+        for name in names:
+            try:
+                dsid = h5py.h5o.open(root, name.encode())
+            except KeyError:
+                continue  # made by the reader, not read from the file
+            if not isinstance(dsid, h5py.h5d.DatasetID):
+                continue
+            plist = dsid.get_create_plist()
+            if plist.get_layout() != h5py.h5d.CHUNKED or not plist.get_nfilters():
+                continue
+            obj = _Dataset(dsid, dsid.shape, dsid.dtype, plist.get_chunk(), 0)
+            try:
+                chunk_table(obj, obj.chunks or ())
+            except MaskedChunkError as exc:
+                raise SourceError(
+                    f"{url}: variable {name!r}: {exc}, which virtual references cannot "
+                    "express (they decode every chunk of a variable alike); use mode: native "
+                    "(HDF5 reads it), or rewrite the file (nccopy, h5repack)",
+                    url=url,
+                ) from exc
+    finally:
+        fid.close()
 
 
 def _manifest(ref_url: str, obj: _Dataset, chunks: tuple[int, ...]) -> Any:

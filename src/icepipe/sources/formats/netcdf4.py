@@ -12,7 +12,7 @@ from icepipe.errors import SourceError
 from icepipe.model import SourceFile
 from icepipe.sources.formats import hdf5_index
 from icepipe.sources.formats.base import Opened, ScanOptions
-from icepipe.sources.formats.common import XarrayOpens, open_virtual, open_xarray
+from icepipe.sources.formats.common import XarrayOpens, is_virtual, open_virtual, open_xarray
 from icepipe.sources.stores import RemoteFile, registry_for
 from icepipe.storage import StorageOptions, reference_url, scheme_of
 
@@ -81,6 +81,9 @@ def scan_parsed(url: str, options: ScanOptions) -> xr.Dataset:
         _check_group(url, options.group, registry)
     ds = open_virtual(url, HDFParser(group=options.group), registry, options.order_by)
     if scheme_of(url) == "file":
+        virtual = [str(n) for n, v in ds.variables.items() if is_virtual(v)]
+        path = url.removeprefix("file://")
+        hdf5_index.check_filter_masks(path, url, options.group, virtual)
         ds = _with_unwritten_variables(ds, url, options.group)
     return ds
 
