@@ -278,10 +278,14 @@ def _zarr_store_record(url: str, storage: StorageOptions | None) -> SourceFile |
         folder = url[len("file://") :]
         if not any(os.path.isfile(os.path.join(folder, m)) for m in ZARR_METADATA):
             return None
-        found = [st for _, st in _walk_local(folder, recursive=True, problems={}, base_url=url)]
-        sizes = [st.st_size for st in found if stat.S_ISREG(st.st_mode)]
-        newest_ns = max((st.st_mtime_ns for st in found if stat.S_ISREG(st.st_mode)), default=0)
-        return SourceFile(url=url, size=sum(sizes), mtime=_local_mtime(newest_ns), etag=None)
+        size, newest_ns = 0, None
+        for _, st in _walk_local(folder, recursive=True, problems={}, base_url=url):
+            if stat.S_ISREG(st.st_mode):
+                size += st.st_size
+                ns = st.st_mtime_ns
+                newest_ns = ns if newest_ns is None or ns > newest_ns else newest_ns
+        mtime = _local_mtime(0 if newest_ns is None else newest_ns)
+        return SourceFile(url=url, size=size, mtime=mtime, etag=None)
     try:
         store = store_for(url, storage)
         metas = [m for batch in obstore.list(store, chunk_size=1000) for m in batch]
@@ -315,11 +319,17 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 def _walk_local(
     root: str, *, recursive: bool, problems: dict[str, str], base_url: str, regex: Any = None
 ) -> Iterator[tuple[str, os.stat_result]]:
-    """``(relative path, stat)`` of every entry under ``root`` (folders too), following
-    symbolic links but never into a folder twice (links to an ancestor make loops).
+    """``(relative path, stat)`` of the entries under ``root`` that ``regex`` matches (all when
+    None), folders too, following symbolic links but never into a folder twice (links to an
+    ancestor make loops). Streams: no stat result is kept once yielded.
 
-    Entries matching ``regex`` (all when None) that cannot be listed or followed go into
-    ``problems`` (URL -> reason) instead.
+    Only the entries a caller can use are stat-ed: matching files, and folders (to recurse and
+    to recognise a folder seen already); a file the glob does not match costs no system call.
+    Folders are visited in name order, so which of two links to one folder is listed does not
+    depend on the order the operating system returns entries in.
+
+    Entries matching ``regex`` that cannot be listed or followed go into ``problems`` (URL ->
+    reason) instead.
     """
     seen: set[tuple[int, int]] = set()
     top = os.stat(root)
@@ -327,8 +337,24 @@ def _walk_local(
     stack = [(root, "")]
     while stack:
         folder, prefix = stack.pop()
+        folders: list[tuple[str, str, bool]] = []  # (name, path, wanted)
         try:
-            entries = sorted(os.scandir(folder), key=lambda e: e.name)
+            with os.scandir(folder) as it:
+                for entry in it:
+                    rel = prefix + entry.name
+                    wanted = regex is None or regex.match(rel) is not None
+                    if _is_folder(entry):
+                        folders.append((entry.name, entry.path, wanted))
+                        continue
+                    if not wanted:
+                        continue
+                    st = _stat_entry(entry.path, rel, base_url, problems)
+                    if st is None:
+                        continue
+                    if stat.S_ISDIR(st.st_mode):  # replaced by a folder since the listing
+                        folders.append((entry.name, entry.path, wanted))
+                        continue
+                    yield rel, st
         except OSError as exc:
             if prefix:
                 problems[_join(base_url, prefix.rstrip("/"))] = (
@@ -336,33 +362,53 @@ def _walk_local(
                 )
                 continue
             raise
-        for entry in entries:
-            rel = prefix + entry.name
-            wanted = regex is None or regex.match(rel)
-            try:
-                st = os.stat(entry.path)  # follows symbolic links
-            except OSError as exc:
-                if wanted:
-                    link = (
-                        " (a symbolic link that cannot be followed)" if entry.is_symlink() else ""
-                    )
-                    problems[_join(base_url, rel)] = f"cannot be read{link}: {exc.strerror}"
+        for name, path, wanted in sorted(folders):
+            rel = prefix + name
+            st = _stat_entry(path, rel, base_url, problems if wanted else None)
+            if st is None:
                 continue
-            if stat.S_ISDIR(st.st_mode):
-                key = (st.st_dev, st.st_ino)
-                if key in seen:
-                    continue  # a link back to a folder listed already
-                seen.add(key)
-                if recursive:
-                    stack.append((entry.path, rel + "/"))
-            yield rel, st
+            key = (st.st_dev, st.st_ino)
+            if key in seen:
+                continue  # a link back to a folder listed already
+            seen.add(key)
+            if recursive:
+                stack.append((path, rel + "/"))
+            if wanted:
+                yield rel, st
+
+
+def _is_folder(entry: os.DirEntry[str]) -> bool:
+    """Whether a listed entry is a folder: from the listing itself (no system call), except
+    for a symbolic link, which is followed. False when it cannot be (a dangling link, a loop):
+    then it is stat-ed as a file, and reported as one that cannot be read."""
+    try:
+        return entry.is_dir()
+    except OSError:
+        return False
+
+
+def _stat_entry(
+    path: str, rel: str, base_url: str, problems: dict[str, str] | None
+) -> os.stat_result | None:
+    """``os.stat`` of a listed entry (following symbolic links), or None when it cannot be
+    read (recorded in ``problems`` when given: the entry is one the glob matches)."""
+    try:
+        return os.stat(path)
+    except OSError as exc:
+        if problems is not None:
+            link = " (a symbolic link that cannot be followed)" if os.path.islink(path) else ""
+            problems[_join(base_url, rel)] = f"cannot be read{link}: {exc.strerror}"
+        return None
 
 
 def _list_local_glob(
     pattern_url: str, base_url: str, pattern: str, problems: dict[str, str]
 ) -> list[SourceFile]:
     """:func:`_list_glob` on a local folder, with the operating system's own listing: one
-    odd entry (a symbolic link loop, a name obstore cannot express) must not hide the rest."""
+    odd entry (a symbolic link loop, a name obstore cannot express) must not hide the rest.
+
+    Each entry becomes its :class:`SourceFile` as it is listed (no stat result or directory
+    entry is held for the whole listing)."""
     root = base_url[len("file://") :] or "/"
     if not os.path.isdir(root):
         raise SourceError(
@@ -374,37 +420,41 @@ def _list_local_glob(
     recursive = "/" in pattern or "**" in pattern
     files: list[SourceFile] = []
     stores: list[SourceFile] = []
+    base = base_url if base_url.endswith("/") else base_url + "/"
+    walk = _walk_local(root, recursive=recursive, problems=problems, base_url=base_url, regex=regex)
     try:
-        entries = list(
-            _walk_local(
-                root, recursive=recursive, problems=problems, base_url=base_url, regex=regex
-            )
-        )
+        for rel, st in walk:
+            mode = st.st_mode
+            if stat.S_ISREG(mode):
+                if _CONTROL.search(rel):
+                    problems[base + rel] = _control_reason(rel)
+                else:
+                    files.append(SourceFile(base + rel, st.st_size, _local_mtime(st.st_mtime_ns)))
+            elif stat.S_ISDIR(mode):
+                record = _zarr_store_record(base + rel, None)
+                if record is not None:
+                    stores.append(record)
+            else:
+                problems[base + rel] = "is not a regular file"
     except OSError as exc:
         raise SourceError(
             f"the folder {base_url!r} of the glob {pattern_url!r} cannot be listed "
             f"({exc.strerror}); check source.urls and its permissions",
             url=pattern_url,
         ) from exc
-    for rel, st in entries:
-        if not regex.match(rel):
-            continue
-        url = _join(base_url, rel)
-        if stat.S_ISDIR(st.st_mode):
-            record = _zarr_store_record(url, None)
-            if record is not None:
-                stores.append(record)
-            continue
-        if not stat.S_ISREG(st.st_mode):
-            problems[url] = "is not a regular file"
-        elif _CONTROL.search(rel):
-            problems[url] = _control_reason(rel)
-        else:
-            files.append(SourceFile(url=url, size=st.st_size, mtime=_local_mtime(st.st_mtime_ns)))
-    inside = tuple(f.url + "/" for f in stores)
-    for url in [u for u in problems if u.startswith(inside)] if inside else []:
-        del problems[url]
-    return sorted([f for f in files if not f.url.startswith(inside)] + stores)
+    if stores:
+        inside = tuple(f.url + "/" for f in stores)
+        for url in [u for u in problems if u.startswith(inside)]:
+            del problems[url]
+        files = [f for f in files if not f.url.startswith(inside)]
+        files += stores
+    # URLs are unique: ordering by URL is the records' own order, without comparing records.
+    files.sort(key=_url_of)
+    return files
+
+
+def _url_of(f: SourceFile) -> str:
+    return f.url
 
 
 def _shown(url: str) -> str:
