@@ -149,6 +149,8 @@ def missing_since_ingest(
 ) -> list[str]:
     """Ingested URLs the glob ``pattern`` would match but did not list: deleted or moved
     since they were ingested (virtual references to them fail on read)."""
+    if not ingested:  # a first run: no set of every listed URL
+        return []
     regex = glob_to_regex(pattern)
     present = {f.url for f in listed}
     return sorted(u for u in ingested if u not in present and regex.match(u))
@@ -192,10 +194,18 @@ def _list_glob(
     pattern_url: str, storage: StorageOptions | None, problems: dict[str, str]
 ) -> list[SourceFile]:
     base_url, pattern = _split_url_glob(pattern_url)
-    regex = glob_to_regex(pattern)
-    remote = not is_local(base_url)
-    if not remote:
+    if is_local(base_url):
         return _list_local_glob(pattern_url, base_url, pattern, problems)
+    return _list_store_glob(pattern_url, base_url, pattern, storage)
+
+
+def _list_store_glob(
+    pattern_url: str, base_url: str, pattern: str, storage: StorageOptions | None
+) -> list[SourceFile]:
+    """:func:`_list_glob` through obstore (object stores; local folders use
+    :func:`_list_local_glob`). Each listed object becomes its :class:`SourceFile` as its batch
+    arrives: obstore's entries (a dict and a datetime each) are not kept."""
+    regex = glob_to_regex(pattern)
     try:
         store = store_for(base_url, storage)
     except ConfigError:
@@ -208,32 +218,32 @@ def _list_glob(
         ) from exc
     recursive = "/" in pattern or "**" in pattern
     try:
-        metas: list[Mapping[str, Any]]
-        dirs: set[str]
+        files: list[SourceFile] = []
+        dirs: set[str] = set()
         if recursive:
-            metas = [m for batch in obstore.list(store, chunk_size=1000) for m in batch]
-            dirs = {
-                "/".join(parts[:d])
-                for m in metas
-                for parts in [str(m["path"]).split("/")]
-                for d in range(1, len(parts))
-            }
+            for batch in obstore.list(store, chunk_size=1000):
+                for m in batch:
+                    path = str(m["path"])
+                    folder = path.rpartition("/")[0]
+                    while folder and folder not in dirs:  # and its parents
+                        dirs.add(folder)
+                        folder = folder.rpartition("/")[0]
+                    if regex.match(path):
+                        files.append(_record(base_url, m))
         else:
             listing = obstore.list_with_delimiter(store)
-            metas = list(listing["objects"])
+            files = [
+                _record(base_url, m) for m in listing["objects"] if regex.match(str(m["path"]))
+            ]
             dirs = {p.rstrip("/") for p in listing["common_prefixes"]}
         stores = [
             r
             for d in sorted(x for x in dirs if regex.match(x))
             if (r := _zarr_store_record(_join(base_url, d), storage)) is not None
         ]
-        inside = tuple(f.url + "/" for f in stores)
-        files = [
-            f
-            for f in (_record(base_url, m) for m in metas if regex.match(str(m["path"])))
-            if not f.url.startswith(inside)
-        ]
-        files += stores
+        if stores:
+            inside = tuple(f.url + "/" for f in stores)
+            files = [f for f in files if not f.url.startswith(inside)] + stores
     except FileNotFoundError as exc:
         raise SourceError(
             f"the folder {base_url!r} of the glob {pattern_url!r} does not exist; check "
@@ -243,8 +253,6 @@ def _list_glob(
     except OSError as exc:
         raise storage_failure(exc, f"listing {base_url!r} failed", where="source.urls") from exc
     except Exception as exc:
-        if not remote:
-            raise
         if is_not_found(exc):
             raise SourceError(
                 f"the bucket of the glob {pattern_url!r} does not exist "
@@ -261,7 +269,8 @@ def _list_glob(
                 url=pattern_url,
             ) from exc
         raise access_error(exc, base_url, "list") from exc
-    return sorted(files)
+    files.sort(key=_url_of)  # URLs are unique: the records' own order
+    return files
 
 
 #: Objects at the root of a Zarr store (v3, v2 group, v2 array, v2 consolidated).
@@ -355,6 +364,10 @@ def _walk_local(
                         folders.append((entry.name, entry.path, wanted))
                         continue
                     yield rel, st
+        except FileNotFoundError:
+            if prefix:
+                continue  # deleted since its parent was listed
+            raise
         except OSError as exc:
             if prefix:
                 problems[_join(base_url, prefix.rstrip("/"))] = (
@@ -391,9 +404,17 @@ def _stat_entry(
     path: str, rel: str, base_url: str, problems: dict[str, str] | None
 ) -> os.stat_result | None:
     """``os.stat`` of a listed entry (following symbolic links), or None when it cannot be
-    read (recorded in ``problems`` when given: the entry is one the glob matches)."""
+    read (recorded in ``problems`` when given: the entry is one the glob matches) or is gone
+    (deleted since the folder was listed: not there, so not listed, as if listed a moment
+    later; a dangling symbolic link is still there, and reported)."""
     try:
         return os.stat(path)
+    except FileNotFoundError as exc:
+        if problems is not None and os.path.lexists(path):
+            problems[_join(base_url, rel)] = (
+                f"cannot be read (a symbolic link that cannot be followed): {exc.strerror}"
+            )
+        return None
     except OSError as exc:
         if problems is not None:
             link = " (a symbolic link that cannot be followed)" if os.path.islink(path) else ""
