@@ -233,3 +233,14 @@ def test_modification_times_formatted_in_batches_read_as_one_at_a_time(
     explicitly (and a Zarr store) one at a time, as obstore writes them: the ledger compares
     both, so they must be the same text."""
     assert listing._local_mtimes(ns, batch=batch) == [listing._local_mtime(n) for n in ns]
+
+
+def test_records_built_without_init_are_the_records_init_builds() -> None:
+    """The listing sets SourceFile's slots directly (see _source_files): a field added to
+    SourceFile without a place there would be left unset, and show here."""
+    from icepipe.model import SourceFile
+
+    (made,) = listing._source_files(["file:///a b.nc"], [7], ["2026-11-30T00:00:00+00:00"])
+    built = SourceFile("file:///a b.nc", 7, "2026-11-30T00:00:00+00:00")
+    assert repr(made) == repr(built) and made == built and hash(made) == hash(built)
+    assert made.identity() == built.identity()
