@@ -7,8 +7,11 @@ Side by side in one run, medians of ``--repeats`` (methods interleaved per repea
   10,000 files (one file more per repeat);
 * ``nothing-1k`` / ``nothing-10k``: a run that finds nothing new in those repositories.
 
-Every run is ``icepipe.run(pipeline)`` in this process, as a scheduler's nightly job would call
-it, with no cluster given (icepipe decides whether it needs one). The files are small generated
+Every run is a fresh ``icepipe run`` process, as a scheduler's nightly job starts it (or, with
+``--via library``, ``icepipe.run(pipeline)`` in this process), with no cluster given (icepipe
+decides whether it needs one). Each run's wall seconds and CPU seconds (user + system, of the
+run's process and its children) are recorded: on a machine other jobs load, the CPU ratios are
+the steadier figure. The files are small generated
 netCDF4 files (2 daily steps of a 4x8 float32 field, zlib, one chunk per step). The 1,000- and
 10,000-file repositories are built once per benchmark run, untimed, by ingesting the files in
 batches of ``--batch`` on a 2-worker cluster.
@@ -81,17 +84,25 @@ def write_file(folder: Path, i: int) -> Path:
     return path
 
 
+#: ``target.config`` of every pipeline (``--split-manifests``: Icechunk manifest splitting).
+TARGET_CONFIG: dict[str, Any] = {}
+
+
+def pipeline_doc(folder: Path, repo: Path) -> dict[str, Any]:
+    target: dict[str, Any] = {"repo": str(repo)}
+    if TARGET_CONFIG:
+        target["config"] = TARGET_CONFIG
+    return {
+        "name": "bench-nightly",
+        "source": {"urls": f"{folder}/*.nc", "concat_dim": "time", "format": "netcdf4"},
+        "target": target,
+    }
+
+
 def pipeline_for(folder: Path, repo: Path) -> Any:
     from icepipe.spec import pipeline_from_dict
 
-    return pipeline_from_dict(
-        {
-            "name": "bench-nightly",
-            "source": {"urls": f"{folder}/*.nc", "concat_dim": "time", "format": "netcdf4"},
-            "target": {"repo": str(repo)},
-        },
-        base_dir=folder,
-    )
+    return pipeline_from_dict(pipeline_doc(folder, repo), base_dir=folder)
 
 
 def build(folder: Path, repo: Path, n: int, *, batch: int, client: Any) -> dict[str, Any]:
@@ -119,13 +130,14 @@ def timed_run(folder: Path, repo: Path, expect: str) -> dict[str, Any]:
     if VIA["how"] == "cli":
         return _cli_run(folder, repo, expect)
 
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     result = icepipe.run(pipeline_for(folder, repo))
-    seconds = time.perf_counter() - t0
+    seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
     if result.status != expect:
         raise RuntimeError(f"{repo}: expected {expect}, got {result.status}")
     return {
         "seconds": round(seconds, 4),
+        "cpu_seconds": round(cpu, 4),
         "stages": {k: round(v, 4) for k, v in result.stages.items()},
         "cluster": result.cluster,
     }
@@ -133,15 +145,12 @@ def timed_run(folder: Path, repo: Path, expect: str) -> dict[str, Any]:
 
 def _cli_run(folder: Path, repo: Path, expect: str) -> dict[str, Any]:
     spec = repo.parent / f"{repo.name}.yaml"
-    spec.write_text(
-        f"name: bench-nightly\nsource:\n  urls: {folder}/*.nc\n  concat_dim: time\n"
-        f"  format: netcdf4\ntarget:\n  repo: {repo}\n"
-    )
+    spec.write_text(json.dumps(pipeline_doc(folder, repo), indent=2))  # JSON is YAML
     cmd = [sys.executable, "-m", "icepipe.cli", "run", str(spec), "--json", "--progress", "none"]
     cmd += ["--state-dir", str(repo.parent / "state")]
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), _children_cpu()
     done = subprocess.run(cmd, capture_output=True, text=True)
-    seconds = time.perf_counter() - t0
+    seconds, cpu = time.perf_counter() - t0, _children_cpu() - c0
     if done.returncode != 0:
         raise RuntimeError(f"{spec}: exit {done.returncode}: {done.stderr[-2000:]}")
     result = json.loads(done.stdout)
@@ -149,9 +158,19 @@ def _cli_run(folder: Path, repo: Path, expect: str) -> dict[str, Any]:
         raise RuntimeError(f"{repo}: expected {expect}, got {result['status']}")
     return {
         "seconds": round(seconds, 4),
+        "cpu_seconds": round(cpu, 4),
         "stages": {k: round(v, 4) for k, v in result["stages"].items()},
         "cluster": result["cluster"],
     }
+
+
+def _children_cpu() -> float:
+    """User + system CPU seconds of this process's finished child processes (their children
+    included): the steadier figure when other jobs load the machine."""
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -174,7 +193,17 @@ def main(argv: list[str] | None = None) -> int:
         default=REPO_ROOT / "benchmarks" / "results" / "nightly.json",
         help="where to write the JSON results (default: %(default)s)",
     )
+    parser.add_argument(
+        "--split-manifests",
+        type=int,
+        default=None,
+        metavar="N",
+        help="create the repositories with Icechunk manifests split every N chunks along time "
+        "(target.config.manifest.splitting; a commit then rewrites the last split only)",
+    )
     args = parser.parse_args(argv)
+    if args.split_manifests:
+        TARGET_CONFIG["manifest"] = {"splitting": [{"dims": {"time": args.split_manifests}}]}
     sizes = {"1k": 100, "10k": 1000} if args.quick else {"1k": 1000, "10k": 10000}
     repeats = args.repeats or (3 if args.quick else 5)
     VIA["how"] = args.via
@@ -193,6 +222,7 @@ def main(argv: list[str] | None = None) -> int:
             "repeats": repeats,
             "batch": args.batch,
             "via": args.via,
+            "target_config": TARGET_CONFIG,
         },
     }
     t_total = time.perf_counter()
@@ -218,6 +248,13 @@ def build_all(work: Path, sizes: dict[str, int], *, batch: int) -> dict[str, Any
 
     todo = {k: n for k, n in sizes.items() if not (work / f"built-{k}").exists()}
     done: dict[str, Any] = {k: "reused" for k in sizes if k not in todo}
+    for key in done:
+        built = json.loads((work / f"built-{key}").read_text())
+        if built.get("target_config", {}) != TARGET_CONFIG:
+            raise SystemExit(
+                f"{work}: its repositories were built with target.config "
+                f"{built.get('target_config', {})}, not {TARGET_CONFIG}: use another --keep folder"
+            )
     if not todo:
         return done
     warnings.filterwarnings("ignore", message=r"Port \d+ is already in use")
@@ -228,6 +265,7 @@ def build_all(work: Path, sizes: dict[str, int], *, batch: int) -> dict[str, Any
             done[key] = build(
                 work / f"src-{key}", work / f"repo-{key}", n, batch=batch, client=client
             )
+            done[key]["target_config"] = TARGET_CONFIG
             (work / f"built-{key}").write_text(json.dumps(done[key]))
     return done
 
@@ -270,6 +308,7 @@ def measure(work: Path, sizes: dict[str, int], repeats: int) -> dict[str, list[d
 
 def summarise(samples: dict[str, list[dict[str, Any]]], sizes: dict[str, int]) -> dict[str, Any]:
     medians = {m: statistics.median(s["seconds"] for s in runs) for m, runs in samples.items()}
+    cpu = {m: statistics.median(s["cpu_seconds"] for s in runs) for m, runs in samples.items()}
     stages: dict[str, dict[str, float]] = {}
     for m, runs in samples.items():
         names = {k for r in runs for k in r["stages"]}
@@ -281,6 +320,8 @@ def summarise(samples: dict[str, list[dict[str, Any]]], sizes: dict[str, int]) -
         "sizes": sizes,
         "median_seconds": {m: round(v, 4) for m, v in medians.items()},
         "ratio_vs_empty": {m: round(v / empty, 3) for m, v in medians.items()},
+        "median_cpu_seconds": {m: round(v, 4) for m, v in cpu.items()},
+        "cpu_ratio_vs_empty": {m: round(v / cpu["empty"], 3) for m, v in cpu.items()},
         "median_stages": stages,
         "goals": {
             "add-10k / empty": {
@@ -299,7 +340,10 @@ def summarise(samples: dict[str, list[dict[str, Any]]], sizes: dict[str, int]) -
 
 def print_table(summary: dict[str, Any]) -> None:
     sizes = summary["sizes"]
-    header = f"{'run':<14} {'files held':>10} {'median s':>9} {'vs empty':>9}  stages (median s)"
+    header = (
+        f"{'run':<14} {'files held':>10} {'median s':>9} {'vs empty':>9} {'CPU s':>6} "
+        f"{'vs empty':>9}  stages (median s)"
+    )
     print()
     print(header)
     print("-" * len(header))
@@ -307,11 +351,18 @@ def print_table(summary: dict[str, Any]) -> None:
         held = 0 if m == "empty" else sizes[m.split("-")[1]]
         stages = ", ".join(f"{k} {v:.2f}" for k, v in sorted(summary["median_stages"][m].items()))
         ratio = summary["ratio_vs_empty"][m]
-        print(f"{m:<14} {held:>10} {seconds:>9.2f} {ratio:>8.2f}x  {stages}")
+        cpu, cpu_ratio = summary["median_cpu_seconds"][m], summary["cpu_ratio_vs_empty"][m]
+        print(
+            f"{m:<14} {held:>10} {seconds:>9.2f} {ratio:>8.2f}x {cpu:>6.2f} {cpu_ratio:>8.2f}x"
+            f"  {stages}"
+        )
     for name, g in summary["goals"].items():
         verdict = "HOLDS" if g["holds"] else "DOES NOT HOLD"
         print(f"goal {name} <= {g['target']}: {g['value']} {verdict}")
-    print("vs empty = median / median of a 1-file run into an empty repository.")
+    print(
+        "vs empty = median / median of a 1-file run into an empty repository; CPU s = user + "
+        "system seconds of the run's process (and its children), steadier under load."
+    )
 
 
 if __name__ == "__main__":  # spawned Dask workers re-import this module

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import pickle
 import zlib
@@ -377,6 +378,15 @@ def test_packed_file_lists_round_trip(files: tuple[FileRecord, ...]) -> None:
     packed = json.loads(json.dumps(pack_files(files)))
     assert set(packed) == {"count", "columns"} and packed["count"] == len(files)
     assert unpack_files(packed) == files
+    # Read without the dataclass's __init__ (a ledger holds 10,000s): still the same frozen,
+    # hashable, picklable records as built ones.
+    for read, built in zip(unpack_files(packed), files, strict=True):
+        assert type(read) is FileRecord and repr(read) == repr(built)
+        assert dict(read) == dict(built) and pickle.loads(pickle.dumps(read)) == built
+        if built.cubes is None:
+            assert hash(read) == hash(built)
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            read.size = 1  # type: ignore[misc]
 
 
 @settings(max_examples=200, deadline=None)

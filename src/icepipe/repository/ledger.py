@@ -183,6 +183,45 @@ class FileRecord(Mapping[str, Any]):
         return sum(1 for _ in self)
 
 
+# Reading a ledger builds one FileRecord per file of the branch's history (50,000 at a time):
+# the frozen dataclass's __init__ sets each field through object.__setattr__, several times
+# slower than setting the slots directly, which is what this does (same record, same frozen
+# class afterwards).
+_new_object = object.__new__
+_SET_URL, _SET_SIZE, _SET_MTIME, _SET_ETAG, _SET_START, _SET_LENGTH, _SET_CUBES = (
+    FileRecord.__dict__[name].__set__
+    for name in ("url", "size", "mtime", "etag", "start", "length", "cubes")
+)
+
+
+def _records(
+    urls: Sequence[str],
+    sizes: Sequence[int],
+    mtimes: Sequence[str],
+    etags: Sequence[str | None] | None,
+    starts: Sequence[int | None] | None,
+    lengths: Sequence[int | None] | None,
+) -> list[FileRecord]:
+    """``FileRecord(url, size, mtime, etag or None, start, length, None)`` for each row of the
+    columns (``None`` for a column: every value ``None``), built without ``__init__``."""
+    none = [None] * len(urls)
+    out: list[FileRecord] = []
+    append = out.append
+    for url, size, mtime, etag, start, length in zip(
+        urls, sizes, mtimes, etags or none, starts or none, lengths or none, strict=True
+    ):
+        r = _new_object(FileRecord)
+        _SET_URL(r, url)
+        _SET_SIZE(r, size)
+        _SET_MTIME(r, mtime)
+        _SET_ETAG(r, etag or None)
+        _SET_START(r, start)
+        _SET_LENGTH(r, length)
+        _SET_CUBES(r, None)
+        append(r)
+    return out
+
+
 @dataclass(frozen=True)
 class SkippedFile:
     """A file a run left out (``on_error: skip``), retried by the next run."""
@@ -459,6 +498,8 @@ def unpack_files(packed: Any, *, where: str = "ledger") -> tuple[FileRecord, ...
     starts = _column(columns, "start", int, count, where)
     lengths = _column(columns, "length", int, count, where)
     cubes = _column(columns, "cubes", dict, count, where)
+    if cubes.count(None) == len(cubes):  # no file placed in hypercubes
+        return tuple(_records(urls, sizes, mtimes, etags, starts, lengths))
     return tuple(
         FileRecord(
             url,
@@ -484,8 +525,10 @@ def _column(
         raise LedgerError(
             f"{where}: files: column {key!r} is not a list of {count!r} values (count)"
         )
-    # type() rather than isinstance: True is not a size.
-    if not all(type(v) is kind or (v is None and not required) for v in values):
+    # type() rather than isinstance: True is not a size. The set of the values' types is
+    # built at C speed; the slow search below runs only to name a bad value.
+    allowed = {kind} if required else {kind, type(None)}
+    if not set(map(type, values)) <= allowed:
         bad = next(v for v in values if not (type(v) is kind or (v is None and not required)))
         raise LedgerError(
             f"{where}: files: column {key!r}: expected {kind.__name__} values, got {bad!r}"

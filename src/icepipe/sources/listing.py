@@ -149,6 +149,8 @@ def missing_since_ingest(
 ) -> list[str]:
     """Ingested URLs the glob ``pattern`` would match but did not list: deleted or moved
     since they were ingested (virtual references to them fail on read)."""
+    if not ingested:  # a first run: no set of every listed URL
+        return []
     regex = glob_to_regex(pattern)
     present = {f.url for f in listed}
     return sorted(u for u in ingested if u not in present and regex.match(u))
@@ -192,10 +194,18 @@ def _list_glob(
     pattern_url: str, storage: StorageOptions | None, problems: dict[str, str]
 ) -> list[SourceFile]:
     base_url, pattern = _split_url_glob(pattern_url)
-    regex = glob_to_regex(pattern)
-    remote = not is_local(base_url)
-    if not remote:
+    if is_local(base_url):
         return _list_local_glob(pattern_url, base_url, pattern, problems)
+    return _list_store_glob(pattern_url, base_url, pattern, storage)
+
+
+def _list_store_glob(
+    pattern_url: str, base_url: str, pattern: str, storage: StorageOptions | None
+) -> list[SourceFile]:
+    """:func:`_list_glob` through obstore (object stores; local folders use
+    :func:`_list_local_glob`). Each listed object becomes its :class:`SourceFile` as its batch
+    arrives: obstore's entries (a dict and a datetime each) are not kept."""
+    regex = glob_to_regex(pattern)
     try:
         store = store_for(base_url, storage)
     except ConfigError:
@@ -208,32 +218,32 @@ def _list_glob(
         ) from exc
     recursive = "/" in pattern or "**" in pattern
     try:
-        metas: list[Mapping[str, Any]]
-        dirs: set[str]
+        files: list[SourceFile] = []
+        dirs: set[str] = set()
         if recursive:
-            metas = [m for batch in obstore.list(store, chunk_size=1000) for m in batch]
-            dirs = {
-                "/".join(parts[:d])
-                for m in metas
-                for parts in [str(m["path"]).split("/")]
-                for d in range(1, len(parts))
-            }
+            for batch in obstore.list(store, chunk_size=1000):
+                for m in batch:
+                    path = str(m["path"])
+                    folder = path.rpartition("/")[0]
+                    while folder and folder not in dirs:  # and its parents
+                        dirs.add(folder)
+                        folder = folder.rpartition("/")[0]
+                    if regex.match(path):
+                        files.append(_record(base_url, m))
         else:
             listing = obstore.list_with_delimiter(store)
-            metas = list(listing["objects"])
+            files = [
+                _record(base_url, m) for m in listing["objects"] if regex.match(str(m["path"]))
+            ]
             dirs = {p.rstrip("/") for p in listing["common_prefixes"]}
         stores = [
             r
             for d in sorted(x for x in dirs if regex.match(x))
             if (r := _zarr_store_record(_join(base_url, d), storage)) is not None
         ]
-        inside = tuple(f.url + "/" for f in stores)
-        files = [
-            f
-            for f in (_record(base_url, m) for m in metas if regex.match(str(m["path"])))
-            if not f.url.startswith(inside)
-        ]
-        files += stores
+        if stores:
+            inside = tuple(f.url + "/" for f in stores)
+            files = [f for f in files if not f.url.startswith(inside)] + stores
     except FileNotFoundError as exc:
         raise SourceError(
             f"the folder {base_url!r} of the glob {pattern_url!r} does not exist; check "
@@ -243,8 +253,6 @@ def _list_glob(
     except OSError as exc:
         raise storage_failure(exc, f"listing {base_url!r} failed", where="source.urls") from exc
     except Exception as exc:
-        if not remote:
-            raise
         if is_not_found(exc):
             raise SourceError(
                 f"the bucket of the glob {pattern_url!r} does not exist "
@@ -261,7 +269,8 @@ def _list_glob(
                 url=pattern_url,
             ) from exc
         raise access_error(exc, base_url, "list") from exc
-    return sorted(files)
+    files.sort(key=_url_of)  # URLs are unique: the records' own order
+    return files
 
 
 #: Objects at the root of a Zarr store (v3, v2 group, v2 array, v2 consolidated).
@@ -278,10 +287,14 @@ def _zarr_store_record(url: str, storage: StorageOptions | None) -> SourceFile |
         folder = url[len("file://") :]
         if not any(os.path.isfile(os.path.join(folder, m)) for m in ZARR_METADATA):
             return None
-        found = [st for _, st in _walk_local(folder, recursive=True, problems={}, base_url=url)]
-        sizes = [st.st_size for st in found if stat.S_ISREG(st.st_mode)]
-        newest_ns = max((st.st_mtime_ns for st in found if stat.S_ISREG(st.st_mode)), default=0)
-        return SourceFile(url=url, size=sum(sizes), mtime=_local_mtime(newest_ns), etag=None)
+        size, newest_ns = 0, None
+        for _, st in _walk_local(folder, recursive=True, problems={}, base_url=url):
+            if stat.S_ISREG(st.st_mode):
+                size += st.st_size
+                ns = st.st_mtime_ns
+                newest_ns = ns if newest_ns is None or ns > newest_ns else newest_ns
+        mtime = _local_mtime(0 if newest_ns is None else newest_ns)
+        return SourceFile(url=url, size=size, mtime=mtime, etag=None)
     try:
         store = store_for(url, storage)
         metas = [m for batch in obstore.list(store, chunk_size=1000) for m in batch]
@@ -312,14 +325,44 @@ def _local_mtime(ns: int) -> str:
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
+#: Files made records at a time by a local listing.
+_BATCH = 4096
+
+
+def _local_mtimes(ns: list[int], *, batch: int = _BATCH) -> list[str]:
+    """:func:`_local_mtime` of each of ``ns``, formatted by NumPy a batch at a time (a
+    listing formats one per file: a quarter of the time of one ``datetime`` each)."""
+    import numpy as np
+
+    out: list[str] = []
+    for i in range(0, len(ns), batch):
+        try:
+            us = np.array(ns[i : i + batch], dtype=np.int64) // 1000
+        except OverflowError:  # beyond the year 2262: datetime's own range (or its error)
+            out += [_local_mtime(n) for n in ns[i : i + batch]]
+            continue
+        text = np.datetime_as_string(us.astype("datetime64[us]"), unit="us").tolist()
+        # datetime.isoformat() leaves out a fraction of zero microseconds.
+        for j in np.flatnonzero(us % 1_000_000 == 0).tolist():
+            text[j] = text[j][:-7]
+        out += [t + "+00:00" for t in text]
+    return out
+
+
 def _walk_local(
     root: str, *, recursive: bool, problems: dict[str, str], base_url: str, regex: Any = None
 ) -> Iterator[tuple[str, os.stat_result]]:
-    """``(relative path, stat)`` of every entry under ``root`` (folders too), following
-    symbolic links but never into a folder twice (links to an ancestor make loops).
+    """``(relative path, stat)`` of the entries under ``root`` that ``regex`` matches (all when
+    None), folders too, following symbolic links but never into a folder twice (links to an
+    ancestor make loops). Streams: no stat result is kept once yielded.
 
-    Entries matching ``regex`` (all when None) that cannot be listed or followed go into
-    ``problems`` (URL -> reason) instead.
+    Only the entries a caller can use are stat-ed: matching files, and folders (to recurse and
+    to recognise a folder seen already); a file the glob does not match costs no system call.
+    Folders are visited in name order, so which of two links to one folder is listed does not
+    depend on the order the operating system returns entries in.
+
+    Entries matching ``regex`` that cannot be listed or followed go into ``problems`` (URL ->
+    reason) instead.
     """
     seen: set[tuple[int, int]] = set()
     top = os.stat(root)
@@ -327,8 +370,32 @@ def _walk_local(
     stack = [(root, "")]
     while stack:
         folder, prefix = stack.pop()
+        folders: list[tuple[str, str, bool]] = []  # (name, path, wanted)
         try:
-            entries = sorted(os.scandir(folder), key=lambda e: e.name)
+            with os.scandir(folder) as it:
+                for entry in it:
+                    rel = prefix + entry.name
+                    wanted = regex is None or regex.match(rel) is not None
+                    if _is_folder(entry):
+                        folders.append((entry.name, entry.path, wanted))
+                        continue
+                    if not wanted:
+                        continue
+                    st: os.stat_result | None
+                    try:  # inline: once per file
+                        st = os.stat(entry.path)
+                    except OSError:
+                        st = _stat_entry(entry.path, rel, base_url, problems)
+                        if st is None:
+                            continue
+                    if stat.S_ISDIR(st.st_mode):  # replaced by a folder since the listing
+                        folders.append((entry.name, entry.path, wanted))
+                        continue
+                    yield rel, st
+        except FileNotFoundError:
+            if prefix:
+                continue  # deleted since its parent was listed
+            raise
         except OSError as exc:
             if prefix:
                 problems[_join(base_url, prefix.rstrip("/"))] = (
@@ -336,33 +403,61 @@ def _walk_local(
                 )
                 continue
             raise
-        for entry in entries:
-            rel = prefix + entry.name
-            wanted = regex is None or regex.match(rel)
-            try:
-                st = os.stat(entry.path)  # follows symbolic links
-            except OSError as exc:
-                if wanted:
-                    link = (
-                        " (a symbolic link that cannot be followed)" if entry.is_symlink() else ""
-                    )
-                    problems[_join(base_url, rel)] = f"cannot be read{link}: {exc.strerror}"
+        for name, path, wanted in sorted(folders):
+            rel = prefix + name
+            st = _stat_entry(path, rel, base_url, problems if wanted else None)
+            if st is None:
                 continue
-            if stat.S_ISDIR(st.st_mode):
-                key = (st.st_dev, st.st_ino)
-                if key in seen:
-                    continue  # a link back to a folder listed already
-                seen.add(key)
-                if recursive:
-                    stack.append((entry.path, rel + "/"))
-            yield rel, st
+            key = (st.st_dev, st.st_ino)
+            if key in seen:
+                continue  # a link back to a folder listed already
+            seen.add(key)
+            if recursive:
+                stack.append((path, rel + "/"))
+            if wanted:
+                yield rel, st
+
+
+def _is_folder(entry: os.DirEntry[str]) -> bool:
+    """Whether a listed entry is a folder: from the listing itself (no system call), except
+    for a symbolic link, which is followed. False when it cannot be (a dangling link, a loop):
+    then it is stat-ed as a file, and reported as one that cannot be read."""
+    try:
+        return entry.is_dir()
+    except OSError:
+        return False
+
+
+def _stat_entry(
+    path: str, rel: str, base_url: str, problems: dict[str, str] | None
+) -> os.stat_result | None:
+    """``os.stat`` of a listed entry (following symbolic links), or None when it cannot be
+    read (recorded in ``problems`` when given: the entry is one the glob matches) or is gone
+    (deleted since the folder was listed: not there, so not listed, as if listed a moment
+    later; a dangling symbolic link is still there, and reported)."""
+    try:
+        return os.stat(path)
+    except FileNotFoundError as exc:
+        if problems is not None and os.path.lexists(path):
+            problems[_join(base_url, rel)] = (
+                f"cannot be read (a symbolic link that cannot be followed): {exc.strerror}"
+            )
+        return None
+    except OSError as exc:
+        if problems is not None:
+            link = " (a symbolic link that cannot be followed)" if os.path.islink(path) else ""
+            problems[_join(base_url, rel)] = f"cannot be read{link}: {exc.strerror}"
+        return None
 
 
 def _list_local_glob(
     pattern_url: str, base_url: str, pattern: str, problems: dict[str, str]
 ) -> list[SourceFile]:
     """:func:`_list_glob` on a local folder, with the operating system's own listing: one
-    odd entry (a symbolic link loop, a name obstore cannot express) must not hide the rest."""
+    odd entry (a symbolic link loop, a name obstore cannot express) must not hide the rest.
+
+    Each entry becomes its :class:`SourceFile` as it is listed (no stat result or directory
+    entry is held for the whole listing)."""
     root = base_url[len("file://") :] or "/"
     if not os.path.isdir(root):
         raise SourceError(
@@ -373,42 +468,80 @@ def _list_local_glob(
     regex = glob_to_regex(pattern)
     recursive = "/" in pattern or "**" in pattern
     files: list[SourceFile] = []
+    # The files listed but not made records yet: a batch at a time, so that the times are
+    # formatted together (see _local_mtimes) without holding every file's stat numbers.
+    urls: list[str] = []
+    sizes: list[int] = []
+    mtimes_ns: list[int] = []
     stores: list[SourceFile] = []
+    base = base_url if base_url.endswith("/") else base_url + "/"
+    walk = _walk_local(root, recursive=recursive, problems=problems, base_url=base_url, regex=regex)
     try:
-        entries = list(
-            _walk_local(
-                root, recursive=recursive, problems=problems, base_url=base_url, regex=regex
-            )
-        )
+        for rel, st in walk:
+            mode = st.st_mode
+            if stat.S_ISREG(mode):
+                if _CONTROL.search(rel):
+                    problems[base + rel] = _control_reason(rel)
+                elif not _is_utf8(base + rel):
+                    problems[_escaped(base + rel)] = _NOT_UTF8
+                else:
+                    urls.append(base + rel)
+                    sizes.append(st.st_size)
+                    mtimes_ns.append(st.st_mtime_ns)
+                    if len(urls) == _BATCH:
+                        files += _source_files(urls, sizes, _local_mtimes(mtimes_ns))
+                        urls, sizes, mtimes_ns = [], [], []
+            elif stat.S_ISDIR(mode):
+                record = _zarr_store_record(base + rel, None)
+                if record is not None and not _is_utf8(record.url):
+                    problems[_escaped(record.url)] = _NOT_UTF8
+                elif record is not None:
+                    stores.append(record)
+            else:
+                problems[base + rel] = "is not a regular file"
     except OSError as exc:
         raise SourceError(
             f"the folder {base_url!r} of the glob {pattern_url!r} cannot be listed "
             f"({exc.strerror}); check source.urls and its permissions",
             url=pattern_url,
         ) from exc
-    for rel, st in entries:
-        if not regex.match(rel):
-            continue
-        url = _join(base_url, rel)
-        if stat.S_ISDIR(st.st_mode):
-            record = _zarr_store_record(url, None)
-            if record is not None and not _is_utf8(url):
-                problems[_escaped(url)] = _NOT_UTF8
-            elif record is not None:
-                stores.append(record)
-            continue
-        if not stat.S_ISREG(st.st_mode):
-            problems[url] = "is not a regular file"
-        elif _CONTROL.search(rel):
-            problems[url] = _control_reason(rel)
-        elif not _is_utf8(url):
-            problems[_escaped(url)] = _NOT_UTF8
-        else:
-            files.append(SourceFile(url=url, size=st.st_size, mtime=_local_mtime(st.st_mtime_ns)))
-    inside = tuple(f.url + "/" for f in stores)
-    for url in [u for u in problems if u.startswith(inside)] if inside else []:
-        del problems[url]
-    return sorted([f for f in files if not f.url.startswith(inside)] + stores)
+    files += _source_files(urls, sizes, _local_mtimes(mtimes_ns))
+    if stores:
+        inside = tuple(f.url + "/" for f in stores)
+        for url in [u for u in problems if u.startswith(inside)]:
+            del problems[url]
+        files = [f for f in files if not f.url.startswith(inside)]
+        files += stores
+    # URLs are unique: ordering by URL is the records' own order, without comparing records.
+    files.sort(key=_url_of)
+    return files
+
+
+# A listing builds one SourceFile per file (10,000s at a time): the frozen dataclass's
+# __init__ sets each field through object.__setattr__, several times slower than setting its
+# slots directly, which is what this does (the same frozen record afterwards).
+_SET_URL, _SET_SIZE, _SET_MTIME, _SET_ETAG = (
+    SourceFile.__dict__[name].__set__ for name in ("url", "size", "mtime", "etag")
+)
+
+
+def _source_files(urls: list[str], sizes: list[int], mtimes: list[str]) -> list[SourceFile]:
+    """``SourceFile(url, size, mtime)`` for each row, built without ``__init__``."""
+    out: list[SourceFile] = []
+    append = out.append
+    new = object.__new__
+    for url, size, mtime in zip(urls, sizes, mtimes, strict=True):
+        f = new(SourceFile)
+        _SET_URL(f, url)
+        _SET_SIZE(f, size)
+        _SET_MTIME(f, mtime)
+        _SET_ETAG(f, None)
+        append(f)
+    return out
+
+
+def _url_of(f: SourceFile) -> str:
+    return f.url
 
 
 #: Why a name that is not UTF-8 (a Latin-1 ``caf\\xe9.nc``: Python lists it with surrogates)
