@@ -20,20 +20,36 @@ def split_glob(path: str) -> tuple[str, str]:
     return "/".join(parts[:-1]) or "/", parts[-1]
 
 
+#: A name starting with a dot (``.hidden``, macOS's ``._f.nc``, rsync's ``.f.nc.Xa1b2``) is
+#: matched only by a pattern segment starting with a dot, as the shell and ``glob.glob`` do:
+#: this is put before a wildcard that starts a segment.
+_NO_DOT = r"(?!\.)"
+
+
 def glob_to_regex(pattern: str) -> re.Pattern[str]:
-    """Translate a glob (``*``, ``?``, ``[...]``, ``**``) to a regex; ``*`` never crosses ``/``."""
+    """Translate a glob (``*``, ``?``, ``[...]``, ``**``) to a regex; ``*`` never crosses ``/``.
+
+    As in the shell, wildcards do not match a leading dot: ``*.nc`` does not list ``._a.nc``
+    and ``**`` does not descend into ``.snapshot/``; ``.*.nc`` or ``.snapshot/*.nc`` do.
+    """
     out: list[str] = []
     i = 0
     while i < len(pattern):
         c = pattern[i]
+        starts = i == 0 or pattern[i - 1] == "/"
         if pattern.startswith("**/", i):
-            out.append("(?:.*/)?")
+            # At a segment's start: any folders, none hidden. Within one (``a**/b``): the
+            # rest of that name, then any folders, or nothing (``ab``).
+            deeper = f"(?:{_NO_DOT}[^/]+/)*"
+            out.append(deeper if starts else f"(?:[^/]*/{deeper})?")
             i += 3
             continue
         if pattern.startswith("**", i):
-            out.append(".*")
+            out.append(f"{_NO_DOT if starts else ''}[^/]*(?:/{_NO_DOT}[^/]*)*")
             i += 2
             continue
+        if starts and c in "*?[" and (c != "[" or _class_end(pattern, i) is not None):
+            out.append(_NO_DOT)
         if c == "*":
             out.append("[^/]*")
         elif c == "?":

@@ -78,6 +78,27 @@ def test_the_folder_walk_lists_what_obstore_lists(
     assert problems == {}
 
 
+def test_hidden_names_need_a_dot_in_the_pattern_either_way(tmp_path: Path) -> None:
+    """macOS's AppleDouble ``._a.nc`` beside ``a.nc``, an rsync temporary file, a snapshot
+    folder: not sources unless the pattern names the dot (a run failed on them before)."""
+    for rel in ("a.nc", "._a.nc", ".a.nc.Xa1b2c", "d/b.nc", ".snapshot/a.nc", "d/.git/c.nc"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(b"x")
+    listed = {
+        pattern: [f.url.removeprefix(f"file://{tmp_path}/") for f in walked]
+        for pattern in ("*.nc", "**/*.nc", "*", ".*.nc", ".snapshot/*.nc")
+        for walked, stored, _ in [_both_routes(tmp_path, pattern)]
+        if walked == stored or pytest.fail(f"{pattern}: {walked} != {stored}")
+    }
+    assert listed == {
+        "*.nc": ["a.nc"],
+        "**/*.nc": ["a.nc", "d/b.nc"],
+        "*": ["a.nc"],
+        ".*.nc": ["._a.nc"],
+        ".snapshot/*.nc": [".snapshot/a.nc"],
+    }
+
+
 def test_zarr_stores_under_a_glob_are_one_source_either_way(tmp_path: Path) -> None:
     (tmp_path / "x.zarr" / "v" / "c").mkdir(parents=True)
     (tmp_path / "x.zarr" / "zarr.json").write_text("{}")
