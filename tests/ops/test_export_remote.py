@@ -127,3 +127,14 @@ def test_seaweedfs_checks_the_named_credentials(
     assert S3_SECRET not in printed.out + printed.err
     stored = dict(seaweedfs.objects(bucket))
     assert json.loads(stored["refs.json"])["version"] == 1
+
+
+def test_storage_option_errors_name_the_command_line_flags(
+    repo_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The storage table's keys are spelt with hyphens on the command line: errors say so."""
+    args = ["export", "kerchunk", str(repo_path), "s3://b/r.json"]
+    assert main([*args, "--access-key-id-env", "ICEPIPE_TEST_KEY_ID"]) == 2
+    err = capsys.readouterr().err
+    assert "--secret-access-key-env: missing" in err and "--access-key-id-env is set" in err
+    assert "--access_key_id_env" not in err

@@ -256,4 +256,14 @@ def _add_out_storage(p: argparse.ArgumentParser) -> None:
 
 def _out_storage(args: argparse.Namespace) -> StorageOptions:
     given = {k: getattr(args, f"out_{k}") for k in STORAGE_FIELDS}
-    return parse_storage_options({k: v for k, v in given.items() if v not in (None, False)}, "--")
+    try:
+        return parse_storage_options(
+            {k: v for k, v in given.items() if v not in (None, False)}, "--"
+        )
+    except ConfigError as exc:
+        # The storage table's keys are the options' names with hyphens on the command line.
+        field = (exc.field or "").replace("_", "-")
+        message = str(exc).removeprefix(f"{exc.field}: ")
+        for key in STORAGE_FIELDS:
+            message = message.replace(f"--{key}", "--" + key.replace("_", "-"))
+        raise ConfigError(message, field=field or None) from exc
