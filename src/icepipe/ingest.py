@@ -11,6 +11,7 @@ why this stage sits above both :mod:`icepipe.sources` and :mod:`icepipe.reposito
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,7 +22,9 @@ from icepipe.model import TargetSchema, TimeConversion
 from icepipe.spec import Pipeline
 
 __all__ = [
+    "LOADED_CHUNK_BYTES",
     "Part",
+    "loaded_chunks",
     "open_native",
     "stored_grid",
     "write_fallback",
@@ -196,6 +199,14 @@ def _write_part(pipeline: Pipeline, session: Any, part: Part) -> dict[str, Any]:
     encoding = repository.native_encoding(
         ds, chunk_len, shard_len=task_len if native.shards else None, compression=native.compression
     )
+    if dim not in native.chunks:
+        # The index coordinate is in memory (xarray never chunks it): stored in chunks of
+        # LOADED_CHUNK_BYTES rather than one per file, the data's default.
+        index = ds.drop_vars([n for n in ds.variables if n not in ds.indexes])
+        for name, var in loaded_chunks(index, dim).variables.items():
+            if str(name) in encoding and dim in var.dims:
+                kept = {k: v for k, v in encoding[str(name)].items() if k != "shards"}
+                encoding[str(name)] = {**kept, "chunks": var.encoding["chunks"]}
     # Decoding may remove dimensions the scan saw (the string length of char arrays).
     tasks = {d: n for d, n in task_len.items() if d in ds.dims}
     write_dataset(session, ds.chunk(tasks), group=group, mode="w-", encoding=encoding)
@@ -372,6 +383,8 @@ def _append_virtual(
         else ordered,
         dim,
     )
+    if append_dim is None:
+        combined = loaded_chunks(combined, dim)
     raw: dict[str, Any] = {}
     if append_dim is not None and dim in combined.dims:
         # Time units xarray cannot decode: appended undecoded.
@@ -393,6 +406,38 @@ def _append_virtual(
         )
     if append_dim is not None:
         repository.append_raw(session, raw, group, append_dim, list(p.order))
+
+
+#: Bytes of one chunk, along the concat dimension, of a loaded variable that has it (the
+#: concat coordinate, its bounds) when a run creates it: 8,192 int64 times (64 KiB, written
+#: whole even when the array is shorter: chunks are stored padded). Appends keep the
+#: stored chunks (and rewrite only the last one); planning reads the ends of the axis only.
+LOADED_CHUNK_BYTES = 2**16
+
+
+def loaded_chunks(ds: Any, dim: str) -> Any:
+    """``ds`` with the loaded (not virtual) variables along ``dim`` chunked by
+    :data:`LOADED_CHUNK_BYTES` along it.
+
+    The files' own chunking (one chunk per file, as VirtualiZarr's scan reports it) would store
+    the time coordinate of 50,000 files in 50,000 chunks, which every reader opening the archive
+    reads one by one. The length depends on the variable's dtype and other dimensions only, so
+    any split of a series into runs stores the chunks of one run.
+    """
+    out = ds.copy()
+    for name, var in ds.variables.items():
+        if dim not in var.dims or _is_virtual(var):
+            continue
+        chunks = var.encoding.get("chunks") or var.shape
+        other = [c for d, c in zip(var.dims, chunks, strict=True) if d != dim]
+        step_bytes = max(1, var.dtype.itemsize) * max(1, math.prod(other))
+        length = max(1, LOADED_CHUNK_BYTES // step_bytes)
+        new = tuple(length if d == dim else c for d, c in zip(var.dims, chunks, strict=True))
+        encoding = {**var.encoding, "chunks": new}
+        if "preferred_chunks" in encoding:
+            encoding["preferred_chunks"] = dict(zip(var.dims, new, strict=True))
+        out.variables[name].encoding = encoding
+    return out
 
 
 def _stored_rectilinear(existing: TargetSchema, dim: str, ds: Any) -> list[str]:
