@@ -374,9 +374,34 @@ def _append_virtual(
 ) -> None:
     """Write the files' virtual datasets: variables on one regular grid concatenated through
     VirtualiZarr, those whose chunks differ between files on a rectilinear grid, file by
-    file."""
+    file. Many files of one layout are written in pieces of :data:`WRITE_PIECE_FILES`, each
+    appended to the last (:func:`icepipe.sources.virtual_pieces`)."""
     # Variables read natively (GRIB fallback) are not in the datasets: write_fallback's.
     rect = [n for n in p.rectilinear if all(n in f.variable_names for f in ordered)]
+    pieces = [ordered] if rect else sources.virtual_pieces(ordered, dim, WRITE_PIECE_FILES)
+    for k, piece in enumerate(pieces):
+        _write_virtual_piece(
+            session, piece, rect, group, dim, append_dim if k == 0 else dim, list(p.order)
+        )
+
+
+#: Files whose references one VirtualiZarr write takes at most (in a run over more files of
+#: one layout): the client holds their concatenated references, VirtualiZarr's list of their
+#: chunks' paths and Icechunk's copy of it for one piece at a time, not for the whole run.
+WRITE_PIECE_FILES = 2_000
+
+
+def _write_virtual_piece(
+    session: Any,
+    ordered: list[sources.ScannedFile],
+    rect: list[str],
+    group: str | None,
+    dim: str,
+    append_dim: str | None,
+    urls: list[str],
+) -> None:
+    """:func:`_append_virtual` for one piece of the files (``append_dim``: ``None`` when the
+    piece creates the group's arrays)."""
     combined = sources.combine_virtual(
         [dataclasses.replace(f, content=f.dataset.drop_vars(rect)) for f in ordered]
         if rect
@@ -392,9 +417,8 @@ def _append_virtual(
     # With only rectilinear variables (or undecodable times) along ``dim``, the rest is
     # stored already: nothing of it to append.
     if append_dim is None or dim in combined.dims:
-        repository.write_virtual(
-            session, combined, group=group, append_dim=append_dim, urls=list(p.order)
-        )
+        repository.write_virtual(session, combined, group=group, append_dim=append_dim, urls=urls)
+    del combined
     if rect:
         repository.write_rectilinear(
             session,
@@ -405,7 +429,7 @@ def _append_virtual(
             coords=[n for n in rect if n in ordered[0].dataset.coords],
         )
     if append_dim is not None:
-        repository.append_raw(session, raw, group, append_dim, list(p.order))
+        repository.append_raw(session, raw, group, append_dim, urls)
 
 
 #: Bytes of one chunk, along the concat dimension, of a loaded variable that has it (the

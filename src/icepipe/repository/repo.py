@@ -201,7 +201,13 @@ def _manifest_config(m: Mapping[str, Any]) -> icechunk.ManifestConfig:
             if "names" in p
             else None,
         )
-    splitting = None
+    splitting = icechunk.ManifestSplittingConfig.from_dict(
+        {
+            icechunk.ManifestSplitCondition.AnyArray(): {
+                icechunk.ManifestSplitDimCondition.Any(): MANIFEST_SPLIT_CHUNKS
+            }
+        }
+    )
     if "splitting" in m:
         sizes: dict[Any, Any] = {}
         for rule in m["splitting"]:
@@ -226,6 +232,15 @@ def _manifest_config(m: Mapping[str, Any]) -> icechunk.ManifestConfig:
             min_num_chunks=LOCATION_COMPRESSION_MIN_CHUNKS
         ),
     )
+
+
+#: Manifests hold at most this many chunks along any dimension, unless
+#: ``target.config.manifest.splitting`` says otherwise. Icechunk's commit of one manifest of N
+#: references peaks at ~600 B a reference in the committing process, of manifests split so at
+#: ~200 B (100,000 virtual references: 58 against 20 MiB); and an append rewrites only the last
+#: manifest of the array, not all of it. Repositories written before get it on their next
+#: writes (Icechunk reads manifests of any split).
+MANIFEST_SPLIT_CHUNKS = 10_000
 
 
 #: Icechunk compresses the virtual chunk locations of a manifest of at least ``min_num_chunks``
