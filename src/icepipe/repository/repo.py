@@ -141,11 +141,15 @@ def storage_for(repo: str, storage: StorageOptions | None = None) -> icechunk.St
     return icechunk_scheme(scheme).storage(bucket, prefix, options)
 
 
-def repo_config(settings: Mapping[str, Any] | None) -> icechunk.RepositoryConfig:
+def repo_config(
+    settings: Mapping[str, Any] | None, *, split: bool = True
+) -> icechunk.RepositoryConfig:
     """An ``icechunk.RepositoryConfig`` from validated ``target.config`` settings.
 
     Unset settings stay ``None``, so Icechunk's defaults (and what a repository persisted)
-    apply. The storage's conditional-write settings are never touched.
+    apply, except icepipe's manifest settings (:data:`MANIFEST_SPLIT_CHUNKS` unless
+    ``split`` is false or the settings split otherwise, :data:`LOCATION_COMPRESSION_MIN_CHUNKS`).
+    The storage's conditional-write settings are never touched.
 
     Raises
     ------
@@ -180,13 +184,13 @@ def repo_config(settings: Mapping[str, Any] | None) -> icechunk.RepositoryConfig
                 else None,
                 **st,
             )
-        cfg.manifest = _manifest_config(s.get("manifest", {}))
+        cfg.manifest = _manifest_config(s.get("manifest", {}), split=split)
     except (TypeError, ValueError, icechunk.IcechunkError) as exc:
         raise ConfigError(f"Icechunk refuses these settings: {exc}", field="target.config") from exc
     return cfg
 
 
-def _manifest_config(m: Mapping[str, Any]) -> icechunk.ManifestConfig:
+def _manifest_config(m: Mapping[str, Any], *, split: bool) -> icechunk.ManifestConfig:
     preload = None
     if m.get("preload") is False:
         preload = icechunk.ManifestPreloadConfig(
@@ -201,12 +205,16 @@ def _manifest_config(m: Mapping[str, Any]) -> icechunk.ManifestConfig:
             if "names" in p
             else None,
         )
-    splitting = icechunk.ManifestSplittingConfig.from_dict(
-        {
-            icechunk.ManifestSplitCondition.AnyArray(): {
-                icechunk.ManifestSplitDimCondition.Any(): MANIFEST_SPLIT_CHUNKS
+    splitting = (
+        icechunk.ManifestSplittingConfig.from_dict(
+            {
+                icechunk.ManifestSplitCondition.AnyArray(): {
+                    icechunk.ManifestSplitDimCondition.Any(): MANIFEST_SPLIT_CHUNKS
+                }
             }
-        }
+        )
+        if split
+        else None
     )
     if "splitting" in m:
         sizes: dict[Any, Any] = {}
@@ -235,12 +243,13 @@ def _manifest_config(m: Mapping[str, Any]) -> icechunk.ManifestConfig:
 
 
 #: Manifests hold at most this many chunks along any dimension, unless
-#: ``target.config.manifest.splitting`` says otherwise. Icechunk's commit of one manifest of N
-#: references peaks at ~600 B a reference in the committing process, of manifests split so at
-#: ~200 B (100,000 virtual references: 58 against 20 MiB); and an append rewrites only the last
-#: manifest of the array, not all of it. Repositories written before get it on their next
-#: writes (Icechunk reads manifests of any split).
-MANIFEST_SPLIT_CHUNKS = 10_000
+#: ``target.config.manifest.splitting`` says otherwise. Icechunk's commit peaks in the
+#: committing process at ~570-600 B a reference of an unsplit manifest, at ~200-300 B with
+#: manifests split so (measured alone: 20,000 virtual references 566 against 295 B,
+#: 100,000: 606 against 203 B); and an append rewrites only the array's last manifest, not all
+#: of it. Repositories written before get it on their next writes (Icechunk reads manifests
+#: of any split).
+MANIFEST_SPLIT_CHUNKS = 5_000
 
 
 #: Icechunk compresses the virtual chunk locations of a manifest of at least ``min_num_chunks``
@@ -470,6 +479,10 @@ def _credentials(prefixes: Iterable[str], source: StorageOptions | None = None) 
     return container_credentials(
         [_container(p, source) for p in prefixes], source, _records(prefixes, source)
     )
+
+
+def _splits(config: icechunk.RepositoryConfig | None) -> bool:
+    return bool(config and config.manifest and config.manifest.splitting is not None)
 
 
 def _existing_prefixes(config: icechunk.RepositoryConfig | None) -> list[str]:
@@ -706,6 +719,8 @@ def open_repo(
                 if not icechunk.Repository.exists(ic_storage, settings.storage):
                     _create(repo, ic_storage, repo_config(config), containers, source_storage)
         persisted = _add_containers(repo, ic_storage, containers, source_storage)
+        if _splits(persisted) and "splitting" not in (config or {}).get("manifest", {}):
+            settings = repo_config(config, split=False)  # the repository's own splitting
         opened = icechunk.Repository.open(ic_storage, config=settings)
         configured = _existing_containers(persisted)
         if configured:
