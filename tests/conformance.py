@@ -324,6 +324,28 @@ def compare(stored: xr.Dataset, ref: xr.Dataset, *, attrs: bool = True) -> list[
     return diffs
 
 
+def stored_chunks(repo: Path, groups: Sequence[str]) -> dict[str, Any]:
+    """The chunk grid of every array of ``groups`` in the repository at ``repo``."""
+    import zarr
+
+    from icepipe import repository
+    from icepipe.repository.grids import read_chunk_grid
+
+    store = repository.open_repo(str(repo), create=False).readonly_session("main").store
+    out: dict[str, Any] = {}
+    for g in groups:
+        for name in zarr.open_group(store, path=g, mode="r").array_keys():
+            out[f"{g}/{name}"] = read_chunk_grid(store, f"{g}/{name}")
+    return out
+
+
+def compare_chunks(repo: Path, other: Path, groups: Sequence[str]) -> list[str]:
+    """How the stored chunks of ``repo`` differ from ``other``'s (empty: the same): any split
+    of a series into runs stores the chunks of one run."""
+    a, b = stored_chunks(repo, groups), stored_chunks(other, groups)
+    return [f"{k}: chunks {a.get(k)} vs {b.get(k)}" for k in sorted(a | b) if a.get(k) != b.get(k)]
+
+
 # ----------------------------------------------------------------------------------------------
 # Running
 # ----------------------------------------------------------------------------------------------
@@ -496,6 +518,8 @@ def _compare(series: Series, groups: list[str], k_groups: list[str], folder: Pat
         for g in sorted(set(one) & set(several)):
             for d in compare(several[g], one[g]):
                 out.checks.append(f"{n_runs} runs vs 1 run: {g}: {d}")
+        for d in compare_chunks(folder / "k", folder / "one", sorted(set(one) & set(several))):
+            out.checks.append(f"{n_runs} runs vs 1 run: {d}")
     try:
         ref = reference(series, decode_times=decode_times)
     except Exception as exc:

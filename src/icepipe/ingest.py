@@ -11,6 +11,7 @@ why this stage sits above both :mod:`icepipe.sources` and :mod:`icepipe.reposito
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,8 +22,11 @@ from icepipe.model import TargetSchema, TimeConversion
 from icepipe.spec import Pipeline
 
 __all__ = [
+    "LOADED_CHUNK_BYTES",
     "Part",
+    "loaded_chunks",
     "open_native",
+    "release_freed_memory",
     "stored_grid",
     "write_fallback",
     "write_part",
@@ -196,6 +200,14 @@ def _write_part(pipeline: Pipeline, session: Any, part: Part) -> dict[str, Any]:
     encoding = repository.native_encoding(
         ds, chunk_len, shard_len=task_len if native.shards else None, compression=native.compression
     )
+    if dim not in native.chunks:
+        # The index coordinate is in memory (xarray never chunks it): stored in chunks of
+        # LOADED_CHUNK_BYTES rather than one per file, the data's default.
+        index = ds.drop_vars([n for n in ds.variables if n not in ds.indexes])
+        for name, var in loaded_chunks(index, dim).variables.items():
+            if str(name) in encoding and dim in var.dims:
+                kept = {k: v for k, v in encoding[str(name)].items() if k != "shards"}
+                encoding[str(name)] = {**kept, "chunks": var.encoding["chunks"]}
     # Decoding may remove dimensions the scan saw (the string length of char arrays).
     tasks = {d: n for d, n in task_len.items() if d in ds.dims}
     write_dataset(session, ds.chunk(tasks), group=group, mode="w-", encoding=encoding)
@@ -363,15 +375,42 @@ def _append_virtual(
 ) -> None:
     """Write the files' virtual datasets: variables on one regular grid concatenated through
     VirtualiZarr, those whose chunks differ between files on a rectilinear grid, file by
-    file."""
+    file. Many files of one layout are written in pieces of :data:`WRITE_PIECE_FILES`, each
+    appended to the last (:func:`icepipe.sources.virtual_pieces`)."""
     # Variables read natively (GRIB fallback) are not in the datasets: write_fallback's.
     rect = [n for n in p.rectilinear if all(n in f.variable_names for f in ordered)]
+    pieces = [ordered] if rect else sources.virtual_pieces(ordered, dim, WRITE_PIECE_FILES)
+    for k, piece in enumerate(pieces):
+        _write_virtual_piece(
+            session, piece, rect, group, dim, append_dim if k == 0 else dim, list(p.order)
+        )
+
+
+#: Files whose references one VirtualiZarr write takes at most (in a run over more files of
+#: one layout): the client holds their concatenated references, VirtualiZarr's list of their
+#: chunks' paths and Icechunk's copy of it for one piece at a time, not for the whole run.
+WRITE_PIECE_FILES = 2_000
+
+
+def _write_virtual_piece(
+    session: Any,
+    ordered: list[sources.ScannedFile],
+    rect: list[str],
+    group: str | None,
+    dim: str,
+    append_dim: str | None,
+    urls: list[str],
+) -> None:
+    """:func:`_append_virtual` for one piece of the files (``append_dim``: ``None`` when the
+    piece creates the group's arrays)."""
     combined = sources.combine_virtual(
         [dataclasses.replace(f, content=f.dataset.drop_vars(rect)) for f in ordered]
         if rect
         else ordered,
         dim,
     )
+    if append_dim is None:
+        combined = loaded_chunks(combined, dim)
     raw: dict[str, Any] = {}
     if append_dim is not None and dim in combined.dims:
         # Time units xarray cannot decode: appended undecoded.
@@ -379,9 +418,8 @@ def _append_virtual(
     # With only rectilinear variables (or undecodable times) along ``dim``, the rest is
     # stored already: nothing of it to append.
     if append_dim is None or dim in combined.dims:
-        repository.write_virtual(
-            session, combined, group=group, append_dim=append_dim, urls=list(p.order)
-        )
+        repository.write_virtual(session, combined, group=group, append_dim=append_dim, urls=urls)
+    del combined
     if rect:
         repository.write_rectilinear(
             session,
@@ -392,7 +430,39 @@ def _append_virtual(
             coords=[n for n in rect if n in ordered[0].dataset.coords],
         )
     if append_dim is not None:
-        repository.append_raw(session, raw, group, append_dim, list(p.order))
+        repository.append_raw(session, raw, group, append_dim, urls)
+
+
+#: Bytes of one chunk, along the concat dimension, of a loaded variable that has it (the
+#: concat coordinate, its bounds) when a run creates it: 8,192 int64 times (64 KiB, written
+#: whole even when the array is shorter: chunks are stored padded). Appends keep the
+#: stored chunks (and rewrite only the last one); planning reads the ends of the axis only.
+LOADED_CHUNK_BYTES = 2**16
+
+
+def loaded_chunks(ds: Any, dim: str) -> Any:
+    """``ds`` with the loaded (not virtual) variables along ``dim`` chunked by
+    :data:`LOADED_CHUNK_BYTES` along it.
+
+    The files' own chunking (one chunk per file, as VirtualiZarr's scan reports it) would store
+    the time coordinate of 50,000 files in 50,000 chunks, which every reader opening the archive
+    reads one by one. The length depends on the variable's dtype and other dimensions only, so
+    any split of a series into runs stores the chunks of one run.
+    """
+    out = ds.copy()
+    for name, var in ds.variables.items():
+        if dim not in var.dims or _is_virtual(var):
+            continue
+        chunks = var.encoding.get("chunks") or var.shape
+        other = [c for d, c in zip(var.dims, chunks, strict=True) if d != dim]
+        step_bytes = max(1, var.dtype.itemsize) * max(1, math.prod(other))
+        length = max(1, LOADED_CHUNK_BYTES // step_bytes)
+        new = tuple(length if d == dim else c for d, c in zip(var.dims, chunks, strict=True))
+        encoding = {**var.encoding, "chunks": new}
+        if "preferred_chunks" in encoding:
+            encoding["preferred_chunks"] = dict(zip(var.dims, new, strict=True))
+        out.variables[name].encoding = encoding
+    return out
 
 
 def _stored_rectilinear(existing: TargetSchema, dim: str, ds: Any) -> list[str]:
@@ -440,3 +510,24 @@ def _is_virtual(var: Any) -> bool:
     from icepipe.sources.formats.common import is_virtual
 
     return is_virtual(var)
+
+
+def release_freed_memory() -> None:
+    """Hand the memory the write stage freed back to the operating system (glibc's
+    ``malloc_trim``; nothing elsewhere), before Icechunk's commit allocates its own.
+
+    The write frees its Python objects (combined references, path lists) into the C heap,
+    where Icechunk's allocations at commit do not reuse all of it: without this, the commit's
+    peak stacks on what the write left mapped (``benchmarks/memory.py``).
+    """
+    import ctypes
+    import gc
+    import sys
+
+    gc.collect()
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc (musl): nothing to trim
+        return

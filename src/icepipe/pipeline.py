@@ -388,6 +388,7 @@ def _attempt(
         layout: dict[str, Any] = {}
         for part in parts:
             layout = ingest.write_part(pipeline, session, part) or layout
+        ingest.release_freed_memory()
     records, files = _file_records(parts)
     fallback = _fallback(parts)
     metadata = {repository.METADATA_KEY: _ledger(state, parts, records, layout, fallback)}
@@ -710,7 +711,11 @@ def _commit(
     with state.timer("commit"):
         # A file deleted, truncated or replaced while this run read it must not be
         # recorded as ingested (its references would point at nothing, or elsewhere).
-        gone = sources.changed_since_listing(files, src.storage)
+        # Checked in slices: a check holds a future per file (1.3 KB each: 12.8 MiB at
+        # 10,000 files, on top of the commit's peak).
+        gone: dict[str, str] = {}
+        for k in range(0, len(files), _CHECK_SLICE):
+            gone.update(sources.changed_since_listing(files[k : k + _CHECK_SLICE], src.storage))
     if gone:
         raise SourceError(
             f"{len(gone)} source file(s) changed while this run read them, so nothing "
@@ -737,6 +742,10 @@ def _commit(
                 conflicts=exc.conflicts,
             ) from exc
         raise
+
+
+#: Files whose versions :func:`_commit` checks at once.
+_CHECK_SLICE = 1_000
 
 
 def _stored_schema(

@@ -287,8 +287,9 @@ def _read_target_schema(
         )
         ordering = name == (order_by or concat_dim) and arr_dims == (concat_dim,)
         if ordering and arr.shape[0] > 0 and values != "none":
-            # The axis holds one chunk per file in virtual ingests: read only its ends unless
-            # every value is asked for, so that planning does not grow with the archive.
+            # Read only the axis's ends (its first and last chunks; groups written before
+            # icepipe stored them in few chunks hold one per file) unless every value is asked
+            # for, so that planning does not grow with the archive.
             read = np.asarray(arr[:] if values == "all" else [arr[0], arr[-1]])
             if read.dtype.kind in "iuf":
                 concat_first, concat_last = float(read[0]), float(read[-1])

@@ -141,11 +141,15 @@ def storage_for(repo: str, storage: StorageOptions | None = None) -> icechunk.St
     return icechunk_scheme(scheme).storage(bucket, prefix, options)
 
 
-def repo_config(settings: Mapping[str, Any] | None) -> icechunk.RepositoryConfig:
+def repo_config(
+    settings: Mapping[str, Any] | None, *, split: bool = True
+) -> icechunk.RepositoryConfig:
     """An ``icechunk.RepositoryConfig`` from validated ``target.config`` settings.
 
     Unset settings stay ``None``, so Icechunk's defaults (and what a repository persisted)
-    apply. The storage's conditional-write settings are never touched.
+    apply, except icepipe's manifest settings (:data:`MANIFEST_SPLIT_CHUNKS` unless
+    ``split`` is false or the settings split otherwise, :data:`LOCATION_COMPRESSION_MIN_CHUNKS`).
+    The storage's conditional-write settings are never touched.
 
     Raises
     ------
@@ -180,14 +184,13 @@ def repo_config(settings: Mapping[str, Any] | None) -> icechunk.RepositoryConfig
                 else None,
                 **st,
             )
-        if "manifest" in s:
-            cfg.manifest = _manifest_config(s["manifest"])
+        cfg.manifest = _manifest_config(s.get("manifest", {}), split=split)
     except (TypeError, ValueError, icechunk.IcechunkError) as exc:
         raise ConfigError(f"Icechunk refuses these settings: {exc}", field="target.config") from exc
     return cfg
 
 
-def _manifest_config(m: Mapping[str, Any]) -> icechunk.ManifestConfig:
+def _manifest_config(m: Mapping[str, Any], *, split: bool) -> icechunk.ManifestConfig:
     preload = None
     if m.get("preload") is False:
         preload = icechunk.ManifestPreloadConfig(
@@ -202,7 +205,17 @@ def _manifest_config(m: Mapping[str, Any]) -> icechunk.ManifestConfig:
             if "names" in p
             else None,
         )
-    splitting = None
+    splitting = (
+        icechunk.ManifestSplittingConfig.from_dict(
+            {
+                icechunk.ManifestSplitCondition.AnyArray(): {
+                    icechunk.ManifestSplitDimCondition.Any(): MANIFEST_SPLIT_CHUNKS
+                }
+            }
+        )
+        if split
+        else None
+    )
     if "splitting" in m:
         sizes: dict[Any, Any] = {}
         for rule in m["splitting"]:
@@ -220,7 +233,32 @@ def _manifest_config(m: Mapping[str, Any]) -> icechunk.ManifestConfig:
                 for dim, n in rule["dims"].items()
             }
         splitting = icechunk.ManifestSplittingConfig.from_dict(sizes)
-    return icechunk.ManifestConfig(preload=preload, splitting=splitting)
+    return icechunk.ManifestConfig(
+        preload=preload,
+        splitting=splitting,
+        virtual_chunk_location_compression=icechunk.ManifestVirtualChunkLocationCompressionConfig(
+            min_num_chunks=LOCATION_COMPRESSION_MIN_CHUNKS
+        ),
+    )
+
+
+#: Manifests hold at most this many chunks along any dimension, unless
+#: ``target.config.manifest.splitting`` says otherwise. Icechunk's commit peaks in the
+#: committing process at ~570-600 B a reference of an unsplit manifest, at ~200-300 B with
+#: manifests split so (measured alone: 20,000 virtual references 566 against 295 B,
+#: 100,000: 606 against 203 B); and an append rewrites only the array's last manifest, not all
+#: of it. Repositories written before get it on their next writes (Icechunk reads manifests
+#: of any split).
+MANIFEST_SPLIT_CHUNKS = 5_000
+
+
+#: Icechunk compresses the virtual chunk locations of a manifest of at least ``min_num_chunks``
+#: references (default 1,000) with a zstd dictionary trained at each commit, which costs the
+#: committing process a 4-7 MiB transient, whatever the number of references, for no smaller
+#: a manifest (the manifest file is compressed whole anyway: 10.0 against 10.4 bytes a reference
+#: at 2,000 references of 1,000 files, 9.7 against 9.5 at 20,000). icepipe sets the threshold
+#: to its maximum (a 16-bit number): benchmarks/memory.py's commit of 1,000 files.
+LOCATION_COMPRESSION_MIN_CHUNKS = 65535
 
 
 def _local_path(repo: str) -> Path:
@@ -441,6 +479,10 @@ def _credentials(prefixes: Iterable[str], source: StorageOptions | None = None) 
     return container_credentials(
         [_container(p, source) for p in prefixes], source, _records(prefixes, source)
     )
+
+
+def _splits(config: icechunk.RepositoryConfig | None) -> bool:
+    return bool(config and config.manifest and config.manifest.splitting is not None)
 
 
 def _existing_prefixes(config: icechunk.RepositoryConfig | None) -> list[str]:
@@ -677,6 +719,8 @@ def open_repo(
                 if not icechunk.Repository.exists(ic_storage, settings.storage):
                     _create(repo, ic_storage, repo_config(config), containers, source_storage)
         persisted = _add_containers(repo, ic_storage, containers, source_storage)
+        if _splits(persisted) and "splitting" not in (config or {}).get("manifest", {}):
+            settings = repo_config(config, split=False)  # the repository's own splitting
         opened = icechunk.Repository.open(ic_storage, config=settings)
         configured = _existing_containers(persisted)
         if configured:

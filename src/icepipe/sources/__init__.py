@@ -17,6 +17,7 @@ if TYPE_CHECKING:
         combine_step,
         combine_virtual,
         normalize_times,
+        virtual_pieces,
     )
     from icepipe.sources.formats import ScanOptions, detect_format, reader_for
     from icepipe.sources.hooks import load_hook
@@ -38,6 +39,7 @@ _LAZY = {
     "combine_step": "icepipe.sources.combine",
     "combine_virtual": "icepipe.sources.combine",
     "normalize_times": "icepipe.sources.combine",
+    "virtual_pieces": "icepipe.sources.combine",
     "ScanOptions": "icepipe.sources.formats",
     "detect_format": "icepipe.sources.formats",
     "reader_for": "icepipe.sources.formats",
@@ -77,6 +79,7 @@ __all__ = [
     "scan_batch",
     "scan_file",
     "scan_files",
+    "virtual_pieces",
 ]
 
 

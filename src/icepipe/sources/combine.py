@@ -14,10 +14,16 @@ import xarray as xr
 from icepipe.cf import rounded_exactly
 from icepipe.errors import SchemaMismatchError, SourceError
 from icepipe.model import TimeConversion
-from icepipe.sources.packed import PackedDataset, concat_packed
+from icepipe.sources.packed import PackedDataset, concat_packed, one_layout
 from icepipe.sources.scan import ScannedFile, schema_of
 
-__all__ = ["assemble_steps", "combine_step", "combine_virtual", "normalize_times"]
+__all__ = [
+    "assemble_steps",
+    "combine_step",
+    "combine_virtual",
+    "normalize_times",
+    "virtual_pieces",
+]
 
 
 def combine_virtual(files: Sequence[ScannedFile], concat_dim: str) -> xr.Dataset:
@@ -63,6 +69,23 @@ def combine_virtual(files: Sequence[ScannedFile], concat_dim: str) -> xr.Dataset
         combine_attrs="override",
         join="override",
     )
+
+
+def virtual_pieces(
+    files: Sequence[ScannedFile], concat_dim: str, size: int
+) -> list[list[ScannedFile]]:
+    """``files`` (ordered) cut into consecutive pieces of at most ``size`` files, to combine
+    and write one after the other, so that the client holds one piece's references at a time.
+
+    Only files packed on one layout are cut (:func:`icepipe.sources.packed.one_layout`): they
+    share every variable without ``concat_dim``, so appending piece after piece stores what
+    one concatenation does. Others stay one piece, as :func:`combine_virtual` checks them.
+    """
+    contents = [f.content for f in files]
+    packed = [c for c in contents if isinstance(c, PackedDataset)]
+    if len(files) <= size or len(packed) < len(files) or not one_layout(packed, concat_dim):
+        return [list(files)]
+    return [list(files[i : i + size]) for i in range(0, len(files), size)]
 
 
 def combine_step(datasets: Sequence[xr.Dataset], urls: Sequence[str]) -> xr.Dataset:

@@ -34,6 +34,7 @@ __all__ = [
     "attrs_differing",
     "concat_packed",
     "in_columns",
+    "one_layout",
     "pack",
     "same_skeleton",
 ]
@@ -392,13 +393,9 @@ def concat_packed(files: Sequence[PackedDataset], concat_dim: str) -> xr.Dataset
     concatenates their datasets)."""
     import xarray as xr
 
-    if not files:
+    if not one_layout(files, concat_dim):
         return None
     sk = files[0].skeleton
-    # Batches packed apart hold equal skeletons, each its own object.
-    distinct = {id(f.skeleton): f.skeleton for f in files}
-    if sk.concat_dim != concat_dim or not all(same_skeleton(s, sk) for s in distinct.values()):
-        return None
     dim = sk.concat_dim
     first = files[0]
     refs = [f.file_refs() for f in files]
@@ -409,8 +406,6 @@ def concat_packed(files: Sequence[PackedDataset], concat_dim: str) -> xr.Dataset
         attrs = dict(first.attrs.get(v.name, v.attrs))
         data: Any
         if v.kind == "virtual":
-            if dim not in v.dims:
-                return None  # xarray takes the first file's: as rare as it is, leave it to it
             data = _concat_refs(v.metadata, [r[v_index] for r in refs], v.dims.index(dim))
             v_index += 1
         elif v.kind == "per-file":
@@ -433,6 +428,20 @@ def concat_packed(files: Sequence[PackedDataset], concat_dim: str) -> xr.Dataset
         ds = ds.set_coords(others)
     ds.encoding = dict(model.encoding)
     return ds
+
+
+def one_layout(files: Sequence[PackedDataset], concat_dim: str) -> bool:
+    """Whether :func:`concat_packed` concatenates ``files``: packed on one skeleton (so they
+    share every variable without ``concat_dim``), every virtual variable along ``concat_dim``
+    (xarray takes the first file's others: as rare as it is, left to it)."""
+    if not files:
+        return False
+    sk = files[0].skeleton
+    # Batches packed apart hold equal skeletons, each its own object.
+    distinct = {id(f.skeleton): f.skeleton for f in files}
+    if sk.concat_dim != concat_dim or not all(same_skeleton(s, sk) for s in distinct.values()):
+        return False
+    return all(concat_dim in v.dims for v in sk.variables if v.kind == "virtual")
 
 
 def _concat_refs(metadata: Any, refs: list[_Refs], axis: int) -> Any:
