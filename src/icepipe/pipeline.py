@@ -711,11 +711,7 @@ def _commit(
     with state.timer("commit"):
         # A file deleted, truncated or replaced while this run read it must not be
         # recorded as ingested (its references would point at nothing, or elsewhere).
-        # Checked in slices: a check holds a future per file (1.3 KB each: 12.8 MiB at
-        # 10,000 files, on top of the commit's peak).
-        gone: dict[str, str] = {}
-        for k in range(0, len(files), _CHECK_SLICE):
-            gone.update(sources.changed_since_listing(files[k : k + _CHECK_SLICE], src.storage))
+        gone = sources.changed_since_listing(files, src.storage)
     if gone:
         raise SourceError(
             f"{len(gone)} source file(s) changed while this run read them, so nothing "
@@ -742,10 +738,6 @@ def _commit(
                 conflicts=exc.conflicts,
             ) from exc
         raise
-
-
-#: Files whose versions :func:`_commit` checks at once.
-_CHECK_SLICE = 1_000
 
 
 def _stored_schema(

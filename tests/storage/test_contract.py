@@ -86,6 +86,21 @@ class StorageContract:
         changed = changed_since_listing([before], place.options)
         assert list(changed) == [url] and changed[url].startswith("changed")
 
+    def test_every_changed_file_is_found_however_the_check_is_sliced(
+        self, place: Place, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Object stores are checked a slice of files at a time (bounded memory): a change in
+        a later slice counts as one in the first."""
+        import icepipe.sources.listing as listing_module
+
+        monkeypatch.setattr(listing_module, "_CHECK_SLICE", 1)
+        urls = [place.put(n, b"x" * 3) for n in ("a.bin", "b.bin", "c.bin")]
+        listed = list_sources(urls, is_glob=False, storage=place.options)
+        assert changed_since_listing(listed, place.options) == {}
+        place.put("c.bin", b"longer")
+        changed = changed_since_listing(listed, place.options)
+        assert list(changed) == [urls[2]] and changed[urls[2]].startswith("changed")
+
     def test_a_repository_is_created_once_and_opened(self, place: Place) -> None:
         with pytest.raises(RepoNotFoundError):
             open_repo(place.repo, storage=place.options)

@@ -138,10 +138,25 @@ def changed_since_listing(
             f"mtime {now.mtime})"
         )
 
-    remote = not all(is_local(f.url) for f in files)
-    with ThreadPoolExecutor(max_workers=16 if remote else 1) as pool:
-        results = list(pool.map(check, files))
-    return {f.url: r for f, r in zip(files, results, strict=True) if r is not None}
+    out: dict[str, str] = {}
+    if all(is_local(f.url) for f in files):
+        for f in files:  # a stat each: no threads, nothing held per file
+            if (why := check(f)) is not None:
+                out[f.url] = why
+        return out
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        # A slice at a time: Executor.map submits every call at once, a future (~1.3 KB)
+        # per file (12.8 MiB at 10,000 files, on top of the commit's peak).
+        for k in range(0, len(files), _CHECK_SLICE):
+            part = files[k : k + _CHECK_SLICE]
+            for f, why in zip(part, pool.map(check, part), strict=True):
+                if why is not None:
+                    out[f.url] = why
+    return out
+
+
+#: Files whose versions :func:`changed_since_listing` checks at once on object stores.
+_CHECK_SLICE = 1_000
 
 
 def missing_since_ingest(
