@@ -71,62 +71,73 @@ def forget() -> None:
         _templates.clear()
 
 
-def _applies(url: str, o: ScanOptions) -> bool:
-    from icepipe.sources.formats import netcdf4
+def _index(fmt: str) -> Any:
+    """The module reading layouts of ``fmt`` files (None: no quick route for them)."""
+    if fmt == "netcdf4":
+        from icepipe.sources.formats import netcdf4
 
+        return hdf5_index if netcdf4.INDEXED_SCANS else None
+    if fmt == "netcdf3":
+        from icepipe.sources.formats import netcdf3, netcdf3_header
+
+        return netcdf3_header if netcdf3.INDEXED_SCANS else None
+    return None
+
+
+def _applies(url: str, o: ScanOptions) -> bool:
     return (
-        netcdf4.INDEXED_SCANS
-        and scheme_of(url) == "file"
+        scheme_of(url) == "file"
         and o.preprocess is None
         and o.mode == "virtual"
         and o.grib_cubes is None
     )
 
 
-def _key(layout: hdf5_index.Layout, o: ScanOptions) -> tuple[Any, ...]:
+def _key(layout: Any, o: ScanOptions) -> tuple[Any, ...]:
     return (layout.key, o.concat_dim, o.variables, o.drop_variables)
 
 
 def scan_quick(
-    source: SourceFile, o: ScanOptions
+    source: SourceFile, o: ScanOptions, fmt: str = "netcdf4"
 ) -> tuple[FileSchema, PackedDataset] | Pending | None:
-    """The schema and packed dataset of the netCDF4 file ``source`` from a template;
-    :class:`Pending` when its layout has none yet; None when it goes the usual way.
+    """The schema and packed dataset of the ``fmt`` (netCDF4 or netCDF3) file ``source`` from
+    a template; :class:`Pending` when its layout has none yet; None when it goes the usual way.
 
     Raises
     ------
     SourceError
         A chunk reference points past the end of the file (truncated).
     """
-    if not _applies(source.url, o):
+    index = _index(fmt)
+    if index is None or not _applies(source.url, o):
         return None
     path = source.url.removeprefix("file://")
     try:
-        layout = hdf5_index.layout_of(path, o.group, o.order_by)
+        layout = index.layout_of(path, o.group, o.order_by)
     except Exception:  # the usual route's errors name the problem
         return None
     if layout is None:
         return None
-    key = _key(layout, o)
+    key = (fmt, *_key(layout, o))
     with _lock:
         known = key in _templates
         template = _templates.get(key)
         if known:
             _templates.move_to_end(key)
     if not known or template is None:
-        hdf5_index.hand_on(layout, path, o.group, o.order_by)  # the usual route reads it
+        index.hand_on(layout, path, o.group, o.order_by)  # the usual route reads it
         return Pending(key) if not known else None
     try:
-        built = _build(template, layout, source, o)
+        built = _build(template, layout, source, o, index)
     except SourceError:
-        hdf5_index.discard(layout)
+        index.discard(layout)
         raise
     except Exception:  # whatever this module misreads goes the usual way, not wrong
         built = None
     if built is None:
-        hdf5_index.hand_on(layout, path, o.group, o.order_by)
+        index.hand_on(layout, path, o.group, o.order_by)
         return None
-    hdf5_index.discard(layout)
+    index.discard(layout)
     return built
 
 
@@ -156,18 +167,22 @@ def _template_of(
     packed = pack(ds, o.concat_dim)
     if packed is None or packed.source != source.url:
         return None
-    layout = hdf5_index.layout_of(source.url.removeprefix("file://"), o.group, o.order_by)
+    fmt = pending.key[0]
+    index = _index(fmt)
+    if index is None:
+        return None
+    layout = index.layout_of(source.url.removeprefix("file://"), o.group, o.order_by)
     if layout is None:
         return None
     try:
-        if _key(layout, o) != pending.key:
+        if (fmt, *_key(layout, o)) != pending.key:
             return None
         raw: dict[str, bytes] = {}
         raw_ok = set()
         for v in packed.skeleton.variables:
             if v.kind == "virtual" or v.name not in layout.datasets:
                 continue
-            values = hdf5_index.read_raw(layout.datasets[v.name])
+            values = index.read_raw(layout.datasets[v.name])
             raw[v.name] = values.tobytes()
             if v.kind == "per-file" and hdf5_index.raw_decodes_to_itself(
                 ds[v.name].variable, values
@@ -178,18 +193,18 @@ def _template_of(
         # loaded values, and with the raw values of the variables that would take them.
         others = {n: b for n, b in raw.items() if n not in raw_ok}
         for check in (template, dataclasses.replace(template, raw=others)):
-            built = _build(check, layout, source, o)
+            built = _build(check, layout, source, o, index)
             if built is None or built[0] != schema:
                 return None
             if not hdf5_index.same_dataset(built[1].to_dataset(), ds):
                 return None
         return template
     finally:
-        hdf5_index.discard(layout)
+        index.discard(layout)
 
 
 def _build(
-    template: _Template, layout: hdf5_index.Layout, source: SourceFile, o: ScanOptions
+    template: _Template, layout: Any, source: SourceFile, o: ScanOptions, index: Any
 ) -> tuple[FileSchema, PackedDataset] | None:
     """The file of ``layout`` as ``template`` gives it (None: it goes the usual way)."""
     sk = template.packed.skeleton
@@ -203,14 +218,14 @@ def _build(
         if obj is None:
             return None  # made by the reader, not read from the file
         if v.kind == "virtual":
-            table = hdf5_index.chunk_table(obj, tuple(v.metadata.chunks))
+            table = index.chunk_table(obj, tuple(v.metadata.chunks))
             if table is None or not table[0].all() or table[1].shape != v.form:
                 return None
             refs.append((ref_url, table[1], table[2]))
             end = max(end, int((table[1] + table[2]).max()))
             continue
         mine = next(per_file_values) if v.kind == "per-file" else None
-        raw = hdf5_index.read_raw(obj)
+        raw = index.read_raw(obj)
         if raw.tobytes() == template.raw.get(v.name):
             if mine is not None:
                 values.append(mine.copy())
@@ -224,7 +239,7 @@ def _build(
             f"has {source.size} bytes; replace it, or remove it from source.urls",
             url=source.url,
         )
-    attrs = _attrs(template, layout)
+    attrs = _attrs(template, layout, index)
     packed = PackedDataset(
         skeleton=sk,
         refs=tuple(refs),
@@ -235,7 +250,7 @@ def _build(
     return _schema(template, packed, attrs, source, o), packed
 
 
-def _attrs(template: _Template, layout: hdf5_index.Layout) -> dict[str, dict[Any, Any]]:
+def _attrs(template: _Template, layout: Any, index: Any) -> dict[str, dict[Any, Any]]:
     """Every variable's attributes (``""``: the dataset's) as the file has them: the first
     file's, with the values read per file."""
     first = template.packed
@@ -251,7 +266,7 @@ def _attrs(template: _Template, layout: hdf5_index.Layout) -> dict[str, dict[Any
             continue
         attrs = dict(base)
         for key, value in per_file.items():
-            attrs[key] = hdf5_index.per_file_value(value)
+            attrs[key] = index.per_file_value(value)
         out[name] = attrs
     return out
 
