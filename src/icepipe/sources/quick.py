@@ -34,7 +34,7 @@ from icepipe.errors import SourceError
 from icepipe.model import FileSchema, SourceFile
 from icepipe.sources.formats import hdf5_index
 from icepipe.sources.formats.base import ScanOptions
-from icepipe.sources.packed import PackedDataset, attrs_differing, pack
+from icepipe.sources.packed import PackedDataset, Skeleton, attrs_differing, pack
 from icepipe.storage import reference_url, scheme_of
 
 __all__ = ["Pending", "forget", "remember", "scan_quick"]
@@ -51,6 +51,9 @@ class _Template:
     raw: dict[str, bytes]
     #: Loaded variables along the concat dimension whose raw values are their values.
     raw_ok: frozenset[str]
+    #: The skeleton for other lengths along the concat dimension (netCDF3 files whose record
+    #: dimension it is), by length: the files of one length share one.
+    resized: dict[int, Skeleton] = dataclasses.field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -207,7 +210,10 @@ def _build(
     template: _Template, layout: Any, source: SourceFile, o: ScanOptions, index: Any
 ) -> tuple[FileSchema, PackedDataset] | None:
     """The file of ``layout`` as ``template`` gives it (None: it goes the usual way)."""
-    sk = template.packed.skeleton
+    length = _records(template, layout, o)
+    sk = template.packed.skeleton if length is None else _resized(template, length, o.concat_dim)
+    if sk is None:
+        return None
     ref_url = reference_url(source.url)
     refs: list[Any] = []
     values: list[np.ndarray[Any, Any]] = []
@@ -229,7 +235,7 @@ def _build(
         if raw.tobytes() == template.raw.get(v.name):
             if mine is not None:
                 values.append(mine.copy())
-        elif mine is not None and v.name in template.raw_ok and raw.shape == mine.shape:
+        elif mine is not None and v.name in template.raw_ok and raw.shape == _along(v, mine, length, o.concat_dim):
             values.append(raw)
         else:
             return None
@@ -247,7 +253,48 @@ def _build(
         attrs=attrs_differing(sk, attrs),
         source=source.url,
     )
-    return _schema(template, packed, attrs, source, o), packed
+    return _schema(template, packed, attrs, source, o, length), packed
+
+
+def _records(template: _Template, layout: Any, o: ScanOptions) -> int | None:
+    """The file's length along the concat dimension when it is a netCDF3 record dimension
+    and the file has another number of records than the template's (None otherwise)."""
+    records = getattr(layout, "records", None)
+    if records is None or records[0] != o.concat_dim:
+        return None
+    n = int(records[1])
+    return None if n == template.schema.dims.get(o.concat_dim) else n
+
+
+def _resized(template: _Template, length: int, concat_dim: str) -> Skeleton | None:
+    """The template's skeleton with ``length`` records along ``concat_dim`` (None: a variable
+    has that dimension elsewhere than first)."""
+    known = template.resized.get(length)
+    if known is not None:
+        return known
+    sk = template.packed.skeleton
+    variables = []
+    for v in sk.variables:
+        if concat_dim not in v.dims or v.kind == "per-file":
+            variables.append(v)
+            continue
+        if v.kind != "virtual" or v.dims[0] != concat_dim:
+            return None
+        metadata = dataclasses.replace(v.metadata, shape=(length, *v.metadata.shape[1:]))
+        variables.append(dataclasses.replace(v, metadata=metadata, form=(length, *v.form[1:])))
+    resized = dataclasses.replace(sk, variables=tuple(variables))
+    return template.resized.setdefault(length, resized)
+
+
+def _along(
+    v: Any, values: np.ndarray[Any, Any], length: int | None, concat_dim: str
+) -> tuple[int, ...]:
+    """The shape of a per-file variable's ``values`` with ``length`` steps along the concat
+    dimension (``None``: as they are)."""
+    shape = list(values.shape)
+    if length is not None:
+        shape[v.dims.index(concat_dim)] = length
+    return tuple(shape)
 
 
 def _attrs(template: _Template, layout: Any, index: Any) -> dict[str, dict[Any, Any]]:
@@ -281,9 +328,11 @@ def _schema(
     attrs: dict[str, dict[Any, Any]],
     source: SourceFile,
     o: ScanOptions,
+    length: int | None = None,
 ) -> FileSchema:
     """The template's schema with what the file's own attributes and values change: time
-    units and calendars, and the values ordering files."""
+    units and calendars, the values ordering files, and its ``length`` along the concat
+    dimension when that differs from the template's."""
     from icepipe.sources.scan import concat_summary
 
     first = template.schema
@@ -293,6 +342,10 @@ def _schema(
         units, calendar = encodings.get(name, (var.attrs_units, var.attrs_calendar))
         if (units, calendar) != (var.attrs_units, var.attrs_calendar):
             var = dataclasses.replace(var, attrs_units=units, attrs_calendar=calendar)
+        if length is not None and o.concat_dim in var.dims:
+            shape = list(var.shape)
+            shape[var.dims.index(o.concat_dim)] = length
+            var = dataclasses.replace(var, shape=tuple(shape))
         variables[name] = var
     order_var = o.order_by or o.concat_dim
     concat: tuple[Any, Any, Any] = (None, None, None)
@@ -302,9 +355,11 @@ def _schema(
         concat = concat_summary(np.asarray(values), attrs.get(order_var, {}))
     elif first.concat_values is not None:
         raise ValueError("the ordering variable is not loaded per file")  # not reproduced
+    dims = first.dims if length is None else {**first.dims, o.concat_dim: length}
     return dataclasses.replace(
         first,
         url=source.url,
+        dims=dims,
         variables=variables if variables != first.variables else first.variables,
         concat_values=concat[0],
         concat_units=concat[1],

@@ -304,6 +304,9 @@ class Layout:
     datasets: dict[str, _Values]
     group_attrs: dict[str, Any]
     var_attrs: dict[str, dict[str, Any]]
+    #: The record dimension and the file's record count (None: no record dimension). The
+    #: count is not part of the key: files of a series may hold more or fewer records.
+    records: tuple[str, int] | None = None
 
 
 def per_file_value(value: Any) -> Any:
@@ -372,8 +375,14 @@ def layout_of(path: str, group: str | None, order_by: str | None) -> Layout | No
     except BaseException:
         f.close()
         raise
+    record_dim = next((name for name, n in header.dims if n == 0), None)
     return Layout(
-        key=tuple(parts), file=f, datasets=datasets, group_attrs=group_attrs, var_attrs=var_attrs
+        key=tuple(parts),
+        file=f,
+        datasets=datasets,
+        group_attrs=group_attrs,
+        var_attrs=var_attrs,
+        records=None if record_dim is None else (record_dim, header.numrecs),
     )
 
 
