@@ -72,12 +72,14 @@ def _write(
         lat = nc.createVariable("lat", "f4", ("lat",))
         lat[:] = [-1.0, 1.0 + (0.5 if change == "coordinate" else 0.0)]
         nc.createVariable("lon", "f4", ("lon",))[:] = np.arange(len(nc.dimensions["lon"]))
-        tas_type = "f8" if change == "variable type" else "f4"
         fill = -1.0 if change == "fill value" else -9.0
-        tas = nc.createVariable("tas", tas_type, ("time", "lat", "lon"), fill_value=fill)
+        tas = nc.createVariable("tas", "f4", ("time", "lat", "lon"), fill_value=fill)
         tas.units = "degC" if change == "units" else "degK"
         tas.long_name = f"temperature {index}" if change == "long name" else "temperature"
-        pr = nc.createVariable("pr", "i2", ("time", "lat", "lon"))
+        # Its attributes are the same either way: only its type tells the files apart.
+        pr = nc.createVariable(
+            "pr", "i4" if change == "variable type" else "i2", ("time", "lat", "lon")
+        )
         pr.scale_factor = np.float32(0.5 if change == "scale factor" else 0.25)
         pr.add_offset = np.float32(1.0)
         station = nc.createVariable("station", "S1", ("lat", "strlen"))
@@ -207,7 +209,9 @@ def test_a_single_record_variable_has_unpadded_records(tmp_path: Path, dtype: st
     offsets = results[-1].dataset["flag"].data.manifest._offsets.ravel()  # type: ignore[union-attr]
     raw = paths[-1].read_bytes()
     step = var.nbytes
-    assert [raw[o : o + step] for o in offsets.tolist()] == [r.astype(var.dtype).tobytes() for r in values]
+    assert [raw[o : o + step] for o in offsets.tolist()] == [
+        r.astype(var.dtype).tobytes() for r in values
+    ]
 
 
 def test_streaming_record_count_is_counted_from_the_file_size(tmp_path: Path) -> None:
@@ -238,7 +242,7 @@ def test_a_truncated_file_of_a_known_layout_is_refused(tmp_path: Path) -> None:
     paths = [_write(tmp_path / f"{i}.nc", i) for i in range(2)]
     scan_file(_source(paths[0]), OPTIONS)
     short = _source(paths[1], paths[1].stat().st_size - 10)  # as if cut in the last record
-    with pytest.raises(SourceError, match=r"b?1\.nc: is truncated"):
+    with pytest.raises(SourceError, match=r"1\.nc: is truncated"):
         scan_file(short, OPTIONS)
 
 
@@ -262,7 +266,7 @@ def test_corrupt_or_truncated_headers_are_refused_naming_the_file(
         quick.forget()
         netcdf3.INDEXED_SCANS = route
         scan_file(_source(paths[0]), OPTIONS)  # a template, for the header route
-        with pytest.raises(SourceError, match="bad.nc"):
+        with pytest.raises(SourceError, match=r"bad\.nc"):
             scan_file(_source(bad), OPTIONS)
 
 
@@ -335,7 +339,9 @@ _ATTR = st.one_of(
 )
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(
     fmt=st.sampled_from(["NETCDF3_CLASSIC", "NETCDF3_64BIT_OFFSET", "NETCDF3_64BIT_DATA"]),
     records=st.integers(0, 3),

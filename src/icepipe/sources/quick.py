@@ -235,7 +235,11 @@ def _build(
         if raw.tobytes() == template.raw.get(v.name):
             if mine is not None:
                 values.append(mine.copy())
-        elif mine is not None and v.name in template.raw_ok and raw.shape == _along(v, mine, length, o.concat_dim):
+        elif (
+            mine is not None
+            and v.name in template.raw_ok
+            and raw.shape == _along(v, mine, length, o.concat_dim)
+        ):
             values.append(raw)
         else:
             return None

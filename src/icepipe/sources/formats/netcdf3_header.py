@@ -239,7 +239,9 @@ def _parse(buf: bytes, file_size: int) -> Header:
         shape = tuple(dims[i][1] for i in ids)
         record = bool(shape) and shape[0] == 0
         variables.append(
-            Variable(name, tuple(dims[i][0] for i in ids), shape, code, var_attrs, vsize, begin, record)
+            Variable(
+                name, tuple(dims[i][0] for i in ids), shape, code, var_attrs, vsize, begin, record
+            )
         )
     records = [v for v in variables if v.record]
     recsize = records[0].nbytes if len(records) == 1 else sum(v.vsize for v in records)
@@ -250,7 +252,9 @@ def _parse(buf: bytes, file_size: int) -> Header:
     elif numrecs < 0:
         raise HeaderError(f"negative record count {numrecs}")
     variables = [
-        Variable(v.name, v.dims, (numrecs, *v.shape[1:]), v.nc_type, v.attrs, v.vsize, v.begin, True)
+        Variable(
+            v.name, v.dims, (numrecs, *v.shape[1:]), v.nc_type, v.attrs, v.vsize, v.begin, True
+        )
         if v.record
         else v
         for v in variables
