@@ -1,5 +1,12 @@
-"""Finished scans of local netCDF4 files from a template: the packed result and schema of a
-file laid out like one already scanned in this worker process, without a dataset.
+"""Finished scans of local netCDF4 and netCDF3 files from a template: the packed result and
+schema of a file laid out like one already scanned in this worker process, without a dataset.
+
+The layouts are read by :mod:`~icepipe.sources.formats.hdf5_index` (netCDF4) and
+:mod:`~icepipe.sources.formats.netcdf3_header` (netCDF3: the classic header, natively), which
+give the same members (``layout_of``, ``chunk_table``, ``read_raw``, ``per_file_value``,
+``hand_on``, ``discard``); what follows is the same for both. A netCDF3 file whose record
+dimension is the concat dimension may hold another number of records than its template: its
+skeleton is the template's with the record variables' shapes resized (one per length, shared).
 
 :mod:`~icepipe.sources.formats.hdf5_index` rebuilds a file's virtual dataset from a template;
 the scan then selects, checks and summarises that dataset, and packing takes it apart again
