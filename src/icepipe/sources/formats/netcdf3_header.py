@@ -66,6 +66,7 @@ _DIMENSION, _VARIABLE, _ATTRIBUTE = 10, 11, 12
 # Bytes of the file read first; a longer header is read again whole.
 _HEAD = 16384
 _PER_FILE_VAR_ATTRS = {"units", "long_name", "history", "comment"}
+_INT32, _INT64 = struct.Struct(">i"), struct.Struct(">q")
 
 
 class HeaderError(ValueError):
@@ -150,11 +151,19 @@ class _Reader:
         return out
 
     def int32(self) -> int:
-        value: int = struct.unpack(">i", self.take(4))[0]
+        at = self.at
+        if at + 4 > len(self.buf):
+            raise _Short
+        self.at = at + 4
+        value: int = _INT32.unpack_from(self.buf, at)[0]
         return value
 
     def int64(self) -> int:
-        value: int = struct.unpack(">q", self.take(8))[0]
+        at = self.at
+        if at + 8 > len(self.buf):
+            raise _Short
+        self.at = at + 8
+        value: int = _INT64.unpack_from(self.buf, at)[0]
         return value
 
     def size(self) -> int:
