@@ -55,6 +55,7 @@ screenshots: venv browser
 
 bench: venv data
 	$(PY) benchmarks/run.py
+	$(PY) benchmarks/netcdf3.py
 	$(PY) benchmarks/native.py
 	$(PY) benchmarks/grib.py
 	$(PY) benchmarks/rectilinear.py

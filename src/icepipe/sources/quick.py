@@ -1,5 +1,12 @@
-"""Finished scans of local netCDF4 files from a template: the packed result and schema of a
-file laid out like one already scanned in this worker process, without a dataset.
+"""Finished scans of local netCDF4 and netCDF3 files from a template: the packed result and
+schema of a file laid out like one already scanned in this worker process, without a dataset.
+
+The layouts are read by :mod:`~icepipe.sources.formats.hdf5_index` (netCDF4) and
+:mod:`~icepipe.sources.formats.netcdf3_header` (netCDF3: the classic header, natively), which
+give the same members (``layout_of``, ``chunk_table``, ``read_raw``, ``per_file_value``,
+``hand_on``, ``discard``); what follows is the same for both. A netCDF3 file whose record
+dimension is the concat dimension may hold another number of records than its template: its
+skeleton is the template's with the record variables' shapes resized (one per length, shared).
 
 :mod:`~icepipe.sources.formats.hdf5_index` rebuilds a file's virtual dataset from a template;
 the scan then selects, checks and summarises that dataset, and packing takes it apart again
@@ -34,7 +41,7 @@ from icepipe.errors import SourceError
 from icepipe.model import FileSchema, SourceFile
 from icepipe.sources.formats import hdf5_index
 from icepipe.sources.formats.base import ScanOptions
-from icepipe.sources.packed import PackedDataset, attrs_differing, pack
+from icepipe.sources.packed import PackedDataset, Skeleton, attrs_differing, pack
 from icepipe.storage import reference_url, scheme_of
 
 __all__ = ["Pending", "forget", "remember", "scan_quick"]
@@ -51,6 +58,9 @@ class _Template:
     raw: dict[str, bytes]
     #: Loaded variables along the concat dimension whose raw values are their values.
     raw_ok: frozenset[str]
+    #: The skeleton for other lengths along the concat dimension (netCDF3 files whose record
+    #: dimension it is), by length: the files of one length share one.
+    resized: dict[int, Skeleton] = dataclasses.field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -71,62 +81,73 @@ def forget() -> None:
         _templates.clear()
 
 
-def _applies(url: str, o: ScanOptions) -> bool:
-    from icepipe.sources.formats import netcdf4
+def _index(fmt: str) -> Any:
+    """The module reading layouts of ``fmt`` files (None: no quick route for them)."""
+    if fmt == "netcdf4":
+        from icepipe.sources.formats import netcdf4
 
+        return hdf5_index if netcdf4.INDEXED_SCANS else None
+    if fmt == "netcdf3":
+        from icepipe.sources.formats import netcdf3, netcdf3_header
+
+        return netcdf3_header if netcdf3.INDEXED_SCANS else None
+    return None
+
+
+def _applies(url: str, o: ScanOptions) -> bool:
     return (
-        netcdf4.INDEXED_SCANS
-        and scheme_of(url) == "file"
+        scheme_of(url) == "file"
         and o.preprocess is None
         and o.mode == "virtual"
         and o.grib_cubes is None
     )
 
 
-def _key(layout: hdf5_index.Layout, o: ScanOptions) -> tuple[Any, ...]:
+def _key(layout: Any, o: ScanOptions) -> tuple[Any, ...]:
     return (layout.key, o.concat_dim, o.variables, o.drop_variables)
 
 
 def scan_quick(
-    source: SourceFile, o: ScanOptions
+    source: SourceFile, o: ScanOptions, fmt: str = "netcdf4"
 ) -> tuple[FileSchema, PackedDataset] | Pending | None:
-    """The schema and packed dataset of the netCDF4 file ``source`` from a template;
-    :class:`Pending` when its layout has none yet; None when it goes the usual way.
+    """The schema and packed dataset of the ``fmt`` (netCDF4 or netCDF3) file ``source`` from
+    a template; :class:`Pending` when its layout has none yet; None when it goes the usual way.
 
     Raises
     ------
     SourceError
         A chunk reference points past the end of the file (truncated).
     """
-    if not _applies(source.url, o):
+    index = _index(fmt)
+    if index is None or not _applies(source.url, o):
         return None
     path = source.url.removeprefix("file://")
     try:
-        layout = hdf5_index.layout_of(path, o.group, o.order_by)
+        layout = index.layout_of(path, o.group, o.order_by)
     except Exception:  # the usual route's errors name the problem
         return None
     if layout is None:
         return None
-    key = _key(layout, o)
+    key = (fmt, *_key(layout, o))
     with _lock:
         known = key in _templates
         template = _templates.get(key)
         if known:
             _templates.move_to_end(key)
     if not known or template is None:
-        hdf5_index.hand_on(layout, path, o.group, o.order_by)  # the usual route reads it
+        index.hand_on(layout, path, o.group, o.order_by)  # the usual route reads it
         return Pending(key) if not known else None
     try:
-        built = _build(template, layout, source, o)
+        built = _build(template, layout, source, o, index)
     except SourceError:
-        hdf5_index.discard(layout)
+        index.discard(layout)
         raise
     except Exception:  # whatever this module misreads goes the usual way, not wrong
         built = None
     if built is None:
-        hdf5_index.hand_on(layout, path, o.group, o.order_by)
+        index.hand_on(layout, path, o.group, o.order_by)
         return None
-    hdf5_index.discard(layout)
+    index.discard(layout)
     return built
 
 
@@ -156,18 +177,22 @@ def _template_of(
     packed = pack(ds, o.concat_dim)
     if packed is None or packed.source != source.url:
         return None
-    layout = hdf5_index.layout_of(source.url.removeprefix("file://"), o.group, o.order_by)
+    fmt = pending.key[0]
+    index = _index(fmt)
+    if index is None:
+        return None
+    layout = index.layout_of(source.url.removeprefix("file://"), o.group, o.order_by)
     if layout is None:
         return None
     try:
-        if _key(layout, o) != pending.key:
+        if (fmt, *_key(layout, o)) != pending.key:
             return None
         raw: dict[str, bytes] = {}
         raw_ok = set()
         for v in packed.skeleton.variables:
             if v.kind == "virtual" or v.name not in layout.datasets:
                 continue
-            values = hdf5_index.read_raw(layout.datasets[v.name])
+            values = index.read_raw(layout.datasets[v.name])
             raw[v.name] = values.tobytes()
             if v.kind == "per-file" and hdf5_index.raw_decodes_to_itself(
                 ds[v.name].variable, values
@@ -178,21 +203,24 @@ def _template_of(
         # loaded values, and with the raw values of the variables that would take them.
         others = {n: b for n, b in raw.items() if n not in raw_ok}
         for check in (template, dataclasses.replace(template, raw=others)):
-            built = _build(check, layout, source, o)
+            built = _build(check, layout, source, o, index)
             if built is None or built[0] != schema:
                 return None
             if not hdf5_index.same_dataset(built[1].to_dataset(), ds):
                 return None
         return template
     finally:
-        hdf5_index.discard(layout)
+        index.discard(layout)
 
 
 def _build(
-    template: _Template, layout: hdf5_index.Layout, source: SourceFile, o: ScanOptions
+    template: _Template, layout: Any, source: SourceFile, o: ScanOptions, index: Any
 ) -> tuple[FileSchema, PackedDataset] | None:
     """The file of ``layout`` as ``template`` gives it (None: it goes the usual way)."""
-    sk = template.packed.skeleton
+    length = _records(template, layout, o)
+    sk = template.packed.skeleton if length is None else _resized(template, length, o.concat_dim)
+    if sk is None:
+        return None
     ref_url = reference_url(source.url)
     refs: list[Any] = []
     values: list[np.ndarray[Any, Any]] = []
@@ -203,18 +231,22 @@ def _build(
         if obj is None:
             return None  # made by the reader, not read from the file
         if v.kind == "virtual":
-            table = hdf5_index.chunk_table(obj, tuple(v.metadata.chunks))
+            table = index.chunk_table(obj, tuple(v.metadata.chunks))
             if table is None or not table[0].all() or table[1].shape != v.form:
                 return None
             refs.append((ref_url, table[1], table[2]))
             end = max(end, int((table[1] + table[2]).max()))
             continue
         mine = next(per_file_values) if v.kind == "per-file" else None
-        raw = hdf5_index.read_raw(obj)
+        raw = index.read_raw(obj)
         if raw.tobytes() == template.raw.get(v.name):
             if mine is not None:
                 values.append(mine.copy())
-        elif mine is not None and v.name in template.raw_ok and raw.shape == mine.shape:
+        elif (
+            mine is not None
+            and v.name in template.raw_ok
+            and raw.shape == _along(v, mine, length, o.concat_dim)
+        ):
             values.append(raw)
         else:
             return None
@@ -224,7 +256,7 @@ def _build(
             f"has {source.size} bytes; replace it, or remove it from source.urls",
             url=source.url,
         )
-    attrs = _attrs(template, layout)
+    attrs = _attrs(template, layout, index)
     packed = PackedDataset(
         skeleton=sk,
         refs=tuple(refs),
@@ -232,10 +264,51 @@ def _build(
         attrs=attrs_differing(sk, attrs),
         source=source.url,
     )
-    return _schema(template, packed, attrs, source, o), packed
+    return _schema(template, packed, attrs, source, o, length), packed
 
 
-def _attrs(template: _Template, layout: hdf5_index.Layout) -> dict[str, dict[Any, Any]]:
+def _records(template: _Template, layout: Any, o: ScanOptions) -> int | None:
+    """The file's length along the concat dimension when it is a netCDF3 record dimension
+    and the file has another number of records than the template's (None otherwise)."""
+    records = getattr(layout, "records", None)
+    if records is None or records[0] != o.concat_dim:
+        return None
+    n = int(records[1])
+    return None if n == template.schema.dims.get(o.concat_dim) else n
+
+
+def _resized(template: _Template, length: int, concat_dim: str) -> Skeleton | None:
+    """The template's skeleton with ``length`` records along ``concat_dim`` (None: a variable
+    has that dimension elsewhere than first)."""
+    known = template.resized.get(length)
+    if known is not None:
+        return known
+    sk = template.packed.skeleton
+    variables = []
+    for v in sk.variables:
+        if concat_dim not in v.dims or v.kind == "per-file":
+            variables.append(v)
+            continue
+        if v.kind != "virtual" or v.dims[0] != concat_dim:
+            return None
+        metadata = dataclasses.replace(v.metadata, shape=(length, *v.metadata.shape[1:]))
+        variables.append(dataclasses.replace(v, metadata=metadata, form=(length, *v.form[1:])))
+    resized = dataclasses.replace(sk, variables=tuple(variables))
+    return template.resized.setdefault(length, resized)
+
+
+def _along(
+    v: Any, values: np.ndarray[Any, Any], length: int | None, concat_dim: str
+) -> tuple[int, ...]:
+    """The shape of a per-file variable's ``values`` with ``length`` steps along the concat
+    dimension (``None``: as they are)."""
+    shape = list(values.shape)
+    if length is not None:
+        shape[v.dims.index(concat_dim)] = length
+    return tuple(shape)
+
+
+def _attrs(template: _Template, layout: Any, index: Any) -> dict[str, dict[Any, Any]]:
     """Every variable's attributes (``""``: the dataset's) as the file has them: the first
     file's, with the values read per file."""
     first = template.packed
@@ -251,7 +324,7 @@ def _attrs(template: _Template, layout: hdf5_index.Layout) -> dict[str, dict[Any
             continue
         attrs = dict(base)
         for key, value in per_file.items():
-            attrs[key] = hdf5_index.per_file_value(value)
+            attrs[key] = index.per_file_value(value)
         out[name] = attrs
     return out
 
@@ -266,9 +339,11 @@ def _schema(
     attrs: dict[str, dict[Any, Any]],
     source: SourceFile,
     o: ScanOptions,
+    length: int | None = None,
 ) -> FileSchema:
     """The template's schema with what the file's own attributes and values change: time
-    units and calendars, and the values ordering files."""
+    units and calendars, the values ordering files, and its ``length`` along the concat
+    dimension when that differs from the template's."""
     from icepipe.sources.scan import concat_summary
 
     first = template.schema
@@ -278,6 +353,10 @@ def _schema(
         units, calendar = encodings.get(name, (var.attrs_units, var.attrs_calendar))
         if (units, calendar) != (var.attrs_units, var.attrs_calendar):
             var = dataclasses.replace(var, attrs_units=units, attrs_calendar=calendar)
+        if length is not None and o.concat_dim in var.dims:
+            shape = list(var.shape)
+            shape[var.dims.index(o.concat_dim)] = length
+            var = dataclasses.replace(var, shape=tuple(shape))
         variables[name] = var
     order_var = o.order_by or o.concat_dim
     concat: tuple[Any, Any, Any] = (None, None, None)
@@ -287,9 +366,11 @@ def _schema(
         concat = concat_summary(np.asarray(values), attrs.get(order_var, {}))
     elif first.concat_values is not None:
         raise ValueError("the ordering variable is not loaded per file")  # not reproduced
+    dims = first.dims if length is None else {**first.dims, o.concat_dim: length}
     return dataclasses.replace(
         first,
         url=source.url,
+        dims=dims,
         variables=variables if variables != first.variables else first.variables,
         concat_values=concat[0],
         concat_units=concat[1],

@@ -112,7 +112,7 @@ def scan_file(source: SourceFile, options: ScanOptions) -> ScannedFile | Scanned
     o = options
     fmt = detect_format(url, o.storage) if o.format == "auto" else o.format
     reader = reader_for(fmt)
-    quick = scan_quick(source, o) if fmt == "netcdf4" else None
+    quick = scan_quick(source, o, fmt) if fmt in ("netcdf4", "netcdf3") else None
     if isinstance(quick, tuple):  # laid out like a file scanned before: no dataset built
         return ScannedFile(source=source, schema=quick[0], content=quick[1])
     opened: list[Opened]

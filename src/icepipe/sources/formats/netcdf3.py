@@ -15,7 +15,12 @@ from icepipe.sources.formats.common import XarrayOpens, open_virtual, open_xarra
 from icepipe.sources.stores import netcdf3_store, registry_for
 from icepipe.storage import scheme_of
 
-__all__ = ["NetCDF3Reader"]
+__all__ = ["INDEXED_SCANS", "NetCDF3Reader"]
+
+#: Whether local files laid out like one already scanned take the header route
+#: (:mod:`~icepipe.sources.formats.netcdf3_header` through :mod:`~icepipe.sources.quick`;
+#: benchmarks and tests switch it off to measure and compare VirtualiZarr's route).
+INDEXED_SCANS = True
 
 
 class NetCDF3Reader(XarrayOpens):
