@@ -20,6 +20,7 @@ import zarr
 
 from icepipe.cf import _number, is_time_units, rounded_exactly
 from icepipe.errors import SchemaMismatchError
+from icepipe.repository.write import storage_errors
 
 __all__ = ["append_raw", "split_undecodable"]
 
@@ -102,8 +103,9 @@ def append_raw(
         old = arr.shape[axis]
         shape = list(arr.shape)
         shape[axis] = old + values.shape[axis]
-        arr.resize(tuple(shape))
         where = tuple(
             slice(old, shape[axis]) if i == axis else slice(None) for i in range(arr.ndim)
         )
-        arr[where] = values
+        with storage_errors(f"{name!r} of {', '.join(urls[:3])} into {group or '/'!r}"):
+            arr.resize(tuple(shape))
+            arr[where] = values

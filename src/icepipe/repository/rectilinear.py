@@ -28,6 +28,7 @@ from icepipe.repository.grids import (
     rectilinear_enabled,
     set_chunk_grid,
 )
+from icepipe.repository.write import storage_errors
 
 __all__ = ["file_edges", "write_rectilinear"]
 
@@ -67,7 +68,8 @@ def write_rectilinear(
     """
     if not names or not files:
         return
-    with rectilinear_enabled(), warnings.catch_warnings():
+    what = f"the references of {files[0][0]} and the rest into {group or '/'!r}"
+    with rectilinear_enabled(), warnings.catch_warnings(), storage_errors(what):
         warnings.filterwarnings("ignore", message=".*does not have a Zarr V3 specification")
         root = zarr.open_group(session.store, path=group or "", mode="r+")
         for name in names:

@@ -7,12 +7,13 @@ Native chunks are written by :mod:`icepipe.repository.native`; every commit goes
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 import icechunk
 
-from icepipe.errors import SchemaMismatchError
+from icepipe.errors import IcepipeError, SchemaMismatchError
 from icepipe.faults import storage_failure
 from icepipe.repository.grids import rectilinear_enabled
 
@@ -80,23 +81,43 @@ def write_virtual(
         # icepipe.repository.write_rectilinear.
         warnings.filterwarnings("ignore", message="Attempting to write an entirely non-virtual")
         try:
-            if region is not None:
-                ds.vz.to_icechunk(session.store, group=group, region=region)
-            elif append_dim is None:
-                ds.vz.to_icechunk(session.store, group=group, mode="w-")
-            else:
-                ds.vz.to_icechunk(session.store, group=group, append_dim=append_dim)
+            with storage_errors(f"the references of {_names(urls)} into {group or '/'!r}"):
+                if region is not None:
+                    ds.vz.to_icechunk(session.store, group=group, region=region)
+                elif append_dim is None:
+                    ds.vz.to_icechunk(session.store, group=group, mode="w-")
+                else:
+                    ds.vz.to_icechunk(session.store, group=group, append_dim=append_dim)
+        except IcepipeError:
+            raise  # storage_errors' (a ConfigError is a ValueError too)
         except (NotImplementedError, ValueError) as exc:
             if append_dim is None and region is None:
                 raise
-            names = ", ".join(urls[:3]) + (f" and {len(urls) - 3} more" if len(urls) > 3 else "")
             raise SchemaMismatchError(
-                f"{names}: cannot be stored as virtual references into the existing arrays of "
-                f"{group or '/'!r}: {str(exc).split('. See')[0]}. The stored arrays were written "
-                "with other codecs or layout (e.g. by a native ingest, or from files compressed "
-                "differently): ingest these files with mode: native, or into a new group",
+                f"{_names(urls)}: cannot be stored as virtual references into the existing "
+                f"arrays of {group or '/'!r}: {str(exc).split('. See')[0]}. The stored arrays "
+                "were written with other codecs or layout (e.g. by a native ingest, or from "
+                "files compressed differently): ingest these files with mode: native, or into "
+                "a new group",
                 urls=list(urls),
             ) from exc
+
+
+def _names(urls: Sequence[str]) -> str:
+    return ", ".join(urls[:3]) + (f" and {len(urls) - 3} more" if len(urls) > 3 else "")
+
+
+@contextmanager
+def storage_errors(what: str) -> Iterator[None]:
+    """Icechunk's storage failures while a pipeline writes ``what`` as icepipe's errors: a
+    read-only or permission-less repository is a ``ConfigError`` naming ``target.repo`` (a
+    retry cannot pass), a network failure a ``StorageError`` (retry). Chunks too large to be
+    inlined (a concat coordinate's 64 KiB chunks) are written during the write, not the commit.
+    """
+    try:
+        yield
+    except icechunk.StorageError as exc:
+        raise storage_failure(exc, f"cannot write {what}", where="target.repo") from exc
 
 
 def without_attrs(ds: xr.Dataset) -> xr.Dataset:
