@@ -570,8 +570,7 @@ def run_tasks_collect[T, R](
     if not items:
         return [], []
     futures = client.map(fn, items, key=[f"{key}-{i}" for i in range(len(items))], **kwargs)
-    step = None if transform is None else lambda i, r: transform(items[i], r)
-    outcomes = list(zip(items, _settle(client, futures, step), strict=True))
+    outcomes = list(zip(items, _settle(client, futures, _step(transform, items)), strict=True))
     killed = [item for item, (_, value) in outcomes if isinstance(value, KilledWorker)]
     if isolate and len(killed) > 1:
         # Tasks queued on a worker die with it: a good item sharing a worker with one that
@@ -580,7 +579,7 @@ def run_tasks_collect[T, R](
             id(item): _settle(
                 client,
                 [client.submit(fn, item, key=f"{key}-alone-{i}", **kwargs)],
-                None if transform is None else lambda _, r, item=item: transform(item, r),
+                _step(transform, [item]),
             )[0]
             for i, item in enumerate(killed)
         }
@@ -613,6 +612,16 @@ def run_tasks_collect[T, R](
     if other is not None:
         raise other
     return done, failed
+
+
+def _step[T, R](
+    transform: Callable[[T, R], R] | None, items: Sequence[T]
+) -> Callable[[int, R], R] | None:
+    """``transform`` as :func:`_settle` calls it: with the index of the item in ``items``."""
+    if transform is None:
+        return None
+    apply = transform
+    return lambda i, result: apply(items[i], result)
 
 
 def wait_until_idle(client: Any, *, timeout: float = 60.0) -> bool:
