@@ -60,3 +60,25 @@ def _executing(client: object) -> dict[str, int]:
     from icepipe.execute import _executing_count
 
     return client.run(_executing_count)  # type: ignore[attr-defined,no-any-return]
+
+
+def test_run_tasks_collect_transforms_each_result_as_it_arrives(client: object) -> None:
+    """``transform`` sees each item with its own result, once, and the items carry what it
+    returns (the scan stage replaces each batch's copies of the files as the batch arrives)."""
+    import operator
+
+    from icepipe.execute import run_tasks_collect
+
+    seen: list[tuple[int, int]] = []
+
+    def transform(item: int, result: int) -> int:
+        seen.append((item, result))
+        return result * 10
+
+    items = [3, 1, 2, 5]
+    done, failed = run_tasks_collect(
+        client, operator.neg, items, describe=str, key="neg-transform", transform=transform
+    )
+    assert done == [(3, -30), (1, -10), (2, -20), (5, -50)]
+    assert failed == []
+    assert sorted(seen) == [(1, -1), (2, -2), (3, -3), (5, -5)]

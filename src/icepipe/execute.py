@@ -488,27 +488,33 @@ def raise_source_errors(errors: Sequence[SourceError]) -> None:
 _SETTLED = ("finished", "error", "cancelled")
 
 
-def _settle(client: Any, futures: Sequence[Any]) -> list[tuple[bool, Any]]:
+def _settle(
+    client: Any, futures: Sequence[Any], transform: Callable[[int, Any], Any] | None = None
+) -> list[tuple[bool, Any]]:
     """Wait until every future has a result or failed; ``(True, result)`` or ``(False,
-    exception)`` per future, in order."""
+    exception)`` per future, in order. Results are fetched one at a time and passed through
+    ``transform(index, result)`` as they arrive, so that only one raw result is held at once."""
     from concurrent.futures import CancelledError
 
     from distributed import wait
 
+    got: dict[str, Any] = {}
     while True:
         wait(futures)
         if not all(f.status in _SETTLED for f in futures):
             continue  # a result lost with its worker is being computed again
-        ok = [f for f in futures if f.status == "finished"]
         try:
-            results = client.gather(ok) if ok else []
+            for i, f in enumerate(futures):
+                if f.status == "finished" and f.key not in got:
+                    result = client.gather(f)
+                    got[f.key] = result if transform is None else transform(i, result)
+                    del result
         except Exception:  # a result lost meanwhile, and computing it again failed: look again
             continue
-        by_key = {f.key: r for f, r in zip(ok, results, strict=True)}
         out: list[tuple[bool, Any]] = []
         for f in futures:
-            if f.key in by_key:
-                out.append((True, by_key[f.key]))
+            if f.key in got:
+                out.append((True, got[f.key]))
             elif f.status == "cancelled":
                 out.append((False, CancelledError(f"task {f.key} was cancelled")))
             else:
@@ -536,6 +542,7 @@ def run_tasks_collect[T, R](
     describe: Callable[[T], str],
     key: str,
     isolate: bool = True,
+    transform: Callable[[T, R], R] | None = None,
     **kwargs: Any,
 ) -> tuple[list[tuple[T, R]], list[tuple[T, SourceError]]]:
     """Like :func:`run_tasks`, but return the items that failed on their input with their
@@ -546,6 +553,10 @@ def run_tasks_collect[T, R](
     worker held, so with ``isolate`` (the default) items killed together are run again one at
     a time, and only those that still kill their worker fail. A finished task whose worker
     died afterwards (its result lost) is computed again, not reported.
+
+    ``transform(item, result)``, if given, is applied to each result as it is fetched (one at
+    a time), and the returned items carry what it returns: a caller that replaces part of a
+    result never holds every raw result at once.
 
     Raises
     ------
@@ -559,15 +570,17 @@ def run_tasks_collect[T, R](
     if not items:
         return [], []
     futures = client.map(fn, items, key=[f"{key}-{i}" for i in range(len(items))], **kwargs)
-    outcomes = list(zip(items, _settle(client, futures), strict=True))
+    outcomes = list(zip(items, _settle(client, futures, _step(transform, items)), strict=True))
     killed = [item for item, (_, value) in outcomes if isinstance(value, KilledWorker)]
     if isolate and len(killed) > 1:
         # Tasks queued on a worker die with it: a good item sharing a worker with one that
         # crashes it is blamed too. Run each alone to name only the items that crash.
         again = {
-            id(item): _settle(client, [client.submit(fn, item, key=f"{key}-alone-{i}", **kwargs)])[
-                0
-            ]
+            id(item): _settle(
+                client,
+                [client.submit(fn, item, key=f"{key}-alone-{i}", **kwargs)],
+                _step(transform, [item]),
+            )[0]
             for i, item in enumerate(killed)
         }
         outcomes = [(item, again.get(id(item), out)) for item, out in outcomes]
@@ -599,6 +612,16 @@ def run_tasks_collect[T, R](
     if other is not None:
         raise other
     return done, failed
+
+
+def _step[T, R](
+    transform: Callable[[T, R], R] | None, items: Sequence[T]
+) -> Callable[[int, R], R] | None:
+    """``transform`` as :func:`_settle` calls it: with the index of the item in ``items``."""
+    if transform is None:
+        return None
+    apply = transform
+    return lambda i, result: apply(items[i], result)
 
 
 def wait_until_idle(client: Any, *, timeout: float = 60.0) -> bool:

@@ -902,6 +902,7 @@ def _scan_files(
         describe=lambda b: ", ".join(f.url for f in b),
         key=f"scan-{run_id}",
         isolate=False,  # crashed batches are scanned again file by file below
+        transform=_with_listed,  # each batch as it arrives: one raw result held at a time
         options=options,
     )
     retried, failed = execute.run_tasks_collect(
@@ -912,13 +913,19 @@ def _scan_files(
         key=f"rescan-{run_id}",
         options=options,
     )
-    # The listed file, not the worker's copy of it: one object per file on the client.
-    scanned = [
-        (f, replace(s, source=f) if isinstance(s, sources.ScannedFile) else s)
-        for batch, b in done
-        for f, s in zip(batch, b.results, strict=True)
-    ]
+    scanned = [(f, s) for batch, b in done for f, s in zip(batch, b.results, strict=True)]
     return _scan_outcome(pipeline, [*scanned, *retried], failed)
+
+
+def _with_listed(batch: list[SourceFile], b: sources.ScanBatch) -> sources.ScanBatch:
+    """A batch's scans with the listed files, not the worker's copies of them: one object per
+    file on the client (the copies are dropped as each batch arrives)."""
+    return sources.ScanBatch(
+        [
+            replace(s, source=f) if isinstance(s, sources.ScannedFile) else s
+            for f, s in zip(batch, b.results, strict=True)
+        ]
+    )
 
 
 def _scan_here(
