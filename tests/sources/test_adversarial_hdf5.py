@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import pickle
 import zlib
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -20,20 +19,12 @@ import pytest
 
 from icepipe.errors import SourceError
 from icepipe.model import SourceFile
-from icepipe.sources import quick
 from icepipe.sources.formats import hdf5_index, netcdf4
 from icepipe.sources.formats.base import ScanOptions
 from icepipe.sources.packed import PackedDataset
 from icepipe.sources.scan import ScannedFile, scan_file
 
-
-@pytest.fixture(autouse=True)
-def no_templates() -> Iterator[None]:
-    hdf5_index.forget_templates()
-    quick.forget()
-    yield
-    hdf5_index.forget_templates()
-    quick.forget()
+pytestmark = pytest.mark.usefixtures("fresh_templates")
 
 
 def _write(path: Path, index: int, *, masked: bool) -> Path:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import itertools
 import pickle
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -39,11 +38,7 @@ def _hdf5_files(data: Path) -> list[Path]:
     return out
 
 
-@pytest.fixture(autouse=True)
-def no_templates() -> Iterator[None]:
-    hdf5_index.forget_templates()
-    yield
-    hdf5_index.forget_templates()
+pytestmark = pytest.mark.usefixtures("fresh_templates")
 
 
 def _slow(path: Path, options: ScanOptions) -> xr.Dataset | None:

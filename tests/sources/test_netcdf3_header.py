@@ -12,7 +12,6 @@ values, chunk metadata and references).
 from __future__ import annotations
 
 import pickle
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -37,12 +36,7 @@ from tests.sources.test_packed import _repo_content
 OPTIONS = ScanOptions(format="netcdf3")
 
 
-@pytest.fixture(autouse=True)
-def no_templates() -> Iterator[None]:
-    quick.forget()
-    yield
-    quick.forget()
-    netcdf3.INDEXED_SCANS = True
+pytestmark = pytest.mark.usefixtures("fresh_templates")
 
 
 def _write(

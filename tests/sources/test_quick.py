@@ -13,7 +13,6 @@ usual way (its part of the layout key, the loaded-values comparison) makes its c
 from __future__ import annotations
 
 import pickle
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,20 +22,12 @@ import xarray as xr
 
 from icepipe.errors import SourceError
 from icepipe.model import SourceFile
-from icepipe.sources import quick
 from icepipe.sources.formats import hdf5_index, netcdf4
 from icepipe.sources.formats.base import ScanOptions
 from icepipe.sources.packed import PackedDataset
 from icepipe.sources.scan import ScannedFile, scan_file, scan_files
 
-
-@pytest.fixture(autouse=True)
-def no_templates() -> Iterator[None]:
-    hdf5_index.forget_templates()
-    quick.forget()
-    yield
-    hdf5_index.forget_templates()
-    quick.forget()
+pytestmark = pytest.mark.usefixtures("fresh_templates")
 
 
 def _write(path: Path, index: int, change: str = "") -> Path:

@@ -16,6 +16,7 @@ Run reports are under each pipeline folder's ``.icepipe/``.
 from __future__ import annotations
 
 import shutil
+import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -130,3 +131,12 @@ def site(
         )
     finally:
         mp.undo()
+
+
+@pytest.fixture
+def hanging_endpoint() -> Iterator[str]:
+    """An S3 endpoint on 127.0.0.1 that accepts connections and never answers."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen(64)
+        yield f"http://127.0.0.1:{s.getsockname()[1]}"

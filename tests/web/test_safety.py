@@ -4,8 +4,6 @@ escapes what repositories hold, and bounds what one request reads."""
 
 from __future__ import annotations
 
-import socket
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -160,15 +158,6 @@ def test_no_secret_and_everything_escaped(secret_site: Path) -> None:
     assert "d &lt;script&gt;alert(&#39;icepipe&#39;)&lt;/script&gt;" in page
     assert "first &lt;script&gt;" in page  # the commit message in the log
     assert seen >= 3
-
-
-@pytest.fixture
-def hanging_endpoint() -> Iterator[str]:
-    """An S3 endpoint on 127.0.0.1 that accepts connections and never answers."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        s.listen(64)
-        yield f"http://127.0.0.1:{s.getsockname()[1]}"
 
 
 def test_slow_repositories_time_out_with_a_504_naming_them(

@@ -4,10 +4,8 @@ request is a clean 503 "busy" at once, never one more thread."""
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -64,15 +62,6 @@ def test_a_full_pool_is_a_503_busy(site: Any) -> None:
             gate.set()
         assert held is not None and held.result(10)
         assert web.get("/api/repo", params={"name": "demo/nemo"}).status_code == 200
-
-
-@pytest.fixture
-def hanging_endpoint() -> Iterator[str]:
-    """An S3 endpoint on 127.0.0.1 that accepts connections and never answers."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        s.listen(64)
-        yield f"http://127.0.0.1:{s.getsockname()[1]}"
 
 
 def test_reads_abandoned_by_504s_are_bounded(
