@@ -145,6 +145,22 @@ def test_fault_between_stages_of_a_first_run(
     assert observer.done
 
 
+@pytest.mark.parametrize("fault", ["delete", "truncate"])
+def test_a_file_changed_during_the_scan_is_named_as_changed_not_corrupt(
+    tmp_path: Path, client: Any, fault: str
+) -> None:
+    """A file still being copied fails to read: the error says it changed while the run read
+    it (the next run takes it), not that it is corrupt and must be replaced."""
+    spec, files, _ = fresh(tmp_path)
+    observer = FaultAt("scan", files[1], fault)
+    with pytest.raises(SourceError) as info:
+        icepipe.run(icepipe.load_pipeline(spec), client=client, observer=observer)
+    message = str(info.value)
+    assert f"file://{files[1]}: " in message and "while this run read it" in message
+    assert ("disappeared" if fault == "delete" else "changed (listed: size") in message
+    assert "the next run lists it anew" in message
+
+
 @pytest.mark.parametrize("fault", ["delete", "replace"])
 def test_fault_before_the_commit_of_an_append(tmp_path: Path, client: Any, fault: str) -> None:
     spec, files, originals = fresh(tmp_path)

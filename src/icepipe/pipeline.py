@@ -950,12 +950,31 @@ def _scan_outcome(
     list[tuple[SourceFile, SourceError]],
 ]:
     """Split scan results into the files scanned and the files that failed (raised together
-    with ``on_error: fail``)."""
+    with ``on_error: fail``).
+
+    A file that failed and is no longer the version listed was changed while this run read it
+    (most often still being copied or written): its error says so, rather than calling the
+    file corrupt.
+    """
     ok = [(f, s) for f, s in scanned if not isinstance(s, SourceError)]
     failed = [*failed, *((f, s) for f, s in scanned if isinstance(s, SourceError))]
+    if failed:
+        moved = sources.changed_since_listing([f for f, _ in failed], pipeline.source.storage)
+        failed = [
+            (f, _changed_while_read(f, moved[f.url], e) if f.url in moved else e) for f, e in failed
+        ]
     if pipeline.on_error == "fail":
         execute.raise_source_errors([e for _, e in failed])
     return ok, failed
+
+
+def _changed_while_read(f: SourceFile, why: str, error: SourceError) -> SourceError:
+    return SourceError(
+        f"{f.url}: {why} while this run read it, so it was not ingested (is it still being "
+        "written or copied?); the next run lists it anew and ingests it once it is complete. "
+        f"Reading it failed with: {error}",
+        url=f.url,
+    )
 
 
 def _url(f: SourceFile) -> str:
