@@ -494,26 +494,27 @@ def _list_local_glob(
     try:
         for rel, st in walk:
             mode = st.st_mode
+            url = base + rel
             if stat.S_ISREG(mode):
                 if _CONTROL.search(rel):
-                    problems[base + rel] = _control_reason(rel)
-                elif not _is_utf8(base + rel):
-                    problems[_escaped(base + rel)] = _NOT_UTF8
+                    problems[url] = _control_reason(rel)
+                elif not _is_utf8(url):
+                    problems[_escaped(url)] = _NOT_UTF8
                 else:
-                    urls.append(base + rel)
+                    urls.append(url)
                     sizes.append(st.st_size)
                     mtimes_ns.append(st.st_mtime_ns)
                     if len(urls) == _BATCH:
                         files += _source_files(urls, sizes, _local_mtimes(mtimes_ns))
                         urls, sizes, mtimes_ns = [], [], []
             elif stat.S_ISDIR(mode):
-                record = _zarr_store_record(base + rel, None)
-                if record is not None and not _is_utf8(record.url):
-                    problems[_escaped(record.url)] = _NOT_UTF8
+                record = _zarr_store_record(url, None)
+                if record is not None and not _is_utf8(url):
+                    problems[_escaped(url)] = _NOT_UTF8
                 elif record is not None:
                     stores.append(record)
             else:
-                problems[base + rel] = "is not a regular file"
+                problems[url] = "is not a regular file"
     except OSError as exc:
         raise SourceError(
             f"the folder {base_url!r} of the glob {pattern_url!r} cannot be listed "
