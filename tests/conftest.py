@@ -448,3 +448,19 @@ def _finalize_in_main_thread() -> Iterator[None]:
         gc.unfreeze()
     gc.collect()
     gc.freeze()
+    _close_cached_files()
+
+
+def _close_cached_files() -> None:
+    """Close, in the main thread, the files a test left open in xarray's file cache (datasets
+    it opened lazily and never closed). Their file managers may still be referenced by a task
+    graph the Dask client's event-loop thread holds until its next send: dropped there, they
+    would close their file in that thread, during a later test's netCDF-C call (icepipe's own
+    code closes what it opens: tests/test_file_handles.py). A manager whose file left the
+    cache reopens it when used again."""
+    from xarray.backends.file_manager import FILE_CACHE
+
+    for key in list(FILE_CACHE.keys()):
+        file = FILE_CACHE.pop(key, None)
+        if file is not None:
+            file.close()

@@ -23,7 +23,7 @@ def sources(
 ) -> xr.Dataset:
     """What one uninterrupted run over ``files`` (given in time order) stores: their
     concatenation along ``time`` with ``xarray.open_mfdataset`` semantics."""
-    return xr.open_mfdataset(
+    with xr.open_mfdataset(
         list(files),
         combine="nested",
         concat_dim="time",
@@ -32,7 +32,8 @@ def sources(
         compat="override",
         group=group,
         decode_times=decode_times,
-    ).load()
+    ) as ds:  # closed in this thread (see tests/test_file_handles.py)
+        return ds.load()
 
 
 def url(path: Path) -> str:

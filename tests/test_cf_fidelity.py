@@ -208,9 +208,10 @@ def test_packed_int16_keeps_raw_values_and_packing(tmp_path: Path, client: Any, 
     stored = ingest(tmp_path, split_runs(files, [2]), client=client, mode=mode)
     expected = sources(files)
     # The packed integers and the packing attributes are stored as the files hold them.
-    undecoded = xr.open_mfdataset(
+    with xr.open_mfdataset(
         files, combine="nested", concat_dim="time", data_vars="minimal", decode_cf=False
-    ).load()
+    ) as opened:
+        undecoded = opened.load()
     stored_raw = raw(tmp_path / "repo-cf")
     np.testing.assert_array_equal(stored_raw.tas.values, undecoded.tas.values)
     assert stored_raw.tas.dtype == np.int16
@@ -277,8 +278,8 @@ def test_time_encoding_drift_is_converted_to_the_stored_one(
     if case == "climatology-epoch":
         # xarray leaves climatology bounds undecoded, so open_mfdataset mixes two epochs;
         # icepipe converts them with their coordinate (CF): in the first file's units.
-        first = xr.open_dataset(files[0], decode_times=False)
-        later = xr.open_dataset(files[1], decode_times=False)
+        first = xr.load_dataset(files[0], decode_times=False)
+        later = xr.load_dataset(files[1], decode_times=False)
         np.testing.assert_array_equal(stored.climatology_bnds.values[:4], first.climatology_bnds)
         np.testing.assert_allclose(
             stored.climatology_bnds.values[4:8], later.climatology_bnds / 24 + 365

@@ -157,9 +157,20 @@ def _write_part(pipeline: Pipeline, session: Any, part: Part) -> dict[str, Any]:
             )
             write_fallback(pipeline, session, [files[slot.url]], group, region=region)
         else:
-            ds = open_native(pipeline, [files[slot.url]], p.conversions, stored_grid(existing))
-            ds = ds.drop_vars([n for n, v in ds.variables.items() if dim not in v.dims])
-            write_dataset(session, repository.without_attrs(ds), group=group, region=region)
+            grid = stored_grid(existing)
+            with open_native(pipeline, [files[slot.url]], p.conversions, grid) as ds:
+                ds = ds.drop_vars([n for n, v in ds.variables.items() if dim not in v.dims])
+                # A file need not fill whole chunks (3 steps into chunks of 4): the write is
+                # rechunked onto the stored grid, one task per chunk (the boundary chunks
+                # read back and rewritten by that task alone), and each slot's forks are
+                # merged before the next slot forks: nothing else writes those chunks.
+                write_dataset(
+                    session,
+                    repository.without_attrs(ds),
+                    group=group,
+                    region=region,
+                    safe_chunks=False,
+                )
     if not p.order:
         return {}
     ordered = [files[u] for u in p.order]
@@ -181,36 +192,39 @@ def _write_part(pipeline: Pipeline, session: Any, part: Part) -> dict[str, Any]:
         return {}
     native = pipeline.native
     if p.append:
-        ds = open_native(pipeline, ordered, p.conversions, stored_grid(existing))
-        # The stored chunk (shard) grid stays: write_dataset aligns the write tasks to it.
-        ds = repository.without_attrs(ds)
-        # xarray's append replaces the group's attributes: write back the stored ones.
-        ds.attrs = repository.read_group_attrs(session, group)
-        # Time units xarray cannot decode (year 0, months): appended undecoded, by icepipe.
-        assert append_dim is not None
-        ds, raw = repository.split_undecodable(session, ds, group, append_dim)
-        write_dataset(session, ds, group=group, append_dim=append_dim)
-        repository.append_raw(session, raw, group, append_dim, list(p.order))
+        with open_native(pipeline, ordered, p.conversions, stored_grid(existing)) as opened:
+            # The stored chunk (shard) grid stays: write_dataset aligns the write tasks to it.
+            ds = repository.without_attrs(opened)
+            # xarray's append replaces the group's attributes: write back the stored ones.
+            ds.attrs = repository.read_group_attrs(session, group)
+            # Time units xarray cannot decode (year 0, months): appended undecoded, by icepipe.
+            assert append_dim is not None
+            ds, raw = repository.split_undecodable(session, ds, group, append_dim)
+            write_dataset(session, ds, group=group, append_dim=append_dim)
+            repository.append_raw(session, raw, group, append_dim, list(p.order))
         return {}
     dims = {**ordered[0].schema.dims, dim: p.new_length}
     chunk_len, task_len = plan.plan_chunks(
         dims, dim, ordered[0].schema.dims[dim], chunks=_lengths(native.chunks), shards=native.shards
     )
-    ds = open_native(pipeline, ordered, p.conversions, task_len)
-    encoding = repository.native_encoding(
-        ds, chunk_len, shard_len=task_len if native.shards else None, compression=native.compression
-    )
-    if dim not in native.chunks:
-        # The index coordinate is in memory (xarray never chunks it): stored in chunks of
-        # LOADED_CHUNK_BYTES rather than one per file, the data's default.
-        index = ds.drop_vars([n for n in ds.variables if n not in ds.indexes])
-        for name, var in loaded_chunks(index, dim).variables.items():
-            if str(name) in encoding and dim in var.dims:
-                kept = {k: v for k, v in encoding[str(name)].items() if k != "shards"}
-                encoding[str(name)] = {**kept, "chunks": var.encoding["chunks"]}
-    # Decoding may remove dimensions the scan saw (the string length of char arrays).
-    tasks = {d: n for d, n in task_len.items() if d in ds.dims}
-    write_dataset(session, ds.chunk(tasks), group=group, mode="w-", encoding=encoding)
+    with open_native(pipeline, ordered, p.conversions, task_len) as ds:
+        encoding = repository.native_encoding(
+            ds,
+            chunk_len,
+            shard_len=task_len if native.shards else None,
+            compression=native.compression,
+        )
+        if dim not in native.chunks:
+            # The index coordinate is in memory (xarray never chunks it): stored in chunks of
+            # LOADED_CHUNK_BYTES rather than one per file, the data's default.
+            index = ds.drop_vars([n for n in ds.variables if n not in ds.indexes])
+            for name, var in loaded_chunks(index, dim).variables.items():
+                if str(name) in encoding and dim in var.dims:
+                    kept = {k: v for k, v in encoding[str(name)].items() if k != "shards"}
+                    encoding[str(name)] = {**kept, "chunks": var.encoding["chunks"]}
+        # Decoding may remove dimensions the scan saw (the string length of char arrays).
+        tasks = {d: n for d, n in task_len.items() if d in ds.dims}
+        write_dataset(session, ds.chunk(tasks), group=group, mode="w-", encoding=encoding)
     return {
         "chunks": chunk_len,
         "shards": task_len if native.shards else None,
@@ -271,9 +285,12 @@ def write_rectilinear_part(
     p, files, group, existing = part.append_plan, part.by_url, part.group, part.existing
     dim, native = pipeline.source.concat_dim, pipeline.native
     for slot in [*p.regions, *part.reingest]:
-        ds = open_native(pipeline, [files[slot.url]], p.conversions, stored_grid(existing))
-        ds = ds.drop_vars([n for n, v in ds.variables.items() if dim not in v.dims])
-        write_native_rectilinear(session, ds, group=group, dim=dim, start=slot.start, edges=stored)
+        grid = stored_grid(existing)
+        with open_native(pipeline, [files[slot.url]], p.conversions, grid) as ds:
+            ds = ds.drop_vars([n for n, v in ds.variables.items() if dim not in v.dims])
+            write_native_rectilinear(
+                session, ds, group=group, dim=dim, start=slot.start, edges=stored
+            )
     if not p.order:
         return {}
     ordered = [files[u] for u in p.order]
@@ -286,17 +303,19 @@ def write_rectilinear_part(
         order_by=pipeline.source.order_by,
     ).edges
     if p.append:
-        ds = open_native(pipeline, ordered, p.conversions, stored_grid(existing))
-        ds = ds.drop_vars([n for n, v in ds.variables.items() if dim not in v.dims])
-        write_native_rectilinear(session, ds, group=group, dim=dim, start=sum(stored), edges=edges)
+        with open_native(pipeline, ordered, p.conversions, stored_grid(existing)) as ds:
+            ds = ds.drop_vars([n for n, v in ds.variables.items() if dim not in v.dims])
+            write_native_rectilinear(
+                session, ds, group=group, dim=dim, start=sum(stored), edges=edges
+            )
         return {}
     dims = {**ordered[0].schema.dims, dim: p.new_length}
     chunk_len, _ = plan.plan_chunks(dims, dim, max(edges), chunks=_lengths(native.chunks))
-    ds = open_native(pipeline, ordered, p.conversions, chunk_len)
-    encoding = repository.native_encoding(
-        ds, chunk_len, shard_len=None, compression=native.compression
-    )
-    create_rectilinear(session, ds, group=group, dim=dim, edges=edges, encoding=encoding)
+    with open_native(pipeline, ordered, p.conversions, chunk_len) as ds:
+        encoding = repository.native_encoding(
+            ds, chunk_len, shard_len=None, compression=native.compression
+        )
+        create_rectilinear(session, ds, group=group, dim=dim, edges=edges, encoding=encoding)
     return {"chunks": {**chunk_len, dim: rule}, "shards": None, "compression": native.compression}
 
 
@@ -315,8 +334,6 @@ def write_fallback(
     only the data variables are written, on the chunk grid their virtual twins would have had
     (one chunk per GRIB message), with the attributes the scan gave them.
     """
-    from icepipe.repository.native import write_dataset
-
     names = list(dict.fromkeys(n for f in files for n in f.fallback))
     if not names:
         return
@@ -338,12 +355,26 @@ def write_fallback(
     only = sources.ScanOptions(
         concat_dim=src.concat_dim, variables=tuple(names), storage=src.storage
     )
-    ds = sources.open_files(
+    with sources.open_files(
         [f.source.url for f in files],
         [f.schema.format for f in files],
         only,
         chunks={src.concat_dim: -1},
-    )
+    ) as opened:
+        _write_fallback_data(session, opened, names, schema, group, append_dim, region)
+
+
+def _write_fallback_data(
+    session: Any,
+    ds: Any,
+    names: list[str],
+    schema: Mapping[str, Any],
+    group: str | None,
+    append_dim: str | None,
+    region: dict[str, slice] | None,
+) -> None:
+    from icepipe.repository.native import write_dataset
+
     ds = ds[names]
     ds = ds.drop_vars(list(ds.coords))
     ds = ds.chunk(
@@ -490,7 +521,10 @@ def open_native(
     grid: Mapping[str, int] | None = None,
 ) -> Any:
     """Open ``files`` lazily, each aligned to ``grid`` (target task lengths) except along
-    the concat dimension, where every file is one Dask chunk."""
+    the concat dimension, where every file is one Dask chunk.
+
+    Use as ``with open_native(...) as ds:`` around the write: that closes the files in this
+    thread (see :func:`icepipe.sources.open_files`)."""
     src = pipeline.source
     chunks = {d: n for d, n in (grid or {}).items() if d != src.concat_dim}
     chunks[src.concat_dim] = -1
@@ -502,7 +536,9 @@ def open_native(
         conversions=conversions,
         chunks=chunks,
     )
-    return sources.sanitize_attrs(ds)
+    clean = sources.sanitize_attrs(ds)
+    clean.set_close(ds.close)
+    return clean
 
 
 def _is_virtual(var: Any) -> bool:

@@ -259,8 +259,11 @@ def _open_source(
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", category=xr.SerializationWarning)
             try:
-                return xr.decode_cf(ds, decode_times=decode_times)
+                decoded = xr.decode_cf(ds, decode_times=decode_times)
+                decoded.set_close(ds.close)  # the caller closes the file
+                return decoded
             except ValueError as exc:
+                ds.close()
                 raise ValidationError(
                     f"{url}: its times cannot be decoded ({short_message(exc).splitlines()[0]})"
                     " but the repository's can: the file changed since it was ingested; "
@@ -281,10 +284,17 @@ def _compare_file(
     pipeline: Pipeline, stored_group: tuple[xr.Dataset, bool], part: _Part
 ) -> tuple[int, int]:
     """Compare one file with its region of ``stored``; return (variables, values) compared."""
+    stored, decoded = stored_group
+    # Closed here, in this thread (netCDF-C and HDF5 are not thread-safe).
+    with _open_source(pipeline, part.url, part.cube, decode_times=decoded) as src:
+        return _compare_values(pipeline, stored, src, part)
+
+
+def _compare_values(
+    pipeline: Pipeline, stored: xr.Dataset, src: xr.Dataset, part: _Part
+) -> tuple[int, int]:
     url, dim = part.url, pipeline.source.concat_dim
     start, length = part.start, part.length
-    stored, decoded = stored_group
-    src = _open_source(pipeline, url, part.cube, decode_times=decoded)
     region: dict[str, Any] = {dim: slice(start, start + length)}
     n_vars = n_values = 0
     for name in [*src.data_vars, *src.coords]:

@@ -9,6 +9,7 @@ target chunks, on the workers.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 
 import xarray as xr
@@ -16,6 +17,7 @@ import xarray as xr
 from icepipe.errors import SchemaMismatchError
 from icepipe.model import TimeConversion
 from icepipe.sources.formats import ScanOptions, reader_for
+from icepipe.sources.formats.common import carry_close
 from icepipe.sources.hooks import apply_preprocess
 from icepipe.storage import StorageOptions
 
@@ -25,13 +27,23 @@ __all__ = ["open_files", "open_lazy"]
 def _open_one(
     url: str, fmt: str, options: ScanOptions, chunks: Mapping[str, int] | None
 ) -> xr.Dataset:
-    ds = reader_for(fmt).open_native(url, fmt, options, chunks)
-    if options.variables is not None:
-        keep = (k for k in options.keep if k in ds.variables)
-        ds = ds[list(dict.fromkeys([*options.variables, *keep]))]
-    if options.drop_variables:
-        ds = ds.drop_vars([v for v in options.drop_variables if v in ds.variables])
-    return apply_preprocess(ds, options.preprocess, options.search_path, url)
+    ds = opened = reader_for(fmt).open_native(url, fmt, options, chunks)
+    try:
+        if options.variables is not None:
+            keep = (k for k in options.keep if k in ds.variables)
+            ds = ds[list(dict.fromkeys([*options.variables, *keep]))]
+        if options.drop_variables:
+            ds = ds.drop_vars([v for v in options.drop_variables if v in ds.variables])
+        ds = apply_preprocess(ds, options.preprocess, options.search_path, url)
+    except BaseException:
+        opened.close()
+        raise
+    return carry_close(ds, opened)
+
+
+def _close_all(parts: Sequence[xr.Dataset]) -> None:
+    for part in parts:
+        part.close()
 
 
 def open_files(
@@ -58,6 +70,10 @@ def open_files(
     Times stay undecoded (raw values with ``units``), exactly as in virtual mode, so appends and
     every CF calendar round-trip; packed data keep their encoding (re-packed on write).
 
+    Close the result (``with open_files(...) as ds:``) in the thread that opened it once the
+    data is written: that closes every file it read. Most xarray operations return datasets
+    that forget how to close them, so close the dataset this returns, not one derived from it.
+
     Raises
     ------
     SourceError
@@ -65,15 +81,41 @@ def open_files(
     SchemaMismatchError
         The files cannot be combined.
     """
+    opened: list[xr.Dataset] = []  # every file's dataset, closed with the result
+    try:
+        ds = _combined(urls, formats, options, conversions, chunks, opened)
+    except BaseException:
+        _close_all(opened)
+        raise
+    # A new object (shallow), even for one file: that file's dataset closes its own file.
+    ds = ds.copy(deep=False)
+    ds.set_close(functools.partial(_close_all, opened))
+    return ds
+
+
+def _combined(
+    urls: Sequence[str | Sequence[str]],
+    formats: Sequence[str | Sequence[str]],
+    options: ScanOptions,
+    conversions: Mapping[str, Mapping[str, TimeConversion]] | None,
+    chunks: Mapping[str, int] | None,
+    opened: list[xr.Dataset],
+) -> xr.Dataset:
+    """:func:`open_files`' work; each dataset opened is added to ``opened`` as it opens."""
+
+    def one(url: str, fmt: str) -> xr.Dataset:
+        opened.append(_open_one(url, fmt, options, chunks))
+        return opened[-1]
+
     parts = []
     for u, f in zip(urls, formats, strict=True):
         if isinstance(u, str) and isinstance(f, str):
-            parts.append(_open_one(u, f, options, chunks))
+            parts.append(one(u, f))
         else:
             # A step of several files (merge / concat_dims): combined by coordinates.
             from icepipe.sources.combine import combine_step
 
-            members = [_open_one(a, b, options, chunks) for a, b in zip(u, f, strict=True)]
+            members = [one(a, b) for a, b in zip(u, f, strict=True)]
             parts.append(combine_step(members, list(u)))
     from icepipe.sources.combine import normalize_times
 

@@ -16,7 +16,14 @@ from icepipe.storage import reference_url
 if TYPE_CHECKING:
     from icepipe.sources.formats.base import ScanOptions
 
-__all__ = ["XarrayOpens", "is_virtual", "load_for_schema", "open_virtual", "open_xarray"]
+__all__ = [
+    "XarrayOpens",
+    "carry_close",
+    "is_virtual",
+    "load_for_schema",
+    "open_virtual",
+    "open_xarray",
+]
 
 
 def is_virtual(var: xr.Variable) -> bool:
@@ -81,13 +88,14 @@ def open_xarray(
     SourceError
         The file cannot be opened.
     """
+    opened: xr.Dataset | None = None
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", category=xr.SerializationWarning)
             # Splitting stored chunks is deliberate: it aligns reads with the target grid.
             warnings.filterwarnings("ignore", message="The specified chunks separate")
             warnings.filterwarnings("ignore", message=".*does not have a Zarr V3 specification")
-            ds = xr.open_dataset(
+            ds = opened = xr.open_dataset(
                 source,
                 engine=engine,
                 # Chunked below: decoding removes dimensions the grid may name (the string
@@ -108,14 +116,35 @@ def open_xarray(
                     ds[name] = var.astype(object)
                     ds[name].encoding = {k: v for k, v in var.encoding.items() if k != "dtype"}
     except IcepipeError:
+        _close_opened(opened)
         raise
     except Exception as exc:
+        _close_opened(opened)
         raise SourceError(
             f"{url}: cannot be opened as {fmt} ({short_message(exc)}); replace it, or remove it "
             "from source.urls",
             url=url,
         ) from exc
+    assert opened is not None
+    return carry_close(ds, opened)
+
+
+def carry_close(ds: xr.Dataset, opened: xr.Dataset) -> xr.Dataset:
+    """``ds``, derived from ``opened``, closing ``opened``'s files when closed.
+
+    Most xarray operations (``chunk``, selection, ``copy``) return a dataset that forgets how
+    to close the files it reads: the caller must be able to close them in its own thread (the
+    C libraries under netCDF and HDF5 are not thread-safe, and a file manager dropped by
+    another thread -- the Dask client's event loop releasing a sent graph -- closes its file
+    there)."""
+    if ds is not opened:
+        ds.set_close(opened.close)
     return ds
+
+
+def _close_opened(opened: xr.Dataset | None) -> None:
+    if opened is not None:
+        opened.close()
 
 
 def load_for_schema(ds: xr.Dataset, order_by: str | None) -> xr.Dataset:
