@@ -17,7 +17,8 @@ and ``floor``: reading and parsing each header only (``netcdf3_header.read_heade
 Series: ``classic-record`` (CDF-1, a record ``time`` dimension, two interleaved record variables
 and a fixed-size one), ``offset64-fixed`` (CDF-2, no record dimension), and, when the libncarg
 sample data are in ``data/``, the 24 hourly station files ``950318??_sao.cdf`` (a record count of
-their own each) repeated to the same number of files.
+their own each) repeated to the same number of files, and ``sao-pipeline``: those 24 files once,
+with ``pipelines/sao-stations.yaml``'s ``source.variables`` (the real pipeline's scan).
 
 Usage::
 
@@ -86,14 +87,16 @@ def station_series(folder: Path, n: int) -> list[Path]:
     return out
 
 
-def _scan(route: str, concat_dim: str) -> Callable[[list[Path]], None]:
+def _scan(
+    route: str, concat_dim: str, variables: tuple[str, ...] | None = None
+) -> Callable[[list[Path]], None]:
     from icepipe.model import SourceFile
     from icepipe.sources import quick
     from icepipe.sources.formats import netcdf3
     from icepipe.sources.formats.base import ScanOptions
     from icepipe.sources.scan import scan_files
 
-    options = ScanOptions(format="netcdf3", concat_dim=concat_dim)
+    options = ScanOptions(format="netcdf3", concat_dim=concat_dim, variables=variables)
 
     def run(files: list[Path]) -> None:
         netcdf3.INDEXED_SCANS = route == "header"
@@ -129,10 +132,26 @@ def _floor(files: list[Path]) -> None:
         read_header(str(p))
 
 
-def bench_series(name: str, files: list[Path], concat_dim: str, repeats: int) -> dict[str, Any]:
+def pipeline_variables() -> tuple[str, ...]:
+    """``source.variables`` of pipelines/sao-stations.yaml (the variables every hour reports)."""
+    import icepipe
+
+    variables = icepipe.load_pipeline(
+        REPO_ROOT / "pipelines" / "sao-stations.yaml"
+    ).source.variables
+    return tuple(variables or ())
+
+
+def bench_series(
+    name: str,
+    files: list[Path],
+    concat_dim: str,
+    repeats: int,
+    variables: tuple[str, ...] | None = None,
+) -> dict[str, Any]:
     runners = {
-        "header": _scan("header", concat_dim),
-        "parser": _scan("parser", concat_dim),
+        "header": _scan("header", concat_dim, variables),
+        "parser": _scan("parser", concat_dim, variables),
         "vz-open": _vz_open,
         "floor": _floor,
     }
@@ -181,16 +200,20 @@ def main(argv: list[str] | None = None) -> int:
             "classic-record": (
                 generate(work / "a", args.files, fmt="NETCDF3_CLASSIC", record=True),
                 "time",
+                None,
             ),
             "offset64-fixed": (
                 generate(work / "b", args.files, fmt="NETCDF3_64BIT", record=False),
                 "time",
+                None,
             ),
-            "ncarg-stations": (station_series(work / "c", args.files), "report"),
+            "ncarg-stations": (station_series(work / "c", args.files), "report", None),
+            # The real pipeline: the 24 files once, with its variable selection.
+            "sao-pipeline": (station_series(work / "d", 24), "report", pipeline_variables()),
         }
-        for name, (files, concat_dim) in series.items():
+        for name, (files, concat_dim, variables) in series.items():
             if files:
-                out["series"][name] = bench_series(name, files, concat_dim, args.repeats)
+                out["series"][name] = bench_series(name, files, concat_dim, args.repeats, variables)
     print()
     print(f"{'series':<16} {'header':>8} {'parser':>8} {'vz-open':>8} {'floor':>9}  header/parser")
     for name, res in out["series"].items():

@@ -188,12 +188,53 @@ def _describe_layout(result: icepipe.RunResult) -> str:
     )
 
 
+# The words of the planner's refusal of files that differ from what a repository ingested
+# (icepipe.plan); tests/test_demo.py checks them against a real refusal.
+_CHANGED = "changed after they were ingested"
+
+
+def advice(pipeline: icepipe.Pipeline, exc: icepipe.IcepipeError) -> str | None:
+    """What to do about a pipeline the demo could not run, when the cause is the demo's own
+    state (None: the error says it all).
+
+    `make data` derives some sample files again; a repository under repos/ that ingested the
+    earlier ones then refuses them as changed. That refusal is right for a real pipeline, but
+    here the repository is a leftover: remove it and run the demo again.
+    """
+    if isinstance(exc, icepipe.SourceError) and _CHANGED in str(exc):
+        repo = pipeline.target.repo
+        return (
+            f"its source files differ from those {repo} ingested (`make data` derived them "
+            f"again?): remove the demo's repositories with `make clean-repos` (or just this one: "
+            f"`rm -rf {repo}`), then run `make demo` again"
+        )
+    return None
+
+
+def summary(rows: list[tuple[str, ...]], todo: list[str], seconds: float) -> str:
+    """The table of runs, what to do about failures the demo knows (:func:`advice`), the total."""
+    header = ("pipeline", "status", "new/all", "vars", "dimensions", "snapshot", "s", "read-back")
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    lines = ["Summary"]
+    for r in [header, *rows]:
+        lines.append("  " + "  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)))
+    if todo:
+        lines += ["", "To do", *todo]
+    lines += [
+        "",
+        f"Total {seconds:.1f}s. Repositories are under {Path('repos')}/;",
+        "run `make demo` again to see an incremental re-run, and `icepipe log REPO` for history.",
+    ]
+    return "\n".join(lines)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("pipelines", nargs="+")
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
-    rows = []
+    rows: list[tuple[str, ...]] = []
+    todo: list[str] = []
     ok = True
     t0 = time.perf_counter()
     with open_client(workers=args.workers) as (client, info):
@@ -206,6 +247,9 @@ def main() -> int:
                 ok = False
                 print(f"FAILED {path}: {exc}\n", file=sys.stderr)
                 rows.append((pipeline.name, "FAILED", "-", "-", "-", "-", "-", str(exc)[:60]))
+                hint = advice(pipeline, exc)
+                if hint is not None:
+                    todo.append(f"  {pipeline.name}: {hint}")
                 continue
             good, note = check_read_back(pipeline)
             ok &= good
@@ -232,13 +276,7 @@ def main() -> int:
                     "OK" if good else "DIFFERENT",
                 )
             )
-    header = ("pipeline", "status", "new/all", "vars", "dimensions", "snapshot", "s", "read-back")
-    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    print("Summary")
-    for r in [header, *rows]:
-        print("  " + "  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)))
-    print(f"\nTotal {time.perf_counter() - t0:.1f}s. Repositories are under {Path('repos')}/;")
-    print("run `make demo` again to see an incremental re-run, and `icepipe log REPO` for history.")
+    print(summary(rows, todo, time.perf_counter() - t0))
     return 0 if ok else 1
 
 

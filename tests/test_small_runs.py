@@ -183,3 +183,69 @@ def test_a_run_with_nothing_new_imports_neither_xarray_nor_dask(tmp_path: Path) 
     )
     assert '"status": "nothing-new"' in done.stdout, done.stderr[-2000:]
     assert done.stdout.splitlines()[-1] == "LOADED 0", done.stdout.splitlines()[-1]
+
+
+def _die_inside(folder: Path, key: str, items: list[str]) -> None:
+    """A process killed (SIGKILL) while its journal entry for ``items`` is open."""
+    code = (
+        "import os, pathlib, signal; from icepipe.execute import CrashJournal\n"
+        f"j = CrashJournal({key!r}, folder=pathlib.Path({str(folder)!r}))\n"
+        f"with j.working_on({items!r}):\n    os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    assert subprocess.run([sys.executable, "-c", code], check=False).returncode == -9
+
+
+def test_crash_journal_expires_only_what_no_run_needs(tmp_path: Path) -> None:
+    journal = CrashJournal("key", folder=tmp_path)
+    _die_inside(tmp_path, "key", ["a", "b"])
+    _die_inside(tmp_path, "other key", ["c"])
+    _die_inside(tmp_path, "old key", ["d"])
+    old = next((CrashJournal("old key", folder=tmp_path).folder).glob("*.json"))
+    os.utime(old, (0, 0))
+    with journal.working_on(["a"]):  # a live run's entry
+        assert journal.expire({"a"}) == 1  # the old dead entry only; "b" is still a suspect
+        assert journal.suspects() == {"a", "b"}
+        assert journal.expire({"a", "b", "c"}) == 1  # "c" is another key's
+        assert journal.suspects() == {"a"}  # the live entry stays
+    assert journal.suspects() == set()
+    assert CrashJournal("other key", folder=tmp_path).suspects() == {"c"}
+    assert CrashJournal("other key", folder=tmp_path).expire(max_age=-1) == 1
+    assert not list(tmp_path.glob("*/*.json"))
+
+
+def test_a_run_killed_before_its_commit_is_recovered_and_its_entry_then_expires(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, client: Any
+) -> None:
+    files = write_series(tmp_path / "src", 3)
+    (tmp_path / "killer.py").write_text(
+        "import os, signal\n\n\ndef pre(ds):\n"
+        f"    if os.path.exists({str(tmp_path / 'armed')!r}):\n"
+        f"        os.remove({str(tmp_path / 'armed')!r})\n"
+        "        os.kill(os.getpid(), signal.SIGKILL)\n"
+        "    return ds\n"
+    )
+    spec = write_pipeline(tmp_path, urls=[str(files[0])])
+    assert icepipe.run(icepipe.load_pipeline(spec)).status == "committed"  # f000 ingested
+    spec = write_pipeline(tmp_path, urls="src/*.nc")
+    spec.write_text(
+        spec.read_text().replace(
+            "  concat_dim: time\n", "  concat_dim: time\n  preprocess: killer:pre\n"
+        )
+    )
+    (tmp_path / "armed").write_text("")
+    env = {**os.environ, "TMPDIR": str(tmp_path)}  # where the crash journal lives
+    cmd = [sys.executable, "-m", "icepipe.cli", "run", str(spec)]
+    killed = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, timeout=120)
+    assert killed.returncode == -9, killed.stderr  # scanning in process: nothing committed
+    from icepipe import pipeline as run_module
+
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path))
+    pipeline = icepipe.load_pipeline(spec)
+    journal = run_module._journal(pipeline)
+    urls = {f"file://{p}" for p in files[1:]}
+    assert journal.suspects() == urls  # what the resumed run needs
+
+    result = icepipe.run(pipeline, client=client)  # the resumed run
+    assert result.status == "committed" and set(result.files_new) == urls
+    assert journal.suspects() == set()  # its files ingested: the entry is gone
+    assert not list(journal.folder.glob("*.json"))

@@ -15,8 +15,9 @@ import hashlib
 import json
 import os
 import tempfile
+import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -178,13 +179,20 @@ IN_PROCESS_MAX_ITEMS = 32
 IN_PROCESS = ClusterInfo("in-process", 0, embedded=True)
 
 
+#: Entries of the crash journal left by a process that died are removed after this many
+#: seconds (30 days) even when the files they name were never ingested: by then a run has
+#: most likely scanned them on workers, and if not, the next crash records them again.
+JOURNAL_MAX_AGE = 30 * 24 * 3600
+
+
 class CrashJournal:
     """What this process is working on in process, on disk until the work returns.
 
     A parser crashing the process (a segfault in a C library on a corrupt file) leaves no
     error to report: the run just dies, having committed nothing. Its entry stays in the
     journal, and the next runs give the items it names to worker processes
-    (:meth:`suspects`), where a crash kills a worker only and the file is named.
+    (:meth:`suspects`), where a crash kills a worker only and the file is named, until
+    :meth:`expire` finds the entry no longer needed.
 
     Entries live under ``<temp dir>/icepipe-crash-journal/<hash of key>/``, one file per
     piece of work (concurrent runs do not share entries).
@@ -193,7 +201,39 @@ class CrashJournal:
     def __init__(self, key: str, folder: Path | None = None) -> None:
         digest = hashlib.sha256(key.encode()).hexdigest()[:16]
         root = folder or Path(tempfile.gettempdir()) / "icepipe-crash-journal"
+        self.root = root
         self.folder = root / digest
+
+    def expire(self, done: Collection[str] = (), *, max_age: float = JOURNAL_MAX_AGE) -> int:
+        """Remove the entries no run needs any more; return how many went.
+
+        Only entries of processes that are gone are touched (a running process's entries are
+        its work in progress): of this key's, those whose every item is in ``done`` (ingested:
+        no run scans them again), and of any key's, those older than ``max_age`` seconds
+        (:data:`JOURNAL_MAX_AGE`). An entry naming an item not in ``done`` stays whole: that
+        item is still a suspect. Never raises: a journal it cannot read or change stays as it
+        is (a kept entry only sends files to workers).
+        """
+        removed = 0
+        oldest = time.time() - max_age
+        try:
+            keys = [p for p in self.root.iterdir() if p.is_dir()]
+        except OSError:
+            return 0
+        for key in keys:
+            for entry in key.glob("*.json"):
+                with suppress(OSError, ValueError):
+                    if _alive(int(entry.name.split("-", 1)[0])):
+                        continue
+                    if entry.stat().st_mtime < oldest or (
+                        key == self.folder
+                        and done
+                        and all(str(u) in done for u in json.loads(entry.read_text()))
+                    ):
+                        entry.unlink()
+                        removed += 1
+        # Key folders stay, empty or not: removing one could race a run creating its entry.
+        return removed
 
     def usable(self) -> bool:
         """Whether entries can be written (else the work must not run in process)."""
@@ -223,6 +263,19 @@ class CrashJournal:
             yield
         finally:
             entry.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` exists (this one included; unknown: assumed alive)."""
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # another user's process, or a platform without signals
+        return True
+    return True
 
 
 def describe_client(client: Any) -> ClusterInfo:

@@ -377,6 +377,7 @@ def _attempt(
         parts, selection = _planned(state, selection, session, ledger)
     if not any(part.new or part.changed for part in parts):
         snapshot_id = session.snapshot_id if session else None
+        _expire_journal(pipeline, selection)
         return state.result(
             "nothing-new", parts, selection, attempt=attempt, snapshot_id=snapshot_id
         )
@@ -397,6 +398,7 @@ def _attempt(
     )
     if snapshot_id is None:
         return "branch-moved"
+    _expire_journal(pipeline, selection, files)
     for part in parts:
         # For the summary: variables and dimensions, no values.
         part.existing = _stored_schema(pipeline, session, part.group, values="none")
@@ -530,6 +532,15 @@ _IN_PROCESS_FORMATS = ("netcdf3", "netcdf4", "zarr", "kerchunk")
 def _journal(pipeline: Pipeline) -> execute.CrashJournal:
     t = pipeline.target
     return execute.CrashJournal(f"{t.repo}\n{t.branch}\n{t.group}\n{pipeline.name}")
+
+
+def _expire_journal(
+    pipeline: Pipeline, selection: plan.Selection, committed: Sequence[SourceFile] = ()
+) -> None:
+    """Drop the crash-journal entries of dead runs whose files are now all ingested (already,
+    or by this run's commit), and those older than the journal's age limit."""
+    done = {f.url for f in selection.already} | {f.url for f in committed}
+    _journal(pipeline).expire(done)
 
 
 def _scans_in_process(

@@ -13,6 +13,7 @@ from __future__ import annotations
 import pickle
 import zlib
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -153,3 +154,23 @@ def test_files_laid_out_almost_alike_scan_as_the_parser_scans_them(
     for path, result in zip(paths, results, strict=True):
         _same(result, _usual(path, options))  # type: ignore[arg-type]
     assert routes == ["usual", "template", VARIANTS[change]]
+
+
+def test_a_chunk_stored_without_its_filters_in_a_bucket_is_refused_by_name(
+    tmp_path: Path, s3: Any
+) -> None:
+    """Object-store files take the parser's route: the chunk index is read there too."""
+    from icepipe.storage import StorageOptions
+
+    paths = [_write(tmp_path / f"{i}.nc", i, masked=i == 1) for i in range(2)]
+    bucket = s3.bucket()
+    urls = s3.upload(paths, bucket, "nc")
+    options = ScanOptions(format="netcdf4", storage=StorageOptions(**s3.options()))
+    sources = [SourceFile(u, p.stat().st_size, "0") for u, p in zip(urls, paths, strict=True)]
+    assert isinstance(scan_file(sources[0], options), ScannedFile)
+    with pytest.raises(SourceError, match="filter") as info:
+        scan_file(sources[1], options)
+    message = str(info.value)
+    assert urls[1] in message and "'tas'" in message and "(1, 0)" in message
+    assert "mode: native" in message
+    assert list(info.value.urls) == [urls[1]]

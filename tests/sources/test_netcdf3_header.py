@@ -80,8 +80,11 @@ def _write(
         station[:] = netCDF4.stringtochar(np.array([f"ab{index % 10}", "cd"], dtype="S4"))
         orog = nc.createVariable("orog", "f8", ("lat", "lon"))
         orog[:] = np.ones((2, len(nc.dimensions["lon"])))
-        if change == "extra variable":
-            nc.createVariable("extra", "f4", ("time",))[:] = np.arange(n)
+        if change in ("extra variable", "extra coordinates"):
+            extra = nc.createVariable("extra", "f4", ("time",))
+            extra[:] = np.arange(n)
+            if change == "extra coordinates":  # makes orog a coordinate, kept with tas
+                extra.coordinates = "orog"
         time[:] = np.arange(n) + 10 * index
         shape = (n, 2, len(nc.dimensions["lon"]))
         tas[:] = np.arange(np.prod(shape)).reshape(shape) + index
@@ -160,6 +163,46 @@ def test_a_file_that_differs_reuses_the_template_correctly_or_goes_the_usual_way
     for path, result in zip(paths, results, strict=True):
         _same(result, _usual(path))
     assert _routes(results) == ["usual", "template", CASES[change]], change
+
+
+# A selection leaving out what differs: the files share the first one's template.
+SELECTIONS = {
+    "variables": ScanOptions(format="netcdf3", variables=("time", "tas", "pr")),
+    "drop_variables": ScanOptions(format="netcdf3", drop_variables=("extra", "station")),
+}
+# What the third file does under each selection ("template" or "usual").
+SELECTED_CASES = {
+    "extra variable": "template",  # left out by both selections
+    "extra coordinates": "usual",  # a left-out variable naming coordinates: its own key
+    "long name": "template",
+    "units": "usual",  # a kept variable's attribute
+}
+
+
+@pytest.mark.parametrize("selection", list(SELECTIONS))
+@pytest.mark.parametrize("change", list(SELECTED_CASES))
+def test_the_layout_key_covers_only_what_the_selection_keeps(
+    tmp_path: Path, selection: str, change: str
+) -> None:
+    options = SELECTIONS[selection]
+    paths = [_write(tmp_path / "a.nc", 0), _write(tmp_path / "b.nc", 1)]
+    paths.append(_write(tmp_path / "c.nc", 2, change))
+    results = [scan_file(_source(p), options) for p in paths]
+    for path, result in zip(paths, results, strict=True):
+        _same(result, _usual(path, options))
+    assert "extra" not in results[2].dataset.variables  # type: ignore[union-attr]
+    assert _routes(results) == ["usual", "template", SELECTED_CASES[change]], change
+
+
+def test_a_left_out_variable_of_the_first_file_does_not_hide_a_template(tmp_path: Path) -> None:
+    """The first file has a variable the others lack, all of them left out: one template."""
+    paths = [_write(tmp_path / "a.nc", 0, "extra variable")]
+    paths += [_write(tmp_path / f"{i}.nc", i) for i in range(1, 3)]
+    options = SELECTIONS["variables"]
+    results = [scan_file(_source(p), options) for p in paths]
+    for path, result in zip(paths, results, strict=True):
+        _same(result, _usual(path, options))
+    assert _routes(results) == ["usual", "template", "template"]
 
 
 def _single_record_variable(path: Path, index: int, dtype: str) -> Path:
@@ -290,6 +333,22 @@ def test_real_station_series_equals_the_parser_route(tmp_path: Path) -> None:
     options = ScanOptions(format="netcdf3", concat_dim="report")
     results = [scan_file(_source(p), options) for p in paths]
     assert _routes(results).count("template") >= 3
+    for path, result in zip(paths, results, strict=True):
+        _same(result, _usual(path, options))
+
+
+def test_real_station_series_with_the_pipelines_selection_shares_one_template() -> None:
+    """pipelines/sao-stations.yaml keeps the variables every hour reports: the synoptic hours'
+    extra variables are left out, so every file after the first takes the one template."""
+    folder = Path(__file__).resolve().parents[2] / "data" / "ncarg" / "cdf"
+    paths = sorted(folder.glob("9503180[0-5]_sao.cdf"))
+    if len(paths) < 6:
+        pytest.skip("libncarg sample data not fetched")
+    pipeline = icepipe.load_pipeline(Path(__file__).parents[2] / "pipelines" / "sao-stations.yaml")
+    options = ScanOptions.from_source(pipeline.source, pipeline.mode)
+    assert len({len(read_header(str(p)).variables) for p in paths}) > 1  # several layouts
+    results = [scan_file(_source(p), options) for p in paths]
+    assert _routes(results) == ["usual"] + ["template"] * 5
     for path, result in zip(paths, results, strict=True):
         _same(result, _usual(path, options))
 

@@ -103,6 +103,15 @@ def _applies(url: str, o: ScanOptions) -> bool:
     )
 
 
+def _layout_of(index: Any, path: str, o: ScanOptions) -> Any:
+    """The layout of the file ``path``: for netCDF3, over the variables the scan may keep."""
+    if index is hdf5_index:
+        return index.layout_of(path, o.group, o.order_by)
+    return index.layout_of(
+        path, o.group, o.order_by, variables=o.variables, drop_variables=o.drop_variables
+    )
+
+
 def _key(layout: Any, o: ScanOptions) -> tuple[Any, ...]:
     return (layout.key, o.concat_dim, o.variables, o.drop_variables)
 
@@ -123,7 +132,7 @@ def scan_quick(
         return None
     path = source.url.removeprefix("file://")
     try:
-        layout = index.layout_of(path, o.group, o.order_by)
+        layout = _layout_of(index, path, o)
     except Exception:  # the usual route's errors name the problem
         return None
     if layout is None:
@@ -181,7 +190,7 @@ def _template_of(
     index = _index(fmt)
     if index is None:
         return None
-    layout = index.layout_of(source.url.removeprefix("file://"), o.group, o.order_by)
+    layout = _layout_of(index, source.url.removeprefix("file://"), o)
     if layout is None:
         return None
     try:

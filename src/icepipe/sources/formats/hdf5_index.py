@@ -23,7 +23,8 @@ object/compound/opaque dtypes, several dimension scales on one axis. Loaded vari
 values differ from the template's are read raw when xarray would not change them on decoding
 (no scale, offset, ``missing_value``, and no ``_FillValue`` other than NaN on floats), and
 otherwise send the file the slow way. A chunk stored without some of its filters (its HDF5
-filter mask) cannot be referenced on either way: :func:`check_filter_masks` refuses the file.
+filter mask) cannot be referenced on either way: :func:`check_filter_masks` refuses the file
+(:func:`check_filter_masks_in` an object-store file, through the parser's reader).
 
 Templates live in the worker process (a few, least recently used first out); they never travel.
 """
@@ -48,6 +49,7 @@ __all__ = [
     "Layout",
     "MaskedChunkError",
     "check_filter_masks",
+    "check_filter_masks_in",
     "chunk_table",
     "discard",
     "empty_datasets",
@@ -424,37 +426,61 @@ def check_filter_masks(path: str, url: str, group: str | None, names: Iterable[s
     SourceError
         Naming the file, the variable, the chunk and the fix.
     """
-    import h5py
-
-    from icepipe.errors import SourceError
-
     opened = _open(path, group)
     if opened is None:
         return
     fid, root = opened
     try:
-        for name in names:
-            try:
-                dsid = h5py.h5o.open(root, name.encode())
-            except KeyError:
-                continue  # made by the reader, not read from the file
-            if not isinstance(dsid, h5py.h5d.DatasetID):
-                continue
-            plist = dsid.get_create_plist()
-            if plist.get_layout() != h5py.h5d.CHUNKED or not plist.get_nfilters():
-                continue
-            obj = _Dataset(dsid, dsid.shape, dsid.dtype, plist.get_chunk(), 0)
-            try:
-                chunk_table(obj, obj.chunks or ())
-            except MaskedChunkError as exc:
-                raise SourceError(
-                    f"{url}: variable {name!r}: {exc}, which virtual references cannot "
-                    "express (they decode every chunk of a variable alike); use mode: native "
-                    "(HDF5 reads it), or rewrite the file (nccopy, h5repack)",
-                    url=url,
-                ) from exc
+        _check_masks(root, url, names)
     finally:
         fid.close()
+
+
+def check_filter_masks_in(reader: Any, url: str, group: str | None, names: Iterable[str]) -> None:
+    """:func:`check_filter_masks` of a file read through ``reader`` (a file-like object: the
+    one VirtualiZarr's parser read an object-store file with, whose cached blocks hold the
+    chunk index it read: only the index is read, mostly from that cache).
+
+    Raises
+    ------
+    SourceError
+        Naming the file, the variable, the chunk and the fix.
+    """
+    import h5py
+
+    with h5py.File(reader, "r") as f:
+        node = f.get(group or "/")
+        if isinstance(node, h5py.Group):
+            _check_masks(node.id, url, names)
+
+
+def _check_masks(root: Any, url: str, names: Iterable[str]) -> None:
+    """Raise when a chunk of one of the datasets ``names`` of the group ``root`` (h5py's
+    low-level ``GroupID``) is stored without some of its filters."""
+    import h5py
+
+    from icepipe.errors import SourceError
+
+    for name in names:
+        try:
+            dsid = h5py.h5o.open(root, name.encode())
+        except KeyError:
+            continue  # made by the reader, not read from the file
+        if not isinstance(dsid, h5py.h5d.DatasetID):
+            continue
+        plist = dsid.get_create_plist()
+        if plist.get_layout() != h5py.h5d.CHUNKED or not plist.get_nfilters():
+            continue
+        obj = _Dataset(dsid, dsid.shape, dsid.dtype, plist.get_chunk(), 0)
+        try:
+            chunk_table(obj, obj.chunks or ())
+        except MaskedChunkError as exc:
+            raise SourceError(
+                f"{url}: variable {name!r}: {exc}, which virtual references cannot "
+                "express (they decode every chunk of a variable alike); use mode: native "
+                "(HDF5 reads it), or rewrite the file (nccopy, h5repack)",
+                url=url,
+            ) from exc
 
 
 def _manifest(ref_url: str, obj: _Dataset, chunks: tuple[int, ...]) -> Any:

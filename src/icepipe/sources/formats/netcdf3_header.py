@@ -361,9 +361,20 @@ def _var_pick(a: Attribute) -> Any:
     return value if a.name != "units" or " since " in str(value) else None
 
 
-def layout_of(path: str, group: str | None, order_by: str | None) -> Layout | None:
+def layout_of(
+    path: str,
+    group: str | None,
+    order_by: str | None,
+    *,
+    variables: tuple[str, ...] | None = None,
+    drop_variables: tuple[str, ...] = (),
+) -> Layout | None:
     """The layout of the local netCDF3 file ``path`` (open: close it with :func:`discard`), or
     None when ``group`` is set (netCDF3 has none: the usual route says so).
+
+    The key covers the variables the scan may keep under ``variables`` / ``drop_variables``
+    (``source.*``; see :func:`_kept`) and the dimensions they use: files differing only in
+    variables the selection leaves out share a key.
 
     Raises
     ------
@@ -375,11 +386,16 @@ def layout_of(path: str, group: str | None, order_by: str | None) -> Layout | No
     f = open(path, "rb")  # noqa: SIM115 (closed by discard)
     try:
         header, _ = _read_header(f)
+        kept = _kept(header, order_by, variables, drop_variables)
+        used = {d for v in header.variables if v.name in kept for d in v.dims}
         group_attrs: dict[str, Any] = {}
         var_attrs: dict[str, dict[str, Any]] = {}
-        parts: list[Any] = ["netcdf3", order_by, header.dims]
+        dims = tuple((name, n) for name, n in header.dims if name in used)
+        parts: list[Any] = ["netcdf3", order_by, dims]
         datasets = {}
         for v in header.variables:
+            if v.name not in kept:
+                continue
             var_attrs[v.name] = {}
             attrs = _attrs_key(v.attrs, var_attrs[v.name], _var_pick)
             parts.append((v.name, v.dims, v.nc_type, v.record, attrs))
@@ -397,6 +413,37 @@ def layout_of(path: str, group: str | None, order_by: str | None) -> Layout | No
         var_attrs=var_attrs,
         records=None if record_dim is None else (record_dim, header.numrecs),
     )
+
+
+# Attributes by which a variable changes how others are read (CF coordinates, the bounds of a
+# loaded time coordinate): a variable holding one is never left out of a key.
+_LINKING = {"coordinates", "bounds", "climatology"}
+
+
+def _kept(
+    header: Header,
+    order_by: str | None,
+    variables: tuple[str, ...] | None,
+    drop_variables: tuple[str, ...],
+) -> set[str]:
+    """The variables a scan may keep under ``source.variables`` / ``drop_variables``: a
+    superset of what it keeps. Left out are only the dropped ones, and, with ``variables``,
+    those not named there that nothing can make a coordinate (named like a dimension, or in
+    a ``coordinates`` attribute) and that hold no attribute linking them to others."""
+    names = {v.name for v in header.variables}
+    if variables is not None:
+        linked = {v.name for v in header.variables if any(a.name in _LINKING for a in v.attrs)}
+        coordinates = {name for name, _ in header.dims}
+        for a in (*header.attrs, *(a for v in header.variables for a in v.attrs)):
+            if a.name == "coordinates" and a.nc_type == _CHAR:
+                coordinates.update(str(a.value).split())
+        names &= {*variables, *([order_by] if order_by else []), *linked, *coordinates}
+    dropped = {
+        v.name
+        for v in header.variables
+        if v.name in drop_variables and not any(a.name in _LINKING for a in v.attrs)
+    }
+    return names - dropped
 
 
 def discard(layout: Layout) -> None:

@@ -79,13 +79,32 @@ def scan_parsed(url: str, options: ScanOptions) -> xr.Dataset:
     registry = registry_for(url, options.storage)
     if options.group is not None:
         _check_group(url, options.group, registry)
-    ds = open_virtual(url, HDFParser(group=options.group), registry, options.order_by)
+    readers = _KeptReaders()
+    parser = HDFParser(group=options.group, reader_factory=readers)
+    ds = open_virtual(url, parser, registry, options.order_by)
+    virtual = [str(n) for n, v in ds.variables.items() if is_virtual(v)]
     if scheme_of(url) == "file":
-        virtual = [str(n) for n, v in ds.variables.items() if is_virtual(v)]
         path = url.removeprefix("file://")
         hdf5_index.check_filter_masks(path, url, options.group, virtual)
         ds = _with_unwritten_variables(ds, url, options.group)
+    elif readers.last is not None:
+        hdf5_index.check_filter_masks_in(readers.last, url, options.group, virtual)
     return ds
+
+
+class _KeptReaders:
+    """VirtualiZarr's default reader factory, keeping the last reader made: its cached blocks
+    hold what the parser read of an object-store file (the chunk index included), which the
+    filter-mask check reads again."""
+
+    def __init__(self) -> None:
+        self.last: Any = None
+
+    def __call__(self, store: Any, path: str) -> Any:
+        from obspec_utils.readers import BlockStoreReader
+
+        self.last = BlockStoreReader(store, path)
+        return self.last
 
 
 def _scan_indexed(url: str, options: ScanOptions) -> tuple[xr.Dataset | None, Any]:
