@@ -22,6 +22,7 @@ run's state across attempts (``_Run``), and the ledger entry and message of the 
 from __future__ import annotations
 
 import dataclasses
+import gc
 import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
@@ -485,6 +486,10 @@ def _scan(state: _Run, selection: plan.Selection) -> None:
             done, failed = _scan_files(
                 state.client, state.pipeline, to_scan, state.run_id, n_workers
             )
+            # Unpickling the results leaves CPython's free lists full (up to 2,000 tuples of
+            # each length: one per unpickled slotted dataclass) and the comm's garbage, which
+            # only a full collection frees: planning and the write reuse it, not add to it.
+            gc.collect()
     state.scanned.update({f.url: s for f, s in done})
     state.skipped.update({f.url: str(e) for f, e in failed})
 

@@ -142,13 +142,15 @@ def storage_for(repo: str, storage: StorageOptions | None = None) -> icechunk.St
 
 
 def repo_config(
-    settings: Mapping[str, Any] | None, *, split: bool = True
+    settings: Mapping[str, Any] | None, *, split: bool = True, level: bool = True
 ) -> icechunk.RepositoryConfig:
     """An ``icechunk.RepositoryConfig`` from validated ``target.config`` settings.
 
     Unset settings stay ``None``, so Icechunk's defaults (and what a repository persisted)
     apply, except icepipe's manifest settings (:data:`MANIFEST_SPLIT_CHUNKS` unless
-    ``split`` is false or the settings split otherwise, :data:`LOCATION_COMPRESSION_MIN_CHUNKS`).
+    ``split`` is false or the settings split otherwise, :data:`LOCATION_COMPRESSION_MIN_CHUNKS`)
+    and its metadata compression level (:data:`METADATA_COMPRESSION_LEVEL` unless ``level`` is
+    false or the settings give ``compression``).
     The storage's conditional-write settings are never touched.
 
     Raises
@@ -168,6 +170,8 @@ def repo_config(
                 setattr(cfg, key, s[key])
         if "compression" in s:
             cfg.compression = icechunk.CompressionConfig(level=s["compression"].get("level"))
+        elif level:
+            cfg.compression = icechunk.CompressionConfig(level=METADATA_COMPRESSION_LEVEL)
         if "caching" in s:
             cfg.caching = icechunk.CachingConfig(**s["caching"])
         if "storage" in s:
@@ -259,6 +263,17 @@ MANIFEST_SPLIT_CHUNKS = 5_000
 #: at 2,000 references of 1,000 files, 9.7 against 9.5 at 20,000). icepipe sets the threshold
 #: to its maximum (a 16-bit number): benchmarks/memory.py's commit of 1,000 files.
 LOCATION_COMPRESSION_MIN_CHUNKS = 65535
+
+
+#: The zstd level Icechunk compresses its metadata files with (manifests, snapshots,
+#: transaction logs; Icechunk's default is 3), unless ``target.config.compression`` says
+#: otherwise or the repository persisted a level of its own. Level 3's compressor tables take
+#: the committing process ~0.9 MiB at each commit, whatever its size, against some 50 KiB at
+#: level 1 (``benchmarks/memory.py``, 1,000 files: the commit's growth 1.4-1.5 MiB against
+#: 0.5-0.6 MiB), for metadata a few percent larger (2,000 references of 1,000 files: manifest
+#: 17.4 against 18.4 KB, snapshot 8.7 against 8.9 KB, transaction log 11.6 against 10.1 KB).
+#: Decompression, what readers pay, costs the same at any level.
+METADATA_COMPRESSION_LEVEL = 1
 
 
 def _local_path(repo: str) -> Path:
@@ -719,8 +734,11 @@ def open_repo(
                 if not icechunk.Repository.exists(ic_storage, settings.storage):
                     _create(repo, ic_storage, repo_config(config), containers, source_storage)
         persisted = _add_containers(repo, ic_storage, containers, source_storage)
-        if _splits(persisted) and "splitting" not in (config or {}).get("manifest", {}):
-            settings = repo_config(config, split=False)  # the repository's own splitting
+        # The repository's own splitting and compression level, when it persisted them.
+        own_split = _splits(persisted) and "splitting" not in (config or {}).get("manifest", {})
+        own_level = persisted is not None and persisted.compression is not None
+        if own_split or own_level:
+            settings = repo_config(config, split=not own_split, level=not own_level)
         opened = icechunk.Repository.open(ic_storage, config=settings)
         configured = _existing_containers(persisted)
         if configured:
