@@ -12,8 +12,8 @@ skeleton is the template's with the record variables' shapes resized (one per le
 the scan then selects, checks and summarises that dataset, and packing takes it apart again
 into its skeleton and columns (:mod:`~icepipe.sources.packed`). For a file whose layout key
 (:func:`hdf5_index.layout_of`, over the variables the scan may keep) and scan options are those
-of a file already scanned, all of that
-gives what the first file gave but for the file's own columns: its chunk offsets and lengths,
+of a file already scanned, all of that gives what the first file gave but for the file's own
+columns: its chunk offsets and lengths,
 its loaded values along the concat dimension, the attributes read per file and what the schema
 takes from them. This module produces exactly those, onto the first file's skeleton.
 
