@@ -118,7 +118,7 @@ class Layout:
     #: a variable left out: what the reader's ``refused_variables`` reports.
     empty: list[str]
     #: The key over what ``source.variables`` / ``drop_variables`` may keep (see
-    #: :func:`_kept`): finished scans (``sources/quick.py``) share templates by it; ``key``
+    #: :func:`_left_out`): finished scans (``sources/quick.py``) share templates by it; ``key``
     #: covers every dataset (the whole virtual dataset :func:`scan_indexed` rebuilds).
     selected_key: tuple[Any, ...] = ()
     #: Datasets the selection leaves out (in no ``selected_key``).
@@ -301,7 +301,7 @@ def layout_of(
     when this module cannot reproduce the slow route for it.
 
     Its ``selected_key`` covers the datasets the scan may keep under ``variables`` /
-    ``drop_variables`` (``source.*``; see :func:`_kept`): files differing only in datasets the
+    ``drop_variables`` (``source.*``; see :func:`_left_out`): files differing only in datasets the
     selection leaves out share it.
     """
     import h5py
@@ -370,20 +370,28 @@ class _Links:
     dims: tuple[str, ...]
     #: Whether it holds an attribute of :data:`_LINKING`.
     linking: bool
-    #: The names its ``coordinates`` attribute lists.
-    coordinates: tuple[str, ...]
+    #: The names its ``coordinates`` attribute lists (None: one this module does not read).
+    coordinates: tuple[str, ...] | None
     #: Whether it is a netCDF variable (not a dimension without one).
     variable: bool
 
 
 def _links(dims: tuple[str, ...], values: dict[str, Any], variable: bool) -> _Links:
-    text = per_file_value(values["coordinates"]) if "coordinates" in values else None
     return _Links(
         dims=tuple(d.rsplit("/", 1)[-1] for d in dims),  # h5ds gives paths: at least the names
         linking=bool(values.keys() & _LINKING),
-        coordinates=tuple(text.split()) if isinstance(text, str) else (),
+        coordinates=_coordinates(values),
         variable=variable,
     )
+
+
+def _coordinates(values: dict[str, Any]) -> tuple[str, ...] | None:
+    """The names the ``coordinates`` attribute among ``values`` lists (None: not a plain
+    string)."""
+    if "coordinates" not in values:
+        return ()
+    text = per_file_value(values["coordinates"])
+    return tuple(text.split()) if isinstance(text, str) else None
 
 
 def _left_out(
@@ -399,15 +407,15 @@ def _left_out(
     dimension, or in a ``coordinates`` attribute); never one holding an attribute linking it
     to others. A dimension without a variable is left out when no dataset kept uses it (the
     parser leaves it out of the dataset; the kept datasets' shapes hold its length)."""
+    listed = [_coordinates(group_attrs), *(link.coordinates for link in links.values())]
+    if any(found is None for found in listed):
+        return set()  # what a coordinates attribute names is not known: nothing is left out
     linked = {name for name, link in links.items() if link.linking}
     names = set(links)
     if variables is not None:
         coordinates = {d for link in links.values() for d in link.dims}
-        for link in links.values():
-            coordinates.update(link.coordinates)
-        text = per_file_value(group_attrs["coordinates"]) if "coordinates" in group_attrs else None
-        if isinstance(text, str):
-            coordinates.update(text.split())
+        for more in listed:
+            coordinates.update(more or ())
         names &= {*variables, *([order_by] if order_by else []), *linked, *coordinates}
     names -= {n for n in drop_variables if n not in linked}
     used = {d for name in names if links[name].variable for d in links[name].dims}
