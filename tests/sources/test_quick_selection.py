@@ -141,3 +141,33 @@ def test_a_file_truncated_inside_a_left_out_variable_is_refused_on_both_routes(
                 scan_file(_source(paths[2], size), options)
         finally:
             netcdf4.INDEXED_SCANS = True
+
+
+def _write_grouped(path: Path, index: int, extra: bool) -> Path:
+    """A file whose series lives in group ``g`` (dimension scales named by their paths)."""
+    import netCDF4
+
+    with netCDF4.Dataset(path, "w") as nc:
+        g = nc.createGroup("g")
+        g.createDimension("time", 2)
+        g.createDimension("x", 3)
+        time = g.createVariable("time", "i4", ("time",))
+        time.units = "days since 2000-01-01"
+        time[:] = np.arange(2) + 2 * index
+        g.createVariable("x", "f4", ("x",))[:] = [0.0, 1.0, 2.0]
+        g.createVariable("tas", "f4", ("time", "x"), zlib=True)[:] = index
+        if extra:
+            g.createDimension("obs", index + 1)
+            g.createVariable("diag", "f8", ("obs",))[:] = np.arange(index + 1)
+    return path
+
+
+@pytest.mark.parametrize("selection", ["variables", "drop_variables"])
+def test_a_group_series_shares_one_template_too(tmp_path: Path, selection: str) -> None:
+    options = ScanOptions(
+        format="netcdf4",
+        group="g",
+        **({"variables": ("tas",)} if selection == "variables" else {"drop_variables": ("diag",)}),
+    )
+    paths = [_write_grouped(tmp_path / f"{i}.nc", i, extra=i != 1) for i in range(4)]
+    assert _check(paths, options) == ["usual", "template", "template", "template"]
