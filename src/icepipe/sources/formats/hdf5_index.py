@@ -27,6 +27,8 @@ filter mask) cannot be referenced on either way: :func:`check_filter_masks` refu
 (:func:`check_filter_masks_in` an object-store file, through the parser's reader).
 
 Templates live in the worker process (a few, least recently used first out); they never travel.
+``sources/quick.py``'s templates (finished, selected scans) share a layout's ``selected_key``
+instead: the key over the datasets ``source.variables`` / ``drop_variables`` may keep.
 """
 
 from __future__ import annotations
