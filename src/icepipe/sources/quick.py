@@ -11,8 +11,9 @@ skeleton is the template's with the record variables' shapes resized (one per le
 :mod:`~icepipe.sources.formats.hdf5_index` rebuilds a file's virtual dataset from a template;
 the scan then selects, checks and summarises that dataset, and packing takes it apart again
 into its skeleton and columns (:mod:`~icepipe.sources.packed`). For a file whose layout key
-(:func:`hdf5_index.layout_of`) and scan options are those of a file already scanned, all of that
-gives what the first file gave but for the file's own columns: its chunk offsets and lengths,
+(:func:`hdf5_index.layout_of`, over the variables the scan may keep) and scan options are those
+of a file already scanned, all of that gives what the first file gave but for the file's own
+columns: its chunk offsets and lengths,
 its loaded values along the concat dimension, the attributes read per file and what the schema
 takes from them. This module produces exactly those, onto the first file's skeleton.
 
@@ -104,16 +105,16 @@ def _applies(url: str, o: ScanOptions) -> bool:
 
 
 def _layout_of(index: Any, path: str, o: ScanOptions) -> Any:
-    """The layout of the file ``path``: for netCDF3, over the variables the scan may keep."""
-    if index is hdf5_index:
-        return index.layout_of(path, o.group, o.order_by)
+    """The layout of the file ``path``, keyed over the variables the scan may keep."""
     return index.layout_of(
         path, o.group, o.order_by, variables=o.variables, drop_variables=o.drop_variables
     )
 
 
 def _key(layout: Any, o: ScanOptions) -> tuple[Any, ...]:
-    return (layout.key, o.concat_dim, o.variables, o.drop_variables)
+    # netCDF4 layouts keep their whole key for hdf5_index's own (whole-dataset) templates.
+    key = layout.selected_key if isinstance(layout, hdf5_index.Layout) else layout.key
+    return (key, o.concat_dim, o.variables, o.drop_variables)
 
 
 def scan_quick(
@@ -259,6 +260,7 @@ def _build(
             values.append(raw)
         else:
             return None
+    end = max(end, _end_left_out(layout, index))
     if end > source.size:
         raise SourceError(
             f"{source.url}: is truncated: its header places data up to byte {end} but the file "
@@ -274,6 +276,19 @@ def _build(
         source=source.url,
     )
     return _schema(template, packed, attrs, source, o, length), packed
+
+
+def _end_left_out(layout: Any, index: Any) -> int:
+    """Where the data of the datasets the selection leaves out ends: the usual route checks
+    every reference of the file before selecting (and refuses masked chunks)."""
+    end = 0
+    for name in getattr(layout, "left_out", ()):
+        obj = layout.datasets[name]
+        table = index.chunk_table(obj, obj.chunks or obj.shape)
+        if table is not None:
+            present, offsets, lengths = table
+            end = max(end, int((offsets + lengths)[present].max()))
+    return end
 
 
 def _records(template: _Template, layout: Any, o: ScanOptions) -> int | None:

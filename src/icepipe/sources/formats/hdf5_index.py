@@ -27,6 +27,8 @@ filter mask) cannot be referenced on either way: :func:`check_filter_masks` refu
 (:func:`check_filter_masks_in` an object-store file, through the parser's reader).
 
 Templates live in the worker process (a few, least recently used first out); they never travel.
+``sources/quick.py``'s templates (finished, selected scans) share a layout's ``selected_key``
+instead: the key over the datasets ``source.variables`` / ``drop_variables`` may keep.
 """
 
 from __future__ import annotations
@@ -117,6 +119,12 @@ class Layout:
     #: Datasets of the group holding no values (a dimension of length 0), dimensions without
     #: a variable left out: what the reader's ``refused_variables`` reports.
     empty: list[str]
+    #: The key over what ``source.variables`` / ``drop_variables`` may keep (see
+    #: :func:`_left_out`): finished scans (``sources/quick.py``) share templates by it; ``key``
+    #: covers every dataset (the whole virtual dataset :func:`scan_indexed` rebuilds).
+    selected_key: tuple[Any, ...] = ()
+    #: Datasets the selection leaves out (in no ``selected_key``).
+    left_out: frozenset[str] = frozenset()
 
 
 @dataclass
@@ -212,10 +220,12 @@ def _var_attr_per_file(name: str, value: Any) -> bool:
     return isinstance(text, str) and (name != "units" or " since " in text)
 
 
-def _dataset_key(dsid: Any) -> tuple[tuple[Any, ...], _Dataset, dict[str, Any], bool] | None:
-    """The layout key of one dataset, the dataset, its attributes read per file and whether
-    it is a netCDF variable (not a dimension without one); None when this module does not
-    reproduce it."""
+def _dataset_key(
+    dsid: Any,
+) -> tuple[tuple[Any, ...], _Dataset, dict[str, Any], _Links] | None:
+    """The layout key of one dataset, the dataset, its attributes read per file and what
+    decides whether a selection keeps it (whether it is a netCDF variable, not a dimension
+    without one, among others); None when this module does not reproduce it."""
     import h5py
 
     dtype = dsid.dtype
@@ -245,7 +255,7 @@ def _dataset_key(dsid: Any) -> tuple[tuple[Any, ...], _Dataset, dict[str, Any], 
     label = values.get("NAME")
     label = label.reshape(()).item() if isinstance(label, np.ndarray) and label.size == 1 else b""
     variable = not (isinstance(label, bytes) and label.startswith(b"This is a netCDF dimension"))
-    return (*key, empty), dataset, per_file, variable
+    return (*key, empty), dataset, per_file, _links(dims, values, variable)
 
 
 def _open(path: str, group: str | None) -> tuple[Any, Any] | None:
@@ -281,9 +291,21 @@ def _file_access() -> Any:
     return _fapl
 
 
-def layout_of(path: str, group: str | None, order_by: str | None) -> Layout | None:
+def layout_of(
+    path: str,
+    group: str | None,
+    order_by: str | None,
+    *,
+    variables: tuple[str, ...] | None = None,
+    drop_variables: tuple[str, ...] = (),
+) -> Layout | None:
     """The layout of the local file ``path`` (open: close it with :func:`discard`), or None
-    when this module cannot reproduce the slow route for it."""
+    when this module cannot reproduce the slow route for it.
+
+    Its ``selected_key`` covers the datasets the scan may keep under ``variables`` /
+    ``drop_variables`` (``source.*``; see :func:`_left_out`): files differing only in datasets the
+    selection leaves out share it.
+    """
     import h5py
 
     opened = _open(path, group)
@@ -294,6 +316,7 @@ def layout_of(path: str, group: str | None, order_by: str | None) -> Layout | No
         datasets: dict[str, _Dataset] = {}
         var_attrs: dict[str, dict[str, Any]] = {}
         empty: list[str] = []
+        selecting: dict[str, _Links] = {}
         parts: list[Any] = [group, order_by]
         links: list[tuple[bytes, int]] = []
         root.links.iterate(lambda n, info: links.append((n, info.type)), info=True)
@@ -304,9 +327,9 @@ def layout_of(path: str, group: str | None, order_by: str | None) -> Layout | No
                 fid.close()
                 return None
             name = raw_name.decode("utf-8")
-            key, datasets[name], var_attrs[name], variable = found
+            key, datasets[name], var_attrs[name], selecting[name] = found
             parts.append((name, key))
-            if not datasets[name].size and variable:
+            if not datasets[name].size and selecting[name].variable:
                 empty.append(name)
         attrs, values = _attr_values(root)
         # Strings and finite numbers of the group differ per file (titles, dates, history):
@@ -317,6 +340,7 @@ def layout_of(path: str, group: str | None, order_by: str | None) -> Layout | No
             if name not in _PARSER_HIDDEN and per_file_value(value) is not None
         }
         parts.append(_split(attrs, per_file))
+        left_out = _left_out(selecting, values, order_by, variables, drop_variables)
         return Layout(
             key=tuple(parts),
             file=fid,
@@ -324,10 +348,80 @@ def layout_of(path: str, group: str | None, order_by: str | None) -> Layout | No
             group_attrs=per_file,
             var_attrs=var_attrs,
             empty=empty,
+            selected_key=(
+                *(p for p in parts[2:-1] if p[0] not in left_out),
+                *(group, order_by, parts[-1]),
+            ),
+            left_out=frozenset(left_out),
         )
     except Exception:
         fid.close()
         raise
+
+
+# Attributes by which a dataset changes how others are read (CF coordinates, the bounds of a
+# loaded time coordinate): a dataset holding one is never left out of a selected key.
+_LINKING = {"coordinates", "bounds", "climatology"}
+
+
+@dataclass(frozen=True, slots=True)
+class _Links:
+    """What decides whether a scan's selection may keep a dataset."""
+
+    #: The names of its dimensions (their datasets' names).
+    dims: tuple[str, ...]
+    #: Whether it holds an attribute of :data:`_LINKING`.
+    linking: bool
+    #: The names its ``coordinates`` attribute lists (None: one this module does not read).
+    coordinates: tuple[str, ...] | None
+    #: Whether it is a netCDF variable (not a dimension without one).
+    variable: bool
+
+
+def _links(dims: tuple[str, ...], values: dict[str, Any], variable: bool) -> _Links:
+    return _Links(
+        dims=tuple(d.rsplit("/", 1)[-1] for d in dims),  # h5ds gives paths: at least the names
+        linking=bool(values.keys() & _LINKING),
+        coordinates=_coordinates(values),
+        variable=variable,
+    )
+
+
+def _coordinates(values: dict[str, Any]) -> tuple[str, ...] | None:
+    """The names the ``coordinates`` attribute among ``values`` lists (None: not a plain
+    string)."""
+    if "coordinates" not in values:
+        return ()
+    text = per_file_value(values["coordinates"])
+    return tuple(text.split()) if isinstance(text, str) else None
+
+
+def _left_out(
+    links: dict[str, _Links],
+    group_attrs: dict[str, Any],
+    order_by: str | None,
+    variables: tuple[str, ...] | None,
+    drop_variables: tuple[str, ...],
+) -> set[str]:
+    """The datasets a scan under ``source.variables`` / ``drop_variables`` never keeps: the
+    complement of a superset of what it keeps. Left out are only the dropped ones, and, with
+    ``variables``, those not named there that nothing can make a coordinate (named like a
+    dimension, or in a ``coordinates`` attribute); never one holding an attribute linking it
+    to others. A dimension without a variable is left out when no dataset kept uses it (the
+    parser leaves it out of the dataset; the kept datasets' shapes hold its length)."""
+    listed = [_coordinates(group_attrs), *(link.coordinates for link in links.values())]
+    if any(found is None for found in listed):
+        return set()  # what a coordinates attribute names is not known: nothing is left out
+    linked = {name for name, link in links.items() if link.linking}
+    names = set(links)
+    if variables is not None:
+        coordinates = {d for link in links.values() for d in link.dims}
+        for more in listed:
+            coordinates.update(more or ())
+        names &= {*variables, *([order_by] if order_by else []), *linked, *coordinates}
+    names -= {n for n in drop_variables if n not in linked}
+    used = {d for name in names if links[name].variable for d in links[name].dims}
+    return {n for n in links if n not in names or (not links[n].variable and n not in used)}
 
 
 def per_file_value(value: Any) -> Any:
