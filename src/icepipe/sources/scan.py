@@ -24,6 +24,7 @@ import xarray as xr
 from icepipe.cf import effective_time_encoding, packing_of
 from icepipe.errors import IcepipeError, SourceError, short_message
 from icepipe.model import FileSchema, SourceFile, VariableSchema
+from icepipe.sources import grib_quick
 from icepipe.sources.formats import Opened, Reader, ScanOptions, detect_format, reader_for
 from icepipe.sources.formats.common import is_virtual
 from icepipe.sources.hooks import apply_preprocess
@@ -113,6 +114,8 @@ def scan_file(source: SourceFile, options: ScanOptions) -> ScannedFile | Scanned
     fmt = detect_format(url, o.storage) if o.format == "auto" else o.format
     reader = reader_for(fmt)
     quick = scan_quick(source, o, fmt) if fmt in ("netcdf4", "netcdf3") else None
+    if fmt == "grib":
+        quick = grib_quick.scan_quick(source, o)
     if isinstance(quick, tuple):  # laid out like a file scanned before: no dataset built
         return ScannedFile(source=source, schema=quick[0], content=quick[1])
     opened: list[Opened]
@@ -137,7 +140,10 @@ def scan_file(source: SourceFile, options: ScanOptions) -> ScannedFile | Scanned
         return ScannedCubes(source=source, cubes=_finish_cubes(source, opened, o, reader))
     (only,) = opened  # one dataset unless grib_cubes
     result = _finish(source, only, o, reader)
-    if isinstance(quick, Pending):
+    if isinstance(quick, Pending) and fmt == "grib":
+        if not result.fallback:  # variables read natively are not rebuilt from templates
+            grib_quick.remember(quick, source, o, result.schema, result.content)
+    elif isinstance(quick, Pending):
         remember(quick, source, o, result.schema, result.content)
     return result
 

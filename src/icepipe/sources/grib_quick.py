@@ -1,0 +1,205 @@
+"""Finished scans of local GRIB files from a template: the packed result and schema of a file
+laid out like one already scanned in this worker process, without ecCodes' index, cfgrib's
+mapping or a dataset.
+
+The GRIB counterpart of :mod:`~icepipe.sources.quick`. A file's messages are found by their
+framing (:mod:`~icepipe.sources.formats.grib_frames`); two files whose messages have the same
+identities (every header byte cfgrib maps but the reference time) in the same order, and
+whose reference times differ by one same amount, are mapped alike by cfgrib but for ``time``
+and ``valid_time``, which move by that amount. So the result of such a file is the first
+file's packed result with the file's own message offsets and lengths as chunk references,
+``time`` and ``valid_time`` moved on, and the schema's ordering values recomputed.
+
+The first file of each layout is scanned the usual way; its result becomes the layout's
+template once building that same file from it reproduces it exactly (schema, and the packed
+dataset against the scanned one), else the layout goes the usual way. What a later file's
+bytes decide besides the header is decided again per file as the usual route does: the first
+message of each variable must decode (:func:`~icepipe.codecs.decode_grib_message`), else the
+file goes the usual way (which leaves that variable to the native route). Files with variables
+read natively, sparse cubes (a combination without a message), ``grib_cubes`` scans and
+``preprocess`` hooks never come here. Templates live in the worker process.
+"""
+
+from __future__ import annotations
+
+import copy
+import mmap
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from icepipe.codecs import GribDecodeError, decode_grib_message
+from icepipe.model import FileSchema, SourceFile
+from icepipe.sources import quick
+from icepipe.sources.formats import grib_frames, grib_index, hdf5_index
+from icepipe.sources.formats.base import ScanOptions
+from icepipe.sources.packed import PackedDataset, pack
+from icepipe.storage import reference_url
+
+__all__ = ["forget", "remember", "scan_quick"]
+
+_MAX_TEMPLATES = 16
+#: Coordinates that follow the files' reference times, in seconds since an epoch.
+_SHIFTED = ("time", "valid_time")
+
+
+@dataclass(frozen=True, eq=False)
+class _Template:
+    schema: FileSchema
+    #: The first file's dataset packed.
+    packed: PackedDataset
+    #: Per virtual variable: the position in the file of each chunk's message.
+    slots: tuple[np.ndarray[Any, Any], ...]
+    #: The messages to decode in each file, with their shapes (see grib_index.decode_checks).
+    checks: tuple[tuple[int, tuple[int, ...]], ...]
+    #: Each message's reference time in the first file.
+    when: tuple[Any, ...]
+
+
+_templates: OrderedDict[tuple[Any, ...], _Template | None] = OrderedDict()
+_lock = threading.Lock()
+
+
+def forget() -> None:
+    """Drop every GRIB template of this process, of both levels (tests, benchmarks)."""
+    with _lock:
+        _templates.clear()
+    grib_index.forget_templates()
+
+
+def _key(found: list[grib_frames.Frame], o: ScanOptions) -> tuple[Any, ...]:
+    layout = grib_frames.layout_key(found)
+    return ("grib", layout, o.concat_dim, o.order_by, o.variables, o.drop_variables, o.grib_cube)
+
+
+def _frames(source: SourceFile, o: ScanOptions) -> list[grib_frames.Frame] | None:
+    if not grib_index.INDEXED_SCANS or not quick._applies(source.url, o):
+        return None
+    try:
+        return grib_index.frames_of(source.url.removeprefix("file://"), source.size)
+    except Exception:  # the usual route's errors name the problem
+        return None
+
+
+def scan_quick(
+    source: SourceFile, o: ScanOptions
+) -> tuple[FileSchema, PackedDataset] | quick.Pending | None:
+    """The schema and packed dataset of the GRIB file ``source`` from a template;
+    :class:`~icepipe.sources.quick.Pending` when its layout has none yet; None when it goes
+    the usual way."""
+    found = _frames(source, o)
+    if found is None:
+        return None
+    key = _key(found, o)
+    with _lock:
+        known = key in _templates
+        template = _templates.get(key)
+        if known:
+            _templates.move_to_end(key)
+    if not known:
+        return quick.Pending(key)
+    if template is None:
+        return None
+    delta = found[0].when - template.when[0]
+    if any(f.when - t != delta for f, t in zip(found, template.when, strict=True)):
+        return None  # not one shift of the template's times: cfgrib may map it otherwise
+    try:
+        return _build(template, found, int(delta.total_seconds()), source, o)
+    except Exception:  # whatever this module misreads goes the usual way, not wrong
+        return None
+
+
+def _build(
+    template: _Template,
+    found: list[grib_frames.Frame],
+    seconds: int,
+    source: SourceFile,
+    o: ScanOptions,
+) -> tuple[FileSchema, PackedDataset] | None:
+    """The file of ``found`` as ``template`` gives it (None: it goes the usual way)."""
+    path = source.url.removeprefix("file://")
+    with open(path, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+        for slot, shape in template.checks:
+            f = found[slot]
+            try:
+                decode_grib_message(mm[f.offset : f.offset + f.length], shape=shape)
+            except GribDecodeError:
+                return None  # the usual route reads that variable natively
+    offsets = np.array([f.offset for f in found], dtype=np.uint64)
+    lengths = np.array([f.length for f in found], dtype=np.uint64)
+    ref_url = reference_url(source.url)
+    refs = tuple((ref_url, offsets[s], lengths[s]) for s in template.slots)
+    # Every per-file variable is a time in seconds (checked when the template was made).
+    values = tuple(v + np.asarray(seconds, dtype=v.dtype) for v in template.packed.values)
+    first = template.packed
+    sk = first.skeleton
+    packed = PackedDataset(
+        skeleton=sk, refs=refs, values=values, attrs=first.attrs, source=source.url
+    )
+    attrs = {"": first.attrs.get("", sk.attrs)}
+    attrs.update({v.name: first.attrs.get(v.name, v.attrs) for v in sk.variables})
+    like = quick._Template(schema=template.schema, packed=first, raw={}, raw_ok=frozenset())
+    return quick._schema(like, packed, attrs, source, o), packed
+
+
+def remember(
+    pending: quick.Pending, source: SourceFile, o: ScanOptions, schema: FileSchema, ds: Any
+) -> None:
+    """Make the usual scan of ``source`` (``schema``, dataset ``ds``, no variable read
+    natively) the template of its layout if building that file from it reproduces it."""
+    try:
+        template = _template_of(pending, source, o, schema, ds)
+    except Exception:  # a template this module cannot check is not used
+        template = None
+    with _lock:
+        _templates[pending.key] = template
+        while len(_templates) > _MAX_TEMPLATES:
+            _templates.popitem(last=False)
+
+
+def _template_of(
+    pending: quick.Pending, source: SourceFile, o: ScanOptions, schema: FileSchema, ds: Any
+) -> _Template | None:
+    import xarray as xr
+
+    found = _frames(source, o)
+    if found is None or not isinstance(ds, xr.Dataset) or _key(found, o) != pending.key:
+        return None
+    checks = grib_index.decode_checks(found)
+    ds = copy.deepcopy(ds)  # what follows the scan may change its dataset in place
+    packed = pack(ds, o.concat_dim)
+    if checks is None or packed is None or packed.source != source.url:
+        return None
+    position = {f.offset: k for k, f in enumerate(found)}
+    slots = []
+    for path, offsets, lengths in packed.refs:
+        if not isinstance(path, str) or path != reference_url(source.url):
+            return None  # a sparse cube, or chunks elsewhere
+        slot = np.array([position.get(int(x), -1) for x in offsets.reshape(-1)], dtype=np.intp)
+        if (slot < 0).any():
+            return None
+        slot = slot.reshape(offsets.shape)
+        if not np.array_equal(np.array([f.length for f in found])[slot], lengths):
+            return None
+        slots.append(slot)
+    for v in (v for v in packed.skeleton.variables if v.kind == "per-file"):
+        units = str(v.attrs.get("units", ""))
+        if v.name not in _SHIFTED or not units.startswith("seconds since "):
+            return None  # a value along the concat dimension this module does not move
+    template = _Template(
+        schema=schema,
+        packed=packed,
+        slots=tuple(slots),
+        checks=checks,
+        when=tuple(f.when for f in found),
+    )
+    built = _build(template, found, 0, source, o)
+    if built is None or built[0] != schema:
+        return None
+    if not hdf5_index.same_dataset(built[1].to_dataset(), ds):
+        return None
+    return template
+
