@@ -202,4 +202,3 @@ def _template_of(
     if not hdf5_index.same_dataset(built[1].to_dataset(), ds):
         return None
     return template
-

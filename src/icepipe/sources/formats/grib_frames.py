@@ -33,6 +33,8 @@ __all__ = ["Frame", "frames", "layout_key"]
 
 _MAGIC = b"GRIB"
 _END = b"7777"
+#: The sections of a GRIB2 message holding one field (2, local use, is optional).
+_ONE_FIELD = ([1, 3, 4, 5, 6, 7], [1, 2, 3, 4, 5, 6, 7])
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,7 +114,7 @@ def _grib2(m: bytes) -> tuple[bytes, datetime.datetime] | None:
             parts.append(s[5:6])
         q += n
     # One field per message: several fields would make chunks of part of a message.
-    if when is None or q != len(m) - 4 or numbers not in ([1, 3, 4, 5, 6, 7], [1, 2, 3, 4, 5, 6, 7]):
+    if when is None or q != len(m) - 4 or numbers not in _ONE_FIELD:
         return None
     return _parts(*parts), when
 

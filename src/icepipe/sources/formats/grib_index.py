@@ -851,7 +851,9 @@ def same_cubes(a: list[GribCube], b: list[GribCube]) -> bool:
     if len(a) != len(b):
         return False
     for x, y in zip(a, b, strict=True):
-        if (x.url, x.index, x.name, dict(x.variables)) != (y.url, y.index, y.name, dict(y.variables)):
+        if (x.url, x.index, x.name) != (y.url, y.index, y.name):
+            return False
+        if dict(x.variables) != dict(y.variables):
             return False
         if not _same_dataset(x.dataset, y.dataset):
             return False
