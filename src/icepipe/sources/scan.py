@@ -141,8 +141,9 @@ def scan_file(source: SourceFile, options: ScanOptions) -> ScannedFile | Scanned
     (only,) = opened  # one dataset unless grib_cubes
     result = _finish(source, only, o, reader)
     if isinstance(quick, Pending) and fmt == "grib":
-        if not result.fallback:  # variables read natively are not rebuilt from templates
-            grib_quick.remember(quick, source, o, result.schema, result.content)
+        # Variables read natively are not rebuilt from templates: no template for the layout.
+        content = None if result.fallback else result.content
+        grib_quick.remember(quick, source, o, result.schema, content)
     elif isinstance(quick, Pending):
         remember(quick, source, o, result.schema, result.content)
     return result
