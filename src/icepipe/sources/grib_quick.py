@@ -16,8 +16,8 @@ dataset against the scanned one), else the layout goes the usual way. What a lat
 bytes decide besides the header is decided again per file as the usual route does: the first
 message of each variable must decode (:func:`~icepipe.codecs.decode_grib_message`), else the
 file goes the usual way (which leaves that variable to the native route). Files with variables
-read natively, sparse cubes (a combination without a message), ``grib_cubes`` scans and
-``preprocess`` hooks never come here. Templates live in the worker process.
+read natively, ``grib_cubes`` scans and ``preprocess`` hooks never come here. Templates live
+in the worker process.
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ class _Template:
     schema: FileSchema
     #: The first file's dataset packed.
     packed: PackedDataset
-    #: Per virtual variable: the position in the file of each chunk's message.
+    #: Per virtual variable: the position in the file of each chunk's message (-1: none).
     slots: tuple[np.ndarray[Any, Any], ...]
     #: The messages to decode in each file, with their shapes (see grib_index.decode_checks).
     checks: tuple[tuple[int, tuple[int, ...]], ...]
@@ -128,10 +128,14 @@ def _build(
                 decode_grib_message(mm[f.offset : f.offset + f.length], shape=shape)
             except GribDecodeError:
                 return None  # the usual route reads that variable natively
-    offsets = np.array([f.offset for f in found], dtype=np.uint64)
-    lengths = np.array([f.length for f in found], dtype=np.uint64)
+    # The last entry serves the empty entries of sparse cubes (slot -1): no message, 0, 0.
+    offsets = np.array([f.offset for f in found] + [0], dtype=np.uint64)
+    lengths = np.array([f.length for f in found] + [0], dtype=np.uint64)
     ref_url = reference_url(source.url)
-    refs = tuple((ref_url, offsets[s], lengths[s]) for s in template.slots)
+    refs = tuple(
+        (_paths(path, ref_url), offsets[s], lengths[s])
+        for (path, _, _), s in zip(template.packed.refs, template.slots, strict=True)
+    )
     # Every per-file variable is a time in seconds (checked when the template was made).
     values = tuple(v + np.asarray(seconds, dtype=v.dtype) for v in template.packed.values)
     first = template.packed
@@ -143,6 +147,15 @@ def _build(
     attrs.update({v.name: first.attrs.get(v.name, v.attrs) for v in sk.variables})
     like = quick._Template(schema=template.schema, packed=first, raw={}, raw_ok=frozenset())
     return quick._schema(like, packed, attrs, source, o), packed
+
+
+def _paths(template: str | np.ndarray[Any, Any], ref_url: str) -> str | np.ndarray[Any, Any]:
+    """The chunk paths of a file: its URL, in the entries of the template's that have one."""
+    if isinstance(template, str):
+        return ref_url
+    out = template.copy()
+    out[template != ""] = ref_url
+    return out
 
 
 def remember(
@@ -160,6 +173,34 @@ def remember(
             _templates.popitem(last=False)
 
 
+def _slots(
+    refs: tuple[Any, np.ndarray[Any, Any], np.ndarray[Any, Any]],
+    found: list[grib_frames.Frame],
+    ref_url: str,
+) -> np.ndarray[Any, Any] | None:
+    """The position in the file of each chunk's message (-1: no message, an empty entry of a
+    sparse cube); None when a chunk is not one of the file's messages."""
+    path, offsets, lengths = refs
+    if isinstance(path, str):
+        present = np.full(offsets.shape, True)
+        if path != ref_url:
+            return None  # chunks elsewhere
+    else:
+        present = path != ""
+        if not np.all(path[present] == ref_url):
+            return None
+    position = {(f.offset, f.length): k for k, f in enumerate(found)}
+    slot = np.full(offsets.shape, -1, dtype=np.intp)
+    for index in zip(*np.nonzero(present), strict=True):
+        k = position.get((int(offsets[index]), int(lengths[index])))
+        if k is None:
+            return None
+        slot[index] = k
+    if not (offsets[~present] == 0).all() or not (lengths[~present] == 0).all():
+        return None
+    return slot
+
+
 def _template_of(
     pending: quick.Pending, source: SourceFile, o: ScanOptions, schema: FileSchema, ds: Any
 ) -> _Template | None:
@@ -173,16 +214,10 @@ def _template_of(
     packed = pack(ds, o.concat_dim)
     if checks is None or packed is None or packed.source != source.url:
         return None
-    position = {f.offset: k for k, f in enumerate(found)}
     slots = []
-    for path, offsets, lengths in packed.refs:
-        if not isinstance(path, str) or path != reference_url(source.url):
-            return None  # a sparse cube, or chunks elsewhere
-        slot = np.array([position.get(int(x), -1) for x in offsets.reshape(-1)], dtype=np.intp)
-        if (slot < 0).any():
-            return None
-        slot = slot.reshape(offsets.shape)
-        if not np.array_equal(np.array([f.length for f in found])[slot], lengths):
+    for refs in packed.refs:
+        slot = _slots(refs, found, reference_url(source.url))
+        if slot is None:
             return None
         slots.append(slot)
     for v in (v for v in packed.skeleton.variables if v.kind == "per-file"):
