@@ -22,7 +22,7 @@ from icepipe.sources import grib_quick
 from icepipe.sources.formats import grib_frames, grib_index, hdf5_index
 from icepipe.sources.formats.base import ScanOptions
 from icepipe.sources.packed import PackedDataset
-from icepipe.sources.scan import ScannedFile, scan_file
+from icepipe.sources.scan import ScannedCubes, ScannedFile, scan_file
 
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")
 
@@ -101,6 +101,11 @@ def _assert_same(a: Any, b: Any) -> None:
     if isinstance(b, SourceError):
         assert isinstance(a, SourceError) and str(a) == str(b)
         return
+    if isinstance(b, ScannedCubes):
+        assert isinstance(a, ScannedCubes) and list(a.cubes) == list(b.cubes)
+        for name, cube in b.cubes.items():
+            _assert_same(a.cubes[name], cube)
+        return
     assert isinstance(a, ScannedFile) and isinstance(b, ScannedFile)
     assert a.schema == b.schema
     assert dict(a.fallback) == dict(b.fallback)
@@ -146,6 +151,12 @@ def test_every_sample_shifted_gives_the_index_route_result(path: Path, tmp_path:
     a, b = _both(shifted, o)
     _assert_same(a, b)
     assert _templated(a)  # sparse cubes too (single_gridpoint, forecast_monthly_ukmo)
+    if len(scanned) > 1:  # every cube, each into its own group
+        o = ScanOptions(format="grib", concat_dim="time", grib_cubes=())
+        scan_file(_source(path), o)
+        a, b = _both(shifted, o)
+        _assert_same(a, b)
+        assert isinstance(a, ScannedCubes) and all(map(_templated, a.cubes.values()))
 
 
 def test_era5_series() -> None:

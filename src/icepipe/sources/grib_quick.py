@@ -23,6 +23,7 @@ in the worker process.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import mmap
 import threading
 from collections import OrderedDict
@@ -59,7 +60,9 @@ class _Template:
     when: tuple[Any, ...]
 
 
-_templates: OrderedDict[tuple[Any, ...], _Template | None] = OrderedDict()
+#: A layout's template: one (a scan of one cube), or one per cube name (``grib_cubes``).
+_Stored = _Template | tuple[tuple[str, _Template], ...]
+_templates: OrderedDict[tuple[Any, ...], _Stored | None] = OrderedDict()
 _lock = threading.Lock()
 
 
@@ -72,11 +75,21 @@ def forget() -> None:
 
 def _key(found: list[grib_frames.Frame], o: ScanOptions) -> tuple[Any, ...]:
     layout = grib_frames.layout_key(found)
-    return ("grib", layout, o.concat_dim, o.order_by, o.variables, o.drop_variables, o.grib_cube)
+    return (
+        "grib",
+        layout,
+        o.concat_dim,
+        o.order_by,
+        o.variables,
+        o.drop_variables,
+        o.grib_cube,
+        o.grib_cubes,
+    )
 
 
 def _frames(source: SourceFile, o: ScanOptions) -> list[grib_frames.Frame] | None:
-    if not grib_index.INDEXED_SCANS or not quick._applies(source.url, o):
+    applies = quick._applies(source.url, dataclasses.replace(o, grib_cubes=None))
+    if not grib_index.INDEXED_SCANS or not applies:
         return None
     try:
         return grib_index.frames_of(source.url.removeprefix("file://"), source.size)
@@ -86,10 +99,15 @@ def _frames(source: SourceFile, o: ScanOptions) -> list[grib_frames.Frame] | Non
 
 def scan_quick(
     source: SourceFile, o: ScanOptions
-) -> tuple[FileSchema, PackedDataset] | quick.Pending | None:
-    """The schema and packed dataset of the GRIB file ``source`` from a template;
-    :class:`~icepipe.sources.quick.Pending` when its layout has none yet; None when it goes
-    the usual way."""
+) -> (
+    tuple[FileSchema, PackedDataset]
+    | dict[str, tuple[FileSchema, PackedDataset]]
+    | quick.Pending
+    | None
+):
+    """The schema and packed dataset of the GRIB file ``source`` (with ``grib_cubes``: of each
+    cube, by name) from a template; :class:`~icepipe.sources.quick.Pending` when its layout has
+    none yet; None when it goes the usual way."""
     found = _frames(source, o)
     if found is None:
         return None
@@ -103,13 +121,37 @@ def scan_quick(
         return quick.Pending(key)
     if template is None:
         return None
-    delta = found[0].when - template.when[0]
-    if any(f.when - t != delta for f, t in zip(found, template.when, strict=True)):
+    parts = template if isinstance(template, tuple) else (("", template),)
+    when = parts[0][1].when
+    delta = found[0].when - when[0]
+    if any(f.when - t != delta for f, t in zip(found, when, strict=True)):
         return None  # not one shift of the template's times: cfgrib may map it otherwise
+    seconds = int(delta.total_seconds())
     try:
-        return _build(template, found, int(delta.total_seconds()), source, o)
+        if not _decodes(parts[0][1].checks, found, source):
+            return None  # the usual route reads that variable natively
+        built = {name: _build(t, found, seconds, source, o) for name, t in parts}
     except Exception:  # whatever this module misreads goes the usual way, not wrong
         return None
+    return built if isinstance(template, tuple) else built[""]
+
+
+def _decodes(
+    checks: tuple[tuple[int, tuple[int, ...]], ...],
+    found: list[grib_frames.Frame],
+    source: SourceFile,
+) -> bool:
+    """Whether the message that decides whether each variable is virtual decodes (every
+    variable of every cube of the file, as the index route checks them)."""
+    path = source.url.removeprefix("file://")
+    with open(path, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+        for slot, shape in checks:
+            f = found[slot]
+            try:
+                decode_grib_message(mm[f.offset : f.offset + f.length], shape=shape)
+            except GribDecodeError:
+                return False
+    return True
 
 
 def _build(
@@ -118,16 +160,8 @@ def _build(
     seconds: int,
     source: SourceFile,
     o: ScanOptions,
-) -> tuple[FileSchema, PackedDataset] | None:
-    """The file of ``found`` as ``template`` gives it (None: it goes the usual way)."""
-    path = source.url.removeprefix("file://")
-    with open(path, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
-        for slot, shape in template.checks:
-            f = found[slot]
-            try:
-                decode_grib_message(mm[f.offset : f.offset + f.length], shape=shape)
-            except GribDecodeError:
-                return None  # the usual route reads that variable natively
+) -> tuple[FileSchema, PackedDataset]:
+    """The file of ``found`` as ``template`` gives it, its messages decoding (:func:`_decodes`)."""
     # The last entry serves the empty entries of sparse cubes (slot -1): no message, 0, 0.
     offsets = np.array([f.offset for f in found] + [0], dtype=np.uint64)
     lengths = np.array([f.length for f in found] + [0], dtype=np.uint64)
@@ -159,12 +193,25 @@ def _paths(template: str | np.ndarray[Any, Any], ref_url: str) -> str | np.ndarr
 
 
 def remember(
-    pending: quick.Pending, source: SourceFile, o: ScanOptions, schema: FileSchema, ds: Any
+    pending: quick.Pending,
+    source: SourceFile,
+    o: ScanOptions,
+    scanned: tuple[FileSchema, Any] | dict[str, tuple[FileSchema, Any]] | None,
 ) -> None:
-    """Make the usual scan of ``source`` (``schema``, dataset ``ds``, no variable read
-    natively) the template of its layout if building that file from it reproduces it."""
+    """Make the usual scan of ``source`` (its schema and dataset; with ``grib_cubes``, those of
+    each cube by name; None: variables read natively) the template of its layout if building
+    that file from it reproduces it exactly."""
+    template: _Stored | None
     try:
-        template = _template_of(pending, source, o, schema, ds)
+        found = _frames(source, o)
+        if found is None or scanned is None or _key(found, o) != pending.key:
+            template = None
+        elif isinstance(scanned, dict):
+            parts = [(n, _template_of(found, source, o, *r)) for n, r in scanned.items()]
+            ok = parts and all(t is not None for _, t in parts)
+            template = tuple((n, t) for n, t in parts if t is not None) if ok else None
+        else:
+            template = _template_of(found, source, o, *scanned)
     except Exception:  # a template this module cannot check is not used
         template = None
     with _lock:
@@ -202,12 +249,11 @@ def _slots(
 
 
 def _template_of(
-    pending: quick.Pending, source: SourceFile, o: ScanOptions, schema: FileSchema, ds: Any
+    found: list[grib_frames.Frame], source: SourceFile, o: ScanOptions, schema: FileSchema, ds: Any
 ) -> _Template | None:
     import xarray as xr
 
-    found = _frames(source, o)
-    if found is None or not isinstance(ds, xr.Dataset) or _key(found, o) != pending.key:
+    if not isinstance(ds, xr.Dataset):
         return None
     checks = grib_index.decode_checks(found)
     ds = copy.deepcopy(ds)  # what follows the scan may change its dataset in place
@@ -231,8 +277,10 @@ def _template_of(
         checks=checks,
         when=tuple(f.when for f in found),
     )
+    if not _decodes(checks, found, source):
+        return None
     built = _build(template, found, 0, source, o)
-    if built is None or built[0] != schema:
+    if built[0] != schema:
         return None
     if not hdf5_index.same_dataset(built[1].to_dataset(), ds):
         return None
