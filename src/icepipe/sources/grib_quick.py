@@ -204,7 +204,16 @@ def remember(
     template: _Stored | None
     try:
         found = _frames(source, o)
-        if found is None or scanned is None or _key(found, o) != pending.key:
+        checks = None if found is None else grib_index.decode_checks(found)
+        # The decode checks pass for this file (once for all its cubes; not again per cube).
+        usable = (
+            found is not None
+            and scanned is not None
+            and _key(found, o) == pending.key
+            and checks is not None
+            and _decodes(checks, found, source)
+        )
+        if not usable or found is None or scanned is None:
             template = None
         elif isinstance(scanned, dict):
             parts = [(n, _template_of(found, source, o, *r)) for n, r in scanned.items()]
@@ -277,8 +286,6 @@ def _template_of(
         checks=checks,
         when=tuple(f.when for f in found),
     )
-    if not _decodes(checks, found, source):
-        return None
     built = _build(template, found, 0, source, o)
     if built[0] != schema:
         return None
