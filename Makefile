@@ -58,6 +58,7 @@ bench: venv data
 	$(PY) benchmarks/netcdf3.py
 	$(PY) benchmarks/native.py
 	$(PY) benchmarks/grib.py
+	$(PY) benchmarks/grib_scan.py
 	$(PY) benchmarks/rectilinear.py
 	$(PY) benchmarks/calendar_chunks.py
 	$(PY) benchmarks/nightly.py

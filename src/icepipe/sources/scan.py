@@ -24,6 +24,7 @@ import xarray as xr
 from icepipe.cf import effective_time_encoding, packing_of
 from icepipe.errors import IcepipeError, SourceError, short_message
 from icepipe.model import FileSchema, SourceFile, VariableSchema
+from icepipe.sources import grib_quick
 from icepipe.sources.formats import Opened, Reader, ScanOptions, detect_format, reader_for
 from icepipe.sources.formats.common import is_virtual
 from icepipe.sources.hooks import apply_preprocess
@@ -112,9 +113,16 @@ def scan_file(source: SourceFile, options: ScanOptions) -> ScannedFile | Scanned
     o = options
     fmt = detect_format(url, o.storage) if o.format == "auto" else o.format
     reader = reader_for(fmt)
-    quick = scan_quick(source, o, fmt) if fmt in ("netcdf4", "netcdf3") else None
+    quick: Any = None  # a finished scan from a template, Pending, or None
+    if fmt in ("netcdf4", "netcdf3"):
+        quick = scan_quick(source, o, fmt)
+    elif fmt == "grib":
+        quick = grib_quick.scan_quick(source, o)
     if isinstance(quick, tuple):  # laid out like a file scanned before: no dataset built
         return ScannedFile(source=source, schema=quick[0], content=quick[1])
+    if isinstance(quick, dict):  # the same, per GRIB hypercube
+        cubes = {n: ScannedFile(source=source, schema=r[0], content=r[1]) for n, r in quick.items()}
+        return ScannedCubes(source=source, cubes=cubes)
     opened: list[Opened]
     try:
         with warnings.catch_warnings():
@@ -134,10 +142,20 @@ def scan_file(source: SourceFile, options: ScanOptions) -> ScannedFile | Scanned
             return _finish(source, Opened("", plain, fmt), o, reader)
         raise _unreadable(url, fmt, reader, o, exc) from exc
     if o.grib_cubes is not None:
-        return ScannedCubes(source=source, cubes=_finish_cubes(source, opened, o, reader))
+        scanned = _finish_cubes(source, opened, o, reader)
+        if isinstance(quick, Pending):
+            native = any(c.fallback for c in scanned.values())
+            parts = {n: (c.schema, c.content) for n, c in scanned.items()}
+            grib_quick.remember(quick, source, o, None if native else parts)
+        return ScannedCubes(source=source, cubes=scanned)
     (only,) = opened  # one dataset unless grib_cubes
     result = _finish(source, only, o, reader)
-    if isinstance(quick, Pending):
+    if isinstance(quick, Pending) and fmt == "grib":
+        # Variables read natively are not rebuilt from templates: no template for the layout.
+        grib_quick.remember(
+            quick, source, o, None if result.fallback else (result.schema, result.content)
+        )
+    elif isinstance(quick, Pending):
         remember(quick, source, o, result.schema, result.content)
     return result
 

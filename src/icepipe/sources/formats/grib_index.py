@@ -17,12 +17,15 @@ Everything here runs on Dask workers: inputs and outputs pickle, and every failu
 
 from __future__ import annotations
 
+import copy
 import functools
 import math
+import mmap
 import os
 import tempfile
 import threading
 import warnings
+from collections import OrderedDict
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -33,6 +36,7 @@ import xarray as xr
 
 from icepipe.codecs import GRIB_CODEC_NAME, GribDecodeError, decode_grib_message
 from icepipe.errors import ConfigError, SourceError
+from icepipe.sources.formats import grib_frames
 from icepipe.storage import StorageOptions, reference_url, scheme_of
 
 __all__ = [
@@ -40,11 +44,20 @@ __all__ = [
     "encode_times",
     "GribCube",
     "GribVariable",
+    "INDEXED_SCANS",
+    "decode_checks",
+    "forget_templates",
+    "frames_of",
     "open_grib_native",
+    "same_cubes",
     "scan_grib",
 ]
 
 GRIB_MAGIC = b"GRIB"
+
+#: Files laid out like one scanned before in this process (same messages but for their
+#: reference times) are built from its scan (the template route) rather than indexed again.
+INDEXED_SCANS = True
 
 #: cfgrib's ``open_datasets`` defaults, which the mapping reproduces.
 _ENCODE_CF = ("parameter", "time", "geography", "vertical")
@@ -556,8 +569,6 @@ def scan_grib(
 
 
 def _scan_path(url: str, path: str, size: int | None, squeeze: bool) -> list[GribCube]:
-    from cfgrib import dataset as cfgrib_dataset
-
     try:
         actual = os.path.getsize(path)
     except FileNotFoundError as exc:
@@ -573,6 +584,26 @@ def _scan_path(url: str, path: str, size: int | None, squeeze: bool) -> list[Gri
         )
     if size == 0:
         raise SourceError(f"{url}: is empty (0 bytes); {_fix_hint(url)}", url=url)
+    if INDEXED_SCANS and scheme_of(url) == "file":
+        quick = _scan_quick(url, path, size, squeeze)
+        if isinstance(quick, list):
+            return quick
+    else:
+        quick = None
+    cubes, fields = _index_and_map(url, path, size, squeeze)
+    kept = copy.deepcopy(cubes) if isinstance(quick, _Pending) else []
+    out = _cubes_of(url, path, cubes, fields, squeeze)
+    if isinstance(quick, _Pending):
+        _remember(quick, url, path, squeeze, kept, fields, out)
+    return out
+
+
+def _index_and_map(
+    url: str, path: str, size: int, squeeze: bool
+) -> tuple[list[xr.Dataset], list[_Field]]:
+    """cfgrib's cubes of the file (message ids in place of data) and the field of each id."""
+    from cfgrib import dataset as cfgrib_dataset
+
     try:
         with _ECCODES_STATE:
             index, by_id = _index_file(path, url, size)
@@ -592,7 +623,13 @@ def _scan_path(url: str, path: str, size: int | None, squeeze: bool) -> list[Gri
             f"the same way, so the file cannot be ingested as is: {_fix_hint(url)}",
             url=url,
         ) from exc
-    fields = [by_id[field_id] for field_id in table]
+    return cubes, [by_id[field_id] for field_id in table]
+
+
+def _cubes_of(
+    url: str, path: str, cubes: list[xr.Dataset], fields: list[_Field], squeeze: bool
+) -> list[GribCube]:
+    """The scan's cubes from cfgrib's mapping: references, codec checks, names, attributes."""
     out: list[GribCube] = []
     with open(path, "rb") as fh:
         for position, (ds, name) in enumerate(zip(cubes, _cube_names(cubes), strict=True)):
@@ -632,6 +669,222 @@ def _scan_path(url: str, path: str, size: int | None, squeeze: bool) -> list[Gri
                 GribCube(url=url, index=position, name=name, dataset=out_ds, variables=infos)
             )
     return out
+
+
+# --- the template route -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Pending:
+    """A file whose layout has no template yet: scanned the usual way, then remembered."""
+
+    key: tuple[bytes, bool]
+    found: tuple[grib_frames.Frame, ...]
+
+
+@dataclass(frozen=True, eq=False)
+class _Template:
+    """cfgrib's mapping of a file, to pack other files laid out like it onto."""
+
+    #: cfgrib's cubes, message ids in place of data (never modified: copied per build).
+    cubes: tuple[xr.Dataset, ...]
+    #: Per message id: the position of its message in the file, and its field.
+    slots: tuple[int, ...]
+    fields: tuple[_Field, ...]
+    #: Each message's reference time.
+    when: tuple[Any, ...]
+
+
+_templates: OrderedDict[tuple[bytes, bool], _Template | None] = OrderedDict()
+_templates_lock = threading.Lock()
+_MAX_TEMPLATES = 16
+#: Coordinates that follow the files' reference times (cfgrib: ``valid_time = time + step``).
+_SHIFTED = ("time", "valid_time")
+
+
+def forget_templates() -> None:
+    """Drop every GRIB template of this process (tests, benchmarks)."""
+    with _templates_lock:
+        _templates.clear()
+
+
+def frames_of(path: str, size: int) -> list[grib_frames.Frame] | None:
+    """The messages of a local GRIB file by their framing (None: the file goes the usual way:
+    not framed here, no message, or a message past ``size``, the listed size)."""
+    with open(path, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+        found = grib_frames.frames(mm)
+    if not found or found[-1].offset + found[-1].length > size:
+        return None  # no message, or past the listed size: the usual route says which
+    return found
+
+
+def decode_checks(found: list[grib_frames.Frame]) -> tuple[tuple[int, tuple[int, ...]], ...] | None:
+    """The messages whose decoding decides, in each file of the layout of ``found`` (scanned
+    with ``squeeze=False``), which variables are virtual: per data variable of every cube, the
+    position of the message :func:`scan_grib` decodes and its shape. None: the layout has no
+    template (its files are not scanned from one)."""
+    with _templates_lock:
+        template = _templates.get((grib_frames.layout_key(found), False))
+    if template is None:
+        return None
+    out = []
+    for ds in template.cubes:
+        for var in ds.data_vars.values():
+            ids = np.asarray(var.values).reshape(-1)
+            _, geo_shape = var.encoding["_icepipe_geo"]
+            out.append((template.slots[int(np.min(ids[ids >= 0]))], tuple(geo_shape) or (1,)))
+    return tuple(out)
+
+
+def _scan_quick(url: str, path: str, size: int, squeeze: bool) -> list[GribCube] | _Pending | None:
+    """The file's cubes from the template of its layout; :class:`_Pending` when that layout
+    has none yet; None when it goes the usual way."""
+    try:
+        found = frames_of(path, size)
+    except Exception:  # the usual route's errors name the problem
+        return None
+    if found is None:
+        return None
+    key = (grib_frames.layout_key(found), squeeze)
+    with _templates_lock:
+        known = key in _templates
+        template = _templates.get(key)
+        if known:
+            _templates.move_to_end(key)
+    if not known:
+        return _Pending(key, tuple(found))
+    if template is None:
+        return None
+    delta = found[0].when - template.when[0]
+    if any(f.when - t != delta for f, t in zip(found, template.when, strict=True)):
+        return None  # not one shift of the template's times: cfgrib may map it otherwise
+    try:
+        return _build(template, url, path, found, delta, squeeze)
+    except SourceError:
+        raise
+    except Exception:  # whatever this route misreads goes the usual way, not wrong
+        return None
+
+
+def _build(
+    template: _Template,
+    url: str,
+    path: str,
+    found: list[grib_frames.Frame],
+    delta: Any,
+    squeeze: bool,
+) -> list[GribCube]:
+    """The file's cubes: the template's mapping with its messages and its times."""
+    shift = np.timedelta64(int(delta.total_seconds()), "s")
+    cubes = []
+    for ds in template.cubes:
+        # A new dataset, variables in the same order (assign_coords would move them), that
+        # the scan may change without changing the template.
+        coords = {
+            n: v.variable.copy(deep=False, data=v.values + shift if n in _SHIFTED else None)
+            for n, v in ds.coords.items()
+        }
+        data = {n: v.variable.copy(deep=False) for n, v in ds.data_vars.items()}
+        cubes.append(xr.Dataset(data, coords=coords, attrs=dict(ds.attrs)))
+    fields = [
+        _Field(found[k].offset, found[k].length, f.subfield, f.fields_in_message, f.grid)
+        for k, f in zip(template.slots, template.fields, strict=True)
+    ]
+    return _cubes_of(url, path, cubes, fields, squeeze)
+
+
+def _remember(
+    pending: _Pending,
+    url: str,
+    path: str,
+    squeeze: bool,
+    cubes: list[xr.Dataset],
+    fields: list[_Field],
+    scanned: list[GribCube],
+) -> None:
+    """Make the usual scan of a file the template of its layout, if building that file from
+    it gives the same cubes (else the layout goes the usual way from now on)."""
+    try:
+        template = _template_of(pending, url, path, squeeze, cubes, fields, scanned)
+    except Exception:  # a template this module cannot check is not used
+        template = None
+    with _templates_lock:
+        _templates[pending.key] = template
+        while len(_templates) > _MAX_TEMPLATES:
+            _templates.popitem(last=False)
+
+
+def _template_of(
+    pending: _Pending,
+    url: str,
+    path: str,
+    squeeze: bool,
+    cubes: list[xr.Dataset],
+    fields: list[_Field],
+    scanned: list[GribCube],
+) -> _Template | None:
+    found = pending.found
+    position = {f.offset: k for k, f in enumerate(found)}
+    # Framing must find the messages ecCodes found, no more, no fewer.
+    messages = {(f.offset, f.length) for f in fields}
+    if messages != {(f.offset, f.length) for f in found}:
+        return None
+    if any(f.fields_in_message != 1 for f in fields):
+        return None
+    for ds in cubes:
+        for name, var in ds.variables.items():
+            if var.dtype.kind == "M" and (name not in _SHIFTED or var.dtype != "M8[ns]"):
+                return None  # a time this route would not shift
+    template = _Template(
+        cubes=tuple(cubes),
+        slots=tuple(position[f.offset] for f in fields),
+        fields=tuple(fields),
+        when=tuple(f.when for f in found),
+    )
+    again = _build(template, url, path, list(found), found[0].when - found[0].when, squeeze)
+    return template if same_cubes(again, scanned) else None
+
+
+def same_cubes(a: list[GribCube], b: list[GribCube]) -> bool:
+    """Whether two scans gave the same cubes: names, variables, coordinates, attributes,
+    encodings and every chunk reference."""
+    if len(a) != len(b):
+        return False
+    for x, y in zip(a, b, strict=True):
+        if (x.url, x.index, x.name) != (y.url, y.index, y.name):
+            return False
+        if dict(x.variables) != dict(y.variables):
+            return False
+        if not _same_dataset(x.dataset, y.dataset):
+            return False
+    return True
+
+
+def _same_dataset(a: xr.Dataset, b: xr.Dataset) -> bool:
+    from virtualizarr.manifests import ManifestArray
+
+    if a.attrs != b.attrs or a.encoding != b.encoding or list(a.variables) != list(b.variables):
+        return False
+    if set(a.coords) != set(b.coords):
+        return False
+    for name, va in a.variables.items():
+        vb = b.variables[name]
+        if (va.dims, va.attrs, va.encoding) != (vb.dims, vb.attrs, vb.encoding):
+            return False
+        da, db = va.data, vb.data
+        if isinstance(da, ManifestArray) or isinstance(db, ManifestArray):
+            if not (isinstance(da, ManifestArray) and isinstance(db, ManifestArray)):
+                return False
+            ma, mb = da.manifest, db.manifest
+            if da.metadata != db.metadata or not (
+                np.array_equal(ma._paths, mb._paths)
+                and np.array_equal(ma._offsets, mb._offsets)
+                and np.array_equal(ma._lengths, mb._lengths)
+            ):
+                return False
+        elif va.dtype != vb.dtype or not np.array_equal(va.values, vb.values, equal_nan=True):
+            return False
+    return True
 
 
 def encode_times(ds: xr.Dataset) -> xr.Dataset:
