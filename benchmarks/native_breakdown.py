@@ -9,7 +9,10 @@ body every method runs per Dask block) side by side in one process, on native.py
 * ``generate+zstd``: and compress it with numcodecs' ``Zstd`` (what zarr's ``ZstdCodec`` runs);
 * ``icechunk-fork``: and ``array[block] = chunk`` into a fork of an Icechunk session on local
   disk: the task body of ``icepipe.to_icechunk`` and ``icechunk.xarray.to_icechunk``;
-* ``local-zarr``: the same into a zarr ``LocalStore``: the task body of ``to_zarr``;
+* ``local-zarr``: the same into a zarr ``LocalStore`` (a new one every round): the task body of
+  ``to_zarr``;
+* ``icechunk-set`` / ``localstore-set``: the chunk compressed once, its bytes written through
+  the fork's store and a new ``LocalStore`` every round: the storage write alone;
 * ``zarr-setitem`` / ``store-set``: the same chunk written uncompressed into an in-memory
   Icechunk repository through ``array[block] = chunk``, and its bytes through the store's
   ``set`` alone: the difference is what zarr's indexing and codec pipeline cost per chunk.
@@ -30,6 +33,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -57,6 +61,8 @@ BLOCKS = [
 ]
 
 Step = Callable[[int, np.ndarray], None]
+# Rows that write a chunk generated once (their cost is the write alone).
+WRITE_ONLY = ("icechunk-set", "localstore-set", "zarr-setitem", "store-set")
 
 
 def _zarr_array(store: Any, *, compressed: bool) -> Any:
@@ -99,7 +105,6 @@ def steps(workdir: Path) -> dict[str, Step]:
 
     zstd = Zstd(level=ZSTD_LEVEL)
     fork = _icechunk_fork_array(str(workdir / "repo"), compressed=True)
-    local = _zarr_array(str(workdir / "plain.zarr"), compressed=True)
     memory = _icechunk_fork_array(None, compressed=False)
     store_path = memory._async_array.store_path
 
@@ -107,9 +112,7 @@ def steps(workdir: Path) -> dict[str, Step]:
         return tuple(slice(a, b) for a, b in BLOCKS[i])
 
     def store_set(i: int, chunk: np.ndarray) -> None:
-        key = memory.metadata.encode_chunk_key(
-            tuple(a // c for (a, _), c in zip(BLOCKS[i], A_CHUNKS, strict=True))
-        )
+        key = memory.metadata.encode_chunk_key(_coords(i))
         sync((store_path / key).set(Buffer.from_array_like(chunk.view(np.uint8).reshape(-1))))
 
     def write_to(array: Any) -> Step:
@@ -118,29 +121,62 @@ def steps(workdir: Path) -> dict[str, Step]:
 
         return step
 
+    local: list[Any] = []
+
+    def local_zarr(i: int, chunk: np.ndarray) -> None:
+        # Into new files every round, as Icechunk writes (it names every chunk anew) and as
+        # to_zarr writes into a new store: overwriting files would reuse their page cache.
+        if i == 0:
+            if local:
+                shutil.rmtree(local[-1].store.root)
+            local.append(_zarr_array(str(workdir / f"plain-{len(local)}.zarr"), compressed=True))
+        local[-1][sel(i)] = chunk
+
+    encoded = Buffer.from_bytes(zstd.encode(field(*BLOCKS[0], var=0)))
+    fork_path = fork._async_array.store_path
+    stores: list[Any] = []
+
+    def icechunk_set(i: int, chunk: np.ndarray) -> None:
+        sync((fork_path / fork.metadata.encode_chunk_key(_coords(i))).set(encoded))
+
+    def localstore_set(i: int, chunk: np.ndarray) -> None:
+        from zarr.storage import LocalStore
+
+        if i == 0:
+            if stores:
+                shutil.rmtree(stores[-1].root)
+            stores.append(LocalStore(workdir / f"raw-{len(stores)}"))
+        sync(stores[-1].set(f"tas/c/{'/'.join(map(str, _coords(i)))}", encoded))
+
     return {
         "generate": lambda i, chunk: None,
         "generate+zstd": lambda i, chunk: zstd.encode(chunk),
         "icechunk-fork": write_to(fork),
-        "local-zarr": write_to(local),
+        "local-zarr": local_zarr,
+        "icechunk-set": icechunk_set,
+        "localstore-set": localstore_set,
         "zarr-setitem": write_to(memory),
         "store-set": store_set,
     }
+
+
+def _coords(i: int) -> tuple[int, ...]:
+    return tuple(a // c for (a, _), c in zip(BLOCKS[i], A_CHUNKS, strict=True))
 
 
 def measure(rows: dict[str, Step], rounds: int) -> dict[str, list[float]]:
     """CPU seconds per chunk of each row, per round (rows rotated per round)."""
     names = list(rows)
     cpu: dict[str, list[float]] = {n: [] for n in names}
-    # The in-memory rows write one pre-generated chunk: they measure the write alone.
+    # The WRITE_ONLY rows write one pre-generated chunk: they measure the write alone.
     fixed = field(*BLOCKS[0], var=0)
     with ThreadPoolExecutor(1) as pool:  # a Dask worker runs its tasks in a thread too
         for r in range(rounds):
             for name in names[r % len(names) :] + names[: r % len(names)]:
-                in_memory = name in ("zarr-setitem", "store-set")
+                write_only = name in WRITE_ONLY
 
-                def task(i: int, step: Step = rows[name], in_memory: bool = in_memory) -> None:
-                    chunk = fixed if in_memory else field(*BLOCKS[i], var=0)
+                def task(i: int, step: Step = rows[name], write_only: bool = write_only) -> None:
+                    chunk = fixed if write_only else field(*BLOCKS[i], var=0)
                     step(i, chunk)
 
                 t0 = time.process_time()
@@ -175,9 +211,7 @@ def main(argv: list[str] | None = None) -> int:
         f"median of {args.rounds} rounds x 8"
     )
     for name, med in medians.items():
-        above = (
-            "" if name in ("zarr-setitem", "store-set") else f"  {med - floor:7.4f} above generate"
-        )
+        above = "" if name in WRITE_ONLY else f"  {med - floor:7.4f} above generate"
         print(f"  {name:<14} {med:7.4f}{above}")
     machinery = medians["zarr-setitem"] - medians["store-set"]
     print(f"  zarr's indexing + pipeline per chunk: {machinery:.4f}")
