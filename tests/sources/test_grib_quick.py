@@ -192,6 +192,43 @@ def test_series_are_scanned_from_the_template(tmp_path: Path) -> None:
         assert _templated(a)
 
 
+def test_a_layout_is_checked_only_when_a_second_file_comes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Checking a template costs about a scan again (every decode check): a run of one file
+    of a layout (a nightly run) does not pay it; the second file of the layout does."""
+    checks: list[str] = []
+    check = grib_quick._template_from
+
+    def counted(*args: Any) -> Any:
+        checks.append(args[1].url)
+        return check(*args)
+
+    monkeypatch.setattr(grib_quick, "_template_from", counted)
+    messages = _messages(ERA5)
+    first = _write(tmp_path / "a.grib", messages)
+    a, b = _both(first, _options())
+    _assert_same(a, b)
+    assert checks == []
+    a, b = _both(_write(tmp_path / "b.grib", [_shift(m, 12) for m in messages]), _options())
+    _assert_same(a, b)
+    assert _templated(a) and checks == [f"file://{first}"]
+
+
+def test_a_first_file_changed_before_the_check_does_not_change_later_scans(
+    tmp_path: Path,
+) -> None:
+    """The template is the first file as it was scanned (its messages framed right after its
+    scan), however that file changes before the second file comes: rewritten with other
+    times, it must not move the second file's times."""
+    messages = _messages(ERA5)
+    first = _write(tmp_path / "a.grib", messages)
+    _both(first, _options())
+    _write(first, [_shift(m, 6) for m in messages])
+    a, b = _both(_write(tmp_path / "b.grib", [_shift(m, 12) for m in messages]), _options())
+    _assert_same(a, b)
+
+
 Change = Callable[[list[bytes]], list[bytes]]
 CHANGES: dict[str, Change] = {
     "permuted": lambda ms: [ms[1], ms[0], *ms[2:]],

@@ -12,7 +12,8 @@ file's packed result with the file's own message offsets and lengths as chunk re
 
 The first file of each layout is scanned the usual way; its result becomes the layout's
 template once building that same file from it reproduces it exactly (schema, and the packed
-dataset against the scanned one), else the layout goes the usual way. What a later file's
+dataset against the scanned one), else the layout goes the usual way. That check costs about
+a scan, so it runs when a second file of the layout comes (a run of one file never pays it). What a later file's
 bytes decide besides the header is decided again per file as the usual route does: the first
 message of each variable must decode (:func:`~icepipe.codecs.decode_grib_message`), else the
 file goes the usual way (which leaves that variable to the native route). Files with variables
@@ -62,7 +63,23 @@ class _Template:
 
 #: A layout's template: one (a scan of one cube), or one per cube name (``grib_cubes``).
 _Stored = _Template | tuple[tuple[str, _Template], ...]
-_templates: OrderedDict[tuple[Any, ...], _Stored | None] = OrderedDict()
+
+
+@dataclass(frozen=True, eq=False)
+class _Candidate:
+    """The usual scan of a layout's first file (a copy), checked and made the layout's
+    template when a second file of that layout is scanned: the check costs about what the
+    scan did, which a run of one file of a layout would never get back."""
+
+    pending: quick.Pending
+    source: SourceFile
+    options: ScanOptions
+    #: The file's messages right after its scan (the file may change before the check).
+    found: list[grib_frames.Frame]
+    scanned: tuple[FileSchema, Any] | dict[str, tuple[FileSchema, Any]]
+
+
+_templates: OrderedDict[tuple[Any, ...], _Stored | _Candidate | None] = OrderedDict()
 _lock = threading.Lock()
 
 
@@ -119,6 +136,8 @@ def scan_quick(
             _templates.move_to_end(key)
     if not known:
         return quick.Pending(key)
+    if isinstance(template, _Candidate):
+        template = _checked(template)
     if template is None:
         return None
     parts = template if isinstance(template, tuple) else (("", template),)
@@ -198,13 +217,44 @@ def remember(
     o: ScanOptions,
     scanned: tuple[FileSchema, Any] | dict[str, tuple[FileSchema, Any]] | None,
 ) -> None:
-    """Make the usual scan of ``source`` (its schema and dataset; with ``grib_cubes``, those of
-    each cube by name; None: variables read natively) the template of its layout if building
-    that file from it reproduces it exactly."""
+    """Keep the usual scan of ``source`` (its schema and dataset; with ``grib_cubes``, those of
+    each cube by name; None: variables read natively) as its layout's candidate template: made
+    the template when the next file of the layout comes, if building ``source`` from it
+    reproduces it exactly (:func:`_checked`)."""
+    candidate: _Candidate | None = None
+    found = _frames(source, o) if scanned is not None else None
+    if scanned is not None and found is not None:
+        try:
+            # What follows the scan may change its dataset in place.
+            candidate = _Candidate(pending, source, o, found, copy.deepcopy(scanned))
+        except Exception:  # a scan this module cannot copy is not used
+            candidate = None
+    with _lock:
+        _templates[pending.key] = candidate
+        while len(_templates) > _MAX_TEMPLATES:
+            _templates.popitem(last=False)
+
+
+def _checked(candidate: _Candidate) -> _Stored | None:
+    """The template ``candidate`` makes (None: not one), kept in its place."""
+    c = candidate
+    template = _template_from(c.pending, c.source, c.options, c.found, c.scanned)
+    with _lock:
+        if _templates.get(c.pending.key) is candidate:
+            _templates[c.pending.key] = template
+    return template
+
+
+def _template_from(
+    pending: quick.Pending,
+    source: SourceFile,
+    o: ScanOptions,
+    found: list[grib_frames.Frame],
+    scanned: tuple[FileSchema, Any] | dict[str, tuple[FileSchema, Any]] | None,
+) -> _Stored | None:
     template: _Stored | None
     try:
-        found = _frames(source, o)
-        checks = None if found is None else grib_index.decode_checks(found)
+        checks = grib_index.decode_checks(found)
         # The decode checks pass for this file (once for all its cubes; not again per cube).
         usable = (
             found is not None
@@ -223,10 +273,7 @@ def remember(
             template = _template_of(found, source, o, *scanned)
     except Exception:  # a template this module cannot check is not used
         template = None
-    with _lock:
-        _templates[pending.key] = template
-        while len(_templates) > _MAX_TEMPLATES:
-            _templates.popitem(last=False)
+    return template
 
 
 def _slots(
@@ -265,7 +312,6 @@ def _template_of(
     if not isinstance(ds, xr.Dataset):
         return None
     checks = grib_index.decode_checks(found)
-    ds = copy.deepcopy(ds)  # what follows the scan may change its dataset in place
     packed = pack(ds, o.concat_dim)
     if checks is None or packed is None or packed.source != source.url:
         return None

@@ -695,7 +695,22 @@ class _Template:
     when: tuple[Any, ...]
 
 
-_templates: OrderedDict[tuple[bytes, bool], _Template | None] = OrderedDict()
+@dataclass(frozen=True, eq=False)
+class _Candidate:
+    """The usual scan of a layout's first file, kept (a copy) to become the layout's template
+    when a second file of that layout is scanned: checking it costs as much again as the scan
+    (every decode check), which a run of one file of a layout never gets back."""
+
+    pending: _Pending
+    url: str
+    path: str
+    squeeze: bool
+    cubes: list[xr.Dataset]
+    fields: list[_Field]
+    scanned: list[GribCube]
+
+
+_templates: OrderedDict[tuple[bytes, bool], _Template | _Candidate | None] = OrderedDict()
 _templates_lock = threading.Lock()
 _MAX_TEMPLATES = 16
 #: Coordinates that follow the files' reference times (cfgrib: ``valid_time = time + step``).
@@ -725,6 +740,8 @@ def decode_checks(found: list[grib_frames.Frame]) -> tuple[tuple[int, tuple[int,
     template (its files are not scanned from one)."""
     with _templates_lock:
         template = _templates.get((grib_frames.layout_key(found), False))
+    if isinstance(template, _Candidate):
+        template = _checked(template)
     if template is None:
         return None
     out = []
@@ -753,6 +770,8 @@ def _scan_quick(url: str, path: str, size: int, squeeze: bool) -> list[GribCube]
             _templates.move_to_end(key)
     if not known:
         return _Pending(key, tuple(found))
+    if isinstance(template, _Candidate):
+        template = _checked(template)
     if template is None:
         return None
     delta = found[0].when - template.when[0]
@@ -802,16 +821,32 @@ def _remember(
     fields: list[_Field],
     scanned: list[GribCube],
 ) -> None:
-    """Make the usual scan of a file the template of its layout, if building that file from
-    it gives the same cubes (else the layout goes the usual way from now on)."""
+    """Keep the usual scan of a file as its layout's candidate template: it becomes the
+    template when the next file of that layout is scanned, if building the first file from it
+    gives the same cubes (else the layout goes the usual way from now on)."""
     try:
-        template = _template_of(pending, url, path, squeeze, cubes, fields, scanned)
+        candidate: _Candidate | None = _Candidate(
+            pending, url, path, squeeze, cubes, fields, copy.deepcopy(scanned)
+        )
+    except Exception:  # a scan this module cannot copy is not used
+        candidate = None
+    with _templates_lock:
+        _templates[pending.key] = candidate
+        while len(_templates) > _MAX_TEMPLATES:
+            _templates.popitem(last=False)
+
+
+def _checked(candidate: _Candidate) -> _Template | None:
+    """The template ``candidate`` makes (None: not one), kept in its place."""
+    c = candidate
+    try:
+        template = _template_of(c.pending, c.url, c.path, c.squeeze, c.cubes, c.fields, c.scanned)
     except Exception:  # a template this module cannot check is not used
         template = None
     with _templates_lock:
-        _templates[pending.key] = template
-        while len(_templates) > _MAX_TEMPLATES:
-            _templates.popitem(last=False)
+        if _templates.get(c.pending.key) is candidate:
+            _templates[c.pending.key] = template
+    return template
 
 
 def _template_of(
