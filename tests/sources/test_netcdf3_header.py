@@ -283,6 +283,29 @@ def test_a_truncated_file_of_a_known_layout_is_refused(tmp_path: Path) -> None:
         scan_file(short, OPTIONS)
 
 
+@pytest.mark.parametrize("selection", list(SELECTIONS))
+def test_a_file_truncated_inside_a_left_out_variable_is_refused_on_both_routes(
+    tmp_path: Path, selection: str
+) -> None:
+    """The usual route checks every reference before selecting: so does the template's. Here
+    the left-out record variable ``extra`` comes last in each record: the cut leaves every
+    kept variable whole."""
+    options = SELECTIONS[selection]
+    paths = [_write(tmp_path / f"{i}.nc", i, "extra variable") for i in range(3)]
+    results = [scan_file(_source(p), options) for p in paths[:2]]
+    assert _routes(results) == ["usual", "template"]
+    header = read_header(str(paths[2]))
+    assert [v.name for v in header.variables if v.record][-1] == "extra"
+    short = _source(paths[2], paths[2].stat().st_size - 2)
+    for indexed in (True, False):
+        netcdf3.INDEXED_SCANS = indexed
+        try:
+            with pytest.raises(SourceError, match=r"2\.nc: is truncated"):
+                scan_file(short, options)
+        finally:
+            netcdf3.INDEXED_SCANS = True
+
+
 @pytest.mark.parametrize("where", ["magic", "version", "numrecs", "dim tag", "in attributes"])
 def test_corrupt_or_truncated_headers_are_refused_naming_the_file(
     tmp_path: Path, where: str

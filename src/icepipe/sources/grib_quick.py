@@ -13,12 +13,12 @@ file's packed result with the file's own message offsets and lengths as chunk re
 The first file of each layout is scanned the usual way; its result becomes the layout's
 template once building that same file from it reproduces it exactly (schema, and the packed
 dataset against the scanned one), else the layout goes the usual way. That check costs about
-a scan, so it runs when a second file of the layout comes (a run of one file never pays it). What a later file's
-bytes decide besides the header is decided again per file as the usual route does: the first
-message of each variable must decode (:func:`~icepipe.codecs.decode_grib_message`), else the
-file goes the usual way (which leaves that variable to the native route). Files with variables
-read natively, ``grib_cubes`` scans and ``preprocess`` hooks never come here. Templates live
-in the worker process.
+a scan, so it runs when a second file of the layout comes (a run of one file never pays it).
+What a later file's bytes decide besides the header is decided again per file as the usual
+route does: the first message of each variable must decode
+(:func:`~icepipe.codecs.decode_grib_message`), else the file goes the usual way (which leaves
+that variable to the native route). Files with variables read natively and ``preprocess``
+hooks never come here. Templates live in the worker process.
 """
 
 from __future__ import annotations

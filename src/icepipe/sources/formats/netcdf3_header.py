@@ -306,6 +306,15 @@ class _Values:
     var: Variable
     recsize: int
 
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.var.shape
+
+    @property
+    def chunks(self) -> tuple[int, ...] | None:
+        """VirtualiZarr's chunks: one per record for a record variable (None: one chunk)."""
+        return (1, *self.var.shape[1:]) if self.var.record else None
+
 
 @dataclass
 class Layout:
@@ -320,6 +329,9 @@ class Layout:
     #: The record dimension and the file's record count (None: no record dimension). The
     #: count is not part of the key: files of a series may hold more or fewer records.
     records: tuple[str, int] | None = None
+    #: Variables the selection leaves out (in ``datasets`` but not in the key): the usual
+    #: route refuses a file truncated inside them too.
+    left_out: frozenset[str] = frozenset()
 
 
 def per_file_value(value: Any) -> Any:
@@ -394,12 +406,12 @@ def layout_of(
         parts: list[Any] = ["netcdf3", order_by, dims]
         datasets = {}
         for v in header.variables:
+            datasets[v.name] = _Values(f, v, header.recsize)
             if v.name not in kept:
                 continue
             var_attrs[v.name] = {}
             attrs = _attrs_key(v.attrs, var_attrs[v.name], _var_pick)
             parts.append((v.name, v.dims, v.nc_type, v.record, attrs))
-            datasets[v.name] = _Values(f, v, header.recsize)
         parts.append(_attrs_key(header.attrs, group_attrs, _plain))
     except BaseException:
         f.close()
@@ -412,6 +424,7 @@ def layout_of(
         group_attrs=group_attrs,
         var_attrs=var_attrs,
         records=None if record_dim is None else (record_dim, header.numrecs),
+        left_out=frozenset(datasets) - kept,
     )
 
 
