@@ -391,3 +391,28 @@ def test_framing_refuses_large_grib1_and_multi_field_grib2() -> None:
     total = 16 + len(body) + 4
     multi = g2[:8] + total.to_bytes(8, "big") + body + b"7777"
     assert grib_frames.frames(multi) is None
+
+
+@pytest.mark.parametrize("years", [300, -420], ids=["2317", "1597"])
+def test_times_outside_datetime64_go_the_index_route(tmp_path: Path, years: int) -> None:
+    """The index route decodes a reference time of 2317 (or 1597) to cftime objects, which no
+    template moves (a datetime64[ns] shift would overflow): such a file goes that route, on
+    both levels of templates, and equals it."""
+    messages = _messages(ERA5)
+    first = _write(tmp_path / "a.grib", messages)
+    second = _write(tmp_path / "b.grib", [_shift(m, 24) for m in messages])
+    far = _write(tmp_path / "c.grib", [_shift(m, round(years * 365.25 * 24)) for m in messages])
+    results = [_both(p, _options()) for p in (first, second, far)]
+    for result in results:
+        _assert_same(*result)
+    assert [_templated(r[0]) for r in results] == [False, True, False]
+    # cfgrib's mapping level (grib_index's templates) alone.
+    grib_quick.forget()
+    for p in (first, second):
+        grib_index.scan_grib(f"file://{p}", squeeze=False)
+    quick = grib_index.scan_grib(f"file://{far}", squeeze=False)
+    grib_index.INDEXED_SCANS = False
+    usual = grib_index.scan_grib(f"file://{far}", squeeze=False)
+    for a, b in zip(quick, usual, strict=True):  # cftime objects: compared one by one
+        for name in ("time", "valid_time"):
+            assert list(a.dataset[name].values.ravel()) == list(b.dataset[name].values.ravel())

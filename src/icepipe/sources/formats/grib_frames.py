@@ -29,7 +29,7 @@ import mmap
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-__all__ = ["Frame", "frames", "layout_key"]
+__all__ = ["Frame", "frames", "layout_key", "shiftable"]
 
 _MAGIC = b"GRIB"
 _END = b"7777"
@@ -148,6 +148,18 @@ def frames(data: bytes | mmap.mmap) -> list[Frame] | None:
             return None
         out.append(Frame(pos, length, read[0], read[1]))
         pos += length
+
+
+#: Reference times inside which xarray decodes cfgrib's times to ``datetime64[ns]``, with some
+#: 60 years to spare for steps (outside, ``cftime`` objects, which no template moves).
+_EARLIEST = datetime.datetime(1700, 1, 1)
+_LATEST = datetime.datetime(2200, 1, 1)
+
+
+def shiftable(found: Sequence[Frame]) -> bool:
+    """Whether every reference time of ``found`` is one a template may be moved onto or from
+    (a file of 2300, or 1600, goes the usual way: its times do not decode to datetime64)."""
+    return all(_EARLIEST <= f.when < _LATEST for f in found)
 
 
 def layout_key(found: Sequence[Frame]) -> bytes:

@@ -730,6 +730,8 @@ def frames_of(path: str, size: int) -> list[grib_frames.Frame] | None:
         found = grib_frames.frames(mm)
     if not found or found[-1].offset + found[-1].length > size:
         return None  # no message, or past the listed size: the usual route says which
+    if not grib_frames.shiftable(found):
+        return None  # times outside datetime64[ns]: cftime objects on the usual route
     return found
 
 
