@@ -340,7 +340,11 @@ def layout_of(
             if name not in _PARSER_HIDDEN and per_file_value(value) is not None
         }
         parts.append(_split(attrs, per_file))
-        left_out = _left_out(selecting, values, order_by, variables, drop_variables)
+        left_out = {
+            name
+            for name in _left_out(selecting, values, order_by, variables, drop_variables)
+            if _parser_maps(datasets[name].id)
+        }
         return Layout(
             key=tuple(parts),
             file=fid,
@@ -357,6 +361,37 @@ def layout_of(
     except Exception:
         fid.close()
         raise
+
+
+#: Per filter pipeline (``get_filter`` of each filter): whether VirtualiZarr's parser maps it.
+_MAPPED: dict[tuple[Any, ...], bool] = {}
+
+
+def _parser_maps(dsid: Any) -> bool:
+    """Whether VirtualiZarr's HDF parser maps every filter of the dataset ``dsid`` to a codec.
+
+    It fails the whole file on one it cannot (bzip2 or zstd without their codecs, say), kept
+    by the selection or not: such a dataset is never left out of a selected key, so that its
+    file goes the usual way and fails there, as every file holding it does, whichever file of
+    the series a worker scanned first."""
+    dcpl = dsid.get_create_plist()
+    key = tuple(dcpl.get_filter(i) for i in range(dcpl.get_nfilters()))
+    if not key:
+        return True
+    known = _MAPPED.get(key)
+    if known is None:
+        from h5py._hl.filters import get_filters
+        from virtualizarr.parsers.hdf.filters import _filter_to_codec
+
+        try:
+            for filter_id, properties in get_filters(dcpl).items():
+                _filter_to_codec(filter_id, properties)
+            known = True
+        except Exception:  # whatever the parser raises on it
+            known = False
+        if len(_MAPPED) < 256:
+            _MAPPED[key] = known
+    return known
 
 
 # Attributes by which a dataset changes how others are read (CF coordinates, the bounds of a
