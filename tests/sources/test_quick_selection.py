@@ -148,6 +148,40 @@ def test_a_left_out_variable_the_parser_cannot_read_fails_the_file_on_both_route
     assert str(caught.value) == refused
 
 
+def _write_unlimited(path: Path, index: int, ahead: bool) -> Path:
+    """A file along an unlimited ``time`` whose diagnostic ``diag`` holds one step more than
+    the rest when ``ahead`` (a file still being written: HDF5 keeps one length per dataset)."""
+    import netCDF4
+
+    with netCDF4.Dataset(path, "w") as nc:
+        nc.createDimension("time", None)
+        nc.createDimension("lat", 2)
+        time = nc.createVariable("time", "i4", ("time",))
+        time.units = "days since 2000-01-01"
+        time[:] = np.arange(2) + 2 * index
+        nc.createVariable("tas", "f4", ("time", "lat"), zlib=True)[:] = np.ones((2, 2))
+        diag = nc.createVariable("diag", "f4", ("time", "lat"), zlib=True)
+        diag[:] = np.ones((3 if ahead else 2, 2))
+    return path
+
+
+@pytest.mark.parametrize("selection", list(SELECTIONS))
+def test_a_left_out_variable_longer_along_a_shared_dimension_fails_on_both_routes(
+    tmp_path: Path, selection: str
+) -> None:
+    """xarray refuses the file on the usual route (conflicting sizes for ``time``): the
+    template of files without that conflict must not ingest it."""
+    options = SELECTIONS[selection]
+    paths = [_write_unlimited(tmp_path / f"{i}.nc", i, ahead=False) for i in range(2)]
+    assert _check(paths, options) == ["usual", "template"]
+    ahead = _write_unlimited(tmp_path / "2.nc", 2, ahead=True)
+    with pytest.raises(SourceError, match="conflicting sizes") as usual:
+        _usual(ahead, options)
+    with pytest.raises(SourceError) as caught:
+        scan_file(_source(ahead), options)
+    assert str(caught.value) == str(usual.value)
+
+
 def test_a_file_truncated_inside_a_left_out_variable_is_refused_on_both_routes(
     tmp_path: Path,
 ) -> None:

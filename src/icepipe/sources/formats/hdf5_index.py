@@ -345,6 +345,8 @@ def layout_of(
             for name in _left_out(selecting, values, order_by, variables, drop_variables)
             if _parser_maps(datasets[name].id)
         }
+        if _conflicting(datasets, selecting):
+            left_out = set()  # the parser refuses the file: so must the template route
         return Layout(
             key=tuple(parts),
             file=fid,
@@ -361,6 +363,20 @@ def layout_of(
     except Exception:
         fid.close()
         raise
+
+
+def _conflicting(datasets: dict[str, _Dataset], links: dict[str, _Links]) -> bool:
+    """Whether two netCDF variables give one dimension different lengths (HDF5 lets each
+    dataset have its own length along an unlimited dimension: a file still being written, a
+    diagnostic one step ahead). xarray refuses such a file on the usual route ("conflicting
+    sizes for dimension"), whichever variables the selection keeps."""
+    sizes: dict[str, int] = {}
+    for name, link in links.items():
+        if link.variable:
+            for dim, n in zip(link.dims, datasets[name].shape, strict=False):
+                if sizes.setdefault(dim, n) != n:
+                    return True
+    return False
 
 
 #: Per filter pipeline (``get_filter`` of each filter): whether VirtualiZarr's parser maps it.
