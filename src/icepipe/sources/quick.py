@@ -281,7 +281,7 @@ def _build(
 def _end_left_out(layout: Any, index: Any) -> int:
     """Where the data of the datasets the selection leaves out ends: the usual route checks
     every reference of the file before selecting (and refuses masked chunks)."""
-    end = 0
+    end = int(getattr(layout, "left_out_end", 0))  # netCDF3: read from the header
     for name in getattr(layout, "left_out", ()):
         obj = layout.datasets[name]
         table = index.chunk_table(obj, obj.chunks or obj.shape)

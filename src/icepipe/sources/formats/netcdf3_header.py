@@ -306,15 +306,6 @@ class _Values:
     var: Variable
     recsize: int
 
-    @property
-    def shape(self) -> tuple[int, ...]:
-        return self.var.shape
-
-    @property
-    def chunks(self) -> tuple[int, ...] | None:
-        """VirtualiZarr's chunks: one per record for a record variable (None: one chunk)."""
-        return (1, *self.var.shape[1:]) if self.var.record else None
-
 
 @dataclass
 class Layout:
@@ -329,9 +320,9 @@ class Layout:
     #: The record dimension and the file's record count (None: no record dimension). The
     #: count is not part of the key: files of a series may hold more or fewer records.
     records: tuple[str, int] | None = None
-    #: Variables the selection leaves out (in ``datasets`` but not in the key): the usual
+    #: Where the data of the variables the selection leaves out ends (0: none): the usual
     #: route refuses a file truncated inside them too.
-    left_out: frozenset[str] = frozenset()
+    left_out_end: int = 0
 
 
 def per_file_value(value: Any) -> Any:
@@ -405,13 +396,15 @@ def layout_of(
         dims = tuple((name, n) for name, n in header.dims if name in used)
         parts: list[Any] = ["netcdf3", order_by, dims]
         datasets = {}
+        left_out_end = 0
         for v in header.variables:
-            datasets[v.name] = _Values(f, v, header.recsize)
             if v.name not in kept:
+                left_out_end = max(left_out_end, _data_end(v, header.recsize))
                 continue
             var_attrs[v.name] = {}
             attrs = _attrs_key(v.attrs, var_attrs[v.name], _var_pick)
             parts.append((v.name, v.dims, v.nc_type, v.record, attrs))
+            datasets[v.name] = _Values(f, v, header.recsize)
         parts.append(_attrs_key(header.attrs, group_attrs, _plain))
     except BaseException:
         f.close()
@@ -424,8 +417,16 @@ def layout_of(
         group_attrs=group_attrs,
         var_attrs=var_attrs,
         records=None if record_dim is None else (record_dim, header.numrecs),
-        left_out=frozenset(datasets) - kept,
+        left_out_end=left_out_end,
     )
+
+
+def _data_end(v: Variable, recsize: int) -> int:
+    """Where the chunks VirtualiZarr's parser references for ``v`` end (0: none; see
+    :func:`chunk_table`: scalars and empty variables have none)."""
+    if not v.shape or 0 in v.shape:
+        return 0
+    return v.begin + (v.shape[0] - 1) * recsize + v.nbytes if v.record else v.begin + v.nbytes
 
 
 # Attributes by which a variable changes how others are read (CF coordinates, the bounds of a
