@@ -416,3 +416,48 @@ def test_times_outside_datetime64_go_the_index_route(tmp_path: Path, years: int)
     for a, b in zip(quick, usual, strict=True):  # cftime objects: compared one by one
         for name in ("time", "valid_time"):
             assert list(a.dataset[name].values.ravel()) == list(b.dataset[name].values.ravel())
+
+
+def test_a_first_file_rewritten_during_its_scan_makes_no_template(tmp_path: Path) -> None:
+    """A layout's first file rewritten (same layout, 6 hours later) between its framing and
+    its scan: its scan's times are not its framed ones, and a template made of the two would
+    move every later file of the layout from the wrong times. No template is made: later
+    files equal the index route, on both levels of templates."""
+    import copy
+
+    from icepipe.sources import quick
+
+    messages = _messages(ERA5)
+    o = _options()
+    later = _write(tmp_path / "later.grib", [_shift(m, 48) for m in messages])
+    # cfgrib's mapping level: framed, then rewritten, then indexed and mapped.
+    first = _write(tmp_path / "a.grib", messages)
+    url, path, size = f"file://{first}", str(first), first.stat().st_size
+    pending = grib_index._scan_quick(url, path, size, False)
+    assert isinstance(pending, grib_index._Pending)
+    _write(first, [_shift(m, 6) for m in messages])
+    cubes, fields = grib_index._index_and_map(url, path, size, False)
+    kept = copy.deepcopy(cubes)
+    scanned = grib_index._cubes_of(url, path, cubes, fields, False)
+    grib_index._remember(pending, url, path, False, kept, fields, scanned)
+    quick_cubes = grib_index.scan_grib(f"file://{later}", squeeze=False)
+    grib_index.INDEXED_SCANS = False
+    usual = grib_index.scan_grib(f"file://{later}", squeeze=False)
+    grib_index.INDEXED_SCANS = True
+    assert grib_index.same_cubes(quick_cubes, usual)
+    # The finished scans' level (with cfgrib's mapping level templated): scanned, then
+    # rewritten, then remembered.
+    grib_quick.forget()
+    for i, hours in enumerate((72, 96)):
+        copied = _write(tmp_path / f"{i}.grib", [_shift(m, hours) for m in messages])
+        grib_index.scan_grib(f"file://{copied}", squeeze=False)
+    second = _write(tmp_path / "b.grib", messages)
+    pending = grib_quick.scan_quick(_source(second), o)
+    assert isinstance(pending, quick.Pending)
+    grib_index.INDEXED_SCANS = False  # the usual scan, not remembered
+    result = scan_file(_source(second), o)
+    grib_index.INDEXED_SCANS = True
+    assert isinstance(result, ScannedFile)
+    _write(second, [_shift(m, 6) for m in messages])
+    grib_quick.remember(pending, _source(second), o, (result.schema, result.content))
+    _assert_same(*_both(later, o))

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import datetime
 import mmap
 import threading
 from collections import OrderedDict
@@ -304,6 +305,22 @@ def _slots(
     return slot
 
 
+_EPOCH = datetime.datetime(1970, 1, 1)
+
+
+def _times_framed(packed: PackedDataset, found: list[grib_frames.Frame]) -> bool:
+    """Whether the scan's ``time`` values are reference times of the messages ``found``: not
+    so when the file was rewritten between its scan and its framing (later files would be
+    moved from the wrong times)."""
+    whens = {int((f.when - _EPOCH).total_seconds()) for f in found}
+    per_file = [v for v in packed.skeleton.variables if v.kind == "per-file"]
+    for v, values in zip(per_file, packed.values, strict=True):
+        if v.name == "time":
+            units = str(v.attrs.get("units", ""))
+            return units == "seconds since 1970-01-01" and set(values.ravel().tolist()) <= whens
+    return False
+
+
 def _template_of(
     found: list[grib_frames.Frame], source: SourceFile, o: ScanOptions, schema: FileSchema, ds: Any
 ) -> _Template | None:
@@ -325,6 +342,8 @@ def _template_of(
         units = str(v.attrs.get("units", ""))
         if v.name not in _SHIFTED or not units.startswith("seconds since "):
             return None  # a value along the concat dimension this module does not move
+    if not _times_framed(packed, found):
+        return None
     template = _Template(
         schema=schema,
         packed=packed,

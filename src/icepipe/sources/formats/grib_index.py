@@ -872,6 +872,11 @@ def _template_of(
         for name, var in ds.variables.items():
             if var.dtype.kind == "M" and (name not in _SHIFTED or var.dtype != "M8[ns]"):
                 return None  # a time this route would not shift
+    # The mapping's reference times are the framed ones (not so when the file was rewritten
+    # between its framing and its scan: later files would be moved from the wrong times).
+    whens = {np.datetime64(f.when, "ns") for f in found}
+    if any(not set(np.asarray(ds["time"].values).ravel()) <= whens for ds in cubes):
+        return None
     template = _Template(
         cubes=tuple(cubes),
         slots=tuple(position[f.offset] for f in fields),
