@@ -326,14 +326,25 @@ def open_client(
     """
     choice = choice or choose_cluster(scheduler=scheduler)
     if choice.kind == "scheduler":
-        with _connect(str(choice.value), choice.origin) as out:
-            yield out
+        opened = _connect(str(choice.value), choice.origin)
     elif choice.kind == "factory":
-        with _from_factory(str(choice.value), choice.origin, search_path) as out:
-            yield out
+        opened = _from_factory(str(choice.value), choice.origin, search_path)
     else:
-        with _embedded(workers, memory_limit) as out:
-            yield out
+        opened = _embedded(workers, memory_limit)
+    with opened as out:
+        prepare_workers(out[0])
+        yield out
+
+
+def prepare_workers(client: Any) -> None:
+    """Set up what icepipe's tasks need on every worker of ``client``'s cluster, present and
+    future (:mod:`icepipe.worker_setup`); once per cluster (the plugin is registered under
+    one name: again is a no-op). A cluster that refuses plugins is left as it is: reads
+    needing them fail there, naming the file."""
+    from icepipe.worker_setup import PLUGIN_NAME, ReadFilters
+
+    with suppress(Exception):
+        client.register_plugin(ReadFilters(), name=PLUGIN_NAME)
 
 
 @contextmanager

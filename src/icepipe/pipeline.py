@@ -251,8 +251,10 @@ def _run(
 
 
 def _describe(client: Any) -> execute.ClusterInfo | None:
+    """What the caller's ``client`` runs on; its workers are set up for icepipe's tasks."""
     if client is None:
         return None
+    execute.prepare_workers(client)
     info = execute.describe_client(client)
     info.dashboard = execute.dashboard_link(client)
     return info

@@ -139,7 +139,7 @@ def scan_file(source: SourceFile, options: ScanOptions) -> ScannedFile | Scanned
             raise access_error(exc, url) from exc
         plain = reader.open_plain(url, o) if o.mode == "native" else None
         if plain is not None:
-            return _finish(source, Opened("", plain, fmt), o, reader)
+            return _finish_plain(source, Opened("", plain, fmt), o, reader)
         raise _unreadable(url, fmt, reader, o, exc) from exc
     if o.grib_cubes is not None:
         scanned = _finish_cubes(source, opened, o, reader)
@@ -164,6 +164,14 @@ def _unreadable(
     url: str, fmt: str, reader: Reader, o: ScanOptions, exc: BaseException
 ) -> SourceError:
     """The error for a file the parser failed on, with the fixes that may apply."""
+    if _is_codec_problem(exc):
+        return SourceError(
+            f"{url}: holds data compressed with a filter that has no Zarr codec here "
+            f"({type(exc).__name__}: {short_message(exc)}), so it cannot be stored as virtual "
+            "references: use mode: native (the data is rewritten with the pipeline's "
+            "compression), or rewrite the file with zlib or zstd compression",
+            url=url,
+        )
     return SourceError(
         f"{url}: cannot be read as {fmt} ({type(exc).__name__}: {short_message(exc)}); "
         "the file may be truncated or corrupt: replace it, or remove it from source.urls"
@@ -176,6 +184,43 @@ def _unreadable(
         ),
         url=url,
     )
+
+
+def _finish_plain(
+    source: SourceFile, opened: Opened, o: ScanOptions, reader: Reader
+) -> ScannedFile:
+    """:func:`_finish` for a file opened plainly (native mode), whose values it reads: a read
+    failing there names the file (a missing HDF5 filter plugin, a bad block), never escapes
+    as an unexpected error that would be retried."""
+    with opened.dataset:  # closed here, in this thread
+        try:
+            return _finish(source, opened, o, reader)
+        except IcepipeError:
+            raise
+        except Exception as exc:
+            url = source.url
+            missing = "plugin" in str(exc).lower() or "filter" in str(exc).lower()
+            raise SourceError(
+                f"{url}: its values cannot be read ({type(exc).__name__}: "
+                f"{short_message(exc)}); "
+                + (
+                    "it is compressed with an HDF5 filter this installation cannot decode: "
+                    "install its plugin (hdf5plugin covers zstd, blosc, bzip2, lz4, ...) on "
+                    "every machine that reads it, or rewrite the file with zlib"
+                    if missing
+                    else "the file may be truncated or corrupt: replace it, or remove it "
+                    "from source.urls"
+                ),
+                url=url,
+            ) from exc
+
+
+def _is_codec_problem(exc: BaseException) -> bool:
+    """Whether the parser failed on a compression filter it cannot map to a Zarr codec (an
+    HDF5 filter plugin such as bzip2, whose numcodecs name zarr has no implementation for),
+    rather than on the file's bytes."""
+    text = f"{type(exc).__name__}: {exc}"
+    return "UnknownCodecError" in text or "get_filters" in text or "codec '" in text
 
 
 def _finish_cubes(

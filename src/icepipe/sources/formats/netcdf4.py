@@ -8,6 +8,7 @@ from typing import Any, ClassVar
 
 import xarray as xr
 
+from icepipe import hdf5_filters
 from icepipe.errors import SourceError
 from icepipe.model import SourceFile
 from icepipe.sources.formats import hdf5_index
@@ -39,6 +40,7 @@ class NetCDF4Reader(XarrayOpens):
 
     def scan_virtual(self, source: SourceFile, options: ScanOptions) -> list[Opened]:
         url = source.url
+        hdf5_filters.register()  # files compressed with zstd, blosc, ... (read natively too)
         layout = None
         if scheme_of(url) == "file" and INDEXED_SCANS:
             # Files laid out like one scanned before: only their chunk tables are read.
@@ -59,6 +61,7 @@ class NetCDF4Reader(XarrayOpens):
     def open_dataset(
         self, url: str, options: ScanOptions, *, chunks: Mapping[str, int] | None, raw: bool
     ) -> xr.Dataset:
+        hdf5_filters.register()  # zstd, blosc, ... compressed files (workers: worker_setup)
         # Remote files are opened as objects that pickle as (url, storage): the task graph that
         # carries them to the workers holds no credentials, each worker resolves its own.
         remote = scheme_of(url) != "file"
