@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import functools
 
-__all__ = ["available", "register"]
+__all__ = ["register"]
 
 
 @functools.cache
@@ -24,8 +24,3 @@ def register() -> bool:
     except ImportError:
         return False
     return True
-
-
-def available() -> bool:
-    """Whether the extra HDF5 filters can be read in this process."""
-    return register()
