@@ -42,3 +42,20 @@ def test_xarray_first_then_icepipe_engine_exits_cleanly() -> None:
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert "icepipe" in done.stdout
+
+
+@pytest.mark.parametrize("first", ["import icepipe", "import eccodes; import icepipe"])
+def test_sqlite_is_pythons_own_whatever_loads_eccodes_first(first: str) -> None:
+    """eckit's bundled SQLite 3.26 must not become the process's: the web search index
+    needs FTS5's ``remove_diacritics 2`` (3.27+); seen as "error in tokenizer constructor"
+    in every search test run after a test module had imported eccodes."""
+    script = (
+        first
+        + "\nimport sqlite3\nc = sqlite3.connect(':memory:')\n"
+        + 'c.execute("create virtual table f using fts5(a, tokenize = '
+        + "'unicode61 remove_diacritics 2')\")\nprint(sqlite3.sqlite_version)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-2000:]

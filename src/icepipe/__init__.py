@@ -23,35 +23,38 @@ from icepipe.errors import (
 __version__ = "0.1.0"
 
 
-def _load_pyproj_before_eccodes() -> None:
-    """Import pyproj (when installed) before anything loads ecCodes.
+def _load_before_eccodes() -> None:
+    """Import pyproj (when installed) and Python's sqlite3 before anything loads ecCodes.
 
     The eccodes wheels load eckit's bundled PROJ, SQLite and curl into the global symbol
-    namespace (findlibs, ``RTLD_GLOBAL``). pyproj's extensions loaded after that bind to those
-    copies instead of their own, and the process aborts at exit ("free(): invalid pointer", exit
-    134) although all its work succeeded. xarray loads every backend's entry point together
-    (cfgrib's before rioxarray's), so any process opening a file could hit it. Loaded first,
-    pyproj keeps its own libraries. Measured with eccodes 2.50 / eckitlib 2.5 / pyproj 3.8.
+    namespace (findlibs, ``RTLD_GLOBAL``). Extensions loaded after that bind to those copies
+    instead of their own: pyproj's made the process abort at exit ("free(): invalid pointer",
+    exit 134) although all its work succeeded, and Python's ``sqlite3`` ran on eckit's SQLite
+    3.26 (no FTS5 ``remove_diacritics 2``: the web search index failed to build, "error in
+    tokenizer constructor"). xarray loads every backend's entry point together (cfgrib's
+    before rioxarray's), so any process opening a file could hit it. Loaded first, they keep
+    their own libraries. Measured with eccodes 2.50 / eckitlib 2.5 / pyproj 3.8.
     """
     import contextlib
+    import importlib
     import os
     import sys
 
-    if "pyproj" in sys.modules:
-        return
     flags = sys.getdlopenflags()
     if "gribapi" in sys.modules and hasattr(os, "RTLD_DEEPBIND"):
-        # ecCodes came first (xarray loaded cfgrib's entry point before icepipe's): pyproj's
+        # ecCodes came first (xarray loaded cfgrib's entry point before icepipe's): these
         # extensions must then prefer their own libraries to the global ones (Linux).
         sys.setdlopenflags(flags | os.RTLD_DEEPBIND)
     try:
-        with contextlib.suppress(ImportError):
-            import pyproj  # noqa: F401
+        for name in ("sqlite3", "pyproj"):
+            if name not in sys.modules:
+                with contextlib.suppress(ImportError):
+                    importlib.import_module(name)
     finally:
         sys.setdlopenflags(flags)
 
 
-_load_pyproj_before_eccodes()
+_load_before_eccodes()
 
 if TYPE_CHECKING:
     from icepipe.ops.repos import get_or_create_repo, open_repo
