@@ -27,8 +27,6 @@ import copy
 import dataclasses
 import datetime
 import mmap
-import threading
-from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,6 +37,7 @@ from icepipe.model import FileSchema, SourceFile
 from icepipe.sources import quick
 from icepipe.sources.formats import grib_frames, grib_index, hdf5_index
 from icepipe.sources.formats.base import ScanOptions
+from icepipe.sources.formats.templates import Templates
 from icepipe.sources.packed import PackedDataset, pack
 from icepipe.storage import reference_url
 
@@ -80,14 +79,12 @@ class _Candidate:
     scanned: tuple[FileSchema, Any] | dict[str, tuple[FileSchema, Any]]
 
 
-_templates: OrderedDict[tuple[Any, ...], _Stored | _Candidate | None] = OrderedDict()
-_lock = threading.Lock()
+_templates: Templates[_Stored | _Candidate] = Templates(_MAX_TEMPLATES)
 
 
 def forget() -> None:
     """Drop every GRIB template of this process, of both levels (tests, benchmarks)."""
-    with _lock:
-        _templates.clear()
+    _templates.clear()
     grib_index.forget_templates()
 
 
@@ -130,11 +127,7 @@ def scan_quick(
     if found is None:
         return None
     key = _key(found, o)
-    with _lock:
-        known = key in _templates
-        template = _templates.get(key)
-        if known:
-            _templates.move_to_end(key)
+    known, template = _templates.lookup(key)
     if not known:
         return quick.Pending(key)
     if isinstance(template, _Candidate):
@@ -230,19 +223,14 @@ def remember(
             candidate = _Candidate(pending, source, o, found, copy.deepcopy(scanned))
         except Exception:  # a scan this module cannot copy is not used
             candidate = None
-    with _lock:
-        _templates[pending.key] = candidate
-        while len(_templates) > _MAX_TEMPLATES:
-            _templates.popitem(last=False)
+    _templates.put(pending.key, candidate)
 
 
 def _checked(candidate: _Candidate) -> _Stored | None:
     """The template ``candidate`` makes (None: not one), kept in its place."""
     c = candidate
     template = _template_from(c.pending, c.source, c.options, c.found, c.scanned)
-    with _lock:
-        if _templates.get(c.pending.key) is candidate:
-            _templates[c.pending.key] = template
+    _templates.replace(c.pending.key, candidate, template)
     return template
 
 

@@ -30,8 +30,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import threading
-from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,6 +40,7 @@ from icepipe.errors import SourceError
 from icepipe.model import FileSchema, SourceFile
 from icepipe.sources.formats import hdf5_index
 from icepipe.sources.formats.base import ScanOptions
+from icepipe.sources.formats.templates import Templates
 from icepipe.sources.packed import PackedDataset, Skeleton, attrs_differing, pack
 from icepipe.storage import reference_url, scheme_of
 
@@ -72,14 +71,12 @@ class Pending:
     key: tuple[Any, ...]
 
 
-_templates: OrderedDict[tuple[Any, ...], _Template | None] = OrderedDict()
-_lock = threading.Lock()
+_templates: Templates[_Template] = Templates(_MAX_TEMPLATES)
 
 
 def forget() -> None:
     """Drop every template of this process (tests, benchmarks)."""
-    with _lock:
-        _templates.clear()
+    _templates.clear()
 
 
 def _index(fmt: str) -> Any:
@@ -139,11 +136,7 @@ def scan_quick(
     if layout is None:
         return None
     key = (fmt, *_key(layout, o))
-    with _lock:
-        known = key in _templates
-        template = _templates.get(key)
-        if known:
-            _templates.move_to_end(key)
+    known, template = _templates.lookup(key)
     if not known or template is None:
         index.hand_on(layout, path, o.group, o.order_by)  # the usual route reads it
         return Pending(key) if not known else None
@@ -170,10 +163,7 @@ def remember(
         template = _template_of(pending, source, o, schema, ds)
     except Exception:  # a template this module cannot check is not used
         template = None
-    with _lock:
-        _templates[pending.key] = template
-        while len(_templates) > _MAX_TEMPLATES:
-            _templates.popitem(last=False)
+    _templates.put(pending.key, template)
 
 
 def _template_of(

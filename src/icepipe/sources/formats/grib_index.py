@@ -25,7 +25,6 @@ import os
 import tempfile
 import threading
 import warnings
-from collections import OrderedDict
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -37,6 +36,7 @@ import xarray as xr
 from icepipe.codecs import GRIB_CODEC_NAME, GribDecodeError, decode_grib_message
 from icepipe.errors import ConfigError, SourceError
 from icepipe.sources.formats import grib_frames
+from icepipe.sources.formats.templates import Templates
 from icepipe.storage import StorageOptions, reference_url, scheme_of
 
 __all__ = [
@@ -710,17 +710,15 @@ class _Candidate:
     scanned: list[GribCube]
 
 
-_templates: OrderedDict[tuple[bytes, bool], _Template | _Candidate | None] = OrderedDict()
-_templates_lock = threading.Lock()
 _MAX_TEMPLATES = 16
+_templates: Templates[_Template | _Candidate] = Templates(_MAX_TEMPLATES)
 #: Coordinates that follow the files' reference times (cfgrib: ``valid_time = time + step``).
 _SHIFTED = ("time", "valid_time")
 
 
 def forget_templates() -> None:
     """Drop every GRIB template of this process (tests, benchmarks)."""
-    with _templates_lock:
-        _templates.clear()
+    _templates.clear()
 
 
 def frames_of(path: str, size: int) -> list[grib_frames.Frame] | None:
@@ -740,8 +738,7 @@ def decode_checks(found: list[grib_frames.Frame]) -> tuple[tuple[int, tuple[int,
     with ``squeeze=False``), which variables are virtual: per data variable of every cube, the
     position of the message :func:`scan_grib` decodes and its shape. None: the layout has no
     template (its files are not scanned from one)."""
-    with _templates_lock:
-        template = _templates.get((grib_frames.layout_key(found), False))
+    template = _templates.peek((grib_frames.layout_key(found), False))
     if isinstance(template, _Candidate):
         template = _checked(template)
     if template is None:
@@ -765,11 +762,7 @@ def _scan_quick(url: str, path: str, size: int, squeeze: bool) -> list[GribCube]
     if found is None:
         return None
     key = (grib_frames.layout_key(found), squeeze)
-    with _templates_lock:
-        known = key in _templates
-        template = _templates.get(key)
-        if known:
-            _templates.move_to_end(key)
+    known, template = _templates.lookup(key)
     if not known:
         return _Pending(key, tuple(found))
     if isinstance(template, _Candidate):
@@ -832,10 +825,7 @@ def _remember(
         )
     except Exception:  # a scan this module cannot copy is not used
         candidate = None
-    with _templates_lock:
-        _templates[pending.key] = candidate
-        while len(_templates) > _MAX_TEMPLATES:
-            _templates.popitem(last=False)
+    _templates.put(pending.key, candidate)
 
 
 def _checked(candidate: _Candidate) -> _Template | None:
@@ -845,9 +835,7 @@ def _checked(candidate: _Candidate) -> _Template | None:
         template = _template_of(c.pending, c.url, c.path, c.squeeze, c.cubes, c.fields, c.scanned)
     except Exception:  # a template this module cannot check is not used
         template = None
-    with _templates_lock:
-        if _templates.get(c.pending.key) is candidate:
-            _templates[c.pending.key] = template
+    _templates.replace(c.pending.key, candidate, template)
     return template
 
 

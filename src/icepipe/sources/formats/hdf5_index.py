@@ -398,10 +398,14 @@ def _parser_maps(dsid: Any) -> bool:
     if known is None:
         from h5py._hl.filters import get_filters
         from virtualizarr.parsers.hdf.filters import _filter_to_codec
+        from zarr.registry import get_codec_class
 
         try:
             for filter_id, properties in get_filters(dcpl).items():
-                _filter_to_codec(filter_id, properties)
+                codec = _filter_to_codec(filter_id, properties)
+                # VirtualiZarr names it numcodecs.<id> in Zarr 3, which must implement it
+                # (bzip2 maps to numcodecs' imagecodecs_bz2, which zarr has no class for).
+                get_codec_class(f"numcodecs.{codec.codec_id}")
             known = True
         except Exception:  # whatever the parser raises on it
             known = False
