@@ -3,11 +3,17 @@ or restarted after the run began get it too (a nanny restarts a worker a parser 
 
 from __future__ import annotations
 
-from typing import Any
-
-from distributed.diagnostics.plugin import WorkerPlugin
+from typing import TYPE_CHECKING, Any
 
 from icepipe import hdf5_filters
+
+if TYPE_CHECKING:
+    from distributed.diagnostics.plugin import WorkerPlugin
+else:
+    try:
+        from distributed.diagnostics.plugin import WorkerPlugin
+    except ImportError:  # no usable distributed (every icepipe module imports without it)
+        WorkerPlugin = object
 
 __all__ = ["PLUGIN_NAME", "ReadFilters"]
 
