@@ -830,25 +830,18 @@ def _remember(
 
 def _checked(candidate: _Candidate) -> _Template | None:
     """The template ``candidate`` makes (None: not one), kept in its place."""
-    c = candidate
     try:
-        template = _template_of(c.pending, c.url, c.path, c.squeeze, c.cubes, c.fields, c.scanned)
+        template = _template_of(candidate)
     except Exception:  # a template this module cannot check is not used
         template = None
-    _templates.replace(c.pending.key, candidate, template)
+    _templates.replace(candidate.pending.key, candidate, template)
     return template
 
 
-def _template_of(
-    pending: _Pending,
-    url: str,
-    path: str,
-    squeeze: bool,
-    cubes: list[xr.Dataset],
-    fields: list[_Field],
-    scanned: list[GribCube],
-) -> _Template | None:
-    found = pending.found
+def _template_of(candidate: _Candidate) -> _Template | None:
+    c = candidate
+    url, path, squeeze, cubes, fields = c.url, c.path, c.squeeze, c.cubes, c.fields
+    found = c.pending.found
     position = {f.offset: k for k, f in enumerate(found)}
     # Framing must find the messages ecCodes found, no more, no fewer.
     messages = {(f.offset, f.length) for f in fields}
@@ -872,7 +865,7 @@ def _template_of(
         when=tuple(f.when for f in found),
     )
     again = _build(template, url, path, list(found), found[0].when - found[0].when, squeeze)
-    return template if same_cubes(again, scanned) else None
+    return template if same_cubes(again, c.scanned) else None
 
 
 def same_cubes(a: list[GribCube], b: list[GribCube]) -> bool:

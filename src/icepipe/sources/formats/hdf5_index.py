@@ -43,6 +43,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from icepipe.sources.formats.selection import LINKING, may_keep
+
 if TYPE_CHECKING:
     import h5py
     import xarray as xr
@@ -414,18 +416,13 @@ def _parser_maps(dsid: Any) -> bool:
     return known
 
 
-# Attributes by which a dataset changes how others are read (CF coordinates, the bounds of a
-# loaded time coordinate): a dataset holding one is never left out of a selected key.
-_LINKING = {"coordinates", "bounds", "climatology"}
-
-
 @dataclass(frozen=True, slots=True)
 class _Links:
     """What decides whether a scan's selection may keep a dataset."""
 
     #: The names of its dimensions (their datasets' names).
     dims: tuple[str, ...]
-    #: Whether it holds an attribute of :data:`_LINKING`.
+    #: Whether it holds an attribute of :data:`~icepipe.sources.formats.selection.LINKING`.
     linking: bool
     #: The names its ``coordinates`` attribute lists (None: one this module does not read).
     coordinates: tuple[str, ...] | None
@@ -436,7 +433,7 @@ class _Links:
 def _links(dims: tuple[str, ...], values: dict[str, Any], variable: bool) -> _Links:
     return _Links(
         dims=tuple(d.rsplit("/", 1)[-1] for d in dims),  # h5ds gives paths: at least the names
-        linking=bool(values.keys() & _LINKING),
+        linking=bool(values.keys() & LINKING),
         coordinates=_coordinates(values),
         variable=variable,
     )
@@ -468,13 +465,10 @@ def _left_out(
     if any(found is None for found in listed):
         return set()  # what a coordinates attribute names is not known: nothing is left out
     linked = {name for name, link in links.items() if link.linking}
-    names = set(links)
-    if variables is not None:
-        coordinates = {d for link in links.values() for d in link.dims}
-        for more in listed:
-            coordinates.update(more or ())
-        names &= {*variables, *([order_by] if order_by else []), *linked, *coordinates}
-    names -= {n for n in drop_variables if n not in linked}
+    coordinates = {d for link in links.values() for d in link.dims}
+    for more in listed:
+        coordinates.update(more or ())
+    names = may_keep(links, linked, coordinates, order_by, variables, drop_variables)
     used = {d for name in names if links[name].variable for d in links[name].dims}
     return {n for n in links if n not in names or (not links[n].variable and n not in used)}
 

@@ -31,6 +31,8 @@ from typing import Any
 
 import numpy as np
 
+from icepipe.sources.formats.selection import LINKING, may_keep
+
 __all__ = [
     "Attribute",
     "Header",
@@ -429,11 +431,6 @@ def _data_end(v: Variable, recsize: int) -> int:
     return v.begin + (v.shape[0] - 1) * recsize + v.nbytes if v.record else v.begin + v.nbytes
 
 
-# Attributes by which a variable changes how others are read (CF coordinates, the bounds of a
-# loaded time coordinate): a variable holding one is never left out of a key.
-_LINKING = {"coordinates", "bounds", "climatology"}
-
-
 def _kept(
     header: Header,
     order_by: str | None,
@@ -441,23 +438,14 @@ def _kept(
     drop_variables: tuple[str, ...],
 ) -> set[str]:
     """The variables a scan may keep under ``source.variables`` / ``drop_variables``: a
-    superset of what it keeps. Left out are only the dropped ones, and, with ``variables``,
-    those not named there that nothing can make a coordinate (named like a dimension, or in
-    a ``coordinates`` attribute) and that hold no attribute linking them to others."""
-    names = {v.name for v in header.variables}
-    if variables is not None:
-        linked = {v.name for v in header.variables if any(a.name in _LINKING for a in v.attrs)}
-        coordinates = {name for name, _ in header.dims}
-        for a in (*header.attrs, *(a for v in header.variables for a in v.attrs)):
-            if a.name == "coordinates" and a.nc_type == _CHAR:
-                coordinates.update(str(a.value).split())
-        names &= {*variables, *([order_by] if order_by else []), *linked, *coordinates}
-    dropped = {
-        v.name
-        for v in header.variables
-        if v.name in drop_variables and not any(a.name in _LINKING for a in v.attrs)
-    }
-    return names - dropped
+    superset of what it keeps (:func:`~icepipe.sources.formats.selection.may_keep`)."""
+    linked = {v.name for v in header.variables if any(a.name in LINKING for a in v.attrs)}
+    coordinates = {name for name, _ in header.dims}
+    for a in (*header.attrs, *(a for v in header.variables for a in v.attrs)):
+        if a.name == "coordinates" and a.nc_type == _CHAR:
+            coordinates.update(str(a.value).split())
+    names = (v.name for v in header.variables)
+    return may_keep(names, linked, coordinates, order_by, variables, drop_variables)
 
 
 def discard(layout: Layout) -> None:
