@@ -225,6 +225,8 @@ def _run(
     choice = execute.choose_cluster(
         scheduler=o.scheduler, cluster=o.cluster, pipeline=pipeline.cluster, dask_config=False
     )
+    if o.client is not None:  # the caller's cluster: set up its workers for icepipe's tasks
+        execute.prepare_workers(o.client)
     state = _Run(
         pipeline=pipeline,
         timer=_Timer(observer, o.client),
@@ -251,10 +253,8 @@ def _run(
 
 
 def _describe(client: Any) -> execute.ClusterInfo | None:
-    """What the caller's ``client`` runs on; its workers are set up for icepipe's tasks."""
     if client is None:
         return None
-    execute.prepare_workers(client)
     info = execute.describe_client(client)
     info.dashboard = execute.dashboard_link(client)
     return info
