@@ -396,6 +396,24 @@ def _parquet_refs(url: str, storage: StorageOptions | None) -> dict[str, Any]:
     return refs
 
 
+def _check_parquet_framing(data: bytes) -> None:
+    """Refuse bytes that are not framed as a Parquet file: ``PAR1`` at both ends, a footer
+    length that fits. fastparquet does not check the framing by default and hands whatever
+    the footer length points at to its compiled metadata parser, which crashed the process
+    (a segfault, not an exception) on a truncated or corrupt record file.
+
+    Raises
+    ------
+    ValueError
+        The framing is wrong, saying how.
+    """
+    if len(data) < 12 or data[:4] != b"PAR1" or data[-4:] != b"PAR1":
+        raise ValueError("no PAR1 magic at both ends: truncated or not Parquet")
+    footer = int.from_bytes(data[-8:-4], "little")
+    if footer > len(data) - 12:
+        raise ValueError(f"its footer claims {footer} bytes of a {len(data)}-byte file")
+
+
 def _field_refs(
     root: str, field: str, zarray: Any, record_size: int, storage: StorageOptions | None
 ) -> Iterator[tuple[str, Ref]]:
@@ -415,6 +433,7 @@ def _field_refs(
         if data is None:
             continue  # no record file: chunks never written (fsspec reads them as missing)
         try:
+            _check_parquet_framing(data)
             with warnings.catch_warnings():
                 # fastparquet: the engine kerchunk and fsspec write and read these sets with
                 # (pandas 3 calls it deprecated).
