@@ -556,14 +556,6 @@ def release_freed_memory() -> None:
     where Icechunk's allocations at commit do not reuse all of it: without this, the commit's
     peak stacks on what the write left mapped (``benchmarks/memory.py``).
     """
-    import ctypes
-    import gc
-    import sys
+    from icepipe.allocator import release_freed_memory as release
 
-    gc.collect()
-    if not sys.platform.startswith("linux"):
-        return
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc (musl): nothing to trim
-        return
+    release()

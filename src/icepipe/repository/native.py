@@ -37,6 +37,7 @@ import json
 import warnings
 from collections.abc import Mapping, MutableMapping
 from contextlib import nullcontext
+from dataclasses import dataclass
 from typing import Any, Literal, TypeGuard
 
 import dask
@@ -257,7 +258,10 @@ def _to_icechunk(
     # One fork for every task: each task writes its chunks into its own copy of it (they
     # pickle), and returns that copy, merged back below.
     fork = session.fork()
-    lazy.targets = [zarr.open_array(fork.store, path=t.path, mode="a") for t in lazy.targets]
+    lazy.targets = [
+        BufferReusingTarget(zarr.open_array(fork.store, path=t.path, mode="a"))
+        for t in lazy.targets
+    ]
     # As Icechunk: the caller's mapping gets (and keeps) the two keys.
     store_kwargs = chunkmanager_store_kwargs if chunkmanager_store_kwargs is not None else {}
     store_kwargs["load_stored"] = False
@@ -293,6 +297,28 @@ def _merge_forks_of(stored: Any, *, split_every: int | None) -> icechunk.session
         for a in arrays
     ]
     return merge_sessions(*compute(*reduced))  # type: ignore[no-untyped-call]
+
+
+@dataclass(frozen=True)
+class BufferReusingTarget:
+    """A zarr Array that write tasks store blocks into, each store reusing its large buffers.
+
+    Encoding and storing a chunk allocates several buffers its size; on Dask workers (static
+    malloc thresholds) each is a fresh mapping whose pages the kernel zeroes: the store runs
+    under :func:`icepipe.allocator.reuse_large_buffers` (nothing kept once it returns).
+    """
+
+    array: zarr.Array[Any]
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        from icepipe.allocator import reuse_large_buffers
+
+        with reuse_large_buffers():
+            self.array[key] = value
+
+    @property
+    def store(self) -> Any:
+        return self.array.store
 
 
 def _fork_of_block(
