@@ -23,14 +23,14 @@ from hypothesis import strategies as st
 
 import icepipe
 from icepipe.errors import SourceError
-from icepipe.model import SourceFile
 from icepipe.sources import quick
-from icepipe.sources.formats import hdf5_index, netcdf3
+from icepipe.sources.formats import netcdf3
 from icepipe.sources.formats.base import ScanOptions
 from icepipe.sources.formats.netcdf3_header import HeaderError, parse_header, read_header
 from icepipe.sources.packed import PackedDataset
 from icepipe.sources.scan import ScannedFile, scan_file, scan_files
 from icepipe.spec import pipeline_from_dict
+from tests.sources.routes import assert_same_scan, local_source, route, usual_scan
 from tests.sources.test_packed import _repo_content
 
 OPTIONS = ScanOptions(format="netcdf3")
@@ -92,40 +92,13 @@ def _write(
     return path
 
 
-def _source(path: Path, size: int | None = None) -> SourceFile:
-    return SourceFile(f"file://{path}", path.stat().st_size if size is None else size, "0")
-
-
-def _usual(path: Path, options: ScanOptions = OPTIONS) -> ScannedFile:
-    netcdf3.INDEXED_SCANS = False
-    try:
-        result = scan_file(_source(path), options)
-    finally:
-        netcdf3.INDEXED_SCANS = True
-    assert isinstance(result, ScannedFile)
-    return result
-
-
-def _same(a: Any, b: ScannedFile) -> None:
-    assert isinstance(a, ScannedFile)
-    assert a.schema == b.schema
-    assert hdf5_index.same_dataset(a.dataset, b.dataset)
-    for name in b.dataset.variables:  # attribute types too
-        assert hdf5_index.same_mapping(a.dataset[name].attrs, b.dataset[name].attrs), name
-    assert hdf5_index.same_mapping(a.dataset.attrs, b.dataset.attrs)
-
-
-def _routes(results: list[Any]) -> list[str]:
-    return ["template" if isinstance(r.content, PackedDataset) else "usual" for r in results]
-
-
 @pytest.mark.parametrize("fmt", ["NETCDF3_CLASSIC", "NETCDF3_64BIT_OFFSET", "NETCDF3_64BIT_DATA"])
 def test_a_series_takes_the_template_and_equals_the_parser_route(tmp_path: Path, fmt: str) -> None:
     paths = [_write(tmp_path / f"{i}.nc", i, fmt=fmt) for i in range(3)]
-    results = [scan_file(_source(p), OPTIONS) for p in paths]
-    assert _routes(results) == ["usual", "template", "template"]
+    results = [scan_file(local_source(p), OPTIONS) for p in paths]
+    assert [route(r) for r in results] == ["usual", "template", "template"]
     for path, result in zip(paths, results, strict=True):
-        _same(result, _usual(path))
+        assert_same_scan(result, usual_scan(path, OPTIONS, netcdf3))
         pickle.loads(pickle.dumps(result))
     tas = results[2].dataset["tas"].data  # type: ignore[union-attr]
     assert tas.metadata.chunks == (1, 2, 3)  # one chunk per record
@@ -159,10 +132,10 @@ def test_a_file_that_differs_reuses_the_template_correctly_or_goes_the_usual_way
 ) -> None:
     paths = [_write(tmp_path / "a.nc", 0), _write(tmp_path / "b.nc", 1)]
     paths.append(_write(tmp_path / "c.nc", 2, change))
-    results = [scan_file(_source(p), OPTIONS) for p in paths]
+    results = [scan_file(local_source(p), OPTIONS) for p in paths]
     for path, result in zip(paths, results, strict=True):
-        _same(result, _usual(path))
-    assert _routes(results) == ["usual", "template", CASES[change]], change
+        assert_same_scan(result, usual_scan(path, OPTIONS, netcdf3))
+    assert [route(r) for r in results] == ["usual", "template", CASES[change]], change
 
 
 # A selection leaving out what differs: the files share the first one's template.
@@ -187,11 +160,11 @@ def test_the_layout_key_covers_only_what_the_selection_keeps(
     options = SELECTIONS[selection]
     paths = [_write(tmp_path / "a.nc", 0), _write(tmp_path / "b.nc", 1)]
     paths.append(_write(tmp_path / "c.nc", 2, change))
-    results = [scan_file(_source(p), options) for p in paths]
+    results = [scan_file(local_source(p), options) for p in paths]
     for path, result in zip(paths, results, strict=True):
-        _same(result, _usual(path, options))
+        assert_same_scan(result, usual_scan(path, options, netcdf3))
     assert "extra" not in results[2].dataset.variables  # type: ignore[union-attr]
-    assert _routes(results) == ["usual", "template", SELECTED_CASES[change]], change
+    assert [route(r) for r in results] == ["usual", "template", SELECTED_CASES[change]], change
 
 
 def test_a_left_out_variable_of_the_first_file_does_not_hide_a_template(tmp_path: Path) -> None:
@@ -199,10 +172,10 @@ def test_a_left_out_variable_of_the_first_file_does_not_hide_a_template(tmp_path
     paths = [_write(tmp_path / "a.nc", 0, "extra variable")]
     paths += [_write(tmp_path / f"{i}.nc", i) for i in range(1, 3)]
     options = SELECTIONS["variables"]
-    results = [scan_file(_source(p), options) for p in paths]
+    results = [scan_file(local_source(p), options) for p in paths]
     for path, result in zip(paths, results, strict=True):
-        _same(result, _usual(path, options))
-    assert _routes(results) == ["usual", "template", "template"]
+        assert_same_scan(result, usual_scan(path, options, netcdf3))
+    assert [route(r) for r in results] == ["usual", "template", "template"]
 
 
 def _single_record_variable(path: Path, index: int, dtype: str) -> Path:
@@ -238,10 +211,10 @@ def test_a_single_record_variable_has_unpadded_records(tmp_path: Path, dtype: st
     header = read_header(str(paths[0]))
     (var,) = [v for v in header.variables if v.record]
     assert header.recsize == var.nbytes < var.vsize or var.nbytes % 4 == 0
-    results = [scan_file(_source(p), OPTIONS) for p in paths]
-    assert _routes(results) == ["usual", "template"]
+    results = [scan_file(local_source(p), OPTIONS) for p in paths]
+    assert [route(r) for r in results] == ["usual", "template"]
     for path, result in zip(paths, results, strict=True):
-        _same(result, _usual(path))
+        assert_same_scan(result, usual_scan(path, OPTIONS, netcdf3))
     values = xr.open_dataset(paths[-1], engine="netcdf4", decode_cf=False)["flag"].values
     offsets = results[-1].dataset["flag"].data.manifest._offsets.ravel()  # type: ignore[union-attr]
     raw = paths[-1].read_bytes()
@@ -259,26 +232,29 @@ def test_streaming_record_count_is_counted_from_the_file_size(tmp_path: Path) ->
         path.write_bytes(bytes(data))
     header = read_header(str(paths[2]))
     assert header.streaming and header.numrecs == 3
-    results = [scan_file(_source(p), OPTIONS) for p in paths]
-    assert _routes(results) == ["usual", "template", "template"]
+    results = [scan_file(local_source(p), OPTIONS) for p in paths]
+    assert [route(r) for r in results] == ["usual", "template", "template"]
     for path, result in zip(paths, results, strict=True):
-        _same(result, _usual(path))
+        assert_same_scan(result, usual_scan(path, OPTIONS, netcdf3))
 
 
 def test_no_records_gives_what_the_parser_route_gives(tmp_path: Path) -> None:
     first = _write(tmp_path / "a.nc", 0)
     empty = _write(tmp_path / "empty.nc", 2, records=0)
     assert read_header(str(empty)).numrecs == 0
-    results = [scan_file(_source(p), OPTIONS) for p in (first, empty)]
-    assert _routes(results) == ["usual", "usual"]  # no chunk to point at: the parser's way
-    _same(results[1], _usual(empty))
+    results = [scan_file(local_source(p), OPTIONS) for p in (first, empty)]
+    assert [route(r) for r in results] == [
+        "usual",
+        "usual",
+    ]  # no chunk to point at: the parser's way
+    assert_same_scan(results[1], usual_scan(empty, OPTIONS, netcdf3))
     assert results[1].schema.dims["time"] == 0  # type: ignore[union-attr]
 
 
 def test_a_truncated_file_of_a_known_layout_is_refused(tmp_path: Path) -> None:
     paths = [_write(tmp_path / f"{i}.nc", i) for i in range(2)]
-    scan_file(_source(paths[0]), OPTIONS)
-    short = _source(paths[1], paths[1].stat().st_size - 10)  # as if cut in the last record
+    scan_file(local_source(paths[0]), OPTIONS)
+    short = local_source(paths[1], paths[1].stat().st_size - 10)  # as if cut in the last record
     with pytest.raises(SourceError, match=r"1\.nc: is truncated"):
         scan_file(short, OPTIONS)
 
@@ -292,11 +268,11 @@ def test_a_file_truncated_inside_a_left_out_variable_is_refused_on_both_routes(
     kept variable whole."""
     options = SELECTIONS[selection]
     paths = [_write(tmp_path / f"{i}.nc", i, "extra variable") for i in range(3)]
-    results = [scan_file(_source(p), options) for p in paths[:2]]
-    assert _routes(results) == ["usual", "template"]
+    results = [scan_file(local_source(p), options) for p in paths[:2]]
+    assert [route(r) for r in results] == ["usual", "template"]
     header = read_header(str(paths[2]))
     assert [v.name for v in header.variables if v.record][-1] == "extra"
-    short = _source(paths[2], paths[2].stat().st_size - 2)
+    short = local_source(paths[2], paths[2].stat().st_size - 2)
     for indexed in (True, False):
         netcdf3.INDEXED_SCANS = indexed
         try:
@@ -322,12 +298,12 @@ def test_corrupt_or_truncated_headers_are_refused_naming_the_file(
         bad.write_bytes(bytes(data))
     with pytest.raises(HeaderError):
         read_header(str(bad))
-    for route in (True, False):
+    for indexed in (True, False):
         quick.forget()
-        netcdf3.INDEXED_SCANS = route
-        scan_file(_source(paths[0]), OPTIONS)  # a template, for the header route
+        netcdf3.INDEXED_SCANS = indexed
+        scan_file(local_source(paths[0]), OPTIONS)  # a template, for the header route
         with pytest.raises(SourceError, match=r"bad\.nc"):
-            scan_file(_source(bad), OPTIONS)
+            scan_file(local_source(bad), OPTIONS)
 
 
 def test_every_prefix_of_a_header_is_refused(tmp_path: Path) -> None:
@@ -341,10 +317,10 @@ def test_every_prefix_of_a_header_is_refused(tmp_path: Path) -> None:
 
 def test_a_batch_packs_template_scans_into_columns(tmp_path: Path) -> None:
     paths = [_write(tmp_path / f"{i}.nc", i, records=3 + i % 2) for i in range(4)]
-    batch = scan_files([_source(p) for p in paths], OPTIONS)
+    batch = scan_files([local_source(p) for p in paths], OPTIONS)
     for path, result in zip(paths, batch, strict=True):
         assert isinstance(result, ScannedFile) and isinstance(result.content, PackedDataset)
-        _same(result, _usual(path))
+        assert_same_scan(result, usual_scan(path, OPTIONS, netcdf3))
 
 
 def test_real_station_series_equals_the_parser_route(tmp_path: Path) -> None:
@@ -354,10 +330,10 @@ def test_real_station_series_equals_the_parser_route(tmp_path: Path) -> None:
     if len(paths) < 6:
         pytest.skip("libncarg sample data not fetched")
     options = ScanOptions(format="netcdf3", concat_dim="report")
-    results = [scan_file(_source(p), options) for p in paths]
-    assert _routes(results).count("template") >= 3
+    results = [scan_file(local_source(p), options) for p in paths]
+    assert [route(r) for r in results].count("template") >= 3
     for path, result in zip(paths, results, strict=True):
-        _same(result, _usual(path, options))
+        assert_same_scan(result, usual_scan(path, options, netcdf3))
 
 
 def test_real_station_series_with_the_pipelines_selection_shares_one_template() -> None:
@@ -370,10 +346,10 @@ def test_real_station_series_with_the_pipelines_selection_shares_one_template() 
     pipeline = icepipe.load_pipeline(Path(__file__).parents[2] / "pipelines" / "sao-stations.yaml")
     options = ScanOptions.from_source(pipeline.source, pipeline.mode)
     assert len({len(read_header(str(p)).variables) for p in paths}) > 1  # several layouts
-    results = [scan_file(_source(p), options) for p in paths]
-    assert _routes(results) == ["usual"] + ["template"] * 5
+    results = [scan_file(local_source(p), options) for p in paths]
+    assert [route(r) for r in results] == ["usual"] + ["template"] * 5
     for path, result in zip(paths, results, strict=True):
-        _same(result, _usual(path, options))
+        assert_same_scan(result, usual_scan(path, options, netcdf3))
 
 
 def test_runs_store_what_the_parser_route_stores(tmp_path: Path) -> None:
@@ -381,10 +357,10 @@ def test_runs_store_what_the_parser_route_stores(tmp_path: Path) -> None:
     folder.mkdir()
     paths = [_write(folder / f"{i:02d}.nc", i, records=2 + i % 3) for i in range(5)]
     stored = {}
-    for route in (True, False):
-        netcdf3.INDEXED_SCANS = route
+    for indexed in (True, False):
+        netcdf3.INDEXED_SCANS = indexed
         quick.forget()
-        repo = tmp_path / f"repo-{route}"
+        repo = tmp_path / f"repo-{indexed}"
         for upto in (3, 5):  # a run that creates, one that appends
             pipeline = pipeline_from_dict(
                 {
@@ -395,7 +371,7 @@ def test_runs_store_what_the_parser_route_stores(tmp_path: Path) -> None:
                 base_dir=tmp_path,
             )
             assert icepipe.run(pipeline).status == "committed"
-        stored[route] = _repo_content(repo, folder)
+        stored[indexed] = _repo_content(repo, folder)
     xr.testing.assert_identical(stored[True][0], stored[False][0])
     assert stored[True][1] == stored[False][1]
     assert len(stored[True][1]["tas"]) == sum(2 + i % 3 for i in range(5))

@@ -22,10 +22,11 @@ import xarray as xr
 
 from icepipe.errors import SourceError
 from icepipe.model import SourceFile
-from icepipe.sources.formats import hdf5_index, netcdf4
+from icepipe.sources.formats import netcdf4
 from icepipe.sources.formats.base import ScanOptions
 from icepipe.sources.packed import PackedDataset
 from icepipe.sources.scan import ScannedFile, scan_file, scan_files
+from tests.sources.routes import assert_same_scan, local_source, usual_scan
 
 pytestmark = pytest.mark.usefixtures("fresh_templates")
 
@@ -75,28 +76,6 @@ def _write_plain(path: Path, index: int, fill: float) -> Path:
     return path
 
 
-def _source(path: Path) -> SourceFile:
-    return SourceFile(f"file://{path}", path.stat().st_size, "0")
-
-
-def _usual(path: Path, options: ScanOptions) -> ScannedFile:
-    netcdf4.INDEXED_SCANS = False
-    try:
-        result = scan_file(_source(path), options)
-    finally:
-        netcdf4.INDEXED_SCANS = True
-    assert isinstance(result, ScannedFile)
-    return result
-
-
-def _same(a: ScannedFile, b: ScannedFile) -> None:
-    assert a.schema == b.schema
-    assert hdf5_index.same_dataset(a.dataset, b.dataset)
-    for name in b.dataset.variables:  # attribute types too (same_mapping compares them)
-        assert hdf5_index.same_mapping(a.dataset[name].attrs, b.dataset[name].attrs), name
-    assert hdf5_index.same_mapping(a.dataset.attrs, b.dataset.attrs)
-
-
 # What each variant does: "template" (built from the first file's template) or "usual".
 CASES = {
     "title and time values": "template",
@@ -120,14 +99,14 @@ def test_a_file_that_differs_reuses_the_template_correctly_or_goes_the_usual_way
     first = _write(tmp_path / "a.nc", 0)
     second = _write(tmp_path / "b.nc", 1)
     variant = _write(tmp_path / "c.nc", 2, "" if change == "title and time values" else change)
-    results = [scan_file(_source(p), options) for p in (first, second, variant)]
+    results = [scan_file(local_source(p), options) for p in (first, second, variant)]
     assert all(isinstance(r, ScannedFile) for r in results)
     routes = [
         "template" if isinstance(r.content, PackedDataset) else "usual"  # type: ignore[union-attr]
         for r in results
     ]
     for path, result in zip((first, second, variant), results, strict=True):
-        _same(result, _usual(path, options))  # type: ignore[arg-type]
+        assert_same_scan(result, usual_scan(path, options, netcdf4))  # type: ignore[arg-type]
         pickle.loads(pickle.dumps(result))
     assert routes[:2] == ["usual", "template"]  # the first file makes the template
     assert routes[2] == CASES[change], change
@@ -142,10 +121,10 @@ def test_a_plain_hdf5_file_with_another_fill_value_goes_the_usual_way(tmp_path: 
         _write_plain(tmp_path / "b.h5", 1, -9.0),
         _write_plain(tmp_path / "c.h5", 2, -1.0),
     ]
-    results = [scan_file(_source(p), options) for p in paths]
+    results = [scan_file(local_source(p), options) for p in paths]
     routes = [isinstance(r.content, PackedDataset) for r in results]  # type: ignore[union-attr]
     for path, result in zip(paths, results, strict=True):
-        _same(result, _usual(path, options))  # type: ignore[arg-type]
+        assert_same_scan(result, usual_scan(path, options, netcdf4))  # type: ignore[arg-type]
     assert routes == [False, True, False]
 
 
@@ -165,10 +144,10 @@ def test_a_file_with_a_chunk_never_written_goes_the_usual_way(tmp_path: Path) ->
             if i < 2:  # the last file's second step is never written: no chunk
                 tas[1] = [3.0, 4.0]
         paths.append(path)
-    results = [scan_file(_source(p), options) for p in paths]
+    results = [scan_file(local_source(p), options) for p in paths]
     routes = [isinstance(r.content, PackedDataset) for r in results]  # type: ignore[union-attr]
     for path, result in zip(paths, results, strict=True):
-        _same(result, _usual(path, options))  # type: ignore[arg-type]
+        assert_same_scan(result, usual_scan(path, options, netcdf4))  # type: ignore[arg-type]
     assert routes == [False, True, False]
 
 
@@ -178,10 +157,10 @@ def test_selection_and_order_by_are_part_of_the_template(tmp_path: Path) -> None
     both = ScanOptions(format="netcdf4")
     one = ScanOptions(format="netcdf4", drop_variables=("pr",))
     results = [
-        scan_file(_source(paths[0]), both),
-        scan_file(_source(paths[1]), one),
-        scan_file(_source(paths[2]), one),
-        scan_file(_source(paths[2]), both),
+        scan_file(local_source(paths[0]), both),
+        scan_file(local_source(paths[1]), one),
+        scan_file(local_source(paths[2]), one),
+        scan_file(local_source(paths[2]), both),
     ]
     routes = [isinstance(r.content, PackedDataset) for r in results]  # type: ignore[union-attr]
     assert routes == [False, False, True, True]
@@ -190,14 +169,14 @@ def test_selection_and_order_by_are_part_of_the_template(tmp_path: Path) -> None
         results,
         strict=True,
     ):
-        _same(result, _usual(path, opts))  # type: ignore[arg-type]
+        assert_same_scan(result, usual_scan(path, opts, netcdf4))  # type: ignore[arg-type]
 
 
 def test_a_truncated_file_of_a_known_layout_is_refused(tmp_path: Path) -> None:
     first = _write(tmp_path / "a.nc", 0)
     second = _write(tmp_path / "b.nc", 1)
     options = ScanOptions(format="netcdf4")
-    scan_file(_source(first), options)
+    scan_file(local_source(first), options)
     short = SourceFile(f"file://{second}", 100, "0")  # as if cut after 100 bytes
     with pytest.raises(SourceError, match="truncated"):
         scan_file(short, options)
@@ -206,8 +185,8 @@ def test_a_truncated_file_of_a_known_layout_is_refused(tmp_path: Path) -> None:
 def test_a_batch_packs_template_scans_into_columns(tmp_path: Path) -> None:
     paths = [_write(tmp_path / f"{i}.nc", i) for i in range(4)]
     options = ScanOptions(format="netcdf4")
-    batch = scan_files([_source(p) for p in paths], options)
+    batch = scan_files([local_source(p) for p in paths], options)
     contents = [r.content for r in batch]  # type: ignore[union-attr]
     assert all(isinstance(c, PackedDataset) and c.columns is not None for c in contents)
     for path, result in zip(paths, batch, strict=True):
-        _same(result, _usual(path, options))  # type: ignore[arg-type]
+        assert_same_scan(result, usual_scan(path, options, netcdf4))  # type: ignore[arg-type]

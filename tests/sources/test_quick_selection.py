@@ -12,11 +12,10 @@ import numpy as np
 import pytest
 
 from icepipe.errors import SourceError
-from icepipe.model import SourceFile
 from icepipe.sources.formats import hdf5_index, netcdf4
 from icepipe.sources.formats.base import ScanOptions
-from icepipe.sources.packed import PackedDataset
 from icepipe.sources.scan import ScannedFile, scan_file
+from tests.sources.routes import assert_same_scan, local_source, route, usual_scan
 
 pytestmark = pytest.mark.usefixtures("fresh_templates")
 
@@ -54,33 +53,15 @@ def _write(path: Path, index: int, change: str = "") -> Path:
     return path
 
 
-def _source(path: Path, size: int | None = None) -> SourceFile:
-    return SourceFile(f"file://{path}", path.stat().st_size if size is None else size, "0")
-
-
-def _usual(path: Path, options: ScanOptions) -> ScannedFile:
-    netcdf4.INDEXED_SCANS = False
-    try:
-        result = scan_file(_source(path), options)
-    finally:
-        netcdf4.INDEXED_SCANS = True
-    assert isinstance(result, ScannedFile)
-    return result
-
-
 def _check(paths: list[Path], options: ScanOptions) -> list[str]:
     """Scan ``paths`` in order; each result equals the usual route's; the route of each."""
     routes = []
     for path in paths:
-        result = scan_file(_source(path), options)
+        result = scan_file(local_source(path), options)
         assert isinstance(result, ScannedFile)
-        usual = _usual(path, options)
-        assert result.schema == usual.schema
-        assert hdf5_index.same_dataset(result.dataset, usual.dataset)
-        for name in usual.dataset.variables:
-            assert hdf5_index.same_mapping(result.dataset[name].attrs, usual.dataset[name].attrs)
+        assert_same_scan(result, usual_scan(path, options, netcdf4))
         assert "diag" not in result.dataset.variables
-        routes.append("template" if isinstance(result.content, PackedDataset) else "usual")
+        routes.append(route(result))
     return routes
 
 
@@ -139,13 +120,13 @@ def test_a_left_out_variable_the_parser_cannot_read_fails_the_file_on_both_route
         diag = nc.createVariable("diag", "f4", ("time",), compression=compression)
         diag[:] = [1.0, 2.0]
     try:
-        _usual(odd, options)
+        usual_scan(odd, options, netcdf4)
     except SourceError as exc:
         refused = str(exc)
     else:
         pytest.skip(f"VirtualiZarr's parser reads {compression} here")
     with pytest.raises(SourceError) as caught:
-        scan_file(_source(odd), options)
+        scan_file(local_source(odd), options)
     assert str(caught.value) == refused
 
 
@@ -177,9 +158,9 @@ def test_a_left_out_variable_longer_along_a_shared_dimension_fails_on_both_route
     assert _check(paths, options) == ["usual", "template"]
     ahead = _write_unlimited(tmp_path / "2.nc", 2, ahead=True)
     with pytest.raises(SourceError, match="conflicting sizes") as usual:
-        _usual(ahead, options)
+        usual_scan(ahead, options, netcdf4)
     with pytest.raises(SourceError) as caught:
-        scan_file(_source(ahead), options)
+        scan_file(local_source(ahead), options)
     assert str(caught.value) == str(usual.value)
 
 
@@ -204,7 +185,7 @@ def test_a_file_truncated_inside_a_left_out_variable_is_refused_on_both_routes(
         netcdf4.INDEXED_SCANS = indexed
         try:
             with pytest.raises(SourceError, match="truncated"):
-                scan_file(_source(paths[2], size), options)
+                scan_file(local_source(paths[2], size), options)
         finally:
             netcdf4.INDEXED_SCANS = True
 
