@@ -14,15 +14,19 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 from collections.abc import Sequence
 from dataclasses import asdict
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from icepipe import __version__
 from icepipe.errors import IcepipeError
+
+if TYPE_CHECKING:
+    from icepipe.web.config import WebConfig
 
 __all__ = ["main"]
 
@@ -341,14 +345,42 @@ def _add_web_command(sub: Any) -> None:
         help="address to listen on (default 127.0.0.1: this machine only)",
     )
     p.add_argument("--port", type=_count(minimum=0), default=8000, help="default 8000")
+    p.add_argument(
+        "--read-threads",
+        type=_count(minimum=1),
+        default=8,
+        help="threads reading repositories (default 8)",
+    )
+    p.add_argument(
+        "--max-waiting",
+        type=_count(minimum=0),
+        default=64,
+        help="reads that may wait for a thread before requests get 503 busy (default 64)",
+    )
+    p.add_argument(
+        "--request-timeout",
+        type=_seconds,
+        default=20.0,
+        help="seconds a request may spend reading a repository before a 504 (default 20)",
+    )
     p.set_defaults(func=_cmd_web)
+
+
+def _seconds(text: str) -> float:
+    """An argparse type: a positive, finite number of seconds."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds; got {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds; got {text}")
+    return value
 
 
 def _cmd_web(args: argparse.Namespace) -> int:
     from icepipe.errors import ConfigError
 
     try:
-        from icepipe.web.config import WebConfig
         from icepipe.web.server import serve
     except ImportError as exc:
         raise ConfigError(
@@ -358,11 +390,22 @@ def _cmd_web(args: argparse.Namespace) -> int:
         from icepipe.catalog import CATALOG_ENV
 
         os.environ[CATALOG_ENV] = args.web_catalog
-    config = WebConfig(
-        pipelines=tuple(args.pipelines), catalog=args.web_catalog, state_dir=args.state_dir
-    )
-    serve(config, host=args.host, port=args.port)
+    serve(web_config(args), host=args.host, port=args.port)
     return 0
+
+
+def web_config(args: argparse.Namespace) -> WebConfig:
+    """The web server's settings from ``icepipe web``'s arguments (needs the web extra)."""
+    from icepipe.web.config import WebConfig
+
+    return WebConfig(
+        pipelines=tuple(args.pipelines),
+        catalog=args.web_catalog,
+        state_dir=args.state_dir,
+        workers=args.read_threads,
+        max_waiting=args.max_waiting,
+        request_timeout=args.request_timeout,
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

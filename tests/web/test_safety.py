@@ -199,3 +199,21 @@ def test_unknown_repositories_refs_and_paths_are_404s(site: Any) -> None:
             assert page.status_code == 404 and 'data-testid="error-detail"' in page.text
             api = client.get("/api" + url, params=params)
             assert api.status_code == 404 and api.json()["error"]
+
+
+def test_the_read_pool_and_timeout_are_set_from_the_command_line(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from icepipe.cli import web_config
+
+    defaults = web_config(build_parser().parse_args(["web"]))
+    assert (defaults.workers, defaults.max_waiting, defaults.request_timeout) == (8, 64, 20.0)
+    assert defaults == WebConfig()
+    args = ["web", "--read-threads", "2", "--max-waiting", "0", "--request-timeout", "2.5"]
+    config = web_config(build_parser().parse_args(args))
+    assert (config.workers, config.max_waiting, config.request_timeout) == (2, 0, 2.5)
+    for bad in (["--read-threads", "0"], ["--max-waiting", "-1"], ["--request-timeout", "nan"]):
+        with pytest.raises(SystemExit) as exited:
+            build_parser().parse_args(["web", *bad])
+        assert exited.value.code == 2
+        assert bad[0] in capsys.readouterr().err
