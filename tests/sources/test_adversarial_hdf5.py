@@ -24,6 +24,7 @@ from icepipe.sources.formats import hdf5_index, netcdf4
 from icepipe.sources.formats.base import ScanOptions
 from icepipe.sources.packed import PackedDataset
 from icepipe.sources.scan import ScannedFile, scan_file
+from tests.sources.routes import assert_same_scan, local_source, route, usual_scan
 
 pytestmark = pytest.mark.usefixtures("fresh_templates")
 
@@ -49,10 +50,6 @@ def _write(path: Path, index: int, *, masked: bool) -> Path:
     return path
 
 
-def _source(path: Path) -> SourceFile:
-    return SourceFile(f"file://{path}", path.stat().st_size, "0")
-
-
 @pytest.mark.parametrize("indexed", [True, False])
 def test_a_chunk_stored_without_its_filters_is_refused_by_name(
     tmp_path: Path, indexed: bool
@@ -64,12 +61,12 @@ def test_a_chunk_stored_without_its_filters_is_refused_by_name(
     paths = [_write(tmp_path / f"{i}.nc", i, masked=i == 2) for i in range(3)]
     netcdf4.INDEXED_SCANS = indexed
     try:
-        results = [scan_file(_source(p), options) for p in paths[:2]]
+        results = [scan_file(local_source(p), options) for p in paths[:2]]
         assert all(isinstance(r, ScannedFile) for r in results)
         if indexed:  # the second file took the template: the third would too
             assert isinstance(results[1].content, PackedDataset)  # type: ignore[union-attr]
         with pytest.raises(SourceError, match="filter") as info:
-            scan_file(_source(paths[2]), options)
+            scan_file(local_source(paths[2]), options)
     finally:
         netcdf4.INDEXED_SCANS = True
     message = str(info.value)
@@ -141,18 +138,13 @@ def test_files_laid_out_almost_alike_scan_as_the_parser_scans_them(
 ) -> None:
     """Files 0 and 1 are alike (1 takes 0's template), file 2 differs in ``change`` (for
     "time units" and "group", every file does): each scan equals VirtualiZarr's route."""
-    from tests.sources.test_quick import _same, _usual
-
     every = change in ("time units", "group")
     options = ScanOptions(format="netcdf4", group="g" if change == "group" else None)
     paths = [_variant(tmp_path / f"{i}.nc", i, change if every or i == 2 else "") for i in range(3)]
-    results = [scan_file(_source(p), options) for p in paths]
-    routes = [
-        "template" if isinstance(r.content, PackedDataset) else "usual"  # type: ignore[union-attr]
-        for r in results
-    ]
+    results = [scan_file(local_source(p), options) for p in paths]
+    routes = [route(r) for r in results]
     for path, result in zip(paths, results, strict=True):
-        _same(result, _usual(path, options))  # type: ignore[arg-type]
+        assert_same_scan(result, usual_scan(path, options, netcdf4))
     assert routes == ["usual", "template", VARIANTS[change]]
 
 

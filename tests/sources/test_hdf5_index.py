@@ -101,8 +101,9 @@ def test_the_reader_gives_the_same_scans_with_and_without_the_index(tmp_path: Pa
     finally:
         netcdf4.INDEXED_SCANS = True
     # Two layouts (2 and 3 steps), each with a usable template.
-    assert len(hdf5_index._templates) == 2
-    assert all(t is not None for t in hdf5_index._templates.values())
+    templates = hdf5_index._templates.values()
+    assert len(templates) == 2
+    assert all(t is not None for t in templates)
     for a, b in zip(fast, slow, strict=True):
         assert hdf5_index.same_dataset(a.dataset, b.dataset)  # type: ignore[union-attr]
         assert a.schema == b.schema  # type: ignore[union-attr]

@@ -36,7 +36,6 @@ from __future__ import annotations
 import copy
 import math
 import threading
-from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -44,6 +43,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from icepipe.sources.formats.selection import LINKING, may_keep
+from icepipe.sources.formats.templates import Templates
 
 if TYPE_CHECKING:
     import h5py
@@ -138,15 +138,15 @@ class _Template:
     raw: dict[str, bytes] = field(repr=False)
 
 
-_templates: OrderedDict[tuple[Any, ...], _Template | None] = OrderedDict()
-# Workers may scan on several threads.
+_templates: Templates[_Template] = Templates(_MAX_TEMPLATES)
+# Workers may scan on several threads: guards the layouts handed on and the empty datasets.
 _lock = threading.Lock()
 
 
 def forget_templates() -> None:
     """Drop every template of this process (tests, benchmarks)."""
+    _templates.clear()
     with _lock:
-        _templates.clear()
         handed = list(_handed.values())
         _handed.clear()
     for layout in handed:
@@ -714,10 +714,7 @@ def remember(layout: Layout, ds: xr.Dataset, url: str, ref_url: str) -> None:
             template = _template_of(layout, ds, url, ref_url)
         except Exception:  # whatever this module misreads goes the slow way, not wrong
             template = None
-        with _lock:
-            _templates[layout.key] = template
-            while len(_templates) > _MAX_TEMPLATES:
-                _templates.popitem(last=False)
+        _templates.put(layout.key, template)
     finally:
         _close(layout)
 
@@ -799,11 +796,9 @@ def scan_indexed(
     layout = _handed_on(path, group, order_by) or layout_of(path, group, order_by)
     if layout is None:
         return None, None
-    with _lock:
-        if layout.key not in _templates:
-            return None, layout  # the caller scans the slow way and remembers
-        template = _templates[layout.key]
-        _templates.move_to_end(layout.key)
+    known, template = _templates.lookup(layout.key)
+    if not known:
+        return None, layout  # the caller scans the slow way and remembers
     try:
         ds = None if template is None else _rebuild(template, layout, url, ref_url)
     finally:

@@ -1,5 +1,6 @@
 """The per-process store of scan templates (by layout key) that the quick routes share
-(:mod:`~icepipe.sources.quick`, :mod:`~icepipe.sources.grib_quick`, the GRIB mapping
+(:mod:`~icepipe.sources.quick`, :mod:`~icepipe.sources.grib_quick`, the HDF5 layout templates
+of :mod:`~icepipe.sources.formats.hdf5_index`, the GRIB mapping
 templates of :mod:`~icepipe.sources.formats.grib_index`): thread-safe (a worker's threads
 scan at once), least recently used dropped past its size. A key holding ``None`` is a layout
 known to go the usual way."""
