@@ -179,8 +179,7 @@ def minute_serve(
     if not any(item.name == ms.TEST_NAME for item in request.session.items):
         yield None
         return
-    client = request.getfixturevalue("client")
-    started = ms.start(tmp_path_factory.mktemp("serve"), client.scheduler.address)
+    started = ms.start(tmp_path_factory.mktemp("serve"))
     try:
         yield started
     finally:

@@ -21,6 +21,7 @@ from icepipe.ops.schedule import lock_path
 from tests.conftest import write_pipeline, write_series
 
 TEST_NAME = "test_serve_runs_pipelines_on_a_one_minute_schedule"
+MEMORY_LIMIT = "1GiB"  # passed on to the runs
 
 
 @dataclass
@@ -39,10 +40,15 @@ class MinuteServe:
         self.held.close()
 
 
-def start(folder: Path, scheduler: str) -> MinuteServe:
+def start(folder: Path) -> MinuteServe:
     """Three pipelines due every minute: ``good``, ``bad`` (no source files) and ``busy``
     (its lock held by this process: the scheduler must not start a second run), and the
-    scheduler serving them until two runs finished."""
+    scheduler serving them until two runs finished.
+
+    No cluster is named: ``good`` (two small netCDF files, virtual) is scanned in its own
+    process, so that the runs, fired while other tests run, never touch the session's
+    cluster (a test counting its running tasks would see theirs). ``--memory-limit`` (which
+    starts no cluster) checks that the scheduler passes its run options on to each run."""
     write_series(folder / "src", 2)
     every_minute = "schedule: '* * * * *'\n"
     write_pipeline(folder, name="good", urls="src/*.nc", extra=every_minute)
@@ -56,7 +62,7 @@ def start(folder: Path, scheduler: str) -> MinuteServe:
     proc = subprocess.Popen(
         [
             *[sys.executable, "-m", "icepipe.cli", "schedule", "serve", str(folder)],
-            *["--max-runs", "2", "--log", str(log), "--scheduler", scheduler],
+            *["--max-runs", "2", "--log", str(log), "--memory-limit", MEMORY_LIMIT],
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

@@ -23,6 +23,7 @@ from icepipe.cron import Schedule, parse_schedule
 from icepipe.errors import ConfigError
 from icepipe.ops.schedule import lock_path, systemd_calendar
 from tests.conftest import write_pipeline
+from tests.ops.minute_serve import MEMORY_LIMIT
 
 ICEPIPE = [sys.executable, "-m", "icepipe.cli"]
 
@@ -180,6 +181,9 @@ def test_serve_runs_pipelines_on_a_one_minute_schedule(minute_serve: Any, capsys
     assert "bad: finished with exit code 3 (bad source data)" in text  # the scheduler survived
     assert "busy: due at" in text and "another process holds" in text
     assert "good | good: ingested 2 new file(s)" in text
+    # The run's command line, with the options given to the scheduler.
+    assert f"run {tmp_path / 'good.yaml'} " in text
+    assert f"--memory-limit {MEMORY_LIMIT}" in text
 
     assert main(["status", str(tmp_path), "--json"]) == 0
     by_name = {p["pipeline"]: p for p in json.loads(capsys.readouterr().out)["pipelines"]}
