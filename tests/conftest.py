@@ -167,6 +167,25 @@ def client() -> Iterator[Any]:
         yield c
 
 
+@pytest.fixture(scope="session", autouse=True)
+def minute_serve(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Any]:
+    """`icepipe schedule serve` on a ``* * * * *`` schedule, started before the session's first
+    test when the test that checks it is selected (else None): its wait for the next full
+    minute overlaps the other tests instead of adding up to 60 s (tests/ops/minute_serve.py)."""
+    from tests.ops import minute_serve as ms
+
+    if not any(item.name == ms.TEST_NAME for item in request.session.items):
+        yield None
+        return
+    started = ms.start(tmp_path_factory.mktemp("serve"))
+    try:
+        yield started
+    finally:
+        started.stop()
+
+
 @pytest.fixture(scope="session")
 def sample_data() -> Path:
     """The real sample files fetched by ``make data`` (never skipped: CI fetches them)."""

@@ -149,6 +149,7 @@ class _KillBatchScans:
 
 
 def test_batches_killing_workers_are_rescanned_file_by_file(tmp_path: Path) -> None:
+    import dask
     from distributed.diagnostics.plugin import WorkerPlugin
 
     from icepipe.execute import open_client
@@ -156,7 +157,13 @@ def test_batches_killing_workers_are_rescanned_file_by_file(tmp_path: Path) -> N
     plugin = type("KillBatchScans", (_KillBatchScans, WorkerPlugin), {})()
     files = write_series(tmp_path / "src", 3)
     spec = write_pipeline(tmp_path, urls="src/*.nc")
-    with open_client(workers=2) as (c, _):
+    # A batch is given up on at its first worker death (Dask's default retries it on three
+    # more workers first: three more deaths and restarts, ~3 s each, before the same
+    # KilledWorker reaches icepipe).
+    with (
+        dask.config.set({"distributed.scheduler.allowed-failures": 0}),
+        open_client(workers=2) as (c, _),
+    ):
         c.register_plugin(plugin)
         result = icepipe.run(icepipe.load_pipeline(spec), client=c)
     assert result.status == "committed"

@@ -3,7 +3,6 @@ running real pipelines on a real 1-minute cron schedule."""
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import shutil
@@ -23,7 +22,8 @@ from icepipe.cli import main
 from icepipe.cron import Schedule, parse_schedule
 from icepipe.errors import ConfigError
 from icepipe.ops.schedule import lock_path, systemd_calendar
-from tests.conftest import write_pipeline, write_series
+from tests.conftest import write_pipeline
+from tests.ops.minute_serve import MEMORY_LIMIT
 
 ICEPIPE = [sys.executable, "-m", "icepipe.cli"]
 
@@ -164,34 +164,26 @@ def test_serve_stops_on_sigterm_and_at_until(tmp_path: Path) -> None:
     assert "--until" in (tmp_path / "until.log").read_text()
 
 
-def test_serve_runs_pipelines_on_a_one_minute_schedule(
-    tmp_path: Path, client: Any, capsys: Any
-) -> None:
-    """Real cron path: `* * * * *`, waits for the next minute (up to ~60 s)."""
-    write_series(tmp_path / "src", 2)
-    every_minute = "schedule: '* * * * *'\n"
-    write_pipeline(tmp_path, name="good", urls="src/*.nc", extra=every_minute)
-    write_pipeline(tmp_path, name="bad", urls="missing/*.nc", repo="repo2", extra=every_minute)
-    write_pipeline(tmp_path, name="busy", urls="src/*.nc", repo="repo3", extra=every_minute)
-    # Another process runs "busy" already: the scheduler must not start a second run.
-    busy = lock_path(tmp_path / ".icepipe", "busy")
-    busy.parent.mkdir(parents=True)
-    with open(busy, "w") as held:
-        fcntl.flock(held, fcntl.LOCK_EX)
-        log = tmp_path / "serve.log"
-        proc = _serve(
-            tmp_path, "--max-runs", "2", "--log", str(log), "--scheduler", client.scheduler.address
-        )
-        try:
-            assert proc.wait(timeout=150) == 0, proc.stdout.read() if proc.stdout else ""
-        finally:
-            if proc.poll() is None:
-                proc.kill()
+def test_serve_runs_pipelines_on_a_one_minute_schedule(minute_serve: Any, capsys: Any) -> None:
+    """Real cron path: `* * * * *`, the scheduler waits for the next minute (up to ~60 s). It
+    was started with the session (tests/ops/minute_serve.py: three pipelines, "busy" locked
+    by the test process), so most or all of that wait has passed by now."""
+    assert minute_serve is not None  # started by the session-wide fixture
+    proc = minute_serve.proc
+    try:
+        assert proc.wait(timeout=150) == 0, proc.stdout.read() if proc.stdout else ""
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    tmp_path, log = minute_serve.folder, minute_serve.log
     text = log.read_text()
     assert "good: finished with exit code 0 (success)" in text
     assert "bad: finished with exit code 3 (bad source data)" in text  # the scheduler survived
     assert "busy: due at" in text and "another process holds" in text
     assert "good | good: ingested 2 new file(s)" in text
+    # The run's command line, with the options given to the scheduler.
+    assert f"run {tmp_path / 'good.yaml'} " in text
+    assert f"--memory-limit {MEMORY_LIMIT}" in text
 
     assert main(["status", str(tmp_path), "--json"]) == 0
     by_name = {p["pipeline"]: p for p in json.loads(capsys.readouterr().out)["pipelines"]}
