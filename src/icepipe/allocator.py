@@ -7,7 +7,7 @@ thresholds also switches off its dynamic mmap threshold: from then on every buff
 128 KiB is a fresh mapping, returned on ``free``, and the kernel zeroes every page of the next
 one as it is first touched. A native write task allocates several buffers the size of a chunk
 (the encoded bytes, the compressor's output, the bytes handed to Icechunk): on a 24.9 MB chunk
-with zstd, zeroing pages was ~10% of the task's CPU (``benchmarks/native_breakdown.py``).
+with zstd, ~10% of the task's CPU (``benchmarks/native_buffers.py``).
 
 :func:`reuse_large_buffers` lets a task's buffers of up to :data:`REUSE_UP_TO` come from the
 heap, so that a freed one is reused by the next instead of mapped again, and hands back what
@@ -15,8 +15,10 @@ glibc lets it (``malloc_trim``: the main heap, free blocks inside every heap, an
 calling thread's heap) when the task's write ends. The top of another thread's heap (zarr
 encodes on its event-loop thread) stays mapped until that thread frees memory again, to be
 reused by the next store: in ``benchmarks/native.py`` (24.9 MB chunks) the workers' peak RSS
-was ~40 MiB higher than without, and memory-limited native runs completed as before. It changes nothing where it is not needed or not possible: on glibc with its default
-(dynamic) thresholds, which reuse large buffers already; on other C libraries and systems.
+was ~40 MiB higher than without, and memory-limited native runs completed as before.
+
+It changes nothing where it is not needed or not possible: on glibc with its default (dynamic)
+thresholds, which reuse large buffers already; on other C libraries and systems.
 """
 
 from __future__ import annotations
