@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import uuid
 import warnings
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
@@ -107,7 +108,13 @@ def open_xarray(
                 **kwargs,
             )
             if chunks:
-                ds = ds.chunk({d: n for d, n in chunks.items() if d in ds.dims})
+                # A token of this open: without one, Dask names each variable by pickling its
+                # lazily indexed data, and unpickling it (to check the pickle) reopens a file
+                # given as a file object (xarray's PickleableFileManager opens on unpickle):
+                # ~50 requests per variable for a netCDF4 file on object storage.
+                ds = ds.chunk(
+                    {d: n for d, n in chunks.items() if d in ds.dims}, token=uuid.uuid4().hex
+                )
             for name, var in ds.variables.items():
                 if var.dtype.kind == "U" and name not in ds.indexes:
                     # netCDF strings are variable-length (h5netcdf gives them a fixed width):
