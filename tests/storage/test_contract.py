@@ -175,6 +175,59 @@ class StorageContract:
         session = pickle.loads(cloudpickle.dumps(repo.readonly_session("main")))
         assert bytes(zarr.open_array(session.store, path="a", mode="r")[:]) == b"xyz"
 
+    def test_remote_file_reads_every_range_and_a_rewritten_object_afresh(
+        self, place: Place, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """RemoteFile's reads (small ones through the per-process block cache, large ones
+        direct) equal the object's bytes wherever they start and end; a second handle reads
+        small ranges from the cache; an object rewritten with other bytes is read afresh."""
+        import random
+
+        import numpy as np
+        import obstore
+
+        from icepipe.sources import stores
+
+        monkeypatch.setattr(stores, "_BLOCK", 4096)  # many block edges in a small object
+        stores._blocks.clear()
+        data = np.random.default_rng(7).integers(0, 256, 50_000, dtype=np.uint8).tobytes()
+        url = place.put("r.bin", data)
+        rng = random.Random(11)
+        ranges = [(rng.randrange(0, len(data) + 100), rng.randrange(0, 9000)) for _ in range(150)]
+        ranges += [(0, 8), (4095, 2), (4096, 4096), (len(data) - 3, 10), (len(data), 5)]
+        handle = RemoteFile(url, place.options)
+        for pos, n in ranges:
+            assert handle.seek(pos) == pos
+            assert handle.read(n) == data[pos : pos + n], (pos, n)
+        assert handle.seek(-10, os.SEEK_END) == len(data) - 10
+        assert handle.read(4) == data[-10:-6] and handle.tell() == len(data) - 6
+        assert handle.seek(-4, os.SEEK_CUR) == len(data) - 10
+        with pytest.raises(OSError):
+            handle.seek(-1)
+        # Another handle (as in another task on the worker): small reads hit the cache.
+        fetched: list[int] = []
+        get_range = obstore.get_range
+
+        def counted(*args: object, **kwargs: object) -> object:
+            fetched.append(1)
+            return get_range(*args, **kwargs)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(obstore, "get_range", counted)
+        again = RemoteFile(url, place.options)
+        small = [(pos, n) for pos, n in ranges if n <= 4096 and pos < len(data)]
+        for pos, n in small:
+            again.seek(pos)
+            assert again.read(n) == data[pos : pos + n]
+        assert fetched == []
+        # The same name rewritten with other bytes (same size): read afresh, never stale.
+        other = bytes(255 - b for b in data)
+        place.put("r.bin", other)
+        fresh = RemoteFile(url, place.options)
+        for pos, n in small[:20]:
+            fresh.seek(pos)
+            assert fresh.read(n) == other[pos : pos + n]
+        assert fetched
+
 
 class TestLocal(StorageContract):
     @pytest.fixture

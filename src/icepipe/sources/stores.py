@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import functools
 import io
+import threading
+from collections import OrderedDict
 from typing import Any
 from urllib.parse import unquote, urlparse
 
@@ -46,6 +48,51 @@ __all__ = [
 
 # Range requests of h5py through RemoteFile are small (metadata blocks): read ahead this much.
 _READ_BUFFER = 1 << 20
+# Small reads through RemoteFile go through blocks of this size, kept per process (below).
+_BLOCK = 1 << 20
+_BLOCK_CACHE_BYTES = 64 << 20
+
+
+class _Blocks:
+    """Blocks of object-store files read by small reads, by (url, storage, (size, ETag), block
+    number), least recently used dropped past a total size; thread-safe.
+
+    Every write task that reads a netCDF4 file on object storage opens it again (xarray's
+    PickleableFileManager opens a file object when unpickled), and HDF5 reads its metadata in
+    dozens of small reads: the blocks those fall in are fetched once per process. A file
+    rewritten meanwhile has another ETag (or size), so other keys: nothing stale is served.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self._items: OrderedDict[tuple[Any, ...], bytes] = OrderedDict()
+        self._bytes = 0
+        self._limit = limit
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple[Any, ...]) -> bytes | None:
+        with self._lock:
+            block = self._items.get(key)
+            if block is not None:
+                self._items.move_to_end(key)
+            return block
+
+    def put(self, key: tuple[Any, ...], block: bytes) -> None:
+        with self._lock:
+            if key in self._items:
+                return
+            self._items[key] = block
+            self._bytes += len(block)
+            while self._bytes > self._limit:
+                _, old = self._items.popitem(last=False)
+                self._bytes -= len(old)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+            self._bytes = 0
+
+
+_blocks = _Blocks(_BLOCK_CACHE_BYTES)
 
 
 def store_for(root_url: str, storage: StorageOptions | None = None) -> Any:
@@ -190,6 +237,9 @@ class RemoteFile(io.RawIOBase):
 
     It pickles as ``(url, storage)`` and reconnects lazily wherever it is unpickled, with that
     process's credentials: xarray's file managers pickle their file objects into task graphs.
+    Reads of up to a block go through the process's block cache (:class:`_Blocks`), keyed by
+    the object's size and ETag (read once per instance); larger reads, and objects without an
+    ETag, are read directly.
     """
 
     def __init__(self, url: str, storage: StorageOptions | None = None) -> None:
@@ -197,6 +247,8 @@ class RemoteFile(io.RawIOBase):
         self.url = url
         self.storage = storage
         self._reader: Any = None
+        self._pos = 0
+        self._meta: tuple[int, str | None] | None = None
 
     def __reduce__(self) -> Any:
         return (RemoteFile, (self.url, self.storage))
@@ -210,6 +262,16 @@ class RemoteFile(io.RawIOBase):
                 raise access_error(exc, self.url) from exc
         return self._reader
 
+    def _size_and_etag(self) -> tuple[int, str | None]:
+        if self._meta is None:
+            store, path = store_and_path(self.url, self.storage)
+            try:
+                meta = obstore.head(store, path)
+            except Exception as exc:
+                raise access_error(exc, self.url) from exc
+            self._meta = (int(meta["size"]), meta.get("e_tag"))
+        return self._meta
+
     def readable(self) -> bool:
         return True
 
@@ -217,17 +279,65 @@ class RemoteFile(io.RawIOBase):
         return True
 
     def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        return int(self._open().seek(offset, whence))
+        if whence == io.SEEK_SET:
+            pos = offset
+        elif whence == io.SEEK_CUR:
+            pos = self._pos + offset
+        elif whence == io.SEEK_END:
+            pos = self._size_and_etag()[0] + offset
+        else:
+            raise ValueError(f"invalid whence ({whence})")
+        if pos < 0:
+            raise OSError(f"{self.url}: negative seek position {pos}")
+        self._pos = pos
+        return pos
 
     def tell(self) -> int:
-        return int(self._open().tell())
+        return self._pos
 
     def readinto(self, buffer: Any) -> int:
         view = memoryview(buffer).cast("B")
-        data = self._open().read(len(view))
-        n = len(data)
-        view[:n] = memoryview(data)
-        return n
+        size, etag = self._size_and_etag()
+        n = min(len(view), size - self._pos)
+        if n <= 0:
+            return 0
+        if n <= _BLOCK and etag is not None:
+            data: Any = self._cached(self._pos, n, (size, etag))
+        else:
+            reader = self._open()
+            reader.seek(self._pos)
+            data = reader.read(n)
+        got = len(data)
+        view[:got] = memoryview(data)
+        self._pos += got
+        return got
+
+    def _cached(self, pos: int, n: int, version: tuple[int, str]) -> bytes:
+        """``n`` bytes at ``pos`` from the blocks they fall in (fetched when not cached)."""
+        first, last = pos // _BLOCK, (pos + n - 1) // _BLOCK
+        parts = []
+        for number in range(first, last + 1):
+            key = (self.url, self.storage, version, number)
+            block = _blocks.get(key)
+            if block is None:
+                store, path = store_and_path(self.url, self.storage)
+                start = number * _BLOCK
+                end = min(version[0], start + _BLOCK)
+                try:
+                    block = bytes(obstore.get_range(store, path, start=start, end=end))
+                except Exception as exc:
+                    raise access_error(exc, self.url) from exc
+                if len(block) != end - start:  # the object changed under its ETag: not kept
+                    raise SourceError(
+                        f"{self.url}: changed while being read (bytes {start}-{end} came back "
+                        f"{len(block)} long); run again once it is written",
+                        url=self.url,
+                    )
+                _blocks.put(key, block)
+            parts.append(block)
+        joined = parts[0] if len(parts) == 1 else b"".join(parts)
+        offset = pos - first * _BLOCK
+        return joined[offset : offset + n]
 
     def close(self) -> None:
         if self._reader is not None:
