@@ -22,6 +22,7 @@ import pytest
 import zarr
 
 from icepipe import repository
+from icepipe.errors import SourceError
 from icepipe.repository.repo import CONTAINER_RECORD, RepoNotFoundError, open_repo
 from icepipe.repository.schemes import EnvS3Credentials
 from icepipe.sources.listing import changed_since_listing, list_sources
@@ -206,13 +207,13 @@ class StorageContract:
             handle.seek(-1)
         # Another handle (as in another task on the worker): small reads hit the cache.
         fetched: list[int] = []
-        get_range = obstore.get_range
+        get = obstore.get
 
         def counted(*args: object, **kwargs: object) -> object:
             fetched.append(1)
-            return get_range(*args, **kwargs)  # type: ignore[arg-type]
+            return get(*args, **kwargs)  # type: ignore[arg-type]
 
-        monkeypatch.setattr(obstore, "get_range", counted)
+        monkeypatch.setattr(obstore, "get", counted)
         again = RemoteFile(url, place.options)
         small = [(pos, n) for pos, n in ranges if n <= 4096 and pos < len(data)]
         for pos, n in small:
@@ -227,6 +228,15 @@ class StorageContract:
             fresh.seek(pos)
             assert fresh.read(n) == other[pos : pos + n]
         assert fetched
+        # Rewritten between the handle's look at it and its read: refused, naming the file.
+        stale = RemoteFile(url, place.options)
+        stale.seek(0)
+        stale.read(1)  # its ETag now known
+        place.put("r.bin", data)
+        stores._blocks.clear()  # nothing of that version cached: the read must fetch
+        stale.seek(3 * 4096)
+        with pytest.raises(SourceError, match="changed while being read"):
+            stale.read(10)
 
 
 class TestLocal(StorageContract):

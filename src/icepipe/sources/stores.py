@@ -14,7 +14,7 @@ import functools
 import io
 import threading
 from collections import OrderedDict
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlparse
 
 import obstore
@@ -32,6 +32,9 @@ from icepipe.storage import (
     scheme_for,
     split_url,
 )
+
+if TYPE_CHECKING:
+    from obstore import GetOptions
 
 __all__ = [
     "RemoteFile",
@@ -323,11 +326,18 @@ class RemoteFile(io.RawIOBase):
                 store, path = store_and_path(self.url, self.storage)
                 start = number * _BLOCK
                 end = min(version[0], start + _BLOCK)
+                # Only from the version whose ETag keys the block (it may change meanwhile).
+                options: GetOptions = {"range": (start, end), "if_match": version[1]}
                 try:
-                    block = bytes(obstore.get_range(store, path, start=start, end=end))
+                    block = bytes(obstore.get(store, path, options=options).bytes())
+                except obstore.exceptions.PreconditionError as exc:
+                    raise SourceError(
+                        f"{self.url}: changed while being read; run again once it is written",
+                        url=self.url,
+                    ) from exc
                 except Exception as exc:
                     raise access_error(exc, self.url) from exc
-                if len(block) != end - start:  # the object changed under its ETag: not kept
+                if len(block) != end - start:
                     raise SourceError(
                         f"{self.url}: changed while being read (bytes {start}-{end} came back "
                         f"{len(block)} long); run again once it is written",
