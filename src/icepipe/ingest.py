@@ -26,7 +26,6 @@ __all__ = [
     "Part",
     "loaded_chunks",
     "open_native",
-    "release_freed_memory",
     "stored_grid",
     "write_fallback",
     "write_part",
@@ -546,16 +545,3 @@ def _is_virtual(var: Any) -> bool:
     from icepipe.sources.formats.common import is_virtual
 
     return is_virtual(var)
-
-
-def release_freed_memory() -> None:
-    """Hand the memory the write stage freed back to the operating system (glibc's
-    ``malloc_trim``; nothing elsewhere), before Icechunk's commit allocates its own.
-
-    The write frees its Python objects (combined references, path lists) into the C heap,
-    where Icechunk's allocations at commit do not reuse all of it: without this, the commit's
-    peak stacks on what the write left mapped (``benchmarks/memory.py``).
-    """
-    from icepipe.allocator import release_freed_memory as release
-
-    release()

@@ -190,7 +190,7 @@ class StorageContract:
         from icepipe.sources import stores
 
         monkeypatch.setattr(stores, "_BLOCK", 4096)  # many block edges in a small object
-        stores._blocks.clear()
+        stores._block.cache_clear()
         data = np.random.default_rng(7).integers(0, 256, 50_000, dtype=np.uint8).tobytes()
         url = place.put("r.bin", data)
         rng = random.Random(11)
@@ -233,7 +233,7 @@ class StorageContract:
         stale.seek(0)
         stale.read(1)  # its ETag now known
         place.put("r.bin", data)
-        stores._blocks.clear()  # nothing of that version cached: the read must fetch
+        stores._block.cache_clear()  # nothing of that version cached: the read must fetch
         stale.seek(3 * 4096)
         with pytest.raises(SourceError, match="changed while being read"):
             stale.read(10)

@@ -305,7 +305,8 @@ class BufferReusingTarget:
 
     Encoding and storing a chunk allocates several buffers its size; on Dask workers (static
     malloc thresholds) each is a fresh mapping whose pages the kernel zeroes: the store runs
-    under :func:`icepipe.allocator.reuse_large_buffers` (nothing kept once it returns).
+    under :func:`icepipe.allocator.reuse_large_buffers`, which hands back what glibc lets it
+    once the store returns.
     """
 
     array: zarr.Array[Any]

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import functools
 import io
-import threading
-from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlparse
 
@@ -49,53 +47,14 @@ __all__ = [
     "zarr_store",
 ]
 
-# Range requests of h5py through RemoteFile are small (metadata blocks): read ahead this much.
-_READ_BUFFER = 1 << 20
-# Small reads through RemoteFile go through blocks of this size, kept per process (below).
+# Reads of up to a block through RemoteFile come from blocks of this size, the last
+# _CACHED_BLOCKS of them kept per process (64 MiB): every write task that reads a netCDF4 file on
+# object storage opens it again (xarray's PickleableFileManager opens a file object when
+# unpickled), and HDF5 reads its metadata in dozens of small reads, fetched once per process.
 _BLOCK = 1 << 20
-_BLOCK_CACHE_BYTES = 64 << 20
-
-
-class _Blocks:
-    """Blocks of object-store files read by small reads, by (url, storage, (size, ETag), block
-    number), least recently used dropped past a total size; thread-safe.
-
-    Every write task that reads a netCDF4 file on object storage opens it again (xarray's
-    PickleableFileManager opens a file object when unpickled), and HDF5 reads its metadata in
-    dozens of small reads: the blocks those fall in are fetched once per process. A file
-    rewritten meanwhile has another ETag (or size), so other keys: nothing stale is served.
-    """
-
-    def __init__(self, limit: int) -> None:
-        self._items: OrderedDict[tuple[Any, ...], bytes] = OrderedDict()
-        self._bytes = 0
-        self._limit = limit
-        self._lock = threading.Lock()
-
-    def get(self, key: tuple[Any, ...]) -> bytes | None:
-        with self._lock:
-            block = self._items.get(key)
-            if block is not None:
-                self._items.move_to_end(key)
-            return block
-
-    def put(self, key: tuple[Any, ...], block: bytes) -> None:
-        with self._lock:
-            if key in self._items:
-                return
-            self._items[key] = block
-            self._bytes += len(block)
-            while self._bytes > self._limit:
-                _, old = self._items.popitem(last=False)
-                self._bytes -= len(old)
-
-    def clear(self) -> None:
-        with self._lock:
-            self._items.clear()
-            self._bytes = 0
-
-
-_blocks = _Blocks(_BLOCK_CACHE_BYTES)
+_CACHED_BLOCKS = 64
+# Other reads (larger ones; objects without an ETag) go through a reader reading ahead this much.
+_READ_BUFFER = 1 << 20
 
 
 def store_for(root_url: str, storage: StorageOptions | None = None) -> Any:
@@ -240,9 +199,9 @@ class RemoteFile(io.RawIOBase):
 
     It pickles as ``(url, storage)`` and reconnects lazily wherever it is unpickled, with that
     process's credentials: xarray's file managers pickle their file objects into task graphs.
-    Reads of up to a block go through the process's block cache (:class:`_Blocks`), keyed by
+    Reads of up to a block go through the process's cached blocks (:func:`_block`), keyed by
     the object's size and ETag (read once per instance); larger reads, and objects without an
-    ETag, are read directly.
+    ETag, go through a reader.
     """
 
     def __init__(self, url: str, storage: StorageOptions | None = None) -> None:
@@ -318,33 +277,7 @@ class RemoteFile(io.RawIOBase):
     def _cached(self, pos: int, n: int, version: tuple[int, str]) -> bytes:
         """``n`` bytes at ``pos`` from the blocks they fall in (fetched when not cached)."""
         first, last = pos // _BLOCK, (pos + n - 1) // _BLOCK
-        parts = []
-        for number in range(first, last + 1):
-            key = (self.url, self.storage, version, number)
-            block = _blocks.get(key)
-            if block is None:
-                store, path = store_and_path(self.url, self.storage)
-                start = number * _BLOCK
-                end = min(version[0], start + _BLOCK)
-                # Only from the version whose ETag keys the block (it may change meanwhile).
-                options: GetOptions = {"range": (start, end), "if_match": version[1]}
-                try:
-                    block = bytes(obstore.get(store, path, options=options).bytes())
-                except obstore.exceptions.PreconditionError as exc:
-                    raise SourceError(
-                        f"{self.url}: changed while being read; run again once it is written",
-                        url=self.url,
-                    ) from exc
-                except Exception as exc:
-                    raise access_error(exc, self.url) from exc
-                if len(block) != end - start:
-                    raise SourceError(
-                        f"{self.url}: changed while being read (bytes {start}-{end} came back "
-                        f"{len(block)} long); run again once it is written",
-                        url=self.url,
-                    )
-                _blocks.put(key, block)
-            parts.append(block)
+        parts = [_block(self.url, self.storage, version, i, _BLOCK) for i in range(first, last + 1)]
         joined = parts[0] if len(parts) == 1 else b"".join(parts)
         offset = pos - first * _BLOCK
         return joined[offset : offset + n]
@@ -354,6 +287,40 @@ class RemoteFile(io.RawIOBase):
             self._reader.close()
             self._reader = None
         super().close()
+
+
+@functools.lru_cache(maxsize=_CACHED_BLOCKS)
+def _block(
+    url: str, storage: StorageOptions | None, version: tuple[int, str], number: int, size: int
+) -> bytes:
+    """Block ``number`` (of ``size`` bytes) of the object at ``url`` in its version ``version``
+    (size, ETag): fetched only from that version (``If-Match``), so a block of an object
+    rewritten meanwhile is never kept under the old one's key.
+
+    Raises
+    ------
+    SourceError
+        The object changed since its ETag was read.
+    """
+    store, path = store_and_path(url, storage)
+    start = number * size
+    end = min(version[0], start + size)
+    options: GetOptions = {"range": (start, end), "if_match": version[1]}
+    try:
+        block = bytes(obstore.get(store, path, options=options).bytes())
+    except obstore.exceptions.PreconditionError as exc:
+        raise SourceError(
+            f"{url}: changed while being read; run again once it is written", url=url
+        ) from exc
+    except Exception as exc:
+        raise access_error(exc, url) from exc
+    if len(block) != end - start:
+        raise SourceError(
+            f"{url}: changed while being read (bytes {start}-{end} came back {len(block)} "
+            "long); run again once it is written",
+            url=url,
+        )
+    return block
 
 
 def zarr_store(url: str, storage: StorageOptions | None = None) -> Any:
