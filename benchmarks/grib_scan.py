@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import gc
-import json
 import os
 import statistics
 import sys
@@ -39,6 +38,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from run import write_results  # benchmarks/run.py: the shared JSON writer
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 ROUTES = ("template", "index", "floor")
@@ -165,8 +166,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     print("files/s per core; template/index = index route median / template route median")
     print(f"load average: {out['load_average']}")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(out, indent=2) + "\n")
+    write_results(args.out, out)
     return 0
 
 

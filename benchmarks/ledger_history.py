@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import statistics
 import sys
 import tempfile
@@ -34,6 +33,7 @@ import icepipe  # first: loads pyproj before ecCodes (see icepipe/__init__.py)
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from nightly import write_file  # the nightly benchmark's small netCDF4 file
+from run import write_results  # benchmarks/run.py: the shared JSON writer
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -121,8 +121,7 @@ def main(argv: list[str] | None = None) -> int:
             medians[name], out.setdefault("samples", {})[name] = timed(fn, args.repeats)
             print(f"{name:<28} {medians[name]:>8.3f} s", flush=True)
         out["median_seconds"] = medians
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(out, indent=2) + "\n")
+    write_results(args.out, out)
     print(f"wrote {args.out}")
     return 0
 

@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import ctypes
 import gc
-import json
 import os
 import random
 import shutil
@@ -46,7 +45,11 @@ from typing import Any
 import numpy as np
 
 import icepipe
-from run import machine_info, source_state  # benchmarks/run.py: the same machine/source record
+from run import (  # benchmarks/run.py: the same machine/source record, the JSON writer
+    machine_info,
+    source_state,
+    write_results,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -957,8 +960,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{out['load_average_at_end'][0]} at end on {os.cpu_count()} CPUs: "
             "other processes competed; the ratios are noisy"
         )
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(out, indent=2) + "\n")
+    write_results(args.out, out)
     print(f"\nwrote {args.out} (total {out['total_seconds']} s)")
     return 0
 

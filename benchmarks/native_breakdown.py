@@ -31,7 +31,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import statistics
@@ -49,7 +48,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from native import A_CHUNKS, ZSTD_LEVEL, field  # the native benchmark's chunk and codec
-from run import machine_info, source_state  # the scan benchmark's records
+from run import machine_info, source_state, write_results  # the scan benchmark's records
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # Dask's nanny sets this for every worker (distributed.nanny.pre-spawn-environ).
@@ -228,8 +227,7 @@ def main(argv: list[str] | None = None) -> int:
         "median_cpu_seconds_per_chunk": {n: round(m, 5) for n, m in medians.items()},
         "load_average_at_end": load,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(out, indent=2) + "\n")
+    write_results(args.out, out)
     print(f"wrote {args.out}")
     return 0
 

@@ -38,6 +38,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from run import machine_info, source_state, write_results  # benchmarks/run.py
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 VARIANTS = ("icechunk", "icepipe", "to_zarr")
 
@@ -123,13 +125,10 @@ def main(argv: list[str] | None = None) -> int:
         help="where to write the JSON results (default: %(default)s)",
     )
     args = parser.parse_args(argv)
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
     if args.child:
         warnings.filterwarnings("ignore")
         print(json.dumps(child(args.child, args.chunks)))
         return 0
-    from run import machine_info, source_state
-
     machine = machine_info()
     samples: dict[str, list[dict[str, float]]] = {v: [] for v in VARIANTS}
     for rep in range(args.repeats):
@@ -161,8 +160,7 @@ def main(argv: list[str] | None = None) -> int:
         "medians": med,
         "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(out, indent=2) + "\n")
+    write_results(args.out, out)
     print(f"wrote {args.out}")
     return 0
 

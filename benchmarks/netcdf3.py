@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import statistics
 import sys
 import tempfile
@@ -40,6 +39,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from run import write_results  # benchmarks/run.py: the shared JSON writer
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 ROUTES = ("header", "parser", "vz-open", "floor")
@@ -223,8 +224,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{res['header_vs_parser']:.1f}x"
         )
     print("files/s per core; header/parser = parser route median / header route median")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(out, indent=2) + "\n")
+    write_results(args.out, out)
     return 0
 
 

@@ -44,7 +44,7 @@ import numpy as np
 import icepipe
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run import machine_info, source_state  # the scan benchmark's records
+from run import machine_info, source_state, write_results  # the scan benchmark's records
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 STEPS, NY, NX = 2, 4, 8
@@ -236,8 +236,7 @@ def main(argv: list[str] | None = None) -> int:
     out["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     out["total_seconds"] = round(time.perf_counter() - t_total, 1)
     print_table(out["summary"])
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(out, indent=2) + "\n")
+    write_results(args.out, out)
     print(f"\nwrote {args.out} (total {out['total_seconds']} s)")
     return 0
 

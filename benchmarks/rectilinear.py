@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import os
 import statistics
 import sys
@@ -51,7 +50,11 @@ import xarray as xr
 import yaml
 
 import icepipe
-from run import machine_info, source_state  # benchmarks/run.py: the same machine/source record
+from run import (  # benchmarks/run.py: the same machine/source record, the JSON writer
+    machine_info,
+    source_state,
+    write_results,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
@@ -223,8 +226,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": machine,
         "source": source_state(),
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(out, indent=2) + "\n")
+    write_results(args.out, out)
     print(f"\nwritten to {args.out}")
     return 0
 

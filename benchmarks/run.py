@@ -226,6 +226,12 @@ def timed(runner: Method, files: list[Path], repo: Path, client: Any) -> tuple[f
     return time.perf_counter() - t0, info
 
 
+def write_results(path: Path, out: dict[str, Any]) -> None:
+    """Write a benchmark's JSON results to ``path`` (its folder made when missing)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(out, indent=2) + "\n")
+
+
 def machine_info() -> dict[str, Any]:
     def ver(pkg: str) -> str | None:
         try:
@@ -527,8 +533,7 @@ def main(argv: list[str] | None = None) -> int:
             f"index route {fps['index']} files/s, parser route {fps['parser']} files/s, "
             f"{core['index_speedup']}x"
         )
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(out, indent=2) + "\n")
+    write_results(args.out, out)
     print(f"\nwrote {args.out} (total {out['total_seconds']} s)")
     return 0
 

@@ -23,7 +23,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import resource
 import shutil
@@ -40,7 +39,7 @@ import icepipe  # noqa: F401  (loads pyproj before ecCodes: see icepipe/__init__
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from nightly import write_file  # the nightly benchmark's small netCDF4 file
-from run import machine_info, source_state  # the scan benchmark's records
+from run import machine_info, source_state, write_results  # the scan benchmark's records
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 GOAL_SECONDS = 2.5
@@ -192,8 +191,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{m:<20} {v:>9.2f} {ratio:>11.2f}x {cpu_medians[m]:>13.2f}")
     verdict = "HOLDS" if out["goal"]["holds"] else "DOES NOT HOLD"
     print(f"goal icepipe run <= {GOAL_SECONDS} s: {medians['icepipe run']:.2f} s {verdict}")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(out, indent=2) + "\n")
+    write_results(args.out, out)
     print(f"\nwrote {args.out}")
     return 0
 
